@@ -1,0 +1,227 @@
+"""The command line: parse, call, print, map errors to exit codes. No logic lives here.
+
+Exit codes (DESIGN.md): 0 success, 1 the build or install failed, 2 invalid input,
+130 interrupted. With --json exactly one JSON document goes to stdout (the result
+or the error list); human progress and messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import typer
+
+from builder import catalog as catalog_mod
+from builder import sources
+from builder.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, PvError
+from builder.profiles import PROFILES, resolve_profile
+
+app = typer.Typer(
+    name="pvinstall",
+    help="Unattended Windows Server installs on KVM/libvirt with virtio drivers from the "
+    "first boot.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")
+]
+ProfileOption = Annotated[
+    str | None,
+    typer.Option("--profile", "-p", help="A profile (see `pvinstall profiles`) or osinfo id."),
+]
+ArchOption = Annotated[
+    str | None, typer.Option("--arch", help="x86 or x64, with an osinfo id such as win2k8.")
+]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show a traceback when something fails.")
+    ] = False,
+) -> None:
+    """pvinstall builds answer files, driver media and the libvirt domain for a hands-off
+    Windows Server install on virtio disk and network."""
+
+
+def _print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+
+
+def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [len(h) for h in header]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    lines += [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    return "\n".join(lines)
+
+
+@app.command("profiles")
+def profiles_command(json_output: JsonOption = False) -> None:
+    """List the Windows targets pvinstall builds for, with their facts."""
+    if json_output:
+        _print_json({"profiles": [p.as_json() for p in PROFILES.values()]})
+        return
+    rows = [
+        [
+            p.name,
+            p.title,
+            f"NT {p.nt_version[0]}.{p.nt_version[1]}",
+            ", ".join(p.answer_files),
+            p.virtio_win_folder,
+            p.device_flavour,
+            ", ".join((p.osinfo_id, *p.osinfo_aliases)),
+        ]
+        for p in PROFILES.values()
+    ]
+    header = ["PROFILE", "WINDOWS", "VERSION", "ANSWER FILES", "VIRTIO-WIN", "DEVICES", "OSINFO"]
+    typer.echo(_table(rows, header))
+    typer.echo("\nStorage driver path to setup:")
+    for p in PROFILES.values():
+        typer.echo(f"  {p.name}: {p.storage_path}")
+
+
+@app.command("drivers")
+def drivers_command(
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="virtio-win ISO, driver folder or .vfd image (default: $VIRTIO_WIN, "
+            "drivers/virtio-win.iso, /usr/share/virtio-win/...)."
+        ),
+    ] = None,
+    profile: ProfileOption = None,
+    arch: ArchOption = None,
+    show_rejected: Annotated[
+        bool, typer.Option("--rejected", help="Also list every INF not selected, and why.")
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """List the driver packages in a source, or the selection for a profile."""
+    target = resolve_profile(profile, arch) if profile else None
+    path = sources.find_source(source)
+    catalog = catalog_mod.load_catalog()
+    with sources.open_source(path) as opened:
+        scan = catalog_mod.scan_source(opened, catalog)
+        if target is None:
+            document = catalog_mod.scan_json(scan)
+            if json_output:
+                _print_json(document)
+                return
+            _print_scan(document)
+            return
+        selection = catalog_mod.select_drivers(scan, target, catalog)
+        document = catalog_mod.driverset_json(selection, opened)
+    if json_output:
+        _print_json(document)
+        return
+    _print_selection(document, show_rejected=show_rejected)
+
+
+def _print_scan(document: dict[str, Any]) -> None:
+    source = document["source"]
+    typer.echo(f"{source['path']} ({source['kind']}, label {source['label'] or '-'})")
+    rows = [
+        [
+            p["name"],
+            p["inf"],
+            ",".join(p["arch"]),
+            ", ".join(p["decorations"]) or "-",
+            p["driver_ver"] or "-",
+            "yes" if p["signed"] else "NO",
+            "yes" if p["complete"] else "missing " + ", ".join(p["missing"]),
+        ]
+        for p in document["packages"]
+    ]
+    header = ["DRIVER", "INF", "ARCH", "DECORATIONS", "DRIVERVER", "CATALOG", "COMPLETE"]
+    typer.echo(_table(rows, header))
+    for broken in document["unreadable"]:
+        typer.echo(f"unreadable: {broken['inf']}: {broken['reason']}", err=True)
+    for warning in document["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+def _print_selection(document: dict[str, Any], *, show_rejected: bool) -> None:
+    source = document["source"]
+    typer.echo(f"{document['profile']} from {source['path']} ({source['kind']})")
+    rows = [
+        [
+            d["name"],
+            d["inf"],
+            d["decoration"] or "(undecorated)",
+            d["driver_ver"],
+            "boot" if d["boot_critical"] else "",
+            str(len(d["files"])),
+        ]
+        for d in document["selected"]
+    ]
+    typer.echo(_table(rows, ["DRIVER", "INF", "DECORATION", "DRIVERVER", "BOOT", "FILES"]))
+    rejected = document["rejected"]
+    if show_rejected:
+        typer.echo("\nRejected:")
+        for item in rejected:
+            typer.echo(f"  {item['inf']}: {item['reason']}")
+    elif rejected:
+        typer.echo(f"\n{len(rejected)} other INF files not selected (--rejected lists why).")
+    for warning in document["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+def _report(error: PvError, *, json_output: bool) -> None:
+    if json_output:
+        _print_json(error.as_json())
+    label = "invalid input" if error.exit_code == EXIT_INVALID else "failed"
+    problems = error.problems
+    if len(problems) == 1:
+        typer.echo(f"pvinstall: {label}: {problems[0]}", err=True)
+        return
+    typer.echo(f"pvinstall: {label}: {len(problems)} problems:", err=True)
+    for problem in problems:
+        typer.echo(f"  - {problem}", err=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return the exit code (the console script calls this)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    json_output = "--json" in args
+    try:
+        result = app(args=args, prog_name="pvinstall", standalone_mode=False)
+    except PvError as error:
+        if debug:
+            traceback.print_exc()
+        _report(error, json_output=json_output)
+        return error.exit_code
+    except (KeyboardInterrupt, typer.Abort):
+        typer.echo("pvinstall: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except typer.Exit as done:
+        return int(done.exit_code)
+    except typer.TyperException as usage:
+        show = getattr(usage, "show", None)
+        if callable(show):
+            show()
+        else:
+            typer.echo(f"pvinstall: {usage}", err=True)
+        code = getattr(usage, "exit_code", EXIT_INVALID)
+        return int(code) if isinstance(code, int) else EXIT_INVALID
+    except Exception as unexpected:
+        if debug:
+            raise
+        typer.echo(
+            f"pvinstall: internal error: {type(unexpected).__name__}: {unexpected} "
+            "(run with --debug for a traceback, and please report it)",
+            err=True,
+        )
+        return EXIT_FAILED
+    return int(result) if isinstance(result, int) else 0

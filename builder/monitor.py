@@ -1,0 +1,119 @@
+"""Progress reporting: an injected monitor object, never `print`.
+
+Three kinds, all writing to stderr so stdout stays free for `--json` and
+`--print-xml`: `RichMonitor` for a terminal, `QuietMonitor` otherwise (only
+warnings), `JsonMonitor` (one JSON object per line) with `--json`. Callers must
+never pass secrets to a monitor; the pipeline only reports names, paths and sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, Protocol, TextIO
+
+
+class Monitor(Protocol):
+    def step(self, name: str, detail: str = "") -> None:
+        """A build step begins (`select drivers`, `write floppy`...)."""
+
+    def info(self, message: str) -> None:
+        """Something worth telling a person watching."""
+
+    def warning(self, message: str) -> None:
+        """Something the user should know even when the build succeeds."""
+
+    def status(self, **fields: Any) -> None:
+        """A periodic status update (elapsed time, guest state, disk allocation)."""
+
+
+class QuietMonitor:
+    """No progress, only warnings (stderr is not a terminal and no --json)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+
+    def step(self, name: str, detail: str = "") -> None:
+        pass
+
+    def info(self, message: str) -> None:
+        pass
+
+    def warning(self, message: str) -> None:
+        print(f"warning: {message}", file=self._stream or sys.stderr)
+
+    def status(self, **fields: Any) -> None:
+        pass
+
+
+class NullMonitor(QuietMonitor):
+    """Nothing at all; for tests and library use."""
+
+    def warning(self, message: str) -> None:
+        pass
+
+
+class JsonMonitor:
+    """One JSON object per line on stderr: {"event": ..., ...}."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+        self._start = time.monotonic()
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        record = {"event": event, "t": round(time.monotonic() - self._start, 3), **fields}
+        out = self._stream or sys.stderr
+        out.write(json.dumps(record, sort_keys=True) + "\n")
+        out.flush()
+
+    def step(self, name: str, detail: str = "") -> None:
+        self._emit("step", name=name, detail=detail)
+
+    def info(self, message: str) -> None:
+        self._emit("info", message=message)
+
+    def warning(self, message: str) -> None:
+        self._emit("warning", message=message)
+
+    def status(self, **fields: Any) -> None:
+        self._emit("status", **fields)
+
+
+class RichMonitor:
+    """Readable progress for a person at a terminal."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        from rich.console import Console
+
+        self._console = Console(file=stream or sys.stderr, highlight=False)
+        self._start = time.monotonic()
+
+    def _elapsed(self) -> str:
+        seconds = int(time.monotonic() - self._start)
+        return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+    def step(self, name: str, detail: str = "") -> None:
+        suffix = f" [dim]{detail}[/dim]" if detail else ""
+        self._console.print(f"[dim]{self._elapsed()}[/dim] [bold]{name}[/bold]{suffix}",
+                            markup=True)
+
+    def info(self, message: str) -> None:
+        self._console.print(f"      {message}", markup=False)
+
+    def warning(self, message: str) -> None:
+        self._console.print(f"[yellow]warning:[/yellow] {message}", markup=True)
+
+    def status(self, **fields: Any) -> None:
+        text = "  ".join(f"{k}={v}" for k, v in fields.items())
+        self._console.print(f"[dim]{self._elapsed()}[/dim]   {text}", markup=True)
+
+
+def choose_monitor(*, json_output: bool, stream: TextIO | None = None) -> Monitor:
+    """The monitor the CLI uses: JSON lines with --json, rich on a terminal, else quiet."""
+    out = stream or sys.stderr
+    if json_output:
+        return JsonMonitor(out)
+    if out.isatty():
+        return RichMonitor(out)
+    return QuietMonitor(out)
