@@ -155,7 +155,7 @@ def _w2003(arch: Arch) -> Profile:
         editions=_W2003_X64 if arch == "amd64" else _W2003_X86,
         default_edition="standard",
         timezone_style="index",
-        default_timezone="85",
+        default_timezone="090",
         product_key_required=True,
         hyperv=False,
         min_memory_mib=128,
@@ -182,7 +182,8 @@ def _w2008(arch: Arch) -> Profile:
         editions=_W2008,
         default_edition="standard",
         timezone_style="name",
-        default_timezone="UTC",
+        # "UTC" arrived with Windows 7 / 2008 R2; Greenwich has no DST either.
+        default_timezone="Greenwich Standard Time",
         product_key_required=False,
         hyperv=True,
         min_memory_mib=512,

@@ -1,0 +1,58 @@
+# pvinstall — see README.md.
+#   make setup   venv + Python packages; as root also the Debian packages
+#   make test    everything the README's test command promises (unit + integration)
+#   make check   ruff, mypy --strict, pytest
+#   make bench   speed and memory benchmarks
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+# Debian packages: building libvirt-python, the tools the tests use as oracles and
+# pvinstall uses at run time, and the hypervisor stack the integration tests boot.
+DEBIAN_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev \
+	mtools dosfstools genisoimage xorriso \
+	qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+
+.PHONY: setup debian-packages libvirtd test test-unit test-integration test-boot check lint bench \
+	win2003-virtio win2008-virtio win2008r2-virtio clean
+
+setup: debian-packages $(VENV)/.installed
+
+debian-packages:
+	@./.ci/install-debian-packages $(DEBIAN_PACKAGES)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip "setuptools>=77,<82" wheel
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# libvirtd without systemd, for the integration tests that boot guests (root only).
+libvirtd:
+	@if [ "$$(id -u)" -eq 0 ]; then ./.ci/setup-libvirtd; fi
+
+test: setup libvirtd
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
+
+test-integration: setup libvirtd
+	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+test-boot: setup libvirtd
+	$(BIN)/pytest -m boot $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check builder tests
+	$(BIN)/mypy
+
+check: lint test
+
+bench: setup
+	$(BIN)/python -m tests.bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/.cache

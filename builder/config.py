@@ -1,0 +1,584 @@
+"""User settings: one frozen `BuildConfig`, loaded from a TOML file, environment and --set.
+
+Every setting is declared once in `SETTINGS` (key, type, help). Precedence, lowest
+first: the profile's default, the `--config` file, `PVINSTALL_<KEY>` environment
+variables, `--set KEY=VALUE`. Validation collects every problem, each with its key,
+before anything is written. Secrets (admin password, product key) are held in
+`Secret` so that they never print by accident.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from builder import locales, timezones
+from builder.errors import InputError, Problem
+from builder.profiles import Family, Profile
+
+ENV_PREFIX = "PVINSTALL_"
+
+
+class Secret:
+    """A password or product key: `str()`/`repr()` never show it; `reveal()` does."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+Kind = Literal["str", "int", "str_list", "int_list", "size"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One user setting: its key, type, help text, and whether it is a secret."""
+
+    key: str
+    kind: Kind
+    help: str
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("computer_name", "str",
+            "NetBIOS computer name, at most 15 letters, digits, '-' or '_'; '*' for a random "
+            "name (default '*')."),
+    Setting("admin_password", "str",
+            "Administrator password (required). Kept out of logs and the manifest; prefer "
+            "PVINSTALL_ADMIN_PASSWORD or the config file to --set.", secret=True),
+    Setting("product_key", "str",
+            "Product key XXXXX-XXXXX-XXXXX-XXXXX-XXXXX. Required for 2003; for 2008 the "
+            "edition's KMS client key by default, \"\" to leave it out (evaluation media).",
+            secret=True),
+    Setting("edition", "str",
+            "standard, enterprise, datacenter or web: picks the image name and the default "
+            "KMS client key (default standard)."),
+    Setting("image_name", "str",
+            "The install.wim image to install (/IMAGE/NAME), overriding the edition's."),
+    Setting("full_name", "str", "Registered owner (default 'Administrator')."),
+    Setting("organization", "str", "Registered organization (default empty)."),
+    Setting("timezone", "str",
+            "Time zone: the Windows name ('W. Europe Standard Time'); 2003 also takes its "
+            "index ('110'). Default: Greenwich, UTC on 2008 R2."),
+    Setting("locale", "str",
+            "Locale for UI language, input, system and user locale, e.g. en-US (default)."),
+    Setting("workgroup", "str", "Workgroup to join (default WORKGROUP)."),
+    Setting("autologon_count", "int",
+            "How many times Administrator logs on automatically (default 1; at least 1, "
+            "because the post-install step runs at the first logon)."),
+    Setting("first_logon_commands", "str_list",
+            "Commands run at the first logon, after the drivers are installed and before the "
+            "guest powers off (a list of strings)."),
+    Setting("floppy_size", "size", "Answer floppy size: 1.44 (default) or 2.88 (MB)."),
+    Setting("drivers_iso_label", "str", "Volume label of drivers.iso (default PVDRIVERS)."),
+    Setting("memory_mib", "int", "Guest memory in MiB (profile default; at least its minimum)."),
+    Setting("vcpus", "int", "Virtual CPUs (profile default)."),
+    Setting("disk_size_gib", "int", "System disk size in GiB (profile default)."),
+    Setting("data_disks", "int_list", "Sizes in GiB of extra virtio data disks, e.g. [20, 40]."),
+    Setting("network", "str",
+            "libvirt network for the virtio NIC (default 'default'), or 'user' for user-mode "
+            "networking."),
+    Setting("storage_pool", "str",
+            "libvirt storage pool for the disks (default: qcow2 files next to the outputs)."),
+)
+SETTINGS_BY_KEY: Mapping[str, Setting] = {s.key: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """The user's intent for one build, validated. Frozen; derive, don't mutate."""
+
+    profile: Profile
+    computer_name: str
+    admin_password: Secret
+    product_key: Secret | None
+    edition: str
+    image_name: str | None
+    full_name: str
+    organization: str
+    timezone: str
+    locale: str
+    workgroup: str
+    autologon_count: int
+    first_logon_commands: tuple[str, ...]
+    floppy_kib: int
+    drivers_iso_label: str
+    memory_mib: int
+    vcpus: int
+    disk_size_gib: int
+    data_disks: tuple[int, ...]
+    network: str
+    storage_pool: str | None
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def timezone_index(self) -> str:
+        """The 2003 index, three digits (`090`)."""
+        return f"{int(self.timezone):03d}"
+
+    @property
+    def input_locale(self) -> str:
+        return locales.input_locale(self.locale)
+
+    @property
+    def language_code(self) -> str:
+        return locales.language_code(self.locale)
+
+    def public_json(self) -> dict[str, Any]:
+        """The settings for the manifest: secrets are only said to be set or not."""
+        out: dict[str, Any] = {}
+        for setting in SETTINGS:
+            if setting.key == "floppy_size":
+                out["floppy_size"] = "2.88" if self.floppy_kib == 2880 else "1.44"
+                continue
+            value = getattr(self, setting.key)
+            if setting.secret:
+                out[setting.key] = "(set)" if value else "(none)"
+            elif isinstance(value, tuple):
+                out[setting.key] = list(value)
+            else:
+                out[setting.key] = value
+        return out
+
+
+# -- gathering raw values ------------------------------------------------------------------
+
+
+def _parse_value(text: str) -> Any:
+    """A --set or environment value: TOML when it parses as a TOML value, else the text."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _read_file(path: Path, problems: list[Problem]) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        problems.append(Problem("--config", f"{path} does not exist.", "Check the path."))
+        return {}
+    except IsADirectoryError:
+        problems.append(Problem("--config", f"{path} is a directory, not a TOML file."))
+        return {}
+    except OSError as exc:
+        problems.append(Problem("--config", f"cannot read {path}: {exc.strerror}."))
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(
+            Problem("--config", f"{path} is not valid TOML: {exc}.",
+                    "Fix the line it names; strings need quotes.")
+        )
+        return {}
+    except UnicodeDecodeError:
+        problems.append(Problem("--config", f"{path} is not UTF-8 text."))
+        return {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            problems.append(
+                Problem(f"{path}: [{key}]", "tables are not settings; write key = value "
+                        "lines at the top level.")
+            )
+    return {k: v for k, v in data.items() if not isinstance(v, dict)}
+
+
+def gather(
+    *,
+    config_file: Path | None,
+    sets: Sequence[str],
+    environ: Mapping[str, str],
+) -> tuple[dict[str, tuple[Any, str, str | None]], list[Problem]]:
+    """Collect raw values with where they came from: key -> (value, origin, raw text)."""
+    problems: list[Problem] = []
+    values: dict[str, tuple[Any, str, str | None]] = {}
+    if config_file is not None:
+        for key, value in _read_file(config_file, problems).items():
+            values[key] = (value, str(config_file), None)
+    for name, text in sorted(environ.items()):
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
+            key = name[len(ENV_PREFIX):].lower()
+            values[key] = (_parse_value(text), f"${name}", text)
+    for item in sets:
+        if "=" not in item:
+            problems.append(
+                Problem("--set", f"{item!r} has no '='.", "Write --set KEY=VALUE.")
+            )
+            continue
+        key, _, text = item.partition("=")
+        key = key.strip()
+        if not key:
+            problems.append(Problem("--set", f"{item!r} has no key before '='.",
+                                    "Write --set KEY=VALUE."))
+            continue
+        values[key] = (_parse_value(text), "--set", text)
+    return values, problems
+
+
+# -- validation ------------------------------------------------------------------------------
+
+_NETBIOS = re.compile(r"^[A-Za-z0-9_-]{1,15}$")
+_PRODUCT_KEY = re.compile(r"^[A-Z0-9]{5}(-[A-Z0-9]{5}){4}$")
+_ISO_LABEL = re.compile(r"^[A-Z0-9_]{1,32}$")
+
+
+def _text_problem(value: str, *, cp1252: bool) -> str | None:
+    """Why a free-text value cannot go into an answer file, or None if it can."""
+    for char in value:
+        if char in "\r\n":
+            return "contains a line break, which would end the line in the answer file"
+        category = unicodedata.category(char)
+        if category == "Cc":
+            return f"contains the control character U+{ord(char):04X}"
+        if category == "Cs":
+            return f"contains the lone surrogate U+{ord(char):04X}"
+        if category == "Cn" and (ord(char) & 0xFFFE) == 0xFFFE:
+            return f"contains the non-character U+{ord(char):04X}"
+    if cp1252:
+        try:
+            value.encode("cp1252")
+        except UnicodeEncodeError as exc:
+            bad = value[exc.start]
+            return (
+                f"contains {bad!r} (U+{ord(bad):04X}), which Windows Server 2003's winnt.sif "
+                "cannot hold (it is read as Windows-1252)"
+            )
+        if '"' in value:
+            return 'contains \'"\', which cannot be quoted in winnt.sif'
+    return None
+
+
+class _Validator:
+    def __init__(self, profile: Profile, raw: Mapping[str, tuple[Any, str, str | None]]) -> None:
+        self.profile = profile
+        self.raw = raw
+        self.problems: list[Problem] = []
+        self.is_2003 = profile.family is Family.WIN2003
+
+    def fail(self, key: str, message: str, hint: str | None = None) -> None:
+        origin = self.raw.get(key.split("[", maxsplit=1)[0], (None, "", None))[1]
+        if origin and origin != "--set":
+            message = f"{message.rstrip('.')} (set in {origin})."
+        self.problems.append(Problem(key, message, hint))
+
+    def problems_for(self, key: str) -> bool:
+        return any(p.key == key for p in self.problems)
+
+    def get(self, key: str, default: Any) -> Any:
+        if key not in self.raw:
+            return default
+        value, _, text = self.raw[key]
+        kind = SETTINGS_BY_KEY[key].kind
+        # --set admin_password=123456 means the string "123456", not a number.
+        if kind == "str" and text is not None and not isinstance(value, str):
+            return text
+        return value
+
+    def text(self, key: str, default: str, *, winnt: bool = True) -> str:
+        value = self.get(key, default)
+        if not isinstance(value, str):
+            self.fail(key, f"must be a string, not {type(value).__name__} {value!r}.")
+            return default
+        problem = _text_problem(value, cp1252=winnt and self.is_2003)
+        if problem:
+            self.fail(key, problem + ".", "Use plain printable characters.")
+        return value
+
+    def integer(self, key: str, default: int, low: int, high: int, unit: str = "") -> int:
+        value = self.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, f"must be a whole number, not {value!r}.")
+            return default
+        if not low <= value <= high:
+            self.fail(key, f"{value}{unit} is out of range; allowed {low}{unit} to {high}{unit}.")
+        return value
+
+
+def load_config(
+    profile: Profile,
+    *,
+    config_file: Path | None = None,
+    sets: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+    extra_problems: Callable[[], list[Problem]] | None = None,
+) -> BuildConfig:
+    """Gather and validate the settings for `profile`; InputError lists every problem."""
+    raw, problems = gather(config_file=config_file, sets=sets, environ=environ or {})
+    for key, (_, origin, _) in sorted(raw.items()):
+        if key not in SETTINGS_BY_KEY:
+            near = difflib.get_close_matches(key.replace("-", "_"), SETTINGS_BY_KEY, n=1)
+            hint = f"Did you mean {near[0]}?" if near else "See `pvinstall build --help`."
+            problems.append(Problem(key, f"unknown setting (from {origin}).", hint))
+    known = {k: v for k, v in raw.items() if k in SETTINGS_BY_KEY}
+    check = _Validator(profile, known)
+    config = _validate(check)
+    problems += check.problems
+    if extra_problems is not None:
+        problems += extra_problems()
+    if problems or config is None:
+        raise InputError.collect(problems)
+    return config
+
+
+def _validate(check: _Validator) -> BuildConfig | None:
+    profile = check.profile
+    computer_name = _computer_name(check)
+    password = _admin_password(check)
+    edition = check.text("edition", profile.default_edition)
+    if edition not in profile.editions:
+        check.fail("edition", f"{edition!r} is not an edition of {profile.name}; choose one of "
+                   f"{', '.join(profile.editions)}.")
+    edition_info = profile.editions.get(edition, profile.editions[profile.default_edition])
+    product_key = _product_key(check, edition_info.kms_key)
+    image_name = _image_name(check, edition, edition_info.image_name)
+
+    full_name = check.text("full_name", "Administrator")
+    if not full_name.strip():
+        check.fail("full_name", "is empty; Windows setup requires a registered owner.")
+    elif len(full_name) > 63:
+        check.fail("full_name", f"{len(full_name)} characters; at most 63.")
+    organization = check.text("organization", "")
+    if len(organization) > 63:
+        check.fail("organization", f"{len(organization)} characters; at most 63.")
+
+    timezone = _timezone(check)
+    locale = _locale(check)
+    workgroup = check.text("workgroup", "WORKGROUP")
+    if not _NETBIOS.match(workgroup) and not check.problems_for("workgroup"):
+        check.fail("workgroup", f"{workgroup!r} is not a NetBIOS name (at most 15 letters, "
+                   "digits, '-' or '_').")
+    autologon = check.integer("autologon_count", 1, 0, 999)
+    if autologon == 0:
+        check.fail("autologon_count", "0 turns AutoLogon off, but the post-install step and the "
+                   "power-off that ends the install run at the first logon.", "Use 1 or more.")
+    commands = _string_list(check, "first_logon_commands")
+    floppy_kib = _floppy_size(check)
+    label = check.text("drivers_iso_label", "PVDRIVERS", winnt=False)
+    if not _ISO_LABEL.match(label) and not check.problems_for("drivers_iso_label"):
+        check.fail("drivers_iso_label", f"{label!r}: an ISO 9660 volume label has 1 to 32 of "
+                   "A-Z, 0-9 and '_'.")
+    domain = _domain_settings(check)
+    if check.problems:
+        return None
+    return BuildConfig(
+        profile=profile,
+        computer_name=computer_name,
+        admin_password=Secret(password),
+        product_key=product_key,
+        edition=edition,
+        image_name=image_name,
+        full_name=full_name,
+        organization=organization,
+        timezone=timezone,
+        locale=locale,
+        workgroup=workgroup,
+        autologon_count=autologon,
+        first_logon_commands=commands,
+        floppy_kib=floppy_kib,
+        drivers_iso_label=label,
+        **domain,
+        origins={k: v[1] for k, v in check.raw.items()},
+    )
+
+
+def _computer_name(check: _Validator) -> str:
+    name = check.text("computer_name", "*")
+    if name == "*" or check.problems_for("computer_name"):
+        return name
+    if len(name) > 15:
+        check.fail("computer_name", f"{len(name)} characters; a NetBIOS name has at most 15.")
+    elif not _NETBIOS.match(name):
+        bad = sorted({c for c in name if not re.match(r"[A-Za-z0-9_-]", c)})
+        check.fail("computer_name",
+                   f"{name!r} contains {' '.join(repr(c) for c in bad)}; use letters, digits, "
+                   "'-' and '_' only, or '*' for a random name.")
+    elif name.isdigit():
+        check.fail("computer_name", "a computer name cannot be only digits.")
+    return name
+
+
+def _admin_password(check: _Validator) -> str:
+    password = check.text("admin_password", "")
+    if "admin_password" not in check.raw:
+        check.fail("admin_password", "not set.",
+                   "Give it in the --config file or as PVINSTALL_ADMIN_PASSWORD.")
+    elif password == "":
+        check.fail("admin_password", "is empty; AutoLogon and the post-install step need a "
+                   "password.")
+    elif len(password) > 127:
+        check.fail("admin_password", f"{len(password)} characters; Windows allows at most 127.")
+    return password
+
+
+def _image_name(check: _Validator, edition: str, default: str | None) -> str | None:
+    profile = check.profile
+    if profile.is_2003:
+        if "image_name" in check.raw:
+            check.fail("image_name", "Windows Server 2003 installs from winnt.sif, which has no "
+                       "image name; leave it out.")
+        return None
+    image_name = check.text("image_name", default or "")
+    if not image_name and not check.problems_for("image_name"):
+        check.fail("image_name", f"no image name is known for the {edition} edition of "
+                   f"{profile.name}.",
+                   "Set image_name to the name `wiminfo install.wim` lists for it.")
+    return image_name
+
+
+def _domain_settings(check: _Validator) -> dict[str, Any]:
+    profile = check.profile
+    memory = check.integer("memory_mib", profile.memory_mib, 1, 4 * 1024 * 1024, " MiB")
+    if memory < profile.min_memory_mib and not check.problems_for("memory_mib"):
+        check.fail("memory_mib", f"{memory} MiB is below the {profile.min_memory_mib} MiB "
+                   f"{profile.title} needs.")
+    min_disk = 4 if profile.is_2003 else 10
+    network = check.text("network", "default", winnt=False)
+    if not network.strip() or "/" in network or " " in network.strip():
+        check.fail("network", f"{network!r} is not a libvirt network name.")
+    pool = check.text("storage_pool", "", winnt=False)
+    return {
+        "memory_mib": memory,
+        "vcpus": check.integer("vcpus", profile.vcpus, 1, 255),
+        "disk_size_gib": check.integer("disk_size_gib", profile.disk_size_gib, min_disk, 2047,
+                                       " GiB"),
+        "data_disks": _int_list(check, "data_disks", 1, 65536),
+        "network": network,
+        "storage_pool": pool or None,
+    }
+
+
+def _product_key(check: _Validator, kms_key: str | None) -> Secret | None:
+    profile = check.profile
+    if "product_key" not in check.raw:
+        if profile.product_key_required:
+            check.fail("product_key", f"required for {profile.name}: Windows Server 2003 setup "
+                       "stops without one.", "Set the key printed on your media's licence.")
+            return None
+        return Secret(kms_key) if kms_key else None
+    value = check.text("product_key", "")
+    if value == "":
+        if profile.product_key_required:
+            check.fail("product_key", f"required for {profile.name}; it cannot be empty.")
+        return None
+    normalized = value.strip().upper()
+    if not _PRODUCT_KEY.match(normalized):
+        # The value is a secret: describe its shape, never echo it.
+        check.fail("product_key", "is not of the form XXXXX-XXXXX-XXXXX-XXXXX-XXXXX "
+                   f"(got {len(value)} characters).")
+        return None
+    return Secret(normalized)
+
+
+def _timezone(check: _Validator) -> str:
+    profile = check.profile
+    value = check.text("timezone", profile.default_timezone)
+    if check.problems_for("timezone"):
+        return value
+    if profile.timezone_style == "index":
+        text = value.strip()
+        if text.isdigit() and int(text) in timezones.INDEX_2003:
+            return str(int(text))
+        index = timezones.index_for_name(text)
+        if index is not None:
+            return str(index)
+        check.fail("timezone", f"{value!r} is not a Windows Server 2003 time zone.",
+                   "Use an index such as 085 (GMT), 035 (Eastern) or 110 (W. Europe), or its "
+                   "name such as 'W. Europe Standard Time'.")
+        return value
+    names = timezones.NAMES_2008R2 if profile.family is Family.WIN2008R2 else timezones.NAMES_2008
+    if value in names:
+        return value
+    folded = {n.lower(): n for n in names}
+    if value.lower() in folded:
+        return folded[value.lower()]
+    hint = "Use a Windows time zone name such as 'W. Europe Standard Time'."
+    if value in timezones.NAMES_2008R2:
+        hint = f"{value!r} arrived with Windows Server 2008 R2; use 'Greenwich Standard Time'."
+    check.fail("timezone", f"{value!r} is not a time zone {profile.title} knows.", hint)
+    return value
+
+
+def _locale(check: _Validator) -> str:
+    value = check.text("locale", "en-US")
+    if check.problems_for("locale"):
+        return value
+    canonical = locales.canonical(value)
+    if canonical is None:
+        check.fail("locale", f"{value!r} is not a locale pvinstall knows.",
+                   "Use a name such as en-US, en-GB, de-DE or fr-FR.")
+        return value
+    return canonical
+
+
+def _string_list(check: _Validator, key: str) -> tuple[str, ...]:
+    value = check.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        check.fail(key, f"must be a list of strings, not {value!r}.")
+        return ()
+    for index, item in enumerate(value):
+        problem = _text_problem(item, cp1252=check.is_2003)
+        if problem:
+            check.fail(f"{key}[{index}]", problem + ".")
+        elif not item.strip():
+            check.fail(f"{key}[{index}]", "is empty.")
+        elif len(item) > 1024:
+            check.fail(f"{key}[{index}]", f"{len(item)} characters; at most 1024.")
+    return tuple(value)
+
+
+def _int_list(check: _Validator, key: str, low: int, high: int) -> tuple[int, ...]:
+    value = check.get(key, [])
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        check.fail(key, f"must be a list of whole numbers, e.g. [20, 40], not {value!r}.")
+        return ()
+    for index, item in enumerate(value):
+        if not low <= item <= high:
+            check.fail(f"{key}[{index}]", f"{item} GiB is out of range; allowed {low} to {high}.")
+    return tuple(value)
+
+
+def _floppy_size(check: _Validator) -> int:
+    value = check.get("floppy_size", "1.44")
+    text = str(value).strip().lower().removesuffix("mb").strip()
+    sizes = {"1.44": 1440, "1440": 1440, "2.88": 2880, "2880": 2880}
+    if text not in sizes:
+        check.fail("floppy_size", f"{value!r}: a floppy is 1.44 or 2.88 (MB).")
+        return 1440
+    return sizes[text]
+
+
+def settings_help() -> str:
+    """The settings table for `pvinstall build --help` and the README."""
+    width = max(len(s.key) for s in SETTINGS)
+    return "\n".join(f"{s.key.ljust(width)}  {s.help}" for s in SETTINGS)

@@ -1,0 +1,152 @@
+"""Windows time zones, as each family's answer file names them (facts as data).
+
+Windows Server 2003 (`winnt.sif [GuiUnattended] TimeZone`) takes the numeric index
+of Microsoft's "Time Zone Index Values" table; Windows Server 2008 and later
+(`Microsoft-Windows-Shell-Setup/TimeZone`) take the time zone's standard name,
+the key name under `HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion\\Time Zones`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+# index -> standard name (Windows XP / Server 2003 unattended reference).
+INDEX_2003: Mapping[int, str] = MappingProxyType(
+    {
+        0: "Dateline Standard Time",
+        1: "Samoa Standard Time",
+        2: "Hawaiian Standard Time",
+        3: "Alaskan Standard Time",
+        4: "Pacific Standard Time",
+        10: "Mountain Standard Time",
+        13: "Mexico Standard Time 2",
+        15: "U.S. Mountain Standard Time",
+        20: "Central Standard Time",
+        25: "Canada Central Standard Time",
+        30: "Mexico Standard Time",
+        33: "Central America Standard Time",
+        35: "Eastern Standard Time",
+        40: "U.S. Eastern Standard Time",
+        45: "S.A. Pacific Standard Time",
+        50: "Atlantic Standard Time",
+        55: "S.A. Western Standard Time",
+        56: "Pacific S.A. Standard Time",
+        60: "Newfoundland Standard Time",
+        65: "E. South America Standard Time",
+        70: "S.A. Eastern Standard Time",
+        73: "Greenland Standard Time",
+        75: "Mid-Atlantic Standard Time",
+        80: "Azores Standard Time",
+        83: "Cape Verde Standard Time",
+        85: "GMT Standard Time",
+        90: "Greenwich Standard Time",
+        95: "Central Europe Standard Time",
+        100: "Central European Standard Time",
+        105: "Romance Standard Time",
+        110: "W. Europe Standard Time",
+        113: "W. Central Africa Standard Time",
+        115: "E. Europe Standard Time",
+        120: "Egypt Standard Time",
+        125: "FLE Standard Time",
+        130: "GTB Standard Time",
+        135: "Israel Standard Time",
+        140: "South Africa Standard Time",
+        145: "Russian Standard Time",
+        150: "Arab Standard Time",
+        155: "E. Africa Standard Time",
+        158: "Arabic Standard Time",
+        160: "Iran Standard Time",
+        165: "Arabian Standard Time",
+        170: "Caucasus Standard Time",
+        175: "Transitional Islamic State of Afghanistan Standard Time",
+        180: "Ekaterinburg Standard Time",
+        185: "West Asia Standard Time",
+        190: "India Standard Time",
+        193: "Nepal Standard Time",
+        195: "Central Asia Standard Time",
+        200: "Sri Lanka Standard Time",
+        201: "N. Central Asia Standard Time",
+        203: "Myanmar Standard Time",
+        205: "S.E. Asia Standard Time",
+        207: "North Asia Standard Time",
+        210: "China Standard Time",
+        215: "Singapore Standard Time",
+        220: "Taipei Standard Time",
+        225: "W. Australia Standard Time",
+        227: "North Asia East Standard Time",
+        230: "Korea Standard Time",
+        235: "Tokyo Standard Time",
+        240: "Yakutsk Standard Time",
+        245: "A.U.S. Central Standard Time",
+        250: "Cen. Australia Standard Time",
+        255: "A.U.S. Eastern Standard Time",
+        260: "E. Australia Standard Time",
+        265: "Tasmania Standard Time",
+        270: "Vladivostok Standard Time",
+        275: "West Pacific Standard Time",
+        280: "Central Pacific Standard Time",
+        285: "Fiji Standard Time",
+        290: "New Zealand Standard Time",
+        300: "Tonga Standard Time",
+    }
+)
+
+# Standard names that Windows Server 2008 (Vista) knows.
+NAMES_2008: frozenset[str] = frozenset(
+    {
+        "Dateline Standard Time", "Samoa Standard Time", "Hawaiian Standard Time",
+        "Alaskan Standard Time", "Pacific Standard Time", "Pacific Standard Time (Mexico)",
+        "US Mountain Standard Time", "Mountain Standard Time (Mexico)",
+        "Mountain Standard Time", "Central America Standard Time", "Central Standard Time",
+        "Central Standard Time (Mexico)", "Canada Central Standard Time",
+        "SA Pacific Standard Time", "Eastern Standard Time", "US Eastern Standard Time",
+        "Venezuela Standard Time", "Atlantic Standard Time", "SA Western Standard Time",
+        "Central Brazilian Standard Time", "Pacific SA Standard Time",
+        "Newfoundland Standard Time", "E. South America Standard Time",
+        "Argentina Standard Time", "SA Eastern Standard Time", "Greenland Standard Time",
+        "Montevideo Standard Time", "Mid-Atlantic Standard Time", "Azores Standard Time",
+        "Cape Verde Standard Time", "Morocco Standard Time", "GMT Standard Time",
+        "Greenwich Standard Time", "W. Europe Standard Time",
+        "Central Europe Standard Time", "Romance Standard Time",
+        "Central European Standard Time", "W. Central Africa Standard Time",
+        "Jordan Standard Time", "GTB Standard Time", "Middle East Standard Time",
+        "Egypt Standard Time", "South Africa Standard Time", "FLE Standard Time",
+        "Israel Standard Time", "E. Europe Standard Time", "Namibia Standard Time",
+        "Arabic Standard Time", "Arab Standard Time", "Russian Standard Time",
+        "E. Africa Standard Time", "Georgian Standard Time", "Iran Standard Time",
+        "Arabian Standard Time", "Azerbaijan Standard Time", "Mauritius Standard Time",
+        "Caucasus Standard Time", "Afghanistan Standard Time",
+        "Ekaterinburg Standard Time", "Pakistan Standard Time", "West Asia Standard Time",
+        "India Standard Time", "Sri Lanka Standard Time", "Nepal Standard Time",
+        "Central Asia Standard Time", "N. Central Asia Standard Time",
+        "Myanmar Standard Time", "SE Asia Standard Time", "North Asia Standard Time",
+        "China Standard Time", "North Asia East Standard Time", "Singapore Standard Time",
+        "W. Australia Standard Time", "Taipei Standard Time", "Tokyo Standard Time",
+        "Korea Standard Time", "Yakutsk Standard Time", "Cen. Australia Standard Time",
+        "AUS Central Standard Time", "E. Australia Standard Time",
+        "AUS Eastern Standard Time", "West Pacific Standard Time",
+        "Tasmania Standard Time", "Vladivostok Standard Time",
+        "Central Pacific Standard Time", "New Zealand Standard Time",
+        "Fiji Standard Time", "Tonga Standard Time",
+    }
+)
+
+# Windows 7 / Server 2008 R2 added these (KB and Windows 7 time zone list).
+NAMES_2008R2: frozenset[str] = NAMES_2008 | frozenset(
+    {
+        "UTC", "UTC-11", "UTC-02", "UTC+12", "Paraguay Standard Time",
+        "Bahia Standard Time", "Syria Standard Time", "Kamchatka Standard Time",
+        "Bangladesh Standard Time", "Ulaanbaatar Standard Time", "Magadan Standard Time",
+        "Turkey Standard Time", "Libya Standard Time", "Kaliningrad Standard Time",
+    }
+)
+
+
+def index_for_name(name: str) -> int | None:
+    """The 2003 index of a time zone named the 2003 way, or None."""
+    wanted = name.strip().lower()
+    for index, standard in INDEX_2003.items():
+        if standard.lower() == wanted:
+            return index
+    return None
