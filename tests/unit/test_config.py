@@ -1,0 +1,183 @@
+"""Settings: sources, precedence and validation (builder/config.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from builder.config import SETTINGS, Secret, load_config, settings_help
+from builder.errors import InputError
+from builder.profiles import PROFILES
+
+W2008 = PROFILES["win2008-x64"]
+W2008R2 = PROFILES["win2008r2-x64"]
+W2003 = PROFILES["win2003-x86"]
+PASSWORD = ["admin_password=Sup3r-secret"]
+KEY_2003 = "product_key=ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"
+
+
+def test_defaults_for_2008() -> None:
+    config = load_config(W2008, sets=PASSWORD)
+    assert config.computer_name == "*"
+    assert config.edition == "standard"
+    assert config.image_name == "Windows Longhorn SERVERSTANDARD"
+    assert config.product_key == Secret("TM24T-X9RMF-VWXK6-X8JC9-BFGM2")
+    assert config.timezone == "Greenwich Standard Time"
+    assert config.locale == "en-US" and config.input_locale == "0409:00000409"
+    assert config.floppy_kib == 1440
+    assert (config.memory_mib, config.vcpus, config.disk_size_gib) == (2048, 2, 32)
+    assert config.network == "default" and config.data_disks == ()
+
+
+def test_precedence_set_beats_env_beats_file(tmp_path: Path) -> None:
+    file = tmp_path / "c.toml"
+    file.write_text('computer_name = "FROMFILE"\nworkgroup = "FILEWG"\nvcpus = 3\n'
+                    'admin_password = "x1"\n')
+    env = {"PVINSTALL_COMPUTER_NAME": "FROMENV", "PVINSTALL_VCPUS": "4"}
+    config = load_config(W2008, config_file=file, environ=env, sets=["computer_name=FROMSET"])
+    assert config.computer_name == "FROMSET"
+    assert config.vcpus == 4
+    assert config.workgroup == "FILEWG"
+    assert config.origins["computer_name"] == "--set"
+    assert config.origins["vcpus"] == "$PVINSTALL_VCPUS"
+
+
+@pytest.mark.parametrize(
+    ("item", "key", "expected"),
+    [
+        ("admin_password=123456", "admin_password", Secret("123456")),  # stays a string
+        ("data_disks=[20, 40]", "data_disks", (20, 40)),
+        ("data_disks=30", "data_disks", (30,)),
+        ('first_logon_commands=["a.cmd", "b.cmd"]', "first_logon_commands", ("a.cmd", "b.cmd")),
+        ("first_logon_commands=echo hi", "first_logon_commands", ("echo hi",)),
+        ("floppy_size=2.88", "floppy_kib", 2880),
+        ('floppy_size="1.44"', "floppy_kib", 1440),
+        ("edition=enterprise", "image_name", "Windows Longhorn SERVERENTERPRISE"),
+        ("timezone=w. europe standard time", "timezone", "W. Europe Standard Time"),
+        ("locale=de-de", "locale", "de-DE"),
+        ('product_key=""', "product_key", None),
+        ("product_key=abcde-fghij-klmno-pqrst-uvwxy", "product_key",
+         Secret("ABCDE-FGHIJ-KLMNO-PQRST-UVWXY")),
+        ("computer_name=WEB-01", "computer_name", "WEB-01"),
+        ("storage_pool=images", "storage_pool", "images"),
+    ],
+)
+def test_good_values(item: str, key: str, expected: object) -> None:
+    config = load_config(W2008, sets=[*PASSWORD, item])
+    assert getattr(config, key) == expected
+
+
+def test_2003_timezone_accepts_index_and_name() -> None:
+    assert load_config(W2003, sets=[*PASSWORD, KEY_2003, "timezone=035"]).timezone_index == "035"
+    by_name = load_config(W2003, sets=[*PASSWORD, KEY_2003, "timezone=W. Europe Standard Time"])
+    assert by_name.timezone_index == "110"
+    assert load_config(W2003, sets=[*PASSWORD, KEY_2003]).timezone_index == "090"
+
+
+BAD = [
+    # (profile, settings, key, fragment)
+    (W2008, ["computer_name=ABCDEFGHIJKLMNOP"], "computer_name", "16 characters; a NetBIOS name"),
+    (W2008, ["computer_name=a<b"], "computer_name", "'<'"),
+    (W2008, ['computer_name=a"b'], "computer_name", "'\"'"),
+    (W2008, ["computer_name=a/b"], "computer_name", "'/'"),
+    (W2008, ["computer_name=a b"], "computer_name", "' '"),
+    (W2008, ["computer_name=12345"], "computer_name", "only digits"),
+    (W2008, ["product_key=ABCDE-FGHIJ"], "product_key", "XXXXX-XXXXX"),
+    (W2003, [], "product_key", "required for win2003-x86"),
+    (W2003, ['product_key=""'], "product_key", "cannot be empty"),
+    (W2008, ["edition=home"], "edition", "not an edition of win2008-x64"),
+    (W2008, ["edition=web"], "image_name", "no image name is known"),
+    (W2008, ["timezone=Mars Standard Time"], "timezone", "not a time zone"),
+    (W2008, ["timezone=UTC"], "timezone", "arrived with Windows Server 2008 R2"),
+    (W2003, [KEY_2003, "timezone=999"], "timezone", "not a Windows Server 2003 time zone"),
+    (W2003, [KEY_2003, "full_name=Snow \u2603 man"], "full_name", "Windows-1252"),
+    (W2003, [KEY_2003, "organization=Line\nBreak"], "organization", "line break"),
+    (W2003, [KEY_2003, 'full_name=Say "hi"'], "full_name", "cannot be quoted"),
+    (W2008, ["full_name=Tab\there"], "full_name", "control character U+0009"),
+    (W2008, ["computre_name=x"], "computre_name", "Did you mean computer_name"),
+    (W2008, ["locale=xx-YY"], "locale", "not a locale"),
+    (W2008, ["autologon_count=0"], "autologon_count", "turns AutoLogon off"),
+    (W2008, ["autologon_count=many"], "autologon_count", "whole number"),
+    (W2008, ["floppy_size=720"], "floppy_size", "1.44 or 2.88"),
+    (W2008, ["memory_mib=256"], "memory_mib", "below the 512 MiB"),
+    (W2008, ["data_disks=[10, 0]"], "data_disks[1]", "out of range"),
+    (W2008, ["data_disks=big"], "data_disks", "list of whole numbers"),
+    (W2008, ['first_logon_commands=["ok", ""]'], "first_logon_commands[1]", "is empty"),
+    (W2008, ["drivers_iso_label=my label"], "drivers_iso_label", "volume label"),
+    (W2008, ["network=a/b"], "network", "not a libvirt network"),
+    (W2003, [KEY_2003, "image_name=x"], "image_name", "no image name"),
+    (W2008, ["setwithoutequals"], "--set", "has no '='"),
+    (W2008, ["=value"], "--set", "no key"),
+]
+
+
+@pytest.mark.parametrize(("profile", "sets", "key", "fragment"), BAD)
+def test_bad_values(profile, sets: list[str], key: str, fragment: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InputError) as caught:
+        load_config(profile, sets=[*PASSWORD, *sets])
+    problems = {p.key: str(p) for p in caught.value.problems}
+    assert key in problems, problems
+    assert fragment in problems[key]
+    assert caught.value.exit_code == 2
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(InputError) as caught:
+        load_config(W2003, sets=["computer_name=way-too-long-name", "timezone=nowhere",
+                                 "edition=home", "bogus=1"])
+    keys = {p.key for p in caught.value.problems}
+    assert keys == {"computer_name", "timezone", "edition", "bogus", "admin_password",
+                    "product_key"}
+
+
+def test_missing_password_and_empty_password() -> None:
+    with pytest.raises(InputError, match="admin_password: not set"):
+        load_config(W2008)
+    with pytest.raises(InputError, match="admin_password: is empty"):
+        load_config(W2008, sets=['admin_password=""'])
+
+
+def test_toml_file_that_does_not_parse_names_the_line(tmp_path: Path) -> None:
+    file = tmp_path / "bad.toml"
+    file.write_text('computer_name = "ok"\nadmin_password = unquoted words\n')
+    with pytest.raises(InputError) as caught:
+        load_config(W2008, config_file=file)
+    assert "line 2" in str(caught.value)
+    assert caught.value.problems[0].key == "--config"
+
+
+def test_missing_config_file_and_tables(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        load_config(W2008, config_file=tmp_path / "nope.toml", sets=PASSWORD)
+    file = tmp_path / "t.toml"
+    file.write_text('admin_password = "x"\n[domain]\nvcpus = 2\n')
+    with pytest.raises(InputError, match="tables are not settings"):
+        load_config(W2008, config_file=file)
+
+
+def test_unknown_environment_setting_is_an_error() -> None:
+    with pytest.raises(InputError, match="unknown setting .from .PVINSTALL_COMPUTERNAME"):
+        load_config(W2008, sets=PASSWORD, environ={"PVINSTALL_COMPUTERNAME": "x"})
+
+
+def test_secrets_never_print() -> None:
+    config = load_config(W2008, sets=["admin_password=Sup3r-secret",
+                                      "product_key=ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"])
+    for text in (repr(config), str(config), str(config.public_json())):
+        assert "Sup3r-secret" not in text
+        assert "ABCDE-FGHIJ" not in text
+    assert config.public_json()["admin_password"] == "(set)"
+    with pytest.raises(InputError) as caught:
+        load_config(W2008, sets=["admin_password=Sup3r-secret", "product_key=SECRET-KEY-12"])
+    assert "SECRET-KEY-12" not in str(caught.value)
+
+
+def test_help_lists_every_setting() -> None:
+    text = settings_help()
+    for setting in SETTINGS:
+        assert setting.key in text
+
+
+def test_2008r2_accepts_utc() -> None:
+    assert load_config(W2008R2, sets=[*PASSWORD, "timezone=UTC"]).timezone == "UTC"
