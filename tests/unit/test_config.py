@@ -157,7 +157,7 @@ def test_missing_config_file_and_tables(tmp_path: Path) -> None:
 
 
 def test_unknown_environment_setting_is_an_error() -> None:
-    with pytest.raises(InputError, match="unknown setting .from .PVINSTALL_COMPUTERNAME"):
+    with pytest.raises(InputError, match=r"unknown setting .from .PVINSTALL_COMPUTERNAME"):
         load_config(W2008, sets=PASSWORD, environ={"PVINSTALL_COMPUTERNAME": "x"})
 
 

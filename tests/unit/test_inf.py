@@ -110,7 +110,7 @@ def test_ansi_inf_with_cp1252_bytes() -> None:
 SYNTAX_CASES = [
     # (inf body after [Version], section, key, expected first field)
     ("[Data]\r\nkey = value ;comment\r\n", "data", "key", "value"),
-    ('[Data]\r\nkey = "quoted; not a comment";comment\r\n', "data", "key", "quoted; not a comment"),
+    ('[Data]\r\nkey = "quoted; not a comment";c\r\n', "data", "key", "quoted; not a comment"),
     ('[Data]\r\nkey = "a, b", c\r\n', "data", "key", "a, b"),
     ('[Data]\r\nkey = "say ""hi"""\r\n', "data", "key", 'say "hi"'),
     ("[DATA]\r\nKEY = v\r\n", "data", "key", "v"),
