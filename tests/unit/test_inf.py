@@ -122,7 +122,8 @@ SYNTAX_CASES = [
     ("[Data]\r\nkey = %missing%\r\n", "data", "key", "%missing%"),
     ("[Data]\r\na = 1\r\n[Other]\r\n[data]\r\nkey = merged\r\n", "data", "key", "merged"),
     (
-        "[Data]\r\nkey = %tok%\r\n[Strings]\r\ntok = generic\r\n[Strings.0409]\r\ntok = english\r\n",
+        "[Data]\r\nkey = %tok%\r\n[Strings]\r\ntok = generic\r\n"
+        "[Strings.0409]\r\ntok = english\r\n",
         "data",
         "key",
         "english",
