@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from builder.errors import InputError, Problem
 from builder.inf import Inf, InfError, Match, Service, describe_decorations, parse_inf, supports
-from builder.profiles import Profile
+from builder.profiles import PROFILES, Profile
 from builder.resources import data_dir
 from builder.sources import GET_VIRTIO_WIN, DriverSource, SourceFile
 
@@ -540,8 +540,8 @@ def _require(
             continue
         found = unsupported.get(info.name, [])
         where = scan.source.get("path", "the driver source")
-        target = (f"{catalog.nt_name(profile.nt_version)} {profile.arch} "
-                  f"(NT {profile.nt_version[0]}.{profile.nt_version[1]}, {profile.name})")
+        version = f"{profile.nt_version[0]}.{profile.nt_version[1]}"
+        target = f"Windows {version} {profile.arch} ({profile.name})"
         if not found:
             problems.append(
                 _problem(
@@ -555,14 +555,15 @@ def _require(
         decorations = sorted({d for p in found for d in p.inf.decorations}) or ["undecorated"]
         arches = sorted({a for p in found for a in p.arches})
         if profile.arch not in arches:
-            other = "x86" if profile.arch == "amd64" else "amd64"
+            others = [p.name for p in PROFILES.values()
+                      if p.family is profile.family and p.arch in arches]
+            alternative = f", or the {others[0]} profile" if others else ""
             problems.append(
                 _problem(
                     scan,
                     f"no INF for {info.name} matches {target} in {where}: it has {info.name} "
                     f"for {', '.join(arches)} only ({', '.join(decorations)}).",
-                    f"Use a source with {profile.arch} drivers, or the "
-                    f"{profile.family.value}-{'x64' if other == 'amd64' else 'x86'} profile.",
+                    f"Use a source with {profile.arch} drivers{alternative}.",
                 )
             )
             continue
