@@ -567,13 +567,16 @@ def _require(
                 )
             )
             continue
+        same_arch = [d for p in found for m in p.inf.manufacturers for d in m.decorations
+                     if (d.arch or "x86") == profile.arch]
+        lowest = min(((d.major or 0, d.minor or 0) for d in same_arch), default=None)
+        needs = (f": these are drivers for {catalog.nt_name(lowest)} (NT {lowest[0]}.{lowest[1]})"
+                 " and later" if lowest and lowest > profile.nt_version else "")
         problems.append(
             _problem(
                 scan,
                 f"no INF for {info.name} matches {target} in {where} (found "
-                f"{', '.join(decorations)} only): "
-                + "; ".join(sorted({why_unsupported(p.inf, profile, catalog) for p in found}))
-                + ".",
+                f"{', '.join(decorations)} only{needs}).",
                 f"{profile.title} needs the {profile.os_folder} folder "
                 f"({info.folders[0]}/{profile.virtio_win_folder}); use a virtio-win release "
                 "that ships it (0.1.217 or later still does; see drivers/README.md).",
