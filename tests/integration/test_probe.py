@@ -8,8 +8,6 @@ that libvirt records a clean SHUTDOWN.
 
 from __future__ import annotations
 
-# tests/integration has no __init__.py: pytest (rootdir import mode "prepend") and
-# mypy both see probe and libvirt_env as top-level modules.
 import hashlib
 import io
 import struct
@@ -17,9 +15,10 @@ import subprocess
 import time
 from pathlib import Path
 
-import probe
 import pytest
-from libvirt_env import boot_domain, qemu_system_uri, unique_domain_name
+
+from tests.integration import probe
+from tests.integration.libvirt_env import boot_domain, qemu_system_uri, unique_domain_name
 
 BOOT_TIMEOUT = 180.0
 DISK_BYTES = 64 * 1024 * 1024
