@@ -432,8 +432,10 @@ def select_drivers(
 
     Among the packages that install, the closest decoration wins, then the
     folder names, then the newest DriverVer, then the path (so the result is
-    deterministic). Raises InputError when a required driver (viostor, NetKVM) has
-    no complete package for the profile.
+    deterministic). Raises InputError when the chosen package of any driver is
+    incomplete (a broken folder is never silently replaced by a worse match, such
+    as a 2003 build for 2008), or when a required driver (viostor, NetKVM) has no
+    package for the profile.
     """
     catalog = catalog or load_catalog()
     rejected: list[Rejection] = [Rejection(b.path, f"cannot be read: {b.reason}")
@@ -457,7 +459,6 @@ def select_drivers(
         files, missing = package.files(profile.arch)
         decoration_rank = match.decoration.rank() if match.decoration else (0, 0, 0, 0, 0)
         rank = (
-            0 if missing else 1,
             decoration_rank,
             _folder_hint(package, profile, catalog),
             _version_key(package.inf.driver_ver[1]),
@@ -487,12 +488,6 @@ def select_drivers(
             rejected.append(Rejection(best.package.inf_path,
                                       f"incomplete: missing {', '.join(best.missing)}"))
             continue
-        incomplete_better = [c for c in ordered if c.missing and c.rank[1:] > best.rank[1:]]
-        for skipped in incomplete_better:
-            warnings.append(
-                f"{name}: {skipped.package.inf_path} is incomplete (missing "
-                f"{', '.join(skipped.missing)}); using {best.package.inf_path} instead"
-            )
         selected.append(
             SelectedDriver(
                 name=name,

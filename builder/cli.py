@@ -224,4 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             err=True,
         )
         return EXIT_FAILED
-    return int(result) if isinstance(result, int) else 0
+    code = int(result) if isinstance(result, int) else 0
+    if code == EXIT_INTERRUPTED:
+        # typer turns Ctrl-C inside a command into a quiet exit code 130.
+        typer.echo("pvinstall: interrupted", err=True)
+    return code

@@ -1,0 +1,146 @@
+"""The command line: output shapes, exit codes, error reporting (builder/cli.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from builder import cli, sources
+from builder.profiles import PROFILES
+from tests.fixtures.virtio_win import Tree, remove_file, write_modern_tree
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Tree:
+    return write_modern_tree(tmp_path_factory.mktemp("cli") / "vw",
+                             drivers=("viostor", "NetKVM", "Balloon"))
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_profiles_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "profiles", "--json")
+    assert code == 0 and err == ""
+    document = json.loads(out)
+    assert [p["name"] for p in document["profiles"]] == list(PROFILES)
+    first = document["profiles"][0]
+    assert first["virtio_win_folder"] == "2k3/x86"
+    assert first["device_flavour"] == "transitional"
+
+
+def test_profiles_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "profiles")
+    assert code == 0
+    for name in PROFILES:
+        assert name in out
+
+
+def test_drivers_listing_json(capsys: pytest.CaptureFixture[str], tree: Tree) -> None:
+    code, out, _ = run(capsys, "drivers", str(tree.root), "--json")
+    assert code == 0
+    document = json.loads(out)
+    assert document["source"]["kind"] == "dir"
+    assert {p["inf"] for p in document["packages"]} == {t.relpath for t in tree.infs}
+    row = next(p for p in document["packages"] if p["inf"] == "viostor/2k8/amd64/viostor.inf")
+    assert row["decorations"] == ["NTamd64.6.0"] and row["signed"] and row["complete"]
+
+
+def test_drivers_selection_json_and_osinfo_alias(
+    capsys: pytest.CaptureFixture[str], tree: Tree
+) -> None:
+    code, out, err = run(capsys, "drivers", str(tree.root), "--profile", "win2k8", "--arch",
+                         "x64", "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    assert document["profile"] == "win2008-x64"
+    assert {d["name"] for d in document["selected"]} == {"viostor", "NetKVM", "Balloon"}
+
+
+def test_drivers_selection_table(capsys: pytest.CaptureFixture[str], tree: Tree) -> None:
+    code, out, _ = run(capsys, "drivers", str(tree.root), "--profile", "win2003-x86",
+                       "--rejected")
+    assert code == 0
+    assert "viostor/2k3/x86/viostor.inf" in out
+    assert "Rejected:" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["drivers", "/no/such/path"], "does not exist"),
+        (["drivers", "/etc/hostname"], "is not an ISO 9660 image"),
+        (["drivers", ".", "--profile", "win2012"], "unknown profile 'win2012'"),
+        (["drivers", ".", "--profile", "win2k8"], "several architectures"),
+    ],
+)
+def test_bad_input_exits_2_with_a_sentence(
+    capsys: pytest.CaptureFixture[str], args: list[str], fragment: str
+) -> None:
+    code, out, err = run(capsys, *args)
+    assert code == 2
+    assert fragment in err
+    assert "Traceback" not in err
+    assert out == ""
+
+
+def test_bad_input_with_json_prints_the_error_document(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    tree = write_modern_tree(tmp_path / "vw", drivers=("viostor", "NetKVM"))
+    remove_file(tree, "viostor/2k8/amd64/viostor.sys")
+    code, out, _ = run(capsys, "drivers", str(tree.root), "--profile", "win2008-x64", "--json")
+    assert code == 2
+    document = json.loads(out)
+    assert document["error"]["kind"] == "input"
+    assert document["error"]["exit_code"] == 2
+    assert "viostor.sys" in document["error"]["problems"][0]["message"]
+
+
+def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "no-such-command")
+    assert code == 2
+    assert "No such command" in err
+
+
+def test_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sources, "find_source", interrupted)
+    code, _, err = run(capsys, "drivers")
+    assert code == 130
+    assert "interrupted" in err
+
+
+def test_unexpected_error_is_a_sentence_unless_debug(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(sources, "find_source", broken)
+    code, _, err = run(capsys, "drivers")
+    assert code == 1
+    assert "internal error: RuntimeError: boom" in err and "Traceback" not in err
+    with pytest.raises(RuntimeError):
+        cli.main(["--debug", "drivers"])
+
+
+def test_console_script_and_module_entry_points() -> None:
+    for argv in ([sys.executable, "-m", "builder", "profiles", "--json"],
+                 [str(Path(sys.executable).parent / "pvinstall"), "profiles", "--json"]):
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["profiles"]
+    done = subprocess.run([sys.executable, "-m", "builder", "drivers", "/nonexistent"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2
