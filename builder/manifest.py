@@ -1,0 +1,114 @@
+"""manifest.json: what went into a build and what came out (DESIGN.md's contract).
+
+Profile, inputs (path, sha256), the selected drivers (name, INF path, OS folder, arch,
+DriverVer, hardware IDs, files), the outputs (name, path, size, sha256), warnings and
+SOURCE_DATE_EPOCH. Settings appear with secrets replaced by "(set)"/"(none)"; no
+password or product key ever reaches this file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from builder import __version__
+from builder.catalog import DriverSet, selected_json
+from builder.config import BuildConfig
+from builder.sources import DriverSource
+
+CHUNK = 1024 * 1024
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, streamed (an install ISO is several GB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    name: str
+    path: str
+    kind: str
+    sha256: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"name": self.name, "path": self.path, "kind": self.kind, "sha256": self.sha256}
+
+
+def source_record(source: DriverSource, drivers: DriverSet) -> InputRecord:
+    """The driver source as an input. An image is hashed whole; a directory has no
+    bytes of its own, so its digest covers the selected files (path and sha256)."""
+    if source.kind == "dir":
+        digest = hashlib.sha256()
+        for driver in drivers.selected:
+            for file in driver.files:
+                digest.update(f"{file.path}\0{source.sha256(file.path)}\n".encode())
+        checksum = digest.hexdigest()
+    else:
+        checksum = sha256_file(source.path)
+    return InputRecord("drivers", str(source.path), source.kind, checksum)
+
+
+def file_record(name: str, path: Path, kind: str) -> InputRecord:
+    return InputRecord(name, str(path), kind, sha256_file(path))
+
+
+def drivers_json(drivers: DriverSet, source: DriverSource) -> dict[str, Any]:
+    """The selection as `pvinstall drivers --json` prints it, plus each driver's OS folder."""
+    selected = []
+    for driver in drivers.selected:
+        entry = selected_json(driver, source)
+        entry["os_folder"] = driver.folder
+        selected.append(entry)
+    return {
+        "source": dict(drivers.source),
+        "selected": selected,
+        "rejected": [{"inf": r.inf, "reason": r.reason} for r in drivers.rejected],
+    }
+
+
+def output_record(name: str, path: Path) -> dict[str, Any]:
+    return {
+        "name": name,
+        "path": str(path),
+        "size": path.stat().st_size,
+        "sha256": sha256_file(path),
+    }
+
+
+def build_manifest(
+    *,
+    config: BuildConfig,
+    build_id: str,
+    epoch: int,
+    inputs: Iterable[InputRecord],
+    drivers: Mapping[str, Any],
+    outputs: Sequence[Mapping[str, Any]],
+    domain: Mapping[str, Any],
+    warnings: Sequence[str],
+) -> dict[str, Any]:
+    """The manifest document (DESIGN.md, output directory contract)."""
+    return {
+        "pvinstall": __version__,
+        "profile": config.profile.name,
+        "build_id": build_id,
+        "source_date_epoch": epoch,
+        "settings": config.public_json(),
+        "inputs": [i.as_json() for i in inputs],
+        "drivers": dict(drivers),
+        "outputs": list(outputs),
+        "domain": dict(domain),
+        "warnings": list(warnings),
+    }
+
+
+def manifest_bytes(document: Mapping[str, Any]) -> bytes:
+    return (json.dumps(document, indent=2, sort_keys=False) + "\n").encode("utf-8")
