@@ -386,8 +386,13 @@ def _pinned_fat_clock(epoch: int) -> Iterator[None]:
 
 
 def _read_exact(source: DriverSource, path: str, size: int) -> bytes:
+    chunks: list[bytes] = []
+    got = 0
     with source.open(path) as stream:
-        data = stream.read(size + 1)
+        while got <= size and (chunk := stream.read(size + 1 - got)):
+            chunks.append(chunk)
+            got += len(chunk)
+    data = b"".join(chunks)
     if len(data) != size:
         raise BuildError(
             f"{source.describe(path)} has {len(data)} bytes, {size} were expected; "

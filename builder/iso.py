@@ -322,10 +322,18 @@ class _SourceStream(io.RawIOBase):
         if wanted <= 0:
             return 0
         stream = self._open()
+        # pycdlib takes a short read as the end of the file and pads it silently, so
+        # read all that is asked for and fail if the source ends early.
         data = stream.read(wanted)
-        if not data:
+        while 0 < len(data) < wanted:
+            more = stream.read(wanted - len(data))
+            if not more:
+                break
+            data += more
+        if len(data) < wanted:
             raise BuildError(
-                f"{self._source.describe(self._path)} ended after {self._position} bytes; "
+                f"{self._source.describe(self._path)} ended after "
+                f"{self._position + len(data)} bytes; "
                 f"{self._size} were expected (the driver source changed during the build)."
             )
         view[: len(data)] = data
