@@ -192,6 +192,32 @@ def test_remastering_is_idempotent_and_deterministic(
     assert data == again.read_bytes()
 
 
+@pytest.mark.parametrize(("version_suffix", "rock_ridge"),
+                         [(True, False), (True, True), (False, True)])
+def test_new_names_follow_the_cd(
+    drivers: dict[Arch, DriverSet], tree: Tree, tmp_path: Path, version_suffix: bool,
+    rock_ridge: bool,
+) -> None:
+    cd = build_windows_style_cd(tmp_path / "odd.iso", arch="amd64",
+                                version_suffix=version_suffix, rock_ridge=rock_ridge)
+    plan = plan_for(drivers, "amd64")
+    info = inspect_install_cd(cd, PROFILES["win2003-x64"], plan)
+    assert (info.version_suffix, info.rock_ridge) == (version_suffix, rock_ridge)
+    out = tmp_path / "install.iso"
+    remaster_install_cd(cd, out, plan, DirectorySource(tree.root), epoch=EPOCH)
+    names = set(iso_listing(out))
+    version = ";1" if version_suffix else ""
+    assert f"/AMD64/VIOSTOR.SYS{version}" in names
+    assert f"/$OEM$/$1/DRIVERS/VIOSTOR/VIOSTOR.INF{version}" in names
+    assert "/$OEM$/$1/DRIVERS" in names  # folders never carry a version
+    if rock_ridge:
+        rr_names = set(iso_listing(out, "-R"))
+        assert "/$OEM$/$1/Drivers/viostor/viostor.inf" in rr_names
+        assert "/AMD64/VIOSTOR.SYS" in rr_names
+    assert extract(out, f"/AMD64/VIOSTOR.SYS{version}") == tree.path(
+        "viostor/2k3/amd64/viostor.sys").read_bytes()
+
+
 def test_wrong_architecture_is_refused(
     cds: dict[tuple[str, Arch], Path], drivers: dict[Arch, DriverSet], tree: Tree,
     tmp_path: Path,

@@ -31,12 +31,20 @@ def boot_image() -> bytes:
 
 
 def build_windows_style_cd(
-    out: Path, *, arch: Arch, payload_bytes: int = 0, label: str | None = None
+    out: Path,
+    *,
+    arch: Arch,
+    payload_bytes: int = 0,
+    label: str | None = None,
+    version_suffix: bool = False,
+    rock_ridge: bool = False,
 ) -> Path:
     """Write a retail-shaped fake 2003 CD to `out`.
 
     `payload_bytes` > 0 adds `<setup dir>/DRIVER.CAB` of that size (a sparse file in the
     tree, real zeros on the CD), for tests and benchmarks of memory use.
+    `version_suffix` and `rock_ridge` make a CD that is *not* retail-shaped (`;1` names,
+    Rock Ridge), to check that new names follow whatever the CD does.
     """
     with tempfile.TemporaryDirectory(prefix="pvwincd-", dir=out.parent) as tmp_name:
         tree = Path(tmp_name) / "tree"
@@ -51,7 +59,9 @@ def build_windows_style_cd(
         subprocess.run(
             [
                 "genisoimage", "-quiet", "-o", str(out),
-                "-iso-level", "2", "-N", "-relaxed-filenames", "-D", "-J", "-joliet-long",
+                "-iso-level", "2", *([] if version_suffix else ["-N"]),
+                *(["-r"] if rock_ridge else []),
+                "-relaxed-filenames", "-D", "-J", "-joliet-long",
                 "-V", label or ("WIN2003_X86" if arch == "x86" else "WIN2003_X64"),
                 "-b", f"{BOOT_DIR}/{BOOT_IMAGE}", "-c", f"{BOOT_DIR}/BOOT.CAT",
                 "-hide", BOOT_IMAGE, "-hide-joliet", BOOT_IMAGE,
