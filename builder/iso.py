@@ -396,6 +396,9 @@ class _Editor:
         self._dirs: dict[str, tuple[str, str]] = {"": ("/", "/")}
         self._listings: dict[str, dict[str, tuple[str, bool]]] = {}
         self._joliet_listings: dict[str, dict[str, str]] = {}
+        # (ISO 9660 folder, identifier key) of what this editor added, with the planned
+        # name: finding one of those again is a collision of names, not a file to replace.
+        self._added: dict[tuple[str, str], str] = {}
         self.streams: list[IO[bytes]] = []
 
     def _listing(self, iso_dir: str) -> dict[str, tuple[str, bool]]:
@@ -446,6 +449,8 @@ class _Editor:
         key = _identifier_key(iso9660_name(name, is_dir=True, relaxed=self._conv.relaxed),
                               True)
         existing = self._listing(iso_parent).get(key)
+        if self._added.get((iso_parent, key), name.lower()) != name.lower():
+            existing = None  # another planned folder took this identifier
         if existing is not None and not existing[1]:
             raise BuildError(f"{path} is a file on the image, but a folder is needed there.")
         joliet_path = ""
@@ -466,6 +471,7 @@ class _Editor:
                 joliet_path=joliet_path or None,
             )
             self._listing(iso_parent)[_identifier_key(identifier, True)] = (identifier, True)
+            self._added[iso_parent, _identifier_key(identifier, True)] = name.lower()
             if self._conv.joliet:
                 self._joliet_listing(joliet_parent)[name.lower()] = name
             self._listings[iso_path] = {}
@@ -483,6 +489,8 @@ class _Editor:
         key = _identifier_key(iso9660_name(name, is_dir=False, relaxed=self._conv.relaxed),
                               False)
         existing = self._listing(iso_parent).get(key)
+        if (iso_parent, key) in self._added:
+            existing = None  # two planned names map to one identifier: give this one another
         if existing is not None:
             if existing[1]:
                 raise BuildError(f"{planned.path} is a folder on the image, but a file is "
@@ -493,6 +501,7 @@ class _Editor:
             return
         identifier = self._new_identifier(iso_parent, name, False)
         self._listing(iso_parent)[_identifier_key(identifier, False)] = (identifier, False)
+        self._added[iso_parent, _identifier_key(identifier, False)] = name.lower()
         joliet_path = None
         if self._conv.joliet:
             joliet_path = self._join(joliet_parent, name)

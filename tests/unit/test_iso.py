@@ -142,3 +142,30 @@ def test_same_plan_same_bytes_whatever_the_clock(tmp_path: Path) -> None:
     first = (tmp_path / "1.iso").read_bytes()
     assert first == (tmp_path / "2.iso").read_bytes()
     assert first != (tmp_path / "3.iso").read_bytes()
+
+
+def test_names_that_map_to_one_identifier_both_survive(tmp_path: Path) -> None:
+    plan = IsoPlan("TEST", (
+        PlannedFile.inline("a-b/x-y.sys", b"1"),
+        PlannedFile.inline("a-b/x_y.sys", b"2"),
+        PlannedFile.inline("a_b/x.sys", b"3"),
+    ))
+    out = tmp_path / "drivers.iso"
+    iso.write_drivers_iso(plan, out, DirectorySource(tmp_path), epoch=0)
+    with iso.IsoReader(out) as reader:  # Rock Ridge names
+        contents = {}
+        for entry in reader.entries():
+            with reader.open(entry) as stream:
+                contents[entry.path] = stream.read()
+    assert contents == {"a-b/x-y.sys": b"1", "a-b/x_y.sys": b"2", "a_b/x.sys": b"3"}
+    import pycdlib
+
+    image = pycdlib.PyCdlib()
+    image.open(str(out))
+    try:
+        names = sorted(r.file_identifier().decode() for r in image.list_children(iso_path="/A_B"))
+        assert names[2:] == ["X_Y.SYS;1", "X_Y_1.SYS;1"]
+        roots = sorted(r.file_identifier().decode() for r in image.list_children(iso_path="/"))
+        assert roots[2:] == ["A_B", "A_B_1"]
+    finally:
+        image.close()
