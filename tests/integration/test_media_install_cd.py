@@ -303,3 +303,60 @@ def test_remastering_streams_file_data(tree: Tree, tmp_path: Path) -> None:
     # A CD's worth of file data passes through; only metadata may stay in memory.
     assert peak < RSS_BOUND_MB, f"peak RSS {peak:.0f} MB while remastering a 512 MB CD"
     assert re.search(r"/I386/DRIVER\.CAB", run("isoinfo", "-f", "-i", str(out)))
+
+
+@pytest.mark.boot
+def test_remastered_cd_boots_and_a_kernel_reads_it_and_the_floppy(
+    cds: dict[tuple[str, Arch], Path], drivers: dict[Arch, DriverSet], tree: Tree,
+    tmp_path: Path,
+) -> None:
+    """Boot the remastered probe CD with the answer floppy: El Torito still works, and
+    Linux (isofs via Joliet, vfat via long names) reads every added file intact."""
+    from builder import layout
+    from builder.config import load_config
+    from builder.floppy import write_floppy
+    from builder.media import plan_media
+    from tests.integration.libvirt_env import boot_domain, qemu_system_uri, unique_domain_name
+    from tests.integration.test_probe import probe_domain_xml
+
+    uri = qemu_system_uri()
+    config = load_config(PROFILES["win2003-x86"], sets=[
+        "admin_password=x", "product_key=ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"])
+    answers = {"winnt.sif": WINNT, "txtsetup.oem": b"[Disks]\r\n"}
+    post = {layout.POSTINSTALL_SCRIPT: b"@echo off\r\n", layout.MARKER_FILE: b"pv\r\n"}
+    media = plan_media(config, drivers["x86"], answers, post)
+    assert media.install_cd is not None
+    cd, floppy_img = tmp_path / "install.iso", tmp_path / "floppy.img"
+    with DirectorySource(tree.root) as source:
+        remaster_install_cd(cds["probe", "x86"], cd, media.install_cd, source, epoch=EPOCH)
+        write_floppy(media.floppy, floppy_img, source, epoch=EPOCH, serial=0x1234ABCD)
+    xml = probe_domain_xml(unique_domain_name("pvmedia"), cdrom=cd,
+                           serial=tmp_path / "serial.log", floppy=floppy_img)
+    result = boot_domain(xml, uri=uri, timeout=180.0)
+    report = probe.parse_probe_log(result.serial_log)
+    assert result.clean_shutdown, result.describe()
+    assert report.ended, result.describe()
+
+    def sha(data: bytes) -> str:
+        import hashlib
+
+        return hashlib.sha256(data).hexdigest()
+
+    def content(planned_data: bytes | None, source_path: str | None) -> bytes:
+        if planned_data is not None:
+            return planned_data
+        assert source_path is not None
+        return tree.path(source_path).read_bytes()
+
+    seen = report.cdrom_with_label(probe.default_2003_label("x86"))
+    assert seen is not None, report.cdroms
+    for planned in media.install_cd.files:
+        found = seen.files.get(planned.path)
+        assert found is not None, (planned.path, sorted(seen.files))
+        assert found.sha256 == sha(content(planned.data, planned.source_path)), planned.path
+    sif = patch_txtsetup_sif(probe.fake_txtsetup_sif("x86"), drivers["x86"].storage, "x86")
+    assert seen.files["I386/TXTSETUP.SIF"].sha256 == sha(sif)
+    assert report.floppy is not None
+    assert {p: f.sha256 for p, f in report.floppy.items()} == {
+        f.path: sha(content(f.data, f.source_path)) for f in media.floppy.files
+    }
