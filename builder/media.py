@@ -100,6 +100,8 @@ def plan_media(
     from builder.slipstream import plan_install_cd
 
     profile = drivers.profile
+    if config.profile.name != profile.name:
+        raise BuildError(f"settings for {config.profile.name} but drivers for {profile.name}.")
     floppy_files = [
         PlannedFile.inline(layout.media_name(name), data) for name, data in answers.items()
     ]

@@ -55,19 +55,32 @@ def drivers(tree: Tree) -> dict[Arch, DriverSet]:
     return {arch: select_drivers(scan, PROFILES[name]) for arch, name in PROFILE.items()}
 
 
+class FakeCds:
+    """The fake CDs, built on first use: ("probe" | "retail", arch) -> image. The probe's
+    needs its boot files (Debian packages, cached); without them only its tests skip."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.made: dict[tuple[str, Arch], Path] = {}
+
+    def __getitem__(self, key: tuple[str, Arch]) -> Path:
+        if key not in self.made:
+            kind, arch = key
+            out = self.directory / f"{kind}-{arch}.iso"
+            if kind == "retail":
+                self.made[key] = build_windows_style_cd(out, arch=arch)
+            else:
+                try:
+                    self.made[key] = probe.build_fake_2003_cd(
+                        probe.DEFAULT_CACHE_DIR, out, arch=arch)
+                except probe.ProbeBuildError as exc:
+                    pytest.skip(f"cannot build the probe's boot files: {exc}")
+        return self.made[key]
+
+
 @pytest.fixture(scope="module")
-def cds(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, Arch], Path]:
-    """The fake CDs: ("probe" | "retail", arch) -> image."""
-    directory = tmp_path_factory.mktemp("cds")
-    made: dict[tuple[str, Arch], Path] = {}
-    for arch in ("x86", "amd64"):
-        made["retail", arch] = build_windows_style_cd(directory / f"retail-{arch}.iso", arch=arch)
-        try:
-            made["probe", arch] = probe.build_fake_2003_cd(
-                probe.DEFAULT_CACHE_DIR, directory / f"probe-{arch}.iso", arch=arch)
-        except probe.ProbeBuildError as exc:
-            pytest.skip(f"cannot build the probe's boot files: {exc}")
-    return made
+def cds(tmp_path_factory: pytest.TempPathFactory) -> FakeCds:
+    return FakeCds(tmp_path_factory.mktemp("cds"))
 
 
 def plan_for(drivers: dict[Arch, DriverSet], arch: Arch) -> InstallCdPlan:
@@ -114,7 +127,7 @@ def extract(image: Path, path: str, *namespace: str) -> bytes:
 @pytest.mark.parametrize("kind", ["probe", "retail"])
 @pytest.mark.parametrize("arch", ["x86", "amd64"])
 def test_remastered_cd(
-    cds: dict[tuple[str, Arch], Path], drivers: dict[Arch, DriverSet], tree: Tree,
+    cds: FakeCds, drivers: dict[Arch, DriverSet], tree: Tree,
     tmp_path: Path, kind: str, arch: Arch,
 ) -> None:
     source_cd = cds[kind, arch]
@@ -176,7 +189,7 @@ def test_remastered_cd(
 
 @pytest.mark.parametrize("kind", ["probe", "retail"])
 def test_remastering_is_idempotent_and_deterministic(
-    cds: dict[tuple[str, Arch], Path], drivers: dict[Arch, DriverSet], tree: Tree,
+    cds: FakeCds, drivers: dict[Arch, DriverSet], tree: Tree,
     tmp_path: Path, kind: str,
 ) -> None:
     plan = plan_for(drivers, "x86")
@@ -219,7 +232,7 @@ def test_new_names_follow_the_cd(
 
 
 def test_wrong_architecture_is_refused(
-    cds: dict[tuple[str, Arch], Path], drivers: dict[Arch, DriverSet], tree: Tree,
+    cds: FakeCds, drivers: dict[Arch, DriverSet], tree: Tree,
     tmp_path: Path,
 ) -> None:
     pairs: tuple[tuple[Arch, Arch], ...] = (("x86", "amd64"), ("amd64", "x86"))
@@ -256,7 +269,7 @@ def bad_windows_isos(tmp_path: Path, tree: Tree, good: Path) -> dict[str, tuple[
 
 @pytest.mark.parametrize("case", ["text", "truncated", "virtio-win", "missing", "directory"])
 def test_bad_windows_isos_are_refused_with_a_sentence(
-    cds: dict[tuple[str, Arch], Path], drivers: dict[Arch, DriverSet], tree: Tree,
+    cds: FakeCds, drivers: dict[Arch, DriverSet], tree: Tree,
     tmp_path: Path, case: str,
 ) -> None:
     path, fragment = bad_windows_isos(tmp_path, tree, cds["retail", "x86"])[case]
@@ -307,7 +320,7 @@ def test_remastering_streams_file_data(tree: Tree, tmp_path: Path) -> None:
 
 @pytest.mark.boot
 def test_remastered_cd_boots_and_a_kernel_reads_it_and_the_floppy(
-    cds: dict[tuple[str, Arch], Path], drivers: dict[Arch, DriverSet], tree: Tree,
+    cds: FakeCds, drivers: dict[Arch, DriverSet], tree: Tree,
     tmp_path: Path,
 ) -> None:
     """Boot the remastered probe CD with the answer floppy: El Torito still works, and
