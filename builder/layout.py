@@ -19,6 +19,21 @@ POSTINSTALL_SCRIPT = "POSTINST.CMD"
 # 2003: the F6 disk's tag file that txtsetup.oem's [Disks] names.
 F6_TAG_FILE = "DISK1"
 OEM_DRIVERS_DIR = "$OEM$/$1/Drivers"
+FLOPPY_LABEL = "PVINSTALL"
+
+# How the rendered answer files are spelled on the media: `Autounattend.xml` as Microsoft
+# documents it (Windows searches case-blind, the long name needs VFAT/Joliet anyway),
+# the 2003 files as 8.3 upper-case names that text-mode setup reads without long names.
+_MEDIA_NAMES = {
+    "autounattend.xml": "Autounattend.xml",
+    "winnt.sif": "WINNT.SIF",
+    "txtsetup.oem": "TXTSETUP.OEM",
+}
+
+
+def media_name(name: str) -> str:
+    """The name a rendered file (`winnt.sif`) has on the floppy and the drivers ISO."""
+    return _MEDIA_NAMES.get(name.lower(), name)
 
 
 def short_name(name: str) -> str:
