@@ -55,5 +55,44 @@ check: lint test
 bench: setup
 	$(BIN)/python -m tests.bench
 
+# -- the main job: golden images ------------------------------------------------------
+# make win2008-virtio WINDOWS_ISO=... [VIRTIO_WIN=...] [CONFIG=...] [OUT=...] [CONNECT=...]
+# Without WINDOWS_ISO the media and domain.xml are built and nothing is installed.
+ARCH ?=
+WINDOWS_ISO ?=
+VIRTIO_WIN ?=
+CONFIG ?=
+OUT ?=
+NAME ?=
+CONNECT ?= qemu:///system
+DOMAIN_TYPE ?=
+TIMEOUT ?=
+
+win2003-virtio: setup
+	@$(call pvinstall_build,win2003-$(or $(ARCH),x86))
+
+win2008-virtio: setup
+	@$(call pvinstall_build,win2008-$(or $(ARCH),x64))
+
+win2008r2-virtio: setup
+	@$(call pvinstall_build,win2008r2-$(or $(ARCH),x64))
+
+# The recipe reports pvinstall's own exit code (make itself can only exit 2 on failure).
+define pvinstall_build
+set -- $(BIN)/pvinstall build "$(1)" --connect "$(CONNECT)"; \
+[ -n "$(VIRTIO_WIN)" ] && set -- "$$@" --drivers "$(VIRTIO_WIN)"; \
+[ -n "$(CONFIG)" ] && set -- "$$@" --config "$(CONFIG)"; \
+[ -n "$(OUT)" ] && set -- "$$@" --out "$(OUT)"; \
+[ -n "$(NAME)" ] && set -- "$$@" --name "$(NAME)"; \
+[ -n "$(DOMAIN_TYPE)" ] && set -- "$$@" --domain-type "$(DOMAIN_TYPE)"; \
+[ -n "$(TIMEOUT)" ] && set -- "$$@" --timeout "$(TIMEOUT)"; \
+[ -n "$(WINDOWS_ISO)" ] && set -- "$$@" --windows-iso "$(WINDOWS_ISO)" --install; \
+"$$@"; code=$$?; \
+if [ $$code -ne 0 ]; then echo "make: pvinstall exited with $$code" >&2; exit $$code; fi; \
+if [ -z "$(WINDOWS_ISO)" ]; then \
+  echo "Media and domain.xml are built. To install, run: make $@ WINDOWS_ISO=/path/to/windows.iso"; \
+fi
+endef
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/.cache
