@@ -377,6 +377,8 @@ def _config_values(inf: Inf, service: Service) -> tuple[str, ...]:
                         continue
                     # txtsetup.oem REG_DWORD data is hexadecimal, without 0x.
                     value = f"{number:x}"
+                elif reg_type == "REG_MULTI_SZ":
+                    value = ",".join(f'"{_oem_text(item)}"' for item in fields[4:])
                 else:
                     value = f'"{_oem_text(data)}"'
                 lines.append(f"{_oem_field(subkey)},{_oem_field(name)},{reg_type},{value}")

@@ -31,10 +31,11 @@ from builder import layout, render
 from builder.catalog import DriverSet, load_catalog, scan_source, select_drivers
 from builder.config import BuildConfig, load_config
 from builder.errors import BuildError, InputError
+from builder.inf import parse_inf
 from builder.media import MediaPlan, plan_media
 from builder.profiles import PROFILES, Profile
 from builder.sources import DirectorySource
-from tests.fixtures.virtio_win import Tree, write_modern_tree
+from tests.fixtures.virtio_win import Tree, edit_inf, write_modern_tree
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 REGENERATE = os.environ.get("PVINSTALL_REGENERATE_GOLDEN") == "1"
@@ -713,3 +714,86 @@ def builder_sources() -> Iterator[Path]:
 def test_render_is_the_only_module_that_builds_a_jinja_environment() -> None:
     users = {p.name for p in builder_sources() if "jinja2.Environment(" in p.read_text()}
     assert users == {"render.py"}
+
+
+# -- txtsetup.oem from unusual INFs ----------------------------------------------------------
+
+
+def test_a_driver_file_in_a_subfolder_gets_a_disk_of_its_own(tmp_path: Path) -> None:
+    tree = write_modern_tree(tmp_path / "vw", drivers=["viostor", "NetKVM"], oses=["2k3"],
+                             arches=["x86"])
+    inf = "viostor/2k3/x86/viostor.inf"
+    edit_inf(tree, inf, "viostor.sys = 1,,", "viostor.sys = 1,bin,")
+    folder = tree.root / "viostor/2k3/x86"
+    (folder / "bin").mkdir()
+    (folder / "viostor.sys").rename(folder / "bin/viostor.sys")
+    drivers = select_drivers(scan_source(DirectorySource(tree.root), load_catalog()),
+                             PROFILES["win2003-x86"])
+    disk = render.f6_disk(drivers)
+    assert disk.disks == (("d1", "\\VIOSTOR\\bin"), ("d2", "\\VIOSTOR"))
+    assert [(f.kind, f.disk, f.name) for f in disk.files] == [
+        ("driver", "d1", "viostor.sys"), ("inf", "d2", "viostor.inf"),
+        ("catalog", "d2", "viostor.cat")]
+    # The media plan puts the file where [Disks] says.
+    config = config_for("win2003-x86", f"admin_password={PASSWORD}")
+    answers = render.render_answer_files(config, drivers)
+    floppy = plan_media(config, drivers, answers, render.render_postinstall(config, drivers))
+    assert "VIOSTOR/bin/viostor.sys" in {f.path for f in floppy.floppy.files}
+
+
+ADDREG_INF = """\
+[Version]
+Signature="$Windows NT$"
+Class=SCSIAdapter
+DriverVer=01/01/2012,1.0.0.0
+CatalogFile=demo.cat
+
+[SourceDisksNames]
+1 = "Disk",,,""
+
+[SourceDisksFiles]
+demo.sys = 1,,
+
+[Manufacturer]
+%Vendor% = Models,NTx86
+
+[Models.NTx86]
+"Demo controller" = demo_inst, PCI\\VEN_1234&DEV_0001
+
+[demo_inst.Services]
+AddService = demo, 0x00000002, demo_service
+
+[demo_service]
+ServiceType = 1
+StartType = 0
+ServiceBinary = %12%\\demo.sys
+AddReg = demo_reg, more_reg
+
+[demo_reg]
+HKR, "Parameters\\PnpInterface", "5", 0x00010001, 1
+HKR, "Interrupt Management\\Limits", Count, 0x00010001, 256
+HKR, Parameters, Name, 0x00000000, "a value"
+HKR, Parameters, Path, 0x00020000, "%%SystemRoot%%\\x"
+HKR, Parameters, Blob, 0x00000001, 01, 02
+HKR, Parameters, Gone, 0x00010005, 1
+HKLM, "Software\\Demo", Key, 0x00010001, 1
+
+[more_reg]
+HKR, Parameters, List, 0x00010000, "a", "b"
+
+[Strings]
+Vendor = "Demo"
+"""
+
+
+def test_config_values_come_from_the_service_addreg() -> None:
+    inf = parse_inf(ADDREG_INF.replace("\n", "\r\n").encode("ascii"), "demo.inf")
+    services = inf.services()
+    assert [s.name for s in services] == ["demo"]
+    assert render._config_values(inf, services[0]) == (
+        "Parameters\\PnpInterface,5,REG_DWORD,1",
+        '"Interrupt Management\\Limits",Count,REG_DWORD,100',  # 256, in hex
+        'Parameters,Name,REG_SZ,"a value"',
+        'Parameters,Path,REG_EXPAND_SZ,"%SystemRoot%\\x"',
+        'Parameters,List,REG_MULTI_SZ,"a","b"',
+    )
