@@ -24,6 +24,7 @@ import base64
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
+from types import MappingProxyType
 from typing import Any
 
 import jinja2
@@ -283,20 +284,21 @@ def render_winnt_sif(config: BuildConfig, drivers: DriverSet) -> bytes:
 # -- txtsetup.oem (2003 F6 disk) -------------------------------------------------------------
 
 # The F6 menu option per architecture, named as virtio-win's own F6 floppies named it.
-F6_OPTIONS: Mapping[Arch, str] = {"x86": "WNET32", "amd64": "WNET64"}
+F6_OPTIONS: Mapping[Arch, str] = MappingProxyType({"x86": "WNET32", "amd64": "WNET64"})
 
 # INF AddReg value types (the type bits of the flags) -> txtsetup.oem [Config] types.
 # Types txtsetup.oem cannot express (binary, none) are left to GUI-mode setup, which
 # applies the INF itself.
-_REG_TYPES: Mapping[int, str] = {
+_REG_TYPES: Mapping[int, str] = MappingProxyType({
     0x00000000: "REG_SZ",
     0x00010001: "REG_DWORD",
     0x00020000: "REG_EXPAND_SZ",
     0x00010000: "REG_MULTI_SZ",
-}
+})
 _REG_TYPE_MASK = 0xFFFF0001
-# FLG_ADDREG_DELVAL, _APPEND, _KEYONLY, _DELREG_VALUE: not "set this value".
-_REG_SKIP_FLAGS = 0x4 | 0x8 | 0x10 | 0x4000
+# FLG_ADDREG_DELVAL, _APPEND, _KEYONLY, _KEYONLY_COMMON and the DelReg bit: these do
+# not set a value, or (APPEND) add to one in a way [Config] cannot say.
+_REG_SKIP_FLAGS = 0x4 | 0x8 | 0x10 | 0x2000 | 0x8000
 
 
 @dataclass(frozen=True)
@@ -467,11 +469,11 @@ def render_txtsetup_oem(config: BuildConfig, drivers: DriverSet) -> bytes:
 
 # -- the answer files of a profile -----------------------------------------------------------
 
-_RENDERERS: Mapping[str, Callable[[BuildConfig, DriverSet], bytes]] = {
+_RENDERERS: Mapping[str, Callable[[BuildConfig, DriverSet], bytes]] = MappingProxyType({
     "autounattend.xml": render_autounattend,
     "winnt.sif": render_winnt_sif,
     "txtsetup.oem": render_txtsetup_oem,
-}
+})
 
 
 def _check_profiles(config: BuildConfig, drivers: DriverSet) -> Profile:
