@@ -93,7 +93,8 @@ SETTINGS: tuple[Setting, ...] = (
             "because the post-install step runs at the first logon)."),
     Setting("first_logon_commands", "str_list",
             "Commands run at the first logon, after the drivers are installed and before the "
-            "guest powers off (a list of strings)."),
+            "guest powers off (a list of strings, ASCII; each runs as if typed at a cmd "
+            "prompt)."),
     Setting("floppy_size", "size", "Answer floppy size: 1.44 (default) or 2.88 (MB)."),
     Setting("drivers_iso_label", "str", "Volume label of drivers.iso (default PVDRIVERS)."),
     Setting("memory_mib", "int", "Guest memory in MiB (profile default; at least its minimum)."),
@@ -247,8 +248,12 @@ _PRODUCT_KEY = re.compile(r"^[A-Z0-9]{5}(-[A-Z0-9]{5}){4}$")
 _ISO_LABEL = re.compile(r"^[A-Z0-9_]{1,32}$")
 
 
-def _text_problem(value: str, *, cp1252: bool) -> str | None:
-    """Why a free-text value cannot go into an answer file, or None if it can."""
+def _text_problem(value: str, *, cp1252: bool, secret: bool = False) -> str | None:
+    """Why a free-text value cannot go into an answer file, or None if it can.
+
+    `cp1252` applies winnt.sif's rules (Windows Server 2003). For a `secret` the
+    offending character is described but not shown.
+    """
     for char in value:
         if char in "\r\n":
             return "contains a line break, which would end the line in the answer file"
@@ -264,12 +269,35 @@ def _text_problem(value: str, *, cp1252: bool) -> str | None:
             value.encode("cp1252")
         except UnicodeEncodeError as exc:
             bad = value[exc.start]
+            shown = "a character" if secret else f"{bad!r} (U+{ord(bad):04X})"
             return (
-                f"contains {bad!r} (U+{ord(bad):04X}), which Windows Server 2003's winnt.sif "
+                f"contains {shown}, which Windows Server 2003's winnt.sif "
                 "cannot hold (it is read as Windows-1252)"
             )
         if '"' in value:
             return 'contains \'"\', which cannot be quoted in winnt.sif'
+        # Setup reads winnt.sif with the INF parser, which replaces %name% with a
+        # [Strings] entry or the environment; a value cannot carry a literal '%'.
+        if "%" in value:
+            return "contains '%', which setup would read as the start of a %variable%"
+    return None
+
+
+def _script_problem(value: str) -> str | None:
+    """Why a command cannot go into the post-install cmd script, or None if it can."""
+    problem = _text_problem(value, cp1252=False)
+    if problem:
+        return problem
+    if value.count('"') % 2:
+        # The script runs each command as cmd /s /c "<command>"; an open quote would
+        # swallow the rest of that line, its log redirection included.
+        return "has an unmatched '\"'; quotes must come in pairs"
+    for char in value:
+        if not char.isascii():
+            # cmd reads a batch file in the guest's OEM code page (437, 850, 866, 932...,
+            # by locale); only ASCII reads the same in all of them.
+            return (f"contains {char!r} (U+{ord(char):04X}); the post-install cmd script "
+                    "holds ASCII only, because cmd reads it in the guest's OEM code page")
     return None
 
 
@@ -304,7 +332,8 @@ class _Validator:
         if not isinstance(value, str):
             self.fail(key, f"must be a string, not {type(value).__name__} {value!r}.")
             return default
-        problem = _text_problem(value, cp1252=winnt and self.is_2003)
+        secret = SETTINGS_BY_KEY[key].secret
+        problem = _text_problem(value, cp1252=winnt and self.is_2003, secret=secret)
         if problem:
             self.fail(key, problem + ".", "Use plain printable characters.")
         return value
@@ -432,6 +461,10 @@ def _admin_password(check: _Validator) -> str:
                    "password.")
     elif len(password) > 127:
         check.fail("admin_password", f"{len(password)} characters; Windows allows at most 127.")
+    elif password == "*" and check.is_2003:  # noqa: S105 - the sentinel, not a password
+        # winnt.sif: AdminPassword=* means an empty password (reference/windows-2003.md).
+        check.fail("admin_password", "'*' means no password in winnt.sif; AutoLogon and "
+                   "the post-install step need one.")
     return password
 
 
@@ -519,6 +552,9 @@ def _timezone(check: _Validator) -> str:
     hint = "Use a Windows time zone name such as 'W. Europe Standard Time'."
     if value in timezones.NAMES_2008R2:
         hint = f"{value!r} arrived with Windows Server 2008 R2; use 'Greenwich Standard Time'."
+    elif value in timezones.NAMES_AFTER_2008R2:
+        hint = (f"{value!r} was created by a time zone update after Windows Server 2008 R2 "
+                "SP1, so setup does not know it; pick the zone it was split from.")
     check.fail("timezone", f"{value!r} is not a time zone {profile.title} knows.", hint)
     return value
 
@@ -543,7 +579,9 @@ def _string_list(check: _Validator, key: str) -> tuple[str, ...]:
         check.fail(key, f"must be a list of strings, not {value!r}.")
         return ()
     for index, item in enumerate(value):
-        problem = _text_problem(item, cp1252=check.is_2003)
+        # The commands go into the post-install script on drivers.iso, not into
+        # winnt.sif, so winnt.sif's rules do not apply; the script's do.
+        problem = _script_problem(item)
         if problem:
             check.fail(f"{key}[{index}]", problem + ".")
         elif not item.strip():

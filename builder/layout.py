@@ -20,6 +20,14 @@ POSTINSTALL_SCRIPT = "POSTINST.CMD"
 F6_TAG_FILE = "DISK1"
 OEM_DRIVERS_DIR = "$OEM$/$1/Drivers"
 FLOPPY_LABEL = "PVINSTALL"
+# The drive letters the first-logon command looks for MARKER_FILE on. Windows assigns
+# CD-ROM letters at boot, in an order that depends on the hardware it found (MS "WinPE:
+# Identify drive letters with a script"), so every letter after the system disk is
+# tried; A: and B: are floppies and never hold the drivers ISO.
+SEARCH_DRIVE_LETTERS = tuple("CDEFGHIJKLMNOPQRSTUVWXYZ")
+# The post-install step logs here, on the installed system disk, so a failed install
+# can be diagnosed from the disk image.
+POSTINSTALL_LOG = "%SystemDrive%\\pvinstall-postinst.log"
 
 # How the rendered answer files are spelled on the media: `Autounattend.xml` as Microsoft
 # documents it (Windows searches case-blind, the long name needs VFAT/Joliet anyway),
@@ -72,6 +80,8 @@ def iso_folder(driver: SelectedDriver, profile: Profile) -> str:
 
 
 def iso_path_windows(driver: SelectedDriver, profile: Profile, drive: str) -> str:
+    """The same folder as Windows sees it on `drive` (`E:` or a cmd variable such as
+    `%PV_DRIVE%`), e.g. `E:\\viostor\\2k8\\amd64`."""
     return f"{drive}\\" + iso_folder(driver, profile).replace("/", "\\")
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-# index -> standard name (Windows XP / Server 2003 unattended reference).
+# index -> standard name, as Microsoft's "Time Zone Index Values" table spells it
+# (learn.microsoft.com ms912391, Windows XP Embedded; the same table is in the XP/2003
+# deploy.cab reference). Checked entry by entry against it and two independent copies.
 INDEX_2003: Mapping[int, str] = MappingProxyType(
     {
         0: "Dateline Standard Time",
@@ -92,7 +94,10 @@ INDEX_2003: Mapping[int, str] = MappingProxyType(
     }
 )
 
-# Standard names that Windows Server 2008 (Vista) knows.
+# Standard names (registry keys under Time Zones) that Windows Server 2008 SP2 media
+# know. Inferred from the Vista-era lists; the 2008 cumulative time zone updates added
+# some after 2008 RTM (Morocco Standard Time in KB955839, December 2008, per Microsoft's
+# KB960445), so RTM media may lack a few of these.
 NAMES_2008: frozenset[str] = frozenset(
     {
         "Dateline Standard Time", "Samoa Standard Time", "Hawaiian Standard Time",
@@ -132,21 +137,38 @@ NAMES_2008: frozenset[str] = frozenset(
     }
 )
 
-# Windows 7 / Server 2008 R2 added these (KB and Windows 7 time zone list).
+# Names Windows Server 2008 R2 (SP1) media add. "UTC" arrived with Windows 7 / 2008 R2
+# (older systems got it from KB970653, August 2009, per Microsoft's KB973629). Zones
+# that later updates created are left out, because setup validates TimeZone against
+# the image's own registry: Kaliningrad and Magadan (Russia, 2011), Bahia (2012), Libya
+# (2013), Turkey (2016).
 NAMES_2008R2: frozenset[str] = NAMES_2008 | frozenset(
     {
         "UTC", "UTC-11", "UTC-02", "UTC+12", "Paraguay Standard Time",
-        "Bahia Standard Time", "Syria Standard Time", "Kamchatka Standard Time",
-        "Bangladesh Standard Time", "Ulaanbaatar Standard Time", "Magadan Standard Time",
-        "Turkey Standard Time", "Libya Standard Time", "Kaliningrad Standard Time",
+        "Syria Standard Time", "Kamchatka Standard Time", "Bangladesh Standard Time",
+        "Ulaanbaatar Standard Time",
+    }
+)
+
+# Zones Windows created after Server 2008 R2 SP1, for the hint when one is asked for.
+NAMES_AFTER_2008R2: frozenset[str] = frozenset(
+    {
+        "Kaliningrad Standard Time", "Magadan Standard Time", "Bahia Standard Time",
+        "Libya Standard Time", "Turkey Standard Time",
     }
 )
 
 
+def _folded(name: str) -> str:
+    # The index table writes "U.S. Mountain", "S.A. Pacific", "A.U.S. Central" where the
+    # registry keys say "US Mountain", "SA Pacific", "AUS Central": accept both.
+    return " ".join(name.replace(".", "").lower().split())
+
+
 def index_for_name(name: str) -> int | None:
-    """The 2003 index of a time zone named the 2003 way, or None."""
-    wanted = name.strip().lower()
+    """The 2003 index of a time zone, named as the index table or the registry spells it."""
+    wanted = _folded(name)
     for index, standard in INDEX_2003.items():
-        if standard.lower() == wanted:
+        if _folded(standard) == wanted:
             return index
     return None

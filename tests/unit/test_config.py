@@ -107,6 +107,11 @@ BAD = [
     (W2008, ["drivers_iso_label=my label"], "drivers_iso_label", "volume label"),
     (W2008, ["network=a/b"], "network", "not a libvirt network"),
     (W2003, [KEY_2003, "image_name=x"], "image_name", "no image name"),
+    (W2003, [KEY_2003, "organization=100% fun"], "organization", "%variable%"),
+    (W2003, [KEY_2003, "admin_password=*"], "admin_password", "means no password"),
+    (W2008, ["first_logon_commands=caf\u00e9.cmd"], "first_logon_commands[0]", "ASCII"),
+    (W2008, ['first_logon_commands=["echo \\"half"]'], "first_logon_commands[0]",
+     "unmatched"),
     (W2008, ["setwithoutequals"], "--set", "has no '='"),
     (W2008, ["=value"], "--set", "no key"),
 ]
@@ -181,3 +186,23 @@ def test_help_lists_every_setting() -> None:
 
 def test_2008r2_accepts_utc() -> None:
     assert load_config(W2008R2, sets=[*PASSWORD, "timezone=UTC"]).timezone == "UTC"
+
+
+def test_2003_first_logon_commands_may_quote_and_use_variables(tmp_path: Path) -> None:
+    # They go into the post-install script, not into winnt.sif.
+    file = tmp_path / "c.toml"
+    file.write_text("first_logon_commands = ['\"%ProgramFiles%\\tool.exe\" /x']\n")
+    config = load_config(W2003, config_file=file, sets=[*PASSWORD, KEY_2003])
+    assert config.first_logon_commands == ('"%ProgramFiles%\\tool.exe" /x',)
+
+
+def test_a_bad_character_of_a_secret_is_not_shown() -> None:
+    with pytest.raises(InputError) as caught:
+        load_config(W2003, sets=["admin_password=pass\u2603word", KEY_2003])
+    assert "\u2603" not in str(caught.value)
+    assert "admin_password: contains a character" in str(caught.value)
+
+
+def test_2008r2_refuses_zones_created_after_it() -> None:
+    with pytest.raises(InputError, match="after Windows Server 2008 R2"):
+        load_config(W2008R2, sets=[*PASSWORD, "timezone=Turkey Standard Time"])
