@@ -268,10 +268,11 @@ def _existing_domain_error(conn: Connection, name: str) -> InputError:
 
 
 def check_can_define(conn: Connection, name: str, *, replace: bool, network: str,
-                     pool: str | None) -> None:
+                     pool: str | None, disks: domain.DiskPaths | None = None) -> None:
     """Refuse, before anything is written, what would make define or start fail:
-    an existing domain of that name (unless `replace`), a missing or inactive
-    libvirt network, a missing, inactive or non-file storage pool."""
+    an existing domain of that name or existing `disks` (unless `replace`), a
+    missing or inactive libvirt network, a missing, inactive or non-file storage
+    pool."""
     domain.validate_domain_name(name)
     if not replace and domain_exists(conn, name):
         raise _existing_domain_error(conn, name)
@@ -279,6 +280,12 @@ def check_can_define(conn: Connection, name: str, *, replace: bool, network: str
         _check_network(conn, network)
     if pool is not None:
         _pool_path(conn, pool)
+    if disks is not None and not replace:
+        for path in (disks[0], *disks[1]):
+            if pool is not None and _pool_volume(conn, pool, path.name) is not None:
+                raise _existing_disk_error(f"{path.name} in the pool {pool}")
+            if pool is None and path.exists():
+                raise _existing_disk_error(str(path))
 
 
 def _check_network(conn: Connection, network: str) -> None:
@@ -332,6 +339,20 @@ def _pool_path(conn: Connection, pool: str) -> Path:
                          "files.", f"Use a pool of type {', '.join(FILE_POOL_TYPES)}.",
                          key="storage_pool")
     return Path(path)
+
+
+def _pool_volume(conn: Connection, pool: str, volume_name: str, *,
+                 refresh: bool = True) -> Any | None:
+    handle = _storage_pool(conn, pool)
+    try:
+        if refresh:
+            handle.refresh(0)  # see files put there behind libvirt's back
+        return handle.storageVolLookupByName(volume_name)
+    except libvirt.libvirtError as error:
+        if _code(error) == libvirt.VIR_ERR_NO_STORAGE_VOL:
+            return None
+        raise BuildError(f"looking up the volume {volume_name} in the pool {pool} on "
+                         f"{conn.uri} failed: {_message(error)}.") from None
 
 
 def disk_paths(conn: Connection, config: BuildConfig, out_dir: Path,
@@ -390,13 +411,7 @@ def _create_pool_disks(conn: Connection, pool: str, names: tuple[str, ...],
         handle.refresh(0)  # see files put there behind libvirt's back
     paths: list[Path] = []
     for volume_name, size in zip(names, sizes, strict=True):
-        existing = None
-        try:
-            existing = handle.storageVolLookupByName(volume_name)
-        except libvirt.libvirtError as error:
-            if _code(error) != libvirt.VIR_ERR_NO_STORAGE_VOL:
-                raise BuildError(f"looking up the volume {volume_name} in {pool} failed: "
-                                 f"{_message(error)}.") from None
+        existing = _pool_volume(conn, pool, volume_name, refresh=False)
         if existing is not None:
             if not replace:
                 raise _existing_disk_error(f"{volume_name} in the pool {pool}")

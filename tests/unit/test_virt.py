@@ -116,3 +116,41 @@ def test_format_elapsed(seconds: float, text: str) -> None:
 )
 def test_format_size(size: int, text: str) -> None:
     assert virt.format_size(size) == text
+
+
+class FakeLibvirtError:
+    """Stands in for libvirt.libvirtError, whose constructor reads libvirt's last error."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self._code, self._message = code, message
+
+    def get_error_code(self) -> int:
+        return self._code
+
+    def get_error_message(self) -> str:
+        return self._message
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "kind", "fragment"),
+    [
+        (38, "Failed to connect socket to '/var/run/libvirt/libvirt-sock': Permission denied",
+         BuildError, "permission denied connecting to qemu:///system"),
+        (45, "authentication failed: access denied by policy", BuildError, "permission denied"),
+        (94, "authentication unavailable: no polkit agent available", BuildError,
+         "permission denied"),
+        (38, "Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or "
+             "directory", BuildError, "cannot reach libvirt at qemu:///system: Failed to connect"),
+        (5, "no connection driver available for qemu:///system", InputError,
+         "no libvirt driver handles qemu:///system"),
+        (1, "internal error: Unable to parse URI qemu:///system", InputError,
+         "is not a valid libvirt URI"),
+    ],
+)
+def test_connect_error_sentences(code: int, message: str, kind: type[Exception],
+                                 fragment: str) -> None:
+    error = virt._connect_error("qemu:///system", FakeLibvirtError(code, message))
+    assert isinstance(error, kind)
+    assert fragment in str(error)
+    if "permission" in fragment:
+        assert "libvirt group" in str(error)

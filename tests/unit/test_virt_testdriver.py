@@ -311,3 +311,28 @@ def test_lifecycle_events_end_the_wait_without_polling(
                           status_seconds=30, poll_seconds=30)
     assert time.monotonic() - start < 5
     assert result.shutoff_reason == "shutdown"
+
+
+def test_existing_disks_are_refused_before_anything_is_written(
+    conn: virt.Connection, name: str, tmp_path: Path
+) -> None:
+    config = config_for("win2008-x64", "data_disks=[3]")
+    disks = virt.disk_paths(conn, config, tmp_path, name)
+    virt.check_can_define(conn, name, replace=False, network="user", pool=None, disks=disks)
+    disks[1][0].write_bytes(b"old")
+    with pytest.raises(InputError, match=f"{name}-data1.qcow2 already exists.*--replace"):
+        virt.check_can_define(conn, name, replace=False, network="user", pool=None, disks=disks)
+    virt.check_can_define(conn, name, replace=True, network="user", pool=None, disks=disks)
+
+    pooled = config_for("win2008-x64", "storage_pool=default-pool")
+    in_pool = virt.disk_paths(conn, pooled, tmp_path, name)
+    virt.check_can_define(conn, name, replace=False, network="user", pool="default-pool",
+                          disks=in_pool)
+    pool = conn.handle.storagePoolLookupByName("default-pool")
+    volume = pool.createXML(domain.volume_xml(f"{name}.qcow2", 1), 0)
+    try:
+        with pytest.raises(InputError, match=f"{name}.qcow2 in the pool default-pool already"):
+            virt.check_can_define(conn, name, replace=False, network="user",
+                                  pool="default-pool", disks=in_pool)
+    finally:
+        volume.delete(0)
