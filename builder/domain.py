@@ -23,8 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-import jinja2
-
+from builder import render
 from builder.catalog import Catalog, DriverSet, PciIds, SelectedDriver, load_catalog
 from builder.config import BuildConfig
 from builder.errors import InputError
@@ -384,21 +383,9 @@ def _binds(driver: SelectedDriver, ids: PciIds) -> bool:
 # -- XML ---------------------------------------------------------------------------------
 
 
-@cache
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(data_dir("templates")),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
 def render_domain_xml(plan: DomainPlan) -> str:
-    """The libvirt domain XML of a plan (templates/domain.xml.j2)."""
-    return _environment().get_template(TEMPLATE).render(plan=plan)
+    """The libvirt domain XML of a plan (templates/domain.xml.j2, autoescaped)."""
+    return render.render_template(TEMPLATE, {"plan": plan})
 
 
 def domain_xml(

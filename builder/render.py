@@ -173,6 +173,12 @@ def _render(template: str, context: Mapping[str, Any]) -> str:
     return _environment().get_template(template).render(context)
 
 
+def render_template(template: str, context: Mapping[str, Any]) -> str:
+    """Render a template of `templates/` with the one Environment (`*.xml.j2` are
+    autoescaped); for other modules' templates, such as the domain XML."""
+    return _render(template, context)
+
+
 def _crlf(text: str) -> str:
     """Windows line ends: text-mode setup reads CRLF files (one stray LF in a SIF file
     is reported to make it "corrupt"), and so does everything else here."""
