@@ -81,6 +81,16 @@ _PERMISSION_CODES = (
     libvirt.VIR_ERR_OPERATION_DENIED,
 )
 _URI_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
+# Hypervisor drivers libvirt has (the part of the scheme before any "+transport").
+# Checked here because a client without a reachable daemon reports an unknown
+# driver only as "cannot connect to the socket".
+_DRIVERS = frozenset({
+    "qemu", "test", "xen", "lxc", "vbox", "esx", "gsx", "vpx", "bhyve", "ch", "vz",
+    "openvz", "hyperv", "vmwareplayer", "vmwarews", "vmwarefusion", "libxl", "xenapi",
+    "phyp", "uml", "remote", "interface", "network", "nodedev", "nwfilter", "secret",
+    "storage",
+})
+_QEMU_LOCAL_PATHS = ("/system", "/session", "/embed")
 
 
 # -- errors ------------------------------------------------------------------------------
@@ -174,6 +184,7 @@ def connect(uri: str = DEFAULT_URI) -> Connection:
         raise InputError(f"{uri!r} is not a libvirt URI.",
                          "Use a URI such as qemu:///system or qemu+ssh://host/system.",
                          key="--connect")
+    _check_uri(uri)
     _start_event_loop()
     try:
         handle = libvirt.open(uri)
@@ -182,6 +193,24 @@ def connect(uri: str = DEFAULT_URI) -> Connection:
     if handle is None:  # old bindings return None instead of raising
         raise BuildError(f"cannot connect to {uri}.")
     return Connection(handle, uri)
+
+
+def _check_uri(uri: str) -> None:
+    """Refuse, before any connection attempt, a URI whose driver libvirt does not have
+    or a local QEMU URI with a path the QEMU driver does not serve."""
+    scheme, _, rest = uri.partition("://")
+    driver = scheme.split("+", 1)[0].lower()
+    if driver not in _DRIVERS:
+        raise InputError(f"no libvirt driver handles {uri} (unknown driver {driver!r}).",
+                         "Use a URI such as qemu:///system or qemu+ssh://host/system.",
+                         key="--connect")
+    _, _, path = rest.partition("/")
+    path = "/" + path.split("?", 1)[0]
+    if driver == "qemu" and not path.startswith(_QEMU_LOCAL_PATHS):
+        raise InputError(f"{uri} is not a valid libvirt URI: the QEMU driver serves "
+                         f"{', '.join(_QEMU_LOCAL_PATHS)}, not {path!r}.",
+                         "Use qemu:///system (or qemu:///session for your own user).",
+                         key="--connect")
 
 
 def _connect_error(uri: str, error: Any) -> InputError | BuildError:
