@@ -11,13 +11,16 @@ import json
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from builder import catalog as catalog_mod
-from builder import sources
-from builder.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, PvError
+from builder import pipeline, sources
+from builder.config import settings_help
+from builder.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, InputError, PvError
+from builder.monitor import choose_monitor
 from builder.profiles import PROFILES, resolve_profile
 
 app = typer.Typer(
@@ -126,6 +129,103 @@ def drivers_command(
         _print_json(document)
         return
     _print_selection(document, show_rejected=show_rejected)
+
+
+_BUILD_EPILOG = (
+    "Settings (--config FILE, PVINSTALL_<KEY> in the environment, --set KEY=VALUE; "
+    "--set beats the environment, which beats the file):\n\n"
+    + "\n\n".join(f"  {line}" for line in settings_help().splitlines())
+)
+
+
+@app.command("build", epilog=_BUILD_EPILOG)
+def build_command(
+    profile: Annotated[
+        str, typer.Argument(help="A profile (see `pvinstall profiles`) or osinfo id.")
+    ],
+    *,
+    arch: ArchOption = None,
+    drivers: Annotated[
+        str | None,
+        typer.Option("--drivers", help="virtio-win ISO, driver folder or .vfd image (default: "
+                     "$VIRTIO_WIN, drivers/virtio-win.iso, /usr/share/virtio-win/...)."),
+    ] = None,
+    windows_iso: Annotated[
+        Path | None, typer.Option("--windows-iso", help="The Windows install CD/DVD image.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output directory (default out/NAME)."),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Domain name (default pvinstall-PROFILE)."),
+    ] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="TOML file of settings (listed below).")
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="KEY=VALUE, a setting (repeatable; listed below)."),
+    ] = None,
+    json_output: JsonOption = False,
+    print_xml: Annotated[
+        bool, typer.Option("--print-xml", help="Print the domain XML on stdout.")
+    ] = False,
+    define: Annotated[
+        bool, typer.Option("--define", help="Also create the disks and define the domain.")
+    ] = False,
+    install: Annotated[
+        bool,
+        typer.Option("--install", help="Define, start, wait for setup to power the guest "
+                     "off, then detach the install media."),
+    ] = False,
+    replace: Annotated[
+        bool,
+        typer.Option("--replace", help="Undefine a domain of the same name and recreate its "
+                     "disks."),
+    ] = False,
+    connect: Annotated[
+        str, typer.Option("--connect", help="libvirt URI.")
+    ] = pipeline.DEFAULT_URI,
+    domain_type: Annotated[
+        str | None,
+        typer.Option("--domain-type", help="kvm or qemu (default: kvm when offered)."),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", help="Minutes to wait for setup (profile default: 120)."),
+    ] = None,
+) -> None:
+    """Write the answer files, driver media and domain XML for a hands-off install;
+    with --define or --install, also act on libvirt."""
+    if json_output and print_xml:
+        raise InputError("--json and --print-xml both print on stdout.",
+                         "Use one; the domain XML is also in OUT/domain.xml.",
+                         key="--print-xml")
+    options = pipeline.BuildOptions(
+        profile=profile, arch=arch, drivers=drivers, windows_iso=windows_iso, out=out,
+        name=name, config_file=config_file, sets=tuple(sets or ()), define=define,
+        install=install, replace=replace, connect=connect, domain_type=domain_type,
+        timeout_minutes=timeout,
+    )
+    monitor = choose_monitor(json_output=json_output)
+    result = pipeline.run_build(options, monitor)
+    if json_output:
+        _print_json(result.manifest)
+        return
+    if print_xml:
+        sys.stdout.write(result.domain_xml)
+    where = result.out_dir
+    typer.echo(f"pvinstall: wrote {len(result.manifest['outputs'])} files and "
+               f"manifest.json to {where}", err=True)
+    if result.installed:
+        typer.echo(f"pvinstall: {result.manifest['domain']['name']} is installed and shut "
+                   "off, without install media: a golden template.", err=True)
+    elif not options.acting:
+        typer.echo(f"pvinstall: to install, run the same command with --windows-iso ISO "
+                   f"--install (or define {where / pipeline.DOMAIN_XML} with virsh).",
+                   err=True)
 
 
 def _print_scan(document: dict[str, Any]) -> None:

@@ -64,6 +64,11 @@ class Setting:
     secret: bool = False
 
 
+# libvirt's models for virtio disks and NICs (domain.py picks the profile's default).
+VirtioModel = Literal["virtio", "virtio-transitional", "virtio-non-transitional"]
+VIRTIO_MODELS: tuple[VirtioModel, ...] = ("virtio", "virtio-transitional",
+                                          "virtio-non-transitional")
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("computer_name", "str",
             "NetBIOS computer name, at most 15 letters, digits, '-' or '_'; '*' for a random "
@@ -106,6 +111,10 @@ SETTINGS: tuple[Setting, ...] = (
             "networking."),
     Setting("storage_pool", "str",
             "libvirt storage pool for the disks (default: qcow2 files next to the outputs)."),
+    Setting("virtio_model", "str",
+            "libvirt model of the virtio disks and NIC: virtio-transitional (the 2003 "
+            "default: its drivers know only the transitional IDs), virtio (the 2008 "
+            "default) or virtio-non-transitional. The selected drivers must bind to it."),
 )
 SETTINGS_BY_KEY: Mapping[str, Setting] = {s.key: s for s in SETTINGS}
 
@@ -135,6 +144,7 @@ class BuildConfig:
     data_disks: tuple[int, ...]
     network: str
     storage_pool: str | None
+    virtio_model: str | None
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -494,6 +504,10 @@ def _domain_settings(check: _Validator) -> dict[str, Any]:
     if not network.strip() or "/" in network or " " in network.strip():
         check.fail("network", f"{network!r} is not a libvirt network name.")
     pool = check.text("storage_pool", "", winnt=False)
+    model = check.text("virtio_model", "", winnt=False)
+    if model and model not in VIRTIO_MODELS:
+        check.fail("virtio_model", f"{model!r} is not a virtio device model; use one of "
+                   f"{', '.join(VIRTIO_MODELS)}.")
     return {
         "memory_mib": memory,
         "vcpus": check.integer("vcpus", profile.vcpus, 1, 255),
@@ -502,6 +516,7 @@ def _domain_settings(check: _Validator) -> dict[str, Any]:
         "data_disks": _int_list(check, "data_disks", 1, 65536),
         "network": network,
         "storage_pool": pool or None,
+        "virtio_model": model or None,
     }
 
 

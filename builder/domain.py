@@ -25,7 +25,7 @@ from typing import Literal
 
 from builder import render
 from builder.catalog import Catalog, DriverSet, PciIds, SelectedDriver, load_catalog
-from builder.config import BuildConfig
+from builder.config import VIRTIO_MODELS, BuildConfig, VirtioModel
 from builder.errors import InputError
 from builder.profiles import Profile
 from builder.resources import data_dir
@@ -40,11 +40,6 @@ DOMAIN_TYPES = ("kvm", "qemu")
 # pvinstall leaves the balloon out, but keeps to the documented number so that a
 # template it defines can always take a balloon later.
 PCI_SLOTS = 28
-
-# libvirt's own rule for device models of virtio disks and NICs.
-VirtioModel = Literal["virtio", "virtio-transitional", "virtio-non-transitional"]
-VIRTIO_MODELS: tuple[VirtioModel, ...] = ("virtio", "virtio-transitional",
-                                          "virtio-non-transitional")
 
 # The profile's device flavour as the libvirt model of its virtio devices. 2003's
 # drivers know only the transitional IDs; naming the model pins them even where
@@ -259,15 +254,15 @@ def plan_domain(
 ) -> DomainPlan:
     """Decide every device of the domain from the settings and the media paths.
 
-    `virtio_model` overrides the profile's model of the virtio disks and NIC (for
-    experiments; the driver check still has the last word).
+    `virtio_model` (else the `virtio_model` setting) overrides the profile's model of
+    the virtio disks and NIC; the driver check still has the last word.
     """
     profile = config.profile
     validate_domain_name(name)
     if domain_type not in DOMAIN_TYPES:
         raise InputError(f"unknown domain type {domain_type!r}.", "Use kvm or qemu.",
                          key="--domain-type")
-    model = _virtio_model(profile, virtio_model)
+    model = _virtio_model(profile, virtio_model or config.virtio_model)
     if len(media.data_disks) != len(config.data_disks):
         raise ValueError("one path per data disk is needed")
     disks = [Disk("system", disk_target(0), media.system_disk, config.disk_size_gib, model)]
