@@ -18,6 +18,7 @@ from typing import Any
 from builder import __version__
 from builder.catalog import DriverSet, selected_json
 from builder.config import BuildConfig
+from builder.media import PlannedFile
 from builder.sources import DriverSource
 
 CHUNK = 1024 * 1024
@@ -75,13 +76,32 @@ def drivers_json(drivers: DriverSet, source: DriverSource) -> dict[str, Any]:
     }
 
 
-def output_record(name: str, path: Path) -> dict[str, Any]:
-    return {
+def output_record(name: str, path: Path,
+                  files: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """One output file; for a medium also the files pvinstall put on it."""
+    record: dict[str, Any] = {
         "name": name,
         "path": str(path),
         "size": path.stat().st_size,
         "sha256": sha256_file(path),
     }
+    if files is not None:
+        record["files"] = [dict(f) for f in files]
+    return record
+
+
+def planned_files_json(files: Iterable[PlannedFile], source: DriverSource) -> list[dict[str, Any]]:
+    """The files of a medium as planned (path on the medium, size, sha256), sorted: what
+    a reader of the medium must find there byte for byte."""
+    out = []
+    for file in files:
+        if file.data is not None:
+            digest = hashlib.sha256(file.data).hexdigest()
+        else:
+            assert file.source_path is not None
+            digest = source.sha256(file.source_path)
+        out.append({"path": file.path, "size": file.size, "sha256": digest})
+    return sorted(out, key=lambda f: str(f["path"]).lower())
 
 
 def build_manifest(

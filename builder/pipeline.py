@@ -328,6 +328,26 @@ def install_domain(ctx: Context, conn: Connection, monitor: Monitor) -> None:
                  f"{', '.join(result.removed_media) or 'no media'} from {ctx.name}")
 
 
+def _medium_files(ctx: Context, name: str) -> list[dict[str, Any]] | None:
+    """What pvinstall put on the medium `name` (None for a file that is not one)."""
+    assert ctx.plan is not None
+    if name == FLOPPY:
+        return manifest_mod.planned_files_json(ctx.plan.floppy.files, ctx.source)
+    if name == DRIVERS_ISO:
+        return manifest_mod.planned_files_json(ctx.plan.drivers_iso.files, ctx.source)
+    if name == INSTALL_ISO and ctx.plan.install_cd is not None:
+        cd = ctx.plan.install_cd
+        files = manifest_mod.planned_files_json(cd.files, ctx.source)
+        # The patched TXTSETUP.SIF is read back from the written CD: its text is the
+        # user's CD's with the driver's entries merged in.
+        with open_source(ctx.out_dir / INSTALL_ISO) as written:
+            sif = cd.txtsetup_path
+            files.append({"path": sif, "size": written.size(sif),
+                          "sha256": written.sha256(sif)})
+        return sorted(files, key=lambda f: str(f["path"]).lower())
+    return None
+
+
 def write_manifest(ctx: Context, monitor: Monitor) -> dict[str, Any]:
     monitor.step("write", MANIFEST)
     inputs = [manifest_mod.source_record(ctx.source, ctx.drivers)]
@@ -342,7 +362,8 @@ def write_manifest(ctx: Context, monitor: Monitor) -> dict[str, Any]:
         epoch=ctx.epoch,
         inputs=inputs,
         drivers=manifest_mod.drivers_json(ctx.drivers, ctx.source),
-        outputs=[manifest_mod.output_record(n, ctx.out_dir / n) for n in ctx.written],
+        outputs=[manifest_mod.output_record(n, ctx.out_dir / n, _medium_files(ctx, n))
+             for n in ctx.written],
         domain=ctx.domain_record,
         warnings=ctx.warnings,
     )
