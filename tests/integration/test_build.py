@@ -1,0 +1,317 @@
+"""`pvinstall build` without a hypervisor: the output directory contract, checked with
+real tools (fsck.fat, mtools, xorriso), determinism, secrets, and every bad input
+refused with exit 2 and nothing written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from builder import cli, iso
+from builder.profiles import PROFILES
+from tests.fixtures.virtio_win import make_iso, write_modern_tree
+from tests.integration.windows_cd import build_windows_style_cd
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "Sup3r-Secr3t-pw"
+KEY_2003 = "QWERT-YUIOP-ASDFG-HJKLZ-XCVBN"
+EPOCH = "1700000000"
+ANSWERS = {"win2003": {"winnt.sif", "txtsetup.oem"}, "win2008": {"autounattend.xml"}}
+
+
+def _need(*tools: str) -> None:
+    for tool in tools:
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+
+
+@pytest.fixture(scope="module")
+def vw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated virtio-win ISO (Rock Ridge, no Joliet, as released today)."""
+    _need("xorriso")
+    base = tmp_path_factory.mktemp("vw")
+    tree = write_modern_tree(base / "tree", oses=["2k3", "2k8", "2k8R2"])
+    return make_iso(tree, base / "virtio-win.iso").path
+
+
+@pytest.fixture(scope="module")
+def cd_x86(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _need("genisoimage")
+    return build_windows_style_cd(tmp_path_factory.mktemp("cd") / "w2k3.iso", arch="x86")
+
+
+@pytest.fixture(autouse=True)
+def _environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    monkeypatch.setenv("PVINSTALL_ADMIN_PASSWORD", PASSWORD)
+    monkeypatch.delenv("VIRTIO_WIN", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def build(capsys: pytest.CaptureFixture[str], profile: str, vw: Path, out: Path,
+          *extra: str) -> tuple[int, str, str]:
+    args = ["build", profile, "--drivers", str(vw), "--out", str(out), *extra]
+    if profile.startswith("win2003"):
+        args += ["--set", f"product_key={KEY_2003}"]
+    code = cli.main(args)
+    stdout, stderr = capsys.readouterr()
+    return code, stdout, stderr
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def mtools_read(image: Path, path: str) -> bytes:
+    return subprocess.run(["mtype", "-i", str(image), f"::{path}"], check=True,
+                          capture_output=True, env={**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+                          ).stdout
+
+
+def xorriso_read(image: Path, path: str, tmp: Path) -> bytes:
+    target = tmp / hashlib.sha256(f"{image}{path}".encode()).hexdigest()
+    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(image), "-extract",
+                    "/" + path, str(target)], check=True, capture_output=True)
+    return target.read_bytes()
+
+
+# -- the output directory -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_build_writes_the_contract_outputs(
+    capsys: pytest.CaptureFixture[str], vw: Path, tmp_path: Path, profile: str
+) -> None:
+    _need("fsck.fat", "mtype", "xorriso")
+    out = tmp_path / "out"
+    code, stdout, stderr = build(capsys, profile, vw, out)
+    assert code == 0, stderr
+    assert stdout == ""
+    family = "win2003" if profile.startswith("win2003") else "win2008"
+    expected = {*ANSWERS[family], "floppy.img", "drivers.iso", "domain.xml", "manifest.json"}
+    assert {p.name for p in out.iterdir()} == expected  # no staging dir left behind
+
+    # Secrets: the answer file that holds them and the media that carry it are 0600;
+    # txtsetup.oem holds none.
+    secret = "winnt.sif" if family == "win2003" else "autounattend.xml"
+    for name in (secret, "floppy.img", "drivers.iso"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o600, name
+    assert PASSWORD not in (out / "domain.xml").read_text()
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["profile"] == profile
+    assert manifest["source_date_epoch"] == int(EPOCH)
+    assert manifest["inputs"][0] == {"name": "drivers", "path": str(vw), "kind": "iso",
+                                     "sha256": sha256(vw)}
+    selected = {d["name"]: d for d in manifest["drivers"]["selected"]}
+    assert {"viostor", "NetKVM"} <= set(selected)
+    for driver in selected.values():
+        assert driver["inf"] and driver["os_folder"] and driver["arch"]
+        assert driver["driver_ver"] and driver["hardware_ids"] and driver["files"]
+    outputs = {o["name"]: o for o in manifest["outputs"]}
+    assert set(outputs) == expected - {"manifest.json"}
+    for name, record in outputs.items():
+        assert record["path"] == str(out / name)
+        assert record["size"] == (out / name).stat().st_size
+        assert record["sha256"] == sha256(out / name)
+    assert manifest["domain"] == {"name": f"pvinstall-{profile}", "type": "kvm",
+                                  "xml": "domain.xml", "defined": False, "installed": False}
+
+    # The floppy: a clean FAT12 whose files are the manifest's, byte for byte.
+    subprocess.run(["fsck.fat", "-n", str(out / "floppy.img")], check=True,
+                   capture_output=True)
+    floppy_files = outputs["floppy.img"]["files"]
+    for entry in floppy_files:
+        data = mtools_read(out / "floppy.img", entry["path"])
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["path"]
+    answer_on_floppy = "WINNT.SIF" if family == "win2003" else "Autounattend.xml"
+    answer_name = "winnt.sif" if family == "win2003" else "autounattend.xml"
+    assert mtools_read(out / "floppy.img", answer_on_floppy) == (out / answer_name).read_bytes()
+
+    # The drivers ISO: every selected driver file, and the answer files.
+    iso_files = {e["path"]: e for e in outputs["drivers.iso"]["files"]}
+    for entry in list(iso_files.values())[:40]:
+        data = xorriso_read(out / "drivers.iso", entry["path"], tmp_path)
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["path"]
+    driver_shas = {f["sha256"] for d in selected.values() for f in d["files"]}
+    assert driver_shas <= {e["sha256"] for e in iso_files.values()}
+
+    # The domain XML the manifest names is the one --print-xml prints.
+    code, printed, _ = build(capsys, profile, vw, out, "--print-xml")
+    assert code == 0 and printed == (out / "domain.xml").read_text()
+
+
+def test_2003_with_its_cd_writes_a_remastered_install_iso(
+    capsys: pytest.CaptureFixture[str], vw: Path, cd_x86: Path, tmp_path: Path
+) -> None:
+    _need("xorriso")
+    out = tmp_path / "out"
+    code, _, stderr = build(capsys, "win2003-x86", vw, out, "--windows-iso", str(cd_x86))
+    assert code == 0, stderr
+    assert stat.S_IMODE((out / "install.iso").stat().st_mode) == 0o600
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"name": "windows_iso", "path": str(cd_x86), "kind": "iso",
+            "sha256": sha256(cd_x86)} in manifest["inputs"]
+    record = next(o for o in manifest["outputs"] if o["name"] == "install.iso")
+    by_path = {f["path"].upper(): f for f in record["files"]}
+    assert {"I386/TXTSETUP.SIF", "I386/VIOSTOR.SYS"} <= set(by_path)
+    sif = xorriso_read(out / "install.iso", "I386/TXTSETUP.SIF", tmp_path)
+    assert hashlib.sha256(sif).hexdigest() == by_path["I386/TXTSETUP.SIF"]["sha256"]
+    assert b"viostor" in sif.lower()
+    assert iso.read_volume_info(out / "install.iso") is not None
+    # The domain boots setup from the remastered copy, not from the user's CD.
+    xml = (out / "domain.xml").read_text()
+    assert str(out / "install.iso") in xml and str(cd_x86) not in xml
+
+
+def test_same_inputs_and_epoch_give_identical_bytes(
+    capsys: pytest.CaptureFixture[str], vw: Path, cd_x86: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = tmp_path / "out"
+    args = ("--windows-iso", str(cd_x86), "--set", "computer_name=GOLD")
+    assert build(capsys, "win2003-x86", vw, out, *args)[0] == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    shutil.rmtree(out)
+    assert build(capsys, "win2003-x86", vw, out, *args)[0] == 0
+    second = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert first.keys() == second.keys()
+    assert [n for n in first if first[n] != second[n]] == []
+    # Another epoch changes the dates on the media (and nothing is cached).
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(int(EPOCH) + 86400))
+    shutil.rmtree(out)
+    assert build(capsys, "win2003-x86", vw, out, *args)[0] == 0
+    assert (out / "floppy.img").read_bytes() != first["floppy.img"]
+    assert (out / "drivers.iso").read_bytes() != first["drivers.iso"]
+
+
+def test_secrets_stay_out_of_manifest_progress_and_domain(
+    capsys: pytest.CaptureFixture[str], vw: Path, tmp_path: Path
+) -> None:
+    for profile, extra in (("win2003-x64", ()), ("win2008-x64", ("--set", f"product_key="
+                                                                 f"{KEY_2003}"))):
+        for json_flag in ((), ("--json",)):
+            out = tmp_path / f"{profile}{len(json_flag)}"
+            code, stdout, stderr = build(capsys, profile, vw, out, *extra, *json_flag)
+            assert code == 0, stderr
+            for public in ("manifest.json", "domain.xml"):
+                text = (out / public).read_text()
+                assert PASSWORD not in text and KEY_2003 not in text, public
+            assert PASSWORD not in stdout + stderr and KEY_2003 not in stdout + stderr
+            settings = json.loads((out / "manifest.json").read_text())["settings"]
+            assert settings["admin_password"] == "(set)"
+            assert settings["product_key"] == "(set)"
+
+
+def test_json_prints_only_the_manifest(
+    capsys: pytest.CaptureFixture[str], vw: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    code, stdout, stderr = build(capsys, "win2008r2-x64", vw, out, "--json")
+    assert code == 0
+    assert json.loads(stdout) == json.loads((out / "manifest.json").read_text())
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert events and all("event" in e for e in events)
+
+
+def test_a_rebuild_replaces_the_outputs_and_keeps_other_files(
+    capsys: pytest.CaptureFixture[str], vw: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert build(capsys, "win2008-x64", vw, out)[0] == 0
+    before = (out / "floppy.img").stat().st_ino
+    assert build(capsys, "win2008-x64", vw, out, "--set", "computer_name=OTHER")[0] == 0
+    assert (out / "floppy.img").stat().st_ino != before  # renamed into place, not rewritten
+    assert (out / "notes.txt").read_text() == "mine"
+    assert not [p for p in out.iterdir() if p.name.startswith(".pvinstall-")]
+
+
+# -- bad input: exit 2, a sentence naming the setting, nothing written ---------------
+
+
+def _bad_inputs(vw: Path, cd_x86: Path, tmp_path: Path) -> list[tuple[str, list[str], str]]:
+    not_iso = tmp_path / "not.iso"
+    not_iso.write_bytes(b"\0" * 65536)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    cd_x64_profile = "win2003-x64"
+    return [
+        ("win2008-x64", ["--set", "computer_name=THIS-NAME-IS-TOO-LONG"], "computer_name:"),
+        ("win2008-x64", ["--set", "colour=blue"], "colour: unknown setting"),
+        ("win2008-x64", ["--set", "memory_mib=128"], "below the 512 MiB"),
+        ("win2008-x64", ["--set", "data_disks=[" + ",".join(["1"] * 27) + "]"],
+         "needs 29 PCI slots"),
+        ("win2003-x86", ["--set", "virtio_model=virtio-non-transitional"], "viostor"),
+        ("win2008-x64", ["--set", "virtio_model=virtio-scsi"], "virtio_model:"),
+        ("win2008-x64", ["--windows-iso", str(tmp_path / "missing.iso")], "--windows-iso:"),
+        ("win2008-x64", ["--windows-iso", str(not_iso)], "not an ISO 9660 image"),
+        (cd_x64_profile, ["--windows-iso", str(cd_x86)], "--windows-iso:"),
+        ("win2008-x64", ["--install"], "needs the Windows install ISO"),
+        ("win2008-x64", ["--name", "a/b"], "not a usable domain name"),
+        ("win2008-x64", ["--domain-type", "xen"], "unknown domain type"),
+        ("win2008-x64", ["--timeout", "0"], "--timeout:"),
+        ("win2008-x64", ["--json", "--print-xml"], "--print-xml:"),
+        ("win2008-x64", ["--set", "floppy_size=3.5"], "floppy_size:"),
+        ("win2008-x64", ["--drivers", str(tmp_path / "nowhere")], "--drivers:"),
+        ("win2008-x64", ["--drivers", str(a_file)], "--drivers:"),
+        ("win2008-x64", ["--config", str(tmp_path / "missing.toml")], "missing.toml"),
+        ("nt4", [], "nt4"),
+        ("win2008-x64", ["--connect", "::::", "--define"], "is not a libvirt URI"),
+    ]
+
+
+def test_bad_input_exits_2_and_writes_nothing(
+    capsys: pytest.CaptureFixture[str], vw: Path, cd_x86: Path, tmp_path: Path
+) -> None:
+    for profile, extra, fragment in _bad_inputs(vw, cd_x86, tmp_path):
+        out = tmp_path / "never"
+        code, stdout, stderr = build(capsys, profile, vw, out, *extra)
+        assert (code, fragment in stderr) == (2, True), (profile, extra, stderr)
+        assert "Traceback" not in stderr
+        assert not out.exists(), (profile, extra)
+
+
+def test_every_problem_is_listed_at_once(
+    capsys: pytest.CaptureFixture[str], vw: Path, tmp_path: Path
+) -> None:
+    code, stdout, _ = build(capsys, "win2008-x64", vw, tmp_path / "o", "--json",
+                            "--set", "computer_name=x y", "--set", "vcpus=0",
+                            "--timeout", "-1", "--name", "")
+    assert code == 2
+    keys = {p["key"] for p in json.loads(stdout)["error"]["problems"]}
+    assert {"computer_name", "vcpus", "--timeout", "--name"} <= keys
+
+
+def test_a_refused_build_leaves_an_existing_out_as_it_was(
+    capsys: pytest.CaptureFixture[str], vw: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    assert build(capsys, "win2008-x64", vw, out)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, _, _ = build(capsys, "win2008-x64", vw, out, "--set", "floppy_size=9")
+    assert code == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_interrupted_while_writing_exits_130_and_leaves_nothing(
+    capsys: pytest.CaptureFixture[str], vw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C arrives while the drivers ISO is being written (after the floppy).
+    monkeypatch.setattr(iso, "write_drivers_iso", interrupted)
+    out = tmp_path / "out"
+    code, _, stderr = build(capsys, "win2008-x64", vw, out)
+    assert code == 130 and "interrupted" in stderr
+    assert not out.exists()
