@@ -27,7 +27,7 @@ from builder.monitor import Monitor
 from builder.outputs import Staging, staging
 from builder.profiles import Profile, resolve_profile
 from builder.reproducible import build_id, source_date_epoch, volume_serial
-from builder.sources import DriverSource, find_source, open_source
+from builder.sources import GET_VIRTIO_WIN, DriverSource, find_source, open_source
 
 if TYPE_CHECKING:  # virt imports libvirt; a build without --define never loads it
     from builder.virt import Connection
@@ -121,9 +121,17 @@ class BuildResult:
 # -- validate everything first ---------------------------------------------------------------
 
 
-def _option_problems(options: BuildOptions, profile: Profile) -> list[Problem]:
+def _option_problems(options: BuildOptions, profile: Profile,
+                     environ: Mapping[str, str]) -> list[Problem]:
     """Problems with the command-line options (collected with the settings' problems)."""
     found: list[Problem] = []
+    try:
+        source = find_source(options.drivers, environ)
+        if not source.exists():
+            found.append(Problem("--drivers", f"driver source {source} does not exist.",
+                                 f"Check the path. {GET_VIRTIO_WIN}"))
+    except InputError as error:
+        found += error.problems
     if options.install and options.windows_iso is None:
         found.append(Problem("--install", "needs the Windows install ISO to boot setup from.",
                              "Give it with --windows-iso (make: WINDOWS_ISO=...)."))
@@ -160,7 +168,7 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
     profile = resolve_profile(options.profile, options.arch)
     config = load_config(profile, config_file=options.config_file, sets=options.sets,
                          environ=environ,
-                         extra_problems=lambda: _option_problems(options, profile))
+                         extra_problems=lambda: _option_problems(options, profile, environ))
     epoch = source_date_epoch(environ)
     path = find_source(options.drivers, environ)
     monitor.step("select drivers", f"for {profile.name} from {path}")

@@ -1,0 +1,81 @@
+"""The main job's Makefile targets: they run `pvinstall build`, pass its messages and
+exit status on, and say what to do next.
+
+GNU make itself exits 2 whenever a recipe fails, so make's own status cannot tell
+invalid input (pvinstall's 2) from a failed build (pvinstall's 1); the recipe prints
+`make: pvinstall exited with N` so scripts and people can.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.virtio_win import write_modern_tree
+from tests.integration import probe
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make(target: str, tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    env = {**os.environ, "PVINSTALL_ADMIN_PASSWORD": "Mak3-secret", "SOURCE_DATE_EPOCH": "0"}
+    env.pop("VIRTIO_WIN", None)
+    # The venv the tests run in (setup is then a no-op when it is up to date).
+    argv = ["make", "-s", "-C", str(REPO), target, *(f"{k}={v}" for k, v in variables.items())]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def virtio_win(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_modern_tree(tmp_path_factory.mktemp("vw") / "vw", oses=["2k8", "2k8R2"]).root
+
+
+def test_without_windows_iso_the_target_builds_media_and_says_how_to_install(
+    virtio_win: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    done = make("win2008r2-virtio", tmp_path, VIRTIO_WIN=str(virtio_win), OUT=str(out))
+    assert done.returncode == 0, done.stderr
+    assert {"autounattend.xml", "floppy.img", "drivers.iso", "domain.xml",
+            "manifest.json"} <= {p.name for p in out.iterdir()}
+    assert "make win2008r2-virtio WINDOWS_ISO=" in done.stdout
+
+
+def test_invalid_input_reaches_the_user_with_pvinstall_s_exit_code(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = make("win2008-virtio", tmp_path, VIRTIO_WIN=str(tmp_path / "nowhere"),
+                OUT=str(out), CONFIG=str(tmp_path / "missing.toml"))
+    assert done.returncode == 2
+    assert "--drivers: driver source" in done.stderr and "missing.toml" in done.stderr
+    assert "make: pvinstall exited with 2" in done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()
+
+
+def test_without_any_driver_source_it_names_the_search_order(tmp_path: Path) -> None:
+    done = make("win2003-virtio", tmp_path, OUT=str(tmp_path / "out"))
+    if "pvinstall exited with 2" not in done.stderr:
+        pytest.fail(done.stderr)
+    if Path("/usr/share/virtio-win").exists() or (REPO / "drivers" / "virtio-win.iso").exists():
+        pytest.skip("a default driver source exists on this machine")
+    assert "$VIRTIO_WIN" in done.stderr and "fedorapeople.org" in done.stderr
+
+
+def test_a_failed_build_is_reported_as_pvinstall_s_exit_1(
+    virtio_win: Path, tmp_path: Path
+) -> None:
+    iso = probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="report")
+    done = make("win2008r2-virtio", tmp_path, VIRTIO_WIN=str(virtio_win),
+                OUT=str(tmp_path / "out"), WINDOWS_ISO=str(iso),
+                CONNECT="qemu+tcp://127.0.0.1:1/system")
+    assert done.returncode == 2  # make's own status for any failed recipe
+    assert "cannot reach libvirt" in done.stderr
+    assert "make: pvinstall exited with 1" in done.stderr
