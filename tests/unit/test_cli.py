@@ -144,3 +144,19 @@ def test_console_script_and_module_entry_points() -> None:
     done = subprocess.run([sys.executable, "-m", "builder", "drivers", "/nonexistent"],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 2
+
+
+def test_every_setting_is_documented_in_build_help_and_the_readme(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from builder.config import SETTINGS
+
+    code, out, _ = run(capsys, "build", "--help")
+    assert code == 0
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for setting in SETTINGS:
+        assert setting.key in out, setting.key
+        assert f"`{setting.key}`" in readme, setting.key
+    for flag in ("--define", "--install", "--print-xml", "--replace", "--timeout",
+                 "--domain-type", "--connect", "--windows-iso", "--drivers", "--set"):
+        assert flag in out and flag in readme, flag
