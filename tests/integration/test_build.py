@@ -275,7 +275,7 @@ def test_bad_input_exits_2_and_writes_nothing(
 ) -> None:
     for profile, extra, fragment in _bad_inputs(vw, cd_x86, tmp_path):
         out = tmp_path / "never"
-        code, stdout, stderr = build(capsys, profile, vw, out, *extra)
+        code, _, stderr = build(capsys, profile, vw, out, *extra)
         assert (code, fragment in stderr) == (2, True), (profile, extra, stderr)
         assert "Traceback" not in stderr
         assert not out.exists(), (profile, extra)
