@@ -23,6 +23,13 @@ from builder.errors import InputError, Problem
 from builder.profiles import Family, Profile
 
 ENV_PREFIX = "PVINSTALL_"
+# PVINSTALL_* variables that are not settings: pvinstall's own switches (state
+# directory, test and CI knobs). Any other PVINSTALL_* name is a setting, and an
+# unknown one an error, so that a misspelt setting is not silently ignored.
+ENV_NOT_SETTINGS = frozenset({
+    "PVINSTALL_STATE_DIR", "PVINSTALL_REQUIRE_REAL_TOOLS", "PVINSTALL_REGENERATE_GOLDEN",
+    "PVINSTALL_LIBVIRTD_WAIT", "PVINSTALL_ALLOW_NO_LIBVIRTD",
+})
 
 
 class Secret:
@@ -232,7 +239,8 @@ def gather(
         for key, value in _read_file(config_file, problems).items():
             values[key] = (value, str(config_file), None)
     for name, text in sorted(environ.items()):
-        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
+        if (name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX)
+                and name not in ENV_NOT_SETTINGS):
             key = name[len(ENV_PREFIX):].lower()
             values[key] = (_parse_value(text), f"${name}", text)
     for item in sets:

@@ -206,3 +206,10 @@ def test_a_bad_character_of_a_secret_is_not_shown() -> None:
 def test_2008r2_refuses_zones_created_after_it() -> None:
     with pytest.raises(InputError, match="after Windows Server 2008 R2"):
         load_config(W2008R2, sets=[*PASSWORD, "timezone=Turkey Standard Time"])
+
+
+def test_pvinstall_s_own_environment_switches_are_not_settings() -> None:
+    from builder.config import ENV_NOT_SETTINGS
+
+    config = load_config(W2008, sets=PASSWORD, environ=dict.fromkeys(ENV_NOT_SETTINGS, "1"))
+    assert config.vcpus == W2008.vcpus
