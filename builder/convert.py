@@ -570,7 +570,7 @@ def plan_finish(xml: str, record: StagedRecord,
             else:
                 for element in disk.findall("source"):
                     disk.remove(element)
-                removed.append(f"drivers CD {dev} ejected ({source})")
+                removed.append(f"drivers ISO from CD-ROM {dev}, the drive stays ({source})")
     boot = boot_disk(root)
     switched, _ = _convert_devices(root, model or record.model, keep_boot=False)
     if not switched and not removed:

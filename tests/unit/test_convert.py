@@ -223,7 +223,7 @@ def test_finish_removes_what_phase_one_added_and_switches_the_boot_disk() -> Non
     assert disks(two.xml)[0].find("boot").get("order") == "1"  # type: ignore[union-attr]
     (cd,) = disks(two.xml, "cdrom")  # the user's drive stays, emptied
     assert cd.find("source") is None
-    assert two.removed == ("drivers CD hdc ejected (/state/w-drivers.iso)",
+    assert two.removed == ("drivers ISO from CD-ROM hdc, the drive stays (/state/w-drivers.iso)",
                            "temporary virtio disk vda (/state/w-viostor.qcow2)")
     assert [s.describe() for s in two.switches] == [
         "boot disk hda (ide) -> vda (virtio) (/img/w.qcow2)"]
