@@ -545,7 +545,8 @@ def phase_one_pending(xml: str, record: StagedRecord) -> bool:
     drivers CD is attached)."""
     root = domain.parse_xml(xml)
     sources = {_source(d) for d in _devices(root).findall("disk")}
-    return record.drivers_iso in sources or (record.temp_disk or "") in sources
+    return record.drivers_iso in sources or (record.temp_disk is not None
+                                             and record.temp_disk in sources)
 
 
 def plan_finish(xml: str, record: StagedRecord,

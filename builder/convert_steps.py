@@ -212,7 +212,10 @@ def _phase_one(run: _Run, record: convert.StagedRecord | None) -> ConvertOutcome
     if run.options.dry_run:
         return _outcome(run, plan.action, applied=False, xml=plan.xml, plan=plan)
     drivers = _select_drivers(run, profile)
-    placed = _write_phase_one_files(run, plan.record, drivers)
+    # A record whose devices are gone means an unfinished conversion the user undid by
+    # hand: its backup is still the definition from before any of it, so keep that.
+    keep_backup = record is not None and paths.backup.is_file()
+    placed = _write_phase_one_files(run, plan.record, drivers, keep_backup=keep_backup)
     try:
         virt.redefine(run.conn, plan.xml)
     except BaseException:
@@ -244,8 +247,8 @@ def _select_drivers(run: _Run, profile: Profile) -> _DriversIso:
                        selection)
 
 
-def _write_phase_one_files(run: _Run, record: convert.StagedRecord,
-                           drivers: _DriversIso) -> list[Path]:
+def _write_phase_one_files(run: _Run, record: convert.StagedRecord, drivers: _DriversIso,
+                           *, keep_backup: bool) -> list[Path]:
     """The backup, the drivers ISO, the temporary disk and the record, all renamed into
     the state directory together."""
     paths = run.paths
@@ -259,7 +262,8 @@ def _write_phase_one_files(run: _Run, record: convert.StagedRecord,
             run.monitor.step("create temporary disk",
                              f"{paths.temp_disk} ({convert.TEMP_DISK_MIB} MiB qcow2)")
             virt.create_image(stage.file(paths.temp_disk.name), f"{convert.TEMP_DISK_MIB}M")
-        stage.write(paths.backup.name, run.guest.xml.encode("utf-8"))
+        if not keep_backup:
+            stage.write(paths.backup.name, run.guest.xml.encode("utf-8"))
         stage.write(paths.record.name, record.to_json().encode("utf-8"))
         placed = stage.commit()
     except BaseException:

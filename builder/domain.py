@@ -545,11 +545,12 @@ _OSINFO_WINDOWS = "http://microsoft.com/win/"
 _OSINFO_NS = "http://libosinfo.org/xmlns/libvirt/domain/1.0"
 
 # Controllers that are functions of the PIIX3 or no PCI device at all: they take none
-# of the 28 slots. (type, model); model None is the type's default.
+# of the 28 slots. (type, model); model None is the type's default. PCI controllers
+# (the root, and the bridges libvirt adds by itself when the root bus is full) are
+# plumbing, not devices, and are not counted either.
 _SLOTLESS_CONTROLLERS = frozenset({
-    ("pci", "pci-root"), ("pci", "pcie-root"), ("ide", None), ("fdc", None),
-    ("usb", None), ("usb", "piix3-uhci"), ("usb", "none"), ("ccid", None),
-    ("xenbus", None), ("isa", None),
+    ("ide", None), ("fdc", None), ("usb", None), ("usb", "piix3-uhci"), ("usb", "none"),
+    ("ccid", None), ("xenbus", None), ("isa", None),
 })
 # Devices that are always a PCI function of their own, wherever they appear.
 _PCI_DEVICE_TAGS = frozenset({"interface", "rng", "shmem", "vsock", "crypto", "filesystem"})
@@ -582,7 +583,8 @@ def _takes_pci_slot(device: ET.Element) -> bool:
         target = device.find("target")
         return target is not None and target.get("bus") == "virtio"
     if tag == "controller":
-        return (device.get("type"), device.get("model")) not in _SLOTLESS_CONTROLLERS
+        kind = device.get("type")
+        return kind != "pci" and (kind, device.get("model")) not in _SLOTLESS_CONTROLLERS
     if tag == "hostdev":
         return device.get("type") == "pci"
     if tag == "sound":
@@ -617,8 +619,8 @@ def pci_slot_users(root: ET.Element) -> tuple[str, ...]:
     """The devices of a domain XML that take one of the guest's 28 PCI slots, one label
     per slot (the rule of `check_slot_budget`, for any domain).
 
-    Not counted: the PCI root, the PIIX3's functions (IDE, USB UHCI), the primary video
-    card and the memory balloon the 28 leave room for. Devices that share a slot
+    Not counted: the PCI root and bridges, the PIIX3's functions (IDE, USB UHCI), the
+    primary video card and the memory balloon the 28 leave room for. Devices that share a slot
     (multifunction) count once; a device without an address yet counts when it is a
     PCI device (virtio disk, NIC, ...).
     """

@@ -373,3 +373,14 @@ def test_the_record_round_trips_and_refuses_what_it_did_not_write(tmp_path: Path
         with pytest.raises(InputError, match="is not one pvinstall wrote") as raised:
             convert.StagedRecord.from_json(bad, tmp_path / "w.convert.json")
         assert raised.value.problems[0].key == "--finish"
+
+
+def test_phase_one_is_pending_while_its_cd_or_disk_is_attached() -> None:
+    virtio_boot = "<disk device='disk'><source file='/w'/><target dev='vda' bus='virtio'/></disk>"
+    one = convert.plan_phase_one(guest(virtio_boot + EMPTY_CD + E1000), W2K8R2, PATHS)
+    assert one.record is not None and one.record.temp_disk is None
+    assert convert.phase_one_pending(one.xml, one.record)
+    # Ejected by hand: an empty drive is not the drivers CD.
+    ejected = one.xml.replace(f'<source file="{PATHS.drivers_iso}" />', "")
+    assert ejected != one.xml
+    assert not convert.phase_one_pending(ejected, one.record)

@@ -436,6 +436,10 @@ SLOT_CASES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
      "function='7'/></controller><controller type='usb' model='ich9-uhci1'><address "
      "type='pci' bus='0x00' slot='0x07' function='0x0'/></controller>",
      ("controller usb",)),
+    ("devices behind a PCI bridge count, the bridge does not",
+     "<controller type='pci' index='1' model='pci-bridge'><address type='pci' bus='0' "
+     "slot='0x1f'/></controller><interface type='user'><address type='pci' bus='0x01' "
+     "slot='0x01'/></interface>", ("NIC (default model)",)),
     ("a second video card, sound, rng and a virtio-scsi controller count",
      "<video/><video/><sound model='ich6'/><sound model='pcspk'/><rng model='virtio'/>"
      "<controller type='scsi' model='virtio-scsi'/><watchdog model='ib700'/>"
