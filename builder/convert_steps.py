@@ -10,6 +10,7 @@ libvirt refuses the new definition, the files this run wrote are removed again.
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +109,7 @@ def _again(options: ConvertOptions, flag: str) -> str:
         words += ["--connect", options.uri]
     if options.out is not None:
         words += ["--out", str(options.out)]
-    return " ".join(words)
+    return shlex.join(words)
 
 
 def _next_start(options: ConvertOptions, running: bool) -> str:
@@ -116,7 +117,7 @@ def _next_start(options: ConvertOptions, running: bool) -> str:
         return ("The guest is running: the new definition takes effect at its next start. "
                 "Shut it down from Windows and start it again (a restart inside the guest "
                 "keeps the old devices).")
-    return f"Start the guest: virsh -c {options.uri} start {options.name}"
+    return f"Start the guest: {shlex.join(['virsh', '-c', options.uri, 'start', options.name])}"
 
 
 # -- convert -----------------------------------------------------------------------------
@@ -283,7 +284,8 @@ def _boot_once_steps(run: _Run, record: convert.StagedRecord,
     new = ("the new virtio devices (the temporary disk among them)" if record.temp_disk
            else "the new virtio devices")
     start = (_next_start(options, guest.running) if guest.running
-             else f"Start the guest once: virsh -c {options.uri} start {guest.name}")
+             else "Start the guest once: "
+             + shlex.join(["virsh", "-c", options.uri, "start", guest.name]))
     return (
         start,
         f"Windows finds {new} and asks for drivers: install them from the drivers CD "

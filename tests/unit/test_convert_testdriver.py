@@ -162,6 +162,7 @@ def test_a_virtio_guest_has_nothing_to_change(uri: str, tmp_path: Path,
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.integration  # qemu-img creates the temporary disk
 def test_phase_one_writes_the_state_and_defines(uri: str, tmp_path: Path, virtio_win: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     # The test driver takes the definition (validated); the connection forgets it after.
