@@ -17,11 +17,12 @@ from typing import Annotated, Any
 import typer
 
 from builder import catalog as catalog_mod
-from builder import pipeline, sources
+from builder import convert_steps, pipeline, sources
 from builder.config import settings_help
 from builder.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, InputError, PvError
 from builder.monitor import choose_monitor
 from builder.profiles import PROFILES, resolve_profile
+from builder.virt import DEFAULT_URI
 
 app = typer.Typer(
     name="pvinstall",
@@ -275,6 +276,120 @@ def _print_selection(document: dict[str, Any], *, show_rejected: bool) -> None:
         typer.echo(f"\n{len(rejected)} other INF files not selected (--rejected lists why).")
     for warning in document["warnings"]:
         typer.echo(f"warning: {warning}", err=True)
+
+
+# -- existing guests: convert and attach ---------------------------------------------------
+
+ConnectOption = Annotated[
+    str, typer.Option("--connect", "-c", help="The libvirt URI of the hypervisor.")
+]
+DomainArgument = Annotated[str, typer.Argument(help="The name of the libvirt domain.",
+                                               metavar="DOMAIN", show_default=False)]
+
+
+def _print_outcome(lines: Sequence[str]) -> None:
+    for line in lines:
+        typer.echo(line, err=True)
+
+
+@app.command("convert")
+def convert_command(
+    name: DomainArgument,
+    *,
+    connect: ConnectOption = DEFAULT_URI,
+    profile: ProfileOption = None,
+    arch: ArchOption = None,
+    drivers: Annotated[
+        str | None,
+        typer.Option("--drivers", help="virtio-win ISO, folder or .vfd for the drivers CD "
+                     "(default: $VIRTIO_WIN, drivers/virtio-win.iso, /usr/share/virtio-win)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where the backup, the record, the drivers ISO and the "
+                     "temporary disk go (default: $PVINSTALL_STATE_DIR, else "
+                     "$XDG_STATE_HOME/pvinstall/DOMAIN)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the new definition; change nothing.")
+    ] = False,
+    finish: Annotated[
+        bool, typer.Option("--finish", help="Phase two: remove the temporary disk and the "
+                           "drivers CD, switch the boot disk.")
+    ] = False,
+    drivers_installed: Annotated[
+        bool, typer.Option("--drivers-installed", help="The guest has the virtio drivers: "
+                           "switch everything at once.")
+    ] = False,
+    rollback: Annotated[
+        bool, typer.Option("--rollback", help="Restore the definition from before convert.")
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Switch an existing guest's IDE/SATA/SCSI disks and e1000/rtl8139 NICs to virtio,
+    safely: staged by default (the boot disk moves once Windows has the driver)."""
+    modes = [flag for flag, on in (("--finish", finish), ("--drivers-installed",
+             drivers_installed), ("--rollback", rollback)) if on]
+    if len(modes) > 1:
+        raise InputError(f"{' and '.join(modes)} cannot be combined.",
+                         "Give one of --finish, --drivers-installed and --rollback.",
+                         key=modes[1])
+    mode: convert_steps.Mode = "staged"
+    if finish:
+        mode = "finish"
+    elif drivers_installed:
+        mode = "drivers-installed"
+    elif rollback:
+        mode = "rollback"
+    options = convert_steps.ConvertOptions(name=name, uri=connect, profile=profile, arch=arch,
+                                           drivers=drivers, out=out, mode=mode,
+                                           dry_run=dry_run)
+    outcome = convert_steps.run_convert(options, choose_monitor(json_output=json_output))
+    if json_output:
+        _print_json(outcome.as_json())
+        return
+    if dry_run and outcome.xml:
+        sys.stdout.write(outcome.xml)
+    _print_outcome(outcome.summary())
+
+
+@app.command("attach")
+def attach_command(
+    name: DomainArgument,
+    kind: Annotated[str, typer.Argument(help="disk or nic.", metavar="KIND",
+                                        show_default=False)],
+    *,
+    size: Annotated[
+        int | None, typer.Option("--size", help="disk: create a new qcow2 of this many GiB.")
+    ] = None,
+    source: Annotated[
+        Path | None, typer.Option("--source", help="disk: attach this existing image.")
+    ] = None,
+    network: Annotated[
+        str | None,
+        typer.Option("--network", help="nic: a libvirt network, or 'user' (default: default)."),
+    ] = None,
+    connect: ConnectOption = DEFAULT_URI,
+    profile: ProfileOption = None,
+    arch: ArchOption = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="disk --size: create the image here instead "
+                                  "of next to the boot disk.")
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Add a virtio disk or NIC (the model for the guest's Windows) within the 28 PCI slots,
+    to the definition and, where the hypervisor allows, to the running guest."""
+    if kind not in ("disk", "nic"):
+        raise InputError(f"cannot attach {kind!r}.", "Attach a disk or a nic.", key="KIND")
+    options = convert_steps.AttachOptions(
+        name=name, kind="disk" if kind == "disk" else "nic", uri=connect, profile=profile,
+        arch=arch, size_gib=size, source=source, network=network, out=out)
+    outcome = convert_steps.run_attach(options, choose_monitor(json_output=json_output))
+    if json_output:
+        _print_json(outcome.as_json())
+        return
+    _print_outcome(outcome.summary())
 
 
 def _report(error: PvError, *, json_output: bool) -> None:

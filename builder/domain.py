@@ -530,3 +530,110 @@ def volume_xml(name: str, size_gib: int) -> str:
     target = ET.SubElement(volume, "target")
     ET.SubElement(target, "format", type="qcow2")
     return ET.tostring(volume, encoding="unicode")
+
+
+# -- existing domains (convert, attach) --------------------------------------------------
+
+# libosinfo names Windows releases http://microsoft.com/win/<release>; pvinstall's
+# osinfo ids are "win" + <release> (win2k8r2).
+_OSINFO_WINDOWS = "http://microsoft.com/win/"
+_OSINFO_NS = "http://libosinfo.org/xmlns/libvirt/domain/1.0"
+
+# Controllers that are functions of the PIIX3 or no PCI device at all: they take none
+# of the 28 slots. (type, model); model None is the type's default. PCI controllers
+# (the root, and the bridges libvirt adds by itself when the root bus is full) are
+# plumbing, not devices, and are not counted either.
+_SLOTLESS_CONTROLLERS = frozenset({
+    ("ide", None), ("fdc", None), ("usb", None), ("usb", "piix3-uhci"), ("usb", "none"),
+    ("ccid", None), ("xenbus", None), ("isa", None),
+})
+# Devices that are always a PCI function of their own, wherever they appear.
+_PCI_DEVICE_TAGS = frozenset({"interface", "rng", "shmem", "vsock", "crypto", "filesystem"})
+
+
+def profile_virtio_model(profile: Profile) -> VirtioModel:
+    """The libvirt model of the virtio disks and NICs of `profile` (transitional for 2003)."""
+    return _FLAVOUR_MODEL[profile.device_flavour]
+
+
+def osinfo_short_id(url: str) -> str | None:
+    """pvinstall's osinfo id (`win2k8r2`) of a libosinfo URL, or None for non-Windows."""
+    if not url.startswith(_OSINFO_WINDOWS):
+        return None
+    release = url[len(_OSINFO_WINDOWS):].strip("/")
+    return f"win{release}" if release else None
+
+
+def osinfo_url(root: ET.Element) -> str | None:
+    """The libosinfo OS id in a domain's metadata, as virt-install and pvinstall write it."""
+    found = root.find(f"./metadata/{{{_OSINFO_NS}}}libosinfo/{{{_OSINFO_NS}}}os")
+    return found.get("id") if found is not None else None
+
+
+def _takes_pci_slot(device: ET.Element) -> bool:
+    tag = device.tag
+    if tag in _PCI_DEVICE_TAGS:
+        return True
+    if tag == "disk":
+        target = device.find("target")
+        return target is not None and target.get("bus") == "virtio"
+    if tag == "controller":
+        kind = device.get("type")
+        return kind != "pci" and (kind, device.get("model")) not in _SLOTLESS_CONTROLLERS
+    if tag == "hostdev":
+        return device.get("type") == "pci"
+    if tag == "sound":
+        return device.get("model") not in ("pcspk", "usb")
+    if tag == "watchdog":
+        return device.get("model") == "i6300esb"
+    if tag == "input":
+        return device.get("bus") == "virtio"
+    return tag == "video"  # a second video card (the first one is excluded by the caller)
+
+
+def _device_label(device: ET.Element) -> str:
+    if device.tag == "disk":
+        target = device.find("target")
+        return f"virtio disk {target.get('dev', '?') if target is not None else '?'}"
+    if device.tag == "interface":
+        model = device.find("model")
+        return f"NIC ({model.get('type', '?') if model is not None else 'default model'})"
+    kind = device.get("type") or device.get("model") or ""
+    return f"{device.tag} {kind}".strip()
+
+
+def _number(text: str) -> int | str:
+    # libvirt writes 0x05; hand-written XML may say 5.
+    try:
+        return int(text, 16) if text.lower().startswith("0x") else int(text)
+    except ValueError:
+        return text
+
+
+def pci_slot_users(root: ET.Element) -> tuple[str, ...]:
+    """The devices of a domain XML that take one of the guest's 28 PCI slots, one label
+    per slot (the rule of `check_slot_budget`, for any domain).
+
+    Not counted: the PCI root and bridges, the PIIX3's functions (IDE, USB UHCI), the
+    primary video card and the memory balloon the 28 leave room for. Devices that share a slot
+    (multifunction) count once; a device without an address yet counts when it is a
+    PCI device (virtio disk, NIC, ...).
+    """
+    devices = root.find("devices")
+    if devices is None:
+        return ()
+    slots: dict[tuple[int | str, ...], str] = {}
+    labels: list[str] = []
+    primary_video = devices.find("video")
+    for device in devices:
+        if device is primary_video or device.tag == "memballoon":
+            continue
+        if not _takes_pci_slot(device):
+            continue
+        address = device.find("address")
+        if address is not None and address.get("type") == "pci":
+            key = tuple(_number(address.get(part, "0")) for part in ("domain", "bus", "slot"))
+            slots.setdefault(key, _device_label(device))
+        elif address is None:
+            labels.append(_device_label(device))
+    return tuple([*slots.values(), *labels])

@@ -196,3 +196,17 @@ def _floppy_overflow(
         hint,
         key="floppy_size",
     )
+
+
+def plan_drivers_iso(drivers: DriverSet, label: str) -> IsoPlan:
+    """A drivers-only ISO: every selected driver package in the virtio-win layout
+    (`<driver>/<os>/<arch>`), no answer files. For guests installed without virtio
+    that need the drivers afterwards (`pvinstall convert`)."""
+    files = [
+        PlannedFile.from_source(
+            f"{layout.iso_folder(driver, drivers.profile)}/"
+            f"{layout.package_relative(driver, f)}", f.path, f.size)
+        for driver in drivers.selected
+        for f in driver.files
+    ]
+    return IsoPlan(label=label, files=_unique_sorted(files, "drivers ISO"))

@@ -906,3 +906,99 @@ def domain_state(conn: Connection, name: str) -> tuple[str, str] | None:
         return "shut off", _SHUTOFF_REASONS.get(reason, str(reason))
     return _STATE_NAMES.get(state, str(state)), str(reason)
 
+
+
+# -- existing guests: convert and attach ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExistingDomain:
+    """A defined domain as convert and attach see it: the persistent definition, and
+    whether (and as what) it runs."""
+
+    name: str
+    xml: str
+    running: bool
+    live_xml: str | None
+
+
+def existing_domain(conn: Connection, name: str) -> ExistingDomain:
+    """The domain `name`; InputError (key DOMAIN) when there is none, or when it is
+    transient and so has no definition to change."""
+    handle = _lookup_domain(conn, name)
+    if handle is None:
+        with _refused("listing domains", conn.uri):
+            names = sorted(str(d.name()) for d in conn.handle.listAllDomains(0))
+        there = f" (domains there: {', '.join(names)})" if names else " (it has none)"
+        raise InputError(f"there is no domain named {name} on {conn.uri}{there}.",
+                         "Check the name with: virsh -c " + conn.uri + " list --all",
+                         key="DOMAIN")
+    with _refused(f"reading the domain {name}", conn.uri):
+        if not handle.isPersistent():
+            raise InputError(f"{name} on {conn.uri} is a transient domain: it has no "
+                             "persistent definition to change.",
+                             f"Make it persistent first: virsh -c {conn.uri} dumpxml {name} "
+                             f"> {name}.xml && virsh -c {conn.uri} define {name}.xml",
+                             key="DOMAIN")
+        xml = str(handle.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        running = bool(handle.isActive())
+        live_xml = str(handle.XMLDesc(0)) if running else None
+    return ExistingDomain(name=name, xml=xml, running=running, live_xml=live_xml)
+
+
+def redefine(conn: Connection, xml: str) -> None:
+    """Replace the persistent definition of an existing domain with `xml` (validated
+    against libvirt's schema). A running domain keeps running as it is: the new
+    definition takes effect at its next start."""
+    name = domain.describe_domain(xml).name
+    with _refused(f"defining the new definition of {name}", conn.uri):
+        conn.handle.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+
+
+def attach_device(conn: Connection, name: str, device_xml: str, *, live: bool) -> str | None:
+    """Add a device to the persistent definition of `name`, and to the running guest
+    when `live`. Returns None, or why the live attach failed (the persistent change is
+    then made alone, and the device appears at the next start)."""
+    handle = _lookup_domain(conn, name)
+    if handle is None:
+        raise BuildError(f"the domain {name} disappeared from {conn.uri}.")
+    config = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    if live:
+        try:
+            handle.attachDeviceFlags(device_xml, config | libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            return None
+        except libvirt.libvirtError as error:
+            problem = _message(error)
+    else:
+        problem = None
+    with _refused(f"attaching the device to {name}", conn.uri):
+        handle.attachDeviceFlags(device_xml, config)
+    return problem
+
+
+def check_attach_network(conn: Connection, network: str) -> None:
+    """Refuse a libvirt network that does not exist or is not active (key --network)."""
+    try:
+        _check_network(conn, network)
+    except InputError as error:
+        if "not active" in error.message:
+            hint = f"{error.hint}, or use --network user for QEMU's user-mode network."
+        else:
+            hint = "Use one of them, or --network user for QEMU's user-mode network."
+        raise InputError(error.message, hint, key="--network") from None
+
+
+def create_image(path: Path, size: str) -> None:
+    """Create an empty qcow2 image of `size` (qemu-img's notation: 64M, 20G)."""
+    tools.run(["qemu-img", "create", "-q", "-f", "qcow2", path, size], package="qemu-utils")
+
+
+def image_format(path: Path) -> str:
+    """The format of a disk image (qcow2, raw, ...) as qemu-img detects it."""
+    import json
+
+    text = tools.run(["qemu-img", "info", "--output=json", "-U", path], package="qemu-utils")
+    try:
+        return str(json.loads(text)["format"])
+    except (ValueError, KeyError):
+        raise BuildError(f"qemu-img could not tell the format of {path}.") from None

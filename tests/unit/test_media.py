@@ -11,7 +11,7 @@ from builder import layout
 from builder.catalog import DriverSet, load_catalog, scan_source, select_drivers
 from builder.config import BuildConfig, load_config
 from builder.errors import BuildError, InputError
-from builder.media import PlannedFile, plan_media
+from builder.media import PlannedFile, plan_drivers_iso, plan_media
 from builder.profiles import PROFILES
 from builder.sources import DirectorySource
 from tests.fixtures.virtio_win import Tree, write_modern_tree
@@ -165,3 +165,17 @@ def test_two_files_at_one_path_are_a_bug(modern: Tree) -> None:
     answers = {"autounattend.xml": b"a", "AUTOUNATTEND.XML": b"b"}
     with pytest.raises(BuildError, match="same path"):
         plan_media(config_for("win2008-x64"), drivers, answers, POSTINSTALL)
+
+
+@pytest.mark.parametrize("profile", ["win2003-x86", "win2008r2-x64"])
+def test_a_drivers_only_iso_has_the_packages_and_nothing_else(modern: Tree,
+                                                              profile: str) -> None:
+    drivers = select(modern, profile)
+    plan = plan_drivers_iso(drivers, "PVDRIVERS")
+    full = plan_media(config_for(profile), drivers,
+                      ANSWERS_2003 if profile.startswith("win2003") else ANSWERS_2008,
+                      POSTINSTALL)
+    assert plan.label == "PVDRIVERS"
+    # The same packages at the same places as the build's drivers.iso, no answer files.
+    assert plan.files == tuple(f for f in full.drivers_iso.files if "/" in f.path)
+    assert all(f.source_path for f in plan.files)
