@@ -14,6 +14,9 @@ PYTEST_ARGS ?=
 DEBIAN_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev \
 	mtools dosfstools genisoimage xorriso \
 	qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+# Foreign dpkg architectures with package lists: the 32-bit boot probe (i686 guests)
+# is built from i386 packages fetched by `apt-get download` (tests/integration/probe.py).
+DEBIAN_FOREIGN_ARCHS := i386
 
 .PHONY: setup debian-packages libvirtd test test-unit test-integration test-boot check lint bench \
 	win2003-virtio win2008-virtio win2008r2-virtio clean
@@ -21,7 +24,7 @@ DEBIAN_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev \
 setup: debian-packages $(VENV)/.installed
 
 debian-packages:
-	@./.ci/install-debian-packages $(DEBIAN_PACKAGES)
+	@./.ci/install-debian-packages $(DEBIAN_FOREIGN_ARCHS:%=--foreign-arch %) $(DEBIAN_PACKAGES)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

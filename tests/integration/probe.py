@@ -4,7 +4,15 @@ Windows media cannot be shipped, so integration tests boot the exact libvirt dom
 pvinstall defines with this probe instead and assert on what the guest saw. The probe
 is built from Debian packages (kernel, busybox-static, isolinux) fetched with
 ``apt-get download`` and cached in ``tests/.cache/probe/<key>/``, where the key
-covers the package versions and everything in this file that shapes the output.
+covers the architecture, the package versions and everything in this file that shapes
+the output.
+
+Two architectures (``ProbeArch``): ``amd64`` (linux-image-amd64, for x86_64 guests)
+and ``i386`` (linux-image-686 and busybox-static:i386, for the i686 guests of the
+32-bit profiles: machine ``pc`` without a ``<cpu>`` element, so QEMU's qemu32 CPU,
+which has no long mode). ``-686`` rather than ``-686-pae``: it needs the least of the
+CPU; both boot on qemu32 under TCG. ``build_fake_2003_cd(arch="x86")`` uses the i386
+probe, ``arch="amd64"`` the amd64 one.
 
 The probe's ``/init`` reports over the serial console (ttyS0), one fact per line,
 then powers off through ACPI. Line format (fields separated by single spaces; paths
@@ -12,6 +20,7 @@ and labels are percent-encoded: ``%`` -> ``%25``, space -> ``%20``, tab -> ``%09
 CR -> ``%0D``; everything else is as Linux shows it, UTF-8)::
 
     PVPROBE start <mode> <kernel release>
+    PVPROBE cpu <flag>...
     PVPROBE module <name> loaded|failed
     PVPROBE pci <bdf> <vendor> <device> <subsys_vendor> <subsys_device> <rev> <class> <driver|->
     PVPROBE net <iface> <mac> <pci bdf|->
@@ -31,11 +40,15 @@ marker into the last sector, reads it back past the page cache and restores the
 sector. Lines may be preceded by kernel noise on the same line; the parser looks for
 ``PVPROBE `` anywhere in a line.
 
+``cpu`` lists the flags of the first CPU in /proc/cpuinfo (``lm`` is long mode).
+
 Kernel command line: ``pvprobe=report`` (default) or ``pvprobe=hang`` (print
 ``PVPROBE start``/``PVPROBE hang`` and never power off).
 
 Host requirements: apt-get/apt-cache with current package lists (``apt-get update``),
-dpkg-deb, xorriso. No root needed.
+dpkg-deb, xorriso. No root needed. For the i386 probe, dpkg must know the i386
+architecture (``dpkg --add-architecture i386``, then ``apt-get update``; ``make setup``
+does both as root) and the host must run i386 binaries (busybox lists its applets).
 """
 
 from __future__ import annotations
@@ -67,8 +80,16 @@ PROBE_FORMAT_VERSION = 1
 
 DEFAULT_CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "probe"
 
-KERNEL_META_PACKAGE = "linux-image-amd64"
-OTHER_PACKAGES = ("busybox-static", "isolinux", "syslinux-common")
+ProbeArch = Literal["amd64", "i386"]
+PROBE_ARCHES: tuple[ProbeArch, ...] = ("amd64", "i386")
+
+# Per probe architecture: the kernel meta package (its Depends names the real one)
+# and the packages of that architecture; ARCH_ALL_PACKAGES are Architecture: all.
+KERNEL_META_PACKAGES: Mapping[ProbeArch, str] = MappingProxyType(
+    {"amd64": "linux-image-amd64", "i386": "linux-image-686"}
+)
+ARCH_PACKAGES = ("busybox-static",)
+ARCH_ALL_PACKAGES = ("isolinux", "syslinux-common")
 
 # Modules the probe loads (with their dependencies, resolved from .modinfo).
 # Optional ones are skipped when the kernel does not have them.
@@ -110,6 +131,10 @@ INITRD_NAME = "PROBE.IGZ"
 APT_UPDATE_HINT = (
     "apt's package lists look missing or stale: run 'apt-get update' (as root) first; "
     "the CI setup does this before the tests"
+)
+FOREIGN_ARCH_HINT = (
+    "dpkg must know the {arch} architecture and apt have its package lists: as root, run "
+    "'dpkg --add-architecture {arch} && apt-get update' ('make setup' does this)"
 )
 
 
@@ -156,6 +181,12 @@ if [ "$mode" = hang ]; then
     say hang
     while :; do sleep 3600; done
 fi
+
+flags=
+while IFS= read -r line; do
+    case "$line" in flags*) flags="${line#*:}"; break ;; esac
+done < /proc/cpuinfo
+say cpu $flags
 
 while read -r mod args; do
     [ -n "$mod" ] || continue
@@ -313,8 +344,28 @@ def _run(cmd: list[str], *, cwd: Path | None = None, env: Mapping[str, str] | No
     return proc.stdout
 
 
-def _candidate_versions(packages: Iterable[str]) -> dict[str, str]:
-    """Candidate version of each package, from one ``apt-cache policy`` call."""
+@functools.cache
+def native_arch() -> str:
+    """dpkg's native architecture (``amd64`` on the usual host)."""
+    return _run(["dpkg", "--print-architecture"]).strip()
+
+
+def _qualified(name: str, arch: str) -> str:
+    """``name`` as apt names it: ``name:arch`` unless ``arch`` is native (or all)."""
+    return name if arch in (native_arch(), "all") else f"{name}:{arch}"
+
+
+def _arch_hint(arch: ProbeArch) -> str:
+    if arch == native_arch():
+        return APT_UPDATE_HINT
+    return FOREIGN_ARCH_HINT.format(arch=arch)
+
+
+def _candidate_versions(packages: Iterable[str], hint: str = APT_UPDATE_HINT) -> dict[str, str]:
+    """Candidate version of each package, from one ``apt-cache policy`` call.
+
+    Names may carry an architecture (``busybox-static:i386``), as apt prints them.
+    """
     wanted = list(packages)
     out = _run(["apt-cache", "policy", *wanted])
     found: dict[str, str] = {}
@@ -322,42 +373,60 @@ def _candidate_versions(packages: Iterable[str]) -> dict[str, str]:
     for line in out.splitlines():
         header = re.fullmatch(r"(\S+):", line)
         if header:
-            current = header.group(1).split(":", 1)[0]
+            current = header.group(1)
             continue
         m = re.match(r"\s+Candidate:\s*(\S+)", line)
         if m and current is not None and m.group(1) != "(none)":
             found[current] = m.group(1)
     missing = [p for p in wanted if p not in found]
     if missing:
-        raise ProbeBuildError(f"apt knows no installable version of {missing}; {APT_UPDATE_HINT}")
+        raise ProbeBuildError(f"apt knows no installable version of {missing}; {hint}")
     return found
 
 
-def _kernel_package() -> str:
-    """The real kernel package behind linux-image-amd64 (linux-image-<abi>-amd64)."""
+def _kernel_package(arch: ProbeArch) -> str:
+    """The real kernel package behind the meta package, e.g. linux-image-<abi>-686:i386."""
+    meta = _qualified(KERNEL_META_PACKAGES[arch], arch)
     try:
-        out = _run(["apt-cache", "show", "--no-all-versions", KERNEL_META_PACKAGE])
+        out = _run(["apt-cache", "show", "--no-all-versions", meta])
     except ProbeBuildError as exc:
-        raise ProbeBuildError(f"{exc}\n{APT_UPDATE_HINT}") from exc
+        raise ProbeBuildError(f"{exc}\n{_arch_hint(arch)}") from exc
     m = re.search(r"^Depends:.*?\b(linux-image-[0-9][^\s,()]*)", out, re.MULTILINE)
     if m is None:
         raise ProbeBuildError(
-            f"cannot find the kernel package in {KERNEL_META_PACKAGE}'s Depends; {APT_UPDATE_HINT}"
+            f"cannot find the kernel package in {meta}'s Depends; {_arch_hint(arch)}"
         )
-    return m.group(1)
+    return _qualified(m.group(1), arch)
 
 
 @functools.cache
-def resolve_packages() -> Mapping[str, str]:
-    """Package name -> candidate version for everything the probe is built from.
+def resolve_packages(arch: ProbeArch = "amd64") -> Mapping[str, str]:
+    """Package name (as apt names it) -> candidate version for everything the probe
+    of ``arch`` is built from.
 
-    Asked once per process (about 1 s of apt-cache).
+    Asked once per process and architecture (about 1 s of apt-cache).
     """
-    names = [_kernel_package(), *OTHER_PACKAGES]
-    return MappingProxyType(_candidate_versions(names))
+    if arch not in PROBE_ARCHES:
+        raise ValueError(f"unknown probe arch {arch!r}; expected one of {PROBE_ARCHES}")
+    names = [
+        _kernel_package(arch),
+        *(_qualified(name, arch) for name in ARCH_PACKAGES),
+        *ARCH_ALL_PACKAGES,
+    ]
+    return MappingProxyType(_candidate_versions(names, _arch_hint(arch)))
 
 
-def _apt_download(packages: Mapping[str, str], dest: Path) -> dict[str, Path]:
+def _deb_package_name(deb: Path) -> str:
+    """``name_version_arch.deb`` -> the package name as apt names it."""
+    parts = deb.name.removesuffix(".deb").split("_")
+    if len(parts) != 3:
+        raise ProbeBuildError(f"unexpected .deb file name {deb.name}")
+    return _qualified(parts[0], parts[2])
+
+
+def _apt_download(
+    packages: Mapping[str, str], dest: Path, hint: str = APT_UPDATE_HINT
+) -> dict[str, Path]:
     cmd = ["apt-get", "download", "-q"]
     if os.geteuid() == 0:
         # As root apt would try to drop to _apt, which cannot write our temp dir.
@@ -366,11 +435,8 @@ def _apt_download(packages: Mapping[str, str], dest: Path) -> dict[str, Path]:
     try:
         _run(cmd, cwd=dest)
     except ProbeBuildError as exc:
-        raise ProbeBuildError(f"{exc}\n{APT_UPDATE_HINT}") from exc
-    debs: dict[str, Path] = {}
-    for deb in dest.glob("*.deb"):
-        name = deb.name.split("_", 1)[0]
-        debs[name] = deb
+        raise ProbeBuildError(f"{exc}\n{hint}") from exc
+    debs = {_deb_package_name(deb): deb for deb in dest.glob("*.deb")}
     missing = sorted(set(packages) - set(debs))
     if missing:
         raise ProbeBuildError(f"apt-get download produced no .deb for {missing}")
@@ -409,16 +475,20 @@ def _read_module(path: Path) -> bytes:
 
 
 def modinfo(ko: bytes) -> dict[str, list[str]]:
-    """Parse the .modinfo section of an ELF64 little-endian kernel module."""
-    if ko[:4] != b"\x7fELF" or ko[4] != 2 or ko[5] != 1:
-        raise ProbeBuildError("not an ELF64 little-endian kernel module")
-    (e_shoff,) = struct.unpack_from("<Q", ko, 0x28)
-    e_shentsize, e_shnum, e_shstrndx = struct.unpack_from("<HHH", ko, 0x3A)
+    """Parse the .modinfo section of an ELF64 or ELF32 little-endian kernel module."""
+    if ko[:4] != b"\x7fELF" or ko[4] not in (1, 2) or ko[5] != 1:
+        raise ProbeBuildError("not an ELF32/ELF64 little-endian kernel module")
+    if ko[4] == 2:  # ELF64: e_shoff at 0x28; sh_offset, sh_size at 0x18 (8 bytes each)
+        word, shoff_at, shnum_at, shoffset_at = "Q", 0x28, 0x3A, 0x18
+    else:  # ELF32: e_shoff at 0x20; sh_offset, sh_size at 0x10 (4 bytes each)
+        word, shoff_at, shnum_at, shoffset_at = "I", 0x20, 0x2E, 0x10
+    (e_shoff,) = struct.unpack_from(f"<{word}", ko, shoff_at)
+    e_shentsize, e_shnum, e_shstrndx = struct.unpack_from("<HHH", ko, shnum_at)
 
     def section(index: int) -> tuple[int, int, int]:
         base = e_shoff + index * e_shentsize
         (name,) = struct.unpack_from("<I", ko, base)
-        offset, size = struct.unpack_from("<QQ", ko, base + 0x18)
+        offset, size = struct.unpack_from(f"<{word}{word}", ko, base + shoffset_at)
         return name, offset, size
 
     _, str_off, str_size = section(e_shstrndx)
@@ -605,9 +675,10 @@ def _locked(cache_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _cache_key(packages: Mapping[str, str]) -> str:
+def _cache_key(packages: Mapping[str, str], arch: ProbeArch) -> str:
     material = {
         "format": PROBE_FORMAT_VERSION,
+        "arch": arch,
         "packages": dict(sorted(packages.items())),
         "required": REQUIRED_MODULES,
         "optional": OPTIONAL_MODULES,
@@ -627,6 +698,7 @@ class ProbeBootFiles:
     initrd: Path
     isolinux_bin: Path
     ldlinux_c32: Path
+    arch: ProbeArch = "amd64"
     packages: Mapping[str, str] = field(default_factory=dict)
     kernel_release: str = ""
     modules: tuple[str, ...] = ()
@@ -643,23 +715,26 @@ def _load_boot_files(directory: Path) -> ProbeBootFiles | None:
         initrd=directory / "initrd.gz",
         isolinux_bin=directory / "isolinux.bin",
         ldlinux_c32=directory / "ldlinux.c32",
+        arch=meta["arch"],
         packages=meta["packages"],
         kernel_release=meta["kernel_release"],
         modules=tuple(meta["modules"]),
     )
 
 
-def build_probe_boot_files(cache_dir: Path = DEFAULT_CACHE_DIR) -> ProbeBootFiles:
-    """Kernel, initramfs and isolinux files, built once per package-version set."""
-    packages = resolve_packages()
-    directory = cache_dir / _cache_key(packages)
+def build_probe_boot_files(
+    cache_dir: Path = DEFAULT_CACHE_DIR, *, arch: ProbeArch = "amd64"
+) -> ProbeBootFiles:
+    """Kernel, initramfs and isolinux files of ``arch``, built once per package-version set."""
+    packages = resolve_packages(arch)
+    directory = cache_dir / _cache_key(packages, arch)
     with _locked(cache_dir):
         cached = _load_boot_files(directory)
         if cached is not None:
             return cached
         with tempfile.TemporaryDirectory(prefix="pvprobe-") as tmp_name:
             tmp = Path(tmp_name)
-            debs = _apt_download(packages, tmp)
+            debs = _apt_download(packages, tmp, _arch_hint(arch))
             root = tmp / "root"
             for deb in sorted(debs.values()):
                 _run(["dpkg-deb", "-x", str(deb), str(root)])
@@ -673,7 +748,7 @@ def build_probe_boot_files(cache_dir: Path = DEFAULT_CACHE_DIR) -> ProbeBootFile
                 root, (f"lib/modules/{release}", f"usr/lib/modules/{release}"), "modules"
             )
             busybox_path = _first_existing(root, ("bin/busybox", "usr/bin/busybox"), "busybox")
-            applets = _run([str(busybox_path), "--list-full"]).splitlines()
+            applets = _busybox_applets(busybox_path, arch)
             modules = resolve_modules(modules_dir)
             initrd = gzip.compress(
                 write_newc(_initramfs_entries(busybox_path.read_bytes(), applets, modules)),
@@ -693,6 +768,7 @@ def build_probe_boot_files(cache_dir: Path = DEFAULT_CACHE_DIR) -> ProbeBootFile
             shutil.copyfile(isolinux_bin, staging / "isolinux.bin")
             shutil.copyfile(ldlinux, staging / "ldlinux.c32")
             manifest = {
+                "arch": arch,
                 "packages": dict(sorted(packages.items())),
                 "kernel_release": release,
                 "modules": [m.name for m in modules],
@@ -703,6 +779,17 @@ def build_probe_boot_files(cache_dir: Path = DEFAULT_CACHE_DIR) -> ProbeBootFile
         loaded = _load_boot_files(directory)
         assert loaded is not None
         return loaded
+
+
+def _busybox_applets(busybox: Path, arch: ProbeArch) -> list[str]:
+    """busybox's applet paths (``usr/bin/[``, ``sbin/acpid``...), from the binary itself."""
+    try:
+        return _run([str(busybox), "--list-full"]).splitlines()
+    except OSError as exc:  # ENOEXEC: a host kernel without 32-bit (IA32) emulation
+        raise ProbeBuildError(
+            f"cannot run the {arch} busybox to list its applets ({exc}); the host must "
+            f"run {arch} binaries"
+        ) from exc
 
 
 # --------------------------------------------------------------------------- ISO
@@ -772,9 +859,14 @@ def make_iso(tree: Path, out: Path, *, label: str) -> Path:
     return out
 
 
-def build_probe_iso(cache_dir: Path = DEFAULT_CACHE_DIR, *, mode: ProbeMode = "report") -> Path:
-    """The probe boot CD (label PVPROBE), cached next to its boot files."""
-    boot = build_probe_boot_files(cache_dir)
+def build_probe_iso(
+    cache_dir: Path = DEFAULT_CACHE_DIR,
+    *,
+    mode: ProbeMode = "report",
+    arch: ProbeArch = "amd64",
+) -> Path:
+    """The probe boot CD (label PVPROBE) of ``arch``, cached next to its boot files."""
+    boot = build_probe_boot_files(cache_dir, arch=arch)
     iso = boot.directory / f"probe-{mode}.iso"
     with _locked(cache_dir):
         if iso.exists():
@@ -788,6 +880,10 @@ def build_probe_iso(cache_dir: Path = DEFAULT_CACHE_DIR, *, mode: ProbeMode = "r
 # --------------------------------------------------------------------------- fake 2003 CD
 
 Arch = Literal["x86", "amd64"]
+
+# The probe a fake 2003 CD of each Windows architecture boots: a 32-bit one for x86
+# (its domains are i686, without long mode), the 64-bit one for amd64.
+PROBE_ARCH_FOR: Mapping[Arch, ProbeArch] = MappingProxyType({"x86": "i386", "amd64": "amd64"})
 
 
 def _words(text: str) -> tuple[str, ...]:
@@ -1090,9 +1186,12 @@ def build_fake_2003_cd(
     Root: ISOLINUX/ (probe boot files), WIN51* tag files, AUTORUN.INF; ``I386/`` (x86)
     or ``AMD64/`` plus a small WOW ``I386/`` (amd64) with TXTSETUP.SIF, DOSNET.INF,
     SETUPLDR.BIN and a few driver placeholders. Written like a retail CD: no ``;1``,
-    Joliet, no Rock Ridge (see make_iso).
+    Joliet, no Rock Ridge (see make_iso). The probe is the i386 one for x86 (it boots
+    in the i686 domains of the 32-bit profiles), the amd64 one for amd64.
     """
-    boot = build_probe_boot_files(cache_dir)
+    if arch not in PROBE_ARCH_FOR:
+        raise ValueError(f"arch must be 'x86' or 'amd64', not {arch!r}")
+    boot = build_probe_boot_files(cache_dir, arch=PROBE_ARCH_FOR[arch])
     with tempfile.TemporaryDirectory(prefix="pvprobe-2003-") as tmp_name:
         tree = Path(tmp_name) / "tree"
         _stage_boot_files(boot, tree, mode)
@@ -1159,6 +1258,7 @@ class ProbeReport:
     started: bool = False
     mode: str | None = None
     kernel_release: str | None = None
+    cpu_flags: tuple[str, ...] | None = None  # None: never reported
     modules_loaded: list[str] = field(default_factory=list)
     modules_failed: list[str] = field(default_factory=list)
     pci: list[PciDevice] = field(default_factory=list)
@@ -1196,6 +1296,8 @@ def _apply(report: ProbeReport, kind: str, rest: list[str]) -> None:
         report.started = True
         report.mode = rest[0] if rest else None
         report.kernel_release = rest[1] if len(rest) > 1 else None
+    elif kind == "cpu":
+        report.cpu_flags = tuple(flag for flag in rest if flag)
     elif kind == "module" and len(rest) == 2 and rest[1] in ("loaded", "failed"):
         (report.modules_loaded if rest[1] == "loaded" else report.modules_failed).append(rest[0])
     elif kind == "pci" and len(rest) in (7, 8):

@@ -3,7 +3,9 @@
 These tests pin down what later pvinstall boot tests rely on: the probe boots under
 TCG from an IDE CD, sees transitional virtio devices with the IDs the Windows 2003
 drivers match, reads the floppy and the CD, writes to the disk, and powers off so
-that libvirt records a clean SHUTDOWN.
+that libvirt records a clean SHUTDOWN. Both probes: the amd64 one in an x86_64
+domain, the i386 one in an i686 domain shaped like pvinstall's 32-bit profiles
+(machine pc, no <cpu>, so QEMU's qemu32 CPU without long mode).
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from tests.integration import probe
 from tests.integration.libvirt_env import boot_domain, qemu_system_uri, unique_domain_name
 
 BOOT_TIMEOUT = 180.0
+# Probe architecture -> the libvirt guest architecture it is booted in here.
+GUEST_ARCH: dict[probe.ProbeArch, str] = {"amd64": "x86_64", "i386": "i686"}
+# Debian kernel flavour (the release's suffix) of each probe.
+KERNEL_FLAVOUR: dict[probe.ProbeArch, str] = {"amd64": "-amd64", "i386": "-686"}
 DISK_BYTES = 64 * 1024 * 1024
 NIC_MAC = "52:54:00:70:76:01"
 
@@ -32,14 +38,6 @@ VIRTIO_NET = ("1af4", "1000", "1af4", "0001")
 @pytest.fixture(scope="session")
 def libvirt_uri() -> str:
     return qemu_system_uri()
-
-
-@pytest.fixture(scope="session")
-def probe_iso() -> Path:
-    start = time.monotonic()
-    iso = probe.build_probe_iso(probe.DEFAULT_CACHE_DIR)
-    print(f"probe ISO ready in {time.monotonic() - start:.1f}s: {iso}")
-    return iso
 
 
 def _sha256(data: bytes) -> str:
@@ -79,7 +77,13 @@ def probe_domain_xml(
     floppy: Path | None = None,
     disk: Path | None = None,
     with_nic: bool = False,
+    arch: str = "x86_64",
 ) -> str:
+    """A TCG domain that boots ``cdrom`` (machine pc, no <cpu>, serial to a file).
+
+    ``arch='i686'`` makes it 32-bit the way pvinstall's x86 profiles do: without a
+    <cpu> element QEMU gives the qemu32 CPU, which has no long mode.
+    """
     devices = [
         f"""<disk type='file' device='cdrom'>
       <driver name='qemu' type='raw'/>
@@ -116,7 +120,7 @@ def probe_domain_xml(
   <memory unit='MiB'>512</memory>
   <vcpu>1</vcpu>
   <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
+    <type arch='{arch}' machine='pc'>hvm</type>
     <boot dev='cdrom'/>
   </os>
   <features><acpi/></features>
@@ -130,9 +134,24 @@ def probe_domain_xml(
 """
 
 
+def assert_guest_cpu(report: probe.ProbeReport, arch: probe.ProbeArch) -> None:
+    """The probe of ``arch`` ran, in a guest with long mode only for amd64."""
+    boot = probe.build_probe_boot_files(probe.DEFAULT_CACHE_DIR, arch=arch)
+    assert report.kernel_release == boot.kernel_release
+    assert boot.kernel_release.endswith(KERNEL_FLAVOUR[arch]), boot.kernel_release
+    assert report.cpu_flags is not None
+    assert ("lm" in report.cpu_flags) == (arch == "amd64"), report.cpu_flags
+
+
 @pytest.mark.integration
 @pytest.mark.boot
-def test_probe_boots_and_reports_devices(libvirt_uri: str, probe_iso: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("arch", probe.PROBE_ARCHES)
+def test_probe_boots_and_reports_devices(
+    libvirt_uri: str, tmp_path: Path, arch: probe.ProbeArch
+) -> None:
+    start = time.monotonic()
+    iso = probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, arch=arch)
+    print(f"{arch} probe ISO ready in {time.monotonic() - start:.1f}s: {iso}")
     floppy_files = {
         "TXTSETUP.OEM": b'[Disks]\r\nd1 = "pvinstall test",\\DISK1,\\\r\n',
         "DISK1": b"",
@@ -147,29 +166,34 @@ def test_probe_boots_and_reports_devices(libvirt_uri: str, probe_iso: Path, tmp_
     serial = tmp_path / "serial.log"
     xml = probe_domain_xml(
         unique_domain_name("pvprobe"),
-        cdrom=probe_iso,
+        cdrom=iso,
         serial=serial,
         floppy=floppy,
         disk=disk,
         with_nic=True,
+        arch=GUEST_ARCH[arch],
     )
 
     result = boot_domain(xml, uri=libvirt_uri, timeout=BOOT_TIMEOUT)
-    print(f"probe boot: {result.seconds:.1f}s, {result.reason_name}")
+    print(f"{arch} probe boot in {GUEST_ARCH[arch]}: {result.seconds:.1f}s, {result.reason_name}")
     report = probe.parse_probe_log(result.serial_log)
 
     assert result.clean_shutdown, result.describe()
-    assert report.ended, result.describe()
+    assert report.started and report.ended, result.describe()
     assert not report.unparsed, report.unparsed
     assert report.mode == "report"
+    assert not report.modules_failed, report.modules_failed
+    assert_guest_cpu(report, arch)
 
     blk = report.pci_with_ids("1af4", "1001")
     assert len(blk) == 1, report.pci
     assert (blk[0].vendor, blk[0].device, blk[0].subsys_vendor, blk[0].subsys_device) == VIRTIO_BLK
     assert blk[0].pci_class == "010000"
+    assert blk[0].driver == "virtio-pci"
     net = report.pci_with_ids("1af4", "1000")
     assert len(net) == 1, report.pci
     assert (net[0].vendor, net[0].device, net[0].subsys_vendor, net[0].subsys_device) == VIRTIO_NET
+    assert net[0].driver == "virtio-pci"
     assert [(n.mac, n.pci_bdf) for n in report.nics] == [(NIC_MAC, net[0].bdf)]
 
     assert report.floppy is not None, result.describe()
@@ -179,7 +203,7 @@ def test_probe_boots_and_reports_devices(libvirt_uri: str, probe_iso: Path, tmp_
 
     cd = report.cdrom_with_label(probe.PROBE_ISO_LABEL)
     assert cd is not None, report.cdroms
-    kernel = probe.build_probe_boot_files(probe.DEFAULT_CACHE_DIR).kernel.read_bytes()
+    kernel = probe.build_probe_boot_files(probe.DEFAULT_CACHE_DIR, arch=arch).kernel.read_bytes()
     krn = cd.files[f"{probe.BOOT_DIR}/{probe.KERNEL_NAME}"]
     assert (krn.size, krn.sha256) == (len(kernel), _sha256(kernel))
 
@@ -193,24 +217,39 @@ def test_probe_boots_and_reports_devices(libvirt_uri: str, probe_iso: Path, tmp_
 @pytest.mark.boot
 @pytest.mark.parametrize("arch", ["x86", "amd64"])
 def test_fake_2003_cd_boots_and_shows_setup_tree(
-    libvirt_uri: str, probe_iso: Path, tmp_path: Path, arch: probe.Arch
+    libvirt_uri: str, tmp_path: Path, arch: probe.Arch
 ) -> None:
+    """The x86 CD boots the i386 probe in an i686 guest, the amd64 CD the amd64 probe in
+    an x86_64 one; either shows its whole Windows tree, byte for byte."""
     iso = probe.build_fake_2003_cd(probe.DEFAULT_CACHE_DIR, tmp_path / "w2k3.iso", arch=arch)
+    probe_arch = probe.PROBE_ARCH_FOR[arch]
     serial = tmp_path / "serial.log"
-    xml = probe_domain_xml(unique_domain_name("pvfake2003"), cdrom=iso, serial=serial)
+    xml = probe_domain_xml(
+        unique_domain_name("pvfake2003"), cdrom=iso, serial=serial, arch=GUEST_ARCH[probe_arch]
+    )
 
     result = boot_domain(xml, uri=libvirt_uri, timeout=BOOT_TIMEOUT)
-    print(f"fake 2003 {arch} boot: {result.seconds:.1f}s, {result.reason_name}")
+    print(
+        f"fake 2003 {arch} boot in {GUEST_ARCH[probe_arch]}: "
+        f"{result.seconds:.1f}s, {result.reason_name}"
+    )
     report = probe.parse_probe_log(result.serial_log)
 
     assert result.clean_shutdown, result.describe()
     assert report.ended, result.describe()
+    assert_guest_cpu(report, probe_arch)
     cd = report.cdrom_with_label(probe.default_2003_label(arch))
     assert cd is not None, report.cdroms
     setup_dir = "I386" if arch == "x86" else "AMD64"
     sif = probe.fake_txtsetup_sif(arch)
     assert cd.files[f"{setup_dir}/TXTSETUP.SIF"].sha256 == _sha256(sif)
     assert f"{setup_dir}/SETUPLDR.BIN" in cd.files
+    expected = probe.fake_2003_tree(tmp_path / "tree", arch=arch)
+    seen = {p: (f.size, f.sha256) for p, f in cd.files.items()}
+    assert {p: seen.get(p) for p in expected} == {
+        p: (len(d), _sha256(d)) for p, d in expected.items()
+    }
+    assert {p for p in seen if not p.startswith(f"{probe.BOOT_DIR}/")} == set(expected)
     if arch == "amd64":
         assert any(p.startswith("I386/") for p in cd.files), sorted(cd.files)
     # No Rock Ridge, so Linux shows the Joliet names exactly as written.
@@ -284,6 +323,7 @@ def test_parse_probe_log_tolerates_noise_and_decodes_paths() -> None:
     log = (
         "SeaBIOS\r\n[    1.0] Run /init\r\n"
         "PVPROBE start report 6.1.0-56-amd64\r\n"
+        "PVPROBE cpu fpu pae cx8 cmov sse2\r\n"
         "[    2.5] virtio_blk virtio0: 1/0/0 PVPROBE pci 0000:00:03.0 1AF4 1001 1af4 0002 00 "
         "010000 virtio-pci\r\n"
         "PVPROBE module floppy failed\r\n"
@@ -297,6 +337,7 @@ def test_parse_probe_log_tolerates_noise_and_decodes_paths() -> None:
     )
     report = probe.parse_probe_log(log.encode())
     assert report.started and report.ended and not report.hang
+    assert report.cpu_flags == ("fpu", "pae", "cx8", "cmov", "sse2")
     assert report.pci[0].ids == "1af4:1001" and report.pci[0].driver == "virtio-pci"
     assert report.modules_failed == ["floppy"]
     assert report.floppy is None
@@ -304,6 +345,73 @@ def test_parse_probe_log_tolerates_noise_and_decodes_paths() -> None:
     assert not report.cdroms["sr1"].media
     assert report.disks["vda"] == probe.Disk("vda", 1 << 30, False)
     assert report.unparsed == ["PVPROBE bogus line"]
+
+
+@pytest.mark.integration
+def test_i386_probe_is_a_686_kernel_with_elf32_modules() -> None:
+    """The i386 boot files: their own cache entry, a -686 kernel from i386 packages, and
+    every module resolved through the ELF32 .modinfo reader."""
+    i386 = probe.build_probe_boot_files(probe.DEFAULT_CACHE_DIR, arch="i386")
+    amd64 = probe.build_probe_boot_files(probe.DEFAULT_CACHE_DIR, arch="amd64")
+    assert i386.directory != amd64.directory
+    assert (i386.arch, amd64.arch) == ("i386", "amd64")
+    assert i386.kernel_release.endswith("-686"), i386.kernel_release
+    assert amd64.kernel_release.endswith("-amd64"), amd64.kernel_release
+    assert f"linux-image-{i386.kernel_release}:i386" in i386.packages
+    assert "busybox-static:i386" in i386.packages
+    assert {"isolinux", "syslinux-common"} <= set(i386.packages)
+    # bzImage: "HdrS" at 0x202; bit 0 of xloadflags (0x236) is "has a 64-bit entry point".
+    kernel = i386.kernel.read_bytes()
+    assert kernel[0x202:0x206] == b"HdrS"
+    assert not kernel[0x236] & 1
+    assert amd64.kernel.read_bytes()[0x236] & 1
+    assert {"virtio_pci", "virtio_blk", "virtio_net", "isofs", "sr_mod"} <= set(i386.modules)
+
+
+def _elf_with_modinfo(elf_class: int, modinfo: bytes) -> bytes:
+    """A minimal little-endian ELF (1 = 32-bit, 2 = 64-bit): null, .shstrtab, .modinfo."""
+    wide = elf_class == 2
+    ehsize, shentsize = (64, 64) if wide else (52, 40)
+    shstrtab = b"\0.shstrtab\0.modinfo\0"
+    data = shstrtab + modinfo
+    shoff = ehsize + len(data)
+    ident = b"\x7fELF" + bytes([elf_class, 1, 1]) + bytes(9)
+    word = "Q" if wide else "I"
+    # e_type, e_machine, e_version, e_entry, e_phoff, e_shoff, e_flags, e_ehsize,
+    # e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx
+    fields = (1, 62 if wide else 3, 1, 0, 0, shoff, 0, ehsize, 0, 0, shentsize, 3, 1)
+    header = ident + struct.pack(f"<HHI{word}{word}{word}IHHHHHH", *fields)
+    assert len(header) == ehsize
+
+    def section(name: int, offset: int, size: int) -> bytes:
+        # sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, link, info, align, entsize
+        fmt = f"<II{word}{word}{word}{word}II{word}{word}"
+        return struct.pack(fmt, name, 1 if size else 0, 0, 0, offset, size, 0, 0, 1, 0)
+
+    sections = (
+        section(0, 0, 0)
+        + section(1, ehsize, len(shstrtab))
+        + section(11, ehsize + len(shstrtab), len(modinfo))
+    )
+    return header + data + sections
+
+
+@pytest.mark.parametrize("elf_class", [1, 2])
+def test_modinfo_reads_elf32_and_elf64_modules(elf_class: int) -> None:
+    ko = _elf_with_modinfo(elf_class, b"license=GPL\0depends=virtio,virtio_ring\0depends=\0")
+    info = probe.modinfo(ko)
+    assert info == {"license": ["GPL"], "depends": ["virtio,virtio_ring", ""]}
+    with pytest.raises(probe.ProbeBuildError):
+        probe.modinfo(ko[:4] + b"\x03" + ko[5:])
+
+
+def test_deb_file_names_map_to_apt_names() -> None:
+    native = probe.native_arch()
+    foreign = "i386" if native != "i386" else "amd64"
+    deb = probe._deb_package_name
+    assert deb(Path(f"busybox-static_1%3a1.35.0-4_{foreign}.deb")) == f"busybox-static:{foreign}"
+    assert deb(Path(f"linux-image-amd64_6.1.1-1_{native}.deb")) == "linux-image-amd64"
+    assert deb(Path("isolinux_3%3a6.04-3_all.deb")) == "isolinux"
 
 
 def test_fake_txtsetup_sif_shape() -> None:
