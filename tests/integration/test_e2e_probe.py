@@ -76,7 +76,8 @@ def manifest_files(manifest: dict[str, Any], output: str) -> dict[str, str]:
     return {f["path"].upper(): f["sha256"] for f in record["files"]}
 
 
-@pytest.mark.parametrize("profile", ["win2003-x64", "win2008-x64", "win2008r2-x64"])
+@pytest.mark.parametrize("profile", ["win2003-x86", "win2003-x64", "win2008-x86",
+                                     "win2008-x64", "win2008r2-x64"])
 def test_install_boots_the_defined_domain_with_the_right_devices_and_media(
     uri: str, virtio_win_iso: Path, name: str, tmp_path: Path, profile: str,
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
@@ -88,7 +89,9 @@ def test_install_boots_the_defined_domain_with_the_right_devices_and_media(
         windows_iso = probe.build_fake_2003_cd(probe.DEFAULT_CACHE_DIR, tmp_path / "w2k3.iso",
                                                arch=arch)
     else:
-        windows_iso = probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="report")
+        # A 32-bit guest (i686, qemu32) needs the 32-bit probe.
+        windows_iso = probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="report",
+                                            arch="i386" if arch == "x86" else "amd64")
     out = tmp_path / "out"
     args = ["build", profile, "--drivers", str(virtio_win_iso), "--windows-iso",
             str(windows_iso), "--out", str(out), "--name", name, "--install", "--connect",
@@ -111,6 +114,9 @@ def test_install_boots_the_defined_domain_with_the_right_devices_and_media(
 
     report = probe.parse_probe_log((out / "serial.log").read_text(errors="replace"))
     assert report.started and report.ended and not report.unparsed
+    # The guest is what the profile says: no long mode in a 32-bit one.
+    assert report.cpu_flags is not None
+    assert ("lm" in report.cpu_flags) == (arch == "amd64")
 
     # Every virtio disk and NIC the guest sees is bound by the driver pvinstall chose.
     selected = {d["name"]: d for d in manifest["drivers"]["selected"]}

@@ -278,28 +278,6 @@ def test_2008_r2_devices_match_the_2k8r2_infs(
     assert len(report.pci_with_ids("1af4", "1041" if modern else "1000")) == 1
 
 
-@pytest.mark.boot
-@pytest.mark.parametrize("profile", ["win2003-x86", "win2008-x86"])
-def test_x86_domains_start_under_qemu(conn: virt.Connection, drivers: Mapping[str, DriverSet],
-                                      tmp_path: Path, profile: str) -> None:
-    """The 32-bit domains (i686, qemu32, PAE) start; the 64-bit probe cannot run in them,
-    so this only checks that QEMU takes the configuration and keeps running."""
-    name = unique_domain_name("pvx86")
-    config = config_for(profile, "network=user")
-    media = prepare(conn, config, tmp_path, name,
-                    probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="report"))
-    virt.define(conn, domain.domain_xml(config, drivers[profile], media, name=name,
-                                        domain_type="qemu"), replace=False)
-    try:
-        conn.handle.lookupByName(name).create()
-        time.sleep(2)
-        assert virt.domain_state(conn, name) == ("running", "1")  # booted
-        live = domain.parse_xml(conn.handle.lookupByName(name).XMLDesc(0))
-        assert live.find("./os/type").get("arch") == "i686"  # type: ignore[union-attr]
-    finally:
-        virt.remove_domain(conn, name)
-
-
 # libvirt device XML for each [devices] row of drivers/catalog.toml, by model.
 _DEVICE_XML = {
     "virtio-blk": "<disk type='file' device='disk' model='{model}'><driver name='qemu' "
