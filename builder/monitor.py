@@ -1,8 +1,9 @@
 """Progress reporting: an injected monitor object, never `print`.
 
-Three kinds, all writing to stderr so stdout stays free for `--json` and
-`--print-xml`: `RichMonitor` for a terminal, `QuietMonitor` otherwise (only
-warnings), `JsonMonitor` (one JSON object per line) with `--json`. Callers must
+All write to stderr so stdout stays free for `--json` and `--print-xml`:
+`RichMonitor` for a terminal; `LogMonitor` otherwise (plain lines for CI logs: steps,
+warnings, and the install's status at most once a minute); `JsonMonitor` (one JSON
+object per line) with `--json`; `QuietMonitor` (warnings only) for library use. Callers must
 never pass secrets to a monitor; the pipeline only reports names, paths and sizes.
 """
 
@@ -109,11 +110,40 @@ class RichMonitor:
         self._console.print(f"[dim]{self._elapsed()}[/dim]   {text}", markup=True)
 
 
+class LogMonitor(QuietMonitor):
+    """Plain lines for a log (stderr is not a terminal): a step per line, warnings,
+    and a status line at most every `status_every` seconds, so an install of an hour
+    or two shows that it moves without flooding the log."""
+
+    def __init__(self, stream: TextIO | None = None, *, status_every: float = 60.0) -> None:
+        super().__init__(stream)
+        self._start = time.monotonic()
+        self._status_every = status_every
+        self._last_status: float | None = None
+
+    def _line(self, text: str) -> None:
+        out = self._stream or sys.stderr
+        seconds = int(time.monotonic() - self._start)
+        out.write(f"pvinstall [{seconds // 60:02d}:{seconds % 60:02d}] {text}\n")
+        out.flush()
+
+    def step(self, name: str, detail: str = "") -> None:
+        self._line(f"{name} {detail}".rstrip())
+
+    def status(self, **fields: Any) -> None:
+        now = time.monotonic()
+        if self._last_status is not None and now - self._last_status < self._status_every:
+            return
+        self._last_status = now
+        self._line("  ".join(f"{k}={v}" for k, v in fields.items()))
+
+
 def choose_monitor(*, json_output: bool, stream: TextIO | None = None) -> Monitor:
-    """The monitor the CLI uses: JSON lines with --json, rich on a terminal, else quiet."""
+    """The monitor the CLI uses: JSON lines with --json, rich on a terminal, else plain
+    log lines."""
     out = stream or sys.stderr
     if json_output:
         return JsonMonitor(out)
     if out.isatty():
         return RichMonitor(out)
-    return QuietMonitor(out)
+    return LogMonitor(out)
