@@ -93,6 +93,10 @@ def test_build_install_timeout_saves_a_screenshot_and_exits_1(
     assert "did not power off within 0.25 minutes" in captured.err
     assert "screenshot.png" in captured.err and "Traceback" not in captured.err
     assert (out / "screenshot.png").read_bytes().startswith(b"\x89PNG")
+    # The media were written; the manifest says how far the build got.
+    record = json.loads((out / "manifest.json").read_text())["domain"]
+    assert record["defined"] is True and record["installed"] is False
+    assert "did not power off" in record["error"]
     with virt.connect(uri) as conn:
         assert virt.domain_state(conn, name) == ("shut off", "destroyed")
 
