@@ -174,6 +174,13 @@ class DomainPlan:
 # -- names -------------------------------------------------------------------------------
 
 
+def validate_domain_type(domain_type: str) -> None:
+    """Refuse a domain type pvinstall does not write (InputError, --domain-type)."""
+    if domain_type not in DOMAIN_TYPES:
+        raise InputError(f"unknown domain type {domain_type!r}.", "Use kvm or qemu.",
+                         key="--domain-type")
+
+
 def validate_domain_name(name: str) -> None:
     """Refuse a name libvirt, virsh or a file name would trip over (InputError, --name)."""
     problem = None
@@ -259,9 +266,7 @@ def plan_domain(
     """
     profile = config.profile
     validate_domain_name(name)
-    if domain_type not in DOMAIN_TYPES:
-        raise InputError(f"unknown domain type {domain_type!r}.", "Use kvm or qemu.",
-                         key="--domain-type")
+    validate_domain_type(domain_type)
     model = _virtio_model(profile, virtio_model or config.virtio_model)
     if len(media.data_disks) != len(config.data_disks):
         raise ValueError("one path per data disk is needed")

@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from builder import __version__, domain, floppy, iso, media, render
+from builder import __version__, domain, floppy, iso, media, render, sources
 from builder import catalog as catalog_mod
 from builder import manifest as manifest_mod
 from builder.config import BuildConfig, load_config
@@ -27,7 +27,7 @@ from builder.monitor import Monitor
 from builder.outputs import Staging, staging
 from builder.profiles import Profile, resolve_profile
 from builder.reproducible import build_id, source_date_epoch, volume_serial
-from builder.sources import GET_VIRTIO_WIN, DriverSource, find_source, open_source
+from builder.sources import DriverSource, find_source, open_source
 
 if TYPE_CHECKING:  # virt imports libvirt; a build without --define never loads it
     from builder.virt import Connection
@@ -121,17 +121,29 @@ class BuildResult:
 # -- validate everything first ---------------------------------------------------------------
 
 
-def _option_problems(options: BuildOptions, profile: Profile,
-                     environ: Mapping[str, str]) -> list[Problem]:
+def _problems(check: Callable[[], object]) -> list[Problem]:
+    """The problems `check` raises as an InputError (none when it passes)."""
+    try:
+        check()
+    except InputError as error:
+        return list(error.problems)
+    return []
+
+
+def _locate_source(options: BuildOptions,
+                   environ: Mapping[str, str]) -> tuple[Path | None, list[Problem]]:
+    """The driver source (--drivers or the default search), or why there is none."""
+    try:
+        path = find_source(options.drivers, environ)
+        sources.require_source_exists(path)
+    except InputError as error:
+        return None, list(error.problems)
+    return path, []
+
+
+def _option_problems(options: BuildOptions, profile: Profile) -> list[Problem]:
     """Problems with the command-line options (collected with the settings' problems)."""
     found: list[Problem] = []
-    try:
-        source = find_source(options.drivers, environ)
-        if not source.exists():
-            found.append(Problem("--drivers", f"driver source {source} does not exist.",
-                                 f"Check the path. {GET_VIRTIO_WIN}"))
-    except InputError as error:
-        found += error.problems
     if options.install and options.windows_iso is None:
         found.append(Problem("--install", "needs the Windows install ISO to boot setup from.",
                              "Give it with --windows-iso (make: WINDOWS_ISO=...)."))
@@ -146,13 +158,9 @@ def _option_problems(options: BuildOptions, profile: Profile,
             found.append(Problem("--windows-iso", f"{path} is not an ISO 9660 image.",
                                  f"Give the {profile.title} install DVD image."))
     if options.name is not None:
-        try:
-            domain.validate_domain_name(options.name)
-        except InputError as error:
-            found += error.problems
-    if options.domain_type is not None and options.domain_type not in domain.DOMAIN_TYPES:
-        found.append(Problem("--domain-type", f"unknown domain type {options.domain_type!r}.",
-                             "Use kvm or qemu."))
+        found += _problems(lambda: domain.validate_domain_name(options.name or ""))
+    if options.domain_type is not None:
+        found += _problems(lambda: domain.validate_domain_type(options.domain_type or ""))
     if options.timeout_minutes is not None and not options.timeout_minutes > 0:
         found.append(Problem("--timeout", f"{options.timeout_minutes:g} minutes is no time to "
                              "install in.", "Give a positive number of minutes."))
@@ -166,11 +174,13 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
     """Resolve and validate every input and select the drivers; InputError lists every
     problem. The returned context holds the driver source open: close it."""
     profile = resolve_profile(options.profile, options.arch)
+    path, source_problems = _locate_source(options, environ)
     config = load_config(profile, config_file=options.config_file, sets=options.sets,
                          environ=environ,
-                         extra_problems=lambda: _option_problems(options, profile, environ))
+                         extra_problems=lambda: [*source_problems,
+                                                 *_option_problems(options, profile)])
+    assert path is not None  # else load_config raised with the source's problem
     epoch = source_date_epoch(environ)
-    path = find_source(options.drivers, environ)
     monitor.step("select drivers", f"for {profile.name} from {path}")
     source = open_source(path)
     try:

@@ -179,14 +179,19 @@ class FloppySource(_ReaderSource):
         super().__init__(path, floppy.FloppyReader(path))
 
 
-def open_source(path: Path) -> DriverSource:
-    """Open a driver source of whatever kind `path` is; InputError if it is none of them."""
+def require_source_exists(path: Path) -> None:
+    """InputError (--drivers) when the driver source `path` does not exist."""
     if not path.exists():
         raise InputError(
             f"driver source {path} does not exist.",
             f"Check the path. {GET_VIRTIO_WIN}",
             key="--drivers",
         )
+
+
+def open_source(path: Path) -> DriverSource:
+    """Open a driver source of whatever kind `path` is; InputError if it is none of them."""
+    require_source_exists(path)
     if path.is_dir():
         return DirectorySource(path)
     if not path.is_file():

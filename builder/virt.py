@@ -251,9 +251,8 @@ def choose_domain_type(conn: Connection, forced: str | None, *,
 
     `arch` is the libvirt guest arch (i686, x86_64); by default either counts.
     """
-    if forced is not None and forced not in domain.DOMAIN_TYPES:
-        raise InputError(f"unknown domain type {forced!r}.", "Use kvm or qemu.",
-                         key="--domain-type")
+    if forced is not None:
+        domain.validate_domain_type(forced)
     with _refused("reading the capabilities", conn.uri):
         capabilities = str(conn.handle.getCapabilities())
     arches = (arch,) if arch else ("x86_64", "i686")
