@@ -71,6 +71,13 @@ _SHUTOFF_REASONS = MappingProxyType({
     libvirt.VIR_DOMAIN_SHUTOFF_DAEMON: "daemon",
 })
 
+
+
+def shutoff_reason(reason: int) -> str:
+    """libvirt's reason for a shut-off domain, in a word (`shutdown`, `destroyed`, ...)."""
+    return _SHUTOFF_REASONS.get(reason, str(reason))
+
+
 # Pauses a guest never comes back from by itself.
 _FATAL_PAUSES = (libvirt.VIR_DOMAIN_PAUSED_IOERROR, libvirt.VIR_DOMAIN_PAUSED_CRASHED)
 
@@ -674,7 +681,7 @@ def _wait_for_power_off(handle: Any, watcher: _StopEvents, facts: domain.DomainF
     while True:
         state, reason = _state(handle)
         if state == libvirt.VIR_DOMAIN_SHUTOFF:
-            name = _SHUTOFF_REASONS.get(reason, str(reason))
+            name = shutoff_reason(reason)
             if reason == libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN:
                 return _Outcome(True, "the guest powered off", name, active=False)
             return _Outcome(False, _shutoff_text(reason), name, active=False)
@@ -709,7 +716,7 @@ def _shutoff_text(reason: int) -> str:
         return "the guest crashed"
     if reason == libvirt.VIR_DOMAIN_SHUTOFF_FAILED:
         return "QEMU failed and the guest stopped"
-    return f"the guest stopped ({_SHUTOFF_REASONS.get(reason, str(reason))})"
+    return f"the guest stopped ({shutoff_reason(reason)})"
 
 
 def _report(handle: Any, facts: domain.DomainFacts, monitor: Monitor, state: int,
@@ -902,7 +909,7 @@ def domain_state(conn: Connection, name: str) -> tuple[str, str] | None:
         return None
     state, reason = _state(handle)
     if state == libvirt.VIR_DOMAIN_SHUTOFF:
-        return "shut off", _SHUTOFF_REASONS.get(reason, str(reason))
+        return "shut off", shutoff_reason(reason)
     return _STATE_NAMES.get(state, str(state)), str(reason)
 
 

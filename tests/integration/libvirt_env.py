@@ -22,6 +22,8 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from builder import virt
+
 QEMU_SYSTEM_URI = "qemu:///system"
 SETUP_SCRIPT = Path(__file__).resolve().parents[2] / ".ci" / "setup-libvirtd"
 ALLOW_SKIP_ENV = "PVINSTALL_ALLOW_NO_LIBVIRTD"
@@ -34,21 +36,8 @@ DEFAULT_FATAL_MARKERS: tuple[str, ...] = (
     "Boot failed: could not read the boot disk",
 )
 
-_SHUTOFF_REASONS = {
-    libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN: "unknown",
-    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shutdown",
-    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
-    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
-    libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: "migrated",
-    libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved",
-    libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed",
-    libvirt.VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT: "from-snapshot",
-    libvirt.VIR_DOMAIN_SHUTOFF_DAEMON: "daemon",
-}
-
-# libvirt prints every error to stderr unless a handler is registered, even
-# the ones we catch (e.g. lookupByName for a domain that does not exist).
-libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+# Importing builder.virt registered the handler that keeps libvirt from printing
+# the errors we catch (e.g. lookupByName for a domain that does not exist).
 
 
 class LibvirtUnavailableError(RuntimeError):
@@ -145,7 +134,7 @@ class BootResult:
     def reason_name(self) -> str:
         if not self.shut_off:
             return f"state {self.state} reason {self.reason}"
-        return _SHUTOFF_REASONS.get(self.reason, str(self.reason))
+        return virt.shutoff_reason(self.reason)
 
     def describe(self) -> str:
         """A one-paragraph summary with the log tail, for assertion messages."""
