@@ -20,8 +20,7 @@ import libvirt
 import pytest
 
 from builder import cli, virt
-from tests.fixtures.virtio_win import write_modern_tree
-from tests.integration.libvirt_env import qemu_system_uri, unique_domain_name
+from tests.integration.libvirt_env import unique_domain_name
 
 pytestmark = pytest.mark.integration
 
@@ -29,23 +28,6 @@ OSINFO = ("<metadata><libosinfo:libosinfo xmlns:libosinfo='http://libosinfo.org/
           "libvirt/domain/1.0'><libosinfo:os id='http://microsoft.com/win/{}'/>"
           "</libosinfo:libosinfo></metadata>")
 E1000 = "<interface type='user'><model type='e1000'/></interface>"
-
-
-@pytest.fixture(scope="module")
-def uri() -> str:
-    return qemu_system_uri()
-
-
-@pytest.fixture(scope="module")
-def virtio_win(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_modern_tree(tmp_path_factory.mktemp("vw") / "virtio-win",
-                             oses=["2k3", "2k8", "2k8R2"]).root
-
-
-@pytest.fixture
-def conn(uri: str) -> Iterator[virt.Connection]:
-    with virt.connect(uri) as connection:
-        yield connection
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import pytest
 from builder import cli, domain, virt
 from tests.fixtures.virtio_win import make_iso, write_modern_tree
 from tests.integration import probe
-from tests.integration.libvirt_env import qemu_system_uri, unique_domain_name
+from tests.integration.libvirt_env import unique_domain_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.boot]
 
@@ -30,11 +30,6 @@ KEY_2003 = "ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"
 VIRTIO_VENDOR = "1af4"
 # PCI class of the guest's device -> the driver role that must bind it.
 CLASS_ROLE = {"0100": "viostor", "0200": "NetKVM"}
-
-
-@pytest.fixture(scope="module")
-def uri() -> str:
-    return qemu_system_uri()
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ VIRTIO_NET = ("1af4", "1000", "1af4", "0001")
 
 
 @pytest.fixture(scope="session")
-def libvirt_uri() -> str:
+def uri() -> str:
     return qemu_system_uri()
 
 
@@ -147,7 +147,7 @@ def assert_guest_cpu(report: probe.ProbeReport, arch: probe.ProbeArch) -> None:
 @pytest.mark.boot
 @pytest.mark.parametrize("arch", probe.PROBE_ARCHES)
 def test_probe_boots_and_reports_devices(
-    libvirt_uri: str, tmp_path: Path, arch: probe.ProbeArch
+    uri: str, tmp_path: Path, arch: probe.ProbeArch
 ) -> None:
     start = time.monotonic()
     iso = probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, arch=arch)
@@ -174,7 +174,7 @@ def test_probe_boots_and_reports_devices(
         arch=GUEST_ARCH[arch],
     )
 
-    result = boot_domain(xml, uri=libvirt_uri, timeout=BOOT_TIMEOUT)
+    result = boot_domain(xml, uri=uri, timeout=BOOT_TIMEOUT)
     print(f"{arch} probe boot in {GUEST_ARCH[arch]}: {result.seconds:.1f}s, {result.reason_name}")
     report = probe.parse_probe_log(result.serial_log)
 
@@ -217,7 +217,7 @@ def test_probe_boots_and_reports_devices(
 @pytest.mark.boot
 @pytest.mark.parametrize("arch", ["x86", "amd64"])
 def test_fake_2003_cd_boots_and_shows_setup_tree(
-    libvirt_uri: str, tmp_path: Path, arch: probe.Arch
+    uri: str, tmp_path: Path, arch: probe.Arch
 ) -> None:
     """The x86 CD boots the i386 probe in an i686 guest, the amd64 CD the amd64 probe in
     an x86_64 one; either shows its whole Windows tree, byte for byte."""
@@ -228,7 +228,7 @@ def test_fake_2003_cd_boots_and_shows_setup_tree(
         unique_domain_name("pvfake2003"), cdrom=iso, serial=serial, arch=GUEST_ARCH[probe_arch]
     )
 
-    result = boot_domain(xml, uri=libvirt_uri, timeout=BOOT_TIMEOUT)
+    result = boot_domain(xml, uri=uri, timeout=BOOT_TIMEOUT)
     print(
         f"fake 2003 {arch} boot in {GUEST_ARCH[probe_arch]}: "
         f"{result.seconds:.1f}s, {result.reason_name}"

@@ -14,24 +14,12 @@ from pathlib import Path
 import pytest
 
 from builder import cli, domain, virt
-from tests.fixtures.virtio_win import write_modern_tree
 from tests.integration import probe
-from tests.integration.libvirt_env import qemu_system_uri, unique_domain_name
+from tests.integration.libvirt_env import unique_domain_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.boot]
 
 KEY_2003 = "product_key=ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"
-
-
-@pytest.fixture(scope="module")
-def uri() -> str:
-    return qemu_system_uri()
-
-
-@pytest.fixture(scope="module")
-def virtio_win(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_modern_tree(tmp_path_factory.mktemp("vw") / "virtio-win",
-                             oses=["2k3", "2k8", "2k8R2"]).root
 
 
 @pytest.fixture

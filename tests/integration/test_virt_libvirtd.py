@@ -31,7 +31,7 @@ from builder.errors import BuildError
 from builder.monitor import NullMonitor
 from builder.profiles import PROFILES
 from tests.integration import probe
-from tests.integration.libvirt_env import boot_domain, qemu_system_uri, unique_domain_name
+from tests.integration.libvirt_env import boot_domain, unique_domain_name
 from tests.integration.test_probe import make_floppy
 from tests.unit.test_domain import GOLDEN, config_for, driversets, media_for
 
@@ -50,19 +50,8 @@ class Statuses(NullMonitor):
 
 
 @pytest.fixture(scope="module")
-def uri() -> str:
-    return qemu_system_uri()
-
-
-@pytest.fixture(scope="module")
 def drivers(tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, DriverSet]:
     return driversets(tmp_path_factory.mktemp("vw"))
-
-
-@pytest.fixture
-def conn(uri: str) -> Iterator[virt.Connection]:
-    with virt.connect(uri) as connection:
-        yield connection
 
 
 @pytest.fixture
