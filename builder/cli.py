@@ -188,7 +188,7 @@ def build_command(
     ] = False,
     connect: Annotated[
         str, typer.Option("--connect", help="libvirt URI.")
-    ] = pipeline.DEFAULT_URI,
+    ] = DEFAULT_URI,
     domain_type: Annotated[
         str | None,
         typer.Option("--domain-type", help="kvm or qemu (default: kvm when offered)."),

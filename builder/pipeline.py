@@ -16,9 +16,9 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from builder import __version__, domain, floppy, iso, media, render, sources
+from builder import __version__, domain, floppy, iso, media, render, sources, virt
 from builder import catalog as catalog_mod
 from builder import manifest as manifest_mod
 from builder.config import BuildConfig, load_config
@@ -29,9 +29,6 @@ from builder.profiles import Profile, resolve_profile
 from builder.reproducible import build_id, source_date_epoch, volume_serial
 from builder.sources import DriverSource, find_source, open_source
 
-if TYPE_CHECKING:  # virt imports libvirt; a build without --define never loads it
-    from builder.virt import Connection
-
 FLOPPY = "floppy.img"
 DRIVERS_ISO = "drivers.iso"
 INSTALL_ISO = "install.iso"
@@ -39,7 +36,6 @@ DOMAIN_XML = "domain.xml"
 MANIFEST = "manifest.json"
 SERIAL_LOG = "serial.log"
 
-DEFAULT_URI = "qemu:///system"
 
 
 @dataclass(frozen=True)
@@ -57,7 +53,7 @@ class BuildOptions:
     define: bool = False
     install: bool = False
     replace: bool = False
-    connect: str = DEFAULT_URI
+    connect: str = virt.DEFAULT_URI
     domain_type: str | None = None
     timeout_minutes: float | None = None
 
@@ -262,7 +258,7 @@ def make_domain_xml(ctx: Context, monitor: Monitor) -> None:
 # -- the hypervisor, checked before writing --------------------------------------------------
 
 
-def check_hypervisor(ctx: Context, conn: Connection | None, monitor: Monitor) -> None:
+def check_hypervisor(ctx: Context, conn: virt.Connection | None, monitor: Monitor) -> None:
     """Pick the domain type and refuse what define would refuse (an existing domain or
     disk, a missing network or pool), before anything is written."""
     if conn is None:
@@ -270,8 +266,6 @@ def check_hypervisor(ctx: Context, conn: Connection | None, monitor: Monitor) ->
         # writes a TCG domain.
         ctx.domain_type = ctx.options.domain_type or "kvm"
         return
-    from builder import virt
-
     monitor.step("check hypervisor", conn.uri)
     arch = domain.GUEST_ARCH[ctx.profile.arch]
     ctx.domain_type = virt.choose_domain_type(conn, ctx.options.domain_type, arch=arch)
@@ -311,11 +305,9 @@ def write_outputs(ctx: Context, stage: Staging, monitor: Monitor) -> None:
     ctx.written.append(DOMAIN_XML)
 
 
-def define_domain(ctx: Context, conn: Connection, monitor: Monitor) -> None:
+def define_domain(ctx: Context, conn: virt.Connection, monitor: Monitor) -> None:
     """Create the disks and define the domain; disk files created here are removed
     again when the definition is refused."""
-    from builder import virt
-
     monitor.step("define", f"{ctx.name} on {conn.uri}")
     disks = virt.create_disks(conn, ctx.config, ctx.out_dir, ctx.name, monitor,
                               replace=ctx.options.replace)
@@ -330,10 +322,8 @@ def define_domain(ctx: Context, conn: Connection, monitor: Monitor) -> None:
                              disks=[str(p) for p in (disks[0], *disks[1])])
 
 
-def install_domain(ctx: Context, conn: Connection, monitor: Monitor) -> None:
+def install_domain(ctx: Context, conn: virt.Connection, monitor: Monitor) -> None:
     """Start setup and wait for the guest to power off; then the domain is a template."""
-    from builder import virt
-
     minutes = ctx.timeout_minutes
     monitor.step("install", f"waiting up to {minutes:g} minutes for setup to power the "
                  "guest off")
@@ -395,12 +385,10 @@ def write_manifest(ctx: Context, monitor: Monitor) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _hypervisor(options: BuildOptions) -> Iterator[Connection | None]:
+def _hypervisor(options: BuildOptions) -> Iterator[virt.Connection | None]:
     if not options.acting:
         yield None
         return
-    from builder import virt
-
     conn = virt.connect(options.connect)
     try:
         yield conn
