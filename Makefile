@@ -1,46 +1,77 @@
 # pvinstall — see README.md.
-#   make setup   venv + Python packages; as root also the Debian packages
-#   make test    everything the README's test command promises (unit + integration)
-#   make check   ruff, mypy --strict, pytest
-#   make bench   speed and memory benchmarks
+#   make setup        everything `make test` needs: the three tiers of Debian packages
+#                     below (as root; not as root it prints the commands) and the venv
+#   make test         everything the README's test command promises (unit + integration)
+#   make test-unit    the unit tests: needs the python and oracle tiers, no hypervisor
+#   make lint         ruff, mypy --strict: needs the python tier only
+#   make check        lint, then test (what CI runs)
+#   make bench        speed and memory benchmarks
+#   make win2008-virtio WINDOWS_ISO=...   the main job (below)
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Shell words, split on purpose (PYTEST_ARGS='-k floppy -x').
 PYTEST_ARGS ?=
 
-# Debian packages: building libvirt-python, the tools the tests use as oracles and
-# pvinstall uses at run time, and the hypervisor stack the integration tests boot.
-DEBIAN_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev \
-	mtools dosfstools genisoimage xorriso \
-	qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
-# Foreign dpkg architectures with package lists: the 32-bit boot probe (i686 guests)
-# is built from i386 packages fetched by `apt-get download` (tests/integration/probe.py).
+# Every variable given on the command line keeps its value exactly as given. make would
+# otherwise expand a `$(...)` in it (even `$(shell ...)`) whenever it is referenced or
+# exported to a recipe: `$(value ...)` takes the text as it is, `:=` keeps it that way,
+# and `export` passes it on to the recipes as make does for command-line variables.
+$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),\
+	$(eval override $(v) := $$(value $(v)))$(eval export $(v))))
+
+# Debian packages, in tiers by what needs them. tests/programs.py names the programs and
+# files each package provides to the code, the tests and the tools they call, and
+# tests/unit/test_programs.py keeps these lists and that table in step.
+#
+# python: the venv. Debian's python3 needs venv and its headers to build libvirt-python,
+# which compiles against libvirt-dev with gcc and pkg-config.
+DEBIAN_PYTHON := make python3-venv python3-dev gcc pkg-config libvirt-dev
+# oracles: the real tools the tests check pvinstall's output with (virt-xml-validate runs
+# xmllint; shfmt parses the .ci scripts for the programs they run).
+DEBIAN_ORACLES := mtools dosfstools genisoimage xorriso libvirt-clients libxml2-utils shfmt
+# hypervisor: what the integration tests boot guests on (qemu-system-x86 brings its
+# firmware, seabios and ipxe-qemu) and what the boot probe is built with.
+DEBIAN_HYPERVISOR := qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu \
+	libvirt-clients zstd
+# The 32-bit boot probe (i686 guests) is made of i386 packages fetched by `apt-get
+# download` (tests/integration/probe.py): dpkg must know i386 and apt have its lists.
 DEBIAN_FOREIGN_ARCHS := i386
 
-.PHONY: setup debian-packages libvirtd test test-unit test-integration test-boot check lint bench \
+.PHONY: setup setup-python setup-oracles setup-hypervisor debian-python libvirtd \
+	test test-unit test-integration test-boot check lint bench \
 	win2003-virtio win2008-virtio win2008r2-virtio clean
 
-setup: debian-packages $(VENV)/.installed
+setup: setup-python setup-oracles setup-hypervisor
 
-debian-packages:
-	@./.ci/install-debian-packages $(DEBIAN_FOREIGN_ARCHS:%=--foreign-arch %) $(DEBIAN_PACKAGES)
+setup-python: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+debian-python:
+	@./.ci/install-debian-packages $(DEBIAN_PYTHON)
+
+setup-oracles:
+	@./.ci/install-debian-packages $(DEBIAN_ORACLES)
+
+setup-hypervisor:
+	@./.ci/install-debian-packages --with-lists $(DEBIAN_FOREIGN_ARCHS:%=--foreign-arch %) \
+		$(DEBIAN_HYPERVISOR)
+
+$(VENV)/.installed: pyproject.toml | debian-python
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip "setuptools>=77,<82" wheel
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-# libvirtd without systemd, for the integration tests that boot guests (root only).
-libvirtd:
+# The tests' libvirtd (root only): test-grade settings, see .ci/setup-libvirtd.
+libvirtd: setup-hypervisor
 	@if [ "$$(id -u)" -eq 0 ]; then ./.ci/setup-libvirtd; fi
 
 # Integration tests must really run their tools here: a skip fails the run.
 test: setup libvirtd
 	PVINSTALL_REQUIRE_REAL_TOOLS=1 $(BIN)/pytest $(PYTEST_ARGS)
 
-test-unit: setup
+test-unit: setup-python setup-oracles
 	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
 
 test-integration: setup libvirtd
@@ -49,50 +80,56 @@ test-integration: setup libvirtd
 test-boot: setup libvirtd
 	PVINSTALL_REQUIRE_REAL_TOOLS=1 $(BIN)/pytest -m boot $(PYTEST_ARGS)
 
-lint: setup
+lint: setup-python
 	$(BIN)/ruff check builder tests
 	$(BIN)/mypy
 
+# Serial make runs lint first: a lint error stops it before the long test run.
 check: lint test
 
 bench: setup
 	$(BIN)/python -m tests.bench
 
 # -- the main job: golden images ------------------------------------------------------
-# make win2008-virtio WINDOWS_ISO=... [VIRTIO_WIN=...] [CONFIG=...] [OUT=...] [CONNECT=...]
-# Without WINDOWS_ISO the media and domain.xml are built and nothing is installed.
-ARCH ?=
-WINDOWS_ISO ?=
-VIRTIO_WIN ?=
-CONFIG ?=
-OUT ?=
-NAME ?=
+# make win2008-virtio WINDOWS_ISO=... [VIRTIO_WIN=...] [CONFIG=...] [OUT=...] [NAME=...]
+#                     [CONNECT=...] [DOMAIN_TYPE=...] [TIMEOUT=...] [ARCH=...]
+# Without WINDOWS_ISO the media and domain.xml are built and nothing is installed. With
+# it, and CONNECT on this machine's qemu:///system, .ci/start-libvirtd first installs
+# and starts the system's libvirtd the ordinary way when it is not running.
+MAIN_JOB_TARGETS := win2003-virtio win2008-virtio win2008r2-virtio
+MAIN_JOB_VARIABLES := ARCH WINDOWS_ISO VIRTIO_WIN CONFIG OUT NAME CONNECT DOMAIN_TYPE TIMEOUT
 CONNECT ?= qemu:///system
-DOMAIN_TYPE ?=
-TIMEOUT ?=
+# The recipes read these as environment variables ("$$VIRTIO_WIN"), never as text
+# pasted into the shell command, so quotes, spaces, `$(...)` and backticks in a value
+# reach pvinstall as they are and run nothing.
+$(foreach v,$(MAIN_JOB_VARIABLES),$(eval $(MAIN_JOB_TARGETS): export $(v) := $$(value $(v))))
 
-win2003-virtio: setup
-	@$(call pvinstall_build,win2003-$(or $(ARCH),x86))
+win2003-virtio: setup-python
+	@$(call pvinstall_build,win2003,x86)
 
-win2008-virtio: setup
-	@$(call pvinstall_build,win2008-$(or $(ARCH),x64))
+win2008-virtio: setup-python
+	@$(call pvinstall_build,win2008,x64)
 
-win2008r2-virtio: setup
-	@$(call pvinstall_build,win2008r2-$(or $(ARCH),x64))
+win2008r2-virtio: setup-python
+	@$(call pvinstall_build,win2008r2,x64)
 
-# The recipe reports pvinstall's own exit code (make itself can only exit 2 on failure).
+# $(1) the release, $(2) its default ARCH. The recipe reports pvinstall's own exit code
+# (make itself can only exit 2 on failure).
 define pvinstall_build
-set -- $(BIN)/pvinstall build "$(1)" --connect "$(CONNECT)"; \
-[ -n "$(VIRTIO_WIN)" ] && set -- "$$@" --drivers "$(VIRTIO_WIN)"; \
-[ -n "$(CONFIG)" ] && set -- "$$@" --config "$(CONFIG)"; \
-[ -n "$(OUT)" ] && set -- "$$@" --out "$(OUT)"; \
-[ -n "$(NAME)" ] && set -- "$$@" --name "$(NAME)"; \
-[ -n "$(DOMAIN_TYPE)" ] && set -- "$$@" --domain-type "$(DOMAIN_TYPE)"; \
-[ -n "$(TIMEOUT)" ] && set -- "$$@" --timeout "$(TIMEOUT)"; \
-[ -n "$(WINDOWS_ISO)" ] && set -- "$$@" --windows-iso "$(WINDOWS_ISO)" --install; \
+set -- "$(BIN)/pvinstall" build "$(1)-$${ARCH:-$(2)}" --connect "$$CONNECT"; \
+[ -z "$$VIRTIO_WIN" ] || set -- "$$@" --drivers "$$VIRTIO_WIN"; \
+[ -z "$$CONFIG" ] || set -- "$$@" --config "$$CONFIG"; \
+[ -z "$$OUT" ] || set -- "$$@" --out "$$OUT"; \
+[ -z "$$NAME" ] || set -- "$$@" --name "$$NAME"; \
+[ -z "$$DOMAIN_TYPE" ] || set -- "$$@" --domain-type "$$DOMAIN_TYPE"; \
+[ -z "$$TIMEOUT" ] || set -- "$$@" --timeout "$$TIMEOUT"; \
+if [ -n "$$WINDOWS_ISO" ]; then \
+  ./.ci/start-libvirtd "$$CONNECT" || exit $$?; \
+  set -- "$$@" --windows-iso "$$WINDOWS_ISO" --install; \
+fi; \
 "$$@"; code=$$?; \
 if [ $$code -ne 0 ]; then echo "make: pvinstall exited with $$code" >&2; exit $$code; fi; \
-if [ -z "$(WINDOWS_ISO)" ]; then \
+if [ -z "$$WINDOWS_ISO" ]; then \
   echo "Media and domain.xml are built. To install, run: make $@ WINDOWS_ISO=/path/to/windows.iso"; \
 fi
 endef

@@ -8,6 +8,7 @@ invalid input (pvinstall's 2) from a failed build (pvinstall's 1); the recipe pr
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -80,3 +81,73 @@ def test_a_failed_build_is_reported_as_pvinstall_s_exit_1(
     assert done.returncode == 2  # make's own status for any failed recipe
     assert "cannot reach libvirt" in done.stderr
     assert "make: pvinstall exited with 1" in done.stderr
+
+
+# -- the main job's variables reach pvinstall as they are written ---------------------
+
+
+def test_values_with_spaces_and_quotes_reach_pvinstall_as_one_argument_each(
+    tmp_path: Path,
+) -> None:
+    drivers = write_modern_tree(tmp_path / 'a "b"' / "virtio-win", oses=["2k8R2"]).root
+    config = tmp_path / 'it\'s my "config".toml'
+    config.write_text('computer_name = "QUOTED-1"\n')
+    out = tmp_path / "o u\"t\" 'x'"
+    done = make(
+        "win2008r2-virtio", tmp_path, VIRTIO_WIN=str(drivers), CONFIG=str(config), OUT=str(out)
+    )
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    inputs = {i["name"]: i["path"] for i in manifest["inputs"]}
+    assert inputs["drivers"] == str(drivers) and inputs["config"] == str(config)
+    assert manifest["settings"]["computer_name"] == "QUOTED-1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(['a "b"', config.name, out.name])
+
+
+# Each form would run `touch MARKER` if make or the shell got to expand it: make's
+# $(shell ...) in a command-line variable, the shell's $(...), make's escaped $$(...)
+# (which make turns into the shell's $(...) when it pastes a value into a recipe) and a
+# backtick command.
+HOSTILE_VALUES = {
+    "make-shell-function": "$(shell touch {marker})",
+    "shell-substitution": "$(touch {marker})",
+    "make-escaped-substitution": "$$(touch {marker})",
+    "backtick": "`touch {marker}`",
+}
+
+
+@pytest.mark.parametrize("form", sorted(HOSTILE_VALUES))
+def test_a_value_with_a_command_in_it_runs_nothing_and_reaches_pvinstall_literally(
+    tmp_path: Path, form: str
+) -> None:
+    def hostile(variable: str) -> str:
+        return HOSTILE_VALUES[form].format(marker=tmp_path / f"ran-{variable}")
+
+    values = {
+        "VIRTIO_WIN": f"{tmp_path}/vw {hostile('VIRTIO_WIN')}",
+        "CONFIG": f"{tmp_path}/{hostile('CONFIG')}.toml",
+        "WINDOWS_ISO": f"{tmp_path}/{hostile('WINDOWS_ISO')}.iso",
+        "NAME": hostile("NAME"),
+        "OUT": f"{tmp_path}/out {hostile('OUT')}",
+        # Not this machine's qemu:///system: .ci/start-libvirtd leaves it alone.
+        "CONNECT": f"test:///default?{hostile('CONNECT')}",
+    }
+    done = make("win2008-virtio", tmp_path, **values)
+    arch = make(
+        "win2008-virtio", tmp_path, ARCH=hostile("ARCH"), VIRTIO_WIN=str(tmp_path / "nowhere")
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a command in a value ran"
+    assert done.returncode == 2 and "make: pvinstall exited with 2" in done.stderr, done.stderr
+    # pvinstall names each bad path and name exactly as given.
+    for variable in ("VIRTIO_WIN", "CONFIG", "WINDOWS_ISO", "NAME"):
+        assert values[variable] in done.stderr, (variable, done.stderr)
+    assert arch.returncode == 2
+    assert f"unknown profile 'win2008-{hostile('ARCH')}'" in arch.stderr, arch.stderr
+
+
+@pytest.mark.parametrize("uri", ["test:///default", "qemu+tcp://127.0.0.1:1/system",
+                                 "qemu:///session"])
+def test_the_main_job_starts_no_libvirtd_for_another_uri(uri: str) -> None:
+    done = subprocess.run([str(REPO / ".ci" / "start-libvirtd"), uri], capture_output=True,
+                          text=True, check=False, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
