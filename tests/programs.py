@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -66,7 +67,9 @@ class Need:
     def present(self) -> bool:
         if self.is_file:
             return any(Path("/").glob(self.name.lstrip("/")))
-        return shutil.which(self.name) is not None
+        # The set-up scripts run as root, whose PATH has the sbin directories.
+        path = os.pathsep.join([os.environ.get("PATH", os.defpath), "/usr/sbin", "/sbin"])
+        return shutil.which(self.name, path=path) is not None
 
     def missing_message(self) -> str:
         what = "file" if self.is_file else "program"
