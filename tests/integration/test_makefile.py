@@ -145,9 +145,15 @@ def test_a_value_with_a_command_in_it_runs_nothing_and_reaches_pvinstall_literal
     assert f"unknown profile 'win2008-{hostile('ARCH')}'" in arch.stderr, arch.stderr
 
 
-@pytest.mark.parametrize("uri", ["test:///default", "qemu+tcp://127.0.0.1:1/system",
-                                 "qemu:///session"])
+@pytest.mark.parametrize(
+    "uri", ["test:///default", "qemu+tcp://127.0.0.1:1/system", "qemu:///session"]
+)
 def test_the_main_job_starts_no_libvirtd_for_another_uri(uri: str) -> None:
-    done = subprocess.run([str(REPO / ".ci" / "start-libvirtd"), uri], capture_output=True,
-                          text=True, check=False, timeout=60)
+    done = subprocess.run(
+        [str(REPO / ".ci" / "start-libvirtd"), uri],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
