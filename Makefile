@@ -51,6 +51,7 @@ test-boot: setup libvirtd
 
 lint: setup
 	$(BIN)/ruff check builder tests
+	$(BIN)/ruff format --check builder tests
 	$(BIN)/mypy
 
 check: lint test

@@ -262,8 +262,11 @@ def scan_source(source: DriverSource, catalog: Catalog) -> Scan:
             data = source.read_bytes(entry.path, MAX_INF_BYTES)
             inf = parse_inf(data, entry.path)
         except InfError as exc:
-            broken.append(BrokenInf(entry.path, exc.reason if exc.line is None
-                                    else f"line {exc.line}: {exc.reason}"))
+            broken.append(
+                BrokenInf(
+                    entry.path, exc.reason if exc.line is None else f"line {exc.line}: {exc.reason}"
+                )
+            )
             continue
         except InputError as exc:
             broken.append(BrokenInf(entry.path, exc.message))
@@ -421,13 +424,13 @@ def why_unsupported(inf: Inf, profile: Profile, catalog: Catalog) -> str:
             f"{', '.join(d.raw for d in newer)} only: needs {catalog.nt_name(lowest)} "
             f"(NT {lowest[0]}.{lowest[1]}) or later"
         )
-    return f"no models section applies to NT {profile.nt_version[0]}.{profile.nt_version[1]} " \
-           f"{profile.arch} ({describe_decorations(inf)})"
+    return (
+        f"no models section applies to NT {profile.nt_version[0]}.{profile.nt_version[1]} "
+        f"{profile.arch} ({describe_decorations(inf)})"
+    )
 
 
-def select_drivers(
-    scan: Scan, profile: Profile, catalog: Catalog | None = None
-) -> DriverSet:
+def select_drivers(scan: Scan, profile: Profile, catalog: Catalog | None = None) -> DriverSet:
     """Choose, per driver, the package whose INF installs on `profile`.
 
     Among the packages that install, the closest decoration wins, then the
@@ -438,8 +441,9 @@ def select_drivers(
     package for the profile.
     """
     catalog = catalog or load_catalog()
-    rejected: list[Rejection] = [Rejection(b.path, f"cannot be read: {b.reason}")
-                                 for b in scan.broken]
+    rejected: list[Rejection] = [
+        Rejection(b.path, f"cannot be read: {b.reason}") for b in scan.broken
+    ]
     warnings: list[str] = []
     candidates: dict[str, list[_Candidate]] = {}
     unsupported: dict[str, list[DriverPackage]] = {}
@@ -485,8 +489,9 @@ def select_drivers(
                 f"{best.package.inf_path} is incomplete: {', '.join(best.missing)} "
                 f"(named by the INF) is not in {best.package.folder or '/'}"
             )
-            rejected.append(Rejection(best.package.inf_path,
-                                      f"incomplete: missing {', '.join(best.missing)}"))
+            rejected.append(
+                Rejection(best.package.inf_path, f"incomplete: missing {', '.join(best.missing)}")
+            )
             continue
         selected.append(
             SelectedDriver(
@@ -502,8 +507,12 @@ def select_drivers(
 
     if problems_missing:
         raise InputError.collect(
-            _problem(scan, text, "Every file the INF names must sit next to it; copy the "
-                     "complete folder from a virtio-win release.")
+            _problem(
+                scan,
+                text,
+                "Every file the INF names must sit next to it; copy the "
+                "complete folder from a virtio-win release.",
+            )
             for text in problems_missing
         )
     _require(scan, profile, catalog, selected, unsupported)
@@ -550,8 +559,9 @@ def _require(
         decorations = sorted({d for p in found for d in p.inf.decorations}) or ["undecorated"]
         arches = sorted({a for p in found for a in p.arches})
         if profile.arch not in arches:
-            others = [p.name for p in PROFILES.values()
-                      if p.family is profile.family and p.arch in arches]
+            others = [
+                p.name for p in PROFILES.values() if p.family is profile.family and p.arch in arches
+            ]
             alternative = f", or the {others[0]} profile" if others else ""
             problems.append(
                 _problem(
@@ -562,11 +572,20 @@ def _require(
                 )
             )
             continue
-        same_arch = [d for p in found for m in p.inf.manufacturers for d in m.decorations
-                     if (d.arch or "x86") == profile.arch]
+        same_arch = [
+            d
+            for p in found
+            for m in p.inf.manufacturers
+            for d in m.decorations
+            if (d.arch or "x86") == profile.arch
+        ]
         lowest = min(((d.major or 0, d.minor or 0) for d in same_arch), default=None)
-        needs = (f": these are drivers for {catalog.nt_name(lowest)} (NT {lowest[0]}.{lowest[1]})"
-                 " and later" if lowest and lowest > profile.nt_version else "")
+        needs = (
+            f": these are drivers for {catalog.nt_name(lowest)} (NT {lowest[0]}.{lowest[1]})"
+            " and later"
+            if lowest and lowest > profile.nt_version
+            else ""
+        )
         problems.append(
             _problem(
                 scan,
@@ -590,8 +609,9 @@ def _known_bad_warnings(
         if profile.family.value not in bad.families:
             continue
         release_hit = any(label.endswith(f"-{r}") or label == r for r in bad.releases)
-        hits = [d for d in selected
-                if d.package.inf.driver_ver[1].endswith(bad.driver_version_suffix)]
+        hits = [
+            d for d in selected if d.package.inf.driver_ver[1].endswith(bad.driver_version_suffix)
+        ]
         if hits or release_hit:
             names = ", ".join(f"{d.name} {d.package.inf.driver_ver[1]}" for d in hits) or label
             warnings.append(f"{names}: {bad.reason}. {bad.hint}")
@@ -632,8 +652,7 @@ def selected_json(driver: SelectedDriver, source: DriverSource) -> dict[str, Any
         "boot_critical": driver.boot_critical,
         "hardware_ids": list(driver.hardware_ids),
         "files": [
-            {"path": f.path, "size": f.size, "sha256": source.sha256(f.path)}
-            for f in driver.files
+            {"path": f.path, "size": f.size, "sha256": source.sha256(f.path)} for f in driver.files
         ],
     }
 

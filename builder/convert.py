@@ -38,16 +38,20 @@ TEMP_DISK_MIB = 64
 DRIVERS_LABEL = "PVDRIVERS"
 RECORD_VERSION = 1
 # IDE has four positions; a q35 guest has no IDE and takes its CD-ROMs on SATA.
-_CD_TARGETS = {"ide": tuple(f"hd{c}" for c in "abcd"),
-               "sata": tuple(f"sd{c}" for c in "abcdefghijklmnopqrstuvwxyz")}
+_CD_TARGETS = {
+    "ide": tuple(f"hd{c}" for c in "abcd"),
+    "sata": tuple(f"sd{c}" for c in "abcdefghijklmnopqrstuvwxyz"),
+}
 # Elements libvirt accepts only on IDE/SCSI disks.
 _NON_VIRTIO_DISK_ELEMENTS = ("address", "wwn", "vendor", "product")
 _NON_VIRTIO_TARGET_ATTRIBUTES = ("rotation_rate", "removable")
 
 # Keep the usual prefixes when the XML is written back.
-for _prefix, _uri in (("libosinfo", "http://libosinfo.org/xmlns/libvirt/domain/1.0"),
-                      ("qemu", "http://libvirt.org/schemas/domain/qemu/1.0"),
-                      ("test", "http://libvirt.org/schemas/domain/test/1.0")):
+for _prefix, _uri in (
+    ("libosinfo", "http://libosinfo.org/xmlns/libvirt/domain/1.0"),
+    ("qemu", "http://libvirt.org/schemas/domain/qemu/1.0"),
+    ("test", "http://libvirt.org/schemas/domain/test/1.0"),
+):
     ET.register_namespace(_prefix, _uri)
 
 Action = Literal["phase-one", "switch", "finish", "nothing"]
@@ -74,8 +78,7 @@ def file_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", name).lstrip(".") or "domain"
 
 
-def state_paths(name: str, out: Path | None, environ: Mapping[str, str],
-                home: Path) -> StatePaths:
+def state_paths(name: str, out: Path | None, environ: Mapping[str, str], home: Path) -> StatePaths:
     """Where convert keeps its files for the domain `name`: `--out`, else
     `$PVINSTALL_STATE_DIR`, else `$XDG_STATE_HOME/pvinstall/<domain>` (by default
     `~/.local/state/pvinstall/<domain>`). Every file name starts with the domain name,
@@ -122,25 +125,31 @@ def guest_profile(xml: str, profile: str | None = None, arch: str | None = None)
             return resolve_profile(profile, wanted)
         except InputError as error:
             key = error.problems[0].key
-            raise InputError(error.message, error.hint,
-                             key="--profile" if key == "profile" else key) from None
+            raise InputError(
+                error.message, error.hint, key="--profile" if key == "profile" else key
+            ) from None
     url = domain.osinfo_url(root)
     if url is None:
         raise InputError(
             f"{name} does not say which Windows it runs (no libosinfo metadata).",
             "Pass --profile, e.g. --profile win2008r2-x64 or --profile win2k3 --arch x86.",
-            key="--profile")
+            key="--profile",
+        )
     short = domain.osinfo_short_id(url)
     if short is None:
-        raise InputError(f"{name} runs {url}, which is not a Windows pvinstall knows.",
-                         "Pass --profile if it is one of `pvinstall profiles`.",
-                         key="--profile")
+        raise InputError(
+            f"{name} runs {url}, which is not a Windows pvinstall knows.",
+            "Pass --profile if it is one of `pvinstall profiles`.",
+            key="--profile",
+        )
     try:
         return resolve_profile(short, arch or guest_arch(root))
     except InputError as error:
-        raise InputError(f"{name}'s metadata says {url}: {error.message}",
-                         "Pass --profile (see `pvinstall profiles`).",
-                         key="--profile") from None
+        raise InputError(
+            f"{name}'s metadata says {url}: {error.message}",
+            "Pass --profile (see `pvinstall profiles`).",
+            key="--profile",
+        ) from None
 
 
 # -- reading the devices ---------------------------------------------------------------
@@ -161,8 +170,13 @@ class Switch:
         return f"{what} {self.old} -> {self.new} ({self.where})"
 
     def as_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "old": self.old, "new": self.new, "where": self.where,
-                "boot": self.boot}
+        return {
+            "kind": self.kind,
+            "old": self.old,
+            "new": self.new,
+            "where": self.where,
+            "boot": self.boot,
+        }
 
 
 def _devices(root: ET.Element) -> ET.Element:
@@ -208,8 +222,7 @@ def boot_disk(root: ET.Element) -> ET.Element | None:
     """The disk Windows boots from: the one with the lowest `<boot order>`, else the
     first disk (what `<os><boot dev='hd'/>` boots)."""
     disks = _disks(root)
-    ordered = [(order, i) for i, d in enumerate(disks)
-               if (order := _boot_order(d)) is not None]
+    ordered = [(order, i) for i, d in enumerate(disks) if (order := _boot_order(d)) is not None]
     if ordered:
         return disks[min(ordered)[1]]
     return disks[0] if disks else None
@@ -251,8 +264,11 @@ def pending_devices(xml: str) -> tuple[str, ...]:
     """What convert would switch in `xml`: `disk hda (ide)`, `NIC e1000 (...)`."""
     root = domain.parse_xml(xml)
     found = [f"disk {_disk_position(d)}" for d in _disks(root) if _convertible_disk(d)]
-    found += [f"NIC {_nic_model(i) or 'rtl8139 (default)'} ({_nic_where(i)})"
-              for i in _devices(root).findall("interface") if _convertible_nic(i)]
+    found += [
+        f"NIC {_nic_model(i) or 'rtl8139 (default)'} ({_nic_where(i)})"
+        for i in _devices(root).findall("interface")
+        if _convertible_nic(i)
+    ]
     return tuple(found)
 
 
@@ -260,8 +276,12 @@ def pending_devices(xml: str) -> tuple[str, ...]:
 
 
 def _used_targets(*roots: ET.Element) -> set[str]:
-    return {str(_target(d).get("dev")) for root in roots
-            for d in _devices(root).findall("disk") if _target(d).get("dev")}
+    return {
+        str(_target(d).get("dev"))
+        for root in roots
+        for d in _devices(root).findall("disk")
+        if _target(d).get("dev")
+    }
 
 
 def free_virtio_target(*roots: ET.Element) -> str:
@@ -273,8 +293,7 @@ def free_virtio_target(*roots: ET.Element) -> str:
     return domain.disk_target(index)
 
 
-def _switch_disk(disk: ET.Element, model: VirtioModel, used: set[str],
-                 *, boot: bool) -> Switch:
+def _switch_disk(disk: ET.Element, model: VirtioModel, used: set[str], *, boot: bool) -> Switch:
     target = _target(disk)
     old = _disk_position(disk)
     index = 0
@@ -348,7 +367,8 @@ def _slot_check(root: ET.Element, name: str, *, what: str, key: str) -> int:
         f"{domain.PCI_SLOTS} for additional devices (taken: {', '.join(users)}).",
         "Remove a device first (virsh detach-disk / detach-interface), or attach the "
         "disk to a virtio-scsi controller.",
-        key=key)
+        key=key,
+    )
 
 
 # -- the phase-one record ----------------------------------------------------------------
@@ -386,10 +406,11 @@ class StagedRecord:
                 raise ValueError(f"model {model!r}")
             return cls(**data)
         except (ValueError, TypeError, KeyError) as error:
-            raise InputError(f"the phase-one record {path} is not one pvinstall wrote "
-                             f"({error}).",
-                             "Restore the original with --rollback, or remove the file "
-                             "and start again.", key="--finish") from None
+            raise InputError(
+                f"the phase-one record {path} is not one pvinstall wrote ({error}).",
+                "Restore the original with --rollback, or remove the file and start again.",
+                key="--finish",
+            ) from None
 
 
 # -- plans -----------------------------------------------------------------------------
@@ -426,8 +447,9 @@ class ConvertPlan:
         }
 
 
-def _convert_devices(root: ET.Element, model: VirtioModel, *,
-                     keep_boot: bool) -> tuple[list[Switch], list[Switch]]:
+def _convert_devices(
+    root: ET.Element, model: VirtioModel, *, keep_boot: bool
+) -> tuple[list[Switch], list[Switch]]:
     """Switch every convertible disk and NIC in `root`; the boot disk only unless
     `keep_boot`, in which case it is returned as pending (not switched)."""
     used = _used_targets(root)
@@ -439,8 +461,15 @@ def _convert_devices(root: ET.Element, model: VirtioModel, *,
             continue
         is_boot = disk is boot
         if is_boot and keep_boot:
-            pending.append(Switch("disk", _disk_position(disk), "virtio at --finish",
-                                  _source(disk) or "no source", boot=True))
+            pending.append(
+                Switch(
+                    "disk",
+                    _disk_position(disk),
+                    "virtio at --finish",
+                    _source(disk) or "no source",
+                    boot=True,
+                )
+            )
             continue
         switched.append(_switch_disk(disk, model, used, boot=is_boot))
     for interface in _devices(root).findall("interface"):
@@ -450,8 +479,11 @@ def _convert_devices(root: ET.Element, model: VirtioModel, *,
 
 
 def _nothing(root: ET.Element) -> ConvertPlan:
-    return ConvertPlan(domain=root.findtext("name") or "", action="nothing",
-                       pci_slots=len(domain.pci_slot_users(root)))
+    return ConvertPlan(
+        domain=root.findtext("name") or "",
+        action="nothing",
+        pci_slots=len(domain.pci_slot_users(root)),
+    )
 
 
 def plan_switch(xml: str, model: VirtioModel) -> ConvertPlan:
@@ -465,8 +497,14 @@ def plan_switch(xml: str, model: VirtioModel) -> ConvertPlan:
         return _nothing(root)
     named = _explicit_boot_order(root, boot)
     slots = _slot_check(root, name, what="converted,", key="DOMAIN")
-    return ConvertPlan(domain=name, action="switch", switches=tuple(switched),
-                       xml=_serialize(root), pci_slots=slots, boot_order_named=named)
+    return ConvertPlan(
+        domain=name,
+        action="switch",
+        switches=tuple(switched),
+        xml=_serialize(root),
+        pci_slots=slots,
+        boot_order_named=named,
+    )
 
 
 def _cd_drive(root: ET.Element) -> tuple[ET.Element, bool]:
@@ -485,7 +523,9 @@ def _cd_drive(root: ET.Element) -> tuple[ET.Element, bool]:
             f"{root.findtext('name')} has no empty CD-ROM drive and no free {bus.upper()} "
             "position for one, so the drivers ISO cannot be attached.",
             "Eject one of its CD-ROMs (virsh change-media DOMAIN hdc --eject --config) and "
-            "run convert again.", key="DOMAIN")
+            "run convert again.",
+            key="DOMAIN",
+        )
     cdrom = ET.SubElement(_devices(root), "disk", type="file", device="cdrom")
     ET.SubElement(cdrom, "driver", name="qemu", type="raw")
     ET.SubElement(cdrom, "target", dev=free[0], bus=bus)
@@ -514,8 +554,7 @@ def plan_phase_one(xml: str, profile: Profile, paths: StatePaths) -> ConvertPlan
     temp_target = None
     if pending:
         temp_target = free_virtio_target(root)
-        disk = ET.SubElement(_devices(root), "disk", type="file", device="disk",
-                             model=model)
+        disk = ET.SubElement(_devices(root), "disk", type="file", device="disk", model=model)
         ET.SubElement(disk, "driver", name="qemu", type="qcow2")
         ET.SubElement(disk, "source", file=str(paths.temp_disk))
         ET.SubElement(disk, "target", dev=temp_target, bus="virtio")
@@ -527,17 +566,33 @@ def plan_phase_one(xml: str, profile: Profile, paths: StatePaths) -> ConvertPlan
         cdrom.insert(1, source)
     source.set("file", str(paths.drivers_iso))
     cd_target = str(_target(cdrom).get("dev"))
-    added.append(f"drivers CD {cd_target} ({paths.drivers_iso})"
-                 + ("" if cd_added else ", in the empty drive"))
+    added.append(
+        f"drivers CD {cd_target} ({paths.drivers_iso})"
+        + ("" if cd_added else ", in the empty drive")
+    )
     slots = _slot_check(root, name, what="after phase one,", key="DOMAIN")
     record = StagedRecord(
-        domain=name, profile=profile.name, model=model, drivers_iso=str(paths.drivers_iso),
-        cd_target=cd_target, cd_added=cd_added,
-        temp_disk=str(paths.temp_disk) if pending else None, temp_target=temp_target,
-        boot_target=boot_target if pending else None)
-    return ConvertPlan(domain=name, action="phase-one", switches=tuple(switched),
-                       pending=tuple(pending), added=tuple(added), xml=_serialize(root),
-                       record=record, pci_slots=slots, boot_order_named=named)
+        domain=name,
+        profile=profile.name,
+        model=model,
+        drivers_iso=str(paths.drivers_iso),
+        cd_target=cd_target,
+        cd_added=cd_added,
+        temp_disk=str(paths.temp_disk) if pending else None,
+        temp_target=temp_target,
+        boot_target=boot_target if pending else None,
+    )
+    return ConvertPlan(
+        domain=name,
+        action="phase-one",
+        switches=tuple(switched),
+        pending=tuple(pending),
+        added=tuple(added),
+        xml=_serialize(root),
+        record=record,
+        pci_slots=slots,
+        boot_order_named=named,
+    )
 
 
 def phase_one_pending(xml: str, record: StagedRecord) -> bool:
@@ -545,12 +600,12 @@ def phase_one_pending(xml: str, record: StagedRecord) -> bool:
     drivers CD is attached)."""
     root = domain.parse_xml(xml)
     sources = {_source(d) for d in _devices(root).findall("disk")}
-    return record.drivers_iso in sources or (record.temp_disk is not None
-                                             and record.temp_disk in sources)
+    return record.drivers_iso in sources or (
+        record.temp_disk is not None and record.temp_disk in sources
+    )
 
 
-def plan_finish(xml: str, record: StagedRecord,
-                model: VirtioModel | None = None) -> ConvertPlan:
+def plan_finish(xml: str, record: StagedRecord, model: VirtioModel | None = None) -> ConvertPlan:
     """Phase two: remove the temporary disk and the drivers CD phase one added (a drive
     pvinstall added goes, an existing one is emptied), and switch the boot disk and
     anything else still on IDE/SATA/SCSI or an emulated NIC."""
@@ -578,9 +633,15 @@ def plan_finish(xml: str, record: StagedRecord,
         return _nothing(root)
     named = _explicit_boot_order(root, boot) if switched else False
     slots = _slot_check(root, name, what="converted,", key="DOMAIN")
-    return ConvertPlan(domain=name, action="finish", switches=tuple(switched),
-                       removed=tuple(removed), xml=_serialize(root), pci_slots=slots,
-                       boot_order_named=named)
+    return ConvertPlan(
+        domain=name,
+        action="finish",
+        switches=tuple(switched),
+        removed=tuple(removed),
+        xml=_serialize(root),
+        pci_slots=slots,
+        boot_order_named=named,
+    )
 
 
 # -- attach ----------------------------------------------------------------------------
@@ -599,8 +660,14 @@ class AttachPlan:
     pci_slots: int
 
     def as_json(self) -> dict[str, Any]:
-        return {"domain": self.domain, "device": self.kind, "label": self.label,
-                "target": self.target, "model": self.model, "pci_slots": self.pci_slots}
+        return {
+            "domain": self.domain,
+            "device": self.kind,
+            "label": self.label,
+            "target": self.target,
+            "model": self.model,
+            "pci_slots": self.pci_slots,
+        }
 
 
 def _attach_slot_check(roots: Iterable[ET.Element], name: str, what: str) -> int:
@@ -612,11 +679,14 @@ def _attach_slot_check(roots: Iterable[ET.Element], name: str, what: str) -> int
         f"{name} has no free PCI slot for {what}: {len(taken)} of the {domain.PCI_SLOTS} "
         f"slots for additional devices are taken ({', '.join(taken)}).",
         "Remove a device first (virsh detach-disk / detach-interface), or put disks on "
-        "one virtio-scsi controller.", key="DOMAIN")
+        "one virtio-scsi controller.",
+        key="DOMAIN",
+    )
 
 
-def plan_attach_disk(xml: str, profile: Profile, path: Path, image_format: str,
-                     live_xml: str | None = None) -> AttachPlan:
+def plan_attach_disk(
+    xml: str, profile: Profile, path: Path, image_format: str, live_xml: str | None = None
+) -> AttachPlan:
     """A virtio disk for the image `path` (of `image_format`, qcow2 or raw) at the first
     free vdX of the persistent (and, when running, the live) definition."""
     roots = [domain.parse_xml(xml)] + ([domain.parse_xml(live_xml)] if live_xml else [])
@@ -628,13 +698,20 @@ def plan_attach_disk(xml: str, profile: Profile, path: Path, image_format: str,
     ET.SubElement(disk, "driver", name="qemu", type=image_format)
     ET.SubElement(disk, "source", file=str(path))
     ET.SubElement(disk, "target", dev=target, bus="virtio")
-    return AttachPlan(domain=name, kind="disk", device_xml=_serialize(disk),
-                      label=f"virtio disk {target} ({path})", target=target, model=model,
-                      pci_slots=slots)
+    return AttachPlan(
+        domain=name,
+        kind="disk",
+        device_xml=_serialize(disk),
+        label=f"virtio disk {target} ({path})",
+        target=target,
+        model=model,
+        pci_slots=slots,
+    )
 
 
-def plan_attach_nic(xml: str, profile: Profile, network: str,
-                    live_xml: str | None = None) -> AttachPlan:
+def plan_attach_nic(
+    xml: str, profile: Profile, network: str, live_xml: str | None = None
+) -> AttachPlan:
     """A virtio NIC on the libvirt `network`, or on QEMU's user-mode network (`user`)."""
     roots = [domain.parse_xml(xml)] + ([domain.parse_xml(live_xml)] if live_xml else [])
     name = roots[0].findtext("name") or ""
@@ -647,6 +724,12 @@ def plan_attach_nic(xml: str, profile: Profile, network: str,
         nic = ET.Element("interface", type="network")
         ET.SubElement(nic, "source", network=network)
     ET.SubElement(nic, "model", type=model)
-    return AttachPlan(domain=name, kind="nic", device_xml=_serialize(nic),
-                      label=f"virtio NIC on {where}", target=None, model=model,
-                      pci_slots=slots)
+    return AttachPlan(
+        domain=name,
+        kind="nic",
+        device_xml=_serialize(nic),
+        label=f"virtio NIC on {where}",
+        target=None,
+        model=model,
+        pci_slots=slots,
+    )

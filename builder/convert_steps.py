@@ -67,8 +67,9 @@ class ConvertOutcome:
             "rollback": f"the original definition of {name} is restored from {self.backup}.",
         }[self.action]
         if not self.applied and self.action not in ("nothing", "phase-one-done"):
-            headline = (f"dry run: nothing was changed; the definition {name} would get is "
-                        "on stdout.")
+            headline = (
+                f"dry run: nothing was changed; the definition {name} would get is on stdout."
+            )
         lines = [headline]
         if self.plan is not None:
             lines += [f"  switch {s.describe()}" for s in self.plan.switches]
@@ -76,12 +77,15 @@ class ConvertOutcome:
             lines += [f"  add    {a}" for a in self.plan.added]
             lines += [f"  remove {r}" for r in self.plan.removed]
             if self.plan.boot_order_named:
-                lines.append("  the boot disk is named by <boot order='1'/> instead of "
-                             "<os><boot dev='hd'/>, so the firmware boots no other disk")
+                lines.append(
+                    "  the boot disk is named by <boot order='1'/> instead of "
+                    "<os><boot dev='hd'/>, so the firmware boots no other disk"
+                )
         if self.applied and self.backup is not None and self.action != "rollback":
             lines.append(f"  backup of the original definition: {self.backup}")
-        lines += [f"Next: {step}" if i == 0 else f"      {step}"
-                  for i, step in enumerate(self.next_steps)]
+        lines += [
+            f"Next: {step}" if i == 0 else f"      {step}" for i, step in enumerate(self.next_steps)
+        ]
         return tuple(lines)
 
     def as_json(self) -> dict[str, Any]:
@@ -95,8 +99,9 @@ class ConvertOutcome:
             "next_steps": list(self.next_steps),
         }
         if self.plan is not None:
-            document.update({k: v for k, v in self.plan.as_json().items()
-                             if k not in ("domain", "action")})
+            document.update(
+                {k: v for k, v in self.plan.as_json().items() if k not in ("domain", "action")}
+            )
         if self.xml:
             document["xml"] = self.xml
         return document
@@ -114,9 +119,11 @@ def _again(options: ConvertOptions, flag: str) -> str:
 
 def _next_start(options: ConvertOptions, running: bool) -> str:
     if running:
-        return ("The guest is running: the new definition takes effect at its next start. "
-                "Shut it down from Windows and start it again (a restart inside the guest "
-                "keeps the old devices).")
+        return (
+            "The guest is running: the new definition takes effect at its next start. "
+            "Shut it down from Windows and start it again (a restart inside the guest "
+            "keeps the old devices)."
+        )
     return f"Start the guest: {shlex.join(['virsh', '-c', options.uri, 'start', options.name])}"
 
 
@@ -135,15 +142,17 @@ class _Run:
     environ: Mapping[str, str]
 
 
-def run_convert(options: ConvertOptions, monitor: Monitor,
-                environ: Mapping[str, str] | None = None,
-                home: Path | None = None) -> ConvertOutcome:
+def run_convert(
+    options: ConvertOptions,
+    monitor: Monitor,
+    environ: Mapping[str, str] | None = None,
+    home: Path | None = None,
+) -> ConvertOutcome:
     """Carry out one step of `pvinstall convert` (see builder/convert.py)."""
     env = os.environ if environ is None else environ
     paths = convert.state_paths(options.name, options.out, env, home or Path.home())
     with virt.connect(options.uri) as conn:
-        run = _Run(conn, virt.existing_domain(conn, options.name), paths, options, monitor,
-                   env)
+        run = _Run(conn, virt.existing_domain(conn, options.name), paths, options, monitor, env)
         if options.mode == "rollback":
             return _rollback(run)
         record = _read_record(paths)
@@ -152,7 +161,9 @@ def run_convert(options: ConvertOptions, monitor: Monitor,
                 f"there is no phase-one record for {options.name} in {paths.directory}, "
                 "so there is nothing to finish.",
                 f"Run phase one first: pvinstall convert {options.name} (or pass the --out "
-                "it used).", key="--finish")
+                "it used).",
+                key="--finish",
+            )
         if record is not None and options.mode in ("finish", "drivers-installed"):
             return _finish(run, record)
         if options.mode == "drivers-installed":
@@ -166,19 +177,35 @@ def _read_record(paths: convert.StatePaths) -> convert.StagedRecord | None:
     except FileNotFoundError:
         return None
     except OSError as error:
-        raise InputError(f"cannot read {paths.record}: {error.strerror}.",
-                         "Check the permissions of the state directory.",
-                         key="--out") from None
+        raise InputError(
+            f"cannot read {paths.record}: {error.strerror}.",
+            "Check the permissions of the state directory.",
+            key="--out",
+        ) from None
     return convert.StagedRecord.from_json(text, paths.record)
 
 
-def _outcome(run: _Run, action: str, *, applied: bool, xml: str = "",
-             plan: convert.ConvertPlan | None = None,
-             steps: tuple[str, ...] = ()) -> ConvertOutcome:
+def _outcome(
+    run: _Run,
+    action: str,
+    *,
+    applied: bool,
+    xml: str = "",
+    plan: convert.ConvertPlan | None = None,
+    steps: tuple[str, ...] = (),
+) -> ConvertOutcome:
     backup = run.paths.backup if run.paths.backup.is_file() else None
-    return ConvertOutcome(domain=run.guest.name, action=action, running=run.guest.running,
-                          applied=applied, state_dir=run.paths.directory, xml=xml, plan=plan,
-                          backup=backup, next_steps=steps)
+    return ConvertOutcome(
+        domain=run.guest.name,
+        action=action,
+        running=run.guest.running,
+        applied=applied,
+        state_dir=run.paths.directory,
+        xml=xml,
+        plan=plan,
+        backup=backup,
+        next_steps=steps,
+    )
 
 
 def _nothing(run: _Run) -> ConvertOutcome:
@@ -196,15 +223,17 @@ def _refuse_running_boot_switch(run: _Run, plan: convert.ConvertPlan, flag: str)
         raise InputError(
             f"{run.guest.name} is running; its boot disk is switched to virtio only while it "
             "is shut off.",
-            f"Shut it down from Windows (virsh shutdown {run.guest.name}), then run {flag} "
-            "again.", key=flag)
+            f"Shut it down from Windows (virsh shutdown {run.guest.name}), then run {flag} again.",
+            key=flag,
+        )
 
 
 def _phase_one(run: _Run, record: convert.StagedRecord | None) -> ConvertOutcome:
     guest, paths = run.guest, run.paths
     if record is not None and convert.phase_one_pending(guest.xml, record):
-        return _outcome(run, "phase-one-done", applied=False,
-                        steps=_boot_once_steps(run, record, None))
+        return _outcome(
+            run, "phase-one-done", applied=False, steps=_boot_once_steps(run, record, None)
+        )
     if not convert.pending_devices(guest.xml):
         return _nothing(run)
     profile = _profile(run)
@@ -224,8 +253,14 @@ def _phase_one(run: _Run, record: convert.StagedRecord | None) -> ConvertOutcome
             if path != paths.backup:
                 path.unlink(missing_ok=True)
         raise
-    return _outcome(run, plan.action, applied=True, xml=plan.xml, plan=plan,
-                    steps=_boot_once_steps(run, plan.record, drivers.selection))
+    return _outcome(
+        run,
+        plan.action,
+        applied=True,
+        xml=plan.xml,
+        plan=plan,
+        steps=_boot_once_steps(run, plan.record, drivers.selection),
+    )
 
 
 @dataclass(frozen=True)
@@ -244,12 +279,12 @@ def _select_drivers(run: _Run, profile: Profile) -> _DriversIso:
         selection = catalog.select_drivers(catalog.scan_source(opened, known), profile, known)
     for warning in selection.warnings:
         run.monitor.warning(warning)
-    return _DriversIso(media.plan_drivers_iso(selection, convert.DRIVERS_LABEL), path,
-                       selection)
+    return _DriversIso(media.plan_drivers_iso(selection, convert.DRIVERS_LABEL), path, selection)
 
 
-def _write_phase_one_files(run: _Run, record: convert.StagedRecord, drivers: _DriversIso,
-                           *, keep_backup: bool) -> list[Path]:
+def _write_phase_one_files(
+    run: _Run, record: convert.StagedRecord, drivers: _DriversIso, *, keep_backup: bool
+) -> list[Path]:
     """The backup, the drivers ISO, the temporary disk and the record, all renamed into
     the state directory together."""
     paths = run.paths
@@ -257,11 +292,16 @@ def _write_phase_one_files(run: _Run, record: convert.StagedRecord, drivers: _Dr
     try:
         run.monitor.step("write drivers ISO", str(paths.drivers_iso))
         with sources.open_source(drivers.source) as opened:
-            iso.write_drivers_iso(drivers.plan, stage.file(paths.drivers_iso.name), opened,
-                                  epoch=source_date_epoch(run.environ))
+            iso.write_drivers_iso(
+                drivers.plan,
+                stage.file(paths.drivers_iso.name),
+                opened,
+                epoch=source_date_epoch(run.environ),
+            )
         if record.temp_disk is not None:
-            run.monitor.step("create temporary disk",
-                             f"{paths.temp_disk} ({convert.TEMP_DISK_MIB} MiB qcow2)")
+            run.monitor.step(
+                "create temporary disk", f"{paths.temp_disk} ({convert.TEMP_DISK_MIB} MiB qcow2)"
+            )
             virt.create_image(stage.file(paths.temp_disk.name), f"{convert.TEMP_DISK_MIB}M")
         if not keep_backup:
             stage.write(paths.backup.name, run.guest.xml.encode("utf-8"))
@@ -273,19 +313,31 @@ def _write_phase_one_files(run: _Run, record: convert.StagedRecord, drivers: _Dr
     return placed
 
 
-def _boot_once_steps(run: _Run, record: convert.StagedRecord,
-                     drivers: catalog.DriverSet | None) -> tuple[str, ...]:
+def _boot_once_steps(
+    run: _Run, record: convert.StagedRecord, drivers: catalog.DriverSet | None
+) -> tuple[str, ...]:
     guest, options = run.guest, run.options
     folders = ""
     if drivers is not None:
         wanted = [drivers.storage, *drivers.by_role("network")]
-        folders = " (" + ", ".join(
-            f"{d.name} in {iso_path_windows(d, drivers.profile, 'CD:')}" for d in wanted) + ")"
-    new = ("the new virtio devices (the temporary disk among them)" if record.temp_disk
-           else "the new virtio devices")
-    start = (_next_start(options, guest.running) if guest.running
-             else "Start the guest once: "
-             + shlex.join(["virsh", "-c", options.uri, "start", guest.name]))
+        folders = (
+            " ("
+            + ", ".join(
+                f"{d.name} in {iso_path_windows(d, drivers.profile, 'CD:')}" for d in wanted
+            )
+            + ")"
+        )
+    new = (
+        "the new virtio devices (the temporary disk among them)"
+        if record.temp_disk
+        else "the new virtio devices"
+    )
+    start = (
+        _next_start(options, guest.running)
+        if guest.running
+        else "Start the guest once: "
+        + shlex.join(["virsh", "-c", options.uri, "start", guest.name])
+    )
     return (
         start,
         f"Windows finds {new} and asks for drivers: install them from the drivers CD "
@@ -297,7 +349,7 @@ def _boot_once_steps(run: _Run, record: convert.StagedRecord,
 
 def _finish(run: _Run, record: convert.StagedRecord) -> ConvertOutcome:
     options, paths = run.options, run.paths
-    model = (domain.profile_virtio_model(_profile(run)) if options.profile else record.model)
+    model = domain.profile_virtio_model(_profile(run)) if options.profile else record.model
     plan = convert.plan_finish(run.guest.xml, record, model)
     flag = "--finish" if options.mode == "finish" else "--drivers-installed"
     _refuse_running_boot_switch(run, plan, flag)
@@ -308,10 +360,18 @@ def _finish(run: _Run, record: convert.StagedRecord) -> ConvertOutcome:
     # What phase one wrote is no longer referenced; the backup stays for --rollback.
     for leftover in (paths.record, paths.drivers_iso, paths.temp_disk):
         leftover.unlink(missing_ok=True)
-    return _outcome(run, "finish", applied=True, xml=plan.xml, plan=plan, steps=(
-        _next_start(options, run.guest.running),
-        f"The original definition stays in {paths.backup}: "
-        f"{_again(options, '--rollback')} restores it."))
+    return _outcome(
+        run,
+        "finish",
+        applied=True,
+        xml=plan.xml,
+        plan=plan,
+        steps=(
+            _next_start(options, run.guest.running),
+            f"The original definition stays in {paths.backup}: "
+            f"{_again(options, '--rollback')} restores it.",
+        ),
+    )
 
 
 def _switch(run: _Run) -> ConvertOutcome:
@@ -325,9 +385,17 @@ def _switch(run: _Run) -> ConvertOutcome:
         stage.write(run.paths.backup.name, run.guest.xml.encode("utf-8"))
         stage.commit()
     virt.redefine(run.conn, plan.xml)
-    return _outcome(run, plan.action, applied=True, xml=plan.xml, plan=plan, steps=(
-        _next_start(run.options, run.guest.running),
-        f"{_again(run.options, '--rollback')} restores the original definition."))
+    return _outcome(
+        run,
+        plan.action,
+        applied=True,
+        xml=plan.xml,
+        plan=plan,
+        steps=(
+            _next_start(run.options, run.guest.running),
+            f"{_again(run.options, '--rollback')} restores the original definition.",
+        ),
+    )
 
 
 def _rollback(run: _Run) -> ConvertOutcome:
@@ -335,30 +403,37 @@ def _rollback(run: _Run) -> ConvertOutcome:
     try:
         xml = paths.backup.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError(f"there is no backup of {guest.name}'s definition in "
-                         f"{paths.directory}, so there is nothing to roll back.",
-                         "convert keeps one there when it changes a domain; pass the --out "
-                         "it used.", key="--rollback") from None
+        raise InputError(
+            f"there is no backup of {guest.name}'s definition in "
+            f"{paths.directory}, so there is nothing to roll back.",
+            "convert keeps one there when it changes a domain; pass the --out it used.",
+            key="--rollback",
+        ) from None
     except OSError as error:
-        raise InputError(f"cannot read {paths.backup}: {error.strerror}.",
-                         "Check the permissions of the state directory.",
-                         key="--rollback") from None
+        raise InputError(
+            f"cannot read {paths.backup}: {error.strerror}.",
+            "Check the permissions of the state directory.",
+            key="--rollback",
+        ) from None
     backed_up = domain.parse_xml(xml)
     current = domain.parse_xml(guest.xml)
     for what in ("name", "uuid"):
         if backed_up.findtext(what) != current.findtext(what):
-            raise InputError(f"{paths.backup} is the definition of another domain (its "
-                             f"{what} is {backed_up.findtext(what)}, not "
-                             f"{current.findtext(what)}).",
-                             "Pass the --out that convert used for this domain.",
-                             key="--rollback")
+            raise InputError(
+                f"{paths.backup} is the definition of another domain (its "
+                f"{what} is {backed_up.findtext(what)}, not "
+                f"{current.findtext(what)}).",
+                "Pass the --out that convert used for this domain.",
+                key="--rollback",
+            )
     if run.options.dry_run:
         return _outcome(run, "rollback", applied=False, xml=xml)
     virt.redefine(run.conn, xml)
     for leftover in (paths.record, paths.temp_disk, paths.drivers_iso):
         leftover.unlink(missing_ok=True)
-    return _outcome(run, "rollback", applied=True, xml=xml,
-                    steps=(_next_start(run.options, guest.running),))
+    return _outcome(
+        run, "rollback", applied=True, xml=xml, steps=(_next_start(run.options, guest.running),)
+    )
 
 
 # -- attach ------------------------------------------------------------------------------
@@ -392,63 +467,104 @@ class AttachOutcome:
     def summary(self) -> tuple[str, ...]:
         """What happened and what comes next, in sentences for a person."""
         plan = self.plan
-        where = ("to the running guest and its definition" if self.live
-                 else "to the definition (it appears at the next start)")
+        where = (
+            "to the running guest and its definition"
+            if self.live
+            else "to the definition (it appears at the next start)"
+        )
         driver = "viostor" if plan.kind == "disk" else "NetKVM"
-        lines = [f"attached the {plan.label} to {plan.domain} {where}; {plan.pci_slots} of "
-                 f"{domain.PCI_SLOTS} PCI slots are taken."]
+        lines = [
+            f"attached the {plan.label} to {plan.domain} {where}; {plan.pci_slots} of "
+            f"{domain.PCI_SLOTS} PCI slots are taken."
+        ]
         if self.created is not None:
             lines.append(f"  created {self.created}")
-        lines.append(f"Windows may need a restart to see it; it needs the {driver} driver "
-                     f"for a {plan.model} device.")
+        lines.append(
+            f"Windows may need a restart to see it; it needs the {driver} driver "
+            f"for a {plan.model} device."
+        )
         return tuple(lines)
 
     def as_json(self) -> dict[str, Any]:
-        return {**self.plan.as_json(), "running": self.running, "live": self.live,
-                "created": str(self.created) if self.created else None,
-                "live_problem": self.live_problem}
+        return {
+            **self.plan.as_json(),
+            "running": self.running,
+            "live": self.live,
+            "created": str(self.created) if self.created else None,
+            "live_problem": self.live_problem,
+        }
 
 
 def _check_attach_options(options: AttachOptions) -> None:
     if options.kind == "nic":
         if options.size_gib is not None or options.source is not None:
-            raise InputError("--size and --source are for disks.",
-                             "Use: pvinstall attach DOMAIN nic --network NAME", key="--size")
+            raise InputError(
+                "--size and --source are for disks.",
+                "Use: pvinstall attach DOMAIN nic --network NAME",
+                key="--size",
+            )
         return
     if options.network is not None:
-        raise InputError("--network is for NICs.",
-                         "Use: pvinstall attach DOMAIN disk --size GIB", key="--network")
+        raise InputError(
+            "--network is for NICs.",
+            "Use: pvinstall attach DOMAIN disk --size GIB",
+            key="--network",
+        )
     if (options.size_gib is None) == (options.source is None):
-        raise InputError("attach disk needs exactly one of --size (a new qcow2) and "
-                         "--source (an existing image).",
-                         "E.g. pvinstall attach DOMAIN disk --size 20", key="--size")
+        raise InputError(
+            "attach disk needs exactly one of --size (a new qcow2) and "
+            "--source (an existing image).",
+            "E.g. pvinstall attach DOMAIN disk --size 20",
+            key="--size",
+        )
     if options.size_gib is not None and options.size_gib <= 0:
-        raise InputError(f"{options.size_gib} GiB is no disk size.",
-                         "Give --size a positive number of GiB.", key="--size")
-    if options.source is not None and not options.source.is_file() \
-            and not options.source.is_block_device():
-        raise InputError(f"the disk image {options.source} does not exist.",
-                         "Give the path of an existing image, or --size to create one.",
-                         key="--source")
+        raise InputError(
+            f"{options.size_gib} GiB is no disk size.",
+            "Give --size a positive number of GiB.",
+            key="--size",
+        )
+    if (
+        options.source is not None
+        and not options.source.is_file()
+        and not options.source.is_block_device()
+    ):
+        raise InputError(
+            f"the disk image {options.source} does not exist.",
+            "Give the path of an existing image, or --size to create one.",
+            key="--source",
+        )
 
 
-def new_disk_path(guest: virt.ExistingDomain, target: str, options: AttachOptions,
-                  environ: Mapping[str, str], home: Path) -> Path:
+def new_disk_path(
+    guest: virt.ExistingDomain,
+    target: str,
+    options: AttachOptions,
+    environ: Mapping[str, str],
+    home: Path,
+) -> Path:
     """Where `attach disk --size` creates the image, `<domain>-<vdX>.qcow2`: in `--out`
     when given, else next to the guest's boot disk when that is a file, else in the
     state directory."""
     name = f"{convert.file_stem(guest.name)}-{target}.qcow2"
     boot = convert.boot_disk(domain.parse_xml(guest.xml))
     source = boot.find("source") if boot is not None else None
-    if options.out is None and boot is not None and boot.get("type", "file") == "file" \
-            and source is not None and source.get("file"):
+    if (
+        options.out is None
+        and boot is not None
+        and boot.get("type", "file") == "file"
+        and source is not None
+        and source.get("file")
+    ):
         return Path(str(source.get("file"))).parent / name
     return convert.state_paths(guest.name, options.out, environ, home).directory / name
 
 
-def run_attach(options: AttachOptions, monitor: Monitor,
-               environ: Mapping[str, str] | None = None,
-               home: Path | None = None) -> AttachOutcome:
+def run_attach(
+    options: AttachOptions,
+    monitor: Monitor,
+    environ: Mapping[str, str] | None = None,
+    home: Path | None = None,
+) -> AttachOutcome:
     """Add one virtio disk or NIC to the persistent definition, and to the running guest
     where the hypervisor allows."""
     env = os.environ if environ is None else environ
@@ -464,16 +580,19 @@ def run_attach(options: AttachOptions, monitor: Monitor,
             plan = convert.plan_attach_nic(guest.xml, profile, network, guest.live_xml)
         elif options.source is not None:
             source = options.source.absolute()
-            plan = convert.plan_attach_disk(guest.xml, profile, source,
-                                            virt.image_format(source), guest.live_xml)
+            plan = convert.plan_attach_disk(
+                guest.xml, profile, source, virt.image_format(source), guest.live_xml
+            )
         else:
             roots = [domain.parse_xml(x) for x in (guest.xml, guest.live_xml) if x]
             target = convert.free_virtio_target(*roots)
             path = new_disk_path(guest, target, options, env, home or Path.home())
             if path.exists():
-                raise InputError(f"{path} already exists.",
-                                 f"Attach it with --source {path}, or remove it.",
-                                 key="--size")
+                raise InputError(
+                    f"{path} already exists.",
+                    f"Attach it with --source {path}, or remove it.",
+                    key="--size",
+                )
             plan = convert.plan_attach_disk(guest.xml, profile, path, "qcow2", guest.live_xml)
             path.parent.mkdir(parents=True, exist_ok=True)
             monitor.step("create disk", f"{path} ({options.size_gib} GiB qcow2)")
@@ -481,17 +600,18 @@ def run_attach(options: AttachOptions, monitor: Monitor,
             created = path
         monitor.step("attach", plan.label)
         try:
-            problem = virt.attach_device(conn, guest.name, plan.device_xml,
-                                         live=guest.running)
+            problem = virt.attach_device(conn, guest.name, plan.device_xml, live=guest.running)
         except BaseException:
             if created is not None:
                 created.unlink(missing_ok=True)
             raise
     if problem is not None:
-        monitor.warning(f"the {plan.label} is in {guest.name}'s definition, but attaching it "
-                        f"to the running guest failed ({problem}); it appears at the next "
-                        "start.")
+        monitor.warning(
+            f"the {plan.label} is in {guest.name}'s definition, but attaching it "
+            f"to the running guest failed ({problem}); it appears at the next "
+            "start."
+        )
     live = guest.running and problem is None
-    return AttachOutcome(plan=plan, running=guest.running, live=live, created=created,
-                         live_problem=problem)
-
+    return AttachOutcome(
+        plan=plan, running=guest.running, live=live, created=created, live_problem=problem
+    )

@@ -53,11 +53,13 @@ _FLAVOUR_MODEL: Mapping[str, VirtioModel] = MappingProxyType(
 GUEST_ARCH: Mapping[str, str] = MappingProxyType({"x86": "i686", "amd64": "x86_64"})
 
 # libosinfo's ids, which virt-manager and virt-install read from the metadata.
-_OSINFO_URL: Mapping[str, str] = MappingProxyType({
-    "win2k3": "http://microsoft.com/win/2k3",
-    "win2k8": "http://microsoft.com/win/2k8",
-    "win2k8r2": "http://microsoft.com/win/2k8r2",
-})
+_OSINFO_URL: Mapping[str, str] = MappingProxyType(
+    {
+        "win2k3": "http://microsoft.com/win/2k3",
+        "win2k8": "http://microsoft.com/win/2k8",
+        "win2k8r2": "http://microsoft.com/win/2k8r2",
+    }
+)
 
 # The name also names the disk files and the output folder, and virsh resolves a
 # bare number or a UUID as a domain id before it tries names: keep to a safe set.
@@ -177,8 +179,9 @@ class DomainPlan:
 def validate_domain_type(domain_type: str) -> None:
     """Refuse a domain type pvinstall does not write (InputError, --domain-type)."""
     if domain_type not in DOMAIN_TYPES:
-        raise InputError(f"unknown domain type {domain_type!r}.", "Use kvm or qemu.",
-                         key="--domain-type")
+        raise InputError(
+            f"unknown domain type {domain_type!r}.", "Use kvm or qemu.", key="--domain-type"
+        )
 
 
 def validate_domain_name(name: str) -> None:
@@ -190,8 +193,11 @@ def validate_domain_name(name: str) -> None:
         problem = f"has {len(name)} characters; at most {MAX_NAME}"
     elif not _NAME.fullmatch(name):
         bad = sorted({c for c in name if not re.fullmatch(r"[A-Za-z0-9_.+-]", c)})
-        problem = (f"contains {' '.join(repr(c) for c in bad)}" if bad
-                   else "must start with a letter, digit or '_'")
+        problem = (
+            f"contains {' '.join(repr(c) for c in bad)}"
+            if bad
+            else "must start with a letter, digit or '_'"
+        )
     elif name.isdigit():
         problem = "is only digits, which virsh reads as a domain id"
     elif _UUID.fullmatch(name):
@@ -273,8 +279,9 @@ def plan_domain(
     disks = [Disk("system", disk_target(0), media.system_disk, config.disk_size_gib, model)]
     disks += [
         Disk("data", disk_target(i), path, size, model)
-        for i, (path, size) in enumerate(zip(media.data_disks, config.data_disks,
-                                             strict=True), start=1)
+        for i, (path, size) in enumerate(
+            zip(media.data_disks, config.data_disks, strict=True), start=1
+        )
     ]
     cdroms = (
         # The install CD boots after the system disk: an empty disk falls through to
@@ -309,8 +316,11 @@ def _virtio_model(profile: Profile, override: str | None) -> VirtioModel:
     for model in VIRTIO_MODELS:
         if override == model:
             return model
-    raise InputError(f"{override!r} is not a virtio device model.",
-                     f"Use one of {', '.join(VIRTIO_MODELS)}.", key="virtio_model")
+    raise InputError(
+        f"{override!r} is not a virtio device model.",
+        f"Use one of {', '.join(VIRTIO_MODELS)}.",
+        key="virtio_model",
+    )
 
 
 # -- checks ------------------------------------------------------------------------------
@@ -336,8 +346,9 @@ def check_slot_budget(plan: DomainPlan) -> None:
     )
 
 
-def check_device_drivers(plan: DomainPlan, drivers: DriverSet,
-                         catalog: Catalog | None = None) -> None:
+def check_device_drivers(
+    plan: DomainPlan, drivers: DriverSet, catalog: Catalog | None = None
+) -> None:
     """Refuse a domain with a virtio device that no selected driver binds to.
 
     For each virtio device, the IDs QEMU presents for its model on the plan's
@@ -352,8 +363,10 @@ def check_device_drivers(plan: DomainPlan, drivers: DriverSet,
         ids = presented_ids(device.kind, device.model, plan.machine, catalog)
         candidates = [d for d in drivers.selected if d.info and d.info.device == device.kind]
         if not candidates:
-            problems.append(f"no driver for the {device.label} ({device.kind}) was selected "
-                            f"for {plan.profile.name}")
+            problems.append(
+                f"no driver for the {device.label} ({device.kind}) was selected "
+                f"for {plan.profile.name}"
+            )
             continue
         if any(_binds(driver, ids) for driver in candidates):
             continue
@@ -364,8 +377,10 @@ def check_device_drivers(plan: DomainPlan, drivers: DriverSet,
             f"{', '.join(driver.hardware_ids) or 'no hardware IDs'})"
         )
         if plan.profile.device_flavour == "transitional":
-            hint = (f"{plan.profile.title}'s drivers know only transitional virtio devices; "
-                    "use model virtio-transitional on machine pc.")
+            hint = (
+                f"{plan.profile.title}'s drivers know only transitional virtio devices; "
+                "use model virtio-transitional on machine pc."
+            )
     if problems:
         raise InputError(
             "; ".join(problems) + ".",
@@ -403,8 +418,7 @@ def domain_xml(
     or a virtio device the selected drivers do not bind to. Deterministic: no UUID
     and no MAC address (libvirt assigns them when the domain is defined).
     """
-    plan = plan_domain(config, media, name=name, domain_type=domain_type,
-                       virtio_model=virtio_model)
+    plan = plan_domain(config, media, name=name, domain_type=domain_type, virtio_model=virtio_model)
     check_slot_budget(plan)
     check_device_drivers(plan, drivers)
     return render_domain_xml(plan)
@@ -548,10 +562,18 @@ _OSINFO_NS = "http://libosinfo.org/xmlns/libvirt/domain/1.0"
 # of the 28 slots. (type, model); model None is the type's default. PCI controllers
 # (the root, and the bridges libvirt adds by itself when the root bus is full) are
 # plumbing, not devices, and are not counted either.
-_SLOTLESS_CONTROLLERS = frozenset({
-    ("ide", None), ("fdc", None), ("usb", None), ("usb", "piix3-uhci"), ("usb", "none"),
-    ("ccid", None), ("xenbus", None), ("isa", None),
-})
+_SLOTLESS_CONTROLLERS = frozenset(
+    {
+        ("ide", None),
+        ("fdc", None),
+        ("usb", None),
+        ("usb", "piix3-uhci"),
+        ("usb", "none"),
+        ("ccid", None),
+        ("xenbus", None),
+        ("isa", None),
+    }
+)
 # Devices that are always a PCI function of their own, wherever they appear.
 _PCI_DEVICE_TAGS = frozenset({"interface", "rng", "shmem", "vsock", "crypto", "filesystem"})
 
@@ -565,7 +587,7 @@ def osinfo_short_id(url: str) -> str | None:
     """pvinstall's osinfo id (`win2k8r2`) of a libosinfo URL, or None for non-Windows."""
     if not url.startswith(_OSINFO_WINDOWS):
         return None
-    release = url[len(_OSINFO_WINDOWS):].strip("/")
+    release = url[len(_OSINFO_WINDOWS) :].strip("/")
     return f"win{release}" if release else None
 
 

@@ -283,6 +283,7 @@ _BOOT_MESSAGE = (
 def _boot_code() -> bytes:
     # The code is loaded at 0000:7C00; the message follows it (35 bytes).
     message_at = 0x7C00 + _BOOT_CODE_AT + 35
+    # fmt: off
     code = b"".join([
         b"\xfa",                                 # cli
         b"\x31\xc0",                             # xor ax, ax
@@ -303,6 +304,7 @@ def _boot_code() -> bytes:
         b"\xcd\x16",                             # int 0x16  (wait for a key)
         b"\xcd\x19",                             # int 0x19  (next boot device)
     ])
+    # fmt: on
     assert len(code) == 35
     return code + _BOOT_MESSAGE
 
@@ -344,11 +346,18 @@ def blank_image(geo: FloppyGeometry, label: str, serial: int, epoch: int) -> byt
         0,  # total sectors (32-bit), unused below 65536
     )
     struct.pack_into(
-        "<BBBI11s8s", boot, 36, 0x00, 0, 0x29, serial & 0xFFFFFFFF, _label_bytes(label),
+        "<BBBI11s8s",
+        boot,
+        36,
+        0x00,
+        0,
+        0x29,
+        serial & 0xFFFFFFFF,
+        _label_bytes(label),
         b"FAT12   ",
     )
     code = _boot_code()
-    boot[_BOOT_CODE_AT:_BOOT_CODE_AT + len(code)] = code
+    boot[_BOOT_CODE_AT : _BOOT_CODE_AT + len(code)] = code
     boot[510:512] = b"\x55\xaa"
 
     fat = bytearray(geo.fat_sectors * SECTOR)
@@ -358,16 +367,29 @@ def blank_image(geo: FloppyGeometry, label: str, serial: int, epoch: int) -> byt
     root = bytearray(geo.root_dir_sectors * SECTOR)
     date, clock = _fat_date_time(epoch)
     struct.pack_into(
-        "<11sBBBHHHHHHHI", root, 0, _label_bytes(label), 0x08, 0, 0, clock, date, date, 0,
-        clock, date, 0, 0,
+        "<11sBBBHHHHHHHI",
+        root,
+        0,
+        _label_bytes(label),
+        0x08,
+        0,
+        0,
+        clock,
+        date,
+        date,
+        0,
+        clock,
+        date,
+        0,
+        0,
     )
     image = bytearray(geo.size)
     image[0:SECTOR] = boot
     for index in range(geo.fats):
         start = (geo.reserved_sectors + index * geo.fat_sectors) * SECTOR
-        image[start:start + len(fat)] = fat
+        image[start : start + len(fat)] = fat
     start = geo.root_dir_sector * SECTOR
-    image[start:start + len(root)] = root
+    image[start : start + len(root)] = root
     return bytes(image)
 
 

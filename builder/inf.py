@@ -92,7 +92,10 @@ class Decoration:
         return cls(raw, arch_part or None, major, minor, product_type, suite_mask, build)
 
     def applies_to(
-        self, arch: str, nt_version: tuple[int, int], build: int | None = None,
+        self,
+        arch: str,
+        nt_version: tuple[int, int],
+        build: int | None = None,
         product_type: int = PRODUCT_SERVER,
     ) -> bool:
         """Whether Windows of this version and architecture may use this decoration.
@@ -364,9 +367,7 @@ class Inf:
                         service_type=_int(self.value(body, "ServiceType")) if body else None,
                         start_type=_int(self.value(body, "StartType")) if body else None,
                         binary=(self.value(body, "ServiceBinary") or "") if body else "",
-                        load_order_group=(self.value(body, "LoadOrderGroup") or "")
-                        if body
-                        else "",
+                        load_order_group=(self.value(body, "LoadOrderGroup") or "") if body else "",
                     )
                 )
         return tuple(found)
@@ -552,8 +553,7 @@ def parse_inf(data: bytes, path: str) -> Inf:
         if line.text.startswith("["):
             close = line.text.find("]")
             if close < 0:
-                raise InfError(path, f"section header without ']': {line.text[:60]!r}",
-                               line.lineno)
+                raise InfError(path, f"section header without ']': {line.text[:60]!r}", line.lineno)
             name = line.text[1:close].strip()
             if not name:
                 raise InfError(path, "empty section name", line.lineno)
@@ -562,9 +562,7 @@ def parse_inf(data: bytes, path: str) -> Inf:
             raw_sections.setdefault(current, [])
             continue
         if current is None:
-            raise InfError(
-                path, f"text before the first section: {line.text[:60]!r}", line.lineno
-            )
+            raise InfError(path, f"text before the first section: {line.text[:60]!r}", line.lineno)
         raw_sections[current].append((line.text, line.lineno))
 
     strings = _collect_strings(raw_sections)
@@ -589,7 +587,7 @@ def parse_inf(data: bytes, path: str) -> Inf:
     if signature not in ("$windows nt$", "$chicago$", "$windows 95$"):
         raise InfError(
             path,
-            f"[Version] Signature is {inf.signature!r}, expected \"$Windows NT$\"",
+            f'[Version] Signature is {inf.signature!r}, expected "$Windows NT$"',
         )
     return _with_manufacturers(inf)
 

@@ -214,8 +214,13 @@ class _FrozenTime:
 
 
 # Every pycdlib module that reads the clock (time.time / time.localtime).
-_CLOCK_MODULES = ("pycdlib.pycdlib", "pycdlib.headervd", "pycdlib.udf", "pycdlib.inplaceeditor",
-                  "pycdlib.dates")
+_CLOCK_MODULES = (
+    "pycdlib.pycdlib",
+    "pycdlib.headervd",
+    "pycdlib.udf",
+    "pycdlib.inplaceeditor",
+    "pycdlib.dates",
+)
 
 
 @contextlib.contextmanager
@@ -446,8 +451,7 @@ class _Editor:
             return self._dirs[folded]
         parent, _, name = path.rpartition("/")
         iso_parent, joliet_parent = self.directory(parent)
-        key = _identifier_key(iso9660_name(name, is_dir=True, relaxed=self._conv.relaxed),
-                              True)
+        key = _identifier_key(iso9660_name(name, is_dir=True, relaxed=self._conv.relaxed), True)
         existing = self._listing(iso_parent).get(key)
         if self._added.get((iso_parent, key), name.lower()) != name.lower():
             existing = None  # another planned folder took this identifier
@@ -486,15 +490,15 @@ class _Editor:
         parent, _, name = planned.path.rpartition("/")
         iso_parent, joliet_parent = self.directory(parent)
         self.streams.append(data)
-        key = _identifier_key(iso9660_name(name, is_dir=False, relaxed=self._conv.relaxed),
-                              False)
+        key = _identifier_key(iso9660_name(name, is_dir=False, relaxed=self._conv.relaxed), False)
         existing = self._listing(iso_parent).get(key)
         if (iso_parent, key) in self._added:
             existing = None  # two planned names map to one identifier: give this one another
         if existing is not None:
             if existing[1]:
-                raise BuildError(f"{planned.path} is a folder on the image, but a file is "
-                                 "needed there.")
+                raise BuildError(
+                    f"{planned.path} is a folder on the image, but a file is needed there."
+                )
             self._iso.update_file_contents_fp(
                 data, planned.size, iso_path=self._join(iso_parent, existing[0])
             )
@@ -547,10 +551,16 @@ def write_drivers_iso(plan: IsoPlan, out: Path, source: DriverSource, *, epoch: 
     """
     with _pinned_clock(epoch):
         image = pycdlib.PyCdlib()
-        image.new(interchange_level=3, vol_ident=plan.label, app_ident_str="PVINSTALL",
-                  joliet=3, rock_ridge="1.09")
-        editor = _Editor(image, _Conventions(relaxed=False, version=True, joliet=True,
-                                             rock_ridge=True))
+        image.new(
+            interchange_level=3,
+            vol_ident=plan.label,
+            app_ident_str="PVINSTALL",
+            joliet=3,
+            rock_ridge="1.09",
+        )
+        editor = _Editor(
+            image, _Conventions(relaxed=False, version=True, joliet=True, rock_ridge=True)
+        )
         try:
             for planned in plan.files:
                 editor.file(planned, _data_stream(planned, source))
@@ -607,8 +617,9 @@ def _examine(image: Any, path: Path, arch: Arch) -> InstallCdInfo:
     """Check an opened image is a bootable 2003 CD of `arch`; InputError if not."""
     from builder.slipstream import SETUP_DIRS, TXTSETUP_SIF
 
-    editor = _Editor(image, _Conventions(relaxed=True, version=False, joliet=False,
-                                         rock_ridge=False))
+    editor = _Editor(
+        image, _Conventions(relaxed=True, version=False, joliet=False, rock_ridge=False)
+    )
     root = editor._listing("/")
     found: dict[Arch, tuple[str, str]] = {}
     for cd_arch, folder in SETUP_DIRS.items():
@@ -757,15 +768,22 @@ def remaster_install_cd(
             # `$OEM$` is not made of d-characters; level 4 lifts pycdlib's name check
             # without adding an enhanced volume descriptor to an opened image.
             image.interchange_level = 4
-            editor = _Editor(image, _Conventions(relaxed=True, version=info.version_suffix,
-                                                 joliet=info.joliet,
-                                                 rock_ridge=info.rock_ridge))
+            editor = _Editor(
+                image,
+                _Conventions(
+                    relaxed=True,
+                    version=info.version_suffix,
+                    joliet=info.joliet,
+                    rock_ridge=info.rock_ridge,
+                ),
+            )
             original = _read_small(image, info.txtsetup_iso_path)
             patched = apply_sif_entries(original, plan.entries)
             if patched != original:
                 editor.streams.append(io.BytesIO(patched))
-                image.update_file_contents_fp(editor.streams[-1], len(patched),
-                                              iso_path=info.txtsetup_iso_path)
+                image.update_file_contents_fp(
+                    editor.streams[-1], len(patched), iso_path=info.txtsetup_iso_path
+                )
             for planned in plan.files:
                 editor.file(planned, _data_stream(planned, source))
             _write_image(image, out, editor)

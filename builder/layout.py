@@ -69,7 +69,8 @@ def floppy_drivers(drivers: DriverSet) -> tuple[SelectedDriver, ...]:
     if drivers.profile.is_2003:
         return (drivers.storage,)
     return tuple(
-        d for d in drivers.selected
+        d
+        for d in drivers.selected
         if (d.role == "storage" and d.boot_critical) or d.role == "network"
     )
 
@@ -99,5 +100,5 @@ def package_relative(driver: SelectedDriver, file: PackageFile) -> str:
     """A package file's path relative to its INF's folder (kept when copied elsewhere)."""
     folder = driver.folder
     if folder and file.path.lower().startswith(folder.lower() + "/"):
-        return file.path[len(folder) + 1:]
+        return file.path[len(folder) + 1 :]
     return file.path.rpartition("/")[2]

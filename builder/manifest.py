@@ -76,8 +76,9 @@ def drivers_json(drivers: DriverSet, source: DriverSource) -> dict[str, Any]:
     }
 
 
-def output_record(name: str, path: Path,
-                  files: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def output_record(
+    name: str, path: Path, files: Sequence[Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
     """One output file; for a medium also the files pvinstall put on it."""
     record: dict[str, Any] = {
         "name": name,

@@ -111,8 +111,9 @@ def plan_media(
     for driver in layout.floppy_drivers(drivers):
         folder = layout.floppy_folder(driver)
         floppy_files += [
-            PlannedFile.from_source(f"{folder}/{layout.package_relative(driver, f)}",
-                                    f.path, f.size)
+            PlannedFile.from_source(
+                f"{folder}/{layout.package_relative(driver, f)}", f.path, f.size
+            )
             for f in driver.files
         ]
     geometry = floppy.geometry(config.floppy_kib)
@@ -127,8 +128,9 @@ def plan_media(
     for driver in drivers.selected:
         folder = layout.iso_folder(driver, profile)
         iso_files += [
-            PlannedFile.from_source(f"{folder}/{layout.package_relative(driver, f)}",
-                                    f.path, f.size)
+            PlannedFile.from_source(
+                f"{folder}/{layout.package_relative(driver, f)}", f.path, f.size
+            )
             for f in driver.files
         ]
     return MediaPlan(
@@ -184,7 +186,8 @@ def _floppy_overflow(
     optional = [d.name for d in layout.floppy_drivers(drivers) if not d.boot_critical]
     leave = (
         f"leave {' or '.join(optional)} to drivers.iso (it is there too)"
-        if optional else "use a driver source with smaller packages"
+        if optional
+        else "use a driver source with smaller packages"
     )
     if geometry.kib < floppy.LARGEST_FLOPPY_KIB:
         hint = f"Set floppy_size = 2.88 (--set floppy_size=2.88), or {leave}."
@@ -204,8 +207,10 @@ def plan_drivers_iso(drivers: DriverSet, label: str) -> IsoPlan:
     that need the drivers afterwards (`pvinstall convert`)."""
     files = [
         PlannedFile.from_source(
-            f"{layout.iso_folder(driver, drivers.profile)}/"
-            f"{layout.package_relative(driver, f)}", f.path, f.size)
+            f"{layout.iso_folder(driver, drivers.profile)}/{layout.package_relative(driver, f)}",
+            f.path,
+            f.size,
+        )
         for driver in drivers.selected
         for f in driver.files
     ]

@@ -96,8 +96,9 @@ class RichMonitor:
 
     def step(self, name: str, detail: str = "") -> None:
         suffix = f" [dim]{detail}[/dim]" if detail else ""
-        self._console.print(f"[dim]{self._elapsed()}[/dim] [bold]{name}[/bold]{suffix}",
-                            markup=True)
+        self._console.print(
+            f"[dim]{self._elapsed()}[/dim] [bold]{name}[/bold]{suffix}", markup=True
+        )
 
     def info(self, message: str) -> None:
         self._console.print(f"      {message}", markup=False)

@@ -37,7 +37,6 @@ MANIFEST = "manifest.json"
 SERIAL_LOG = "serial.log"
 
 
-
 @dataclass(frozen=True)
 class BuildOptions:
     """What the command line asked for, besides the settings."""
@@ -126,8 +125,9 @@ def _problems(check: Callable[[], object]) -> list[Problem]:
     return []
 
 
-def _locate_source(options: BuildOptions,
-                   environ: Mapping[str, str]) -> tuple[Path | None, list[Problem]]:
+def _locate_source(
+    options: BuildOptions, environ: Mapping[str, str]
+) -> tuple[Path | None, list[Problem]]:
     """The driver source (--drivers or the default search), or why there is none."""
     try:
         path = find_source(options.drivers, environ)
@@ -141,28 +141,53 @@ def _option_problems(options: BuildOptions, profile: Profile) -> list[Problem]:
     """Problems with the command-line options (collected with the settings' problems)."""
     found: list[Problem] = []
     if options.install and options.windows_iso is None:
-        found.append(Problem("--install", "needs the Windows install ISO to boot setup from.",
-                             "Give it with --windows-iso (make: WINDOWS_ISO=...)."))
+        found.append(
+            Problem(
+                "--install",
+                "needs the Windows install ISO to boot setup from.",
+                "Give it with --windows-iso (make: WINDOWS_ISO=...).",
+            )
+        )
     if options.windows_iso is not None:
         path = options.windows_iso
         if not path.is_file():
-            found.append(Problem("--windows-iso", f"{path} does not exist or is not a file.",
-                                 "Check the path of the Windows install ISO."))
+            found.append(
+                Problem(
+                    "--windows-iso",
+                    f"{path} does not exist or is not a file.",
+                    "Check the path of the Windows install ISO.",
+                )
+            )
         elif not profile.is_2003 and not iso.is_iso_image(path):
             # 2008 media are attached as they are; a 2003 CD is inspected in depth
             # once the remaster is planned.
-            found.append(Problem("--windows-iso", f"{path} is not an ISO 9660 image.",
-                                 f"Give the {profile.title} install DVD image."))
+            found.append(
+                Problem(
+                    "--windows-iso",
+                    f"{path} is not an ISO 9660 image.",
+                    f"Give the {profile.title} install DVD image.",
+                )
+            )
     if options.name is not None:
         found += _problems(lambda: domain.validate_domain_name(options.name or ""))
     if options.domain_type is not None:
         found += _problems(lambda: domain.validate_domain_type(options.domain_type or ""))
     if options.timeout_minutes is not None and not options.timeout_minutes > 0:
-        found.append(Problem("--timeout", f"{options.timeout_minutes:g} minutes is no time to "
-                             "install in.", "Give a positive number of minutes."))
+        found.append(
+            Problem(
+                "--timeout",
+                f"{options.timeout_minutes:g} minutes is no time to install in.",
+                "Give a positive number of minutes.",
+            )
+        )
     if options.out is not None and options.out.exists() and not options.out.is_dir():
-        found.append(Problem("--out", f"{options.out} exists and is not a directory.",
-                             "Choose another --out directory."))
+        found.append(
+            Problem(
+                "--out",
+                f"{options.out} exists and is not a directory.",
+                "Choose another --out directory.",
+            )
+        )
     return found
 
 
@@ -171,10 +196,13 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
     problem. The returned context holds the driver source open: close it."""
     profile = resolve_profile(options.profile, options.arch)
     path, source_problems = _locate_source(options, environ)
-    config = load_config(profile, config_file=options.config_file, sets=options.sets,
-                         environ=environ,
-                         extra_problems=lambda: [*source_problems,
-                                                 *_option_problems(options, profile)])
+    config = load_config(
+        profile,
+        config_file=options.config_file,
+        sets=options.sets,
+        environ=environ,
+        extra_problems=lambda: [*source_problems, *_option_problems(options, profile)],
+    )
     assert path is not None  # else load_config raised with the source's problem
     epoch = source_date_epoch(environ)
     monitor.step("select drivers", f"for {profile.name} from {path}")
@@ -222,15 +250,24 @@ def plan_build(ctx: Context, monitor: Monitor) -> None:
         # A CD of the other architecture, or one that is not a 2003 CD, is refused
         # here, before anything is written.
         info = iso.inspect_install_cd(ctx.windows_iso, ctx.profile, ctx.plan.install_cd)
-        monitor.info(f"install CD {info.label or ctx.windows_iso.name}: {info.arch}, setup "
-                     f"in {info.setup_dir}")
+        monitor.info(
+            f"install CD {info.label or ctx.windows_iso.name}: {info.arch}, setup "
+            f"in {info.setup_dir}"
+        )
     # The build id names the public inputs: it also seeds the floppy's volume id, so
     # no secret (not even hashed) goes into it.
     ctx.build = build_id(
-        [__version__, ctx.profile.name, str(ctx.epoch),
-         json.dumps(ctx.config.public_json(), sort_keys=True),
-         *(f"{f.path}:{ctx.source.sha256(f.path)}"
-           for d in ctx.drivers.selected for f in d.files)]
+        [
+            __version__,
+            ctx.profile.name,
+            str(ctx.epoch),
+            json.dumps(ctx.config.public_json(), sort_keys=True),
+            *(
+                f"{f.path}:{ctx.source.sha256(f.path)}"
+                for d in ctx.drivers.selected
+                for f in d.files
+            ),
+        ]
     )
 
 
@@ -251,8 +288,9 @@ def media_paths(ctx: Context) -> domain.MediaPaths:
 def make_domain_xml(ctx: Context, monitor: Monitor) -> None:
     """The domain XML, after the PCI slot budget and the driver <-> device check."""
     monitor.step("domain XML", f"{ctx.name} ({ctx.domain_type})")
-    ctx.domain_xml = domain.domain_xml(ctx.config, ctx.drivers, media_paths(ctx),
-                                       name=ctx.name, domain_type=ctx.domain_type)
+    ctx.domain_xml = domain.domain_xml(
+        ctx.config, ctx.drivers, media_paths(ctx), name=ctx.name, domain_type=ctx.domain_type
+    )
 
 
 # -- the hypervisor, checked before writing --------------------------------------------------
@@ -270,9 +308,14 @@ def check_hypervisor(ctx: Context, conn: virt.Connection | None, monitor: Monito
     arch = domain.GUEST_ARCH[ctx.profile.arch]
     ctx.domain_type = virt.choose_domain_type(conn, ctx.options.domain_type, arch=arch)
     ctx.disks = virt.disk_paths(conn, ctx.config, ctx.out_dir, ctx.name)
-    virt.check_can_define(conn, ctx.name, replace=ctx.options.replace,
-                          network=ctx.config.network, pool=ctx.config.storage_pool,
-                          disks=ctx.disks)
+    virt.check_can_define(
+        conn,
+        ctx.name,
+        replace=ctx.options.replace,
+        network=ctx.config.network,
+        pool=ctx.config.storage_pool,
+        disks=ctx.disks,
+    )
 
 
 # -- the I/O edge ----------------------------------------------------------------------------
@@ -287,18 +330,29 @@ def write_outputs(ctx: Context, stage: Staging, monitor: Monitor) -> None:
         stage.write(name, data, secret=name in render.SECRET_FILES)
         ctx.written.append(name)
     monitor.step("write", f"{FLOPPY} ({ctx.config.floppy_kib} KiB FAT12)")
-    floppy.write_floppy(ctx.plan.floppy, stage.file(FLOPPY, secret=True), ctx.source,
-                        epoch=ctx.epoch, serial=volume_serial(ctx.build))
+    floppy.write_floppy(
+        ctx.plan.floppy,
+        stage.file(FLOPPY, secret=True),
+        ctx.source,
+        epoch=ctx.epoch,
+        serial=volume_serial(ctx.build),
+    )
     ctx.written.append(FLOPPY)
     monitor.step("write", DRIVERS_ISO)
-    iso.write_drivers_iso(ctx.plan.drivers_iso, stage.file(DRIVERS_ISO, secret=True),
-                          ctx.source, epoch=ctx.epoch)
+    iso.write_drivers_iso(
+        ctx.plan.drivers_iso, stage.file(DRIVERS_ISO, secret=True), ctx.source, epoch=ctx.epoch
+    )
     ctx.written.append(DRIVERS_ISO)
     if ctx.remasters_cd and ctx.plan.install_cd is not None:
         assert ctx.windows_iso is not None
         monitor.step("write", f"{INSTALL_ISO} (remastered {ctx.windows_iso.name})")
-        iso.remaster_install_cd(ctx.windows_iso, stage.file(INSTALL_ISO, secret=True),
-                                ctx.plan.install_cd, ctx.source, epoch=ctx.epoch)
+        iso.remaster_install_cd(
+            ctx.windows_iso,
+            stage.file(INSTALL_ISO, secret=True),
+            ctx.plan.install_cd,
+            ctx.source,
+            epoch=ctx.epoch,
+        )
         ctx.written.append(INSTALL_ISO)
     monitor.step("write", DOMAIN_XML)
     stage.write(DOMAIN_XML, ctx.domain_xml.encode("utf-8"))
@@ -309,8 +363,9 @@ def define_domain(ctx: Context, conn: virt.Connection, monitor: Monitor) -> None
     """Create the disks and define the domain; disk files created here are removed
     again when the definition is refused."""
     monitor.step("define", f"{ctx.name} on {conn.uri}")
-    disks = virt.create_disks(conn, ctx.config, ctx.out_dir, ctx.name, monitor,
-                              replace=ctx.options.replace)
+    disks = virt.create_disks(
+        conn, ctx.config, ctx.out_dir, ctx.name, monitor, replace=ctx.options.replace
+    )
     try:
         virt.define(conn, ctx.domain_xml, replace=ctx.options.replace)
     except BaseException:
@@ -318,22 +373,25 @@ def define_domain(ctx: Context, conn: virt.Connection, monitor: Monitor) -> None
             for path in (disks[0], *disks[1]):
                 path.unlink(missing_ok=True)
         raise
-    ctx.domain_record.update(defined=True, uri=conn.uri,
-                             disks=[str(p) for p in (disks[0], *disks[1])])
+    ctx.domain_record.update(
+        defined=True, uri=conn.uri, disks=[str(p) for p in (disks[0], *disks[1])]
+    )
 
 
 def install_domain(ctx: Context, conn: virt.Connection, monitor: Monitor) -> None:
     """Start setup and wait for the guest to power off; then the domain is a template."""
     minutes = ctx.timeout_minutes
-    monitor.step("install", f"waiting up to {minutes:g} minutes for setup to power the "
-                 "guest off")
-    result = virt.install(conn, ctx.name, timeout_minutes=minutes, out_dir=ctx.out_dir,
-                          monitor=monitor)
+    monitor.step("install", f"waiting up to {minutes:g} minutes for setup to power the guest off")
+    result = virt.install(
+        conn, ctx.name, timeout_minutes=minutes, out_dir=ctx.out_dir, monitor=monitor
+    )
     record = result.as_json()
     record.pop("final_xml")  # the template's XML is libvirt's to keep, not the manifest's
     ctx.domain_record.update(installed=True, **record)
-    monitor.info(f"installed in {virt.format_elapsed(result.seconds)}; removed "
-                 f"{', '.join(result.removed_media) or 'no media'} from {ctx.name}")
+    monitor.info(
+        f"installed in {virt.format_elapsed(result.seconds)}; removed "
+        f"{', '.join(result.removed_media) or 'no media'} from {ctx.name}"
+    )
 
 
 def _medium_files(ctx: Context, name: str) -> list[dict[str, Any]] | None:
@@ -350,8 +408,7 @@ def _medium_files(ctx: Context, name: str) -> list[dict[str, Any]] | None:
         # user's CD's with the driver's entries merged in.
         with open_source(ctx.out_dir / INSTALL_ISO) as written:
             sif = cd.txtsetup_path
-            files.append({"path": sif, "size": written.size(sif),
-                          "sha256": written.sha256(sif)})
+            files.append({"path": sif, "size": written.size(sif), "sha256": written.sha256(sif)})
         return sorted(files, key=lambda f: str(f["path"]).lower())
     return None
 
@@ -362,16 +419,19 @@ def write_manifest(ctx: Context, monitor: Monitor) -> dict[str, Any]:
     if ctx.windows_iso is not None:
         inputs.append(manifest_mod.file_record("windows_iso", ctx.windows_iso, "iso"))
     if ctx.options.config_file is not None:
-        inputs.append(manifest_mod.file_record("config", ctx.options.config_file.absolute(),
-                                               "toml"))
+        inputs.append(
+            manifest_mod.file_record("config", ctx.options.config_file.absolute(), "toml")
+        )
     document = manifest_mod.build_manifest(
         config=ctx.config,
         build_id=ctx.build,
         epoch=ctx.epoch,
         inputs=inputs,
         drivers=manifest_mod.drivers_json(ctx.drivers, ctx.source),
-        outputs=[manifest_mod.output_record(n, ctx.out_dir / n, _medium_files(ctx, n))
-             for n in ctx.written],
+        outputs=[
+            manifest_mod.output_record(n, ctx.out_dir / n, _medium_files(ctx, n))
+            for n in ctx.written
+        ],
         domain=ctx.domain_record,
         warnings=ctx.warnings,
     )
@@ -396,8 +456,9 @@ def _hypervisor(options: BuildOptions) -> Iterator[virt.Connection | None]:
         conn.close()
 
 
-def run_build(options: BuildOptions, monitor: Monitor,
-              environ: Mapping[str, str] | None = None) -> BuildResult:
+def run_build(
+    options: BuildOptions, monitor: Monitor, environ: Mapping[str, str] | None = None
+) -> BuildResult:
     """Run the whole build (select → render → media → domain XML → define → install →
     manifest). InputError before anything is written; BuildError when writing,
     defining or installing fails (the manifest then records how far it got)."""
@@ -411,8 +472,13 @@ def run_build(options: BuildOptions, monitor: Monitor,
             with staging(ctx.out_dir) as stage:
                 write_outputs(ctx, stage, monitor)
                 stage.commit()
-            ctx.domain_record = {"name": ctx.name, "type": ctx.domain_type,
-                                 "xml": DOMAIN_XML, "defined": False, "installed": False}
+            ctx.domain_record = {
+                "name": ctx.name,
+                "type": ctx.domain_type,
+                "xml": DOMAIN_XML,
+                "defined": False,
+                "installed": False,
+            }
             if conn is not None:
                 try:
                     define_domain(ctx, conn, monitor)
@@ -424,5 +490,9 @@ def run_build(options: BuildOptions, monitor: Monitor,
                     write_manifest(ctx, monitor)
                     raise
         document = write_manifest(ctx, monitor)
-    return BuildResult(manifest=document, domain_xml=ctx.domain_xml, out_dir=ctx.out_dir,
-                       installed=bool(ctx.domain_record.get("installed")))
+    return BuildResult(
+        manifest=document,
+        domain_xml=ctx.domain_xml,
+        out_dir=ctx.out_dir,
+        installed=bool(ctx.domain_record.get("installed")),
+    )

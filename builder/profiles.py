@@ -122,9 +122,7 @@ _W2008 = _editions(
     Edition("web", None, "WYR28-R7TFJ-3X2YQ-YCY4H-M249D"),
 )
 _W2008R2 = _editions(
-    Edition(
-        "standard", "Windows Server 2008 R2 SERVERSTANDARD", "YC6KT-GKW9T-YTKYR-T4X34-R7VHC"
-    ),
+    Edition("standard", "Windows Server 2008 R2 SERVERSTANDARD", "YC6KT-GKW9T-YTKYR-T4X34-R7VHC"),
     Edition(
         "enterprise", "Windows Server 2008 R2 SERVERENTERPRISE", "489J6-VHDMP-X63PK-3K798-CPX3Y"
     ),
@@ -232,8 +230,14 @@ PROFILES: Mapping[str, Profile] = MappingProxyType(
 )
 
 ARCH_NAMES: Mapping[str, Arch] = MappingProxyType(
-    {"x86": "x86", "i386": "x86", "i686": "x86", "x64": "amd64", "amd64": "amd64",
-     "x86_64": "amd64"}
+    {
+        "x86": "x86",
+        "i386": "x86",
+        "i686": "x86",
+        "x64": "amd64",
+        "amd64": "amd64",
+        "x86_64": "amd64",
+    }
 )
 
 
@@ -256,8 +260,9 @@ def resolve_profile(name: str, arch: str | None = None) -> Profile:
             )
         wanted_arch = ARCH_NAMES[arch.lower()]
     known = ", ".join(PROFILES)
-    aliases = ", ".join(sorted({a for p in PROFILES.values() for a in (p.osinfo_id,
-                                                                       *p.osinfo_aliases)}))
+    aliases = ", ".join(
+        sorted({a for p in PROFILES.values() for a in (p.osinfo_id, *p.osinfo_aliases)})
+    )
     if name in PROFILES:
         profile = PROFILES[name]
         if wanted_arch is not None and wanted_arch != profile.arch:

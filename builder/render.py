@@ -83,32 +83,66 @@ class GatedSetting:
 # for 2008 or 2008 R2 (a unit test checks that).
 GATED_SETTINGS: tuple[GatedSetting, ...] = (
     GatedSetting(
-        "specialize", "Microsoft-Windows-Security-Licensing-SLC-UX", "", "SkipAutoActivation",
-        "true", (6, 0), (6, 0),
+        "specialize",
+        "Microsoft-Windows-Security-Licensing-SLC-UX",
+        "",
+        "SkipAutoActivation",
+        "true",
+        (6, 0),
+        (6, 0),
         "MS cc749137/cc749043 (Vista, Server 2008); deprecated in Windows 7, removed in "
         "Windows 8 (MS ff715721)",
     ),
     GatedSetting(
-        "specialize", "Microsoft-Windows-Security-SPP-UX", "", "SkipAutoActivation",
-        "true", (6, 1), None,
+        "specialize",
+        "Microsoft-Windows-Security-SPP-UX",
+        "",
+        "SkipAutoActivation",
+        "true",
+        (6, 1),
+        None,
         "MS ff715518: Windows Server 2008 R2 and later",
     ),
     GatedSetting(
-        "oobeSystem", SHELL_SETUP, "OOBE", "HideEULAPage", "true", (6, 0), None,
+        "oobeSystem",
+        SHELL_SETUP,
+        "OOBE",
+        "HideEULAPage",
+        "true",
+        (6, 0),
+        None,
         "MS cc721948 (Vista/Server 2008 OOBE settings)",
     ),
     GatedSetting(
-        "oobeSystem", SHELL_SETUP, "OOBE", "HideLocalAccountScreen", "true", (6, 2), None,
+        "oobeSystem",
+        SHELL_SETUP,
+        "OOBE",
+        "HideLocalAccountScreen",
+        "true",
+        (6, 2),
+        None,
         "Windows 8 / Server 2012 OOBE; 2008 R2 Setup rejects it "
         "(cloudbase/windows-imaging-tools#1)",
     ),
     GatedSetting(
-        "oobeSystem", SHELL_SETUP, "OOBE", "HideOnlineAccountScreens", "true", (6, 2), None,
+        "oobeSystem",
+        SHELL_SETUP,
+        "OOBE",
+        "HideOnlineAccountScreens",
+        "true",
+        (6, 2),
+        None,
         "Windows 8 / Server 2012 OOBE; 2008 R2 Setup rejects it "
         "(cloudbase/windows-imaging-tools#1)",
     ),
     GatedSetting(
-        "oobeSystem", SHELL_SETUP, "OOBE", "HideOEMRegistrationScreen", "true", (6, 2), None,
+        "oobeSystem",
+        SHELL_SETUP,
+        "OOBE",
+        "HideOEMRegistrationScreen",
+        "true",
+        (6, 2),
+        None,
         "Windows 8 / Server 2012 OOBE (inferred: introduced with the account screens)",
     ),
 )
@@ -119,8 +153,11 @@ def gated_settings(
 ) -> tuple[GatedSetting, ...]:
     """The rows of `GATED_SETTINGS` at one place of the answer file that `profile` knows."""
     return tuple(
-        s for s in GATED_SETTINGS
-        if s.config_pass == config_pass and s.component == component and s.parent == parent
+        s
+        for s in GATED_SETTINGS
+        if s.config_pass == config_pass
+        and s.component == component
+        and s.parent == parent
         and s.known_by(profile.nt_version)
     )
 
@@ -130,8 +167,11 @@ def gated_components(profile: Profile, config_pass: str) -> tuple[str, ...]:
     (the auto-activation switch: SLC-UX on 2008, SPP-UX from 2008 R2 on)."""
     found: dict[str, None] = {}
     for setting in GATED_SETTINGS:
-        if (setting.config_pass == config_pass and setting.parent == ""
-                and setting.known_by(profile.nt_version)):
+        if (
+            setting.config_pass == config_pass
+            and setting.parent == ""
+            and setting.known_by(profile.nt_version)
+        ):
             found.setdefault(setting.component, None)
     return tuple(found)
 
@@ -194,8 +234,9 @@ def _encode(name: str, text: str, encoding: str) -> bytes:
     except UnicodeEncodeError as exc:
         # builder.config refuses such values; reaching this is a bug. The message names
         # the position only: the text may hold a secret.
-        raise BuildError(f"{name}: character {exc.start} cannot be written as {encoding}.") \
-            from None
+        raise BuildError(
+            f"{name}: character {exc.start} cannot be written as {encoding}."
+        ) from None
 
 
 # -- autounattend.xml (2008 family) ---------------------------------------------------------
@@ -228,8 +269,9 @@ def _unattend_context(config: BuildConfig, drivers: DriverSet) -> dict[str, Any]
         "product_key": config.product_key.reveal() if config.product_key else None,
         "full_name": config.full_name,
         "organization": config.organization,
-        "driver_paths": tuple(layout.floppy_path_windows(d)
-                              for d in layout.floppy_drivers(drivers)),
+        "driver_paths": tuple(
+            layout.floppy_path_windows(d) for d in layout.floppy_drivers(drivers)
+        ),
         "computer_name": config.computer_name,
         "timezone": config.timezone,
         "workgroup": config.workgroup,
@@ -272,8 +314,9 @@ def _winnt_context(config: BuildConfig, drivers: DriverSet) -> dict[str, Any]:
         "autologon_count": config.autologon_count,
         "product_key": _sif_quoted("product_key", config.product_key.reveal()),
         "full_name": _sif_quoted("full_name", config.full_name),
-        "organization": (_sif_quoted("organization", config.organization)
-                         if config.organization else None),
+        "organization": (
+            _sif_quoted("organization", config.organization) if config.organization else None
+        ),
         "computer_name": config.computer_name,
         "workgroup": config.workgroup,
         "language": config.language_code,
@@ -283,8 +326,7 @@ def _winnt_context(config: BuildConfig, drivers: DriverSet) -> dict[str, Any]:
 
 def render_winnt_sif(config: BuildConfig, drivers: DriverSet) -> bytes:
     """`winnt.sif` for a 2003 profile: Windows-1252, CRLF."""
-    return _encode("winnt.sif", _render("winnt.sif.j2", _winnt_context(config, drivers)),
-                   "cp1252")
+    return _encode("winnt.sif", _render("winnt.sif.j2", _winnt_context(config, drivers)), "cp1252")
 
 
 # -- txtsetup.oem (2003 F6 disk) -------------------------------------------------------------
@@ -295,12 +337,14 @@ F6_OPTIONS: Mapping[Arch, str] = MappingProxyType({"x86": "WNET32", "amd64": "WN
 # INF AddReg value types (the type bits of the flags) -> txtsetup.oem [Config] types.
 # Types txtsetup.oem cannot express (binary, none) are left to GUI-mode setup, which
 # applies the INF itself.
-_REG_TYPES: Mapping[int, str] = MappingProxyType({
-    0x00000000: "REG_SZ",
-    0x00010001: "REG_DWORD",
-    0x00020000: "REG_EXPAND_SZ",
-    0x00010000: "REG_MULTI_SZ",
-})
+_REG_TYPES: Mapping[int, str] = MappingProxyType(
+    {
+        0x00000000: "REG_SZ",
+        0x00010001: "REG_DWORD",
+        0x00020000: "REG_EXPAND_SZ",
+        0x00010000: "REG_MULTI_SZ",
+    }
+)
 _REG_TYPE_MASK = 0xFFFF0001
 # FLG_ADDREG_DELVAL, _APPEND, _KEYONLY, _KEYONLY_COMMON and the DelReg bit: these do
 # not set a value, or (APPEND) add to one in a way [Config] cannot say.
@@ -475,17 +519,20 @@ def render_txtsetup_oem(config: BuildConfig, drivers: DriverSet) -> bytes:
 
 # -- the answer files of a profile -----------------------------------------------------------
 
-_RENDERERS: Mapping[str, Callable[[BuildConfig, DriverSet], bytes]] = MappingProxyType({
-    "autounattend.xml": render_autounattend,
-    "winnt.sif": render_winnt_sif,
-    "txtsetup.oem": render_txtsetup_oem,
-})
+_RENDERERS: Mapping[str, Callable[[BuildConfig, DriverSet], bytes]] = MappingProxyType(
+    {
+        "autounattend.xml": render_autounattend,
+        "winnt.sif": render_winnt_sif,
+        "txtsetup.oem": render_txtsetup_oem,
+    }
+)
 
 
 def _check_profiles(config: BuildConfig, drivers: DriverSet) -> Profile:
     if config.profile.name != drivers.profile.name:
-        raise BuildError(f"settings for {config.profile.name} but drivers for "
-                         f"{drivers.profile.name}.")
+        raise BuildError(
+            f"settings for {config.profile.name} but drivers for {drivers.profile.name}."
+        )
     return config.profile
 
 

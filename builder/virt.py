@@ -48,29 +48,32 @@ def _ignore_error(_ctx: object, _error: object) -> None:
 
 libvirt.registerErrorHandler(_ignore_error, None)
 
-_STATE_NAMES = MappingProxyType({
-    libvirt.VIR_DOMAIN_NOSTATE: "no state",
-    libvirt.VIR_DOMAIN_RUNNING: "running",
-    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
-    libvirt.VIR_DOMAIN_PAUSED: "paused",
-    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting down",
-    libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
-    libvirt.VIR_DOMAIN_CRASHED: "crashed",
-    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
-})
+_STATE_NAMES = MappingProxyType(
+    {
+        libvirt.VIR_DOMAIN_NOSTATE: "no state",
+        libvirt.VIR_DOMAIN_RUNNING: "running",
+        libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+        libvirt.VIR_DOMAIN_PAUSED: "paused",
+        libvirt.VIR_DOMAIN_SHUTDOWN: "shutting down",
+        libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+        libvirt.VIR_DOMAIN_CRASHED: "crashed",
+        libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+    }
+)
 
-_SHUTOFF_REASONS = MappingProxyType({
-    libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN: "unknown",
-    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shutdown",
-    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
-    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
-    libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: "migrated",
-    libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved",
-    libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed",
-    libvirt.VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT: "from-snapshot",
-    libvirt.VIR_DOMAIN_SHUTOFF_DAEMON: "daemon",
-})
-
+_SHUTOFF_REASONS = MappingProxyType(
+    {
+        libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN: "unknown",
+        libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shutdown",
+        libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
+        libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
+        libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: "migrated",
+        libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved",
+        libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed",
+        libvirt.VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT: "from-snapshot",
+        libvirt.VIR_DOMAIN_SHUTOFF_DAEMON: "daemon",
+    }
+)
 
 
 def shutoff_reason(reason: int) -> str:
@@ -91,12 +94,37 @@ _URI_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
 # Hypervisor drivers libvirt has (the part of the scheme before any "+transport").
 # Checked here because a client without a reachable daemon reports an unknown
 # driver only as "cannot connect to the socket".
-_DRIVERS = frozenset({
-    "qemu", "test", "xen", "lxc", "vbox", "esx", "gsx", "vpx", "bhyve", "ch", "vz",
-    "openvz", "hyperv", "vmwareplayer", "vmwarews", "vmwarefusion", "libxl", "xenapi",
-    "phyp", "uml", "remote", "interface", "network", "nodedev", "nwfilter", "secret",
-    "storage",
-})
+_DRIVERS = frozenset(
+    {
+        "qemu",
+        "test",
+        "xen",
+        "lxc",
+        "vbox",
+        "esx",
+        "gsx",
+        "vpx",
+        "bhyve",
+        "ch",
+        "vz",
+        "openvz",
+        "hyperv",
+        "vmwareplayer",
+        "vmwarews",
+        "vmwarefusion",
+        "libxl",
+        "xenapi",
+        "phyp",
+        "uml",
+        "remote",
+        "interface",
+        "network",
+        "nodedev",
+        "nwfilter",
+        "secret",
+        "storage",
+    }
+)
 _QEMU_LOCAL_PATHS = ("/system", "/session", "/embed")
 
 
@@ -123,13 +151,16 @@ def _refused(what: str, uri: str) -> Iterator[None]:
         yield
     except libvirt.libvirtError as error:
         if _is_permission(error):
-            raise BuildError(f"{what} on {uri}: permission denied ({_message(error)}).",
-                             _PERMISSION_HINT) from None
+            raise BuildError(
+                f"{what} on {uri}: permission denied ({_message(error)}).", _PERMISSION_HINT
+            ) from None
         raise BuildError(f"{what} on {uri} failed: {_message(error)}.") from None
 
 
-_PERMISSION_HINT = ("Run as root, join the libvirt group, or use --connect qemu:///session "
-                    "for guests of your own user.")
+_PERMISSION_HINT = (
+    "Run as root, join the libvirt group, or use --connect qemu:///session "
+    "for guests of your own user."
+)
 
 
 # -- the event loop ----------------------------------------------------------------------
@@ -188,9 +219,11 @@ def connect(uri: str = DEFAULT_URI) -> Connection:
     """Open `uri`. InputError when it is not a URI libvirt knows; BuildError when the
     hypervisor there does not answer or refuses us."""
     if not _URI_SHAPE.fullmatch(uri):
-        raise InputError(f"{uri!r} is not a libvirt URI.",
-                         "Use a URI such as qemu:///system or qemu+ssh://host/system.",
-                         key="--connect")
+        raise InputError(
+            f"{uri!r} is not a libvirt URI.",
+            "Use a URI such as qemu:///system or qemu+ssh://host/system.",
+            key="--connect",
+        )
     _check_uri(uri)
     _start_event_loop()
     try:
@@ -208,27 +241,36 @@ def _check_uri(uri: str) -> None:
     scheme, _, rest = uri.partition("://")
     driver = scheme.split("+", 1)[0].lower()
     if driver not in _DRIVERS:
-        raise InputError(f"no libvirt driver handles {uri} (unknown driver {driver!r}).",
-                         "Use a URI such as qemu:///system or qemu+ssh://host/system.",
-                         key="--connect")
+        raise InputError(
+            f"no libvirt driver handles {uri} (unknown driver {driver!r}).",
+            "Use a URI such as qemu:///system or qemu+ssh://host/system.",
+            key="--connect",
+        )
     _, _, path = rest.partition("/")
     path = "/" + path.split("?", 1)[0]
     if driver == "qemu" and not path.startswith(_QEMU_LOCAL_PATHS):
-        raise InputError(f"{uri} is not a valid libvirt URI: the QEMU driver serves "
-                         f"{', '.join(_QEMU_LOCAL_PATHS)}, not {path!r}.",
-                         "Use qemu:///system (or qemu:///session for your own user).",
-                         key="--connect")
+        raise InputError(
+            f"{uri} is not a valid libvirt URI: the QEMU driver serves "
+            f"{', '.join(_QEMU_LOCAL_PATHS)}, not {path!r}.",
+            "Use qemu:///system (or qemu:///session for your own user).",
+            key="--connect",
+        )
 
 
 def _connect_error(uri: str, error: Any) -> InputError | BuildError:
     code, text = _code(error), _message(error)
     if code == libvirt.VIR_ERR_NO_CONNECT:
-        return InputError(f"no libvirt driver handles {uri} ({text}).",
-                          "Use a URI such as qemu:///system or qemu+ssh://host/system.",
-                          key="--connect")
+        return InputError(
+            f"no libvirt driver handles {uri} ({text}).",
+            "Use a URI such as qemu:///system or qemu+ssh://host/system.",
+            key="--connect",
+        )
     if code == libvirt.VIR_ERR_INTERNAL_ERROR and "URI" in text:
-        return InputError(f"{uri} is not a valid libvirt URI: {text}.",
-                          "Use a URI such as qemu:///system.", key="--connect")
+        return InputError(
+            f"{uri} is not a valid libvirt URI: {text}.",
+            "Use a URI such as qemu:///system.",
+            key="--connect",
+        )
     if _is_permission(error):
         return BuildError(f"permission denied connecting to {uri} ({text}).", _PERMISSION_HINT)
     return BuildError(
@@ -252,8 +294,7 @@ def domain_types_offered(capabilities_xml: str, arches: tuple[str, ...]) -> set[
     return offered
 
 
-def choose_domain_type(conn: Connection, forced: str | None, *,
-                       arch: str | None = None) -> str:
+def choose_domain_type(conn: Connection, forced: str | None, *, arch: str | None = None) -> str:
     """`kvm` when the connection offers it, else `qemu` (TCG); `forced` picks one.
 
     `arch` is the libvirt guest arch (i686, x86_64); by default either counts.
@@ -267,16 +308,19 @@ def choose_domain_type(conn: Connection, forced: str | None, *,
     if forced is not None:
         if forced not in offered:
             have = ", ".join(sorted(offered)) or "none"
-            raise InputError(f"{conn.uri} offers no {forced} guests for {'/'.join(arches)} "
-                             f"(it offers: {have}).",
-                             "Leave out --domain-type, or use --domain-type qemu (TCG) where "
-                             "there is no KVM.", key="--domain-type")
+            raise InputError(
+                f"{conn.uri} offers no {forced} guests for {'/'.join(arches)} (it offers: {have}).",
+                "Leave out --domain-type, or use --domain-type qemu (TCG) where there is no KVM.",
+                key="--domain-type",
+            )
         return forced
     for kind in domain.DOMAIN_TYPES:
         if kind in offered:
             return kind
-    raise BuildError(f"{conn.uri} offers neither kvm nor qemu guests for {'/'.join(arches)}.",
-                     "Install qemu-system-x86 on the host, or connect to another hypervisor.")
+    raise BuildError(
+        f"{conn.uri} offers neither kvm nor qemu guests for {'/'.join(arches)}.",
+        "Install qemu-system-x86 on the host, or connect to another hypervisor.",
+    )
 
 
 # -- before defining ---------------------------------------------------------------------
@@ -288,8 +332,9 @@ def _lookup_domain(conn: Connection, name: str) -> Any | None:
     except libvirt.libvirtError as error:
         if _code(error) == libvirt.VIR_ERR_NO_DOMAIN:
             return None
-        raise BuildError(f"looking up the domain {name} on {conn.uri} failed: "
-                         f"{_message(error)}.") from None
+        raise BuildError(
+            f"looking up the domain {name} on {conn.uri} failed: {_message(error)}."
+        ) from None
 
 
 def domain_exists(conn: Connection, name: str) -> bool:
@@ -297,13 +342,23 @@ def domain_exists(conn: Connection, name: str) -> bool:
 
 
 def _existing_domain_error(conn: Connection, name: str) -> InputError:
-    return InputError(f"a domain named {name} already exists on {conn.uri}.",
-                      "Choose another --name, or add --replace to undefine it and start over "
-                      "(its disks are recreated).", key="--name")
+    return InputError(
+        f"a domain named {name} already exists on {conn.uri}.",
+        "Choose another --name, or add --replace to undefine it and start over "
+        "(its disks are recreated).",
+        key="--name",
+    )
 
 
-def check_can_define(conn: Connection, name: str, *, replace: bool, network: str,
-                     pool: str | None, disks: domain.DiskPaths | None = None) -> None:
+def check_can_define(
+    conn: Connection,
+    name: str,
+    *,
+    replace: bool,
+    network: str,
+    pool: str | None,
+    disks: domain.DiskPaths | None = None,
+) -> None:
     """Refuse, before anything is written, what would make define or start fail:
     an existing domain of that name or existing `disks` (unless `replace`), a
     missing or inactive libvirt network, a missing, inactive or non-file storage
@@ -329,18 +384,23 @@ def _check_network(conn: Connection, network: str) -> None:
         active = bool(handle.isActive())
     except libvirt.libvirtError as error:
         if _code(error) != libvirt.VIR_ERR_NO_NETWORK:
-            raise BuildError(f"looking up the network {network} on {conn.uri} failed: "
-                             f"{_message(error)}.") from None
+            raise BuildError(
+                f"looking up the network {network} on {conn.uri} failed: {_message(error)}."
+            ) from None
         with _refused("listing networks", conn.uri):
             names = sorted(str(n.name()) for n in conn.handle.listAllNetworks(0))
         there = f" (networks there: {', '.join(names)})" if names else " (it has none)"
-        raise InputError(f"there is no libvirt network named {network} on {conn.uri}{there}.",
-                         "Set network to one of them, or to 'user' for QEMU's user-mode "
-                         "network.", key="network") from None
+        raise InputError(
+            f"there is no libvirt network named {network} on {conn.uri}{there}.",
+            "Set network to one of them, or to 'user' for QEMU's user-mode network.",
+            key="network",
+        ) from None
     if not active:
-        raise InputError(f"the libvirt network {network} on {conn.uri} is not active.",
-                         f"Start it with: virsh -c {conn.uri} net-start {network}",
-                         key="network")
+        raise InputError(
+            f"the libvirt network {network} on {conn.uri} is not active.",
+            f"Start it with: virsh -c {conn.uri} net-start {network}",
+            key="network",
+        )
 
 
 def _storage_pool(conn: Connection, pool: str) -> Any:
@@ -348,14 +408,17 @@ def _storage_pool(conn: Connection, pool: str) -> Any:
         return conn.handle.storagePoolLookupByName(pool)
     except libvirt.libvirtError as error:
         if _code(error) != libvirt.VIR_ERR_NO_STORAGE_POOL:
-            raise BuildError(f"looking up the storage pool {pool} on {conn.uri} failed: "
-                             f"{_message(error)}.") from None
+            raise BuildError(
+                f"looking up the storage pool {pool} on {conn.uri} failed: {_message(error)}."
+            ) from None
         with _refused("listing storage pools", conn.uri):
             names = sorted(str(p.name()) for p in conn.handle.listAllStoragePools(0))
         there = f" (pools there: {', '.join(names)})" if names else " (it has none)"
-        raise InputError(f"there is no storage pool named {pool} on {conn.uri}{there}.",
-                         "Set storage_pool to one of them, or leave it out for qcow2 files "
-                         "next to the outputs.", key="storage_pool") from None
+        raise InputError(
+            f"there is no storage pool named {pool} on {conn.uri}{there}.",
+            "Set storage_pool to one of them, or leave it out for qcow2 files next to the outputs.",
+            key="storage_pool",
+        ) from None
 
 
 def _pool_path(conn: Connection, pool: str) -> Path:
@@ -364,20 +427,25 @@ def _pool_path(conn: Connection, pool: str) -> Path:
         active = bool(handle.isActive())
         root = domain.parse_xml(str(handle.XMLDesc(0)))
     if not active:
-        raise InputError(f"the storage pool {pool} on {conn.uri} is not active.",
-                         f"Start it with: virsh -c {conn.uri} pool-start {pool}",
-                         key="storage_pool")
+        raise InputError(
+            f"the storage pool {pool} on {conn.uri} is not active.",
+            f"Start it with: virsh -c {conn.uri} pool-start {pool}",
+            key="storage_pool",
+        )
     kind = root.get("type", "")
     path = root.findtext("./target/path")
     if kind not in FILE_POOL_TYPES or not path:
-        raise InputError(f"the storage pool {pool} is of type {kind}, whose volumes are not "
-                         "files.", f"Use a pool of type {', '.join(FILE_POOL_TYPES)}.",
-                         key="storage_pool")
+        raise InputError(
+            f"the storage pool {pool} is of type {kind}, whose volumes are not files.",
+            f"Use a pool of type {', '.join(FILE_POOL_TYPES)}.",
+            key="storage_pool",
+        )
     return Path(path)
 
 
-def _pool_volume(conn: Connection, pool: str, volume_name: str, *,
-                 refresh: bool = True) -> Any | None:
+def _pool_volume(
+    conn: Connection, pool: str, volume_name: str, *, refresh: bool = True
+) -> Any | None:
     handle = _storage_pool(conn, pool)
     try:
         if refresh:
@@ -386,12 +454,13 @@ def _pool_volume(conn: Connection, pool: str, volume_name: str, *,
     except libvirt.libvirtError as error:
         if _code(error) == libvirt.VIR_ERR_NO_STORAGE_VOL:
             return None
-        raise BuildError(f"looking up the volume {volume_name} in the pool {pool} on "
-                         f"{conn.uri} failed: {_message(error)}.") from None
+        raise BuildError(
+            f"looking up the volume {volume_name} in the pool {pool} on "
+            f"{conn.uri} failed: {_message(error)}."
+        ) from None
 
 
-def disk_paths(conn: Connection, config: BuildConfig, out_dir: Path,
-               name: str) -> domain.DiskPaths:
+def disk_paths(conn: Connection, config: BuildConfig, out_dir: Path, name: str) -> domain.DiskPaths:
     """Where the system and data disks will be: in the storage pool when one is
     configured, else next to the outputs."""
     if config.storage_pool is None:
@@ -404,8 +473,15 @@ def disk_paths(conn: Connection, config: BuildConfig, out_dir: Path,
 # -- disks -------------------------------------------------------------------------------
 
 
-def create_disks(conn: Connection, config: BuildConfig, out_dir: Path, name: str,
-                 monitor: Monitor, *, replace: bool = False) -> domain.DiskPaths:
+def create_disks(
+    conn: Connection,
+    config: BuildConfig,
+    out_dir: Path,
+    name: str,
+    monitor: Monitor,
+    *,
+    replace: bool = False,
+) -> domain.DiskPaths:
     """Create the empty qcow2 system and data disks; return their paths.
 
     Through the storage pool when one is configured, else with `qemu-img` next to
@@ -416,8 +492,7 @@ def create_disks(conn: Connection, config: BuildConfig, out_dir: Path, name: str
     system_name, data_names = domain.disk_file_names(config, name)
     names = (system_name, *data_names)
     if config.storage_pool is not None:
-        return _create_pool_disks(conn, config.storage_pool, names, sizes, monitor,
-                                  replace=replace)
+        return _create_pool_disks(conn, config.storage_pool, names, sizes, monitor, replace=replace)
     paths = domain.default_disk_paths(config, out_dir, name)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, size in zip((paths[0], *paths[1]), sizes, strict=True):
@@ -426,20 +501,29 @@ def create_disks(conn: Connection, config: BuildConfig, out_dir: Path, name: str
                 raise _existing_disk_error(str(path))
             path.unlink()
         monitor.info(f"create {path.name} ({size} GiB qcow2)")
-        tools.run(["qemu-img", "create", "-q", "-f", "qcow2", path, f"{size}G"],
-                  package="qemu-utils")
+        tools.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", path, f"{size}G"], package="qemu-utils"
+        )
     return paths
 
 
 def _existing_disk_error(where: str) -> InputError:
-    return InputError(f"the disk {where} already exists (from an earlier build?).",
-                      "Add --replace to recreate it empty, or choose another --name.",
-                      key="--name")
+    return InputError(
+        f"the disk {where} already exists (from an earlier build?).",
+        "Add --replace to recreate it empty, or choose another --name.",
+        key="--name",
+    )
 
 
-def _create_pool_disks(conn: Connection, pool: str, names: tuple[str, ...],
-                       sizes: tuple[int, ...], monitor: Monitor, *,
-                       replace: bool) -> domain.DiskPaths:
+def _create_pool_disks(
+    conn: Connection,
+    pool: str,
+    names: tuple[str, ...],
+    sizes: tuple[int, ...],
+    monitor: Monitor,
+    *,
+    replace: bool,
+) -> domain.DiskPaths:
     folder = _pool_path(conn, pool)
     handle = _storage_pool(conn, pool)
     with _refused(f"refreshing the storage pool {pool}", conn.uri):
@@ -455,8 +539,7 @@ def _create_pool_disks(conn: Connection, pool: str, names: tuple[str, ...],
         monitor.info(f"create {volume_name} ({size} GiB qcow2) in the pool {pool}")
         with _refused(f"creating the volume {volume_name} in {pool}", conn.uri):
             volume = handle.createXML(domain.volume_xml(volume_name, size), 0)
-            paths.append(Path(str(volume.path())) if volume is not None
-                         else folder / volume_name)
+            paths.append(Path(str(volume.path())) if volume is not None else folder / volume_name)
     return paths[0], tuple(paths[1:])
 
 
@@ -558,8 +641,11 @@ class _StopEvents:
     sleeps, and the state polling in `_wait_for_power_off` does the work.
     """
 
-    _WAKE = (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_CRASHED,
-             libvirt.VIR_DOMAIN_EVENT_SUSPENDED)
+    _WAKE = (
+        libvirt.VIR_DOMAIN_EVENT_STOPPED,
+        libvirt.VIR_DOMAIN_EVENT_CRASHED,
+        libvirt.VIR_DOMAIN_EVENT_SUSPENDED,
+    )
 
     def __init__(self, conn: Connection, handle: Any, *, enabled: bool) -> None:
         self._conn = conn
@@ -569,8 +655,11 @@ class _StopEvents:
         if not enabled:
             return
         try:
-            self._callback_id = int(conn.handle.domainEventRegisterAny(
-                handle, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None))
+            self._callback_id = int(
+                conn.handle.domainEventRegisterAny(
+                    handle, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
+                )
+            )
         except libvirt.libvirtError:
             self._callback_id = None  # no events from this driver: polling only
 
@@ -578,8 +667,9 @@ class _StopEvents:
     def active(self) -> bool:
         return self._callback_id is not None
 
-    def _on_lifecycle(self, _conn: Any, _dom: Any, event: int, _detail: int,
-                      _opaque: object) -> None:
+    def _on_lifecycle(
+        self, _conn: Any, _dom: Any, event: int, _detail: int, _opaque: object
+    ) -> None:
         self.events += 1
         if event in self._WAKE:
             self._flag.set()
@@ -621,20 +711,30 @@ def install(
     and re-raises KeyboardInterrupt.
     """
     if timeout_minutes <= 0:
-        raise InputError(f"{timeout_minutes:g} minutes is no time to install in.",
-                         "Give --timeout a positive number of minutes.", key="--timeout")
+        raise InputError(
+            f"{timeout_minutes:g} minutes is no time to install in.",
+            "Give --timeout a positive number of minutes.",
+            key="--timeout",
+        )
     handle = _lookup_domain(conn, name)
     if handle is None:
-        raise BuildError(f"there is no domain {name} on {conn.uri} to install.",
-                         "Define it first (--define or --install).")
+        raise BuildError(
+            f"there is no domain {name} on {conn.uri} to install.",
+            "Define it first (--define or --install).",
+        )
     with _refused(f"reading the domain {name}", conn.uri):
         if handle.isActive():
-            raise BuildError(f"the domain {name} is already running on {conn.uri}.",
-                             f"Stop it (virsh -c {conn.uri} destroy {name}) or use --replace.")
+            raise BuildError(
+                f"the domain {name} is already running on {conn.uri}.",
+                f"Stop it (virsh -c {conn.uri} destroy {name}) or use --replace.",
+            )
         facts = domain.describe_domain(str(handle.XMLDesc(0)))
     if facts.install_cd is None:
-        raise InputError(f"the domain {name} has no install CD to boot setup from.",
-                         "Give the Windows install ISO with --windows-iso.", key="--install")
+        raise InputError(
+            f"the domain {name} has no install CD to boot setup from.",
+            "Give the Windows install ISO with --windows-iso.",
+            key="--install",
+        )
     watcher = _StopEvents(conn, handle, enabled=events)
     try:
         start = time.monotonic()
@@ -642,10 +742,16 @@ def install(
             handle.create()
         _announce(conn, handle, name, monitor)
         try:
-            outcome = _wait_for_power_off(handle, watcher, facts, start=start,
-                                          timeout=timeout_minutes * 60.0, monitor=monitor,
-                                          status_seconds=status_seconds,
-                                          poll_seconds=poll_seconds)
+            outcome = _wait_for_power_off(
+                handle,
+                watcher,
+                facts,
+                start=start,
+                timeout=timeout_minutes * 60.0,
+                monitor=monitor,
+                status_seconds=status_seconds,
+                poll_seconds=poll_seconds,
+            )
         except KeyboardInterrupt:
             _destroy_quietly(handle)
             monitor.warning(f"interrupted: the guest {name} was stopped (it stays defined).")
@@ -654,14 +760,27 @@ def install(
     finally:
         watcher.close()
     if not outcome.ok:
-        raise _install_failed(conn, handle, name, facts=facts, outcome=outcome,
-                              seconds=seconds, timeout_minutes=timeout_minutes,
-                              out_dir=out_dir, monitor=monitor)
+        raise _install_failed(
+            conn,
+            handle,
+            name,
+            facts=facts,
+            outcome=outcome,
+            seconds=seconds,
+            timeout_minutes=timeout_minutes,
+            out_dir=out_dir,
+            monitor=monitor,
+        )
     allocation = _allocation(handle, facts)
     removed, final_xml = _detach_install_media(conn, handle, name)
-    return InstallResult(name=name, seconds=seconds, shutoff_reason=outcome.reason,
-                         system_disk_bytes=allocation, removed_media=removed,
-                         final_xml=final_xml)
+    return InstallResult(
+        name=name,
+        seconds=seconds,
+        shutoff_reason=outcome.reason,
+        system_disk_bytes=allocation,
+        removed_media=removed,
+        final_xml=final_xml,
+    )
 
 
 def _announce(conn: Connection, handle: Any, name: str, monitor: Monitor) -> None:
@@ -673,9 +792,17 @@ def _announce(conn: Connection, handle: Any, name: str, monitor: Monitor) -> Non
     monitor.info(f"watch setup with: virt-viewer --connect {conn.uri} {name}{where}")
 
 
-def _wait_for_power_off(handle: Any, watcher: _StopEvents, facts: domain.DomainFacts, *,
-                        start: float, timeout: float, monitor: Monitor,
-                        status_seconds: float, poll_seconds: float) -> _Outcome:
+def _wait_for_power_off(
+    handle: Any,
+    watcher: _StopEvents,
+    facts: domain.DomainFacts,
+    *,
+    start: float,
+    timeout: float,
+    monitor: Monitor,
+    status_seconds: float,
+    poll_seconds: float,
+) -> _Outcome:
     deadline = start + timeout
     next_status = start
     while True:
@@ -688,9 +815,11 @@ def _wait_for_power_off(handle: Any, watcher: _StopEvents, facts: domain.DomainF
         if state == libvirt.VIR_DOMAIN_CRASHED:
             return _Outcome(False, "the guest crashed", "crashed", active=True)
         if state == libvirt.VIR_DOMAIN_PAUSED and reason in _FATAL_PAUSES:
-            what = ("QEMU paused the guest after a disk I/O error (is the host's disk full?)"
-                    if reason == libvirt.VIR_DOMAIN_PAUSED_IOERROR
-                    else "the guest crashed and was paused")
+            what = (
+                "QEMU paused the guest after a disk I/O error (is the host's disk full?)"
+                if reason == libvirt.VIR_DOMAIN_PAUSED_IOERROR
+                else "the guest crashed and was paused"
+            )
             return _Outcome(False, what, "paused", active=True)
         now = time.monotonic()
         if now >= next_status:
@@ -719,11 +848,14 @@ def _shutoff_text(reason: int) -> str:
     return f"the guest stopped ({shutoff_reason(reason)})"
 
 
-def _report(handle: Any, facts: domain.DomainFacts, monitor: Monitor, state: int,
-            elapsed: float) -> None:
+def _report(
+    handle: Any, facts: domain.DomainFacts, monitor: Monitor, state: int, elapsed: float
+) -> None:
     allocation = _allocation(handle, facts)
-    fields: dict[str, Any] = {"elapsed": format_elapsed(elapsed),
-                              "state": _STATE_NAMES.get(state, str(state))}
+    fields: dict[str, Any] = {
+        "elapsed": format_elapsed(elapsed),
+        "state": _STATE_NAMES.get(state, str(state)),
+    }
     if allocation is not None:
         fields["disk"] = format_size(allocation)
     monitor.status(**fields)
@@ -742,8 +874,7 @@ def _allocation(handle: Any, facts: domain.DomainFacts) -> int | None:
 def format_elapsed(seconds: float) -> str:
     whole = int(seconds)
     hours, rest = divmod(whole, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else \
-        f"{rest // 60}:{rest % 60:02d}"
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def format_size(size: int) -> str:
@@ -763,8 +894,7 @@ def _destroy_quietly(handle: Any) -> None:
         pass  # already gone: that is what we wanted
 
 
-def _detach_install_media(conn: Connection, handle: Any, name: str) -> tuple[tuple[str, ...],
-                                                                           str]:
+def _detach_install_media(conn: Connection, handle: Any, name: str) -> tuple[tuple[str, ...], str]:
     """Remove the floppy and eject the CD-ROMs in the persistent definition.
 
     The domain is shut off, so redefining it from its own edited XML changes exactly
@@ -776,14 +906,25 @@ def _detach_install_media(conn: Connection, handle: Any, name: str) -> tuple[tup
     final_xml = inactive_xml(conn, name)
     left = domain.media_attached(final_xml)
     if left:
-        raise BuildError(f"the install of {name} finished, but its definition still has "
-                         f"{', '.join(left)} attached.")
+        raise BuildError(
+            f"the install of {name} finished, but its definition still has "
+            f"{', '.join(left)} attached."
+        )
     return stripped.removed, final_xml
 
 
-def _install_failed(conn: Connection, handle: Any, name: str, *, facts: domain.DomainFacts,
-                    outcome: _Outcome, seconds: float, timeout_minutes: float, out_dir: Path,
-                    monitor: Monitor) -> BuildError:
+def _install_failed(
+    conn: Connection,
+    handle: Any,
+    name: str,
+    *,
+    facts: domain.DomainFacts,
+    outcome: _Outcome,
+    seconds: float,
+    timeout_minutes: float,
+    out_dir: Path,
+    monitor: Monitor,
+) -> BuildError:
     """Keep what shows why (screenshot, serial tail), stop the guest, and say so."""
     out_dir.mkdir(parents=True, exist_ok=True)
     kept: list[str] = []
@@ -800,8 +941,10 @@ def _install_failed(conn: Connection, handle: Any, name: str, *, facts: domain.D
         kept.append(f"serial log {serial}")
     _destroy_quietly(handle)
     if outcome.what == "timeout":
-        what = (f"the guest did not power off within {timeout_minutes:g} minutes "
-                f"(it was {outcome.reason})")
+        what = (
+            f"the guest did not power off within {timeout_minutes:g} minutes "
+            f"(it was {outcome.reason})"
+        )
     else:
         what = f"{outcome.what} after {format_elapsed(seconds)}"
     last = _last_serial_line(facts.serial_log)
@@ -842,26 +985,34 @@ def save_screenshot(conn: Connection, handle: Any, path: Path) -> str | None:
 
 def ppm_to_png(data: bytes) -> bytes:
     """Convert a binary PPM (P6, 8 bits per channel; QEMU's screendump format) to PNG."""
-    header = re.match(rb"P6(?:\s+|#[^\n]*\n)+(\d+)(?:\s+|#[^\n]*\n)+(\d+)"
-                      rb"(?:\s+|#[^\n]*\n)+(\d+)\s", data)
+    header = re.match(
+        rb"P6(?:\s+|#[^\n]*\n)+(\d+)(?:\s+|#[^\n]*\n)+(\d+)"
+        rb"(?:\s+|#[^\n]*\n)+(\d+)\s",
+        data,
+    )
     if header is None:
         raise ValueError("not a binary PPM image")
     width, height, maxval = (int(g) for g in header.groups())
     if maxval != 255 or width <= 0 or height <= 0:
         raise ValueError(f"unsupported PPM ({width}x{height}, maxval {maxval})")
-    pixels = data[header.end():]
+    pixels = data[header.end() :]
     row = width * 3
     if len(pixels) < row * height:
         raise ValueError("truncated PPM image")
-    raw = b"".join(b"\x00" + pixels[y * row:(y + 1) * row] for y in range(height))
+    raw = b"".join(b"\x00" + pixels[y * row : (y + 1) * row] for y in range(height))
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return (len(body).to_bytes(4, "big") + kind + body
-                + zlib.crc32(kind + body).to_bytes(4, "big"))
+        return (
+            len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+        )
 
     ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw, 6))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _read_tail(path: Path, size: int) -> bytes:
@@ -913,7 +1064,6 @@ def domain_state(conn: Connection, name: str) -> tuple[str, str] | None:
     return _STATE_NAMES.get(state, str(state)), str(reason)
 
 
-
 # -- existing guests: convert and attach ---------------------------------------------------
 
 
@@ -936,16 +1086,20 @@ def existing_domain(conn: Connection, name: str) -> ExistingDomain:
         with _refused("listing domains", conn.uri):
             names = sorted(str(d.name()) for d in conn.handle.listAllDomains(0))
         there = f" (domains there: {', '.join(names)})" if names else " (it has none)"
-        raise InputError(f"there is no domain named {name} on {conn.uri}{there}.",
-                         "Check the name with: virsh -c " + conn.uri + " list --all",
-                         key="DOMAIN")
+        raise InputError(
+            f"there is no domain named {name} on {conn.uri}{there}.",
+            "Check the name with: virsh -c " + conn.uri + " list --all",
+            key="DOMAIN",
+        )
     with _refused(f"reading the domain {name}", conn.uri):
         if not handle.isPersistent():
-            raise InputError(f"{name} on {conn.uri} is a transient domain: it has no "
-                             "persistent definition to change.",
-                             f"Make it persistent first: virsh -c {conn.uri} dumpxml {name} "
-                             f"> {name}.xml && virsh -c {conn.uri} define {name}.xml",
-                             key="DOMAIN")
+            raise InputError(
+                f"{name} on {conn.uri} is a transient domain: it has no "
+                "persistent definition to change.",
+                f"Make it persistent first: virsh -c {conn.uri} dumpxml {name} "
+                f"> {name}.xml && virsh -c {conn.uri} define {name}.xml",
+                key="DOMAIN",
+            )
         xml = str(handle.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         running = bool(handle.isActive())
         live_xml = str(handle.XMLDesc(0)) if running else None

@@ -118,7 +118,9 @@ def _best_of_3(title: str, argv: list[str], target: str) -> None:
     for _ in range(3):
         done = subprocess.run(
             [sys.executable, "-m", "tests.bench.bench_media", "--child", *argv],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         runs.append(json.loads(done.stdout))
     best = min(runs, key=lambda r: r["wall_s"])
@@ -138,12 +140,16 @@ def main() -> None:
     work = CACHE / "media-out"
     work.mkdir(parents=True, exist_ok=True)
     drivers_iso = work / "drivers.iso"
-    _best_of_3("drivers.iso for win2008r2-x64 from a virtio-win-sized ISO (read in place)",
-               ["drivers-iso", str(source_iso), str(drivers_iso)],
-               "seconds, peak RSS well under the source size")
-    _best_of_3("remaster a ~700 MB 2003 CD (drivers from the virtio-win-sized ISO)",
-               ["remaster", str(cd), str(source_iso), str(work / "install.iso")],
-               "seconds, peak RSS independent of the CD size (< 100 MB)")
+    _best_of_3(
+        "drivers.iso for win2008r2-x64 from a virtio-win-sized ISO (read in place)",
+        ["drivers-iso", str(source_iso), str(drivers_iso)],
+        "seconds, peak RSS well under the source size",
+    )
+    _best_of_3(
+        "remaster a ~700 MB 2003 CD (drivers from the virtio-win-sized ISO)",
+        ["remaster", str(cd), str(source_iso), str(work / "install.iso")],
+        "seconds, peak RSS independent of the CD size (< 100 MB)",
+    )
     for name in ("drivers.iso", "install.iso"):
         (work / name).unlink(missing_ok=True)
 

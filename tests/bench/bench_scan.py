@@ -75,7 +75,9 @@ def main() -> None:
     for _ in range(3):
         done = subprocess.run(
             [sys.executable, "-m", "tests.bench.bench_scan", "--child", str(iso)],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         runs.append(json.loads(done.stdout))
     best = min(runs, key=lambda r: r["wall_s"])

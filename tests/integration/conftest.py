@@ -28,5 +28,6 @@ def conn(uri: str) -> Iterator[virt.Connection]:
 def virtio_win(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A virtio-win tree in today's layout with the 2003, 2008 and 2008 R2 folders
     (read only: tests that break a tree make their own)."""
-    return write_modern_tree(tmp_path_factory.mktemp("vw") / "virtio-win",
-                             oses=["2k3", "2k8", "2k8R2"]).root
+    return write_modern_tree(
+        tmp_path_factory.mktemp("vw") / "virtio-win", oses=["2k3", "2k8", "2k8R2"]
+    ).root

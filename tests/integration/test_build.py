@@ -56,8 +56,9 @@ def _environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-def build(capsys: pytest.CaptureFixture[str], profile: str, vw: Path, out: Path,
-          *extra: str) -> tuple[int, str, str]:
+def build(
+    capsys: pytest.CaptureFixture[str], profile: str, vw: Path, out: Path, *extra: str
+) -> tuple[int, str, str]:
     args = ["build", profile, "--drivers", str(vw), "--out", str(out), *extra]
     if profile.startswith("win2003"):
         args += ["--set", f"product_key={KEY_2003}"]
@@ -71,15 +72,21 @@ def sha256(path: Path) -> str:
 
 
 def mtools_read(image: Path, path: str) -> bytes:
-    return subprocess.run(["mtype", "-i", str(image), f"::{path}"], check=True,
-                          capture_output=True, env={**os.environ, "MTOOLS_SKIP_CHECK": "1"}
-                          ).stdout
+    return subprocess.run(
+        ["mtype", "-i", str(image), f"::{path}"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
+    ).stdout
 
 
 def xorriso_read(image: Path, path: str, tmp: Path) -> bytes:
     target = tmp / hashlib.sha256(f"{image}{path}".encode()).hexdigest()
-    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(image), "-extract",
-                    "/" + path, str(target)], check=True, capture_output=True)
+    subprocess.run(
+        ["xorriso", "-osirrox", "on", "-indev", str(image), "-extract", "/" + path, str(target)],
+        check=True,
+        capture_output=True,
+    )
     return target.read_bytes()
 
 
@@ -109,8 +116,12 @@ def test_build_writes_the_contract_outputs(
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["profile"] == profile
     assert manifest["source_date_epoch"] == int(EPOCH)
-    assert manifest["inputs"][0] == {"name": "drivers", "path": str(vw), "kind": "iso",
-                                     "sha256": sha256(vw)}
+    assert manifest["inputs"][0] == {
+        "name": "drivers",
+        "path": str(vw),
+        "kind": "iso",
+        "sha256": sha256(vw),
+    }
     selected = {d["name"]: d for d in manifest["drivers"]["selected"]}
     assert {"viostor", "NetKVM"} <= set(selected)
     for driver in selected.values():
@@ -122,12 +133,16 @@ def test_build_writes_the_contract_outputs(
         assert record["path"] == str(out / name)
         assert record["size"] == (out / name).stat().st_size
         assert record["sha256"] == sha256(out / name)
-    assert manifest["domain"] == {"name": f"pvinstall-{profile}", "type": "kvm",
-                                  "xml": "domain.xml", "defined": False, "installed": False}
+    assert manifest["domain"] == {
+        "name": f"pvinstall-{profile}",
+        "type": "kvm",
+        "xml": "domain.xml",
+        "defined": False,
+        "installed": False,
+    }
 
     # The floppy: a clean FAT12 whose files are the manifest's, byte for byte.
-    subprocess.run(["fsck.fat", "-n", str(out / "floppy.img")], check=True,
-                   capture_output=True)
+    subprocess.run(["fsck.fat", "-n", str(out / "floppy.img")], check=True, capture_output=True)
     floppy_files = outputs["floppy.img"]["files"]
     for entry in floppy_files:
         data = mtools_read(out / "floppy.img", entry["path"])
@@ -158,8 +173,12 @@ def test_2003_with_its_cd_writes_a_remastered_install_iso(
     assert code == 0, stderr
     assert stat.S_IMODE((out / "install.iso").stat().st_mode) == 0o600
     manifest = json.loads((out / "manifest.json").read_text())
-    assert {"name": "windows_iso", "path": str(cd_x86), "kind": "iso",
-            "sha256": sha256(cd_x86)} in manifest["inputs"]
+    assert {
+        "name": "windows_iso",
+        "path": str(cd_x86),
+        "kind": "iso",
+        "sha256": sha256(cd_x86),
+    } in manifest["inputs"]
     record = next(o for o in manifest["outputs"] if o["name"] == "install.iso")
     by_path = {f["path"].upper(): f for f in record["files"]}
     assert {"I386/TXTSETUP.SIF", "I386/VIOSTOR.SYS"} <= set(by_path)
@@ -173,7 +192,10 @@ def test_2003_with_its_cd_writes_a_remastered_install_iso(
 
 
 def test_same_inputs_and_epoch_give_identical_bytes(
-    capsys: pytest.CaptureFixture[str], vw: Path, cd_x86: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    vw: Path,
+    cd_x86: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = tmp_path / "out"
@@ -196,8 +218,10 @@ def test_same_inputs_and_epoch_give_identical_bytes(
 def test_secrets_stay_out_of_manifest_progress_and_domain(
     capsys: pytest.CaptureFixture[str], vw: Path, tmp_path: Path
 ) -> None:
-    for profile, extra in (("win2003-x64", ()), ("win2008-x64", ("--set", f"product_key="
-                                                                 f"{KEY_2003}"))):
+    for profile, extra in (
+        ("win2003-x64", ()),
+        ("win2008-x64", ("--set", f"product_key={KEY_2003}")),
+    ):
         for json_flag in ((), ("--json",)):
             out = tmp_path / f"{profile}{len(json_flag)}"
             code, stdout, stderr = build(capsys, profile, vw, out, *extra, *json_flag)
@@ -249,8 +273,11 @@ def _bad_inputs(vw: Path, cd_x86: Path, tmp_path: Path) -> list[tuple[str, list[
         ("win2008-x64", ["--set", "computer_name=THIS-NAME-IS-TOO-LONG"], "computer_name:"),
         ("win2008-x64", ["--set", "colour=blue"], "colour: unknown setting"),
         ("win2008-x64", ["--set", "memory_mib=128"], "below the 512 MiB"),
-        ("win2008-x64", ["--set", "data_disks=[" + ",".join(["1"] * 27) + "]"],
-         "needs 29 PCI slots"),
+        (
+            "win2008-x64",
+            ["--set", "data_disks=[" + ",".join(["1"] * 27) + "]"],
+            "needs 29 PCI slots",
+        ),
         ("win2003-x86", ["--set", "virtio_model=virtio-non-transitional"], "viostor"),
         ("win2008-x64", ["--set", "virtio_model=virtio-scsi"], "virtio_model:"),
         ("win2008-x64", ["--windows-iso", str(tmp_path / "missing.iso")], "--windows-iso:"),
@@ -284,9 +311,21 @@ def test_bad_input_exits_2_and_writes_nothing(
 def test_every_problem_is_listed_at_once(
     capsys: pytest.CaptureFixture[str], vw: Path, tmp_path: Path
 ) -> None:
-    code, stdout, _ = build(capsys, "win2008-x64", vw, tmp_path / "o", "--json",
-                            "--set", "computer_name=x y", "--set", "vcpus=0",
-                            "--timeout", "-1", "--name", "")
+    code, stdout, _ = build(
+        capsys,
+        "win2008-x64",
+        vw,
+        tmp_path / "o",
+        "--json",
+        "--set",
+        "computer_name=x y",
+        "--set",
+        "vcpus=0",
+        "--timeout",
+        "-1",
+        "--name",
+        "",
+    )
     assert code == 2
     keys = {p["key"] for p in json.loads(stdout)["error"]["problems"]}
     assert {"computer_name", "vcpus", "--timeout", "--name"} <= keys

@@ -54,8 +54,12 @@ def windows_hardware_ids(dev: probe.PciDevice) -> set[str]:
     subsys = f"{dev.subsys_device.upper()}{dev.subsys_vendor.upper()}"
     rev = dev.revision.upper()
     base = f"PCI\\VEN_{ven}&DEV_{devid}"
-    return {f"{base}&SUBSYS_{subsys}&REV_{rev}", f"{base}&SUBSYS_{subsys}",
-            f"{base}&REV_{rev}", base}
+    return {
+        f"{base}&SUBSYS_{subsys}&REV_{rev}",
+        f"{base}&SUBSYS_{subsys}",
+        f"{base}&REV_{rev}",
+        base,
+    }
 
 
 def binds(driver: dict[str, Any], dev: probe.PciDevice) -> bool:
@@ -71,27 +75,53 @@ def manifest_files(manifest: dict[str, Any], output: str) -> dict[str, str]:
     return {f["path"].upper(): f["sha256"] for f in record["files"]}
 
 
-@pytest.mark.parametrize("profile", ["win2003-x86", "win2003-x64", "win2008-x86",
-                                     "win2008-x64", "win2008r2-x64"])
+@pytest.mark.parametrize(
+    "profile", ["win2003-x86", "win2003-x64", "win2008-x86", "win2008-x64", "win2008r2-x64"]
+)
 def test_install_boots_the_defined_domain_with_the_right_devices_and_media(
-    uri: str, virtio_win_iso: Path, name: str, tmp_path: Path, profile: str,
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    uri: str,
+    virtio_win_iso: Path,
+    name: str,
+    tmp_path: Path,
+    profile: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PVINSTALL_ADMIN_PASSWORD", PASSWORD)
     family_2003 = profile.startswith("win2003")
     arch: probe.Arch = "x86" if profile.endswith("x86") else "amd64"
     if family_2003:
-        windows_iso = probe.build_fake_2003_cd(probe.DEFAULT_CACHE_DIR, tmp_path / "w2k3.iso",
-                                               arch=arch)
+        windows_iso = probe.build_fake_2003_cd(
+            probe.DEFAULT_CACHE_DIR, tmp_path / "w2k3.iso", arch=arch
+        )
     else:
         # A 32-bit guest (i686, qemu32) needs the 32-bit probe.
-        windows_iso = probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="report",
-                                            arch="i386" if arch == "x86" else "amd64")
+        windows_iso = probe.build_probe_iso(
+            probe.DEFAULT_CACHE_DIR, mode="report", arch="i386" if arch == "x86" else "amd64"
+        )
     out = tmp_path / "out"
-    args = ["build", profile, "--drivers", str(virtio_win_iso), "--windows-iso",
-            str(windows_iso), "--out", str(out), "--name", name, "--install", "--connect",
-            uri, "--domain-type", "qemu", "--timeout", "4", "--set", "network=user",
-            "--json"]
+    args = [
+        "build",
+        profile,
+        "--drivers",
+        str(virtio_win_iso),
+        "--windows-iso",
+        str(windows_iso),
+        "--out",
+        str(out),
+        "--name",
+        name,
+        "--install",
+        "--connect",
+        uri,
+        "--domain-type",
+        "qemu",
+        "--timeout",
+        "4",
+        "--set",
+        "network=user",
+        "--json",
+    ]
     if family_2003:
         args += ["--set", f"product_key={KEY_2003}"]
     code = cli.main(args)

@@ -33,8 +33,10 @@ from tests.fixtures.virtio_win import (
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not all(tool_available(t) for t in ("isoinfo", "xorriso")),
-                       reason="needs isoinfo (genisoimage) and xorriso"),
+    pytest.mark.skipif(
+        not all(tool_available(t) for t in ("isoinfo", "xorriso")),
+        reason="needs isoinfo (genisoimage) and xorriso",
+    ),
 ]
 
 EPOCH = 1_700_000_000
@@ -46,8 +48,9 @@ ANSWERS_2003 = {"winnt.sif": b"[Data]\r\n", "txtsetup.oem": b"[Disks]\r\n"}
 
 @pytest.fixture(scope="module")
 def modern(tmp_path_factory: pytest.TempPathFactory) -> Tree:
-    return write_modern_tree(tmp_path_factory.mktemp("vw") / "virtio-win",
-                             oses=["2k3", "2k8", "2k8R2"])
+    return write_modern_tree(
+        tmp_path_factory.mktemp("vw") / "virtio-win", oses=["2k3", "2k8", "2k8R2"]
+    )
 
 
 def plan_from(source: DriverSource, profile: str, *sets: str) -> IsoPlan:
@@ -67,8 +70,7 @@ def run(*argv: str) -> str:
 
 def listing(image: Path, namespace: str) -> set[str]:
     """Every path `isoinfo -f` lists in the Rock Ridge (`-R`) or Joliet (`-J`) tree."""
-    return {line for line in run("isoinfo", "-f", namespace, "-i", str(image)).splitlines()
-            if line}
+    return {line for line in run("isoinfo", "-f", namespace, "-i", str(image)).splitlines() if line}
 
 
 def planned_paths(plan: IsoPlan) -> set[str]:
@@ -97,8 +99,11 @@ def check_image(image: Path, plan: IsoPlan, truth: Tree, tmp_path: Path) -> None
         assert (extracted / planned.path).read_bytes() == expected, planned.path
     # And through Joliet, which is what Windows reads.
     for planned in plan.files[:5]:
-        joliet = subprocess.run(["isoinfo", "-J", "-i", str(image), "-x", f"/{planned.path}"],
-                                capture_output=True, check=True).stdout
+        joliet = subprocess.run(
+            ["isoinfo", "-J", "-i", str(image), "-x", f"/{planned.path}"],
+            capture_output=True,
+            check=True,
+        ).stdout
         assert joliet == (extracted / planned.path).read_bytes()
 
 
@@ -108,7 +113,9 @@ def test_from_a_directory(modern: Tree, tmp_path: Path, profile: str) -> None:
         plan = plan_from(source, profile)
         write_drivers_iso(plan, tmp_path / "drivers.iso", source, epoch=EPOCH)
     assert {p.partition("/")[0] for p in (f.path for f in plan.files) if "/" in p} >= {
-        "viostor", "NetKVM"}
+        "viostor",
+        "NetKVM",
+    }
     check_image(tmp_path / "drivers.iso", plan, modern, tmp_path)
 
 
@@ -154,7 +161,8 @@ def test_same_inputs_same_bytes_in_any_time_zone(tmp_path: Path) -> None:
         out = tmp_path / f"{zone.replace('/', '_')}.iso"
         subprocess.run(
             [sys.executable, "-c", SAME_BYTES_CHILD, str(out), "x.inf", str(tmp_path / "src")],
-            check=True, env={**os.environ, "TZ": zone, "PYTHONPATH": str(REPO)},
+            check=True,
+            env={**os.environ, "TZ": zone, "PYTHONPATH": str(REPO)},
         )
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1] == outputs[2]

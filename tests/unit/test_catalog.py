@@ -49,9 +49,9 @@ def test_every_inf_parses_as_the_fixture_wrote_it(modern: Tree) -> None:
         assert inf.driver_ver == (truth.driver_date, truth.driver_version), truth.relpath
         assert set(inf.decorations) == {d.text for d in truth.decorations}, truth.relpath
         assert inf.catalog_file(truth.arch) == truth.catalog_in_inf, truth.relpath
-        assert [f.name for f in inf.source_files(truth.arch)] == list(
-            truth.source_disks_files
-        ), truth.relpath
+        assert [f.name for f in inf.source_files(truth.arch)] == list(truth.source_disks_files), (
+            truth.relpath
+        )
         assert inf.encoding.replace("-sig", "") in truth.encoding.replace("-bom", "").replace(
             "utf-16le", "utf-16-le"
         ) or (truth.encoding == "ascii" and inf.encoding == "ascii"), truth.relpath
@@ -65,11 +65,14 @@ def test_decoration_rule_agrees_with_the_ground_truth(modern: Tree) -> None:
             for truth in modern.infs:
                 match = supports(by_path[truth.relpath].inf, version, arch)
                 assert (match is not None) == truth.supports(version, arch), (
-                    truth.relpath, version, arch,
+                    truth.relpath,
+                    version,
+                    arch,
                 )
                 if match is not None:
                     expected = {
-                        i.upper() for line in truth.models
+                        i.upper()
+                        for line in truth.models
                         if line.section.lower() == match.models_section.lower()
                         for i in line.hardware_ids
                     }
@@ -135,7 +138,8 @@ def test_by_os_layout(tmp_path: Path) -> None:
     tree = write_by_os_tree(tmp_path / "by-os")
     selection = select_drivers(scan_dir(tree.root), PROFILES["win2003-x86"], CATALOG)
     assert {d.inf_path for d in selection.selected} >= {
-        "i386/2k3/viostor.inf", "i386/2k3/netkvm.inf",
+        "i386/2k3/viostor.inf",
+        "i386/2k3/netkvm.inf",
     }
 
 
@@ -196,8 +200,9 @@ def test_drivers_for_another_architecture_only(tmp_path: Path) -> None:
 
 
 def test_only_2008r2_drivers_for_2008(tmp_path: Path) -> None:
-    tree = write_modern_tree(tmp_path / "vw", drivers=("viostor", "NetKVM"), oses=("2k8R2",),
-                             arches=("amd64",))
+    tree = write_modern_tree(
+        tmp_path / "vw", drivers=("viostor", "NetKVM"), oses=("2k8R2",), arches=("amd64",)
+    )
     with pytest.raises(InputError) as caught:
         select_drivers(scan_dir(tree.root), PROFILES["win2008-x64"], CATALOG)
     text = str(caught.value)
@@ -247,12 +252,23 @@ def test_driverset_json_shape(modern: Tree) -> None:
         selection = select_drivers(scan_source(source, CATALOG), PROFILES["win2008-x64"], CATALOG)
         document = driverset_json(selection, source)
     assert set(document) == {"source", "profile", "selected", "rejected", "warnings"}
-    assert document["source"] == {"path": str(modern.root), "kind": "dir",
-                                  "label": modern.root.name}
+    assert document["source"] == {
+        "path": str(modern.root),
+        "kind": "dir",
+        "label": modern.root.name,
+    }
     assert document["profile"] == "win2008-x64"
     viostor = next(d for d in document["selected"] if d["name"] == "viostor")
-    assert set(viostor) == {"name", "inf", "arch", "decoration", "driver_ver", "boot_critical",
-                            "hardware_ids", "files"}
+    assert set(viostor) == {
+        "name",
+        "inf",
+        "arch",
+        "decoration",
+        "driver_ver",
+        "boot_critical",
+        "hardware_ids",
+        "files",
+    }
     truth = modern.inf("viostor/2k8/amd64/viostor.inf")
     assert viostor["inf"] == truth.relpath
     assert viostor["arch"] == "amd64"
@@ -261,8 +277,12 @@ def test_driverset_json_shape(modern: Tree) -> None:
     assert viostor["boot_critical"] is True
     assert viostor["hardware_ids"] == list(truth.hardware_ids)
     import hashlib
+
     for entry in viostor["files"]:
         data = modern.path(entry["path"]).read_bytes()
-        assert entry == {"path": entry["path"], "size": len(data),
-                         "sha256": hashlib.sha256(data).hexdigest()}
+        assert entry == {
+            "path": entry["path"],
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
     assert all(set(r) == {"inf", "reason"} for r in document["rejected"])

@@ -15,31 +15,46 @@ from builder.profiles import PROFILES, Profile
 
 W2K8R2 = PROFILES["win2008r2-x64"]
 W2K3 = PROFILES["win2003-x86"]
-OSINFO = ("<metadata><libosinfo:libosinfo xmlns:libosinfo='http://libosinfo.org/xmlns/"
-          "libvirt/domain/1.0'><libosinfo:os id='{url}'/></libosinfo:libosinfo></metadata>")
+OSINFO = (
+    "<metadata><libosinfo:libosinfo xmlns:libosinfo='http://libosinfo.org/xmlns/"
+    "libvirt/domain/1.0'><libosinfo:os id='{url}'/></libosinfo:libosinfo></metadata>"
+)
 PATHS = convert.state_paths("w", Path("/state"), {}, Path("/home/u"))
 
-IDE_BOOT = ("<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
-            "<source file='/img/w.qcow2'/><target dev='hda' bus='ide'/>"
-            "<address type='drive' controller='0' bus='0' target='0' unit='0'/></disk>")
-EMPTY_CD = ("<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>"
-            "<target dev='hdc' bus='ide'/><readonly/>"
-            "<address type='drive' controller='0' bus='1' target='0' unit='0'/></disk>")
-E1000 = ("<interface type='network'><mac address='52:54:00:00:00:01'/>"
-         "<source network='default'/><model type='e1000'/>"
-         "<address type='pci' domain='0x0000' bus='0x00' slot='0x03' function='0x0'/>"
-         "</interface>")
+IDE_BOOT = (
+    "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+    "<source file='/img/w.qcow2'/><target dev='hda' bus='ide'/>"
+    "<address type='drive' controller='0' bus='0' target='0' unit='0'/></disk>"
+)
+EMPTY_CD = (
+    "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>"
+    "<target dev='hdc' bus='ide'/><readonly/>"
+    "<address type='drive' controller='0' bus='1' target='0' unit='0'/></disk>"
+)
+E1000 = (
+    "<interface type='network'><mac address='52:54:00:00:00:01'/>"
+    "<source network='default'/><model type='e1000'/>"
+    "<address type='pci' domain='0x0000' bus='0x00' slot='0x03' function='0x0'/>"
+    "</interface>"
+)
 
 
-def guest(devices: str, *, url: str | None = "http://microsoft.com/win/2k8r2",
-          arch: str = "x86_64", machine: str = "pc-i440fx-7.2",
-          boot: str | None = "hd") -> str:
+def guest(
+    devices: str,
+    *,
+    url: str | None = "http://microsoft.com/win/2k8r2",
+    arch: str = "x86_64",
+    machine: str = "pc-i440fx-7.2",
+    boot: str | None = "hd",
+) -> str:
     metadata = OSINFO.format(url=url) if url else ""
     os_boot = f"<boot dev='{boot}'/>" if boot else ""
-    return (f"<domain type='kvm'><name>w</name><uuid>4fb6a3ef-c032-46f6-a731-cfed708214c6"
-            f"</uuid>{metadata}<memory unit='KiB'>65536</memory><os><type arch='{arch}' "
-            f"machine='{machine}'>hvm</type>{os_boot}</os><devices>{devices}</devices>"
-            "</domain>")
+    return (
+        f"<domain type='kvm'><name>w</name><uuid>4fb6a3ef-c032-46f6-a731-cfed708214c6"
+        f"</uuid>{metadata}<memory unit='KiB'>65536</memory><os><type arch='{arch}' "
+        f"machine='{machine}'>hvm</type>{os_boot}</os><devices>{devices}</devices>"
+        "</domain>"
+    )
 
 
 def root(xml: str) -> ET.Element:
@@ -65,39 +80,57 @@ def nic_models(xml: str) -> list[str | None]:
 
 # (case, devices, what pending_devices lists)
 PENDING_CASES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("IDE disk and e1000", IDE_BOOT + EMPTY_CD + E1000,
-     ("disk hda (ide)", "NIC e1000 (52:54:00:00:00:01, network default)")),
-    ("SATA and SCSI disks", "<disk device='disk'><target dev='sda' bus='sata'/></disk>"
-     "<disk device='disk'><target dev='sdb' bus='scsi'/></disk>",
-     ("disk sda (sata)", "disk sdb (scsi)")),
-    ("every emulated NIC, and a NIC without a model (QEMU's rtl8139)",
-     "<interface type='user'><model type='rtl8139'/></interface>"
-     "<interface type='user'><model type='ne2k_pci'/></interface>"
-     "<interface type='user'/>",
-     ("NIC rtl8139 (user-mode network)", "NIC ne2k_pci (user-mode network)",
-      "NIC rtl8139 (default) (user-mode network)")),
-    ("virtio already, CD-ROMs, floppies, USB disks and host NICs stay",
-     "<disk device='disk'><target dev='vda' bus='virtio'/></disk>" + EMPTY_CD
-     + "<disk device='floppy'><target dev='fda' bus='fdc'/></disk>"
-     "<disk device='disk'><target dev='sdc' bus='usb'/></disk>"
-     "<interface type='user'><model type='virtio'/></interface>"
-     "<interface type='user'><model type='virtio-transitional'/></interface>"
-     "<interface type='hostdev'><source><address type='pci' bus='1' slot='0'/></source>"
-     "</interface><interface type='user'><model type='vmxnet3'/></interface>", ()),
+    (
+        "IDE disk and e1000",
+        IDE_BOOT + EMPTY_CD + E1000,
+        ("disk hda (ide)", "NIC e1000 (52:54:00:00:00:01, network default)"),
+    ),
+    (
+        "SATA and SCSI disks",
+        "<disk device='disk'><target dev='sda' bus='sata'/></disk>"
+        "<disk device='disk'><target dev='sdb' bus='scsi'/></disk>",
+        ("disk sda (sata)", "disk sdb (scsi)"),
+    ),
+    (
+        "every emulated NIC, and a NIC without a model (QEMU's rtl8139)",
+        "<interface type='user'><model type='rtl8139'/></interface>"
+        "<interface type='user'><model type='ne2k_pci'/></interface>"
+        "<interface type='user'/>",
+        (
+            "NIC rtl8139 (user-mode network)",
+            "NIC ne2k_pci (user-mode network)",
+            "NIC rtl8139 (default) (user-mode network)",
+        ),
+    ),
+    (
+        "virtio already, CD-ROMs, floppies, USB disks and host NICs stay",
+        "<disk device='disk'><target dev='vda' bus='virtio'/></disk>"
+        + EMPTY_CD
+        + "<disk device='floppy'><target dev='fda' bus='fdc'/></disk>"
+        "<disk device='disk'><target dev='sdc' bus='usb'/></disk>"
+        "<interface type='user'><model type='virtio'/></interface>"
+        "<interface type='user'><model type='virtio-transitional'/></interface>"
+        "<interface type='hostdev'><source><address type='pci' bus='1' slot='0'/></source>"
+        "</interface><interface type='user'><model type='vmxnet3'/></interface>",
+        (),
+    ),
 )
 
 
-@pytest.mark.parametrize(("devices", "expected"), [c[1:] for c in PENDING_CASES],
-                         ids=[c[0] for c in PENDING_CASES])
+@pytest.mark.parametrize(
+    ("devices", "expected"), [c[1:] for c in PENDING_CASES], ids=[c[0] for c in PENDING_CASES]
+)
 def test_pending_devices(devices: str, expected: tuple[str, ...]) -> None:
     assert convert.pending_devices(guest(devices)) == expected
 
 
 def test_a_switched_disk_is_virtio_without_its_drive_address() -> None:
-    scsi = ("<disk type='file' device='disk'><source file='/img/d.raw'/>"
-            "<target dev='sdb' bus='scsi' rotation_rate='1'/><wwn>5000c50015ea71ac</wwn>"
-            "<vendor>X</vendor><product>Y</product>"
-            "<address type='drive' controller='0' bus='0' target='0' unit='1'/></disk>")
+    scsi = (
+        "<disk type='file' device='disk'><source file='/img/d.raw'/>"
+        "<target dev='sdb' bus='scsi' rotation_rate='1'/><wwn>5000c50015ea71ac</wwn>"
+        "<vendor>X</vendor><product>Y</product>"
+        "<address type='drive' controller='0' bus='0' target='0' unit='1'/></disk>"
+    )
     plan = convert.plan_switch(guest(IDE_BOOT + scsi), "virtio")
     first, second = disks(plan.xml)
     assert [target(first), target(second)] == [("vda", "virtio"), ("vdb", "virtio")]
@@ -112,14 +145,16 @@ def test_a_switched_disk_is_virtio_without_its_drive_address() -> None:
 
 
 def test_new_targets_skip_the_ones_in_use() -> None:
-    xml = guest("<disk device='disk'><target dev='vda' bus='virtio'/></disk>" + IDE_BOOT
-                + "<disk device='disk'><target dev='hdb' bus='ide'/></disk>")
+    xml = guest(
+        "<disk device='disk'><target dev='vda' bus='virtio'/></disk>"
+        + IDE_BOOT
+        + "<disk device='disk'><target dev='hdb' bus='ide'/></disk>"
+    )
     plan = convert.plan_switch(xml, "virtio")
     assert [target(d)[0] for d in disks(plan.xml)] == ["vda", "vdb", "vdc"]
 
 
-@pytest.mark.parametrize(("profile", "model"), [(W2K3, "virtio-transitional"),
-                                                (W2K8R2, "virtio")])
+@pytest.mark.parametrize(("profile", "model"), [(W2K3, "virtio-transitional"), (W2K8R2, "virtio")])
 def test_the_model_is_the_profile_s(profile: Profile, model: str) -> None:
     plan = convert.plan_phase_one(guest(IDE_BOOT + EMPTY_CD + E1000), profile, PATHS)
     assert nic_models(plan.xml) == [model]
@@ -132,8 +167,10 @@ def test_the_model_is_the_profile_s(profile: Profile, model: str) -> None:
 
 
 def test_phase_one_keeps_the_boot_disk_and_adds_the_temporary_disk_and_the_cd() -> None:
-    data = ("<disk type='file' device='disk'><source file='/img/data.qcow2'/>"
-            "<target dev='hdb' bus='ide'/></disk>")
+    data = (
+        "<disk type='file' device='disk'><source file='/img/data.qcow2'/>"
+        "<target dev='hdb' bus='ide'/></disk>"
+    )
     xml = guest(IDE_BOOT + data + EMPTY_CD + E1000)
     plan = convert.plan_phase_one(xml, W2K8R2, PATHS)
     assert plan.action == "phase-one"
@@ -148,11 +185,19 @@ def test_phase_one_keeps_the_boot_disk_and_adds_the_temporary_disk_and_the_cd() 
     assert target(cd) == ("hdc", "ide")
     assert cd.find("source").get("file") == "/state/w-drivers.iso"  # type: ignore[union-attr]
     assert [s.describe() for s in plan.pending] == [
-        "boot disk hda (ide) -> virtio at --finish (/img/w.qcow2)"]
+        "boot disk hda (ide) -> virtio at --finish (/img/w.qcow2)"
+    ]
     assert plan.record == convert.StagedRecord(
-        domain="w", profile="win2008r2-x64", model="virtio",
-        drivers_iso="/state/w-drivers.iso", cd_target="hdc", cd_added=False,
-        temp_disk="/state/w-viostor.qcow2", temp_target="vdb", boot_target="hda")
+        domain="w",
+        profile="win2008r2-x64",
+        model="virtio",
+        drivers_iso="/state/w-drivers.iso",
+        cd_target="hdc",
+        cd_added=False,
+        temp_disk="/state/w-viostor.qcow2",
+        temp_target="vdb",
+        boot_target="hda",
+    )
     assert plan.pci_slots == 3  # data disk, temporary disk, NIC
 
 
@@ -164,18 +209,24 @@ def test_the_boot_disk_is_named_so_the_empty_disk_never_boots() -> None:
     assert boot.find("boot").get("order") == "1"  # type: ignore[union-attr]
     assert plan.boot_order_named
     # The order of <os><boot dev=.../> is kept, device by device.
-    two = convert.plan_switch(guest(EMPTY_CD + IDE_BOOT, boot="cdrom")
-                              .replace("<boot dev='cdrom'/>",
-                                       "<boot dev='cdrom'/><boot dev='hd'/>"), "virtio")
-    assert [(target(d)[0], d.find("boot").get("order"))  # type: ignore[union-attr]
-            for d in root(two.xml).iterfind("./devices/disk")] == [("hdc", "1"), ("vda", "2")]
+    two = convert.plan_switch(
+        guest(EMPTY_CD + IDE_BOOT, boot="cdrom").replace(
+            "<boot dev='cdrom'/>", "<boot dev='cdrom'/><boot dev='hd'/>"
+        ),
+        "virtio",
+    )
+    assert [
+        (target(d)[0], d.find("boot").get("order"))  # type: ignore[union-attr]
+        for d in root(two.xml).iterfind("./devices/disk")
+    ] == [("hdc", "1"), ("vda", "2")]
 
 
 def test_per_device_boot_orders_are_kept() -> None:
-    second = ("<disk type='file' device='disk'><source file='/img/sys.qcow2'/>"
-              "<target dev='hdb' bus='ide'/><boot order='1'/></disk>")
-    plan = convert.plan_phase_one(guest(IDE_BOOT + second + EMPTY_CD, boot=None), W2K8R2,
-                                  PATHS)
+    second = (
+        "<disk type='file' device='disk'><source file='/img/sys.qcow2'/>"
+        "<target dev='hdb' bus='ide'/><boot order='1'/></disk>"
+    )
+    plan = convert.plan_phase_one(guest(IDE_BOOT + second + EMPTY_CD, boot=None), W2K8R2, PATHS)
     assert not plan.boot_order_named
     # The disk with boot order 1 is the boot disk, whatever its position.
     assert [s.old for s in plan.pending] == ["hdb (ide)"]
@@ -187,18 +238,27 @@ def test_phase_one_without_an_empty_cd_drive_adds_one() -> None:
     plan = convert.plan_phase_one(guest(IDE_BOOT + loaded), W2K8R2, PATHS)
     cds = disks(plan.xml, "cdrom")
     assert [(target(d), d.find("source").get("file")) for d in cds] == [  # type: ignore[union-attr]
-        (("hdc", "ide"), "/iso/win.iso"), (("hdb", "ide"), "/state/w-drivers.iso")]
+        (("hdc", "ide"), "/iso/win.iso"),
+        (("hdb", "ide"), "/state/w-drivers.iso"),
+    ]
     assert plan.record is not None and plan.record.cd_added
     # q35 has no IDE: the drive goes on SATA.
-    q35 = convert.plan_phase_one(guest("<disk device='disk'><source file='/w'/><target "
-                                       "dev='sda' bus='sata'/></disk>", machine="pc-q35-7.2"),
-                                 W2K8R2, PATHS)
+    q35 = convert.plan_phase_one(
+        guest(
+            "<disk device='disk'><source file='/w'/><target dev='sda' bus='sata'/></disk>",
+            machine="pc-q35-7.2",
+        ),
+        W2K8R2,
+        PATHS,
+    )
     assert [target(d) for d in disks(q35.xml, "cdrom")] == [("sdb", "sata")]
 
 
 def test_phase_one_refuses_when_every_ide_position_is_taken() -> None:
-    full = "".join(EMPTY_CD.replace("hdc", dev).replace("<target", "<source file='/x'/><target")
-                   for dev in ("hdb", "hdc", "hdd"))
+    full = "".join(
+        EMPTY_CD.replace("hdc", dev).replace("<target", "<source file='/x'/><target")
+        for dev in ("hdb", "hdc", "hdd")
+    )
     with pytest.raises(InputError, match="no empty CD-ROM drive and no free IDE position"):
         convert.plan_phase_one(guest(IDE_BOOT + full), W2K8R2, PATHS)
 
@@ -223,10 +283,13 @@ def test_finish_removes_what_phase_one_added_and_switches_the_boot_disk() -> Non
     assert disks(two.xml)[0].find("boot").get("order") == "1"  # type: ignore[union-attr]
     (cd,) = disks(two.xml, "cdrom")  # the user's drive stays, emptied
     assert cd.find("source") is None
-    assert two.removed == ("drivers ISO from CD-ROM hdc, the drive stays (/state/w-drivers.iso)",
-                           "temporary virtio disk vda (/state/w-viostor.qcow2)")
+    assert two.removed == (
+        "drivers ISO from CD-ROM hdc, the drive stays (/state/w-drivers.iso)",
+        "temporary virtio disk vda (/state/w-viostor.qcow2)",
+    )
     assert [s.describe() for s in two.switches] == [
-        "boot disk hda (ide) -> vda (virtio) (/img/w.qcow2)"]
+        "boot disk hda (ide) -> vda (virtio) (/img/w.qcow2)"
+    ]
     assert not convert.phase_one_pending(two.xml, one.record)
     # A drive phase one added goes again.
     loaded = EMPTY_CD.replace("<target", "<source file='/iso/win.iso'/><target")
@@ -240,8 +303,10 @@ def test_converting_a_converted_guest_changes_nothing() -> None:
     original = guest(IDE_BOOT + EMPTY_CD + E1000)
     switched = convert.plan_switch(original, "virtio")
     assert convert.pending_devices(switched.xml) == ()
-    for plan in (convert.plan_switch(switched.xml, "virtio"),
-                 convert.plan_phase_one(switched.xml, W2K8R2, PATHS)):
+    for plan in (
+        convert.plan_switch(switched.xml, "virtio"),
+        convert.plan_phase_one(switched.xml, W2K8R2, PATHS),
+    ):
         assert (plan.action, plan.xml, plan.switches) == ("nothing", "", ())
     one = convert.plan_phase_one(original, W2K8R2, PATHS)
     assert one.record is not None
@@ -266,8 +331,7 @@ def test_the_new_xml_keeps_everything_else() -> None:
 
 
 def test_switching_disks_that_would_overflow_the_slots_is_refused() -> None:
-    nics = "".join("<interface type='user'><model type='virtio'/></interface>"
-                   for _ in range(27))
+    nics = "".join("<interface type='user'><model type='virtio'/></interface>" for _ in range(27))
     xml = guest(IDE_BOOT + "<disk device='disk'><target dev='hdb' bus='ide'/></disk>" + nics)
     with pytest.raises(InputError) as raised:
         convert.plan_switch(xml, "virtio")
@@ -277,12 +341,15 @@ def test_switching_disks_that_would_overflow_the_slots_is_refused() -> None:
 
 @pytest.mark.parametrize(("virtio_nics", "expected"), [(27, 28), (28, None)])
 def test_attach_counts_the_slots(virtio_nics: int, expected: int | None) -> None:
-    nics = "".join("<interface type='user'><model type='virtio'/></interface>"
-                   for _ in range(virtio_nics))
+    nics = "".join(
+        "<interface type='user'><model type='virtio'/></interface>" for _ in range(virtio_nics)
+    )
     xml = guest(IDE_BOOT + nics + "<memballoon model='virtio'/><video/>")
     if expected is None:
-        with pytest.raises(InputError, match="no free PCI slot for a virtio NIC on the user-"
-                                             "mode network: 28 of the 28 slots"):
+        with pytest.raises(
+            InputError,
+            match="no free PCI slot for a virtio NIC on the user-mode network: 28 of the 28 slots",
+        ):
             convert.plan_attach_nic(xml, W2K8R2, "user")
         return
     assert convert.plan_attach_nic(xml, W2K8R2, "user").pci_slots == expected
@@ -304,11 +371,17 @@ def test_attach_disk_takes_the_first_target_free_in_both_definitions() -> None:
     assert plan.label == "virtio disk vdc (/img/new.qcow2)"
 
 
-@pytest.mark.parametrize(("network", "expected"), [
-    ("user", "<interface type=\"user\">\n  <model type=\"virtio\" />\n</interface>\n"),
-    ("lab", "<interface type=\"network\">\n  <source network=\"lab\" />\n"
-            "  <model type=\"virtio\" />\n</interface>\n"),
-])
+@pytest.mark.parametrize(
+    ("network", "expected"),
+    [
+        ("user", '<interface type="user">\n  <model type="virtio" />\n</interface>\n'),
+        (
+            "lab",
+            '<interface type="network">\n  <source network="lab" />\n'
+            '  <model type="virtio" />\n</interface>\n',
+        ),
+    ],
+)
 def test_attach_nic_xml(network: str, expected: str) -> None:
     plan = convert.plan_attach_nic(guest(IDE_BOOT), W2K8R2, network)
     assert plan.device_xml == expected and plan.kind == "nic"
@@ -335,8 +408,9 @@ PROFILE_CASES: tuple[tuple[str | None, str, str | None, str | None, str], ...] =
 
 
 @pytest.mark.parametrize(("url", "arch", "profile", "arch_option", "expected"), PROFILE_CASES)
-def test_guest_profile(url: str | None, arch: str, profile: str | None,
-                       arch_option: str | None, expected: str) -> None:
+def test_guest_profile(
+    url: str | None, arch: str, profile: str | None, arch_option: str | None, expected: str
+) -> None:
     xml = guest(IDE_BOOT, url=url, arch=arch)
     if expected in PROFILES:
         assert convert.guest_profile(xml, profile, arch_option).name == expected
@@ -350,17 +424,24 @@ def test_guest_profile(url: str | None, arch: str, profile: str | None,
 # -- state -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("out", "environ", "expected"), [
-    (Path("/o"), {"PVINSTALL_STATE_DIR": "/s"}, "/o"),
-    (None, {"PVINSTALL_STATE_DIR": "/s", "XDG_STATE_HOME": "/x"}, "/s"),
-    (None, {"XDG_STATE_HOME": "/x"}, "/x/pvinstall/my_vm"),
-    (None, {}, "/home/u/.local/state/pvinstall/my_vm"),
-])
+@pytest.mark.parametrize(
+    ("out", "environ", "expected"),
+    [
+        (Path("/o"), {"PVINSTALL_STATE_DIR": "/s"}, "/o"),
+        (None, {"PVINSTALL_STATE_DIR": "/s", "XDG_STATE_HOME": "/x"}, "/s"),
+        (None, {"XDG_STATE_HOME": "/x"}, "/x/pvinstall/my_vm"),
+        (None, {}, "/home/u/.local/state/pvinstall/my_vm"),
+    ],
+)
 def test_state_paths(out: Path | None, environ: dict[str, str], expected: str) -> None:
     paths = convert.state_paths("my vm", out, environ, Path("/home/u"))
     assert paths.directory == Path(expected)
-    assert [p.name for p in (paths.backup, paths.record, paths.temp_disk, paths.drivers_iso)] \
-        == ["my_vm.orig.xml", "my_vm.convert.json", "my_vm-viostor.qcow2", "my_vm-drivers.iso"]
+    assert [p.name for p in (paths.backup, paths.record, paths.temp_disk, paths.drivers_iso)] == [
+        "my_vm.orig.xml",
+        "my_vm.convert.json",
+        "my_vm-viostor.qcow2",
+        "my_vm-drivers.iso",
+    ]
 
 
 def test_the_record_round_trips_and_refuses_what_it_did_not_write(tmp_path: Path) -> None:
@@ -368,8 +449,13 @@ def test_the_record_round_trips_and_refuses_what_it_did_not_write(tmp_path: Path
     assert plan.record is not None
     text = plan.record.to_json()
     assert convert.StagedRecord.from_json(text, tmp_path) == plan.record
-    for bad in ("{", "[]", '{"version": 9}', text.replace('"virtio-transitional"', '"e1000"'),
-                text.replace('"cd_target"', '"cd"')):
+    for bad in (
+        "{",
+        "[]",
+        '{"version": 9}',
+        text.replace('"virtio-transitional"', '"e1000"'),
+        text.replace('"cd_target"', '"cd"'),
+    ):
         with pytest.raises(InputError, match="is not one pvinstall wrote") as raised:
             convert.StagedRecord.from_json(bad, tmp_path / "w.convert.json")
         assert raised.value.problems[0].key == "--finish"

@@ -31,10 +31,13 @@ KEY_2003 = "product_key=ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"
 # Golden cases: (file stem, profile, settings, domain type).
 GOLDEN_CASES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     *((name, name, (), "kvm") for name in PROFILES),
-    ("win2003-x64-qemu-user-data", "win2003-x64", ("network=user", "data_disks=[20, 40]"),
-     "qemu"),
-    ("win2008r2-x64-qemu-user-data", "win2008r2-x64",
-     ("network=user", "data_disks=[20, 40]", "memory_mib=4096", "vcpus=4"), "qemu"),
+    ("win2003-x64-qemu-user-data", "win2003-x64", ("network=user", "data_disks=[20, 40]"), "qemu"),
+    (
+        "win2008r2-x64-qemu-user-data",
+        "win2008r2-x64",
+        ("network=user", "data_disks=[20, 40]", "memory_mib=4096", "vcpus=4"),
+        "qemu",
+    ),
 )
 
 
@@ -50,8 +53,9 @@ def driversets(root: Path) -> dict[str, DriverSet]:
     return {name: select_drivers(scan, profile) for name, profile in PROFILES.items()}
 
 
-def media_for(config: BuildConfig, out: Path, name: str, *,
-              install_iso: Path | None = None) -> domain.MediaPaths:
+def media_for(
+    config: BuildConfig, out: Path, name: str, *, install_iso: Path | None = None
+) -> domain.MediaPaths:
     system, data = domain.default_disk_paths(config, out, name)
     return domain.MediaPaths(
         install_iso=install_iso if install_iso is not None else out / "install.iso",
@@ -68,22 +72,37 @@ def drivers(tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, DriverSet]
     return driversets(tmp_path_factory.mktemp("vw"))
 
 
-def render(drivers: Mapping[str, DriverSet], profile: str, *sets: str,
-           domain_type: str = "kvm", virtio_model: str | None = None,
-           name: str | None = None) -> str:
+def render(
+    drivers: Mapping[str, DriverSet],
+    profile: str,
+    *sets: str,
+    domain_type: str = "kvm",
+    virtio_model: str | None = None,
+    name: str | None = None,
+) -> str:
     config = config_for(profile, *sets)
     name = name or f"pv-{profile}"
-    return domain.domain_xml(config, drivers[profile], media_for(config, OUT, name),
-                             name=name, domain_type=domain_type, virtio_model=virtio_model)
+    return domain.domain_xml(
+        config,
+        drivers[profile],
+        media_for(config, OUT, name),
+        name=name,
+        domain_type=domain_type,
+        virtio_model=virtio_model,
+    )
 
 
 # -- golden files -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("stem", "profile", "sets", "domain_type"), GOLDEN_CASES,
-                         ids=[c[0] for c in GOLDEN_CASES])
+@pytest.mark.parametrize(
+    ("stem", "profile", "sets", "domain_type"), GOLDEN_CASES, ids=[c[0] for c in GOLDEN_CASES]
+)
 def test_domain_xml_matches_the_golden_file(
-    drivers: Mapping[str, DriverSet], stem: str, profile: str, sets: tuple[str, ...],
+    drivers: Mapping[str, DriverSet],
+    stem: str,
+    profile: str,
+    sets: tuple[str, ...],
     domain_type: str,
 ) -> None:
     xml = render(drivers, profile, *sets, domain_type=domain_type)
@@ -119,8 +138,9 @@ def at(node: ET.Element, path: str) -> ET.Element:
 
 
 @pytest.mark.parametrize("profile", list(PROFILES))
-def test_every_profile_gets_the_issue_s_domain(drivers: Mapping[str, DriverSet],
-                                               profile: str) -> None:
+def test_every_profile_gets_the_issue_s_domain(
+    drivers: Mapping[str, DriverSet], profile: str
+) -> None:
     p = PROFILES[profile]
     root = _root(render(drivers, profile))
     assert root.get("type") == "kvm"
@@ -156,8 +176,10 @@ def test_every_profile_gets_the_issue_s_domain(drivers: Mapping[str, DriverSet],
     assert (drv.get("type"), drv.get("cache"), drv.get("discard")) == ("qcow2", "none", "unmap")
     assert at(system, "boot").get("order") == "1"
     cds = [d for d in disks if d.get("device") == "cdrom"]
-    assert [(at(d, "target").get("bus"), at(d, "source").get("file"))
-            for d in cds] == [("ide", str(OUT / "install.iso")), ("ide", str(OUT / "drivers.iso"))]
+    assert [(at(d, "target").get("bus"), at(d, "source").get("file")) for d in cds] == [
+        ("ide", str(OUT / "install.iso")),
+        ("ide", str(OUT / "drivers.iso")),
+    ]
     assert at(cds[0], "boot").get("order") == "2"
     assert cds[1].find("boot") is None
     floppy = [d for d in disks if d.get("device") == "floppy"]
@@ -184,8 +206,7 @@ def test_user_network_and_data_disks(drivers: Mapping[str, DriverSet]) -> None:
     nic = root.find("./devices/interface")
     assert nic is not None and nic.get("type") == "user" and nic.find("source") is None
     disks = [d for d in root.iterfind("./devices/disk") if d.get("device") == "disk"]
-    assert [(at(d, "target").get("dev"), at(d, "source").get("file"))
-            for d in disks] == [
+    assert [(at(d, "target").get("dev"), at(d, "source").get("file")) for d in disks] == [
         ("vda", str(OUT / "pv-win2008r2-x64.qcow2")),
         ("vdb", str(OUT / "pv-win2008r2-x64-data1.qcow2")),
         ("vdc", str(OUT / "pv-win2008r2-x64-data2.qcow2")),
@@ -196,25 +217,34 @@ def test_user_network_and_data_disks(drivers: Mapping[str, DriverSet]) -> None:
 def test_a_missing_install_iso_leaves_the_drive_empty(drivers: Mapping[str, DriverSet]) -> None:
     config = config_for("win2008-x64")
     media = dataclasses.replace(media_for(config, OUT, "pv"), install_iso=None)
-    root = _root(domain.domain_xml(config, drivers["win2008-x64"], media, name="pv",
-                                   domain_type="qemu"))
+    root = _root(
+        domain.domain_xml(config, drivers["win2008-x64"], media, name="pv", domain_type="qemu")
+    )
     first_cd = next(d for d in root.iterfind("./devices/disk") if d.get("device") == "cdrom")
     assert first_cd.find("source") is None
     assert at(first_cd, "boot").get("order") == "2"
 
 
 def test_paths_are_escaped(drivers: Mapping[str, DriverSet]) -> None:
-    out = Path("/srv/it's <a> & \"b\"")
+    out = Path('/srv/it\'s <a> & "b"')
     config = config_for("win2008-x64")
-    xml = domain.domain_xml(config, drivers["win2008-x64"], media_for(config, out, "pv"),
-                            name="pv", domain_type="kvm")
+    xml = domain.domain_xml(
+        config, drivers["win2008-x64"], media_for(config, out, "pv"), name="pv", domain_type="kvm"
+    )
     root = _root(xml)
     assert at(root, "./devices/disk/source").get("file") == str(out / "pv.qcow2")
 
 
 def test_disk_targets_follow_libvirt_naming() -> None:
     assert [domain.disk_target(i) for i in (0, 1, 25, 26, 27, 51, 52)] == [
-        "vda", "vdb", "vdz", "vdaa", "vdab", "vdaz", "vdba"]
+        "vda",
+        "vdb",
+        "vdz",
+        "vdaa",
+        "vdab",
+        "vdaz",
+        "vdba",
+    ]
 
 
 # -- the PCI slot budget -----------------------------------------------------------------
@@ -230,12 +260,12 @@ def test_disk_targets_follow_libvirt_naming() -> None:
         (40, 42, "needs 42 PCI slots"),
     ],
 )
-def test_slot_budget(drivers: Mapping[str, DriverSet], data_disks: int, slots: int,
-                     error: str | None) -> None:
+def test_slot_budget(
+    drivers: Mapping[str, DriverSet], data_disks: int, slots: int, error: str | None
+) -> None:
     sets = (f"data_disks=[{', '.join(['1'] * data_disks)}]",) if data_disks else ()
     config = config_for("win2008r2-x64", *sets)
-    plan = domain.plan_domain(config, media_for(config, OUT, "pv"), name="pv",
-                              domain_type="kvm")
+    plan = domain.plan_domain(config, media_for(config, OUT, "pv"), name="pv", domain_type="kvm")
     assert domain.count_pci_slots(plan) == slots
     if error is None:
         domain.check_slot_budget(plan)
@@ -261,12 +291,17 @@ def test_slot_budget(drivers: Mapping[str, DriverSet], data_disks: int, slots: i
         # plain virtio sits on conventional PCI on i440fx: transitional IDs, 2003 binds
         ("win2003-x64", "virtio", ()),
         ("win2003-x64", "virtio-transitional", ()),
-        ("win2003-x86", "virtio-non-transitional",
-         ("system disk vda (model virtio-non-transitional: PCI\\VEN_1AF4&DEV_1042&SUBSYS_11001AF4)"
-          " is not matched by viostor",
-          "NIC on network default (model virtio-non-transitional: "
-          "PCI\\VEN_1AF4&DEV_1041&SUBSYS_11001AF4) is not matched by NetKVM",
-          "drivers know only transitional virtio devices")),
+        (
+            "win2003-x86",
+            "virtio-non-transitional",
+            (
+                "system disk vda (model virtio-non-transitional: "
+                "PCI\\VEN_1AF4&DEV_1042&SUBSYS_11001AF4) is not matched by viostor",
+                "NIC on network default (model virtio-non-transitional: "
+                "PCI\\VEN_1AF4&DEV_1041&SUBSYS_11001AF4) is not matched by NetKVM",
+                "drivers know only transitional virtio devices",
+            ),
+        ),
         ("win2008-x86", None, ()),
         ("win2008-x64", "virtio-non-transitional", ()),
         ("win2008r2-x64", None, ()),
@@ -274,8 +309,9 @@ def test_slot_budget(drivers: Mapping[str, DriverSet], data_disks: int, slots: i
         ("win2008r2-x64", "virtio-non-transitional", ()),
     ],
 )
-def test_driver_device_check(drivers: Mapping[str, DriverSet], profile: str, model: str | None,
-                             errors: tuple[str, ...]) -> None:
+def test_driver_device_check(
+    drivers: Mapping[str, DriverSet], profile: str, model: str | None, errors: tuple[str, ...]
+) -> None:
     if not errors:
         render(drivers, profile, virtio_model=model)
         return
@@ -295,12 +331,17 @@ def test_driver_check_names_every_data_disk(drivers: Mapping[str, DriverSet]) ->
 def test_driver_check_without_a_driver_for_a_device(drivers: Mapping[str, DriverSet]) -> None:
     selection = drivers["win2008-x64"]
     without_net = dataclasses.replace(
-        selection, selected=tuple(d for d in selection.selected if d.name != "NetKVM"))
+        selection, selected=tuple(d for d in selection.selected if d.name != "NetKVM")
+    )
     config = config_for("win2008-x64")
-    with pytest.raises(InputError, match=r"no driver for the NIC on network default "
-                                         r"\(virtio-net\) was selected"):
-        domain.domain_xml(config, without_net, media_for(config, OUT, "pv"), name="pv",
-                          domain_type="kvm")
+    with pytest.raises(
+        InputError,
+        match=r"no driver for the NIC on network default "
+        r"\(virtio-net\) was selected",
+    ):
+        domain.domain_xml(
+            config, without_net, media_for(config, OUT, "pv"), name="pv", domain_type="kvm"
+        )
 
 
 def test_unknown_virtio_model_is_refused(drivers: Mapping[str, DriverSet]) -> None:
@@ -367,8 +408,10 @@ def test_strip_install_media_leaves_a_golden_template(drivers: Mapping[str, Driv
     xml = render(drivers, "win2003-x64", "data_disks=[5]")
     stripped = domain.strip_install_media(xml)
     assert stripped.removed == (
-        f"hda: {OUT / 'install.iso'}", f"hdc: {OUT / 'drivers.iso'}",
-        f"fda: {OUT / 'floppy.img'}")
+        f"hda: {OUT / 'install.iso'}",
+        f"hdc: {OUT / 'drivers.iso'}",
+        f"fda: {OUT / 'floppy.img'}",
+    )
     assert domain.media_attached(xml) == stripped.removed[:2] + stripped.removed[2:]
     assert domain.media_attached(stripped.xml) == ()
     root = _root(stripped.xml)
@@ -384,10 +427,15 @@ def test_strip_install_media_leaves_a_golden_template(drivers: Mapping[str, Driv
 def test_describe_domain(drivers: Mapping[str, DriverSet]) -> None:
     facts = domain.describe_domain(render(drivers, "win2008-x64"))
     assert facts == domain.DomainFacts(
-        name="pv-win2008-x64", system_disk="vda", serial_log=OUT / "serial.log",
-        install_cd=str(OUT / "install.iso"), vnc_port=None)
-    stripped = domain.describe_domain(domain.strip_install_media(render(drivers,
-                                                                        "win2008-x64")).xml)
+        name="pv-win2008-x64",
+        system_disk="vda",
+        serial_log=OUT / "serial.log",
+        install_cd=str(OUT / "install.iso"),
+        vnc_port=None,
+    )
+    stripped = domain.describe_domain(
+        domain.strip_install_media(render(drivers, "win2008-x64")).xml
+    )
     assert stripped.install_cd is None
 
 
@@ -426,30 +474,40 @@ def _devices(body: str) -> ET.Element:
 
 SLOT_CASES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("libvirt's layout: only the NIC", LIBVIRT_DEVICES, ("NIC (e1000)",)),
-    ("virtio disks without addresses yet",
-     "<disk device='disk'><target dev='vda' bus='virtio'/></disk>"
-     "<disk device='disk'><target dev='vdb' bus='virtio'/></disk>"
-     "<disk device='cdrom'><target dev='hdc' bus='ide'/></disk>",
-     ("virtio disk vda", "virtio disk vdb")),
-    ("multifunction devices share one slot",
-     "<controller type='usb' model='ich9-ehci1'><address type='pci' bus='0' slot='7' "
-     "function='7'/></controller><controller type='usb' model='ich9-uhci1'><address "
-     "type='pci' bus='0x00' slot='0x07' function='0x0'/></controller>",
-     ("controller usb",)),
-    ("devices behind a PCI bridge count, the bridge does not",
-     "<controller type='pci' index='1' model='pci-bridge'><address type='pci' bus='0' "
-     "slot='0x1f'/></controller><interface type='user'><address type='pci' bus='0x01' "
-     "slot='0x01'/></interface>", ("NIC (default model)",)),
-    ("a second video card, sound, rng and a virtio-scsi controller count",
-     "<video/><video/><sound model='ich6'/><sound model='pcspk'/><rng model='virtio'/>"
-     "<controller type='scsi' model='virtio-scsi'/><watchdog model='ib700'/>"
-     "<input type='tablet' bus='usb'/><serial type='pty'/>",
-     ("video", "sound ich6", "rng virtio", "controller scsi")),
+    (
+        "virtio disks without addresses yet",
+        "<disk device='disk'><target dev='vda' bus='virtio'/></disk>"
+        "<disk device='disk'><target dev='vdb' bus='virtio'/></disk>"
+        "<disk device='cdrom'><target dev='hdc' bus='ide'/></disk>",
+        ("virtio disk vda", "virtio disk vdb"),
+    ),
+    (
+        "multifunction devices share one slot",
+        "<controller type='usb' model='ich9-ehci1'><address type='pci' bus='0' slot='7' "
+        "function='7'/></controller><controller type='usb' model='ich9-uhci1'><address "
+        "type='pci' bus='0x00' slot='0x07' function='0x0'/></controller>",
+        ("controller usb",),
+    ),
+    (
+        "devices behind a PCI bridge count, the bridge does not",
+        "<controller type='pci' index='1' model='pci-bridge'><address type='pci' bus='0' "
+        "slot='0x1f'/></controller><interface type='user'><address type='pci' bus='0x01' "
+        "slot='0x01'/></interface>",
+        ("NIC (default model)",),
+    ),
+    (
+        "a second video card, sound, rng and a virtio-scsi controller count",
+        "<video/><video/><sound model='ich6'/><sound model='pcspk'/><rng model='virtio'/>"
+        "<controller type='scsi' model='virtio-scsi'/><watchdog model='ib700'/>"
+        "<input type='tablet' bus='usb'/><serial type='pty'/>",
+        ("video", "sound ich6", "rng virtio", "controller scsi"),
+    ),
 )
 
 
-@pytest.mark.parametrize(("body", "expected"), [c[1:] for c in SLOT_CASES],
-                         ids=[c[0] for c in SLOT_CASES])
+@pytest.mark.parametrize(
+    ("body", "expected"), [c[1:] for c in SLOT_CASES], ids=[c[0] for c in SLOT_CASES]
+)
 def test_pci_slot_users_of_existing_domains(body: str, expected: tuple[str, ...]) -> None:
     assert domain.pci_slot_users(_devices(body)) == expected
 
@@ -458,18 +516,20 @@ def test_pci_slot_users_agree_with_the_plan_s_count(drivers: Mapping[str, Driver
     # The same rule for a domain pvinstall plans and for one it reads back.
     xml = render(drivers, "win2008r2-x64", "data_disks=[20, 40]")
     config = config_for("win2008r2-x64", "data_disks=[20, 40]")
-    plan = domain.plan_domain(config, media_for(config, OUT, "pv"), name="pv",
-                              domain_type="kvm")
+    plan = domain.plan_domain(config, media_for(config, OUT, "pv"), name="pv", domain_type="kvm")
     assert len(domain.pci_slot_users(ET.fromstring(xml))) == domain.count_pci_slots(plan) == 4
 
 
-@pytest.mark.parametrize(("url", "short"), [
-    ("http://microsoft.com/win/2k8r2", "win2k8r2"),
-    ("http://microsoft.com/win/2k3r2", "win2k3r2"),
-    ("http://microsoft.com/win/2k3", "win2k3"),
-    ("http://fedoraproject.org/fedora/38", None),
-    ("http://microsoft.com/win/", None),
-])
+@pytest.mark.parametrize(
+    ("url", "short"),
+    [
+        ("http://microsoft.com/win/2k8r2", "win2k8r2"),
+        ("http://microsoft.com/win/2k3r2", "win2k3r2"),
+        ("http://microsoft.com/win/2k3", "win2k3"),
+        ("http://fedoraproject.org/fedora/38", None),
+        ("http://microsoft.com/win/", None),
+    ],
+)
 def test_osinfo_short_ids(url: str, short: str | None) -> None:
     assert domain.osinfo_short_id(url) == short
 

@@ -22,9 +22,17 @@ G288 = GEOMETRIES[2880]
 
 def test_standard_geometries() -> None:
     assert (G144.size, G144.data_clusters, G144.cluster_bytes, G144.root_entries) == (
-        1474560, 2847, 512, 224)
+        1474560,
+        2847,
+        512,
+        224,
+    )
     assert (G288.size, G288.data_clusters, G288.cluster_bytes, G288.root_entries) == (
-        2949120, 2863, 1024, 240)
+        2949120,
+        2863,
+        1024,
+        240,
+    )
     assert (G144.sectors_per_track, G288.sectors_per_track) == (18, 36)
     assert G144.root_dir_sector == G288.root_dir_sector == 19
 
@@ -66,8 +74,13 @@ def full(geo: FloppyGeometry, extra: int = 0) -> int:
         (G144, [("DISK1", 0), ("A.TXT", 1)], 1, 3, True),
         # A folder takes a cluster for . and .. and grows with its entries:
         # 2 + 3 * 2 = 8 entries = 256 bytes, one 512-byte cluster.
-        (G144, [("VIOSTOR/viostor.inf", 10), ("VIOSTOR/viostor.cat", 10),
-                ("VIOSTOR/viostor.sys", 10)], 3 + 1, 2, True),
+        (
+            G144,
+            [("VIOSTOR/viostor.inf", 10), ("VIOSTOR/viostor.cat", 10), ("VIOSTOR/viostor.sys", 10)],
+            3 + 1,
+            2,
+            True,
+        ),
         # 2 + 15 * 3 = 47 entries = 1504 bytes: three clusters.
         (G144, [(f"D/long-name-{i:02}.sys", 0) for i in range(15)], 3, 2, True),
         # Nested folders each count, the root holds only the first.
@@ -106,33 +119,65 @@ def test_long_names_fill_the_root_sooner(count: int, fits: bool) -> None:
 def test_blank_image_boot_sector() -> None:
     image = blank_image(G144, "pvinstall", 0xDEADBEEF, 1_700_000_000)
     assert len(image) == G144.size
-    (jump, oem, bps, spc, reserved, fats, root_entries, total, media, fat_sectors, spt, heads,
-     hidden, total32) = struct.unpack_from("<3s8sHBHBHHBHHHII", image, 0)
+    (
+        jump,
+        oem,
+        bps,
+        spc,
+        reserved,
+        fats,
+        root_entries,
+        total,
+        media,
+        fat_sectors,
+        spt,
+        heads,
+        hidden,
+        total32,
+    ) = struct.unpack_from("<3s8sHBHBHHBHHHII", image, 0)
     assert jump == b"\xeb\x3c\x90"
     assert (bps, spc, reserved, fats, root_entries, total, media, fat_sectors, spt, heads) == (
-        512, 1, 1, 2, 224, 2880, 0xF0, 9, 18, 2)
+        512,
+        1,
+        1,
+        2,
+        224,
+        2880,
+        0xF0,
+        9,
+        18,
+        2,
+    )
     assert (hidden, total32) == (0, 0)
     assert oem == b"MSWIN4.1"
     drive, _, signature, serial, label, fs_type = struct.unpack_from("<BBBI11s8s", image, 36)
     assert (drive, signature, serial, label, fs_type) == (
-        0, 0x29, 0xDEADBEEF, b"PVINSTALL  ", b"FAT12   ")
+        0,
+        0x29,
+        0xDEADBEEF,
+        b"PVINSTALL  ",
+        b"FAT12   ",
+    )
     assert image[510:512] == b"\x55\xaa"
     # Both FATs start F0 FF FF (media byte, end of chain), the rest is free.
     for start in (512, 512 * 10):
-        assert image[start:start + 3] == b"\xf0\xff\xff"
-        assert not any(image[start + 3:start + 9 * 512])
+        assert image[start : start + 3] == b"\xf0\xff\xff"
+        assert not any(image[start + 3 : start + 9 * 512])
     # The root directory holds the label, dated from the epoch.
     root = 19 * 512
-    assert image[root:root + 11] == b"PVINSTALL  "
+    assert image[root : root + 11] == b"PVINSTALL  "
     assert image[root + 11] == 0x08
-    assert not any(image[root + 32:33 * 512])
-    assert not any(image[33 * 512:])
+    assert not any(image[root + 32 : 33 * 512])
+    assert not any(image[33 * 512 :])
 
 
 def test_blank_image_2880() -> None:
     image = blank_image(G288, "X", 1, 0)
-    spc, root_entries, total, spt = (image[13], *struct.unpack_from("<HH", image, 17),
-                                     struct.unpack_from("<H", image, 24)[0])
+    spc, root_entries, total, spt = (
+        image[13],
+        *struct.unpack_from("<HH", image, 17),
+        struct.unpack_from("<H", image, 24)[0],
+    )
     assert (spc, root_entries, total, spt) == (2, 240, 5760, 36)
 
 
@@ -146,8 +191,15 @@ def test_blank_image_2880() -> None:
 )
 def test_fat_dates_come_from_the_epoch_in_utc(epoch: int, expected: datetime) -> None:
     date, clock = floppy._fat_date_time(epoch)
-    found = datetime(1980 + (date >> 9), date >> 5 & 15, date & 31, clock >> 11,
-                     clock >> 5 & 63, (clock & 31) * 2, tzinfo=UTC)
+    found = datetime(
+        1980 + (date >> 9),
+        date >> 5 & 15,
+        date & 31,
+        clock >> 11,
+        clock >> 5 & 63,
+        (clock & 31) * 2,
+        tzinfo=UTC,
+    )
     assert found == expected
 
 

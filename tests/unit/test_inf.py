@@ -117,7 +117,7 @@ SYNTAX_CASES = [
     ("[ Data ]  \r\nkey=v\r\n", "data", "key", "v"),
     ("[Data]\r\n*IfType = 6\r\n", "data", "*iftype", "6"),
     ("[Data]\r\nkey = first \\\r\n  second\r\n", "data", "key", "first   second"),
-    ("[Data]\r\nkey = %tok%\r\n[Strings]\r\ntok = \"value\"\r\n", "data", "key", "value"),
+    ('[Data]\r\nkey = %tok%\r\n[Strings]\r\ntok = "value"\r\n', "data", "key", "value"),
     ("[Data]\r\nkey = 100%%\r\n", "data", "key", "100%"),
     ("[Data]\r\nkey = %missing%\r\n", "data", "key", "%missing%"),
     ("[Data]\r\na = 1\r\n[Other]\r\n[data]\r\nkey = merged\r\n", "data", "key", "merged"),
@@ -128,7 +128,7 @@ SYNTAX_CASES = [
         "key",
         "english",
     ),
-    ("[Data]\r\nkey = %tok%\r\n[Strings]\r\ntok = \"50%% off\"\r\n", "data", "key", "50% off"),
+    ('[Data]\r\nkey = %tok%\r\n[Strings]\r\ntok = "50%% off"\r\n', "data", "key", "50% off"),
 ]
 
 
@@ -302,11 +302,33 @@ def test_fuzz_arbitrary_bytes_only_raise_inferror(data: bytes) -> None:
 
 _INF_PIECES = st.sampled_from(
     [
-        "[Version]", 'Signature="$Windows NT$"', "[Manufacturer]", "%A% = M,NTamd64.6.0",
-        "[M.NTamd64.6.0]", "%D% = i, PCI\\VEN_1", "[Strings]", "A = a", '"', "%", "%%",
-        "\\", ";", ",", "=", "[", "]", "[i.Services]", "AddService = s,2,svc", "[svc]",
-        "StartType = 0x", "CatalogFile.NTamd64 =", "[SourceDisksFiles]", "x.sys = 1,,,",
-        "DriverVer = 1/1/2000", "\t", " ",
+        "[Version]",
+        'Signature="$Windows NT$"',
+        "[Manufacturer]",
+        "%A% = M,NTamd64.6.0",
+        "[M.NTamd64.6.0]",
+        "%D% = i, PCI\\VEN_1",
+        "[Strings]",
+        "A = a",
+        '"',
+        "%",
+        "%%",
+        "\\",
+        ";",
+        ",",
+        "=",
+        "[",
+        "]",
+        "[i.Services]",
+        "AddService = s,2,svc",
+        "[svc]",
+        "StartType = 0x",
+        "CatalogFile.NTamd64 =",
+        "[SourceDisksFiles]",
+        "x.sys = 1,,,",
+        "DriverVer = 1/1/2000",
+        "\t",
+        " ",
     ]
 )
 

@@ -100,11 +100,14 @@ def test_drivers_iso_streams_source_files_in_chunks(tmp_path: Path) -> None:
         handle.truncate(big)
     (tmp_path / "src" / "small.inf").write_bytes(b"[Version]\r\n")
     source = RecordingSource(tmp_path / "src")
-    plan = IsoPlan("TEST", (
-        PlannedFile.inline("README.TXT", b"hello"),
-        PlannedFile.from_source("drv/big.sys", "big.sys", big),
-        PlannedFile.from_source("drv/small.inf", "small.inf", 11),
-    ))
+    plan = IsoPlan(
+        "TEST",
+        (
+            PlannedFile.inline("README.TXT", b"hello"),
+            PlannedFile.from_source("drv/big.sys", "big.sys", big),
+            PlannedFile.from_source("drv/small.inf", "small.inf", 11),
+        ),
+    )
     out = tmp_path / "drivers.iso"
     iso.write_drivers_iso(plan, out, source, epoch=1_700_000_000)
     assert sorted(source.opened) == ["big.sys", "small.inf"]  # each opened once
@@ -118,8 +121,9 @@ def test_drivers_iso_streams_source_files_in_chunks(tmp_path: Path) -> None:
             assert stream.read() == b"[Version]\r\n"
 
 
-@pytest.mark.parametrize(("planned", "message"), [(12, "ended after 11 bytes"),
-                                                   (10, "longer than the 10 bytes")])
+@pytest.mark.parametrize(
+    ("planned", "message"), [(12, "ended after 11 bytes"), (10, "longer than the 10 bytes")]
+)
 def test_a_source_file_of_another_size_fails_and_leaves_nothing(
     tmp_path: Path, planned: int, message: str
 ) -> None:
@@ -145,11 +149,14 @@ def test_same_plan_same_bytes_whatever_the_clock(tmp_path: Path) -> None:
 
 
 def test_names_that_map_to_one_identifier_both_survive(tmp_path: Path) -> None:
-    plan = IsoPlan("TEST", (
-        PlannedFile.inline("a-b/x-y.sys", b"1"),
-        PlannedFile.inline("a-b/x_y.sys", b"2"),
-        PlannedFile.inline("a_b/x.sys", b"3"),
-    ))
+    plan = IsoPlan(
+        "TEST",
+        (
+            PlannedFile.inline("a-b/x-y.sys", b"1"),
+            PlannedFile.inline("a-b/x_y.sys", b"2"),
+            PlannedFile.inline("a_b/x.sys", b"3"),
+        ),
+    )
     out = tmp_path / "drivers.iso"
     iso.write_drivers_iso(plan, out, DirectorySource(tmp_path), epoch=0)
     with iso.IsoReader(out) as reader:  # Rock Ridge names

@@ -29,22 +29,25 @@ def config_for(profile: str, *sets: str) -> BuildConfig:
 
 
 def select(tree: Tree, profile: str) -> DriverSet:
-    return select_drivers(scan_source(DirectorySource(tree.root), load_catalog()),
-                          PROFILES[profile])
+    return select_drivers(
+        scan_source(DirectorySource(tree.root), load_catalog()), PROFILES[profile]
+    )
 
 
 @pytest.fixture(scope="module")
 def modern(tmp_path_factory: pytest.TempPathFactory) -> Tree:
-    return write_modern_tree(tmp_path_factory.mktemp("vw") / "virtio-win",
-                             oses=["2k3", "2k8", "2k8R2"])
+    return write_modern_tree(
+        tmp_path_factory.mktemp("vw") / "virtio-win", oses=["2k3", "2k8", "2k8R2"]
+    )
 
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Tree:
     # Every .sys and .cat 300,000 bytes: viostor + vioscsi + NetKVM are too much for
     # 1.44 MB, not for 2.88 MB.
-    return write_modern_tree(tmp_path_factory.mktemp("big") / "virtio-win",
-                             oses=["2k8R2"], binary_size=300_000)
+    return write_modern_tree(
+        tmp_path_factory.mktemp("big") / "virtio-win", oses=["2k8R2"], binary_size=300_000
+    )
 
 
 def test_2008_floppy_has_the_answer_file_and_the_boot_and_network_drivers(modern: Tree) -> None:
@@ -57,7 +60,9 @@ def test_2008_floppy_has_the_answer_file_and_the_boot_and_network_drivers(modern
     assert folders == {"NETKVM", "VIOSCSI", "VIOSTOR"}
     expected = {
         f"{layout.floppy_folder(d)}/{f.path.rpartition('/')[2]}": f.path
-        for d in drivers.selected if d.name in ("NetKVM", "vioscsi", "viostor") for f in d.files
+        for d in drivers.selected
+        if d.name in ("NetKVM", "vioscsi", "viostor")
+        for f in d.files
     }
     assert {f.path: f.source_path for f in plan.floppy.files[1:]} == expected
     assert plan.floppy.size_kib == 1440
@@ -71,8 +76,12 @@ def test_2003_floppy_is_the_f6_disk(modern: Tree) -> None:
     plan = plan_media(config_for("win2003-x86"), drivers, ANSWERS_2003, POSTINSTALL)
     by_path = {f.path: f for f in plan.floppy.files}
     assert set(by_path) == {
-        "DISK1", "TXTSETUP.OEM", "WINNT.SIF",
-        "VIOSTOR/viostor.inf", "VIOSTOR/viostor.cat", "VIOSTOR/viostor.sys",
+        "DISK1",
+        "TXTSETUP.OEM",
+        "WINNT.SIF",
+        "VIOSTOR/viostor.inf",
+        "VIOSTOR/viostor.cat",
+        "VIOSTOR/viostor.sys",
     }
     assert by_path[layout.F6_TAG_FILE].data == b""
     assert by_path["WINNT.SIF"].data == ANSWERS_2003["winnt.sif"]
@@ -82,18 +91,18 @@ def test_2003_floppy_is_the_f6_disk(modern: Tree) -> None:
 
 
 @pytest.mark.parametrize("profile", ["win2003-x64", "win2008-x64", "win2008r2-x64"])
-def test_drivers_iso_has_every_package_in_the_virtio_win_layout(
-    modern: Tree, profile: str
-) -> None:
+def test_drivers_iso_has_every_package_in_the_virtio_win_layout(modern: Tree, profile: str) -> None:
     drivers = select(modern, profile)
     answers = ANSWERS_2003 if profile.startswith("win2003") else ANSWERS_2008
-    plan = plan_media(config_for(profile, "drivers_iso_label=MYDRIVERS"), drivers, answers,
-                      POSTINSTALL)
+    plan = plan_media(
+        config_for(profile, "drivers_iso_label=MYDRIVERS"), drivers, answers, POSTINSTALL
+    )
     assert plan.drivers_iso.label == "MYDRIVERS"
     os_arch = drivers.profile.virtio_win_folder
     expected_packages = {
         f"{d.name}/{os_arch}/{f.path.rpartition('/')[2]}": f.path
-        for d in drivers.selected for f in d.files
+        for d in drivers.selected
+        for f in d.files
     }
     root = {layout.media_name(n): data for n, data in [*answers.items(), *POSTINSTALL.items()]}
     by_path = {f.path: f for f in plan.drivers_iso.files}
@@ -110,7 +119,8 @@ def test_the_plan_is_deterministic(modern: Tree) -> None:
     drivers = select(modern, "win2008-x64")
     config = config_for("win2008-x64")
     assert plan_media(config, drivers, ANSWERS_2008, POSTINSTALL) == plan_media(
-        config, drivers, dict(reversed(ANSWERS_2008.items())), POSTINSTALL)
+        config, drivers, dict(reversed(ANSWERS_2008.items())), POSTINSTALL
+    )
 
 
 def test_overflow_is_refused_before_writing_with_the_largest_files(big: Tree) -> None:
@@ -132,8 +142,9 @@ def test_overflow_is_refused_before_writing_with_the_largest_files(big: Tree) ->
 
 def test_the_same_files_fit_on_2_88(big: Tree) -> None:
     drivers = select(big, "win2008r2-x64")
-    plan = plan_media(config_for("win2008r2-x64", "floppy_size=2.88"), drivers, ANSWERS_2008,
-                      POSTINSTALL)
+    plan = plan_media(
+        config_for("win2008r2-x64", "floppy_size=2.88"), drivers, ANSWERS_2008, POSTINSTALL
+    )
     assert plan.floppy.size_kib == 2880
     assert plan.floppy.usage.fits
 
@@ -142,8 +153,9 @@ def test_overflow_on_2_88_says_it_is_the_largest(tmp_path: Path) -> None:
     tree = write_modern_tree(tmp_path / "vw", oses=["2k8R2"], binary_size=1_000_000)
     drivers = select(tree, "win2008r2-x64")
     with pytest.raises(InputError) as caught:
-        plan_media(config_for("win2008r2-x64", "floppy_size=2.88"), drivers, ANSWERS_2008,
-                   POSTINSTALL)
+        plan_media(
+            config_for("win2008r2-x64", "floppy_size=2.88"), drivers, ANSWERS_2008, POSTINSTALL
+        )
     problem = caught.value.problems[0]
     assert "2.88 MB floppy" in problem.message
     assert problem.hint is not None and problem.hint.startswith("2.88 MB is the largest")
@@ -168,13 +180,15 @@ def test_two_files_at_one_path_are_a_bug(modern: Tree) -> None:
 
 
 @pytest.mark.parametrize("profile", ["win2003-x86", "win2008r2-x64"])
-def test_a_drivers_only_iso_has_the_packages_and_nothing_else(modern: Tree,
-                                                              profile: str) -> None:
+def test_a_drivers_only_iso_has_the_packages_and_nothing_else(modern: Tree, profile: str) -> None:
     drivers = select(modern, profile)
     plan = plan_drivers_iso(drivers, "PVDRIVERS")
-    full = plan_media(config_for(profile), drivers,
-                      ANSWERS_2003 if profile.startswith("win2003") else ANSWERS_2008,
-                      POSTINSTALL)
+    full = plan_media(
+        config_for(profile),
+        drivers,
+        ANSWERS_2003 if profile.startswith("win2003") else ANSWERS_2008,
+        POSTINSTALL,
+    )
     assert plan.label == "PVDRIVERS"
     # The same packages at the same places as the build's drivers.iso, no answer files.
     assert plan.files == tuple(f for f in full.drivers_iso.files if "/" in f.path)

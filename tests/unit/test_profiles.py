@@ -10,21 +10,63 @@ from builder.profiles import PROFILES, Family, resolve_profile
 
 def test_profile_table_matches_the_design_card() -> None:
     facts = {
-        name: (p.family, p.arch, p.nt_version, p.answer_files, p.virtio_win_folder, p.machine,
-               p.device_flavour)
+        name: (
+            p.family,
+            p.arch,
+            p.nt_version,
+            p.answer_files,
+            p.virtio_win_folder,
+            p.machine,
+            p.device_flavour,
+        )
         for name, p in PROFILES.items()
     }
     assert facts == {
-        "win2003-x86": (Family.WIN2003, "x86", (5, 2), ("winnt.sif", "txtsetup.oem"), "2k3/x86",
-                        "pc", "transitional"),
-        "win2003-x64": (Family.WIN2003, "amd64", (5, 2), ("winnt.sif", "txtsetup.oem"),
-                        "2k3/amd64", "pc", "transitional"),
-        "win2008-x86": (Family.WIN2008, "x86", (6, 0), ("autounattend.xml",), "2k8/x86", "pc",
-                        "virtio"),
-        "win2008-x64": (Family.WIN2008, "amd64", (6, 0), ("autounattend.xml",), "2k8/amd64", "pc",
-                        "virtio"),
-        "win2008r2-x64": (Family.WIN2008R2, "amd64", (6, 1), ("autounattend.xml",),
-                          "2k8R2/amd64", "pc", "virtio"),
+        "win2003-x86": (
+            Family.WIN2003,
+            "x86",
+            (5, 2),
+            ("winnt.sif", "txtsetup.oem"),
+            "2k3/x86",
+            "pc",
+            "transitional",
+        ),
+        "win2003-x64": (
+            Family.WIN2003,
+            "amd64",
+            (5, 2),
+            ("winnt.sif", "txtsetup.oem"),
+            "2k3/amd64",
+            "pc",
+            "transitional",
+        ),
+        "win2008-x86": (
+            Family.WIN2008,
+            "x86",
+            (6, 0),
+            ("autounattend.xml",),
+            "2k8/x86",
+            "pc",
+            "virtio",
+        ),
+        "win2008-x64": (
+            Family.WIN2008,
+            "amd64",
+            (6, 0),
+            ("autounattend.xml",),
+            "2k8/amd64",
+            "pc",
+            "virtio",
+        ),
+        "win2008r2-x64": (
+            Family.WIN2008R2,
+            "amd64",
+            (6, 1),
+            ("autounattend.xml",),
+            "2k8R2/amd64",
+            "pc",
+            "virtio",
+        ),
     }
 
 

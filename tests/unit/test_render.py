@@ -61,8 +61,9 @@ GOLDEN_SETTINGS = [
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Tree:
-    return write_modern_tree(tmp_path_factory.mktemp("vw") / "virtio-win",
-                             oses=["2k3", "2k8", "2k8R2"])
+    return write_modern_tree(
+        tmp_path_factory.mktemp("vw") / "virtio-win", oses=["2k3", "2k8", "2k8R2"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +82,14 @@ def golden_config(profile: str) -> BuildConfig:
     return config_for(profile, *GOLDEN_SETTINGS, f"timezone={timezone}")
 
 
-def rendered(profile: str, drivers: DriverSet, config: BuildConfig | None = None
-             ) -> dict[str, bytes]:
+def rendered(
+    profile: str, drivers: DriverSet, config: BuildConfig | None = None
+) -> dict[str, bytes]:
     config = config or golden_config(profile)
-    return {**render.render_answer_files(config, drivers),
-            **render.render_postinstall(config, drivers)}
+    return {
+        **render.render_answer_files(config, drivers),
+        **render.render_postinstall(config, drivers),
+    }
 
 
 def plan(profile: str, drivers: DriverSet, files: dict[str, bytes]) -> MediaPlan:
@@ -138,10 +142,12 @@ def test_settings_and_drivers_of_different_profiles_are_refused(
 # -- autounattend.xml --------------------------------------------------------------------------
 
 
-def unattend(profile: str, driversets: dict[str, DriverSet],
-             config: BuildConfig | None = None) -> etree._Element:
-    data = render.render_answer_files(config or golden_config(profile),
-                                      driversets[profile])["autounattend.xml"]
+def unattend(
+    profile: str, driversets: dict[str, DriverSet], config: BuildConfig | None = None
+) -> etree._Element:
+    data = render.render_answer_files(config or golden_config(profile), driversets[profile])[
+        "autounattend.xml"
+    ]
     return etree.fromstring(data)
 
 
@@ -166,8 +172,7 @@ def test_every_profile_xml_parses_with_the_three_passes(
 
 
 @pytest.mark.parametrize("profile", PROFILES_2008)
-def test_every_component_carries_the_header(profile: str,
-                                            driversets: dict[str, DriverSet]) -> None:
+def test_every_component_carries_the_header(profile: str, driversets: dict[str, DriverSet]) -> None:
     root = unattend(profile, driversets)
     every = root.findall(f"{U}settings/{U}component")
     assert len(every) >= 7
@@ -194,10 +199,14 @@ def test_driver_paths_name_the_floppy_folders_only_in_windows_pe(
     assert all(e.get(f"{{{WCM}}}action") == "add" for e in entries)
     paths = [text(e, "Path") for e in entries]
     # The boot-critical storage drivers and NetKVM, each its own exact folder on A:.
-    expected = sorted(d.name for d in drivers.selected
-                      if (d.role == "storage" and d.boot_critical) or d.role == "network")
-    assert sorted(p.rpartition("\\")[2].lower() for p in paths if p) == \
-        sorted(n.lower() for n in expected)
+    expected = sorted(
+        d.name
+        for d in drivers.selected
+        if (d.role == "storage" and d.boot_critical) or d.role == "network"
+    )
+    assert sorted(p.rpartition("\\")[2].lower() for p in paths if p) == sorted(
+        n.lower() for n in expected
+    )
     # Each path is a folder that the floppy plan fills with an INF.
     floppy = {f.path for f in plan(profile, drivers, rendered(profile, drivers)).floppy.files}
     for path in paths:
@@ -224,16 +233,22 @@ def test_passwords_are_encoded(profile: str, driversets: dict[str, DriverSet]) -
     assert text(logon, "Password/Value") == expected_encoding(PASSWORD, "Password")
     assert text(logon, "LogonCount") == "2"
     assert text(logon, "Username") == "Administrator"
-    assert PASSWORD.encode() not in render.render_answer_files(
-        golden_config(profile), driversets[profile])["autounattend.xml"]
+    assert (
+        PASSWORD.encode()
+        not in render.render_answer_files(golden_config(profile), driversets[profile])[
+            "autounattend.xml"
+        ]
+    )
 
 
 def test_encode_password_matches_the_worked_example() -> None:
     # reference/windows-2008.md §1.4
     assert render.encode_password("P@ssw0rd", "AdministratorPassword") == (
-        "UABAAHMAcwB3ADAAcgBkAEEAZABtAGkAbgBpAHMAdAByAGEAdABvAHIAUABhAHMAcwB3AG8AcgBkAA==")
+        "UABAAHMAcwB3ADAAcgBkAEEAZABtAGkAbgBpAHMAdAByAGEAdABvAHIAUABhAHMAcwB3AG8AcgBkAA=="
+    )
     assert render.encode_password("P@ssw0rd", "Password") == (
-        "UABAAHMAcwB3ADAAcgBkAFAAYQBzAHMAdwBvAHIAZAA=")
+        "UABAAHMAcwB3ADAAcgBkAFAAYQBzAHMAdwBvAHIAZAA="
+    )
 
 
 @pytest.mark.parametrize("profile", PROFILES_2008)
@@ -250,24 +265,32 @@ def test_settings_reach_their_elements(profile: str, driversets: dict[str, Drive
     assert text(setup, "UserData/ProductKey/Key") == config.product_key.reveal()
     partition = setup.find(f".//{U}ModifyPartition")
     assert partition is not None
-    assert (text(partition, "Format"), text(partition, "Letter"), text(partition, "Active")) \
-        == ("NTFS", "C", "true")
+    assert (text(partition, "Format"), text(partition, "Letter"), text(partition, "Active")) == (
+        "NTFS",
+        "C",
+        "true",
+    )
     specialize = components(root, "specialize")
     assert text(specialize["Microsoft-Windows-Shell-Setup"], "ComputerName") == "PVGOLDEN"
-    assert text(specialize["Microsoft-Windows-Shell-Setup"], "TimeZone") == \
-        "W. Europe Standard Time"
-    assert text(specialize["Microsoft-Windows-UnattendedJoin"],
-                "Identification/JoinWorkgroup") == "WORKGROUP"
+    assert (
+        text(specialize["Microsoft-Windows-Shell-Setup"], "TimeZone") == "W. Europe Standard Time"
+    )
+    assert (
+        text(specialize["Microsoft-Windows-UnattendedJoin"], "Identification/JoinWorkgroup")
+        == "WORKGROUP"
+    )
     pe = components(root, "windowsPE")["Microsoft-Windows-International-Core-WinPE"]
     assert text(pe, "InputLocale") == "0409:00000409"
     assert text(pe, "SetupUILanguage/UILanguage") == "en-US"
 
 
 def test_no_product_key_never_shows_the_key_page(driversets: dict[str, DriverSet]) -> None:
-    config = config_for("win2008r2-x64", f"admin_password={PASSWORD}", 'product_key=""',
-                        "organization=")
-    setup = components(unattend("win2008r2-x64", driversets, config),
-                       "windowsPE")["Microsoft-Windows-Setup"]
+    config = config_for(
+        "win2008r2-x64", f"admin_password={PASSWORD}", 'product_key=""', "organization="
+    )
+    setup = components(unattend("win2008r2-x64", driversets, config), "windowsPE")[
+        "Microsoft-Windows-Setup"
+    ]
     key = setup.find(f"{U}UserData/{U}ProductKey")
     assert key is not None
     assert key.find(f"{U}Key") is None
@@ -279,8 +302,7 @@ def test_no_product_key_never_shows_the_key_page(driversets: dict[str, DriverSet
 def test_first_logon_runs_the_script_from_any_drive(
     profile: str, driversets: dict[str, DriverSet]
 ) -> None:
-    shell = components(unattend(profile, driversets), "oobeSystem")[
-        "Microsoft-Windows-Shell-Setup"]
+    shell = components(unattend(profile, driversets), "oobeSystem")["Microsoft-Windows-Shell-Setup"]
     commands = shell.findall(f"{U}FirstLogonCommands/{U}SynchronousCommand")
     assert len(commands) == 1
     line = text(commands[0], "CommandLine") or ""
@@ -307,8 +329,13 @@ def element_paths(root: etree._Element) -> set[tuple[str, str, str]]:
                 while node is not None and node is not component:
                     parts.append(etree.QName(node).localname)
                     node = node.getparent()
-                found.add((settings_el.get("pass", ""), component.get("name", ""),
-                           "/".join(reversed(parts))))
+                found.add(
+                    (
+                        settings_el.get("pass", ""),
+                        component.get("name", ""),
+                        "/".join(reversed(parts)),
+                    )
+                )
     return found
 
 
@@ -346,12 +373,21 @@ def test_no_2012_era_oobe_key_reaches_2008_or_2008r2(driversets: dict[str, Drive
 def test_gated_table_for_a_future_profile() -> None:
     # A 2012-era profile (NT 6.2) would get SPP-UX and the account-screen switches.
     from dataclasses import replace
+
     future: Profile = replace(PROFILES["win2008r2-x64"], nt_version=(6, 2))
     assert render.gated_components(future, "specialize") == ("Microsoft-Windows-Security-SPP-UX",)
-    names = {s.name for s in render.gated_settings(future, "oobeSystem",
-                                                   "Microsoft-Windows-Shell-Setup", "OOBE")}
-    assert names == {"HideEULAPage", "HideLocalAccountScreen", "HideOnlineAccountScreens",
-                     "HideOEMRegistrationScreen"}
+    names = {
+        s.name
+        for s in render.gated_settings(
+            future, "oobeSystem", "Microsoft-Windows-Shell-Setup", "OOBE"
+        )
+    }
+    assert names == {
+        "HideEULAPage",
+        "HideLocalAccountScreen",
+        "HideOnlineAccountScreens",
+        "HideOEMRegistrationScreen",
+    }
 
 
 # -- winnt.sif and txtsetup.oem: read back with an independent INI reader --------------------
@@ -368,7 +404,7 @@ def read_ini(data: bytes) -> list[tuple[str, list[tuple[str, str]]]]:
         if not stripped or stripped.startswith(";"):
             continue
         if stripped.startswith("["):
-            sections.append((stripped[1:stripped.index("]")], []))
+            sections.append((stripped[1 : stripped.index("]")], []))
             continue
         key, sep, value = stripped.partition("=")
         assert sep, f"not a key=value line: {line!r}"
@@ -392,8 +428,11 @@ def test_winnt_sif(profile: str, driversets: dict[str, DriverSet]) -> None:
     drivers = driversets[profile]
     files = rendered(profile, drivers)
     ini = read_ini(files["winnt.sif"])
-    assert section(ini, "Data") == {"AutoPartition": "1", "MsDosInitiated": '"0"',
-                                    "UnattendedInstall": '"Yes"'}
+    assert section(ini, "Data") == {
+        "AutoPartition": "1",
+        "MsDosInitiated": '"0"',
+        "UnattendedInstall": '"Yes"',
+    }
     unattended = section(ini, "Unattended")
     assert unattended["UnattendMode"] == "FullUnattended"
     assert unattended["OemSkipEula"] == "Yes"
@@ -425,8 +464,10 @@ def test_winnt_sif(profile: str, driversets: dict[str, DriverSet]) -> None:
     run_once = [unquote(v) for v in section(ini, "GuiRunOnce").values()]
     assert len(run_once) == 24
     for letter, command in zip("CDEFGHIJKLMNOPQRSTUVWXYZ", run_once, strict=True):
-        assert command == (f"cmd.exe /c if exist {letter}:\\{layout.MARKER_FILE} "
-                           f"call {letter}:\\{layout.POSTINSTALL_SCRIPT}")
+        assert command == (
+            f"cmd.exe /c if exist {letter}:\\{layout.MARKER_FILE} "
+            f"call {letter}:\\{layout.POSTINSTALL_SCRIPT}"
+        )
 
 
 def test_winnt_sif_is_cp1252(driversets: dict[str, DriverSet]) -> None:
@@ -446,8 +487,14 @@ def test_txtsetup_oem(profile: str, driversets: dict[str, DriverSet], tree: Tree
     ini = read_ini(files["txtsetup.oem"])
     titles = [title for title, _ in ini]
     option = "WNET64" if PROFILES[profile].arch == "amd64" else "WNET32"
-    assert titles == ["Disks", "Defaults", "scsi", f"Files.scsi.{option}",
-                      f"HardwareIds.scsi.{option}", "Config.viostor"]
+    assert titles == [
+        "Disks",
+        "Defaults",
+        "scsi",
+        f"Files.scsi.{option}",
+        f"HardwareIds.scsi.{option}",
+        "Config.viostor",
+    ]
     disks = section(ini, "Disks")
     assert list(disks) == ["d1"]
     description, tag, directory = disks["d1"].rsplit(",", 2)
@@ -456,10 +503,12 @@ def test_txtsetup_oem(profile: str, driversets: dict[str, DriverSet], tree: Tree
     assert directory == "\\" + layout.floppy_folder(storage)
     assert section(ini, "Defaults") == {"scsi": option}
     assert list(section(ini, "scsi")) == [option]
-    file_lines = [line for title, lines in ini if title == f"Files.scsi.{option}"
-                  for line in lines]
-    assert file_lines == [("driver", "d1,viostor.sys,viostor"), ("inf", "d1,viostor.inf"),
-                          ("catalog", "d1,viostor.cat")]
+    file_lines = [line for title, lines in ini if title == f"Files.scsi.{option}" for line in lines]
+    assert file_lines == [
+        ("driver", "d1,viostor.sys,viostor"),
+        ("inf", "d1,viostor.inf"),
+        ("catalog", "d1,viostor.cat"),
+    ]
     # The files are where [Disks] says, on the floppy the media plan writes.
     floppy = {f.path for f in plan(profile, drivers, files).floppy.files}
     for _, value in file_lines:
@@ -467,10 +516,16 @@ def test_txtsetup_oem(profile: str, driversets: dict[str, DriverSet], tree: Tree
     assert layout.F6_TAG_FILE in floppy
     # Every hardware ID of the INF's models section, as the fixture wrote them.
     truth = tree.inf(storage.inf_path)
-    id_lines = [v for title, lines in ini if title == f"HardwareIds.scsi.{option}"
-                for k, v in lines if k == "id"]
-    assert [tuple(unquote(f) for f in v.split(",")) for v in id_lines] == \
-        [(hwid, "viostor") for hwid in truth.hardware_ids]
+    id_lines = [
+        v
+        for title, lines in ini
+        if title == f"HardwareIds.scsi.{option}"
+        for k, v in lines
+        if k == "id"
+    ]
+    assert [tuple(unquote(f) for f in v.split(",")) for v in id_lines] == [
+        (hwid, "viostor") for hwid in truth.hardware_ids
+    ]
     config = [v for title, lines in ini if title == "Config.viostor" for _, v in lines]
     assert "Parameters\\PnpInterface,5,REG_DWORD,1" in config
     assert not any(t.startswith(f"Config.{option}") for t in titles)
@@ -497,13 +552,13 @@ def test_2008_script_installs_every_package_from_the_iso(
     iso = {f.path for f in plan(profile, drivers, files).drivers_iso.files}
     for driver, line in zip(drivers.selected, installs, strict=True):
         folder = layout.iso_folder(driver, drivers.profile)
-        assert line.startswith(f'pnputil -i -a "%PV_DRIVE%\\{folder.replace("/", chr(92))}'
-                               '\\*.inf"')
+        assert line.startswith(f'pnputil -i -a "%PV_DRIVE%\\{folder.replace("/", chr(92))}\\*.inf"')
         assert any(p.startswith(folder + "/") and p.lower().endswith(".inf") for p in iso)
     assert 'set "PV_DRIVE=%~d0"' in lines
     assert [line for line in lines if line.strip()][-1] == "shutdown /s /t 0"
-    assert layout.POSTINSTALL_SCRIPT in {f.path for f in
-                                         plan(profile, drivers, files).drivers_iso.files}
+    assert layout.POSTINSTALL_SCRIPT in {
+        f.path for f in plan(profile, drivers, files).drivers_iso.files
+    }
 
 
 @pytest.mark.parametrize("profile", PROFILES_2003)
@@ -558,7 +613,7 @@ def batch_child_sees(line: str) -> str:
     parsed = "".join(out)
     prefix = "cmd /s /c "
     assert parsed.startswith(prefix)
-    argument = parsed[len(prefix):]
+    argument = parsed[len(prefix) :]
     # /s: the first and the last quote go, everything between stays.
     assert argument.startswith('"') and argument.endswith('"')
     return argument[1:-1]
@@ -610,12 +665,17 @@ XML_PLACES = {
     "computer_name": ("specialize", "Microsoft-Windows-Shell-Setup", "ComputerName"),
     "full_name": ("windowsPE", "Microsoft-Windows-Setup", "UserData/FullName"),
     "organization": ("windowsPE", "Microsoft-Windows-Setup", "UserData/Organization"),
-    "workgroup": ("specialize", "Microsoft-Windows-UnattendedJoin",
-                  "Identification/JoinWorkgroup"),
-    "image_name": ("windowsPE", "Microsoft-Windows-Setup",
-                   "ImageInstall/OSImage/InstallFrom/MetaData/Value"),
-    "admin_password": ("oobeSystem", "Microsoft-Windows-Shell-Setup",
-                       "UserAccounts/AdministratorPassword/Value"),
+    "workgroup": ("specialize", "Microsoft-Windows-UnattendedJoin", "Identification/JoinWorkgroup"),
+    "image_name": (
+        "windowsPE",
+        "Microsoft-Windows-Setup",
+        "ImageInstall/OSImage/InstallFrom/MetaData/Value",
+    ),
+    "admin_password": (
+        "oobeSystem",
+        "Microsoft-Windows-Shell-Setup",
+        "UserAccounts/AdministratorPassword/Value",
+    ),
 }
 
 
@@ -623,8 +683,7 @@ def settle(profile: str, key: str, value: str) -> BuildConfig | None:
     """The config with `key` set to `value`, or None when it is refused the right way."""
     sets = [] if key == "admin_password" else [f"admin_password={PASSWORD}"]
     try:
-        return config_for(profile, *sets,
-                          environ={f"PVINSTALL_{key.upper()}": toml_string(value)})
+        return config_for(profile, *sets, environ={f"PVINSTALL_{key.upper()}": toml_string(value)})
     except InputError as error:
         assert error.exit_code == 2
         assert any(p.key == key for p in error.problems), error.problems
@@ -702,8 +761,10 @@ def test_secret_files_are_the_ones_with_secrets(driversets: dict[str, DriverSet]
         if config.product_key:
             secrets.append(config.product_key.reveal().encode())
         for name, data in files.items():
-            holds = any(s in data for s in secrets) or \
-                expected_encoding(PASSWORD, "AdministratorPassword").encode() in data
+            holds = (
+                any(s in data for s in secrets)
+                or expected_encoding(PASSWORD, "AdministratorPassword").encode() in data
+            )
             assert holds == (name in render.SECRET_FILES), (profile, name)
 
 
@@ -720,20 +781,24 @@ def test_render_is_the_only_module_that_builds_a_jinja_environment() -> None:
 
 
 def test_a_driver_file_in_a_subfolder_gets_a_disk_of_its_own(tmp_path: Path) -> None:
-    tree = write_modern_tree(tmp_path / "vw", drivers=["viostor", "NetKVM"], oses=["2k3"],
-                             arches=["x86"])
+    tree = write_modern_tree(
+        tmp_path / "vw", drivers=["viostor", "NetKVM"], oses=["2k3"], arches=["x86"]
+    )
     inf = "viostor/2k3/x86/viostor.inf"
     edit_inf(tree, inf, "viostor.sys = 1,,", "viostor.sys = 1,bin,")
     folder = tree.root / "viostor/2k3/x86"
     (folder / "bin").mkdir()
     (folder / "viostor.sys").rename(folder / "bin/viostor.sys")
-    drivers = select_drivers(scan_source(DirectorySource(tree.root), load_catalog()),
-                             PROFILES["win2003-x86"])
+    drivers = select_drivers(
+        scan_source(DirectorySource(tree.root), load_catalog()), PROFILES["win2003-x86"]
+    )
     disk = render.f6_disk(drivers)
     assert disk.disks == (("d1", "\\VIOSTOR\\bin"), ("d2", "\\VIOSTOR"))
     assert [(f.kind, f.disk, f.name) for f in disk.files] == [
-        ("driver", "d1", "viostor.sys"), ("inf", "d2", "viostor.inf"),
-        ("catalog", "d2", "viostor.cat")]
+        ("driver", "d1", "viostor.sys"),
+        ("inf", "d2", "viostor.inf"),
+        ("catalog", "d2", "viostor.cat"),
+    ]
     # The media plan puts the file where [Disks] says.
     config = config_for("win2003-x86", f"admin_password={PASSWORD}")
     answers = render.render_answer_files(config, drivers)

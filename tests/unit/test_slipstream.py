@@ -99,19 +99,18 @@ def test_repeated_headers_only_the_first_gets_the_lines(
     driversets: dict[Arch, DriverSet],
 ) -> None:
     text = (
-        b"[Version]\r\nSignature = \"$Windows NT$\"\r\n"
+        b'[Version]\r\nSignature = "$Windows NT$"\r\n'
         b"[SCSI.Load]\r\natapi = atapi.sys,4\r\n"
         b"[SourceDisksFiles.x86]\r\nfirst.sys = 1,,,,,,3_,4,1\r\n"
-        b"[HardwareIdsDatabase]\r\nPCI\\CC_0101 = \"pciide\"\r\n"
-        b"[SCSI]\r\nsymmpi = \"LSI\"\r\n"
+        b'[HardwareIdsDatabase]\r\nPCI\\CC_0101 = "pciide"\r\n'
+        b'[SCSI]\r\nsymmpi = "LSI"\r\n'
         b"[SourceDisksFiles.x86]\r\nsecond.sys = 1,,,,,,3_,4,1\r\n"
         b"[SCSI.Load]\r\nsymmpi = symmpi.sys,4\r\n"
-        b"[HardwareIdsDatabase]\r\nPCI\\VEN_1000&DEV_0030 = \"symmpi\"\r\n"
-        b"[SCSI]\r\naic78xx = \"Adaptec\"\r\n"
+        b'[HardwareIdsDatabase]\r\nPCI\\VEN_1000&DEV_0030 = "symmpi"\r\n'
+        b'[SCSI]\r\naic78xx = "Adaptec"\r\n'
     )
     patched = lines_of(patch_txtsetup_sif(text, driversets["x86"].storage, "x86"))
-    for header in (b"[SCSI.Load]", b"[SourceDisksFiles.x86]", b"[HardwareIdsDatabase]",
-                   b"[SCSI]"):
+    for header in (b"[SCSI.Load]", b"[SourceDisksFiles.x86]", b"[HardwareIdsDatabase]", b"[SCSI]"):
         positions = [i for i, line in enumerate(patched) if line == header]
         assert len(positions) == 2
         assert b"viostor" in patched[positions[0] + 1].lower()
@@ -149,8 +148,11 @@ def test_an_lf_file_stays_lf(driversets: dict[Arch, DriverSet]) -> None:
 def test_hardware_id_key_is_unquoted_and_the_service_quoted(
     driversets: dict[Arch, DriverSet],
 ) -> None:
-    entries = [e for e in sif_entries(driversets["x86"].storage, "x86")
-               if e.section == "HardwareIdsDatabase"]
+    entries = [
+        e
+        for e in sif_entries(driversets["x86"].storage, "x86")
+        if e.section == "HardwareIdsDatabase"
+    ]
     assert entries
     for entry in entries:
         assert re.fullmatch(r'PCI\\VEN_1AF4&DEV_1001&SUBSYS_[0-9A-F]{8} = "viostor"', entry.line)
@@ -163,7 +165,7 @@ def test_amd64_uses_the_amd64_section(driversets: dict[Arch, DriverSet]) -> None
 
 
 def test_a_missing_section_is_appended(driversets: dict[Arch, DriverSet]) -> None:
-    text = b"[Version]\r\nSignature = \"$Windows NT$\"\r\n[SCSI.Load]\r\natapi = atapi.sys,4"
+    text = b'[Version]\r\nSignature = "$Windows NT$"\r\n[SCSI.Load]\r\natapi = atapi.sys,4'
     patched = patch_txtsetup_sif(text, driversets["x86"].storage, "x86")
     lines = lines_of(patched)
     assert lines[:3] == [b"[Version]", b'Signature = "$Windows NT$"', b"[SCSI.Load]"]
@@ -220,7 +222,8 @@ def test_plan_adds_the_driver_winnt_sif_and_every_package(
     assert by_path[f"{setup_dir}/WINNT.SIF"].data == b"[Data]\r\n"
     expected_oem = {
         f"$OEM$/$1/Drivers/{d.name}/{f.path.rpartition('/')[2]}": f.path
-        for d in drivers.selected for f in d.files
+        for d in drivers.selected
+        for f in d.files
     }
     assert {p: f.source_path for p, f in by_path.items() if p.startswith("$OEM$")} == expected_oem
     assert {d.name for d in drivers.selected} >= {"viostor", "NetKVM"}

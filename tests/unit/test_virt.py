@@ -50,8 +50,11 @@ def test_domain_types_offered(arches: tuple[str, ...], expected: set[str]) -> No
         ("qemu:/system", "is not a libvirt URI", InputError),
         ("bogus://", "no libvirt driver handles bogus://", InputError),
         ("qemu:///nonsense", "is not a valid libvirt URI", InputError),
-        ("qemu+tcp://127.0.0.1:1/system", "cannot reach libvirt at qemu+tcp://127.0.0.1:1/system",
-         BuildError),
+        (
+            "qemu+tcp://127.0.0.1:1/system",
+            "cannot reach libvirt at qemu+tcp://127.0.0.1:1/system",
+            BuildError,
+        ),
         ("qemu:///system?socket=/nonexistent/libvirt-sock", "cannot reach libvirt", BuildError),
     ],
 )
@@ -68,10 +71,10 @@ def _png_pixels(png: bytes) -> tuple[int, int, bytes]:
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     pos, width, height, idat = 8, 0, 0, b""
     while pos < len(png):
-        (length,) = struct.unpack(">I", png[pos:pos + 4])
-        kind = png[pos + 4:pos + 8]
-        body = png[pos + 8:pos + 8 + length]
-        (crc,) = struct.unpack(">I", png[pos + 8 + length:pos + 12 + length])
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        kind = png[pos + 4 : pos + 8]
+        body = png[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", png[pos + 8 + length : pos + 12 + length])
         assert crc == zlib.crc32(kind + body)
         if kind == b"IHDR":
             width, height = struct.unpack(">II", body[:8])
@@ -104,15 +107,21 @@ def test_bad_ppm_is_refused(data: bytes, error: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(0, "0:00"), (59.9, "0:59"), (61, "1:01"), (3725, "1:02:05")])
+    ("seconds", "text"), [(0, "0:00"), (59.9, "0:59"), (61, "1:01"), (3725, "1:02:05")]
+)
 def test_format_elapsed(seconds: float, text: str) -> None:
     assert virt.format_elapsed(seconds) == text
 
 
 @pytest.mark.parametrize(
     ("size", "text"),
-    [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (200 * 1024**2, "200.0 MiB"),
-     (5 * 1024**4, "5120.0 GiB")],
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1536, "1.5 KiB"),
+        (200 * 1024**2, "200.0 MiB"),
+        (5 * 1024**4, "5120.0 GiB"),
+    ],
 )
 def test_format_size(size: int, text: str) -> None:
     assert virt.format_size(size) == text
@@ -134,21 +143,43 @@ class FakeLibvirtError:
 @pytest.mark.parametrize(
     ("code", "message", "kind", "fragment"),
     [
-        (38, "Failed to connect socket to '/var/run/libvirt/libvirt-sock': Permission denied",
-         BuildError, "permission denied connecting to qemu:///system"),
+        (
+            38,
+            "Failed to connect socket to '/var/run/libvirt/libvirt-sock': Permission denied",
+            BuildError,
+            "permission denied connecting to qemu:///system",
+        ),
         (45, "authentication failed: access denied by policy", BuildError, "permission denied"),
-        (94, "authentication unavailable: no polkit agent available", BuildError,
-         "permission denied"),
-        (38, "Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or "
-             "directory", BuildError, "cannot reach libvirt at qemu:///system: Failed to connect"),
-        (5, "no connection driver available for qemu:///system", InputError,
-         "no libvirt driver handles qemu:///system"),
-        (1, "internal error: Unable to parse URI qemu:///system", InputError,
-         "is not a valid libvirt URI"),
+        (
+            94,
+            "authentication unavailable: no polkit agent available",
+            BuildError,
+            "permission denied",
+        ),
+        (
+            38,
+            "Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or "
+            "directory",
+            BuildError,
+            "cannot reach libvirt at qemu:///system: Failed to connect",
+        ),
+        (
+            5,
+            "no connection driver available for qemu:///system",
+            InputError,
+            "no libvirt driver handles qemu:///system",
+        ),
+        (
+            1,
+            "internal error: Unable to parse URI qemu:///system",
+            InputError,
+            "is not a valid libvirt URI",
+        ),
     ],
 )
-def test_connect_error_sentences(code: int, message: str, kind: type[Exception],
-                                 fragment: str) -> None:
+def test_connect_error_sentences(
+    code: int, message: str, kind: type[Exception], fragment: str
+) -> None:
     error = virt._connect_error("qemu:///system", FakeLibvirtError(code, message))
     assert isinstance(error, kind)
     assert fragment in str(error)

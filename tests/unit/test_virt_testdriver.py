@@ -67,11 +67,13 @@ def name(conn: virt.Connection) -> Iterator[str]:
     virt.remove_domain(conn, value)
 
 
-def xml_for(drivers: Mapping[str, DriverSet], name: str, out: Path,
-            profile: str = "win2008r2-x64") -> str:
+def xml_for(
+    drivers: Mapping[str, DriverSet], name: str, out: Path, profile: str = "win2008r2-x64"
+) -> str:
     config = config_for(profile, "network=user")
-    return domain.domain_xml(config, drivers[profile], media_for(config, out, name),
-                             name=name, domain_type="qemu")
+    return domain.domain_xml(
+        config, drivers[profile], media_for(config, out, name), name=name, domain_type="qemu"
+    )
 
 
 def lookup(conn: virt.Connection, name: str) -> Any:
@@ -81,8 +83,9 @@ def lookup(conn: virt.Connection, name: str) -> Any:
 # -- define / start / destroy / undefine ---------------------------------------------------
 
 
-def test_define_start_destroy_undefine(conn: virt.Connection, name: str,
-                                       drivers: Mapping[str, DriverSet], tmp_path: Path) -> None:
+def test_define_start_destroy_undefine(
+    conn: virt.Connection, name: str, drivers: Mapping[str, DriverSet], tmp_path: Path
+) -> None:
     virt.define(conn, xml_for(drivers, name, tmp_path), replace=False)
     assert virt.domain_state(conn, name) == ("shut off", "unknown")
     handle = lookup(conn, name)
@@ -109,8 +112,11 @@ def test_an_existing_name_is_refused_unless_replace(
     # --replace stops a running domain and defines the new XML in its place.
     lookup(conn, name).create()
     old_uuid = lookup(conn, name).UUIDString()
-    virt.define(conn, xml.replace("<vcpu placement='static'>2<", "<vcpu placement='static'>3<"),
-                replace=True)
+    virt.define(
+        conn,
+        xml.replace("<vcpu placement='static'>2<", "<vcpu placement='static'>3<"),
+        replace=True,
+    )
     handle = lookup(conn, name)
     assert not handle.isActive()
     assert handle.UUIDString() != old_uuid
@@ -130,18 +136,19 @@ def test_unknown_xml_is_an_error_not_silently_dropped(
 
 
 def test_networks_and_pools_are_checked(conn: virt.Connection) -> None:
-    virt.check_can_define(conn, "pv-free", replace=False, network="default",
-                          pool="default-pool")
+    virt.check_can_define(conn, "pv-free", replace=False, network="default", pool="default-pool")
     with pytest.raises(InputError) as raised:
         virt.check_can_define(conn, "pv-free", replace=False, network="nope", pool=None)
     assert "no libvirt network named nope on test:///default (networks there: default)" in str(
-        raised.value)
+        raised.value
+    )
     assert "'user'" in str(raised.value)
     assert raised.value.problems[0].key == "network"
     with pytest.raises(InputError) as raised:
         virt.check_can_define(conn, "pv-free", replace=False, network="user", pool="nope")
     assert "no storage pool named nope on test:///default (pools there: default-pool)" in str(
-        raised.value)
+        raised.value
+    )
     assert raised.value.problems[0].key == "storage_pool"
     with pytest.raises(InputError, match="not a usable domain name"):
         virt.check_can_define(conn, "a b", replace=False, network="user", pool=None)
@@ -151,8 +158,11 @@ def test_an_inactive_network_is_refused(conn: virt.Connection) -> None:
     net = conn.handle.networkLookupByName("default")
     net.destroy()
     try:
-        with pytest.raises(InputError, match=r"network default on test:///default is not "
-                                             r"active.*net-start default"):
+        with pytest.raises(
+            InputError,
+            match=r"network default on test:///default is not "
+            r"active.*net-start default",
+        ):
             virt.check_can_define(conn, "pv-free", replace=False, network="default", pool=None)
     finally:
         net.create()
@@ -170,8 +180,9 @@ def test_disks_in_a_pool(conn: virt.Connection, name: str, tmp_path: Path) -> No
         assert volume.info()[1] == 32 * 1024**3
         assert "qcow2" in volume.XMLDesc(0)
         assert pool.storageVolLookupByName(f"{name}-data1.qcow2").info()[1] == 3 * 1024**3
-        with pytest.raises(InputError, match=f"{name}.qcow2 in the pool default-pool already "
-                                             "exists.*--replace"):
+        with pytest.raises(
+            InputError, match=f"{name}.qcow2 in the pool default-pool already exists.*--replace"
+        ):
             virt.create_disks(conn, config, tmp_path, name, monitor)
         assert virt.create_disks(conn, config, tmp_path, name, monitor, replace=True) == expected
         assert not list(tmp_path.iterdir())  # nothing next to the outputs
@@ -194,31 +205,42 @@ def test_domain_type_on_a_connection_without_kvm_or_qemu(conn: virt.Connection) 
 # -- install -----------------------------------------------------------------------------
 
 
-def _define(conn: virt.Connection, drivers: Mapping[str, DriverSet], name: str,
-            out: Path) -> None:
+def _define(conn: virt.Connection, drivers: Mapping[str, DriverSet], name: str, out: Path) -> None:
     virt.define(conn, xml_for(drivers, name, out), replace=False)
 
 
 @pytest.mark.parametrize("events", [True, False], ids=["events", "polling"])
 def test_install_success_detaches_the_install_media(
-    conn: virt.Connection, name: str, drivers: Mapping[str, DriverSet], tmp_path: Path,
+    conn: virt.Connection,
+    name: str,
+    drivers: Mapping[str, DriverSet],
+    tmp_path: Path,
     events: bool,
 ) -> None:
     _define(conn, drivers, name, tmp_path)
     # The guest "finishes setup" by powering off at the second status report.
     monitor = Recorder(lambda n: lookup(conn, name).shutdown() if n == 2 else None)
-    result = virt.install(conn, name, timeout_minutes=1, out_dir=tmp_path, monitor=monitor,
-                          status_seconds=0.05, poll_seconds=0.05, events=events)
+    result = virt.install(
+        conn,
+        name,
+        timeout_minutes=1,
+        out_dir=tmp_path,
+        monitor=monitor,
+        status_seconds=0.05,
+        poll_seconds=0.05,
+        events=events,
+    )
     assert result.shutoff_reason == "shutdown"
-    assert result.removed_media == (f"hda: {tmp_path / 'install.iso'}",
-                                    f"hdc: {tmp_path / 'drivers.iso'}",
-                                    f"fda: {tmp_path / 'floppy.img'}")
+    assert result.removed_media == (
+        f"hda: {tmp_path / 'install.iso'}",
+        f"hdc: {tmp_path / 'drivers.iso'}",
+        f"fda: {tmp_path / 'floppy.img'}",
+    )
     persistent = virt.inactive_xml(conn, name)
     assert domain.media_attached(persistent) == ()
     assert result.final_xml == persistent
     root = domain.parse_xml(persistent)
-    assert [d.get("device") for d in root.iterfind("./devices/disk")] == ["disk", "cdrom",
-                                                                          "cdrom"]
+    assert [d.get("device") for d in root.iterfind("./devices/disk")] == ["disk", "cdrom", "cdrom"]
     models = [m.get("type") for m in root.iterfind("./devices/interface/model")]
     assert models == ["virtio"]
     assert [s["state"] for s in monitor.statuses] == ["running", "running"]
@@ -234,11 +256,20 @@ def test_install_timeout_keeps_a_screenshot_and_stops_the_guest(
 ) -> None:
     _define(conn, drivers, name, tmp_path)
     with pytest.raises(BuildError) as raised:
-        virt.install(conn, name, timeout_minutes=0.002, out_dir=tmp_path, monitor=Recorder(),
-                     status_seconds=0.05, poll_seconds=0.05)
+        virt.install(
+            conn,
+            name,
+            timeout_minutes=0.002,
+            out_dir=tmp_path,
+            monitor=Recorder(),
+            status_seconds=0.05,
+            poll_seconds=0.05,
+        )
     message = str(raised.value)
-    assert (f"the install of {name} failed: the guest did not power off within 0.002 minutes "
-            "(it was running)") in message
+    assert (
+        f"the install of {name} failed: the guest did not power off within 0.002 minutes "
+        "(it was running)"
+    ) in message
     assert f"screenshot {tmp_path / 'screenshot.png'}" in message
     assert "--replace" in message
     assert (tmp_path / "screenshot.png").read_bytes().startswith(b"\x89PNG")
@@ -255,8 +286,15 @@ def test_install_refuses_a_guest_stopped_from_outside(
     serial.write_bytes(b"boot\r\n\x1b[2JSTOP: 0x0000007B\r\n")
     monitor = Recorder(lambda n: lookup(conn, name).destroy())
     with pytest.raises(BuildError) as raised:
-        virt.install(conn, name, timeout_minutes=1, out_dir=tmp_path, monitor=monitor,
-                     status_seconds=0.05, poll_seconds=0.05)
+        virt.install(
+            conn,
+            name,
+            timeout_minutes=1,
+            out_dir=tmp_path,
+            monitor=monitor,
+            status_seconds=0.05,
+            poll_seconds=0.05,
+        )
     message = str(raised.value)
     assert "the guest was stopped from outside (destroyed) after 0:00" in message
     assert "Its last serial output: 'STOP: 0x0000007B'" in message
@@ -264,8 +302,9 @@ def test_install_refuses_a_guest_stopped_from_outside(
     assert not (tmp_path / "screenshot.png").exists()  # nothing left on screen to take
 
 
-def test_ctrl_c_stops_the_guest(conn: virt.Connection, name: str,
-                                drivers: Mapping[str, DriverSet], tmp_path: Path) -> None:
+def test_ctrl_c_stops_the_guest(
+    conn: virt.Connection, name: str, drivers: Mapping[str, DriverSet], tmp_path: Path
+) -> None:
     _define(conn, drivers, name, tmp_path)
 
     def interrupt(_: int) -> None:
@@ -273,22 +312,34 @@ def test_ctrl_c_stops_the_guest(conn: virt.Connection, name: str,
 
     monitor = Recorder(interrupt)
     with pytest.raises(KeyboardInterrupt):
-        virt.install(conn, name, timeout_minutes=1, out_dir=tmp_path, monitor=monitor,
-                     status_seconds=0.05, poll_seconds=0.05)
+        virt.install(
+            conn,
+            name,
+            timeout_minutes=1,
+            out_dir=tmp_path,
+            monitor=monitor,
+            status_seconds=0.05,
+            poll_seconds=0.05,
+        )
     assert virt.domain_state(conn, name) == ("shut off", "destroyed")
     assert any("interrupted" in w for w in monitor.warnings)
 
 
-def test_install_refusals(conn: virt.Connection, name: str, drivers: Mapping[str, DriverSet],
-                          tmp_path: Path) -> None:
+def test_install_refusals(
+    conn: virt.Connection, name: str, drivers: Mapping[str, DriverSet], tmp_path: Path
+) -> None:
     with pytest.raises(BuildError, match=f"there is no domain {name}"):
         virt.install(conn, name, timeout_minutes=1, out_dir=tmp_path, monitor=Recorder())
     config = config_for("win2008-x64", "network=user")
     media = media_for(config, tmp_path, name)
-    no_cd = domain.MediaPaths(None, media.drivers_iso, media.floppy, media.system_disk,
-                              media.data_disks, media.serial_log)
-    virt.define(conn, domain.domain_xml(config, drivers["win2008-x64"], no_cd, name=name,
-                                        domain_type="qemu"), replace=False)
+    no_cd = domain.MediaPaths(
+        None, media.drivers_iso, media.floppy, media.system_disk, media.data_disks, media.serial_log
+    )
+    virt.define(
+        conn,
+        domain.domain_xml(config, drivers["win2008-x64"], no_cd, name=name, domain_type="qemu"),
+        replace=False,
+    )
     with pytest.raises(InputError, match="has no install CD") as raised:
         virt.install(conn, name, timeout_minutes=1, out_dir=tmp_path, monitor=Recorder())
     assert raised.value.problems[0].key == "--install"
@@ -307,8 +358,15 @@ def test_lifecycle_events_end_the_wait_without_polling(
     # STOPPED event can end the wait quickly.
     monitor = Recorder(lambda n: lookup(conn, name).shutdown() if n == 1 else None)
     start = time.monotonic()
-    result = virt.install(conn, name, timeout_minutes=1, out_dir=tmp_path, monitor=monitor,
-                          status_seconds=30, poll_seconds=30)
+    result = virt.install(
+        conn,
+        name,
+        timeout_minutes=1,
+        out_dir=tmp_path,
+        monitor=monitor,
+        status_seconds=30,
+        poll_seconds=30,
+    )
     assert time.monotonic() - start < 5
     assert result.shutoff_reason == "shutdown"
 
@@ -326,13 +384,15 @@ def test_existing_disks_are_refused_before_anything_is_written(
 
     pooled = config_for("win2008-x64", "storage_pool=default-pool")
     in_pool = virt.disk_paths(conn, pooled, tmp_path, name)
-    virt.check_can_define(conn, name, replace=False, network="user", pool="default-pool",
-                          disks=in_pool)
+    virt.check_can_define(
+        conn, name, replace=False, network="user", pool="default-pool", disks=in_pool
+    )
     pool = conn.handle.storagePoolLookupByName("default-pool")
     volume = pool.createXML(domain.volume_xml(f"{name}.qcow2", 1), 0)
     try:
         with pytest.raises(InputError, match=f"{name}.qcow2 in the pool default-pool already"):
-            virt.check_can_define(conn, name, replace=False, network="user",
-                                  pool="default-pool", disks=in_pool)
+            virt.check_can_define(
+                conn, name, replace=False, network="user", pool="default-pool", disks=in_pool
+            )
     finally:
         volume.delete(0)
