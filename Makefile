@@ -38,16 +38,16 @@ libvirtd:
 
 # Integration tests must really run their tools here: a skip fails the run.
 test: setup libvirtd
-	PVINSTALL_REQUIRE_REAL_TOOLS=1 $(BIN)/pytest $(PYTEST_ARGS)
+	PVTEST_REQUIRE_REAL_TOOLS=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: setup
 	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
 
 test-integration: setup libvirtd
-	PVINSTALL_REQUIRE_REAL_TOOLS=1 $(BIN)/pytest -m integration $(PYTEST_ARGS)
+	PVTEST_REQUIRE_REAL_TOOLS=1 $(BIN)/pytest -m integration $(PYTEST_ARGS)
 
 test-boot: setup libvirtd
-	PVINSTALL_REQUIRE_REAL_TOOLS=1 $(BIN)/pytest -m boot $(PYTEST_ARGS)
+	PVTEST_REQUIRE_REAL_TOOLS=1 $(BIN)/pytest -m boot $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check builder tests

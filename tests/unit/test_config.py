@@ -225,3 +225,8 @@ def test_pvinstall_s_own_environment_switches_are_not_settings() -> None:
 
     config = load_config(W2008, sets=PASSWORD, environ=dict.fromkeys(ENV_NOT_SETTINGS, "1"))
     assert config.vcpus == W2008.vcpus
+    # The test harness's knobs are not pvinstall's: they do not even look like settings.
+    harness = {"PVTEST_REQUIRE_REAL_TOOLS": "1", "PVTEST_REGENERATE_GOLDEN": "0"}
+    assert load_config(W2008, sets=PASSWORD, environ=harness).vcpus == W2008.vcpus
+    with pytest.raises(InputError, match="require_real_tools: unknown setting"):
+        load_config(W2008, sets=PASSWORD, environ={"PVINSTALL_REQUIRE_REAL_TOOLS": "1"})

@@ -2,7 +2,7 @@
 the PCI slot budget, the driver <-> device check, names, and the template edit that
 leaves a golden template after the install.
 
-Regenerate the golden files with PVINSTALL_REGENERATE_GOLDEN=1.
+Regenerate the golden files with PVTEST_REGENERATE_GOLDEN=1.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from builder.sources import DirectorySource
 from tests.fixtures.virtio_win import write_modern_tree
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "domain"
-REGENERATE = os.environ.get("PVINSTALL_REGENERATE_GOLDEN") == "1"
+REGENERATE = os.environ.get("PVTEST_REGENERATE_GOLDEN") == "1"
 OUT = Path("/srv/pvinstall/out")
 KEY_2003 = "product_key=ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"
 
@@ -110,7 +110,7 @@ def test_domain_xml_matches_the_golden_file(
     if REGENERATE:
         golden.parent.mkdir(parents=True, exist_ok=True)
         golden.write_text(xml, encoding="utf-8")
-    assert golden.is_file(), f"{golden} is missing; run with PVINSTALL_REGENERATE_GOLDEN=1"
+    assert golden.is_file(), f"{golden} is missing; run with PVTEST_REGENERATE_GOLDEN=1"
     assert xml == golden.read_text(encoding="utf-8")
 
 

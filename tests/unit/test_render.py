@@ -8,7 +8,7 @@ what the floppy, the drivers ISO and the 2003 CD are written from.
 Golden files live in tests/golden/<profile>/. After an intended change, regenerate them
 with
 
-    PVINSTALL_REGENERATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_render.py
+    PVTEST_REGENERATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_render.py
 
 and review the diff.
 """
@@ -38,7 +38,7 @@ from builder.sources import DirectorySource
 from tests.fixtures.virtio_win import Tree, edit_inf, write_modern_tree
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
-REGENERATE = os.environ.get("PVINSTALL_REGENERATE_GOLDEN") == "1"
+REGENERATE = os.environ.get("PVTEST_REGENERATE_GOLDEN") == "1"
 
 NS = "urn:schemas-microsoft-com:unattend"
 WCM = "http://schemas.microsoft.com/WMIConfig/2002/State"
@@ -112,7 +112,7 @@ def test_golden_files(profile: str, driversets: dict[str, DriverSet]) -> None:
         for name, data in files.items():
             (folder / name).write_bytes(data)
     expected = {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-    assert set(files) == set(expected), "regenerate with PVINSTALL_REGENERATE_GOLDEN=1"
+    assert set(files) == set(expected), "regenerate with PVTEST_REGENERATE_GOLDEN=1"
     for name, data in files.items():
         assert data == expected[name], f"{profile}/{name} differs from the golden file"
 
