@@ -16,13 +16,14 @@ from typing import Annotated, Any
 
 import typer
 
-from builder import catalog as catalog_mod
-from builder import convert_steps, pipeline, sources
+from builder import pipeline, sources
 from builder.config import settings_help
+from builder.convert import steps as convert_steps
 from builder.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, InputError, PvError
 from builder.monitor import choose_monitor
-from builder.profiles import PROFILES, resolve_profile
-from builder.virt import DEFAULT_URI
+from builder.virtio import catalog as catalog_mod
+from builder.vm.virt import DEFAULT_URI
+from builder.windows.profiles import PROFILES, resolve_profile
 
 app = typer.Typer(
     name="pvinstall",

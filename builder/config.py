@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from builder import locales, timezones
 from builder.errors import InputError, Problem
-from builder.profiles import Family, Profile
+from builder.windows import locales, timezones
+from builder.windows.profiles import Family, Profile
 
 ENV_PREFIX = "PVINSTALL_"
 # PVINSTALL_* variables that are not settings: pvinstall's own switches (the state

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from builder import __version__
-from builder.catalog import DriverSet, selected_json
 from builder.config import BuildConfig
-from builder.media import PlannedFile
+from builder.media.plan import PlannedFile
 from builder.sources import DriverSource
+from builder.virtio.catalog import DriverSet, selected_json
 
 CHUNK = 1024 * 1024
 

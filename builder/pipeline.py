@@ -18,16 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder import __version__, domain, floppy, iso, media, render, sources, virt
-from builder import catalog as catalog_mod
+from builder import __version__, sources
 from builder import manifest as manifest_mod
+from builder.answers import render
 from builder.config import BuildConfig, load_config
 from builder.errors import BuildError, InputError, Problem
+from builder.media import fat as floppy
+from builder.media import iso9660 as iso
+from builder.media import plan as media
 from builder.monitor import Monitor
 from builder.outputs import Staging, staging
-from builder.profiles import Profile, resolve_profile
 from builder.reproducible import build_id, source_date_epoch, volume_serial
 from builder.sources import DriverSource, find_source, open_source
+from builder.virtio import catalog as catalog_mod
+from builder.vm import domain, virt
+from builder.windows.profiles import Profile, resolve_profile
 
 FLOPPY = "floppy.img"
 DRIVERS_ISO = "drivers.iso"

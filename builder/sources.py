@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, ClassVar, Literal
 
-from builder import floppy, iso
 from builder.errors import InputError
+from builder.media import fat as floppy
+from builder.media import iso9660 as iso
 
 SourceKind = Literal["iso", "dir", "floppy"]
 

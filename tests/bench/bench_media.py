@@ -48,13 +48,13 @@ def _answers(profile_2003: bool) -> dict[str, bytes]:
 
 
 def measure_drivers_iso(source_iso: Path, out: Path) -> dict[str, float | int]:
-    from builder import layout
-    from builder.catalog import load_catalog, scan_source, select_drivers
     from builder.config import load_config
-    from builder.iso import write_drivers_iso
-    from builder.media import plan_media
-    from builder.profiles import PROFILES
+    from builder.media import layout
+    from builder.media.iso9660 import write_drivers_iso
+    from builder.media.plan import plan_media
     from builder.sources import open_source
+    from builder.virtio.catalog import load_catalog, scan_source, select_drivers
+    from builder.windows.profiles import PROFILES
 
     profile = PROFILES["win2008r2-x64"]
     config = load_config(profile, sets=["admin_password=x"])
@@ -79,11 +79,11 @@ def measure_drivers_iso(source_iso: Path, out: Path) -> dict[str, float | int]:
 
 
 def measure_remaster(cd: Path, drivers_iso: Path, out: Path) -> dict[str, float | int]:
-    from builder.catalog import load_catalog, scan_source, select_drivers
-    from builder.iso import inspect_install_cd, remaster_install_cd
-    from builder.profiles import PROFILES
-    from builder.slipstream import plan_install_cd
+    from builder.media.iso9660 import inspect_install_cd, remaster_install_cd
+    from builder.media.slipstream import plan_install_cd
     from builder.sources import open_source
+    from builder.virtio.catalog import load_catalog, scan_source, select_drivers
+    from builder.windows.profiles import PROFILES
 
     profile = PROFILES["win2003-x86"]
     before = _io_read_bytes()

@@ -42,9 +42,9 @@ def _io_read_bytes() -> int:
 
 def measure(iso: Path) -> dict[str, float | int]:
     """Run in a fresh process: open, scan, select for every profile."""
-    from builder.catalog import load_catalog, scan_source, select_drivers
-    from builder.profiles import PROFILES
     from builder.sources import open_source
+    from builder.virtio.catalog import load_catalog, scan_source, select_drivers
+    from builder.windows.profiles import PROFILES
 
     catalog = load_catalog()
     before = _io_read_bytes()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import virt
+from builder.vm import virt
 from tests.fixtures.virtio_win import write_modern_tree
 from tests.integration.libvirt_env import qemu_system_uri
 

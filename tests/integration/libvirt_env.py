@@ -22,7 +22,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from builder import virt
+from builder.vm import virt
 
 QEMU_SYSTEM_URI = "qemu:///system"
 SETUP_SCRIPT = Path(__file__).resolve().parents[2] / ".ci" / "setup-libvirtd"

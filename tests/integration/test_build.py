@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import cli, iso
-from builder.profiles import PROFILES
+from builder import cli
+from builder.media import iso9660 as iso
+from builder.windows.profiles import PROFILES
 from tests.fixtures.virtio_win import make_iso, write_modern_tree
 from tests.integration.windows_cd import build_windows_style_cd
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from builder import cli, virt
+from builder import cli
+from builder.vm import virt
 from tests.integration.libvirt_env import unique_domain_name
 
 pytestmark = pytest.mark.integration

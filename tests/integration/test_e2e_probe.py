@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from builder import cli, domain, virt
+from builder import cli
+from builder.vm import domain, virt
 from tests.fixtures.virtio_win import make_iso, write_modern_tree
 from tests.integration import probe
 from tests.integration.libvirt_env import unique_domain_name

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from builder import layout
-from builder.catalog import load_catalog, scan_source, select_drivers
 from builder.config import load_config
-from builder.iso import write_drivers_iso
-from builder.media import IsoPlan, plan_media
-from builder.profiles import PROFILES
+from builder.media import layout
+from builder.media.iso9660 import write_drivers_iso
+from builder.media.plan import IsoPlan, plan_media
 from builder.sources import DriverSource, open_source
+from builder.virtio.catalog import load_catalog, scan_source, select_drivers
+from builder.windows.profiles import PROFILES
 from tests.fixtures.virtio_win import (
     Tree,
     make_floppy_image,
@@ -144,8 +144,8 @@ def test_from_a_legacy_floppy(tmp_path: Path) -> None:
 SAME_BYTES_CHILD = """
 import sys
 from pathlib import Path
-from builder import iso
-from builder.media import IsoPlan, PlannedFile
+from builder.media import iso9660 as iso
+from builder.media.plan import IsoPlan, PlannedFile
 from builder.sources import DirectorySource
 plan = IsoPlan("PVDRIVERS", (PlannedFile.inline("A/b.txt", b"x"),
                              PlannedFile.from_source("viostor/x.inf", sys.argv[2], 11)))

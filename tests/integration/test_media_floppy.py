@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from builder import floppy, layout
-from builder.catalog import load_catalog, scan_source, select_drivers
 from builder.config import load_config
 from builder.errors import BuildError
-from builder.floppy import GEOMETRIES, floppy_usage, write_floppy
-from builder.media import FloppyPlan, PlannedFile, plan_media
-from builder.profiles import PROFILES
+from builder.media import fat as floppy
+from builder.media import layout
+from builder.media.fat import GEOMETRIES, floppy_usage, write_floppy
+from builder.media.plan import FloppyPlan, PlannedFile, plan_media
 from builder.sources import DirectorySource
+from builder.virtio.catalog import load_catalog, scan_source, select_drivers
+from builder.windows.profiles import PROFILES
 from tests.fixtures.virtio_win import Tree, tool_available, write_modern_tree
 
 pytestmark = [

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from builder.catalog import DriverSet, load_catalog, scan_source, select_drivers
 from builder.errors import InputError
-from builder.iso import inspect_install_cd, remaster_install_cd
-from builder.profiles import PROFILES, Arch
-from builder.slipstream import InstallCdPlan, patch_txtsetup_sif, plan_install_cd
+from builder.media.iso9660 import inspect_install_cd, remaster_install_cd
+from builder.media.slipstream import InstallCdPlan, patch_txtsetup_sif, plan_install_cd
 from builder.sources import DirectorySource
+from builder.virtio.catalog import DriverSet, load_catalog, scan_source, select_drivers
+from builder.windows.profiles import PROFILES, Arch
 from tests.fixtures.virtio_win import Tree, make_iso, tool_available, write_modern_tree
 from tests.integration import probe
 from tests.integration.windows_cd import LOAD_SEGMENT, build_windows_style_cd
@@ -341,10 +341,10 @@ def test_bad_windows_isos_are_refused_with_a_sentence(
 REMASTER_CHILD = """
 import json, resource, sys
 from pathlib import Path
-from builder.catalog import load_catalog, scan_source, select_drivers
-from builder.iso import remaster_install_cd
-from builder.profiles import PROFILES
-from builder.slipstream import plan_install_cd
+from builder.virtio.catalog import load_catalog, scan_source, select_drivers
+from builder.media.iso9660 import remaster_install_cd
+from builder.windows.profiles import PROFILES
+from builder.media.slipstream import plan_install_cd
 from builder.sources import DirectorySource
 source = DirectorySource(Path(sys.argv[3]))
 drivers = select_drivers(scan_source(source, load_catalog()), PROFILES["win2003-x86"])
@@ -382,10 +382,10 @@ def test_remastered_cd_boots_and_a_kernel_reads_it_and_the_floppy(
 ) -> None:
     """Boot the remastered probe CD with the answer floppy: El Torito still works, and
     Linux (isofs via Joliet, vfat via long names) reads every added file intact."""
-    from builder import layout
     from builder.config import load_config
-    from builder.floppy import write_floppy
-    from builder.media import plan_media
+    from builder.media import layout
+    from builder.media.fat import write_floppy
+    from builder.media.plan import plan_media
     from tests.integration.libvirt_env import boot_domain, qemu_system_uri, unique_domain_name
     from tests.integration.test_probe import probe_domain_xml
 

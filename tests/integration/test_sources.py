@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from builder.catalog import load_catalog, scan_source, select_drivers
 from builder.errors import InputError
-from builder.profiles import PROFILES
 from builder.sources import DirectorySource, open_source
+from builder.virtio.catalog import load_catalog, scan_source, select_drivers
+from builder.windows.profiles import PROFILES
 from tests.fixtures.virtio_win import (
     Tree,
     make_floppy_image,

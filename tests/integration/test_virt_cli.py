@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import cli, domain, virt
+from builder import cli
+from builder.vm import domain, virt
 from tests.integration import probe
 from tests.integration.libvirt_env import unique_domain_name
 

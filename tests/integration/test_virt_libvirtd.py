@@ -1,4 +1,4 @@
-"""builder/domain.py and builder/virt.py against a real libvirtd with QEMU (TCG).
+"""builder/vm/domain.py and builder/vm/virt.py against a real libvirtd with QEMU (TCG).
 
 The boot probe (tests/integration/probe.py) stands in for Windows setup: as the
 "install CD" it boots, reports over the serial console which PCI devices, disks, CDs
@@ -24,16 +24,16 @@ from pathlib import Path
 
 import pytest
 
-from builder import domain, virt
-from builder.catalog import DriverSet, PciIds, load_catalog
 from builder.config import BuildConfig
 from builder.errors import BuildError
 from builder.monitor import NullMonitor
-from builder.profiles import PROFILES
+from builder.virtio.catalog import DriverSet, PciIds, load_catalog
+from builder.vm import domain, virt
+from builder.windows.profiles import PROFILES
 from tests.integration import probe
 from tests.integration.libvirt_env import boot_domain, unique_domain_name
 from tests.integration.test_probe import make_floppy
-from tests.unit.test_domain import GOLDEN, config_for, driversets, media_for
+from tests.unit.vm.test_domain import GOLDEN, config_for, driversets, media_for
 
 pytestmark = pytest.mark.integration
 

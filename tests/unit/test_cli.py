@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from builder import cli, sources
-from builder.profiles import PROFILES
+from builder.windows.profiles import PROFILES
 from tests.fixtures.virtio_win import Tree, remove_file, write_modern_tree
 
 

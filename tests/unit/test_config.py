@@ -8,7 +8,7 @@ import pytest
 
 from builder.config import SETTINGS, Secret, load_config, settings_help
 from builder.errors import InputError
-from builder.profiles import PROFILES
+from builder.windows.profiles import PROFILES
 
 W2008 = PROFILES["win2008-x64"]
 W2008R2 = PROFILES["win2008r2-x64"]

@@ -1,0 +1,666 @@
+"""The libvirt domain that boots Windows setup: planned, checked and written as XML (pure).
+
+`plan_domain()` turns the settings and the media paths into a `DomainPlan` (every
+device with its bus, target and model); `check_slot_budget()` and
+`check_device_drivers()` refuse plans a guest or its drivers cannot take;
+`render_domain_xml()` writes the plan through `templates/domain.xml.j2`.
+`domain_xml()` does all three. `strip_install_media()` is the edit that turns an
+installed domain into a golden template (no floppy, empty CD-ROM drives).
+
+Nothing here touches libvirt or the disk beyond reading the template and
+`drivers/catalog.toml`; `virt.py` is the edge that acts on the XML.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+from builder.answers import render
+from builder.config import VIRTIO_MODELS, BuildConfig, VirtioModel
+from builder.errors import InputError
+from builder.resources import data_dir
+from builder.virtio.catalog import Catalog, DriverSet, PciIds, SelectedDriver, load_catalog
+from builder.windows.profiles import Profile
+
+TEMPLATE = "domain.xml.j2"
+
+DOMAIN_TYPES = ("kvm", "qemu")
+
+# An i440fx guest has 32 slots on its PCI bus. The host bridge, the PIIX3 (ISA, IDE,
+# USB and ACPI functions), the VGA card and, in libvirt's default layout, the memory
+# balloon take four; the virtualization guide promises 28 for additional devices.
+# pvinstall leaves the balloon out, but keeps to the documented number so that a
+# template it defines can always take a balloon later.
+PCI_SLOTS = 28
+
+# The profile's device flavour as the libvirt model of its virtio devices. 2003's
+# drivers know only the transitional IDs; naming the model pins them even where
+# plain 'virtio' would be modern-only (q35).
+_FLAVOUR_MODEL: Mapping[str, VirtioModel] = MappingProxyType(
+    {"transitional": "virtio-transitional", "virtio": "virtio"}
+)
+
+# The libvirt guest architecture of a profile. 32-bit Windows gets a 32-bit CPU
+# (qemu32, no long mode), as on the hardware it was written for.
+GUEST_ARCH: Mapping[str, str] = MappingProxyType({"x86": "i686", "amd64": "x86_64"})
+
+# libosinfo's ids, which virt-manager and virt-install read from the metadata.
+_OSINFO_URL: Mapping[str, str] = MappingProxyType(
+    {
+        "win2k3": "http://microsoft.com/win/2k3",
+        "win2k8": "http://microsoft.com/win/2k8",
+        "win2k8r2": "http://microsoft.com/win/2k8r2",
+    }
+)
+
+# The name also names the disk files and the output folder, and virsh resolves a
+# bare number or a UUID as a domain id before it tries names: keep to a safe set.
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}")
+MAX_NAME = 64
+
+DiskPaths = tuple[Path, tuple[Path, ...]]
+
+
+@dataclass(frozen=True)
+class MediaPaths:
+    """Where the files the domain uses are (absolute paths, as libvirt will open them)."""
+
+    install_iso: Path | None
+    drivers_iso: Path
+    floppy: Path
+    system_disk: Path
+    data_disks: tuple[Path, ...]
+    serial_log: Path
+
+
+@dataclass(frozen=True)
+class Disk:
+    """A virtio disk: the system disk or a data disk."""
+
+    role: Literal["system", "data"]
+    target: str
+    path: Path
+    size_gib: int
+    model: VirtioModel
+
+    @property
+    def label(self) -> str:
+        return f"{self.role} disk {self.target}"
+
+
+@dataclass(frozen=True)
+class CdRom:
+    """An IDE CD-ROM drive; `path` None is an empty drive."""
+
+    role: Literal["install", "drivers"]
+    target: str
+    path: Path | None
+    boot_order: int | None
+
+
+@dataclass(frozen=True)
+class Nic:
+    """The virtio NIC: on a libvirt network, or QEMU's user-mode network (`user`)."""
+
+    network: str
+    model: VirtioModel
+
+    @property
+    def user_mode(self) -> bool:
+        return self.network == "user"
+
+    @property
+    def label(self) -> str:
+        return "NIC (user-mode network)" if self.user_mode else f"NIC on network {self.network}"
+
+
+@dataclass(frozen=True)
+class VirtioDevice:
+    """A virtio device of the domain, as the driver check sees it."""
+
+    kind: str  # a [devices] key of drivers/catalog.toml: virtio-blk, virtio-net
+    model: VirtioModel
+    label: str
+
+
+@dataclass(frozen=True)
+class DomainPlan:
+    """Everything the domain XML says, decided; rendering only formats it."""
+
+    name: str
+    domain_type: str
+    profile: Profile
+    arch: str
+    machine: str
+    memory_mib: int
+    vcpus: int
+    pae: bool
+    hyperv: bool
+    osinfo_url: str | None
+    disks: tuple[Disk, ...]
+    cdroms: tuple[CdRom, ...]
+    floppy: Path
+    nic: Nic
+    serial_log: Path
+
+    @property
+    def system_disk(self) -> Disk:
+        return self.disks[0]
+
+    @property
+    def virtio_devices(self) -> tuple[VirtioDevice, ...]:
+        found = [VirtioDevice("virtio-blk", d.model, d.label) for d in self.disks]
+        found.append(VirtioDevice("virtio-net", self.nic.model, self.nic.label))
+        return tuple(found)
+
+    @property
+    def pci_devices(self) -> tuple[str, ...]:
+        """The devices that take a PCI slot of the 28: every virtio disk and the NIC.
+
+        The IDE and USB controllers are functions of the PIIX3, the VGA card has its
+        own fixed slot, the floppy controller and serial port are ISA, and there is
+        no balloon.
+        """
+        return tuple(d.label for d in self.virtio_devices)
+
+
+# -- names -------------------------------------------------------------------------------
+
+
+def validate_domain_type(domain_type: str) -> None:
+    """Refuse a domain type pvinstall does not write (InputError, --domain-type)."""
+    if domain_type not in DOMAIN_TYPES:
+        raise InputError(
+            f"unknown domain type {domain_type!r}.", "Use kvm or qemu.", key="--domain-type"
+        )
+
+
+def validate_domain_name(name: str) -> None:
+    """Refuse a name libvirt, virsh or a file name would trip over (InputError, --name)."""
+    problem = None
+    if not name:
+        problem = "is empty"
+    elif len(name) > MAX_NAME:
+        problem = f"has {len(name)} characters; at most {MAX_NAME}"
+    elif not _NAME.fullmatch(name):
+        bad = sorted({c for c in name if not re.fullmatch(r"[A-Za-z0-9_.+-]", c)})
+        problem = (
+            f"contains {' '.join(repr(c) for c in bad)}"
+            if bad
+            else "must start with a letter, digit or '_'"
+        )
+    elif name.isdigit():
+        problem = "is only digits, which virsh reads as a domain id"
+    elif _UUID.fullmatch(name):
+        problem = "looks like a UUID, which virsh reads as a domain UUID"
+    if problem is not None:
+        raise InputError(
+            f"{name!r} is not a usable domain name: it {problem}.",
+            "Use letters, digits, '-', '_', '.' and '+', e.g. win2008r2-golden.",
+            key="--name",
+        )
+
+
+def disk_target(index: int) -> str:
+    """The virtio target of the index-th disk: vda ... vdz, vdaa, vdab ... (libvirt's rule)."""
+    letters = ""
+    number = index
+    while True:
+        letters = chr(ord("a") + number % 26) + letters
+        number = number // 26 - 1
+        if number < 0:
+            return f"vd{letters}"
+
+
+def disk_file_names(config: BuildConfig, name: str) -> tuple[str, tuple[str, ...]]:
+    """The file (or pool volume) names of the system and data disks: `NAME.qcow2`,
+    `NAME-data1.qcow2`, ..."""
+    data = tuple(f"{name}-data{i}.qcow2" for i in range(1, len(config.data_disks) + 1))
+    return f"{name}.qcow2", data
+
+
+def default_disk_paths(config: BuildConfig, out_dir: Path, name: str) -> DiskPaths:
+    """The system and data disk files next to the outputs (no storage pool)."""
+    system, data = disk_file_names(config, name)
+    return out_dir / system, tuple(out_dir / d for d in data)
+
+
+# -- the device table -------------------------------------------------------------------
+
+
+@cache
+def _device_model_table() -> Mapping[str, Mapping[str, str]]:
+    # Kept in drivers/catalog.toml next to the PCI IDs it indexes.
+    with (data_dir("drivers") / "catalog.toml").open("rb") as handle:
+        raw = tomllib.load(handle).get("device_models", {})
+    return MappingProxyType({m: MappingProxyType(dict(t)) for m, t in raw.items()})
+
+
+def presented_ids(kind: str, model: str, machine: str, catalog: Catalog) -> PciIds:
+    """The PCI IDs QEMU presents for a virtio device of `kind` and libvirt `model` on
+    `machine` (drivers/catalog.toml [device_models] and [devices])."""
+    table = _device_model_table().get(machine)
+    if table is None or model not in table:
+        raise ValueError(f"no PCI ID table for model {model} on machine {machine}")
+    return catalog.devices[kind][table[model]]
+
+
+# -- the plan ----------------------------------------------------------------------------
+
+
+def plan_domain(
+    config: BuildConfig,
+    media: MediaPaths,
+    *,
+    name: str,
+    domain_type: str,
+    virtio_model: str | None = None,
+) -> DomainPlan:
+    """Decide every device of the domain from the settings and the media paths.
+
+    `virtio_model` (else the `virtio_model` setting) overrides the profile's model of
+    the virtio disks and NIC; the driver check still has the last word.
+    """
+    profile = config.profile
+    validate_domain_name(name)
+    validate_domain_type(domain_type)
+    model = _virtio_model(profile, virtio_model or config.virtio_model)
+    if len(media.data_disks) != len(config.data_disks):
+        raise ValueError("one path per data disk is needed")
+    disks = [Disk("system", disk_target(0), media.system_disk, config.disk_size_gib, model)]
+    disks += [
+        Disk("data", disk_target(i), path, size, model)
+        for i, (path, size) in enumerate(
+            zip(media.data_disks, config.data_disks, strict=True), start=1
+        )
+    ]
+    cdroms = (
+        # The install CD boots after the system disk: an empty disk falls through to
+        # it, and once setup has written the disk every later boot starts Windows.
+        CdRom("install", "hda", media.install_iso, boot_order=2),
+        # On the other IDE channel: no master/slave sharing for old ATAPI code.
+        CdRom("drivers", "hdc", media.drivers_iso, boot_order=None),
+    )
+    return DomainPlan(
+        name=name,
+        domain_type=domain_type,
+        profile=profile,
+        arch=GUEST_ARCH[profile.arch],
+        machine=profile.machine,
+        memory_mib=config.memory_mib,
+        vcpus=config.vcpus,
+        # PAE lets 32-bit Windows use NX and more than 4 GiB; a 64-bit guest has it anyway.
+        pae=profile.arch == "x86",
+        hyperv=profile.hyperv,
+        osinfo_url=_OSINFO_URL.get(profile.osinfo_id),
+        disks=tuple(disks),
+        cdroms=cdroms,
+        floppy=media.floppy,
+        nic=Nic(config.network, model),
+        serial_log=media.serial_log,
+    )
+
+
+def _virtio_model(profile: Profile, override: str | None) -> VirtioModel:
+    if override is None:
+        return _FLAVOUR_MODEL[profile.device_flavour]
+    for model in VIRTIO_MODELS:
+        if override == model:
+            return model
+    raise InputError(
+        f"{override!r} is not a virtio device model.",
+        f"Use one of {', '.join(VIRTIO_MODELS)}.",
+        key="virtio_model",
+    )
+
+
+# -- checks ------------------------------------------------------------------------------
+
+
+def count_pci_slots(plan: DomainPlan) -> int:
+    """How many of the guest's 28 PCI slots the domain's devices take."""
+    return len(plan.pci_devices)
+
+
+def check_slot_budget(plan: DomainPlan) -> None:
+    """Refuse a domain that needs more than the 28 PCI slots (InputError naming the count)."""
+    needed = count_pci_slots(plan)
+    if needed <= PCI_SLOTS:
+        return
+    data = sum(1 for d in plan.disks if d.role == "data")
+    fits = data - (needed - PCI_SLOTS)
+    raise InputError(
+        f"the domain needs {needed} PCI slots (system disk, {data} data disks, NIC), but a "
+        f"guest has {PCI_SLOTS} for additional devices.",
+        f"Use at most {max(fits, 0)} data disks.",
+        key="data_disks",
+    )
+
+
+def check_device_drivers(
+    plan: DomainPlan, drivers: DriverSet, catalog: Catalog | None = None
+) -> None:
+    """Refuse a domain with a virtio device that no selected driver binds to.
+
+    For each virtio device, the IDs QEMU presents for its model on the plan's
+    machine must be among the hardware IDs the selected driver of its kind
+    (viostor for disks, NetKVM for NICs) installs on. InputError lists every
+    device that does not match, naming the device and the driver.
+    """
+    catalog = catalog or load_catalog()
+    problems: list[str] = []
+    hint = None
+    for device in plan.virtio_devices:
+        ids = presented_ids(device.kind, device.model, plan.machine, catalog)
+        candidates = [d for d in drivers.selected if d.info and d.info.device == device.kind]
+        if not candidates:
+            problems.append(
+                f"no driver for the {device.label} ({device.kind}) was selected "
+                f"for {plan.profile.name}"
+            )
+            continue
+        if any(_binds(driver, ids) for driver in candidates):
+            continue
+        driver = candidates[0]
+        problems.append(
+            f"the {device.label} (model {device.model}: {ids.hardware_ids()[1]}) is not "
+            f"matched by {driver.name} ({driver.inf_path}, which lists "
+            f"{', '.join(driver.hardware_ids) or 'no hardware IDs'})"
+        )
+        if plan.profile.device_flavour == "transitional":
+            hint = (
+                f"{plan.profile.title}'s drivers know only transitional virtio devices; "
+                "use model virtio-transitional on machine pc."
+            )
+    if problems:
+        raise InputError(
+            "; ".join(problems) + ".",
+            hint or "Use a driver release that lists the device, or another device model.",
+            key="virtio_model",
+        )
+
+
+def _binds(driver: SelectedDriver, ids: PciIds) -> bool:
+    # Windows compares hardware IDs case-insensitively.
+    listed = {hwid.upper() for hwid in driver.hardware_ids}
+    return any(hwid.upper() in listed for hwid in ids.hardware_ids())
+
+
+# -- XML ---------------------------------------------------------------------------------
+
+
+def render_domain_xml(plan: DomainPlan) -> str:
+    """The libvirt domain XML of a plan (templates/domain.xml.j2, autoescaped)."""
+    return render.render_template(TEMPLATE, {"plan": plan})
+
+
+def domain_xml(
+    config: BuildConfig,
+    drivers: DriverSet,
+    media: MediaPaths,
+    *,
+    name: str,
+    domain_type: str,
+    virtio_model: str | None = None,
+) -> str:
+    """The domain XML for `config`, after the slot budget and the driver check.
+
+    Raises InputError for a bad name or domain type, more devices than PCI slots,
+    or a virtio device the selected drivers do not bind to. Deterministic: no UUID
+    and no MAC address (libvirt assigns them when the domain is defined).
+    """
+    plan = plan_domain(config, media, name=name, domain_type=domain_type, virtio_model=virtio_model)
+    check_slot_budget(plan)
+    check_device_drivers(plan, drivers)
+    return render_domain_xml(plan)
+
+
+def parse_xml(text: str) -> ET.Element:
+    """Parse XML that libvirt or pvinstall itself wrote."""
+    # Trusted input (the local libvirt daemon, our template), and expat fetches no
+    # external entities: the stdlib parser is safe here.
+    return ET.fromstring(text)  # noqa: S314
+
+
+# -- after the install -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StrippedDomain:
+    """A domain XML without its install media, and what was taken out."""
+
+    xml: str
+    removed: tuple[str, ...]
+
+
+def strip_install_media(xml: str) -> StrippedDomain:
+    """Remove the floppy drives and eject every CD-ROM (drives stay, empty).
+
+    What remains is the golden template: the virtio disks and NIC. `removed` names
+    the media that were attached (`fda: /out/floppy.img`).
+    """
+    root = parse_xml(xml)
+    devices = root.find("devices")
+    removed: list[str] = []
+    if devices is None:
+        return StrippedDomain(xml, ())
+    for disk in list(devices.findall("disk")):
+        kind = disk.get("device")
+        target = disk.find("target")
+        dev = target.get("dev", "?") if target is not None else "?"
+        source = disk.find("source")
+        where = _source_text(source)
+        if kind == "floppy":
+            devices.remove(disk)
+            removed.append(f"{dev}: {where}" if where else dev)
+        elif kind == "cdrom" and source is not None:
+            disk.remove(source)
+            if where:
+                removed.append(f"{dev}: {where}")
+    text = ET.tostring(root, encoding="unicode")
+    return StrippedDomain(text + "\n", tuple(removed))
+
+
+def _source_text(source: ET.Element | None) -> str:
+    if source is None:
+        return ""
+    for attribute in ("file", "dev", "volume", "name"):
+        value = source.get(attribute)
+        if value:
+            return value
+    return ""
+
+
+def media_attached(xml: str) -> tuple[str, ...]:
+    """The floppy and CD-ROM media a domain XML has attached (`hda: /x.iso`), in order."""
+    root = parse_xml(xml)
+    found: list[str] = []
+    for disk in root.iterfind("./devices/disk"):
+        if disk.get("device") not in ("floppy", "cdrom"):
+            continue
+        where = _source_text(disk.find("source"))
+        target = disk.find("target")
+        dev = target.get("dev", "?") if target is not None else "?"
+        if where:
+            found.append(f"{dev}: {where}")
+        elif disk.get("device") == "floppy":
+            found.append(f"{dev}: (floppy drive)")
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class DomainFacts:
+    """What `virt.install` needs to know about a defined domain, read from its XML."""
+
+    name: str
+    system_disk: str | None  # the target (vda) of the first disk
+    serial_log: Path | None  # the file of the first <serial type='file'>
+    install_cd: str | None  # the file in the CD-ROM drive that boots (or the first one)
+    vnc_port: int | None  # only in a running domain's XML
+
+
+def describe_domain(xml: str) -> DomainFacts:
+    """Read the facts `DomainFacts` lists from a domain XML."""
+    root = parse_xml(xml)
+    system_disk = None
+    cds: list[tuple[bool, str | None]] = []  # (boots, file) per CD-ROM drive
+    for disk in root.iterfind("./devices/disk"):
+        target = disk.find("target")
+        dev = target.get("dev") if target is not None else None
+        if disk.get("device") == "disk" and system_disk is None:
+            system_disk = dev
+        elif disk.get("device") == "cdrom":
+            cds.append((disk.find("boot") is not None, _source_text(disk.find("source")) or None))
+    booting = [source for boots, source in cds if boots] or [source for _, source in cds[:1]]
+    serial_log = None
+    for serial in root.iterfind("./devices/serial"):
+        source = serial.find("source")
+        if serial.get("type") == "file" and source is not None and source.get("path"):
+            serial_log = Path(str(source.get("path")))
+            break
+    vnc_port = None
+    for graphics in root.iterfind("./devices/graphics"):
+        port = graphics.get("port", "")
+        if graphics.get("type") == "vnc" and port.isdigit() and int(port) > 0:
+            vnc_port = int(port)
+    return DomainFacts(
+        name=root.findtext("name") or "",
+        system_disk=system_disk,
+        serial_log=serial_log,
+        install_cd=booting[0] if booting else None,
+        vnc_port=vnc_port,
+    )
+
+
+def volume_xml(name: str, size_gib: int) -> str:
+    """The XML of a qcow2 storage-pool volume of `size_gib` GiB."""
+    volume = ET.Element("volume")
+    ET.SubElement(volume, "name").text = name
+    ET.SubElement(volume, "capacity", unit="GiB").text = str(size_gib)
+    target = ET.SubElement(volume, "target")
+    ET.SubElement(target, "format", type="qcow2")
+    return ET.tostring(volume, encoding="unicode")
+
+
+# -- existing domains (convert, attach) --------------------------------------------------
+
+# libosinfo names Windows releases http://microsoft.com/win/<release>; pvinstall's
+# osinfo ids are "win" + <release> (win2k8r2).
+_OSINFO_WINDOWS = "http://microsoft.com/win/"
+_OSINFO_NS = "http://libosinfo.org/xmlns/libvirt/domain/1.0"
+
+# Controllers that are functions of the PIIX3 or no PCI device at all: they take none
+# of the 28 slots. (type, model); model None is the type's default. PCI controllers
+# (the root, and the bridges libvirt adds by itself when the root bus is full) are
+# plumbing, not devices, and are not counted either.
+_SLOTLESS_CONTROLLERS = frozenset(
+    {
+        ("ide", None),
+        ("fdc", None),
+        ("usb", None),
+        ("usb", "piix3-uhci"),
+        ("usb", "none"),
+        ("ccid", None),
+        ("xenbus", None),
+        ("isa", None),
+    }
+)
+# Devices that are always a PCI function of their own, wherever they appear.
+_PCI_DEVICE_TAGS = frozenset({"interface", "rng", "shmem", "vsock", "crypto", "filesystem"})
+
+
+def profile_virtio_model(profile: Profile) -> VirtioModel:
+    """The libvirt model of the virtio disks and NICs of `profile` (transitional for 2003)."""
+    return _FLAVOUR_MODEL[profile.device_flavour]
+
+
+def osinfo_short_id(url: str) -> str | None:
+    """pvinstall's osinfo id (`win2k8r2`) of a libosinfo URL, or None for non-Windows."""
+    if not url.startswith(_OSINFO_WINDOWS):
+        return None
+    release = url[len(_OSINFO_WINDOWS) :].strip("/")
+    return f"win{release}" if release else None
+
+
+def osinfo_url(root: ET.Element) -> str | None:
+    """The libosinfo OS id in a domain's metadata, as virt-install and pvinstall write it."""
+    found = root.find(f"./metadata/{{{_OSINFO_NS}}}libosinfo/{{{_OSINFO_NS}}}os")
+    return found.get("id") if found is not None else None
+
+
+def _takes_pci_slot(device: ET.Element) -> bool:
+    tag = device.tag
+    if tag in _PCI_DEVICE_TAGS:
+        return True
+    if tag == "disk":
+        target = device.find("target")
+        return target is not None and target.get("bus") == "virtio"
+    if tag == "controller":
+        kind = device.get("type")
+        return kind != "pci" and (kind, device.get("model")) not in _SLOTLESS_CONTROLLERS
+    if tag == "hostdev":
+        return device.get("type") == "pci"
+    if tag == "sound":
+        return device.get("model") not in ("pcspk", "usb")
+    if tag == "watchdog":
+        return device.get("model") == "i6300esb"
+    if tag == "input":
+        return device.get("bus") == "virtio"
+    return tag == "video"  # a second video card (the first one is excluded by the caller)
+
+
+def _device_label(device: ET.Element) -> str:
+    if device.tag == "disk":
+        target = device.find("target")
+        return f"virtio disk {target.get('dev', '?') if target is not None else '?'}"
+    if device.tag == "interface":
+        model = device.find("model")
+        return f"NIC ({model.get('type', '?') if model is not None else 'default model'})"
+    kind = device.get("type") or device.get("model") or ""
+    return f"{device.tag} {kind}".strip()
+
+
+def _number(text: str) -> int | str:
+    # libvirt writes 0x05; hand-written XML may say 5.
+    try:
+        return int(text, 16) if text.lower().startswith("0x") else int(text)
+    except ValueError:
+        return text
+
+
+def pci_slot_users(root: ET.Element) -> tuple[str, ...]:
+    """The devices of a domain XML that take one of the guest's 28 PCI slots, one label
+    per slot (the rule of `check_slot_budget`, for any domain).
+
+    Not counted: the PCI root and bridges, the PIIX3's functions (IDE, USB UHCI), the
+    primary video card and the memory balloon the 28 leave room for. Devices that share a slot
+    (multifunction) count once; a device without an address yet counts when it is a
+    PCI device (virtio disk, NIC, ...).
+    """
+    devices = root.find("devices")
+    if devices is None:
+        return ()
+    slots: dict[tuple[int | str, ...], str] = {}
+    labels: list[str] = []
+    primary_video = devices.find("video")
+    for device in devices:
+        if device is primary_video or device.tag == "memballoon":
+            continue
+        if not _takes_pci_slot(device):
+            continue
+        address = device.find("address")
+        if address is not None and address.get("type") == "pci":
+            key = tuple(_number(address.get(part, "0")) for part in ("domain", "bus", "slot"))
+            slots.setdefault(key, _device_label(device))
+        elif address is None:
+            labels.append(_device_label(device))
+    return tuple([*slots.values(), *labels])
