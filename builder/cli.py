@@ -21,7 +21,9 @@ from builder.config import settings_help
 from builder.convert import steps as convert_steps
 from builder.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, InputError, PvError
 from builder.monitor import choose_monitor
-from builder.virtio import catalog as catalog_mod
+from builder.virtio.facts import load_driver_facts
+from builder.virtio.packages import scan_json, scan_source
+from builder.virtio.selection import driverset_json, select_drivers
 from builder.vm.virt import DEFAULT_URI
 from builder.windows.profiles import PROFILES, resolve_profile
 
@@ -115,18 +117,18 @@ def drivers_command(
     """List the driver packages in a source, or the selection for a profile."""
     target = resolve_profile(profile, arch) if profile else None
     path = sources.find_source(source)
-    catalog = catalog_mod.load_catalog()
+    facts = load_driver_facts()
     with sources.open_source(path) as opened:
-        scan = catalog_mod.scan_source(opened, catalog)
+        scan = scan_source(opened, facts)
         if target is None:
-            document = catalog_mod.scan_json(scan)
+            document = scan_json(scan)
             if json_output:
                 _print_json(document)
                 return
             _print_scan(document)
             return
-        selection = catalog_mod.select_drivers(scan, target, catalog)
-        document = catalog_mod.driverset_json(selection, opened)
+        selection = select_drivers(scan, target, facts)
+        document = driverset_json(selection, opened)
     if json_output:
         _print_json(document)
         return

@@ -17,9 +17,9 @@ from typing import Any
 
 from builder import __version__
 from builder.config import BuildConfig
-from builder.media.plan import PlannedFile
-from builder.sources import DriverSource
-from builder.virtio.catalog import DriverSet, selected_json
+from builder.media.files import PlannedFile
+from builder.virtio.selection import DriverSet, selected_json
+from builder.virtio.source import DriverSource
 
 CHUNK = 1024 * 1024
 

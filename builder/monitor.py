@@ -85,6 +85,7 @@ class RichMonitor:
     """Readable progress for a person at a terminal."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
+        # rich is imported only for a terminal: a CI log or --json never needs it.
         from rich.console import Console
 
         self._console = Console(file=stream or sys.stderr, highlight=False)

@@ -23,14 +23,16 @@ from builder import manifest as manifest_mod
 from builder.answers import render
 from builder.config import BuildConfig, load_config
 from builder.errors import BuildError, InputError, Problem
-from builder.media import fat as floppy
-from builder.media import iso9660 as iso
-from builder.media import plan as media
+from builder.media import fat, iso9660
+from builder.media.plan import MediaPlan, plan_media
 from builder.monitor import Monitor
 from builder.outputs import Staging, staging
 from builder.reproducible import build_id, source_date_epoch, volume_serial
-from builder.sources import DriverSource, find_source, open_source
-from builder.virtio import catalog as catalog_mod
+from builder.sources import find_source, open_source
+from builder.virtio.facts import load_driver_facts
+from builder.virtio.packages import scan_source
+from builder.virtio.selection import DriverSet, select_drivers
+from builder.virtio.source import DriverSource
 from builder.vm import domain, virt
 from builder.windows.profiles import Profile, resolve_profile
 
@@ -86,12 +88,12 @@ class Context:
     name: str
     epoch: int
     source: DriverSource
-    drivers: catalog_mod.DriverSet
+    drivers: DriverSet
     windows_iso: Path | None
     build: str = ""
     answers: dict[str, bytes] = field(default_factory=dict)
     postinstall: dict[str, bytes] = field(default_factory=dict)
-    plan: media.MediaPlan | None = None
+    plan: MediaPlan | None = None
     domain_type: str = "kvm"
     disks: domain.DiskPaths | None = None
     domain_xml: str = ""
@@ -163,7 +165,7 @@ def _option_problems(options: BuildOptions, profile: Profile) -> list[Problem]:
                     "Check the path of the Windows install ISO.",
                 )
             )
-        elif not profile.is_2003 and not iso.is_iso_image(path):
+        elif not profile.is_2003 and not iso9660.is_iso_image(path):
             # 2008 media are attached as they are; a 2003 CD is inspected in depth
             # once the remaster is planned.
             found.append(
@@ -213,8 +215,8 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
     monitor.step("select drivers", f"for {profile.name} from {path}")
     source = open_source(path)
     try:
-        scan = catalog_mod.scan_source(source, catalog_mod.load_catalog())
-        drivers = catalog_mod.select_drivers(scan, profile)
+        scan = scan_source(source, load_driver_facts())
+        drivers = select_drivers(scan, profile)
     except BaseException:
         source.close()
         raise
@@ -249,12 +251,12 @@ def render_answers(ctx: Context, monitor: Monitor) -> None:
 def plan_build(ctx: Context, monitor: Monitor) -> None:
     """Plan the media (the floppy must fit) and check a 2003 CD against the plan."""
     monitor.step("plan media")
-    ctx.plan = media.plan_media(ctx.config, ctx.drivers, ctx.answers, ctx.postinstall)
+    ctx.plan = plan_media(ctx.config, ctx.drivers, ctx.answers, ctx.postinstall)
     if ctx.remasters_cd and ctx.plan.install_cd is not None:
         assert ctx.windows_iso is not None
         # A CD of the other architecture, or one that is not a 2003 CD, is refused
         # here, before anything is written.
-        info = iso.inspect_install_cd(ctx.windows_iso, ctx.profile, ctx.plan.install_cd)
+        info = iso9660.inspect_install_cd(ctx.windows_iso, ctx.profile, ctx.plan.install_cd)
         monitor.info(
             f"install CD {info.label or ctx.windows_iso.name}: {info.arch}, setup "
             f"in {info.setup_dir}"
@@ -335,7 +337,7 @@ def write_outputs(ctx: Context, stage: Staging, monitor: Monitor) -> None:
         stage.write(name, data, secret=name in render.SECRET_FILES)
         ctx.written.append(name)
     monitor.step("write", f"{FLOPPY} ({ctx.config.floppy_kib} KiB FAT12)")
-    floppy.write_floppy(
+    fat.write_floppy(
         ctx.plan.floppy,
         stage.file(FLOPPY, secret=True),
         ctx.source,
@@ -344,14 +346,14 @@ def write_outputs(ctx: Context, stage: Staging, monitor: Monitor) -> None:
     )
     ctx.written.append(FLOPPY)
     monitor.step("write", DRIVERS_ISO)
-    iso.write_drivers_iso(
+    iso9660.write_drivers_iso(
         ctx.plan.drivers_iso, stage.file(DRIVERS_ISO, secret=True), ctx.source, epoch=ctx.epoch
     )
     ctx.written.append(DRIVERS_ISO)
     if ctx.remasters_cd and ctx.plan.install_cd is not None:
         assert ctx.windows_iso is not None
         monitor.step("write", f"{INSTALL_ISO} (remastered {ctx.windows_iso.name})")
-        iso.remaster_install_cd(
+        iso9660.remaster_install_cd(
             ctx.windows_iso,
             stage.file(INSTALL_ISO, secret=True),
             ctx.plan.install_cd,

@@ -34,8 +34,9 @@ from builder.errors import BuildError
 from builder.media import layout
 from builder.media.slipstream import storage_sys_name
 from builder.resources import data_dir
-from builder.virtio.catalog import DriverSet, PackageFile, SelectedDriver
 from builder.virtio.inf import Inf, Service
+from builder.virtio.packages import PackageFile
+from builder.virtio.selection import DriverSet, SelectedDriver
 from builder.windows.profiles import Arch, Profile
 
 # Answer files that hold the administrator password or the product key; the pipeline

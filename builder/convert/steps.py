@@ -17,14 +17,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from builder import outputs, sources
-from builder.convert import plan as convert
+from builder.convert import plan as plans
 from builder.errors import InputError
-from builder.media import iso9660 as iso
-from builder.media import plan as media
+from builder.media import iso9660
+from builder.media.files import IsoPlan
 from builder.media.layout import iso_path_windows
+from builder.media.plan import plan_drivers_iso
 from builder.monitor import Monitor
 from builder.reproducible import source_date_epoch
-from builder.virtio import catalog
+from builder.virtio.facts import load_driver_facts
+from builder.virtio.packages import scan_source
+from builder.virtio.selection import DriverSet, select_drivers
 from builder.vm import domain, virt
 from builder.windows.profiles import Profile
 
@@ -56,7 +59,7 @@ class ConvertOutcome:
     applied: bool
     state_dir: Path
     xml: str = ""
-    plan: convert.ConvertPlan | None = None
+    plan: plans.ConvertPlan | None = None
     backup: Path | None = None
     next_steps: tuple[str, ...] = field(default=())
 
@@ -141,7 +144,7 @@ class _Run:
 
     conn: virt.Connection
     guest: virt.ExistingDomain
-    paths: convert.StatePaths
+    paths: plans.StatePaths
     options: ConvertOptions
     monitor: Monitor
     environ: Mapping[str, str]
@@ -155,7 +158,7 @@ def run_convert(
 ) -> ConvertOutcome:
     """Carry out one step of `pvinstall convert` (see builder/convert/plan.py)."""
     env = os.environ if environ is None else environ
-    paths = convert.state_paths(options.name, options.out, env, home or Path.home())
+    paths = plans.state_paths(options.name, options.out, env, home or Path.home())
     with virt.connect(options.uri) as conn:
         run = _Run(conn, virt.existing_domain(conn, options.name), paths, options, monitor, env)
         if options.mode == "rollback":
@@ -176,7 +179,7 @@ def run_convert(
         return _phase_one(run, record)
 
 
-def _read_record(paths: convert.StatePaths) -> convert.StagedRecord | None:
+def _read_record(paths: plans.StatePaths) -> plans.StagedRecord | None:
     try:
         text = paths.record.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -187,7 +190,7 @@ def _read_record(paths: convert.StatePaths) -> convert.StagedRecord | None:
             "Check the permissions of the state directory.",
             key="--out",
         ) from None
-    return convert.StagedRecord.from_json(text, paths.record)
+    return plans.StagedRecord.from_json(text, paths.record)
 
 
 def _outcome(
@@ -196,7 +199,7 @@ def _outcome(
     *,
     applied: bool,
     xml: str = "",
-    plan: convert.ConvertPlan | None = None,
+    plan: plans.ConvertPlan | None = None,
     steps: tuple[str, ...] = (),
 ) -> ConvertOutcome:
     backup = run.paths.backup if run.paths.backup.is_file() else None
@@ -218,10 +221,10 @@ def _nothing(run: _Run) -> ConvertOutcome:
 
 
 def _profile(run: _Run) -> Profile:
-    return convert.guest_profile(run.guest.xml, run.options.profile, run.options.arch)
+    return plans.guest_profile(run.guest.xml, run.options.profile, run.options.arch)
 
 
-def _refuse_running_boot_switch(run: _Run, plan: convert.ConvertPlan, flag: str) -> None:
+def _refuse_running_boot_switch(run: _Run, plan: plans.ConvertPlan, flag: str) -> None:
     """The boot disk moves only while the guest is off: Windows must have shut down
     after installing the driver, and the guest must start afresh on the new bus."""
     if run.guest.running and plan.switches_boot_disk:
@@ -233,16 +236,16 @@ def _refuse_running_boot_switch(run: _Run, plan: convert.ConvertPlan, flag: str)
         )
 
 
-def _phase_one(run: _Run, record: convert.StagedRecord | None) -> ConvertOutcome:
+def _phase_one(run: _Run, record: plans.StagedRecord | None) -> ConvertOutcome:
     guest, paths = run.guest, run.paths
-    if record is not None and convert.phase_one_pending(guest.xml, record):
+    if record is not None and plans.phase_one_pending(guest.xml, record):
         return _outcome(
             run, "phase-one-done", applied=False, steps=_boot_once_steps(run, record, None)
         )
-    if not convert.pending_devices(guest.xml):
+    if not plans.pending_devices(guest.xml):
         return _nothing(run)
     profile = _profile(run)
-    plan = convert.plan_phase_one(guest.xml, profile, paths)
+    plan = plans.plan_phase_one(guest.xml, profile, paths)
     assert plan.record is not None
     if run.options.dry_run:
         return _outcome(run, plan.action, applied=False, xml=plan.xml, plan=plan)
@@ -270,25 +273,25 @@ def _phase_one(run: _Run, record: convert.StagedRecord | None) -> ConvertOutcome
 
 @dataclass(frozen=True)
 class _DriversIso:
-    plan: media.IsoPlan
+    plan: IsoPlan
     source: Path
-    selection: catalog.DriverSet
+    selection: DriverSet
 
 
 def _select_drivers(run: _Run, profile: Profile) -> _DriversIso:
     """Select the drivers for the guest's profile and plan the drivers ISO."""
     path = sources.find_source(run.options.drivers)
     run.monitor.step("select drivers", f"{profile.name} from {path}")
-    known = catalog.load_catalog()
+    known = load_driver_facts()
     with sources.open_source(path) as opened:
-        selection = catalog.select_drivers(catalog.scan_source(opened, known), profile, known)
+        selection = select_drivers(scan_source(opened, known), profile, known)
     for warning in selection.warnings:
         run.monitor.warning(warning)
-    return _DriversIso(media.plan_drivers_iso(selection, convert.DRIVERS_LABEL), path, selection)
+    return _DriversIso(plan_drivers_iso(selection, plans.DRIVERS_LABEL), path, selection)
 
 
 def _write_phase_one_files(
-    run: _Run, record: convert.StagedRecord, drivers: _DriversIso, *, keep_backup: bool
+    run: _Run, record: plans.StagedRecord, drivers: _DriversIso, *, keep_backup: bool
 ) -> list[Path]:
     """The backup, the drivers ISO, the temporary disk and the record, all renamed into
     the state directory together."""
@@ -297,7 +300,7 @@ def _write_phase_one_files(
     try:
         run.monitor.step("write drivers ISO", str(paths.drivers_iso))
         with sources.open_source(drivers.source) as opened:
-            iso.write_drivers_iso(
+            iso9660.write_drivers_iso(
                 drivers.plan,
                 stage.file(paths.drivers_iso.name),
                 opened,
@@ -305,9 +308,9 @@ def _write_phase_one_files(
             )
         if record.temp_disk is not None:
             run.monitor.step(
-                "create temporary disk", f"{paths.temp_disk} ({convert.TEMP_DISK_MIB} MiB qcow2)"
+                "create temporary disk", f"{paths.temp_disk} ({plans.TEMP_DISK_MIB} MiB qcow2)"
             )
-            virt.create_image(stage.file(paths.temp_disk.name), f"{convert.TEMP_DISK_MIB}M")
+            virt.create_image(stage.file(paths.temp_disk.name), f"{plans.TEMP_DISK_MIB}M")
         if not keep_backup:
             stage.write(paths.backup.name, run.guest.xml.encode("utf-8"))
         stage.write(paths.record.name, record.to_json().encode("utf-8"))
@@ -319,7 +322,7 @@ def _write_phase_one_files(
 
 
 def _boot_once_steps(
-    run: _Run, record: convert.StagedRecord, drivers: catalog.DriverSet | None
+    run: _Run, record: plans.StagedRecord, drivers: DriverSet | None
 ) -> tuple[str, ...]:
     guest, options = run.guest, run.options
     folders = ""
@@ -352,10 +355,10 @@ def _boot_once_steps(
     )
 
 
-def _finish(run: _Run, record: convert.StagedRecord) -> ConvertOutcome:
+def _finish(run: _Run, record: plans.StagedRecord) -> ConvertOutcome:
     options, paths = run.options, run.paths
     model = domain.profile_virtio_model(_profile(run)) if options.profile else record.model
-    plan = convert.plan_finish(run.guest.xml, record, model)
+    plan = plans.plan_finish(run.guest.xml, record, model)
     flag = "--finish" if options.mode == "finish" else "--drivers-installed"
     _refuse_running_boot_switch(run, plan, flag)
     if options.dry_run:
@@ -380,9 +383,9 @@ def _finish(run: _Run, record: convert.StagedRecord) -> ConvertOutcome:
 
 
 def _switch(run: _Run) -> ConvertOutcome:
-    if not convert.pending_devices(run.guest.xml):
+    if not plans.pending_devices(run.guest.xml):
         return _nothing(run)
-    plan = convert.plan_switch(run.guest.xml, domain.profile_virtio_model(_profile(run)))
+    plan = plans.plan_switch(run.guest.xml, domain.profile_virtio_model(_profile(run)))
     _refuse_running_boot_switch(run, plan, "--drivers-installed")
     if run.options.dry_run:
         return _outcome(run, plan.action, applied=False, xml=plan.xml, plan=plan)
@@ -463,7 +466,7 @@ class AttachOptions:
 class AttachOutcome:
     """The device attached: where, whether also live, and the disk image created."""
 
-    plan: convert.AttachPlan
+    plan: plans.AttachPlan
     running: bool
     live: bool
     created: Path | None
@@ -550,8 +553,8 @@ def new_disk_path(
     """Where `attach disk --size` creates the image, `<domain>-<vdX>.qcow2`: in `--out`
     when given, else next to the guest's boot disk when that is a file, else in the
     state directory."""
-    name = f"{convert.file_stem(guest.name)}-{target}.qcow2"
-    boot = convert.boot_disk(domain.parse_xml(guest.xml))
+    name = f"{plans.file_stem(guest.name)}-{target}.qcow2"
+    boot = plans.boot_disk(domain.parse_xml(guest.xml))
     source = boot.find("source") if boot is not None else None
     if (
         options.out is None
@@ -561,7 +564,7 @@ def new_disk_path(
         and source.get("file")
     ):
         return Path(str(source.get("file"))).parent / name
-    return convert.state_paths(guest.name, options.out, environ, home).directory / name
+    return plans.state_paths(guest.name, options.out, environ, home).directory / name
 
 
 def run_attach(
@@ -576,21 +579,21 @@ def run_attach(
     _check_attach_options(options)
     with virt.connect(options.uri) as conn:
         guest = virt.existing_domain(conn, options.name)
-        profile = convert.guest_profile(guest.xml, options.profile, options.arch)
+        profile = plans.guest_profile(guest.xml, options.profile, options.arch)
         created: Path | None = None
         if options.kind == "nic":
             network = options.network or DEFAULT_NETWORK
             if network != "user":
                 virt.check_attach_network(conn, network)
-            plan = convert.plan_attach_nic(guest.xml, profile, network, guest.live_xml)
+            plan = plans.plan_attach_nic(guest.xml, profile, network, guest.live_xml)
         elif options.source is not None:
             source = options.source.absolute()
-            plan = convert.plan_attach_disk(
+            plan = plans.plan_attach_disk(
                 guest.xml, profile, source, virt.image_format(source), guest.live_xml
             )
         else:
             roots = [domain.parse_xml(x) for x in (guest.xml, guest.live_xml) if x]
-            target = convert.free_virtio_target(*roots)
+            target = plans.free_virtio_target(*roots)
             path = new_disk_path(guest, target, options, env, home or Path.home())
             if path.exists():
                 raise InputError(
@@ -598,7 +601,7 @@ def run_attach(
                     f"Attach it with --source {path}, or remove it.",
                     key="--size",
                 )
-            plan = convert.plan_attach_disk(guest.xml, profile, path, "qcow2", guest.live_xml)
+            plan = plans.plan_attach_disk(guest.xml, profile, path, "qcow2", guest.live_xml)
             path.parent.mkdir(parents=True, exist_ok=True)
             monitor.step("create disk", f"{path} ({options.size_gib} GiB qcow2)")
             virt.create_image(path, f"{options.size_gib}G")

@@ -1,38 +1,50 @@
 """FAT12 floppy images: the only module that imports pyfatfs.
 
 Reading: `FloppyReader` lists and streams the files of a FAT floppy image, such
-as the legacy virtio-win `.vfd` images (`<i386|amd64>/<Win2003|Win2008|...>/`).
+as the legacy virtio-win `.vfd` images (`<i386|amd64>/<Win2003|Win2008|...>/`), and
+`FloppySource` is the driver source made of one.
 
-Writing: `write_floppy` makes the answer floppy of a `FloppyPlan`. pyfatfs's own
-mkfs writes a boot sector that mtools and old Windows setup reject (zero heads and
-sectors per track, a wrong FAT head, 12 FAT sectors), so the blank image is built
-here with the standard geometry and pyfatfs only fills it, each file written once
-(rewriting a file corrupts its FAT chain). pyfatfs never reports a full disk (it
-grows the image instead), so `floppy_usage` computes the space exactly as pyfatfs
-will allocate it, for the plan to check before anything is written.
+Writing: `write_floppy` makes the answer floppy of a `FloppyPlan` (`media/floppy.py`).
+pyfatfs's own mkfs writes a boot sector that mtools and old Windows setup reject (zero
+heads and sectors per track, a wrong FAT head, 12 FAT sectors), so the blank image is
+built here with the standard geometry and pyfatfs only fills it, each file written once
+(rewriting a file corrupts its FAT chain). pyfatfs never reports a full disk (it grows
+the image instead): the plan has checked the capacity (`floppy.floppy_usage`), and the
+image's size is checked again after writing. See docs/libraries.md.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import struct
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from types import SimpleNamespace
+from typing import IO, Any
 
 from builder.errors import BuildError, InputError
+from builder.media.floppy import SECTOR, FloppyGeometry, FloppyPlan, floppy_usage, geometry
 from builder.reproducible import FAT_EPOCH
+from builder.virtio.source import DriverSource, SourceEntry
 
-if TYPE_CHECKING:
-    from builder.media.plan import FloppyPlan
-    from builder.sources import DriverSource
 
-SECTOR = 512
-DIR_ENTRY = 32
+def _pyfatfs() -> Any:
+    """pyfatfs's classes. Imported on first use: pyfatfs imports `fs`, which imports
+    pkg_resources, and that costs every pvinstall start 0.2 s and a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from fs.errors import FSError
+        from pyfatfs import PyFATException
+        from pyfatfs.DosDateTime import DosDateTime
+        from pyfatfs.PyFatFS import PyFatFS
+    return SimpleNamespace(
+        FSError=FSError, PyFATException=PyFATException, DosDateTime=DosDateTime, PyFatFS=PyFatFS
+    )
 
 
 def looks_like_fat_image(path: Path) -> bool:
@@ -66,25 +78,12 @@ class FloppyReader:
     """Read-only access to the files of a FAT floppy image."""
 
     def __init__(self, path: Path) -> None:
-        with warnings.catch_warnings():
-            # `fs` imports pkg_resources at import time, which warns on every run.
-            warnings.simplefilter("ignore", UserWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from fs.errors import FSError
-            from pyfatfs.PyFatFS import PyFatFS
-
+        lib = _pyfatfs()
         self.path = path
+        errors = (lib.FSError, lib.PyFATException, OSError, ValueError, struct.error, IndexError)
         try:
-            self._fs: Any = PyFatFS(str(path), read_only=True, utc=True)
-        except (FSError, OSError, ValueError, struct.error, IndexError) as exc:
-            raise InputError(
-                f"{path} is not a readable FAT floppy image: {exc}.",
-                "Give a virtio-win .vfd image, an ISO or a driver folder.",
-                key=str(path),
-            ) from None
-        except Exception as exc:  # pyfatfs raises its own PyFATException for bad images
-            if type(exc).__name__ != "PyFATException":
-                raise
+            self._fs: Any = lib.PyFatFS(str(path), read_only=True, utc=True)
+        except errors as exc:
             raise InputError(
                 f"{path} is not a readable FAT floppy image: {exc}.",
                 "Give a virtio-win .vfd image, an ISO or a driver folder.",
@@ -127,6 +126,27 @@ class FloppyReader:
         return stream
 
 
+class FloppySource(DriverSource):
+    """A legacy virtio-win floppy image (`.vfd`) as a driver source, kept open."""
+
+    kind = "floppy"
+
+    def __init__(self, path: Path) -> None:
+        reader = FloppyReader(path)
+        super().__init__(path, reader.label)
+        self._reader = reader
+        self._entries = {e.path: e for e in reader.entries()}
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def files(self) -> tuple[SourceEntry, ...]:
+        return tuple(SourceEntry(e.path, e.size) for e in self._entries.values())
+
+    def open(self, path: str) -> AbstractContextManager[IO[bytes]]:
+        return self._reader.open(self._entries[path])
+
+
 # Windows NT records "all lower case" for an 8.3 name's base (0x08) and extension
 # (0x10) in DIR_NTRes instead of adding a long name; mtools writes names that way.
 _NTRES_LOWER_BASE = 0x08
@@ -157,120 +177,6 @@ def _volume_label(path: Path) -> str:
 # -- writing -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FloppyGeometry:
-    """The standard layout of one floppy size (what DOS FORMAT and `mformat -f` write)."""
-
-    kib: int
-    title: str
-    sectors: int
-    sectors_per_track: int
-    heads: int
-    sectors_per_cluster: int
-    root_entries: int
-    fat_sectors: int
-    media: int = 0xF0
-    reserved_sectors: int = 1
-    fats: int = 2
-
-    @property
-    def size(self) -> int:
-        return self.sectors * SECTOR
-
-    @property
-    def cluster_bytes(self) -> int:
-        return self.sectors_per_cluster * SECTOR
-
-    @property
-    def root_dir_sector(self) -> int:
-        return self.reserved_sectors + self.fats * self.fat_sectors
-
-    @property
-    def root_dir_sectors(self) -> int:
-        return self.root_entries * DIR_ENTRY // SECTOR
-
-    @property
-    def data_clusters(self) -> int:
-        data = self.sectors - self.root_dir_sector - self.root_dir_sectors
-        return data // self.sectors_per_cluster
-
-
-GEOMETRIES = {
-    1440: FloppyGeometry(1440, "1.44 MB", 2880, 18, 2, 1, 224, 9),
-    2880: FloppyGeometry(2880, "2.88 MB", 5760, 36, 2, 2, 240, 9),
-}
-LARGEST_FLOPPY_KIB = max(GEOMETRIES)
-
-
-def geometry(kib: int) -> FloppyGeometry:
-    """The geometry of a 1440 or 2880 KiB floppy."""
-    try:
-        return GEOMETRIES[kib]
-    except KeyError:
-        raise BuildError(f"no floppy geometry for {kib} KiB (only 1440 and 2880).") from None
-
-
-@dataclass(frozen=True)
-class FloppyUsage:
-    """The space a set of files takes on a floppy, counted as pyfatfs allocates it."""
-
-    geometry: FloppyGeometry
-    clusters: int
-    root_entries: int
-
-    @property
-    def fits(self) -> bool:
-        return (
-            self.clusters <= self.geometry.data_clusters
-            and self.root_entries <= self.geometry.root_entries
-        )
-
-
-def needs_long_name(name: str) -> bool:
-    """Whether pyfatfs gives `name` long-name (VFAT) entries: every name that is not
-    already an upper-case 8.3 name (it keeps case through long names)."""
-    from pyfatfs.EightDotThree import EightDotThree
-
-    try:
-        return not EightDotThree.is_8dot3_conform(name)
-    except UnicodeError:
-        return True
-
-
-def dir_entries(name: str) -> int:
-    """Directory entries one name takes: the 8.3 entry plus one per 13 UTF-16 units."""
-    if not needs_long_name(name):
-        return 1
-    return 1 + math.ceil(len(name.encode("utf-16-le")) / 26)
-
-
-def floppy_usage(files: Iterable[tuple[str, int]], geo: FloppyGeometry) -> FloppyUsage:
-    """Clusters and root entries that `(path, size)` files need on a fresh floppy (pure).
-
-    Mirrors pyfatfs: a file takes ceil(size / cluster) clusters (none when empty); a
-    subdirectory starts with one cluster for `.` and `..` and grows to hold all its
-    entries; the root directory has a fixed number of entries, one of them the volume
-    label.
-    """
-    children: dict[str, set[str]] = {"": set()}
-    clusters = 0
-    for path, size in files:
-        parts = path.split("/")
-        for depth in range(1, len(parts)):
-            parent = "/".join(parts[: depth - 1])
-            directory = "/".join(parts[:depth])
-            children.setdefault(parent, set()).add(parts[depth - 1])
-            children.setdefault(directory, set())
-        children["/".join(parts[:-1])].add(parts[-1])
-        clusters += math.ceil(size / geo.cluster_bytes)
-    for directory, names in children.items():
-        if directory:
-            entries = 2 + sum(dir_entries(n) for n in names)
-            clusters += max(1, math.ceil(entries * DIR_ENTRY / geo.cluster_bytes))
-    root_entries = 1 + sum(dir_entries(n) for n in children[""])
-    return FloppyUsage(geo, clusters, root_entries)
-
-
 # A boot sector that says what this disk is, waits for a key and lets the BIOS try the
 # next boot device (INT 19h), instead of jumping into zeros if a guest boots from it.
 _BOOT_CODE_AT = 0x3E
@@ -281,8 +187,14 @@ _BOOT_MESSAGE = (
 
 
 def _boot_code() -> bytes:
-    # The code is loaded at 0000:7C00; the message follows it (35 bytes).
-    message_at = 0x7C00 + _BOOT_CODE_AT + 35
+    """The boot sector's code, followed by its message."""
+    # The code is loaded at 0000:7C00 and the message follows it; the code's length does
+    # not depend on the address it loads, so measure it with a placeholder first.
+    message_at = 0x7C00 + _BOOT_CODE_AT + len(_boot_instructions(0))
+    return _boot_instructions(message_at) + _BOOT_MESSAGE
+
+
+def _boot_instructions(message_at: int) -> bytes:
     # fmt: off
     code = b"".join([
         b"\xfa",                                 # cli
@@ -305,8 +217,7 @@ def _boot_code() -> bytes:
         b"\xcd\x19",                             # int 0x19  (next boot device)
     ])
     # fmt: on
-    assert len(code) == 35
-    return code + _BOOT_MESSAGE
+    return code
 
 
 def _fat_date_time(epoch: int) -> tuple[int, int]:
@@ -396,7 +307,7 @@ def blank_image(geo: FloppyGeometry, label: str, serial: int, epoch: int) -> byt
 @contextlib.contextmanager
 def _pinned_fat_clock(epoch: int) -> Iterator[None]:
     """Every directory entry pyfatfs creates gets the build's time instead of now()."""
-    from pyfatfs.DosDateTime import DosDateTime
+    DosDateTime = _pyfatfs().DosDateTime  # noqa: N806 - the class, by its name
 
     fixed = DosDateTime(*time.gmtime(min(max(epoch, FAT_EPOCH), 4354819198))[:6])
     original = DosDateTime.__dict__["now"]
@@ -405,22 +316,6 @@ def _pinned_fat_clock(epoch: int) -> Iterator[None]:
         yield
     finally:
         DosDateTime.now = original
-
-
-def _read_exact(source: DriverSource, path: str, size: int) -> bytes:
-    chunks: list[bytes] = []
-    got = 0
-    with source.open(path) as stream:
-        while got <= size and (chunk := stream.read(size + 1 - got)):
-            chunks.append(chunk)
-            got += len(chunk)
-    data = b"".join(chunks)
-    if len(data) != size:
-        raise BuildError(
-            f"{source.describe(path)} has {len(data)} bytes, {size} were expected; "
-            "the driver source changed during the build."
-        )
-    return data
 
 
 def write_floppy(
@@ -458,14 +353,10 @@ def write_floppy(
 
 
 def _fill(out: Path, plan: FloppyPlan, source: DriverSource, epoch: int) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from pyfatfs.PyFatFS import PyFatFS
-
+    lib = _pyfatfs()
     made: set[str] = set()
     with _pinned_fat_clock(epoch):
-        fs: Any = PyFatFS(str(out), utc=True, preserve_case=True, lazy_load=False)
+        fs: Any = lib.PyFatFS(str(out), utc=True, preserve_case=True, lazy_load=False)
         try:
             # A first-level folder's `..` entry is a copy of pyfatfs's in-memory root
             # entry, whose dates are zero (an invalid month 0); date it like the rest.
@@ -480,17 +371,12 @@ def _fill(out: Path, plan: FloppyPlan, source: DriverSource, epoch: int) -> None
                     if directory not in made:
                         fs.makedir(directory)
                         made.add(directory)
-                data = planned.data
-                if data is None:
-                    assert planned.source_path is not None
-                    # Bounded by the floppy's size; pyfatfs must get each file in one
-                    # write (a second write into a file rewrites its clusters).
-                    data = _read_exact(source, planned.source_path, planned.size)
+                # Bounded by the floppy's size; pyfatfs must get each file in one
+                # write (a second write into a file rewrites its clusters).
+                data = planned.read(source)
                 with fs.openbin("/" + planned.path, "w") as stream:
                     stream.write(data)
-        except Exception as exc:
-            if isinstance(exc, BuildError) or type(exc).__name__ != "PyFATException":
-                raise
+        except lib.PyFATException as exc:
             raise BuildError(f"{out.name}: pyfatfs failed: {exc}") from exc
         finally:
             fs.close()

@@ -3,41 +3,43 @@
 Reading: `IsoReader` lists and streams files of an ISO in place (never extracted,
 never read whole), in the richest namespace the image has: Rock Ridge (case-
 sensitive names such as `2k8R2`; virtio-win ISOs since 2020), else Joliet, else
-plain ISO 9660 (upper-case names, `;1` version suffix dropped).
+plain ISO 9660 (upper-case names, `;1` version suffix dropped). `IsoSource` is the
+driver source made of one.
 
 Writing: `write_drivers_iso` masters drivers.iso (ISO 9660 level 3 + Joliet + Rock
 Ridge) from an `IsoPlan`; `inspect_install_cd` checks the user's Windows Server 2003
 CD and `remaster_install_cd` applies an `InstallCdPlan` to it. pycdlib streams file
-data at `write()` time: from the source CD for untouched files, and through
-`_SourceStream` from the driver source for new ones, so nothing is held in memory
-or extracted. pycdlib stamps records with `time.time()` and local time and UDF with
-`random`; `_pinned_clock` makes them the build's epoch in UTC while we write.
+data at `write()` time: from the source CD for untouched files, and from the driver
+source for new ones (`PlannedFile.open`), so nothing is held in memory or extracted.
+pycdlib stamps records with `time.time()` and local time and UDF with `random`;
+`_pinned_clock` makes them the build's epoch in UTC while we write. See
+docs/libraries.md.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import random
 import re
 import struct
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from time import struct_time
-from typing import IO, TYPE_CHECKING, Any, Literal, cast
+from typing import IO, Any, Literal, cast
 
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
 from builder.errors import BuildError, InputError
-
-if TYPE_CHECKING:
-    from builder.media.plan import IsoPlan, PlannedFile
-    from builder.media.slipstream import InstallCdPlan
-    from builder.sources import DriverSource
-    from builder.windows.profiles import Arch, Profile
+from builder.media.files import IsoPlan, PlannedFile
+from builder.media.slipstream import SETUP_DIRS, TXTSETUP_SIF, InstallCdPlan, apply_sif_entries
+from builder.virtio.source import DriverSource, SourceEntry
+from builder.windows.profiles import Arch, Profile
 
 SECTOR = 2048
 _PVD_OFFSET = 16 * SECTOR
@@ -193,6 +195,27 @@ class IsoReader:
         return cast(IO[bytes], self._iso.open_file_from_iso(**self._kwargs(entry.native_path)))
 
 
+class IsoSource(DriverSource):
+    """A virtio-win ISO as a driver source: read in place, kept open."""
+
+    kind = "iso"
+
+    def __init__(self, path: Path) -> None:
+        reader = IsoReader(path)
+        super().__init__(path, reader.label)
+        self._reader = reader
+        self._entries = {e.path: e for e in reader.entries()}
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def files(self) -> tuple[SourceEntry, ...]:
+        return tuple(SourceEntry(e.path, e.size) for e in self._entries.values())
+
+    def open(self, path: str) -> AbstractContextManager[IO[bytes]]:
+        return self._reader.open(self._entries[path])
+
+
 # -- determinism ---------------------------------------------------------------------------
 
 
@@ -226,8 +249,6 @@ _CLOCK_MODULES = (
 @contextlib.contextmanager
 def _pinned_clock(epoch: int) -> Iterator[None]:
     """pycdlib's clock and UDF's random volume-set id fixed to the build, restored after."""
-    import importlib
-
     modules: list[Any] = [importlib.import_module(name) for name in _CLOCK_MODULES]
     udf: Any = importlib.import_module("pycdlib.udf")
     saved_time = [(module, module.__dict__["time"]) for module in modules]
@@ -282,98 +303,6 @@ def _identifier_key(identifier: str, is_dir: bool) -> str:
     if is_dir:
         return identifier.upper()
     return identifier.split(";", maxsplit=1)[0].rstrip(".").upper()
-
-
-# -- streaming from the driver source ---------------------------------------------------
-
-
-class _SourceStream(io.RawIOBase):
-    """One planned file's bytes for pycdlib, read from the driver source at `write()` time.
-
-    The source file is opened on first read and closed as soon as its last byte is
-    delivered, so only one is open at a time. A source that yields fewer or more bytes
-    than planned is an error (pycdlib would silently pad a short file).
-    """
-
-    def __init__(self, source: DriverSource, path: str, size: int) -> None:
-        super().__init__()
-        self._source = source
-        self._path = path
-        self._size = size
-        self._position = 0
-        self._stack: contextlib.ExitStack | None = None
-        self._stream: IO[bytes] | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        # pycdlib seeks to the start of the data before copying it.
-        if (offset, whence) != (0, io.SEEK_SET):
-            raise io.UnsupportedOperation("a source stream can only be rewound")
-        self._release()
-        self._position = 0
-        return 0
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        wanted = min(len(view), self._size - self._position)
-        if wanted <= 0:
-            return 0
-        stream = self._open()
-        # pycdlib takes a short read as the end of the file and pads it silently, so
-        # read all that is asked for and fail if the source ends early.
-        data = stream.read(wanted)
-        while 0 < len(data) < wanted:
-            more = stream.read(wanted - len(data))
-            if not more:
-                break
-            data += more
-        if len(data) < wanted:
-            raise BuildError(
-                f"{self._source.describe(self._path)} ended after "
-                f"{self._position + len(data)} bytes; "
-                f"{self._size} were expected (the driver source changed during the build)."
-            )
-        view[: len(data)] = data
-        self._position += len(data)
-        if self._position == self._size:
-            if stream.read(1):
-                raise BuildError(
-                    f"{self._source.describe(self._path)} is longer than the {self._size} "
-                    "bytes expected (the driver source changed during the build)."
-                )
-            self._release()
-        return len(data)
-
-    def _open(self) -> IO[bytes]:
-        if self._stream is None:
-            self._stack = contextlib.ExitStack()
-            self._stream = self._stack.enter_context(self._source.open(self._path))
-        return self._stream
-
-    def _release(self) -> None:
-        if self._stack is not None:
-            self._stack.close()
-        self._stack = None
-        self._stream = None
-
-    def close(self) -> None:
-        self._release()
-        super().close()
-
-
-def _data_stream(planned: PlannedFile, source: DriverSource) -> IO[bytes]:
-    if planned.data is not None:
-        return io.BytesIO(planned.data)
-    assert planned.source_path is not None
-    return cast(IO[bytes], _SourceStream(source, planned.source_path, planned.size))
 
 
 # -- adding planned files to an image ------------------------------------------------------
@@ -563,7 +492,7 @@ def write_drivers_iso(plan: IsoPlan, out: Path, source: DriverSource, *, epoch: 
         )
         try:
             for planned in plan.files:
-                editor.file(planned, _data_stream(planned, source))
+                editor.file(planned, planned.open(source))
             _write_image(image, out, editor)
         finally:
             for stream in editor.streams:
@@ -615,8 +544,6 @@ def _describe_root(image: Any) -> str:
 
 def _examine(image: Any, path: Path, arch: Arch) -> InstallCdInfo:
     """Check an opened image is a bootable 2003 CD of `arch`; InputError if not."""
-    from builder.media.slipstream import SETUP_DIRS, TXTSETUP_SIF
-
     editor = _Editor(
         image, _Conventions(relaxed=True, version=False, joliet=False, rock_ridge=False)
     )
@@ -720,8 +647,6 @@ def inspect_install_cd(
     architecture, one with UDF or without El Torito; with `plan`, also a TXTSETUP.SIF
     that already names the driver differently (its patch is tried on the text).
     """
-    from builder.media.slipstream import apply_sif_entries
-
     if not profile.is_2003:
         raise BuildError(f"{profile.name} has no install CD to remaster.")
     image = _open_windows_iso(path)
@@ -758,8 +683,6 @@ def remaster_install_cd(
         source: where the driver files are streamed from.
         epoch: SOURCE_DATE_EPOCH, the date of new records and of the volume.
     """
-    from builder.media.slipstream import apply_sif_entries
-
     with _pinned_clock(epoch):
         image = _open_windows_iso(windows_iso)
         editor: _Editor | None = None
@@ -785,7 +708,7 @@ def remaster_install_cd(
                     editor.streams[-1], len(patched), iso_path=info.txtsetup_iso_path
                 )
             for planned in plan.files:
-                editor.file(planned, _data_stream(planned, source))
+                editor.file(planned, planned.open(source))
             _write_image(image, out, editor)
         finally:
             if editor is not None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-from builder.virtio.catalog import DriverSet, PackageFile, SelectedDriver
+from builder.virtio.packages import PackageFile
+from builder.virtio.selection import DriverSet, SelectedDriver
 from builder.windows.profiles import Profile
 
 FLOPPY_DRIVE = "A:"

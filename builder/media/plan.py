@@ -3,71 +3,24 @@
 `plan_media` turns the settings, the selected drivers and the rendered files into a
 `MediaPlan`: every file of every medium, as its destination path and either its bytes
 or the path of the source file to stream them from. The floppy's capacity is checked
-here, before anything is written; the writers (`floppy.write_floppy`,
-`iso.write_drivers_iso`, `iso.remaster_install_cd`) only carry the plan out.
+here, before anything is written; the writers (`fat.write_floppy`,
+`iso9660.write_drivers_iso`, `iso9660.remaster_install_cd`) only carry the plan out, and
+this module imports none of them: each writer's input type lives below it
+(`files.PlannedFile`, `files.IsoPlan`, `floppy.FloppyPlan`, `slipstream.InstallCdPlan`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from builder.config import BuildConfig
 from builder.errors import BuildError, InputError
-from builder.media import fat as floppy
-from builder.media import layout
-from builder.virtio.catalog import DriverSet
-
-if TYPE_CHECKING:
-    from builder.media.slipstream import InstallCdPlan
-
-
-@dataclass(frozen=True)
-class PlannedFile:
-    """One file of a medium: destination path (`/`-separated, spelled as Windows shows
-    it), size, and either its bytes (`data`) or its path in the driver source
-    (`source_path`, streamed at write time). `data` is kept out of `repr`: answer files
-    hold the administrator password."""
-
-    path: str
-    size: int
-    data: bytes | None = field(default=None, repr=False)
-    source_path: str | None = None
-
-    def __post_init__(self) -> None:
-        if (self.data is None) == (self.source_path is None):
-            raise ValueError(f"{self.path}: give exactly one of data and source_path")
-        if self.data is not None and len(self.data) != self.size:
-            raise ValueError(f"{self.path}: size {self.size} but {len(self.data)} bytes")
-
-    @classmethod
-    def inline(cls, path: str, data: bytes) -> PlannedFile:
-        """A file whose bytes are known now (answer files, scripts, tag files)."""
-        return cls(path, len(data), data=data)
-
-    @classmethod
-    def from_source(cls, path: str, source_path: str, size: int) -> PlannedFile:
-        """A file copied from the driver source at write time."""
-        return cls(path, size, source_path=source_path)
-
-
-@dataclass(frozen=True)
-class FloppyPlan:
-    """The answer floppy: size (1440 or 2880 KiB), volume label, files, space used."""
-
-    size_kib: int
-    label: str
-    files: tuple[PlannedFile, ...]
-    usage: floppy.FloppyUsage
-
-
-@dataclass(frozen=True)
-class IsoPlan:
-    """The drivers ISO: volume label and files."""
-
-    label: str
-    files: tuple[PlannedFile, ...]
+from builder.media import floppy, layout
+from builder.media.files import IsoPlan, PlannedFile
+from builder.media.floppy import FloppyPlan
+from builder.media.slipstream import InstallCdPlan, plan_install_cd
+from builder.virtio.selection import DriverSet
 
 
 @dataclass(frozen=True)
@@ -98,8 +51,6 @@ def plan_media(
         InputError: the floppy files do not fit (key `floppy_size`), listing the
             largest files and what to do.
     """
-    from builder.media.slipstream import plan_install_cd
-
     profile = drivers.profile
     if config.profile.name != profile.name:
         raise BuildError(f"settings for {config.profile.name} but drivers for {profile.name}.")

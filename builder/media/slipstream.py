@@ -17,8 +17,8 @@ from types import MappingProxyType
 
 from builder.errors import BuildError, InputError
 from builder.media import layout
-from builder.media.plan import PlannedFile
-from builder.virtio.catalog import DriverSet, SelectedDriver
+from builder.media.files import PlannedFile
+from builder.virtio.selection import DriverSet, SelectedDriver
 from builder.windows.profiles import Arch
 
 # The text-mode setup folder of each architecture's CD. x64 media also carry an I386

@@ -19,7 +19,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-MAX_INF_BYTES = 8 * 1024 * 1024
+# The largest INF pvinstall reads: real ones are tens of KiB, the largest known a few
+# hundred; a bigger file is not an INF of a driver package.
+MAX_INF_BYTES = 4 * 1024 * 1024
 
 # VER_NT_SERVER: every profile is a server release.
 PRODUCT_SERVER = 3
@@ -152,7 +154,7 @@ class Manufacturer:
 
 
 @dataclass(frozen=True)
-class SourceFile:
+class SourceDisksFile:
     """A file `[SourceDisksFiles]` names: relative path inside the package folder."""
 
     name: str
@@ -312,7 +314,7 @@ class Inf:
 
     # -- files -------------------------------------------------------------------
 
-    def source_files(self, arch: str) -> tuple[SourceFile, ...]:
+    def source_files(self, arch: str) -> tuple[SourceDisksFile, ...]:
         """Every file `[SourceDisksFiles]` and `[SourceDisksFiles.<arch>]` list, in order."""
         disk_paths: dict[str, str] = {}
         for name in ("sourcedisksnames", f"sourcedisksnames.{arch}"):
@@ -321,7 +323,7 @@ class Inf:
                     continue
                 path = line.fields[3] if len(line.fields) > 3 else ""
                 disk_paths[line.key.strip()] = path
-        files: dict[str, SourceFile] = {}
+        files: dict[str, SourceDisksFile] = {}
         for name in ("sourcedisksfiles", f"sourcedisksfiles.{arch}"):
             for line in self.section(name):
                 filename = line.key if line.key is not None else line.value
@@ -331,7 +333,7 @@ class Inf:
                 subdir = line.fields[1] if line.key is not None and len(line.fields) > 1 else ""
                 parts = [p for p in (disk_paths.get(disk_id, ""), subdir, filename) if p]
                 relative = "/".join(p.replace("\\", "/").strip("/") for p in parts)
-                files[relative.lower()] = SourceFile(filename, disk_id, relative)
+                files[relative.lower()] = SourceDisksFile(filename, disk_id, relative)
         return tuple(files.values())
 
     # -- services ----------------------------------------------------------------

@@ -27,7 +27,8 @@ from builder.answers import render
 from builder.config import VIRTIO_MODELS, BuildConfig, VirtioModel
 from builder.errors import InputError
 from builder.resources import data_dir
-from builder.virtio.catalog import Catalog, DriverSet, PciIds, SelectedDriver, load_catalog
+from builder.virtio.facts import DriverFacts, PciIds, load_driver_facts
+from builder.virtio.selection import DriverSet, SelectedDriver
 from builder.windows.profiles import Profile
 
 TEMPLATE = "domain.xml.j2"
@@ -245,7 +246,7 @@ def _device_model_table() -> Mapping[str, Mapping[str, str]]:
     return MappingProxyType({m: MappingProxyType(dict(t)) for m, t in raw.items()})
 
 
-def presented_ids(kind: str, model: str, machine: str, catalog: Catalog) -> PciIds:
+def presented_ids(kind: str, model: str, machine: str, catalog: DriverFacts) -> PciIds:
     """The PCI IDs QEMU presents for a virtio device of `kind` and libvirt `model` on
     `machine` (drivers/catalog.toml [device_models] and [devices])."""
     table = _device_model_table().get(machine)
@@ -347,7 +348,7 @@ def check_slot_budget(plan: DomainPlan) -> None:
 
 
 def check_device_drivers(
-    plan: DomainPlan, drivers: DriverSet, catalog: Catalog | None = None
+    plan: DomainPlan, drivers: DriverSet, catalog: DriverFacts | None = None
 ) -> None:
     """Refuse a domain with a virtio device that no selected driver binds to.
 
@@ -356,7 +357,7 @@ def check_device_drivers(
     (viostor for disks, NetKVM for NICs) installs on. InputError lists every
     device that does not match, naming the device and the driver.
     """
-    catalog = catalog or load_catalog()
+    catalog = catalog or load_driver_facts()
     problems: list[str] = []
     hint = None
     for device in plan.virtio_devices:

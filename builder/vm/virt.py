@@ -14,6 +14,7 @@ module and never leak out except through the `Connection` wrapper.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import threading
 import time
@@ -1156,8 +1157,6 @@ def create_image(path: Path, size: str) -> None:
 
 def image_format(path: Path) -> str:
     """The format of a disk image (qcow2, raw, ...) as qemu-img detects it."""
-    import json
-
     text = tools.run(["qemu-img", "info", "--output=json", "-U", path], package="qemu-utils")
     try:
         return str(json.loads(text)["format"])

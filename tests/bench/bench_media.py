@@ -53,7 +53,9 @@ def measure_drivers_iso(source_iso: Path, out: Path) -> dict[str, float | int]:
     from builder.media.iso9660 import write_drivers_iso
     from builder.media.plan import plan_media
     from builder.sources import open_source
-    from builder.virtio.catalog import load_catalog, scan_source, select_drivers
+    from builder.virtio.facts import load_driver_facts
+    from builder.virtio.packages import scan_source
+    from builder.virtio.selection import select_drivers
     from builder.windows.profiles import PROFILES
 
     profile = PROFILES["win2008r2-x64"]
@@ -62,7 +64,7 @@ def measure_drivers_iso(source_iso: Path, out: Path) -> dict[str, float | int]:
     before = _io_read_bytes()
     start = time.perf_counter()
     with open_source(source_iso) as source:
-        drivers = select_drivers(scan_source(source, load_catalog()), profile)
+        drivers = select_drivers(scan_source(source, load_driver_facts()), profile)
         plan = plan_media(config, drivers, _answers(False), post)
         write_start = time.perf_counter()
         write_drivers_iso(plan.drivers_iso, out, source, epoch=EPOCH)
@@ -82,14 +84,16 @@ def measure_remaster(cd: Path, drivers_iso: Path, out: Path) -> dict[str, float 
     from builder.media.iso9660 import inspect_install_cd, remaster_install_cd
     from builder.media.slipstream import plan_install_cd
     from builder.sources import open_source
-    from builder.virtio.catalog import load_catalog, scan_source, select_drivers
+    from builder.virtio.facts import load_driver_facts
+    from builder.virtio.packages import scan_source
+    from builder.virtio.selection import select_drivers
     from builder.windows.profiles import PROFILES
 
     profile = PROFILES["win2003-x86"]
     before = _io_read_bytes()
     start = time.perf_counter()
     with open_source(drivers_iso) as source:
-        drivers = select_drivers(scan_source(source, load_catalog()), profile)
+        drivers = select_drivers(scan_source(source, load_driver_facts()), profile)
         plan = plan_install_cd(drivers, _answers(True))
         inspect_install_cd(cd, profile, plan)
         write_start = time.perf_counter()

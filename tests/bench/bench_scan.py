@@ -43,10 +43,12 @@ def _io_read_bytes() -> int:
 def measure(iso: Path) -> dict[str, float | int]:
     """Run in a fresh process: open, scan, select for every profile."""
     from builder.sources import open_source
-    from builder.virtio.catalog import load_catalog, scan_source, select_drivers
+    from builder.virtio.facts import load_driver_facts
+    from builder.virtio.packages import scan_source
+    from builder.virtio.selection import select_drivers
     from builder.windows.profiles import PROFILES
 
-    catalog = load_catalog()
+    catalog = load_driver_facts()
     before = _io_read_bytes()
     start = time.perf_counter()
     with open_source(iso) as source:

@@ -17,10 +17,14 @@ import pytest
 
 from builder.config import load_config
 from builder.media import layout
+from builder.media.files import IsoPlan
 from builder.media.iso9660 import write_drivers_iso
-from builder.media.plan import IsoPlan, plan_media
-from builder.sources import DriverSource, open_source
-from builder.virtio.catalog import load_catalog, scan_source, select_drivers
+from builder.media.plan import plan_media
+from builder.sources import open_source
+from builder.virtio.facts import load_driver_facts
+from builder.virtio.packages import scan_source
+from builder.virtio.selection import select_drivers
+from builder.virtio.source import DriverSource
 from builder.windows.profiles import PROFILES
 from tests.fixtures.virtio_win import (
     Tree,
@@ -57,7 +61,7 @@ def plan_from(source: DriverSource, profile: str, *sets: str) -> IsoPlan:
     is_2003 = profile.startswith("win2003")
     extra = ["product_key=ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"] if is_2003 else []
     config = load_config(PROFILES[profile], sets=["admin_password=x", *extra, *sets])
-    drivers = select_drivers(scan_source(source, load_catalog()), PROFILES[profile])
+    drivers = select_drivers(scan_source(source, load_driver_facts()), PROFILES[profile])
     answers = ANSWERS_2003 if is_2003 else ANSWERS_2008
     return plan_media(config, drivers, answers, POSTINSTALL).drivers_iso
 
@@ -145,8 +149,8 @@ SAME_BYTES_CHILD = """
 import sys
 from pathlib import Path
 from builder.media import iso9660 as iso
-from builder.media.plan import IsoPlan, PlannedFile
-from builder.sources import DirectorySource
+from builder.media.files import IsoPlan, PlannedFile
+from builder.virtio.source import DirectorySource
 plan = IsoPlan("PVDRIVERS", (PlannedFile.inline("A/b.txt", b"x"),
                              PlannedFile.from_source("viostor/x.inf", sys.argv[2], 11)))
 iso.write_drivers_iso(plan, Path(sys.argv[1]), DirectorySource(Path(sys.argv[3])), epoch=1700000000)

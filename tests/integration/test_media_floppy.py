@@ -18,10 +18,14 @@ from builder.config import load_config
 from builder.errors import BuildError
 from builder.media import fat as floppy
 from builder.media import layout
-from builder.media.fat import GEOMETRIES, floppy_usage, write_floppy
-from builder.media.plan import FloppyPlan, PlannedFile, plan_media
-from builder.sources import DirectorySource
-from builder.virtio.catalog import load_catalog, scan_source, select_drivers
+from builder.media.fat import write_floppy
+from builder.media.files import PlannedFile
+from builder.media.floppy import GEOMETRIES, FloppyPlan, floppy_usage
+from builder.media.plan import plan_media
+from builder.virtio.facts import load_driver_facts
+from builder.virtio.packages import scan_source
+from builder.virtio.selection import select_drivers
+from builder.virtio.source import DirectorySource
 from builder.windows.profiles import PROFILES
 from tests.fixtures.virtio_win import Tree, tool_available, write_modern_tree
 
@@ -58,7 +62,7 @@ def plan_for(tree: Tree, profile: str, size: str) -> FloppyPlan:
         sets.append("product_key=ABCDE-FGHIJ-KLMNO-PQRST-UVWXY")
     config = load_config(PROFILES[profile], sets=sets)
     drivers = select_drivers(
-        scan_source(DirectorySource(tree.root), load_catalog()), PROFILES[profile]
+        scan_source(DirectorySource(tree.root), load_driver_facts()), PROFILES[profile]
     )
     return plan_media(config, drivers, ANSWERS[profile], POSTINSTALL).floppy
 

@@ -22,8 +22,10 @@ import pytest
 from builder.errors import InputError
 from builder.media.iso9660 import inspect_install_cd, remaster_install_cd
 from builder.media.slipstream import InstallCdPlan, patch_txtsetup_sif, plan_install_cd
-from builder.sources import DirectorySource
-from builder.virtio.catalog import DriverSet, load_catalog, scan_source, select_drivers
+from builder.virtio.facts import load_driver_facts
+from builder.virtio.packages import scan_source
+from builder.virtio.selection import DriverSet, select_drivers
+from builder.virtio.source import DirectorySource
 from builder.windows.profiles import PROFILES, Arch
 from tests.fixtures.virtio_win import Tree, make_iso, tool_available, write_modern_tree
 from tests.integration import probe
@@ -51,7 +53,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Tree:
 
 @pytest.fixture(scope="module")
 def drivers(tree: Tree) -> dict[Arch, DriverSet]:
-    scan = scan_source(DirectorySource(tree.root), load_catalog())
+    scan = scan_source(DirectorySource(tree.root), load_driver_facts())
     return {arch: select_drivers(scan, PROFILES[name]) for arch, name in PROFILE.items()}
 
 
@@ -341,13 +343,15 @@ def test_bad_windows_isos_are_refused_with_a_sentence(
 REMASTER_CHILD = """
 import json, resource, sys
 from pathlib import Path
-from builder.virtio.catalog import load_catalog, scan_source, select_drivers
+from builder.virtio.facts import load_driver_facts
+from builder.virtio.packages import scan_source
+from builder.virtio.selection import select_drivers
 from builder.media.iso9660 import remaster_install_cd
 from builder.windows.profiles import PROFILES
 from builder.media.slipstream import plan_install_cd
-from builder.sources import DirectorySource
+from builder.virtio.source import DirectorySource
 source = DirectorySource(Path(sys.argv[3]))
-drivers = select_drivers(scan_source(source, load_catalog()), PROFILES["win2003-x86"])
+drivers = select_drivers(scan_source(source, load_driver_facts()), PROFILES["win2003-x86"])
 plan = plan_install_cd(drivers, {"winnt.sif": b"[Data]\\r\\n"})
 remaster_install_cd(Path(sys.argv[1]), Path(sys.argv[2]), plan, source, epoch=1700000000)
 print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

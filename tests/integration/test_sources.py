@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 from builder.errors import InputError
-from builder.sources import DirectorySource, open_source
-from builder.virtio.catalog import load_catalog, scan_source, select_drivers
+from builder.sources import open_source
+from builder.virtio.facts import load_driver_facts
+from builder.virtio.packages import scan_source
+from builder.virtio.selection import select_drivers
+from builder.virtio.source import DirectorySource
 from builder.windows.profiles import PROFILES
 from tests.fixtures.virtio_win import (
     Tree,
@@ -25,7 +28,7 @@ from tests.fixtures.virtio_win import (
 )
 
 pytestmark = pytest.mark.integration
-CATALOG = load_catalog()
+CATALOG = load_driver_facts()
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,8 @@ import pytest
 from builder.config import BuildConfig
 from builder.errors import BuildError
 from builder.monitor import NullMonitor
-from builder.virtio.catalog import DriverSet, PciIds, load_catalog
+from builder.virtio.facts import PciIds, load_driver_facts
+from builder.virtio.selection import DriverSet
 from builder.vm import domain, virt
 from builder.windows.profiles import PROFILES
 from tests.integration import probe
@@ -104,7 +105,7 @@ def assert_devices_match(
     report: probe.ProbeReport, plan: domain.DomainPlan, drivers: DriverSet
 ) -> None:
     """The oracle: what the guest sees is what the table says, and the driver binds it."""
-    catalog = load_catalog()
+    catalog = load_driver_facts()
     virtio_seen = [p for p in report.pci if p.vendor == "1af4"]
     expected: list[tuple[str, str, str, str, str]] = []
     for device in plan.virtio_devices:
@@ -335,7 +336,7 @@ def test_the_catalog_device_table_is_what_qemu_presents(
 ) -> None:
     """Every row of [devices] against a booted guest: one device of each kind, with the
     libvirt model that [device_models.pc] maps to the row."""
-    catalog = load_catalog()
+    catalog = load_driver_facts()
     model = "virtio-transitional" if row == "transitional" else "virtio-non-transitional"
     assert (
         domain.presented_ids("virtio-blk", model, "pc", catalog)

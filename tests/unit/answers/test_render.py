@@ -32,9 +32,11 @@ from builder.config import BuildConfig, load_config
 from builder.errors import BuildError, InputError
 from builder.media import layout
 from builder.media.plan import MediaPlan, plan_media
-from builder.sources import DirectorySource
-from builder.virtio.catalog import DriverSet, load_catalog, scan_source, select_drivers
+from builder.virtio.facts import load_driver_facts
 from builder.virtio.inf import parse_inf
+from builder.virtio.packages import scan_source
+from builder.virtio.selection import DriverSet, select_drivers
+from builder.virtio.source import DirectorySource
 from builder.windows.profiles import PROFILES, Profile
 from tests.fixtures.virtio_win import Tree, edit_inf, write_modern_tree
 
@@ -69,7 +71,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Tree:
 
 @pytest.fixture(scope="module")
 def driversets(tree: Tree) -> dict[str, DriverSet]:
-    scan = scan_source(DirectorySource(tree.root), load_catalog())
+    scan = scan_source(DirectorySource(tree.root), load_driver_facts())
     return {name: select_drivers(scan, profile) for name, profile in PROFILES.items()}
 
 
@@ -798,7 +800,7 @@ def test_a_driver_file_in_a_subfolder_gets_a_disk_of_its_own(tmp_path: Path) -> 
     (folder / "bin").mkdir()
     (folder / "viostor.sys").rename(folder / "bin/viostor.sys")
     drivers = select_drivers(
-        scan_source(DirectorySource(tree.root), load_catalog()), PROFILES["win2003-x86"]
+        scan_source(DirectorySource(tree.root), load_driver_facts()), PROFILES["win2003-x86"]
     )
     disk = render.f6_disk(drivers)
     assert disk.disks == (("d1", "\\VIOSTOR\\bin"), ("d2", "\\VIOSTOR"))

@@ -17,8 +17,8 @@ import pytest
 
 from builder.errors import BuildError
 from builder.media import iso9660 as iso
-from builder.media.plan import IsoPlan, PlannedFile
-from builder.sources import DirectorySource
+from builder.media.files import IsoPlan, PlannedFile
+from builder.virtio.source import DirectorySource
 
 
 @pytest.mark.parametrize(

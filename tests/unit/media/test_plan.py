@@ -10,9 +10,12 @@ import pytest
 from builder.config import BuildConfig, load_config
 from builder.errors import BuildError, InputError
 from builder.media import layout
-from builder.media.plan import PlannedFile, plan_drivers_iso, plan_media
-from builder.sources import DirectorySource
-from builder.virtio.catalog import DriverSet, load_catalog, scan_source, select_drivers
+from builder.media.files import PlannedFile
+from builder.media.plan import plan_drivers_iso, plan_media
+from builder.virtio.facts import load_driver_facts
+from builder.virtio.packages import scan_source
+from builder.virtio.selection import DriverSet, select_drivers
+from builder.virtio.source import DirectorySource
 from builder.windows.profiles import PROFILES
 from tests.fixtures.virtio_win import Tree, write_modern_tree
 
@@ -30,7 +33,7 @@ def config_for(profile: str, *sets: str) -> BuildConfig:
 
 def select(tree: Tree, profile: str) -> DriverSet:
     return select_drivers(
-        scan_source(DirectorySource(tree.root), load_catalog()), PROFILES[profile]
+        scan_source(DirectorySource(tree.root), load_driver_facts()), PROFILES[profile]
     )
 
 

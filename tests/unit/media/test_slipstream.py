@@ -19,8 +19,10 @@ from builder.media.slipstream import (
     plan_install_cd,
     sif_entries,
 )
-from builder.sources import DirectorySource
-from builder.virtio.catalog import DriverSet, load_catalog, scan_source, select_drivers
+from builder.virtio.facts import load_driver_facts
+from builder.virtio.packages import scan_source
+from builder.virtio.selection import DriverSet, select_drivers
+from builder.virtio.source import DirectorySource
 from builder.windows.profiles import PROFILES, Arch
 from tests.fixtures.virtio_win import write_modern_tree
 from tests.integration.probe import fake_txtsetup_sif
@@ -31,7 +33,7 @@ ARCHES: tuple[Arch, ...] = ("x86", "amd64")
 @pytest.fixture(scope="module")
 def driversets(tmp_path_factory: pytest.TempPathFactory) -> dict[Arch, DriverSet]:
     tree = write_modern_tree(tmp_path_factory.mktemp("vw") / "virtio-win", oses=["2k3"])
-    scan = scan_source(DirectorySource(tree.root), load_catalog())
+    scan = scan_source(DirectorySource(tree.root), load_driver_facts())
     return {
         "x86": select_drivers(scan, PROFILES["win2003-x86"]),
         "amd64": select_drivers(scan, PROFILES["win2003-x64"]),

@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 
 from builder.errors import InputError
-from builder.sources import DirectorySource, open_source
-from builder.virtio.catalog import Scan, driverset_json, load_catalog, scan_source, select_drivers
+from builder.sources import open_source
+from builder.virtio.facts import load_driver_facts
 from builder.virtio.inf import supports
+from builder.virtio.packages import Scan, scan_source
+from builder.virtio.selection import driverset_json, select_drivers
+from builder.virtio.source import DirectorySource
 from builder.windows.profiles import PROFILES, Profile
 from tests.fixtures.virtio_win import (
     Tree,
@@ -24,7 +27,7 @@ from tests.fixtures.virtio_win import (
     write_pre2015_tree,
 )
 
-CATALOG = load_catalog()
+CATALOG = load_driver_facts()
 
 
 @pytest.fixture(scope="module")

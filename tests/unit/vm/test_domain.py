@@ -17,8 +17,10 @@ import pytest
 
 from builder.config import BuildConfig, load_config
 from builder.errors import InputError
-from builder.sources import DirectorySource
-from builder.virtio.catalog import DriverSet, load_catalog, scan_source, select_drivers
+from builder.virtio.facts import load_driver_facts
+from builder.virtio.packages import scan_source
+from builder.virtio.selection import DriverSet, select_drivers
+from builder.virtio.source import DirectorySource
 from builder.vm import domain
 from builder.windows.profiles import PROFILES
 from tests.fixtures.virtio_win import write_modern_tree
@@ -49,7 +51,7 @@ def config_for(profile: str, *sets: str) -> BuildConfig:
 def driversets(root: Path) -> dict[str, DriverSet]:
     """A DriverSet per profile, selected from a virtio-win fixture tree written to `root`."""
     tree = write_modern_tree(root / "virtio-win", oses=["2k3", "2k8", "2k8R2"])
-    scan = scan_source(DirectorySource(tree.root), load_catalog())
+    scan = scan_source(DirectorySource(tree.root), load_driver_facts())
     return {name: select_drivers(scan, profile) for name, profile in PROFILES.items()}
 
 
@@ -350,7 +352,7 @@ def test_unknown_virtio_model_is_refused(drivers: Mapping[str, DriverSet]) -> No
 
 
 def test_presented_ids_follow_the_machine_table() -> None:
-    catalog = load_catalog()
+    catalog = load_driver_facts()
     blk = domain.presented_ids("virtio-blk", "virtio", "pc", catalog)
     assert blk.hardware_ids()[0] == "PCI\\VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00"
     net = domain.presented_ids("virtio-net", "virtio-non-transitional", "pc", catalog)

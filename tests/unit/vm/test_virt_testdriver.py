@@ -21,7 +21,7 @@ import pytest
 
 from builder.errors import BuildError, InputError
 from builder.monitor import NullMonitor
-from builder.virtio.catalog import DriverSet
+from builder.virtio.selection import DriverSet
 from builder.vm import domain, virt
 from tests.unit.vm.test_domain import config_for, driversets, media_for
 

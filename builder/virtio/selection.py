@@ -1,304 +1,22 @@
-"""Driver packages: scan a source into packages and select the ones a profile needs.
+"""Selecting the driver packages a profile needs, from a scan (pure).
 
-A package is an INF, its catalog and every file its `[SourceDisksFiles]` names,
-all from the INF's folder (names matched case-insensitively). Selection is by what
-the INF declares (`inf.supports`); folder names are only a hint that breaks ties.
-The knowledge about virtio drivers lives in `drivers/catalog.toml`.
+Selection is by what the INF declares (`inf.supports`); folder names are only a hint
+that breaks ties. Every INF not selected is listed with the reason.
 """
 
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from builder.errors import InputError, Problem
-from builder.resources import data_dir
-from builder.sources import GET_VIRTIO_WIN, DriverSource, SourceFile
-from builder.virtio.inf import (
-    Inf,
-    InfError,
-    Match,
-    Service,
-    describe_decorations,
-    parse_inf,
-    supports,
-)
+from builder.virtio.facts import DriverFacts, DriverInfo, Role, load_driver_facts
+from builder.virtio.inf import Inf, Match, Service, describe_decorations, supports
+from builder.virtio.packages import DriverPackage, PackageFile, Scan
+from builder.virtio.source import GET_VIRTIO_WIN, DriverSource
 from builder.windows.profiles import PROFILES, Profile
-
-MAX_INF_BYTES = 4 * 1024 * 1024
-
-Role = Literal["storage", "network", "system", "input", "display"]
-
-
-# -- the catalog (drivers/catalog.toml) ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DriverInfo:
-    """What pvinstall knows about one virtio driver."""
-
-    name: str
-    infs: tuple[str, ...]
-    folders: tuple[str, ...]
-    driver_class: str
-    role: Role
-    boot_critical: bool
-    required: bool
-    device: str | None
-    description: str
-    install: bool
-
-
-@dataclass(frozen=True)
-class PciIds:
-    """The PCI IDs a device presents to the guest."""
-
-    vendor: str
-    device: str
-    subsystem_vendor: str
-    subsystem: str
-    revision: str
-
-    def hardware_ids(self) -> tuple[str, ...]:
-        """The hardware IDs Windows enumerates for this device, most specific first."""
-        base = f"PCI\\VEN_{self.vendor}&DEV_{self.device}"
-        subsys = f"&SUBSYS_{self.subsystem}{self.subsystem_vendor}"
-        return (
-            f"{base}{subsys}&REV_{self.revision}",
-            f"{base}{subsys}",
-            f"{base}&REV_{self.revision}",
-            base,
-        )
-
-
-@dataclass(frozen=True)
-class KnownBad:
-    releases: tuple[str, ...]
-    driver_version_suffix: str
-    families: tuple[str, ...]
-    reason: str
-    hint: str
-
-
-@dataclass(frozen=True)
-class Catalog:
-    drivers: Mapping[str, DriverInfo]
-    os_folders: Mapping[str, tuple[str, ...]]
-    arch_folders: Mapping[str, tuple[str, ...]]
-    known_bad: tuple[KnownBad, ...]
-    devices: Mapping[str, Mapping[str, PciIds]]
-    nt_versions: Mapping[str, str]
-
-    def driver_for_inf(self, inf_name: str) -> DriverInfo | None:
-        wanted = inf_name.lower()
-        for info in self.drivers.values():
-            if wanted in (i.lower() for i in info.infs):
-                return info
-        return None
-
-    def nt_name(self, version: tuple[int, int]) -> str:
-        key = f"{version[0]}.{version[1]}"
-        return self.nt_versions.get(key, f"Windows {key}")
-
-
-def _driver(name: str, raw: Mapping[str, Any]) -> DriverInfo:
-    return DriverInfo(
-        name=name,
-        infs=tuple(raw["infs"]),
-        folders=tuple(raw.get("folders", [name])),
-        driver_class=raw.get("class", ""),
-        role=raw.get("role", "system"),
-        boot_critical=bool(raw.get("boot_critical", False)),
-        required=bool(raw.get("required", False)),
-        device=raw.get("device"),
-        description=raw.get("description", ""),
-        install=bool(raw.get("install", True)),
-    )
-
-
-def parse_catalog(data: Mapping[str, Any]) -> Catalog:
-    """Build the catalog from the parsed TOML table."""
-    return Catalog(
-        drivers=MappingProxyType(
-            {name: _driver(name, raw) for name, raw in data["drivers"].items()}
-        ),
-        os_folders=MappingProxyType({k: tuple(v) for k, v in data["os_folders"].items()}),
-        arch_folders=MappingProxyType({k: tuple(v) for k, v in data["arch_folders"].items()}),
-        known_bad=tuple(
-            KnownBad(
-                releases=tuple(k["releases"]),
-                driver_version_suffix=k["driver_version_suffix"],
-                families=tuple(k["families"]),
-                reason=k["reason"],
-                hint=k["hint"],
-            )
-            for k in data.get("known_bad", [])
-        ),
-        devices=MappingProxyType(
-            {
-                kind: MappingProxyType(
-                    {flavour: PciIds(**ids) for flavour, ids in flavours.items()}
-                )
-                for kind, flavours in data.get("devices", {}).items()
-            }
-        ),
-        nt_versions=MappingProxyType(dict(data.get("nt_versions", {}))),
-    )
-
-
-@cache
-def load_catalog(path: Path | None = None) -> Catalog:
-    """Load `drivers/catalog.toml` (cached)."""
-    source = path or data_dir("drivers") / "catalog.toml"
-    with source.open("rb") as handle:
-        return parse_catalog(tomllib.load(handle))
-
-
-# -- packages ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PackageFile:
-    """A file of a package: path inside the source, size, and what it is."""
-
-    path: str
-    size: int
-    kind: Literal["inf", "catalog", "file"]
-
-
-@dataclass(frozen=True)
-class DriverPackage:
-    """An INF found in a source, with the folder listing needed to complete it."""
-
-    name: str
-    info: DriverInfo | None
-    inf_path: str
-    inf: Inf
-    folder_files: Mapping[str, SourceFile] = field(repr=False)
-
-    @property
-    def folder(self) -> str:
-        return self.inf_path.rpartition("/")[0]
-
-    @property
-    def inf_name(self) -> str:
-        return self.inf_path.rpartition("/")[2]
-
-    @property
-    def arches(self) -> tuple[str, ...]:
-        """The architectures its decorations name (`x86` for undecorated models)."""
-        found: dict[str, None] = {}
-        for manufacturer in self.inf.manufacturers:
-            if not manufacturer.decorations:
-                found.setdefault("x86", None)
-            for decoration in manufacturer.decorations:
-                found.setdefault(decoration.arch or "x86", None)
-        return tuple(found)
-
-    def catalog_name(self, arch: str) -> str | None:
-        return self.inf.catalog_file(arch)
-
-    def files(self, arch: str) -> tuple[tuple[PackageFile, ...], tuple[str, ...]]:
-        """The package's files for `arch` and the names that are missing from its folder."""
-        inf_entry = self.folder_files[self.inf_name.lower()]
-        found = [PackageFile(inf_entry.path, inf_entry.size, "inf")]
-        missing: list[str] = []
-        wanted: list[tuple[str, Literal["catalog", "file"]]] = []
-        catalog = self.catalog_name(arch)
-        if catalog:
-            wanted.append((catalog, "catalog"))
-        wanted += [(f.path, "file") for f in self.inf.source_files(arch)]
-        seen = {inf_entry.path.lower()}
-        for name, kind in wanted:
-            entry = self.folder_files.get(name.lower())
-            if entry is None:
-                missing.append(name)
-            elif entry.path.lower() not in seen:
-                seen.add(entry.path.lower())
-                found.append(PackageFile(entry.path, entry.size, kind))
-        return tuple(found), tuple(missing)
-
-
-@dataclass(frozen=True)
-class BrokenInf:
-    path: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Scan:
-    """Every package of a source, and the INF files that could not be read."""
-
-    source: Mapping[str, str]
-    packages: tuple[DriverPackage, ...]
-    broken: tuple[BrokenInf, ...]
-
-
-def scan_source(source: DriverSource, catalog: Catalog) -> Scan:
-    """Find every INF in `source` and make a package of each; reads only INF bytes."""
-    files = source.files()
-    by_folder: dict[str, dict[str, SourceFile]] = {}
-    for entry in files:
-        folder, _, _ = entry.path.rpartition("/")
-        by_folder.setdefault(folder.lower(), {})
-    for entry in files:
-        # Every folder sees the files below it by relative path, so a
-        # [SourceDisksFiles] subdirectory resolves too.
-        parts = entry.path.split("/")
-        for depth in range(len(parts)):
-            folder = "/".join(parts[:depth]).lower()
-            if folder in by_folder:
-                relative = "/".join(parts[depth:]).lower()
-                by_folder[folder].setdefault(relative, entry)
-    infs = [e for e in files if e.path.lower().endswith(".inf")]
-    if not infs:
-        raise InputError(
-            f"{source.path} has no INF files: it is not a virtio-win ISO or driver folder.",
-            GET_VIRTIO_WIN,
-            key="--drivers",
-        )
-    packages: list[DriverPackage] = []
-    broken: list[BrokenInf] = []
-    for entry in infs:
-        try:
-            data = source.read_bytes(entry.path, MAX_INF_BYTES)
-            inf = parse_inf(data, entry.path)
-        except InfError as exc:
-            broken.append(
-                BrokenInf(
-                    entry.path, exc.reason if exc.line is None else f"line {exc.line}: {exc.reason}"
-                )
-            )
-            continue
-        except InputError as exc:
-            broken.append(BrokenInf(entry.path, exc.message))
-            continue
-        name = entry.path.rpartition("/")[2]
-        info = catalog.driver_for_inf(name)
-        folder = entry.path.rpartition("/")[0].lower()
-        packages.append(
-            DriverPackage(
-                name=info.name if info else name.rpartition(".")[0],
-                info=info,
-                inf_path=entry.path,
-                inf=inf,
-                folder_files=MappingProxyType(by_folder[folder]),
-            )
-        )
-    return Scan(
-        source=MappingProxyType(source.as_json()),
-        packages=tuple(packages),
-        broken=tuple(broken),
-    )
-
-
-# -- selection ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -393,11 +111,11 @@ class _Candidate:
     rank: tuple[Any, ...]
 
 
-def _folder_hint(package: DriverPackage, profile: Profile, catalog: Catalog) -> tuple[int, int]:
+def _folder_hint(package: DriverPackage, profile: Profile, facts: DriverFacts) -> tuple[int, int]:
     """How well the folder names agree with the profile: (OS folder, arch folder)."""
     parts = [p.lower() for p in package.folder.split("/")]
-    os_names = [n.lower() for n in catalog.os_folders.get(profile.family.value, ())]
-    arch_names = [n.lower() for n in catalog.arch_folders.get(profile.arch, ())]
+    os_names = [n.lower() for n in facts.os_folders.get(profile.family.value, ())]
+    arch_names = [n.lower() for n in facts.arch_folders.get(profile.arch, ())]
     os_score = 0
     for index, name in enumerate(os_names):
         if name in parts:
@@ -415,7 +133,7 @@ def _version_key(version: str) -> tuple[int, ...]:
     return tuple(numbers)
 
 
-def why_unsupported(inf: Inf, profile: Profile, catalog: Catalog) -> str:
+def why_unsupported(inf: Inf, profile: Profile, facts: DriverFacts) -> str:
     """Why an INF does not install on the profile's Windows, in words."""
     decorations = [d for m in inf.manufacturers for d in m.decorations]
     undecorated = any(not m.decorations for m in inf.manufacturers)
@@ -429,7 +147,7 @@ def why_unsupported(inf: Inf, profile: Profile, catalog: Catalog) -> str:
     if newer and len(newer) == len(same_arch):
         lowest = min((d.major or 0, d.minor or 0) for d in newer)
         return (
-            f"{', '.join(d.raw for d in newer)} only: needs {catalog.nt_name(lowest)} "
+            f"{', '.join(d.raw for d in newer)} only: needs {facts.nt_name(lowest)} "
             f"(NT {lowest[0]}.{lowest[1]}) or later"
         )
     return (
@@ -438,7 +156,7 @@ def why_unsupported(inf: Inf, profile: Profile, catalog: Catalog) -> str:
     )
 
 
-def select_drivers(scan: Scan, profile: Profile, catalog: Catalog | None = None) -> DriverSet:
+def select_drivers(scan: Scan, profile: Profile, facts: DriverFacts | None = None) -> DriverSet:
     """Choose, per driver, the package whose INF installs on `profile`.
 
     Among the packages that install, the closest decoration wins, then the
@@ -448,7 +166,7 @@ def select_drivers(scan: Scan, profile: Profile, catalog: Catalog | None = None)
     as a 2003 build for 2008), or when a required driver (viostor, NetKVM) has no
     package for the profile.
     """
-    catalog = catalog or load_catalog()
+    facts = facts or load_driver_facts()
     rejected: list[Rejection] = [
         Rejection(b.path, f"cannot be read: {b.reason}") for b in scan.broken
     ]
@@ -464,7 +182,7 @@ def select_drivers(scan: Scan, profile: Profile, catalog: Catalog | None = None)
             continue
         match = supports(package.inf, profile.nt_version, profile.arch)
         if match is None:
-            reason = why_unsupported(package.inf, profile, catalog)
+            reason = why_unsupported(package.inf, profile, facts)
             rejected.append(Rejection(package.inf_path, reason))
             unsupported.setdefault(package.name, []).append(package)
             continue
@@ -472,7 +190,7 @@ def select_drivers(scan: Scan, profile: Profile, catalog: Catalog | None = None)
         decoration_rank = match.decoration.rank() if match.decoration else (0, 0, 0, 0, 0)
         rank = (
             decoration_rank,
-            _folder_hint(package, profile, catalog),
+            _folder_hint(package, profile, facts),
             _version_key(package.inf.driver_ver[1]),
         )
         candidates.setdefault(package.name, []).append(
@@ -523,8 +241,8 @@ def select_drivers(scan: Scan, profile: Profile, catalog: Catalog | None = None)
             )
             for text in problems_missing
         )
-    _require(scan, profile, catalog, selected, unsupported)
-    warnings += _known_bad_warnings(scan, profile, catalog, selected)
+    _require(scan, profile, facts, selected, unsupported)
+    warnings += _known_bad_warnings(scan, profile, facts, selected)
     return DriverSet(
         profile=profile,
         source=scan.source,
@@ -541,13 +259,13 @@ def _problem(scan: Scan, message: str, hint: str) -> Problem:
 def _require(
     scan: Scan,
     profile: Profile,
-    catalog: Catalog,
+    facts: DriverFacts,
     selected: Sequence[SelectedDriver],
     unsupported: Mapping[str, Sequence[DriverPackage]],
 ) -> None:
     chosen = {d.name for d in selected}
     problems = []
-    for info in catalog.drivers.values():
+    for info in facts.drivers.values():
         if not info.required or info.name in chosen:
             continue
         found = unsupported.get(info.name, [])
@@ -589,7 +307,7 @@ def _require(
         ]
         lowest = min(((d.major or 0, d.minor or 0) for d in same_arch), default=None)
         needs = (
-            f": these are drivers for {catalog.nt_name(lowest)} (NT {lowest[0]}.{lowest[1]})"
+            f": these are drivers for {facts.nt_name(lowest)} (NT {lowest[0]}.{lowest[1]})"
             " and later"
             if lowest and lowest > profile.nt_version
             else ""
@@ -609,11 +327,11 @@ def _require(
 
 
 def _known_bad_warnings(
-    scan: Scan, profile: Profile, catalog: Catalog, selected: Sequence[SelectedDriver]
+    scan: Scan, profile: Profile, facts: DriverFacts, selected: Sequence[SelectedDriver]
 ) -> list[str]:
     warnings = []
     label = scan.source.get("label", "")
-    for bad in catalog.known_bad:
+    for bad in facts.known_bad:
         if profile.family.value not in bad.families:
             continue
         release_hit = any(label.endswith(f"-{r}") or label == r for r in bad.releases)
@@ -626,27 +344,7 @@ def _known_bad_warnings(
     return warnings
 
 
-# -- JSON ----------------------------------------------------------------------------------
-
-
-def package_json(package: DriverPackage) -> dict[str, Any]:
-    """One row of `pvinstall drivers SOURCE --json`."""
-    arch = package.arches[0] if package.arches else "x86"
-    _, missing = package.files(arch)
-    catalog = package.catalog_name(arch)
-    return {
-        "name": package.name,
-        "inf": package.inf_path,
-        "folder": package.folder,
-        "arch": list(package.arches),
-        "decorations": list(package.inf.decorations),
-        "driver_ver": package.inf.driver_ver_text,
-        "class": package.inf.driver_class,
-        "catalog": catalog,
-        "signed": catalog is not None and catalog.lower() not in (m.lower() for m in missing),
-        "complete": not missing,
-        "missing": list(missing),
-    }
+# -- JSON ---------------------------------------------------------------------------------
 
 
 def selected_json(driver: SelectedDriver, source: DriverSource) -> dict[str, Any]:
@@ -673,18 +371,4 @@ def driverset_json(drivers: DriverSet, source: DriverSource) -> dict[str, Any]:
         "selected": [selected_json(d, source) for d in drivers.selected],
         "rejected": [{"inf": r.inf, "reason": r.reason} for r in drivers.rejected],
         "warnings": list(drivers.warnings),
-    }
-
-
-def scan_json(scan: Scan) -> dict[str, Any]:
-    """The document `pvinstall drivers SOURCE --json` prints."""
-    return {
-        "source": dict(scan.source),
-        "packages": [package_json(p) for p in scan.packages],
-        "unreadable": [{"inf": b.path, "reason": b.reason} for b in scan.broken],
-        "warnings": [
-            f"{p.inf_path} is incomplete: missing {', '.join(package_json(p)['missing'])}"
-            for p in scan.packages
-            if not package_json(p)["complete"]
-        ],
     }
