@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from builder.errors import InputError, Problem
+from builder.vm.devices import VIRTIO_MODELS
 from builder.windows import locales, timezones
 from builder.windows.profiles import Family, Profile
 
@@ -68,14 +69,6 @@ class Setting:
     help: str
     secret: bool = False
 
-
-# libvirt's models for virtio disks and NICs (domain.py picks the profile's default).
-VirtioModel = Literal["virtio", "virtio-transitional", "virtio-non-transitional"]
-VIRTIO_MODELS: tuple[VirtioModel, ...] = (
-    "virtio",
-    "virtio-transitional",
-    "virtio-non-transitional",
-)
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(

@@ -20,7 +20,8 @@ from typing import Any
 
 from builder import __version__, sources
 from builder import manifest as manifest_mod
-from builder.answers import render
+from builder.answers.formats import SECRET_FILES, render_answer_files
+from builder.answers.postinstall import render_postinstall
 from builder.config import BuildConfig, load_config
 from builder.errors import BuildError, InputError, Problem
 from builder.media import fat, iso9660
@@ -244,8 +245,8 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
 
 def render_answers(ctx: Context, monitor: Monitor) -> None:
     monitor.step("render answer files", ", ".join(ctx.profile.answer_files))
-    ctx.answers = render.render_answer_files(ctx.config, ctx.drivers)
-    ctx.postinstall = render.render_postinstall(ctx.config, ctx.drivers)
+    ctx.answers = render_answer_files(ctx.config, ctx.drivers)
+    ctx.postinstall = render_postinstall(ctx.config, ctx.drivers)
 
 
 def plan_build(ctx: Context, monitor: Monitor) -> None:
@@ -334,7 +335,7 @@ def write_outputs(ctx: Context, stage: Staging, monitor: Monitor) -> None:
     assert ctx.plan is not None
     for name, data in sorted(ctx.answers.items()):
         monitor.step("write", name)
-        stage.write(name, data, secret=name in render.SECRET_FILES)
+        stage.write(name, data, secret=name in SECRET_FILES)
         ctx.written.append(name)
     monitor.step("write", f"{FLOPPY} ({ctx.config.floppy_kib} KiB FAT12)")
     fat.write_floppy(

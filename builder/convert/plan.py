@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from builder.config import VIRTIO_MODELS, VirtioModel
 from builder.errors import InputError
-from builder.vm import domain
+from builder.vm import devices, domain, existing
+from builder.vm.devices import VIRTIO_MODELS, VirtioModel, source_of
 from builder.windows.profiles import ARCH_NAMES, PROFILES, Profile, resolve_profile
 
 # Buses whose disks are switched to virtio; cdroms stay where they are.
@@ -117,7 +117,7 @@ def guest_profile(xml: str, profile: str | None = None, arch: str | None = None)
     """The profile of the guest: `--profile` (a name or an osinfo id), else the libosinfo
     id in the domain's metadata, each with the domain's architecture unless `--arch`
     says otherwise. InputError when neither names a profile."""
-    root = domain.parse_xml(xml)
+    root = existing.parse_xml(xml)
     name = root.findtext("name") or "the domain"
     if profile is not None:
         wanted = arch or (None if profile in PROFILES else guest_arch(root))
@@ -128,14 +128,14 @@ def guest_profile(xml: str, profile: str | None = None, arch: str | None = None)
             raise InputError(
                 error.message, error.hint, key="--profile" if key == "profile" else key
             ) from None
-    url = domain.osinfo_url(root)
+    url = existing.osinfo_url(root)
     if url is None:
         raise InputError(
             f"{name} does not say which Windows it runs (no libosinfo metadata).",
             "Pass --profile, e.g. --profile win2008r2-x64 or --profile win2k3 --arch x86.",
             key="--profile",
         )
-    short = domain.osinfo_short_id(url)
+    short = existing.osinfo_short_id(url)
     if short is None:
         raise InputError(
             f"{name} runs {url}, which is not a Windows pvinstall knows.",
@@ -197,17 +197,6 @@ def _disks(root: ET.Element, device: str = "disk") -> list[ET.Element]:
     return [d for d in _devices(root).findall("disk") if d.get("device", "disk") == device]
 
 
-def _source(disk: ET.Element) -> str:
-    source = disk.find("source")
-    if source is None:
-        return ""
-    for attribute in ("file", "dev", "volume", "name"):
-        value = source.get(attribute)
-        if value:
-            return value
-    return ""
-
-
 def _boot_order(element: ET.Element) -> int | None:
     boot = element.find("boot")
     if boot is None:
@@ -262,7 +251,7 @@ def _nic_where(interface: ET.Element) -> str:
 
 def pending_devices(xml: str) -> tuple[str, ...]:
     """What convert would switch in `xml`: `disk hda (ide)`, `NIC e1000 (...)`."""
-    root = domain.parse_xml(xml)
+    root = existing.parse_xml(xml)
     found = [f"disk {_disk_position(d)}" for d in _disks(root) if _convertible_disk(d)]
     found += [
         f"NIC {_nic_model(i) or 'rtl8139 (default)'} ({_nic_where(i)})"
@@ -288,18 +277,18 @@ def free_virtio_target(*roots: ET.Element) -> str:
     """The first virtio target (vda, vdb, ...) no disk of the given XMLs uses."""
     used = _used_targets(*roots)
     index = 0
-    while domain.disk_target(index) in used:
+    while devices.disk_target(index) in used:
         index += 1
-    return domain.disk_target(index)
+    return devices.disk_target(index)
 
 
 def _switch_disk(disk: ET.Element, model: VirtioModel, used: set[str], *, boot: bool) -> Switch:
     target = _target(disk)
     old = _disk_position(disk)
     index = 0
-    while domain.disk_target(index) in used:
+    while devices.disk_target(index) in used:
         index += 1
-    dev = domain.disk_target(index)
+    dev = devices.disk_target(index)
     used.add(dev)
     target.set("dev", dev)
     target.set("bus", "virtio")
@@ -311,7 +300,7 @@ def _switch_disk(disk: ET.Element, model: VirtioModel, used: set[str], *, boot: 
         for element in disk.findall(tag):
             disk.remove(element)
     disk.set("model", model)
-    return Switch("disk", old, f"{dev} (virtio)", _source(disk) or "no source", boot=boot)
+    return Switch("disk", old, f"{dev} (virtio)", source_of(disk) or "no source", boot=boot)
 
 
 def _switch_nic(interface: ET.Element, model: VirtioModel) -> Switch:
@@ -359,12 +348,12 @@ def _serialize(root: ET.Element) -> str:
 
 
 def _slot_check(root: ET.Element, name: str, *, what: str, key: str) -> int:
-    users = domain.pci_slot_users(root)
-    if len(users) <= domain.PCI_SLOTS:
+    users = existing.pci_slot_users(root)
+    if len(users) <= devices.PCI_SLOTS:
         return len(users)
     raise InputError(
         f"{what} {name} would need {len(users)} PCI slots, but a guest has "
-        f"{domain.PCI_SLOTS} for additional devices (taken: {', '.join(users)}).",
+        f"{devices.PCI_SLOTS} for additional devices (taken: {', '.join(users)}).",
         "Remove a device first (virsh detach-disk / detach-interface), or attach the "
         "disk to a virtio-scsi controller.",
         key=key,
@@ -466,7 +455,7 @@ def _convert_devices(
                     "disk",
                     _disk_position(disk),
                     "virtio at --finish",
-                    _source(disk) or "no source",
+                    source_of(disk) or "no source",
                     boot=True,
                 )
             )
@@ -482,14 +471,14 @@ def _nothing(root: ET.Element) -> ConvertPlan:
     return ConvertPlan(
         domain=root.findtext("name") or "",
         action="nothing",
-        pci_slots=len(domain.pci_slot_users(root)),
+        pci_slots=len(existing.pci_slot_users(root)),
     )
 
 
 def plan_switch(xml: str, model: VirtioModel) -> ConvertPlan:
     """Switch every IDE/SATA/SCSI disk (the boot disk too) and every emulated NIC to
     virtio at once: for a guest that already has the drivers (--drivers-installed)."""
-    root = domain.parse_xml(xml)
+    root = existing.parse_xml(xml)
     name = root.findtext("name") or ""
     boot = boot_disk(root)
     switched, _ = _convert_devices(root, model, keep_boot=False)
@@ -514,7 +503,7 @@ def _cd_drive(root: ET.Element) -> tuple[ET.Element, bool]:
     machine = os_type.get("machine", "") if os_type is not None else ""
     bus = "sata" if "q35" in machine else "ide"
     for cdrom in _disks(root, "cdrom"):
-        if _target(cdrom).get("bus") in _CD_TARGETS and not _source(cdrom):
+        if _target(cdrom).get("bus") in _CD_TARGETS and not source_of(cdrom):
             return cdrom, False
     used = _used_targets(root)
     free = [t for t in _CD_TARGETS[bus] if t not in used]
@@ -541,7 +530,7 @@ def plan_phase_one(xml: str, profile: Profile, paths: StatePaths) -> ConvertPlan
     boot disk still needs the driver, adds the temporary virtio disk
     (`paths.temp_disk`) that makes Windows install it. The boot disk is pending.
     """
-    root = domain.parse_xml(xml)
+    root = existing.parse_xml(xml)
     name = root.findtext("name") or ""
     model = domain.profile_virtio_model(profile)
     boot = boot_disk(root)
@@ -598,8 +587,8 @@ def plan_phase_one(xml: str, profile: Profile, paths: StatePaths) -> ConvertPlan
 def phase_one_pending(xml: str, record: StagedRecord) -> bool:
     """Whether the domain still looks as phase one left it (the temporary disk or the
     drivers CD is attached)."""
-    root = domain.parse_xml(xml)
-    sources = {_source(d) for d in _devices(root).findall("disk")}
+    root = existing.parse_xml(xml)
+    sources = {source_of(d) for d in _devices(root).findall("disk")}
     return record.drivers_iso in sources or (
         record.temp_disk is not None and record.temp_disk in sources
     )
@@ -609,12 +598,12 @@ def plan_finish(xml: str, record: StagedRecord, model: VirtioModel | None = None
     """Phase two: remove the temporary disk and the drivers CD phase one added (a drive
     pvinstall added goes, an existing one is emptied), and switch the boot disk and
     anything else still on IDE/SATA/SCSI or an emulated NIC."""
-    root = domain.parse_xml(xml)
+    root = existing.parse_xml(xml)
     name = root.findtext("name") or ""
     devices = _devices(root)
     removed: list[str] = []
     for disk in list(devices.findall("disk")):
-        source = _source(disk)
+        source = source_of(disk)
         dev = _target(disk).get("dev", "?")
         if record.temp_disk and source == record.temp_disk:
             devices.remove(disk)
@@ -672,11 +661,11 @@ class AttachPlan:
 
 def _attach_slot_check(roots: Iterable[ET.Element], name: str, what: str) -> int:
     """The slots taken after adding one device; InputError when none is free."""
-    taken = max((domain.pci_slot_users(root) for root in roots), key=len)
-    if len(taken) + 1 <= domain.PCI_SLOTS:
+    taken = max((existing.pci_slot_users(root) for root in roots), key=len)
+    if len(taken) + 1 <= devices.PCI_SLOTS:
         return len(taken) + 1
     raise InputError(
-        f"{name} has no free PCI slot for {what}: {len(taken)} of the {domain.PCI_SLOTS} "
+        f"{name} has no free PCI slot for {what}: {len(taken)} of the {devices.PCI_SLOTS} "
         f"slots for additional devices are taken ({', '.join(taken)}).",
         "Remove a device first (virsh detach-disk / detach-interface), or put disks on "
         "one virtio-scsi controller.",
@@ -689,7 +678,7 @@ def plan_attach_disk(
 ) -> AttachPlan:
     """A virtio disk for the image `path` (of `image_format`, qcow2 or raw) at the first
     free vdX of the persistent (and, when running, the live) definition."""
-    roots = [domain.parse_xml(xml)] + ([domain.parse_xml(live_xml)] if live_xml else [])
+    roots = [existing.parse_xml(xml)] + ([existing.parse_xml(live_xml)] if live_xml else [])
     name = roots[0].findtext("name") or ""
     model = domain.profile_virtio_model(profile)
     target = free_virtio_target(*roots)
@@ -713,7 +702,7 @@ def plan_attach_nic(
     xml: str, profile: Profile, network: str, live_xml: str | None = None
 ) -> AttachPlan:
     """A virtio NIC on the libvirt `network`, or on QEMU's user-mode network (`user`)."""
-    roots = [domain.parse_xml(xml)] + ([domain.parse_xml(live_xml)] if live_xml else [])
+    roots = [existing.parse_xml(xml)] + ([existing.parse_xml(live_xml)] if live_xml else [])
     name = roots[0].findtext("name") or ""
     model = domain.profile_virtio_model(profile)
     where = "the user-mode network" if network == "user" else f"network {network}"

@@ -28,7 +28,7 @@ from builder.reproducible import source_date_epoch
 from builder.virtio.facts import load_driver_facts
 from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
-from builder.vm import domain, virt
+from builder.vm import devices, domain, existing, virt
 from builder.windows.profiles import Profile
 
 Mode = Literal["staged", "finish", "drivers-installed", "rollback"]
@@ -423,8 +423,8 @@ def _rollback(run: _Run) -> ConvertOutcome:
             "Check the permissions of the state directory.",
             key="--rollback",
         ) from None
-    backed_up = domain.parse_xml(xml)
-    current = domain.parse_xml(guest.xml)
+    backed_up = existing.parse_xml(xml)
+    current = existing.parse_xml(guest.xml)
     for what in ("name", "uuid"):
         if backed_up.findtext(what) != current.findtext(what):
             raise InputError(
@@ -483,7 +483,7 @@ class AttachOutcome:
         driver = "viostor" if plan.kind == "disk" else "NetKVM"
         lines = [
             f"attached the {plan.label} to {plan.domain} {where}; {plan.pci_slots} of "
-            f"{domain.PCI_SLOTS} PCI slots are taken."
+            f"{devices.PCI_SLOTS} PCI slots are taken."
         ]
         if self.created is not None:
             lines.append(f"  created {self.created}")
@@ -554,7 +554,7 @@ def new_disk_path(
     when given, else next to the guest's boot disk when that is a file, else in the
     state directory."""
     name = f"{plans.file_stem(guest.name)}-{target}.qcow2"
-    boot = plans.boot_disk(domain.parse_xml(guest.xml))
+    boot = plans.boot_disk(existing.parse_xml(guest.xml))
     source = boot.find("source") if boot is not None else None
     if (
         options.out is None
@@ -592,7 +592,7 @@ def run_attach(
                 guest.xml, profile, source, virt.image_format(source), guest.live_xml
             )
         else:
-            roots = [domain.parse_xml(x) for x in (guest.xml, guest.live_xml) if x]
+            roots = [existing.parse_xml(x) for x in (guest.xml, guest.live_xml) if x]
             target = plans.free_virtio_target(*roots)
             path = new_disk_path(guest, target, options, env, home or Path.home())
             if path.exists():

@@ -32,7 +32,7 @@ from builder import tools
 from builder.config import BuildConfig
 from builder.errors import BuildError, InputError
 from builder.monitor import Monitor
-from builder.vm import domain
+from builder.vm import domain, existing
 
 DEFAULT_URI = "qemu:///system"
 SCREENSHOT = "screenshot.png"
@@ -284,7 +284,7 @@ def _connect_error(uri: str, error: Any) -> InputError | BuildError:
 
 def domain_types_offered(capabilities_xml: str, arches: tuple[str, ...]) -> set[str]:
     """The domain types (kvm, qemu, ...) the capabilities XML offers for `arches`."""
-    root = domain.parse_xml(capabilities_xml)
+    root = existing.parse_xml(capabilities_xml)
     offered: set[str] = set()
     for guest in root.iterfind("guest"):
         if guest.findtext("os_type") != "hvm":
@@ -427,7 +427,7 @@ def _pool_path(conn: Connection, pool: str) -> Path:
     handle = _storage_pool(conn, pool)
     with _refused(f"reading the storage pool {pool}", conn.uri):
         active = bool(handle.isActive())
-        root = domain.parse_xml(str(handle.XMLDesc(0)))
+        root = existing.parse_xml(str(handle.XMLDesc(0)))
     if not active:
         raise InputError(
             f"the storage pool {pool} on {conn.uri} is not active.",
@@ -555,7 +555,7 @@ def define(conn: Connection, xml: str, *, replace: bool) -> None:
     An existing domain of the same name is an InputError, unless `replace`: then it
     is stopped and undefined first (with its snapshot and checkpoint metadata).
     """
-    name = domain.describe_domain(xml).name
+    name = existing.describe_domain(xml).name
     old = _lookup_domain(conn, name)
     if old is not None:
         if not replace:
@@ -621,7 +621,7 @@ class InstallResult:
             "shutoff_reason": self.shutoff_reason,
             "system_disk_allocation_bytes": self.system_disk_bytes,
             "removed_media": list(self.removed_media),
-            "media_attached": list(domain.media_attached(self.final_xml)),
+            "media_attached": list(existing.media_attached(self.final_xml)),
             "final_xml": self.final_xml,
         }
 
@@ -730,7 +730,7 @@ def install(
                 f"the domain {name} is already running on {conn.uri}.",
                 f"Stop it (virsh -c {conn.uri} destroy {name}) or use --replace.",
             )
-        facts = domain.describe_domain(str(handle.XMLDesc(0)))
+        facts = existing.describe_domain(str(handle.XMLDesc(0)))
     if facts.install_cd is None:
         raise InputError(
             f"the domain {name} has no install CD to boot setup from.",
@@ -787,7 +787,7 @@ def install(
 
 def _announce(conn: Connection, handle: Any, name: str, monitor: Monitor) -> None:
     try:
-        port = domain.describe_domain(str(handle.XMLDesc(0))).vnc_port
+        port = existing.describe_domain(str(handle.XMLDesc(0))).vnc_port
     except libvirt.libvirtError:
         port = None
     where = f" (VNC 127.0.0.1:{port})" if port else ""
@@ -797,7 +797,7 @@ def _announce(conn: Connection, handle: Any, name: str, monitor: Monitor) -> Non
 def _wait_for_power_off(
     handle: Any,
     watcher: _StopEvents,
-    facts: domain.DomainFacts,
+    facts: existing.DomainFacts,
     *,
     start: float,
     timeout: float,
@@ -851,7 +851,7 @@ def _shutoff_text(reason: int) -> str:
 
 
 def _report(
-    handle: Any, facts: domain.DomainFacts, monitor: Monitor, state: int, elapsed: float
+    handle: Any, facts: existing.DomainFacts, monitor: Monitor, state: int, elapsed: float
 ) -> None:
     allocation = _allocation(handle, facts)
     fields: dict[str, Any] = {
@@ -863,7 +863,7 @@ def _report(
     monitor.status(**fields)
 
 
-def _allocation(handle: Any, facts: domain.DomainFacts) -> int | None:
+def _allocation(handle: Any, facts: existing.DomainFacts) -> int | None:
     """The bytes the system disk takes on the host: how far setup has got."""
     if facts.system_disk is None:
         return None
@@ -903,10 +903,12 @@ def _detach_install_media(conn: Connection, handle: Any, name: str) -> tuple[tup
     the persistent configuration (and works on drivers without device updates).
     """
     with _refused(f"detaching the install media of {name}", conn.uri):
-        stripped = domain.strip_install_media(str(handle.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
+        stripped = existing.strip_install_media(
+            str(handle.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        )
         conn.handle.defineXMLFlags(stripped.xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
     final_xml = inactive_xml(conn, name)
-    left = domain.media_attached(final_xml)
+    left = existing.media_attached(final_xml)
     if left:
         raise BuildError(
             f"the install of {name} finished, but its definition still has "
@@ -920,7 +922,7 @@ def _install_failed(
     handle: Any,
     name: str,
     *,
-    facts: domain.DomainFacts,
+    facts: existing.DomainFacts,
     outcome: _Outcome,
     seconds: float,
     timeout_minutes: float,
@@ -1112,7 +1114,7 @@ def redefine(conn: Connection, xml: str) -> None:
     """Replace the persistent definition of an existing domain with `xml` (validated
     against libvirt's schema). A running domain keeps running as it is: the new
     definition takes effect at its next start."""
-    name = domain.describe_domain(xml).name
+    name = existing.describe_domain(xml).name
     with _refused(f"defining the new definition of {name}", conn.uri):
         conn.handle.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
 

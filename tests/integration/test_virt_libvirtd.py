@@ -29,12 +29,12 @@ from builder.errors import BuildError
 from builder.monitor import NullMonitor
 from builder.virtio.facts import PciIds, load_driver_facts
 from builder.virtio.selection import DriverSet
-from builder.vm import domain, virt
+from builder.vm import domain, existing, virt
 from builder.windows.profiles import PROFILES
 from tests.integration import probe
 from tests.integration.libvirt_env import boot_domain, unique_domain_name
 from tests.integration.test_probe import make_floppy
-from tests.unit.vm.test_domain import GOLDEN, config_for, driversets, media_for
+from tests.unit.vm.common import GOLDEN, config_for, driversets, media_for
 
 pytestmark = pytest.mark.integration
 
@@ -154,7 +154,7 @@ def test_qemu_driver_defines_every_golden_domain(conn: virt.Connection, golden: 
     # against the QEMU binary's capabilities); define and undefine only.
     name = unique_domain_name("pvgolden")
     xml = golden.read_text(encoding="utf-8").replace(
-        f"<name>{domain.describe_domain(golden.read_text(encoding='utf-8')).name}</name>",
+        f"<name>{existing.describe_domain(golden.read_text(encoding='utf-8')).name}</name>",
         f"<name>{name}</name>",
     )
     try:
@@ -237,8 +237,8 @@ def test_install_ends_on_power_off_and_leaves_a_clean_template(
     assert result.shutoff_reason == "shutdown"
     assert report.ended and report.mode == "report", log[-2000:]
     persistent = virt.inactive_xml(conn, name)
-    assert domain.media_attached(persistent) == ()
-    root = domain.parse_xml(persistent)
+    assert existing.media_attached(persistent) == ()
+    root = existing.parse_xml(persistent)
     kinds = [
         (d.get("device"), d.find("source") is not None) for d in root.iterfind("./devices/disk")
     ]

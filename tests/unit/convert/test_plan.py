@@ -11,7 +11,7 @@ import pytest
 
 from builder.convert import plan as convert
 from builder.errors import InputError
-from builder.vm import domain
+from builder.vm import existing
 from builder.windows.profiles import PROFILES, Profile
 
 W2K8R2 = PROFILES["win2008r2-x64"]
@@ -321,7 +321,7 @@ def test_the_new_xml_keeps_everything_else() -> None:
     plan = convert.plan_switch(xml, "virtio")
     new = root(plan.xml)
     assert new.findtext("uuid") == "4fb6a3ef-c032-46f6-a731-cfed708214c6"
-    assert domain.osinfo_url(new) == "http://microsoft.com/win/2k8r2"
+    assert existing.osinfo_url(new) == "http://microsoft.com/win/2k8r2"
     assert "libosinfo:libosinfo" in plan.xml and "ns0" not in plan.xml
     nic = new.find("./devices/interface")
     assert nic is not None and nic.find("mac").get("address") == "52:54:00:00:00:01"  # type: ignore[union-attr]

@@ -1,6 +1,5 @@
 """The domain XML (builder/vm/domain.py, templates/domain.xml.j2): golden files per profile,
-the PCI slot budget, the driver <-> device check, names, and the template edit that
-leaves a golden template after the install.
+the PCI slot budget, the driver <-> device check, and names.
 
 Regenerate the golden files with PVTEST_REGENERATE_GOLDEN=1.
 """
@@ -8,91 +7,27 @@ Regenerate the golden files with PVTEST_REGENERATE_GOLDEN=1.
 from __future__ import annotations
 
 import dataclasses
-import os
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
-from builder.config import BuildConfig, load_config
 from builder.errors import InputError
 from builder.virtio.facts import load_driver_facts
-from builder.virtio.packages import scan_source
-from builder.virtio.selection import DriverSet, select_drivers
-from builder.virtio.source import DirectorySource
+from builder.virtio.selection import DriverSet
 from builder.vm import domain
 from builder.windows.profiles import PROFILES
-from tests.fixtures.virtio_win import write_modern_tree
-
-GOLDEN = Path(__file__).resolve().parents[3] / "tests" / "golden" / "domain"
-REGENERATE = os.environ.get("PVTEST_REGENERATE_GOLDEN") == "1"
-OUT = Path("/srv/pvinstall/out")
-KEY_2003 = "product_key=ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"
-
-# Golden cases: (file stem, profile, settings, domain type).
-GOLDEN_CASES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
-    *((name, name, (), "kvm") for name in PROFILES),
-    ("win2003-x64-qemu-user-data", "win2003-x64", ("network=user", "data_disks=[20, 40]"), "qemu"),
-    (
-        "win2008r2-x64-qemu-user-data",
-        "win2008r2-x64",
-        ("network=user", "data_disks=[20, 40]", "memory_mib=4096", "vcpus=4"),
-        "qemu",
-    ),
+from tests.unit.vm.common import (
+    GOLDEN,
+    GOLDEN_CASES,
+    OUT,
+    REGENERATE,
+    _root,
+    at,
+    config_for,
+    media_for,
+    render,
 )
-
-
-def config_for(profile: str, *sets: str) -> BuildConfig:
-    extra = [KEY_2003] if profile.startswith("win2003") else []
-    return load_config(PROFILES[profile], sets=["admin_password=Sup3r-secret", *extra, *sets])
-
-
-def driversets(root: Path) -> dict[str, DriverSet]:
-    """A DriverSet per profile, selected from a virtio-win fixture tree written to `root`."""
-    tree = write_modern_tree(root / "virtio-win", oses=["2k3", "2k8", "2k8R2"])
-    scan = scan_source(DirectorySource(tree.root), load_driver_facts())
-    return {name: select_drivers(scan, profile) for name, profile in PROFILES.items()}
-
-
-def media_for(
-    config: BuildConfig, out: Path, name: str, *, install_iso: Path | None = None
-) -> domain.MediaPaths:
-    system, data = domain.default_disk_paths(config, out, name)
-    return domain.MediaPaths(
-        install_iso=install_iso if install_iso is not None else out / "install.iso",
-        drivers_iso=out / "drivers.iso",
-        floppy=out / "floppy.img",
-        system_disk=system,
-        data_disks=data,
-        serial_log=out / "serial.log",
-    )
-
-
-@pytest.fixture(scope="module")
-def drivers(tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, DriverSet]:
-    return driversets(tmp_path_factory.mktemp("vw"))
-
-
-def render(
-    drivers: Mapping[str, DriverSet],
-    profile: str,
-    *sets: str,
-    domain_type: str = "kvm",
-    virtio_model: str | None = None,
-    name: str | None = None,
-) -> str:
-    config = config_for(profile, *sets)
-    name = name or f"pv-{profile}"
-    return domain.domain_xml(
-        config,
-        drivers[profile],
-        media_for(config, OUT, name),
-        name=name,
-        domain_type=domain_type,
-        virtio_model=virtio_model,
-    )
-
 
 # -- golden files -------------------------------------------------------------------------
 
@@ -127,16 +62,6 @@ def test_domain_xml_is_deterministic(drivers: Mapping[str, DriverSet]) -> None:
 
 
 # -- what the XML says, per profile ------------------------------------------------------
-
-
-def _root(xml: str) -> ET.Element:
-    return domain.parse_xml(xml)
-
-
-def at(node: ET.Element, path: str) -> ET.Element:
-    found = node.find(path)
-    assert found is not None, f"no {path}"
-    return found
 
 
 @pytest.mark.parametrize("profile", list(PROFILES))
@@ -235,18 +160,6 @@ def test_paths_are_escaped(drivers: Mapping[str, DriverSet]) -> None:
     )
     root = _root(xml)
     assert at(root, "./devices/disk/source").get("file") == str(out / "pv.qcow2")
-
-
-def test_disk_targets_follow_libvirt_naming() -> None:
-    assert [domain.disk_target(i) for i in (0, 1, 25, 26, 27, 51, 52)] == [
-        "vda",
-        "vdb",
-        "vdz",
-        "vdaa",
-        "vdab",
-        "vdaz",
-        "vdba",
-    ]
 
 
 # -- the PCI slot budget -----------------------------------------------------------------
@@ -361,6 +274,14 @@ def test_presented_ids_follow_the_machine_table() -> None:
         domain.presented_ids("virtio-blk", "virtio", "q35", catalog)
 
 
+def test_volume_xml() -> None:
+    root = _root(domain.volume_xml("pv.qcow2", 32))
+    assert root.findtext("name") == "pv.qcow2"
+    assert root.findtext("capacity") == "32"
+    assert at(root, "capacity").get("unit") == "GiB"
+    assert at(root, "./target/format").get("type") == "qcow2"
+
+
 # -- other bad input ---------------------------------------------------------------------
 
 
@@ -401,144 +322,3 @@ def test_bad_name_and_domain_type_are_refused(drivers: Mapping[str, DriverSet]) 
 def test_memory_below_the_minimum_is_refused_by_the_settings() -> None:
     with pytest.raises(InputError, match="below the 512 MiB"):
         config_for("win2008-x64", "memory_mib=256")
-
-
-# -- after the install -------------------------------------------------------------------
-
-
-def test_strip_install_media_leaves_a_golden_template(drivers: Mapping[str, DriverSet]) -> None:
-    xml = render(drivers, "win2003-x64", "data_disks=[5]")
-    stripped = domain.strip_install_media(xml)
-    assert stripped.removed == (
-        f"hda: {OUT / 'install.iso'}",
-        f"hdc: {OUT / 'drivers.iso'}",
-        f"fda: {OUT / 'floppy.img'}",
-    )
-    assert domain.media_attached(xml) == stripped.removed[:2] + stripped.removed[2:]
-    assert domain.media_attached(stripped.xml) == ()
-    root = _root(stripped.xml)
-    disks = root.findall("./devices/disk")
-    assert [d.get("device") for d in disks] == ["disk", "disk", "cdrom", "cdrom"]
-    assert [d.find("source") is not None for d in disks] == [True, True, False, False]
-    assert at(root, "./devices/interface/model").get("type") == "virtio-transitional"
-    # Stripping twice changes nothing more.
-    again = domain.strip_install_media(stripped.xml)
-    assert again.removed == () and again.xml == stripped.xml
-
-
-def test_describe_domain(drivers: Mapping[str, DriverSet]) -> None:
-    facts = domain.describe_domain(render(drivers, "win2008-x64"))
-    assert facts == domain.DomainFacts(
-        name="pv-win2008-x64",
-        system_disk="vda",
-        serial_log=OUT / "serial.log",
-        install_cd=str(OUT / "install.iso"),
-        vnc_port=None,
-    )
-    stripped = domain.describe_domain(
-        domain.strip_install_media(render(drivers, "win2008-x64")).xml
-    )
-    assert stripped.install_cd is None
-
-
-def test_volume_xml() -> None:
-    root = _root(domain.volume_xml("pv.qcow2", 32))
-    assert root.findtext("name") == "pv.qcow2"
-    assert root.findtext("capacity") == "32"
-    assert at(root, "capacity").get("unit") == "GiB"
-    assert at(root, "./target/format").get("type") == "qcow2"
-
-
-# -- existing domains -------------------------------------------------------------------
-
-# What libvirt's QEMU driver makes of a virt-manager Windows guest: every PCI device has
-# its address, the PIIX3 functions share slot 1, the video card has slot 2.
-LIBVIRT_DEVICES = """
-    <disk type='file' device='disk'><target dev='hda' bus='ide'/>
-      <address type='drive' controller='0' bus='0' target='0' unit='0'/></disk>
-    <controller type='usb' index='0' model='piix3-uhci'>
-      <address type='pci' domain='0x0000' bus='0x00' slot='0x01' function='0x2'/></controller>
-    <controller type='pci' index='0' model='pci-root'/>
-    <controller type='ide' index='0'>
-      <address type='pci' domain='0x0000' bus='0x00' slot='0x01' function='0x1'/></controller>
-    <interface type='user'><model type='e1000'/>
-      <address type='pci' domain='0x0000' bus='0x00' slot='0x03' function='0x0'/></interface>
-    <video><model type='cirrus'/>
-      <address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='0x0'/></video>
-    <memballoon model='virtio'>
-      <address type='pci' domain='0x0000' bus='0x00' slot='0x05' function='0x0'/></memballoon>
-"""
-
-
-def _devices(body: str) -> ET.Element:
-    return ET.fromstring(f"<domain><devices>{body}</devices></domain>")
-
-
-SLOT_CASES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("libvirt's layout: only the NIC", LIBVIRT_DEVICES, ("NIC (e1000)",)),
-    (
-        "virtio disks without addresses yet",
-        "<disk device='disk'><target dev='vda' bus='virtio'/></disk>"
-        "<disk device='disk'><target dev='vdb' bus='virtio'/></disk>"
-        "<disk device='cdrom'><target dev='hdc' bus='ide'/></disk>",
-        ("virtio disk vda", "virtio disk vdb"),
-    ),
-    (
-        "multifunction devices share one slot",
-        "<controller type='usb' model='ich9-ehci1'><address type='pci' bus='0' slot='7' "
-        "function='7'/></controller><controller type='usb' model='ich9-uhci1'><address "
-        "type='pci' bus='0x00' slot='0x07' function='0x0'/></controller>",
-        ("controller usb",),
-    ),
-    (
-        "devices behind a PCI bridge count, the bridge does not",
-        "<controller type='pci' index='1' model='pci-bridge'><address type='pci' bus='0' "
-        "slot='0x1f'/></controller><interface type='user'><address type='pci' bus='0x01' "
-        "slot='0x01'/></interface>",
-        ("NIC (default model)",),
-    ),
-    (
-        "a second video card, sound, rng and a virtio-scsi controller count",
-        "<video/><video/><sound model='ich6'/><sound model='pcspk'/><rng model='virtio'/>"
-        "<controller type='scsi' model='virtio-scsi'/><watchdog model='ib700'/>"
-        "<input type='tablet' bus='usb'/><serial type='pty'/>",
-        ("video", "sound ich6", "rng virtio", "controller scsi"),
-    ),
-)
-
-
-@pytest.mark.parametrize(
-    ("body", "expected"), [c[1:] for c in SLOT_CASES], ids=[c[0] for c in SLOT_CASES]
-)
-def test_pci_slot_users_of_existing_domains(body: str, expected: tuple[str, ...]) -> None:
-    assert domain.pci_slot_users(_devices(body)) == expected
-
-
-def test_pci_slot_users_agree_with_the_plan_s_count(drivers: Mapping[str, DriverSet]) -> None:
-    # The same rule for a domain pvinstall plans and for one it reads back.
-    xml = render(drivers, "win2008r2-x64", "data_disks=[20, 40]")
-    config = config_for("win2008r2-x64", "data_disks=[20, 40]")
-    plan = domain.plan_domain(config, media_for(config, OUT, "pv"), name="pv", domain_type="kvm")
-    assert len(domain.pci_slot_users(ET.fromstring(xml))) == domain.count_pci_slots(plan) == 4
-
-
-@pytest.mark.parametrize(
-    ("url", "short"),
-    [
-        ("http://microsoft.com/win/2k8r2", "win2k8r2"),
-        ("http://microsoft.com/win/2k3r2", "win2k3r2"),
-        ("http://microsoft.com/win/2k3", "win2k3"),
-        ("http://fedoraproject.org/fedora/38", None),
-        ("http://microsoft.com/win/", None),
-    ],
-)
-def test_osinfo_short_ids(url: str, short: str | None) -> None:
-    assert domain.osinfo_short_id(url) == short
-
-
-def test_osinfo_url_is_read_from_the_metadata(drivers: Mapping[str, DriverSet]) -> None:
-    root = ET.fromstring(render(drivers, "win2003-x86"))
-    assert domain.osinfo_url(root) == "http://microsoft.com/win/2k3"
-    assert domain.osinfo_url(ET.fromstring("<domain/>")) is None
-    assert domain.profile_virtio_model(PROFILES["win2003-x64"]) == "virtio-transitional"
-    assert domain.profile_virtio_model(PROFILES["win2008-x86"]) == "virtio"

@@ -22,8 +22,8 @@ import pytest
 from builder.errors import BuildError, InputError
 from builder.monitor import NullMonitor
 from builder.virtio.selection import DriverSet
-from builder.vm import domain, virt
-from tests.unit.vm.test_domain import config_for, driversets, media_for
+from builder.vm import domain, existing, virt
+from tests.unit.vm.common import config_for, driversets, media_for
 
 URI = "test:///default"
 
@@ -237,9 +237,9 @@ def test_install_success_detaches_the_install_media(
         f"fda: {tmp_path / 'floppy.img'}",
     )
     persistent = virt.inactive_xml(conn, name)
-    assert domain.media_attached(persistent) == ()
+    assert existing.media_attached(persistent) == ()
     assert result.final_xml == persistent
-    root = domain.parse_xml(persistent)
+    root = existing.parse_xml(persistent)
     assert [d.get("device") for d in root.iterfind("./devices/disk")] == ["disk", "cdrom", "cdrom"]
     models = [m.get("type") for m in root.iterfind("./devices/interface/model")]
     assert models == ["virtio"]
@@ -275,7 +275,7 @@ def test_install_timeout_keeps_a_screenshot_and_stops_the_guest(
     assert (tmp_path / "screenshot.png").read_bytes().startswith(b"\x89PNG")
     assert virt.domain_state(conn, name) == ("shut off", "destroyed")
     # The media stay attached: the domain is not a template.
-    assert len(domain.media_attached(virt.inactive_xml(conn, name))) == 3
+    assert len(existing.media_attached(virt.inactive_xml(conn, name))) == 3
 
 
 def test_install_refuses_a_guest_stopped_from_outside(
