@@ -86,7 +86,7 @@ def profiles_command(json_output: JsonOption = False) -> None:
             f"NT {p.nt_version[0]}.{p.nt_version[1]}",
             ", ".join(p.answer_files),
             p.virtio_win_folder,
-            p.device_flavour,
+            p.virtio_model,
             ", ".join((p.osinfo_id, *p.osinfo_aliases)),
         ]
         for p in PROFILES.values()
@@ -95,7 +95,7 @@ def profiles_command(json_output: JsonOption = False) -> None:
     typer.echo(_table(rows, header))
     typer.echo("\nStorage driver path to setup:")
     for p in PROFILES.values():
-        typer.echo(f"  {p.name}: {p.storage_path}")
+        typer.echo(f"  {p.name}: {p.storage_prose}")
 
 
 @app.command("drivers")

@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 from builder.errors import InputError, Problem
 from builder.vm.devices import VIRTIO_MODELS
-from builder.windows import locales, timezones
-from builder.windows.profiles import Family, Profile
+from builder.windows import locales
+from builder.windows.profiles import AnswerText, Profile
 
 ENV_PREFIX = "PVINSTALL_"
 # PVINSTALL_* variables that are not settings: pvinstall's own switches (the state
@@ -192,11 +192,11 @@ class BuildConfig:
 
     @property
     def input_locale(self) -> str:
-        return locales.input_locale(self.locale)
+        return locales.input_locale(self.profile.locales[self.locale])
 
     @property
     def language_code(self) -> str:
-        return locales.language_code(self.locale)
+        return locales.language_code(self.profile.locales[self.locale])
 
     def public_json(self) -> dict[str, Any]:
         """The settings for the manifest: secrets are only said to be set or not."""
@@ -304,10 +304,13 @@ _PRODUCT_KEY = re.compile(r"^[A-Z0-9]{5}(-[A-Z0-9]{5}){4}$")
 _ISO_LABEL = re.compile(r"^[A-Z0-9_]{1,32}$")
 
 
-def _text_problem(value: str, *, cp1252: bool, secret: bool = False) -> str | None:
+def _text_problem(
+    value: str, *, rules: AnswerText | None = None, secret: bool = False
+) -> str | None:
     """Why a free-text value cannot go into an answer file, or None if it can.
 
-    `cp1252` applies winnt.sif's rules (Windows Server 2003). For a `secret` the
+    `rules` are the profile's answer-file text rules (winnt.sif's code page and
+    characters); without them only what no file can hold is refused. For a `secret` the
     offending character is described but not shown.
     """
     for char in value:
@@ -320,28 +323,24 @@ def _text_problem(value: str, *, cp1252: bool, secret: bool = False) -> str | No
             return f"contains the lone surrogate U+{ord(char):04X}"
         if category == "Cn" and (ord(char) & 0xFFFE) == 0xFFFE:
             return f"contains the non-character U+{ord(char):04X}"
-    if cp1252:
+    if rules is None:
+        return None
+    if rules.encoding is not None:
         try:
-            value.encode("cp1252")
+            value.encode(rules.encoding)
         except UnicodeEncodeError as exc:
             bad = value[exc.start]
             shown = "a character" if secret else f"{bad!r} (U+{ord(bad):04X})"
-            return (
-                f"contains {shown}, which Windows Server 2003's winnt.sif "
-                "cannot hold (it is read as Windows-1252)"
-            )
-        if '"' in value:
-            return "contains '\"', which cannot be quoted in winnt.sif"
-        # Setup reads winnt.sif with the INF parser, which replaces %name% with a
-        # [Strings] entry or the environment; a value cannot carry a literal '%'.
-        if "%" in value:
-            return "contains '%', which setup would read as the start of a %variable%"
+            return f"contains {shown}, which {rules.unencodable}"
+    for char, why in rules.forbidden:
+        if char in value:
+            return f"contains {char!r}, which {why}"
     return None
 
 
 def _script_problem(value: str) -> str | None:
     """Why a command cannot go into the post-install cmd script, or None if it can."""
-    problem = _text_problem(value, cp1252=False)
+    problem = _text_problem(value)
     if problem:
         return problem
     if value.count('"') % 2:
@@ -364,7 +363,6 @@ class _Validator:
         self.profile = profile
         self.raw = raw
         self.problems: list[Problem] = []
-        self.is_2003 = profile.family is Family.WIN2003
 
     def fail(self, key: str, message: str, hint: str | None = None) -> None:
         origin = self.raw.get(key.split("[", maxsplit=1)[0], (None, "", None))[1]
@@ -385,13 +383,14 @@ class _Validator:
             return text
         return value
 
-    def text(self, key: str, default: str, *, winnt: bool = True) -> str:
+    def text(self, key: str, default: str, *, answer_file: bool = True) -> str:
         value = self.get(key, default)
         if not isinstance(value, str):
             self.fail(key, f"must be a string, not {type(value).__name__} {value!r}.")
             return default
         secret = SETTINGS_BY_KEY[key].secret
-        problem = _text_problem(value, cp1252=winnt and self.is_2003, secret=secret)
+        rules = self.profile.answer_text if answer_file else None
+        problem = _text_problem(value, rules=rules, secret=secret)
         if problem:
             self.fail(key, problem + ".", "Use plain printable characters.")
         return value
@@ -474,7 +473,7 @@ def _validate(check: _Validator) -> BuildConfig | None:
         )
     commands = _string_list(check, "first_logon_commands")
     floppy_kib = _floppy_size(check)
-    label = check.text("drivers_iso_label", "PVDRIVERS", winnt=False)
+    label = check.text("drivers_iso_label", "PVDRIVERS", answer_file=False)
     if not _ISO_LABEL.match(label) and not check.problems_for("drivers_iso_label"):
         check.fail(
             "drivers_iso_label",
@@ -536,22 +535,23 @@ def _admin_password(check: _Validator) -> str:
         )
     elif len(password) > 127:
         check.fail("admin_password", f"{len(password)} characters; Windows allows at most 127.")
-    elif password == "*" and check.is_2003:  # noqa: S105 - the sentinel, not a password
-        # winnt.sif: AdminPassword=* means an empty password (reference/windows-2003.md).
+    elif password == check.profile.answer_text.no_password:
+        # winnt.sif: AdminPassword=* means an empty password (docs/windows-2003.md).
         check.fail(
             "admin_password",
-            "'*' means no password in winnt.sif; AutoLogon and the post-install step need one.",
+            f"{password!r} means no password in {check.profile.answer_text.file}; AutoLogon "
+            "and the post-install step need one.",
         )
     return password
 
 
 def _image_name(check: _Validator, edition: str, default: str | None) -> str | None:
     profile = check.profile
-    if profile.is_2003:
+    if not profile.installs_image:
         if "image_name" in check.raw:
             check.fail(
                 "image_name",
-                "Windows Server 2003 installs from winnt.sif, which has no "
+                f"{profile.title} installs from {profile.answer_text.file}, which has no "
                 "image name; leave it out.",
             )
         return None
@@ -573,12 +573,11 @@ def _domain_settings(check: _Validator) -> dict[str, Any]:
             "memory_mib",
             f"{memory} MiB is below the {profile.min_memory_mib} MiB {profile.title} needs.",
         )
-    min_disk = 4 if profile.is_2003 else 10
-    network = check.text("network", "default", winnt=False)
+    network = check.text("network", "default", answer_file=False)
     if not network.strip() or "/" in network or " " in network.strip():
         check.fail("network", f"{network!r} is not a libvirt network name.")
-    pool = check.text("storage_pool", "", winnt=False)
-    model = check.text("virtio_model", "", winnt=False)
+    pool = check.text("storage_pool", "", answer_file=False)
+    model = check.text("virtio_model", "", answer_file=False)
     if model and model not in VIRTIO_MODELS:
         check.fail(
             "virtio_model",
@@ -588,7 +587,7 @@ def _domain_settings(check: _Validator) -> dict[str, Any]:
         "memory_mib": memory,
         "vcpus": check.integer("vcpus", profile.vcpus, 1, 255),
         "disk_size_gib": check.integer(
-            "disk_size_gib", profile.disk_size_gib, min_disk, 2047, " GiB"
+            "disk_size_gib", profile.disk_size_gib, profile.min_disk_gib, 2047, " GiB"
         ),
         "data_disks": _int_list(check, "data_disks", 1, 65536),
         "network": network,
@@ -603,7 +602,7 @@ def _product_key(check: _Validator, kms_key: str | None) -> Secret | None:
         if profile.product_key_required:
             check.fail(
                 "product_key",
-                f"required for {profile.name}: Windows Server 2003 setup stops without one.",
+                f"required for {profile.name}: {profile.title} setup stops without one.",
                 "Set the key printed on your media's licence.",
             )
             return None
@@ -629,43 +628,22 @@ def _timezone(check: _Validator) -> str:
     value = check.text("timezone", profile.default_timezone)
     if check.problems_for("timezone"):
         return value
-    if profile.timezone_style == "index":
-        text = value.strip()
-        if text.isdigit() and int(text) in timezones.INDEX_2003:
-            return str(int(text))
-        index = timezones.index_for_name(text)
-        if index is not None:
-            return str(index)
+    resolved = profile.timezones.resolve(value)
+    if resolved is None:
         check.fail(
             "timezone",
-            f"{value!r} is not a Windows Server 2003 time zone.",
-            "Use an index such as 085 (GMT), 035 (Eastern) or 110 (W. Europe), or its "
-            "name such as 'W. Europe Standard Time'.",
+            f"{value!r} is not a time zone {profile.title} knows.",
+            profile.timezones.hint(value),
         )
         return value
-    names = timezones.NAMES_2008R2 if profile.family is Family.WIN2008R2 else timezones.NAMES_2008
-    if value in names:
-        return value
-    folded = {n.lower(): n for n in names}
-    if value.lower() in folded:
-        return folded[value.lower()]
-    hint = "Use a Windows time zone name such as 'W. Europe Standard Time'."
-    if value in timezones.NAMES_2008R2:
-        hint = f"{value!r} arrived with Windows Server 2008 R2; use 'Greenwich Standard Time'."
-    elif value in timezones.NAMES_AFTER_2008R2:
-        hint = (
-            f"{value!r} was created by a time zone update after Windows Server 2008 R2 "
-            "SP1, so setup does not know it; pick the zone it was split from."
-        )
-    check.fail("timezone", f"{value!r} is not a time zone {profile.title} knows.", hint)
-    return value
+    return resolved
 
 
 def _locale(check: _Validator) -> str:
-    value = check.text("locale", "en-US")
+    value = check.text("locale", check.profile.default_locale)
     if check.problems_for("locale"):
         return value
-    canonical = locales.canonical(value)
+    canonical = locales.canonical(value, check.profile.locales)
     if canonical is None:
         check.fail(
             "locale",

@@ -20,7 +20,7 @@ from typing import Any
 
 from builder import __version__, sources
 from builder import manifest as manifest_mod
-from builder.answers.formats import SECRET_FILES, render_answer_files
+from builder.answers.formats import render_answer_files
 from builder.answers.postinstall import render_postinstall
 from builder.config import BuildConfig, load_config
 from builder.errors import BuildError, InputError, Problem
@@ -30,7 +30,7 @@ from builder.monitor import Monitor
 from builder.outputs import Staging, staging
 from builder.reproducible import build_id, source_date_epoch, volume_serial
 from builder.sources import find_source, open_source
-from builder.virtio.facts import load_driver_facts
+from builder.virtio.facts import DriverFacts, load_driver_facts
 from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
 from builder.virtio.source import DriverSource
@@ -90,6 +90,7 @@ class Context:
     epoch: int
     source: DriverSource
     drivers: DriverSet
+    facts: DriverFacts
     windows_iso: Path | None
     build: str = ""
     answers: dict[str, bytes] = field(default_factory=dict)
@@ -104,7 +105,7 @@ class Context:
 
     @property
     def remasters_cd(self) -> bool:
-        return self.profile.is_2003 and self.windows_iso is not None
+        return self.profile.remasters_install_cd and self.windows_iso is not None
 
     @property
     def timeout_minutes(self) -> float:
@@ -166,9 +167,9 @@ def _option_problems(options: BuildOptions, profile: Profile) -> list[Problem]:
                     "Check the path of the Windows install ISO.",
                 )
             )
-        elif not profile.is_2003 and not iso9660.is_iso_image(path):
-            # 2008 media are attached as they are; a 2003 CD is inspected in depth
-            # once the remaster is planned.
+        elif not profile.remasters_install_cd and not iso9660.is_iso_image(path):
+            # Media that are not remastered are attached as they are; a CD to remaster is
+            # inspected in depth once the remaster is planned.
             found.append(
                 Problem(
                     "--windows-iso",
@@ -216,8 +217,9 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
     monitor.step("select drivers", f"for {profile.name} from {path}")
     source = open_source(path)
     try:
-        scan = scan_source(source, load_driver_facts())
-        drivers = select_drivers(scan, profile)
+        facts = load_driver_facts()
+        scan = scan_source(source, facts)
+        drivers = select_drivers(scan, profile, facts)
     except BaseException:
         source.close()
         raise
@@ -235,6 +237,7 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
         epoch=epoch,
         source=source,
         drivers=drivers,
+        facts=facts,
         windows_iso=options.windows_iso.absolute() if options.windows_iso else None,
         warnings=list(drivers.warnings),
     )
@@ -297,7 +300,12 @@ def make_domain_xml(ctx: Context, monitor: Monitor) -> None:
     """The domain XML, after the PCI slot budget and the driver <-> device check."""
     monitor.step("domain XML", f"{ctx.name} ({ctx.domain_type})")
     ctx.domain_xml = domain.domain_xml(
-        ctx.config, ctx.drivers, media_paths(ctx), name=ctx.name, domain_type=ctx.domain_type
+        ctx.config,
+        ctx.drivers,
+        media_paths(ctx),
+        facts=ctx.facts,
+        name=ctx.name,
+        domain_type=ctx.domain_type,
     )
 
 
@@ -335,7 +343,7 @@ def write_outputs(ctx: Context, stage: Staging, monitor: Monitor) -> None:
     assert ctx.plan is not None
     for name, data in sorted(ctx.answers.items()):
         monitor.step("write", name)
-        stage.write(name, data, secret=name in SECRET_FILES)
+        stage.write(name, data, secret=name in ctx.profile.secret_answer_files)
         ctx.written.append(name)
     monitor.step("write", f"{FLOPPY} ({ctx.config.floppy_kib} KiB FAT12)")
     fat.write_floppy(

@@ -8,18 +8,19 @@ from types import MappingProxyType
 from builder.answers import unattend, winnt
 from builder.answers.environment import check_profiles
 from builder.config import BuildConfig
+from builder.errors import BuildError
 from builder.virtio.selection import DriverSet
+from builder.windows.profiles import AnswerFormat
 
-# Answer files that hold the administrator password or the product key; the pipeline
-# writes them with mode 0600. txtsetup.oem and the post-install script hold neither.
-SECRET_FILES: frozenset[str] = frozenset({"autounattend.xml", "winnt.sif"})
-
-_RENDERERS: Mapping[str, Callable[[BuildConfig, DriverSet], bytes]] = MappingProxyType(
-    {
-        "autounattend.xml": unattend.render_autounattend,
-        "winnt.sif": winnt.render_winnt_sif,
-        "txtsetup.oem": winnt.render_txtsetup_oem,
-    }
+# The renderer of each answer format; it returns the format's files by name (the
+# profile's `answer_files`, of which `secret_answer_files` hold secrets).
+RENDERERS: Mapping[AnswerFormat, Callable[[BuildConfig, DriverSet], dict[str, bytes]]] = (
+    MappingProxyType(
+        {
+            AnswerFormat.WINNT: winnt.render_winnt_files,
+            AnswerFormat.UNATTEND: unattend.render_unattend_files,
+        }
+    )
 )
 
 
@@ -40,4 +41,10 @@ def render_answer_files(config: BuildConfig, drivers: DriverSet) -> dict[str, by
             without its driver file.
     """
     profile = check_profiles(config, drivers)
-    return {name: _RENDERERS[name](config, drivers) for name in profile.answer_files}
+    files = RENDERERS[profile.answer_format](config, drivers)
+    if tuple(files) != profile.answer_files:
+        raise BuildError(
+            f"the {profile.answer_format} renderer wrote {', '.join(files)}, not "
+            f"{', '.join(profile.answer_files)}."
+        )
+    return files

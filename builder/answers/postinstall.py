@@ -8,14 +8,16 @@ user's first-logon commands and powers the guest off.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from builder.answers.environment import check_profiles, crlf, encode, render
 from builder.config import BuildConfig
 from builder.media import layout
 from builder.virtio.selection import DriverSet
+from builder.windows.profiles import PostInstall
 
 
 def drive_search() -> dict[str, Any]:
@@ -54,33 +56,49 @@ def cmd_child_command(command: str) -> str:
     return "".join(out)
 
 
+# The command that installs one package from its folder on the drivers disc, per
+# post-install method ({inf} is the INF glob, quoted where cmd needs it). NONE installs
+# nothing: on 2003, GUI-mode setup installed every package from OemPnPDriversPath.
+INSTALL_COMMANDS: Mapping[PostInstall, str | None] = MappingProxyType(
+    {
+        PostInstall.NONE: None,
+        PostInstall.PNPUTIL_LEGACY: "pnputil -i -a {inf}",
+    }
+)
+
+
 @dataclass(frozen=True)
 class _PostinstallDriver:
     name: str
-    path: str
+    command: str  # as cmd runs it
+    shown: str  # as the log says it
 
 
 def _postinstall_drivers(drivers: DriverSet) -> Iterable[_PostinstallDriver]:
-    # 2003 has no pnputil: GUI-mode setup installed every package from OemPnPDriversPath.
-    if drivers.profile.is_2003:
+    command = INSTALL_COMMANDS[drivers.profile.post_install]
+    if command is None:
         return ()
-    # Every selected package, the floppy's too: those are already in the driver store
-    # (windowsPE DriverPaths), and adding the same package again changes nothing, while
-    # it gives NetKVM a second chance if staging from A: failed.
-    return tuple(
-        _PostinstallDriver(d.name, layout.iso_path_windows(d, drivers.profile, "%PV_DRIVE%"))
-        for d in drivers.selected
-    )
+    # Every selected package, the answer medium's too: those are already in the driver
+    # store (windowsPE DriverPaths), and adding the same package again changes nothing,
+    # while it gives NetKVM a second chance if staging from A: failed.
+    found = []
+    for driver in drivers.selected:
+        inf = layout.iso_path_windows(driver, drivers.profile, "%PV_DRIVE%") + "\\*.inf"
+        found.append(
+            _PostinstallDriver(driver.name, command.format(inf=f'"{inf}"'), command.format(inf=inf))
+        )
+    return tuple(found)
 
 
 def render_postinstall(config: BuildConfig, drivers: DriverSet) -> dict[str, bytes]:
     """The files for the root of drivers.iso: the post-install script and its marker.
 
     The first logon runs the script from whichever drive holds `layout.MARKER_FILE`.
-    2008 family: `pnputil -i -a` for every selected package from the ISO; 2003: nothing
-    to install. Then the user's `first_logon_commands`, each in its own cmd, then the
-    power-off that tells `pvinstall build --install` that setup has finished. Everything
-    is logged to `layout.POSTINSTALL_LOG` on the installed system.
+    Every selected package is installed from the ISO with the profile's post-install
+    method (`INSTALL_COMMANDS`; none on 2003, where GUI-mode setup did it). Then the
+    user's `first_logon_commands`, each in its own cmd, then the power-off that tells
+    `pvinstall build --install` that setup has finished. Everything is logged to
+    `layout.POSTINSTALL_LOG` on the installed system.
 
     Returns:
         `{layout.POSTINSTALL_SCRIPT: ASCII cmd script, CRLF, layout.MARKER_FILE: text}`.
@@ -92,8 +110,7 @@ def render_postinstall(config: BuildConfig, drivers: DriverSet) -> dict[str, byt
         "marker": layout.MARKER_FILE,
         "drivers": _postinstall_drivers(drivers),
         "commands": tuple(cmd_child_command(c) for c in config.first_logon_commands),
-        # 2003's shutdown.exe takes the dash form; 2008's both.
-        "shutdown": "shutdown -s -t 0" if profile.is_2003 else "shutdown /s /t 0",
+        "shutdown": profile.shutdown_command,
     }
     script = encode(layout.POSTINSTALL_SCRIPT, render("postinst.cmd.j2", context), "ascii")
     marker = crlf(f"pvinstall drivers disc for {profile.name}\n").encode("ascii")

@@ -205,3 +205,8 @@ def render_autounattend(config: BuildConfig, drivers: DriverSet) -> bytes:
     """`autounattend.xml` for a 2008-family profile, UTF-8."""
     text = render("autounattend.xml.j2", _unattend_context(config, drivers))
     return encode("autounattend.xml", text, "utf-8")
+
+
+def render_unattend_files(config: BuildConfig, drivers: DriverSet) -> dict[str, bytes]:
+    """The unattend format's answer files: `{"autounattend.xml": ...}`."""
+    return {"autounattend.xml": render_autounattend(config, drivers)}

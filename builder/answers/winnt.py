@@ -247,3 +247,11 @@ def render_txtsetup_oem(config: BuildConfig, drivers: DriverSet) -> bytes:
     """`txtsetup.oem` of the 2003 F6 disk: Windows-1252, CRLF."""
     context = {"disk": f6_disk(drivers), "tag_file": "\\" + layout.F6_TAG_FILE}
     return encode("txtsetup.oem", render("txtsetup.oem.j2", context), "cp1252")
+
+
+def render_winnt_files(config: BuildConfig, drivers: DriverSet) -> dict[str, bytes]:
+    """The winnt format's answer files: winnt.sif, and txtsetup.oem for the F6 disk."""
+    return {
+        "winnt.sif": render_winnt_sif(config, drivers),
+        "txtsetup.oem": render_txtsetup_oem(config, drivers),
+    }

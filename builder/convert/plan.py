@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from builder.errors import InputError
-from builder.vm import devices, domain, existing
+from builder.vm import devices, existing
 from builder.vm.devices import VIRTIO_MODELS, VirtioModel, source_of
 from builder.windows.profiles import ARCH_NAMES, PROFILES, Profile, resolve_profile
 
@@ -532,7 +532,7 @@ def plan_phase_one(xml: str, profile: Profile, paths: StatePaths) -> ConvertPlan
     """
     root = existing.parse_xml(xml)
     name = root.findtext("name") or ""
-    model = domain.profile_virtio_model(profile)
+    model = profile.virtio_model
     boot = boot_disk(root)
     boot_target = _target(boot).get("dev") if boot is not None else None
     switched, pending = _convert_devices(root, model, keep_boot=True)
@@ -680,7 +680,7 @@ def plan_attach_disk(
     free vdX of the persistent (and, when running, the live) definition."""
     roots = [existing.parse_xml(xml)] + ([existing.parse_xml(live_xml)] if live_xml else [])
     name = roots[0].findtext("name") or ""
-    model = domain.profile_virtio_model(profile)
+    model = profile.virtio_model
     target = free_virtio_target(*roots)
     slots = _attach_slot_check(roots, name, f"a virtio disk ({path})")
     disk = ET.Element("disk", type="file", device="disk", model=model)
@@ -704,7 +704,7 @@ def plan_attach_nic(
     """A virtio NIC on the libvirt `network`, or on QEMU's user-mode network (`user`)."""
     roots = [existing.parse_xml(xml)] + ([existing.parse_xml(live_xml)] if live_xml else [])
     name = roots[0].findtext("name") or ""
-    model = domain.profile_virtio_model(profile)
+    model = profile.virtio_model
     where = "the user-mode network" if network == "user" else f"network {network}"
     slots = _attach_slot_check(roots, name, f"a virtio NIC on {where}")
     if network == "user":

@@ -28,7 +28,7 @@ from builder.reproducible import source_date_epoch
 from builder.virtio.facts import load_driver_facts
 from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
-from builder.vm import devices, domain, existing, virt
+from builder.vm import devices, existing, virt
 from builder.windows.profiles import Profile
 
 Mode = Literal["staged", "finish", "drivers-installed", "rollback"]
@@ -357,7 +357,7 @@ def _boot_once_steps(
 
 def _finish(run: _Run, record: plans.StagedRecord) -> ConvertOutcome:
     options, paths = run.options, run.paths
-    model = domain.profile_virtio_model(_profile(run)) if options.profile else record.model
+    model = _profile(run).virtio_model if options.profile else record.model
     plan = plans.plan_finish(run.guest.xml, record, model)
     flag = "--finish" if options.mode == "finish" else "--drivers-installed"
     _refuse_running_boot_switch(run, plan, flag)
@@ -385,7 +385,7 @@ def _finish(run: _Run, record: plans.StagedRecord) -> ConvertOutcome:
 def _switch(run: _Run) -> ConvertOutcome:
     if not plans.pending_devices(run.guest.xml):
         return _nothing(run)
-    plan = plans.plan_switch(run.guest.xml, domain.profile_virtio_model(_profile(run)))
+    plan = plans.plan_switch(run.guest.xml, _profile(run).virtio_model)
     _refuse_running_boot_switch(run, plan, "--drivers-installed")
     if run.options.dry_run:
         return _outcome(run, plan.action, applied=False, xml=plan.xml, plan=plan)

@@ -39,7 +39,7 @@ from builder.errors import BuildError, InputError
 from builder.media.files import IsoPlan, PlannedFile
 from builder.media.slipstream import SETUP_DIRS, TXTSETUP_SIF, InstallCdPlan, apply_sif_entries
 from builder.virtio.source import DriverSource, SourceEntry
-from builder.windows.profiles import Arch, Profile
+from builder.windows.profiles import Arch, Profile, sibling
 
 SECTOR = 2048
 _PVD_OFFSET = 16 * SECTOR
@@ -542,8 +542,10 @@ def _describe_root(image: Any) -> str:
     return shown or "nothing"
 
 
-def _examine(image: Any, path: Path, arch: Arch) -> InstallCdInfo:
-    """Check an opened image is a bootable 2003 CD of `arch`; InputError if not."""
+def _examine(image: Any, path: Path, profile: Profile) -> InstallCdInfo:
+    """Check an opened image is a bootable 2003 CD of the profile's architecture;
+    InputError if not."""
+    arch = profile.arch
     editor = _Editor(
         image, _Conventions(relaxed=True, version=False, joliet=False, rock_ridge=False)
     )
@@ -561,11 +563,12 @@ def _examine(image: Any, path: Path, arch: Arch) -> InstallCdInfo:
     if arch not in found:
         if found:
             other = next(iter(found))
-            profile = "win2003-x64" if other == "amd64" else "win2003-x86"
+            match = sibling(profile, other)
+            instead = f", or build the {match.name} profile" if match else ""
             raise InputError(
                 f"{path} is an {other} Windows CD ({SETUP_DIRS[other]}\\{TXTSETUP_SIF}); "
                 f"this build needs an {arch} CD ({wanted}\\{TXTSETUP_SIF}).",
-                f"Give the {arch} CD, or build the {profile} profile.",
+                f"Give the {arch} CD{instead}.",
                 key=WINDOWS_ISO_KEY,
             )
         raise InputError(
@@ -647,11 +650,11 @@ def inspect_install_cd(
     architecture, one with UDF or without El Torito; with `plan`, also a TXTSETUP.SIF
     that already names the driver differently (its patch is tried on the text).
     """
-    if not profile.is_2003:
+    if not profile.remasters_install_cd:
         raise BuildError(f"{profile.name} has no install CD to remaster.")
     image = _open_windows_iso(path)
     try:
-        info = _examine(image, path, profile.arch)
+        info = _examine(image, path, profile)
         if plan is not None:
             apply_sif_entries(_read_small(image, info.txtsetup_iso_path), plan.entries)
         return info
@@ -687,7 +690,7 @@ def remaster_install_cd(
         image = _open_windows_iso(windows_iso)
         editor: _Editor | None = None
         try:
-            info = _examine(image, windows_iso, plan.arch)
+            info = _examine(image, windows_iso, plan.profile)
             # `$OEM$` is not made of d-characters; level 4 lifts pycdlib's name check
             # without adding an enhanced volume descriptor to an opened image.
             image.interchange_level = 4

@@ -7,10 +7,13 @@ create them (what is written); both ask here, so the two cannot disagree.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 
 from builder.virtio.packages import PackageFile
 from builder.virtio.selection import DriverSet, SelectedDriver
-from builder.windows.profiles import Profile
+from builder.windows.profiles import Profile, StorageRoute
 
 FLOPPY_DRIVE = "A:"
 # The post-install script finds the drivers ISO by this file, on whatever letter
@@ -61,19 +64,42 @@ def floppy_path_windows(driver: SelectedDriver) -> str:
     return f"{FLOPPY_DRIVE}\\{floppy_folder(driver)}"
 
 
-def floppy_drivers(drivers: DriverSet) -> tuple[SelectedDriver, ...]:
-    """The packages that go on the answer floppy.
+def _f6_disk_drivers(drivers: DriverSet) -> tuple[SelectedDriver, ...]:
+    return (drivers.storage,)
 
-    2008 family: the boot-critical storage drivers and the network driver, which
-    windowsPE `DriverPaths` loads. 2003: the storage driver of the F6 disk.
-    """
-    if drivers.profile.is_2003:
-        return (drivers.storage,)
+
+def _driver_paths_drivers(drivers: DriverSet) -> tuple[SelectedDriver, ...]:
     return tuple(
         d
         for d in drivers.selected
         if (d.role == "storage" and d.boot_critical) or d.role == "network"
     )
+
+
+@dataclass(frozen=True)
+class AnswerMedium:
+    """What the answer medium carries besides the answer files, by storage route."""
+
+    drivers: Callable[[DriverSet], tuple[SelectedDriver, ...]]
+    tag_files: tuple[str, ...]
+
+
+# Slipstream: the answer floppy is also the F6 disk, with the one storage driver
+# text-mode setup loads and the tag file it checks for to accept the disk. The answer
+# media of Windows Setup carry what windowsPE `DriverPaths` (or `$WinPEDriver$`) loads:
+# the boot-critical storage drivers and the network driver.
+ANSWER_MEDIA: Mapping[StorageRoute, AnswerMedium] = MappingProxyType(
+    {
+        StorageRoute.SLIPSTREAM: AnswerMedium(_f6_disk_drivers, (F6_TAG_FILE,)),
+        StorageRoute.ANSWER_FLOPPY: AnswerMedium(_driver_paths_drivers, ()),
+        StorageRoute.ANSWER_ISO: AnswerMedium(_driver_paths_drivers, ()),
+    }
+)
+
+
+def floppy_drivers(drivers: DriverSet) -> tuple[SelectedDriver, ...]:
+    """The packages that go on the answer floppy (see `ANSWER_MEDIA`)."""
+    return ANSWER_MEDIA[drivers.profile.storage_route].drivers(drivers)
 
 
 def iso_folder(driver: SelectedDriver, profile: Profile) -> str:

@@ -57,9 +57,9 @@ def plan_media(
     floppy_files = [
         PlannedFile.inline(layout.media_name(name), data) for name, data in answers.items()
     ]
-    if profile.is_2003:
-        # Text-mode setup checks for this file to accept the F6 disk.
-        floppy_files.append(PlannedFile.inline(layout.F6_TAG_FILE, b""))
+    floppy_files += [
+        PlannedFile.inline(tag, b"") for tag in layout.ANSWER_MEDIA[profile.storage_route].tag_files
+    ]
     for driver in layout.floppy_drivers(drivers):
         folder = layout.floppy_folder(driver)
         floppy_files += [
@@ -96,7 +96,7 @@ def plan_media(
             label=config.drivers_iso_label,
             files=_unique_sorted(iso_files, "drivers.iso"),
         ),
-        install_cd=plan_install_cd(drivers, answers) if profile.is_2003 else None,
+        install_cd=plan_install_cd(drivers, answers) if profile.remasters_install_cd else None,
     )
 
 

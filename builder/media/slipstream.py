@@ -19,7 +19,7 @@ from builder.errors import BuildError, InputError
 from builder.media import layout
 from builder.media.files import PlannedFile
 from builder.virtio.selection import DriverSet, SelectedDriver
-from builder.windows.profiles import Arch
+from builder.windows.profiles import Arch, Profile
 
 # The text-mode setup folder of each architecture's CD. x64 media also carry an I386
 # folder (32-bit WOW64 files) without TXTSETUP.SIF; it is not the setup folder.
@@ -56,6 +56,7 @@ class InstallCdPlan:
     spelled as Windows should see them; `iso.py` derives the ISO 9660 names.
     """
 
+    profile: Profile
     arch: Arch
     setup_dir: str
     storage: SelectedDriver
@@ -220,7 +221,7 @@ def plan_install_cd(drivers: DriverSet, answers: Mapping[str, bytes]) -> Install
     `$OEM$/$1/Drivers/<driver>/`, the folders `OemPnPDriversPath` names.
     """
     profile = drivers.profile
-    if not profile.is_2003:
+    if not profile.remasters_install_cd:
         raise BuildError(f"{profile.name} has no install CD to remaster.")
     storage = drivers.storage
     setup_dir = SETUP_DIRS[profile.arch]
@@ -250,6 +251,7 @@ def plan_install_cd(drivers: DriverSet, answers: Mapping[str, bytes]) -> Install
             for f in driver.files
         ]
     return InstallCdPlan(
+        profile=profile,
         arch=profile.arch,
         setup_dir=setup_dir,
         storage=storage,

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from builder.errors import BuildError
 from builder.resources import data_dir
 
 Role = Literal["storage", "network", "system", "input", "display"]
@@ -36,6 +37,11 @@ class DriverInfo:
     device: str | None
     description: str
     install: bool
+
+
+# The two sets of PCI IDs a virtio device can present: with the legacy interface
+# (transitional) or without it (modern, virtio 1.0).
+PciIdSet = Literal["transitional_ids", "modern_ids"]
 
 
 @dataclass(frozen=True)
@@ -62,21 +68,50 @@ class PciIds:
 
 @dataclass(frozen=True)
 class KnownBad:
+    """A virtio-win release (or driver build) that breaks the profiles of `os_folders`."""
+
     releases: tuple[str, ...]
     driver_version_suffix: str
-    families: tuple[str, ...]
+    os_folders: tuple[str, ...]
     reason: str
     hint: str
 
 
 @dataclass(frozen=True)
 class DriverFacts:
+    """The whole of drivers/catalog.toml.
+
+    `os_folders` is keyed by a profile's virtio-win OS folder; `pci_ids` by QEMU device
+    kind, then ID set; `device_models` by machine type, then libvirt device model.
+    """
+
     drivers: Mapping[str, DriverInfo]
     os_folders: Mapping[str, tuple[str, ...]]
     arch_folders: Mapping[str, tuple[str, ...]]
     known_bad: tuple[KnownBad, ...]
-    devices: Mapping[str, Mapping[str, PciIds]]
+    pci_ids: Mapping[str, Mapping[PciIdSet, PciIds]]
+    device_models: Mapping[str, Mapping[str, PciIdSet]]
     nt_versions: Mapping[str, str]
+
+    def presented_ids(self, kind: str, model: str, machine: str) -> PciIds:
+        """The PCI IDs QEMU presents for a virtio device of `kind` (virtio-blk) and libvirt
+        `model` on `machine`; BuildError when the facts have no row for them."""
+        table = self.device_models.get(machine)
+        if table is None:
+            raise BuildError(
+                f"pvinstall does not know which PCI IDs virtio devices present on machine "
+                f"type {machine} (drivers/catalog.toml has no [device_models.{machine}]).",
+                f"Add that table to drivers/catalog.toml (machines it knows: "
+                f"{', '.join(sorted(self.device_models)) or 'none'}), checked by booting "
+                "the probe (docs/testing.md).",
+            )
+        if model not in table or kind not in self.pci_ids:
+            raise BuildError(
+                f"drivers/catalog.toml has no PCI IDs for a {kind} device of model {model} on "
+                f"machine type {machine}.",
+                f"Add {model} to [device_models.{machine}] and [pci_ids.{kind}].",
+            )
+        return self.pci_ids[kind][table[model]]
 
     def driver_for_inf(self, inf_name: str) -> DriverInfo | None:
         wanted = inf_name.lower()
@@ -117,18 +152,22 @@ def parse_driver_facts(data: Mapping[str, Any]) -> DriverFacts:
             KnownBad(
                 releases=tuple(k["releases"]),
                 driver_version_suffix=k["driver_version_suffix"],
-                families=tuple(k["families"]),
+                os_folders=tuple(k["os_folders"]),
                 reason=k["reason"],
                 hint=k["hint"],
             )
             for k in data.get("known_bad", [])
         ),
-        devices=MappingProxyType(
+        pci_ids=MappingProxyType(
             {
-                kind: MappingProxyType(
-                    {flavour: PciIds(**ids) for flavour, ids in flavours.items()}
-                )
-                for kind, flavours in data.get("devices", {}).items()
+                kind: MappingProxyType({id_set: PciIds(**ids) for id_set, ids in sets.items()})
+                for kind, sets in data.get("pci_ids", {}).items()
+            }
+        ),
+        device_models=MappingProxyType(
+            {
+                machine: MappingProxyType(dict(models))
+                for machine, models in data.get("device_models", {}).items()
             }
         ),
         nt_versions=MappingProxyType(dict(data.get("nt_versions", {}))),

@@ -16,7 +16,7 @@ from builder.virtio.facts import DriverFacts, DriverInfo, Role, load_driver_fact
 from builder.virtio.inf import Inf, Match, Service, describe_decorations, supports
 from builder.virtio.packages import DriverPackage, PackageFile, Scan
 from builder.virtio.source import GET_VIRTIO_WIN, DriverSource
-from builder.windows.profiles import PROFILES, Profile
+from builder.windows.profiles import Profile, sibling
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class _Candidate:
 def _folder_hint(package: DriverPackage, profile: Profile, facts: DriverFacts) -> tuple[int, int]:
     """How well the folder names agree with the profile: (OS folder, arch folder)."""
     parts = [p.lower() for p in package.folder.split("/")]
-    os_names = [n.lower() for n in facts.os_folders.get(profile.family.value, ())]
+    os_names = [n.lower() for n in facts.os_folders.get(profile.os_folder, ())]
     arch_names = [n.lower() for n in facts.arch_folders.get(profile.arch, ())]
     os_score = 0
     for index, name in enumerate(os_names):
@@ -285,9 +285,7 @@ def _require(
         decorations = sorted({d for p in found for d in p.inf.decorations}) or ["undecorated"]
         arches = sorted({a for p in found for a in p.arches})
         if profile.arch not in arches:
-            others = [
-                p.name for p in PROFILES.values() if p.family is profile.family and p.arch in arches
-            ]
+            others = [o.name for o in (sibling(profile, arch) for arch in arches) if o]
             alternative = f", or the {others[0]} profile" if others else ""
             problems.append(
                 _problem(
@@ -332,7 +330,7 @@ def _known_bad_warnings(
     warnings = []
     label = scan.source.get("label", "")
     for bad in facts.known_bad:
-        if profile.family.value not in bad.families:
+        if profile.os_folder not in bad.os_folders:
             continue
         release_hit = any(label.endswith(f"-{r}") or label == r for r in bad.releases)
         hits = [

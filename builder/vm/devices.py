@@ -9,6 +9,7 @@ whatever its type, and the PCI slot budget with its one check.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from enum import StrEnum
 from typing import Literal
 
 # libvirt's models for virtio disks and NICs.
@@ -18,6 +19,16 @@ VIRTIO_MODELS: tuple[VirtioModel, ...] = (
     "virtio-transitional",
     "virtio-non-transitional",
 )
+
+# The buses a CD-ROM drive can sit on: IDE on i440fx (pc), SATA on q35, which has no IDE.
+CdBus = Literal["ide", "sata"]
+
+
+class Firmware(StrEnum):
+    """What the machine boots with."""
+
+    BIOS = "bios"
+
 
 # An i440fx guest has 32 slots on its PCI bus. The host bridge, the PIIX3 (ISA, IDE,
 # USB and ACPI functions), the VGA card and, in libvirt's default layout, the memory

@@ -7,18 +7,17 @@ device with its bus, target and model); `check_slot_budget()` and
 `domain_xml()` does all three. `strip_install_media()` is the edit that turns an
 installed domain into a golden template (no floppy, empty CD-ROM drives).
 
-Nothing here touches libvirt or the disk beyond reading the template and
-`drivers/catalog.toml`; `virt.py` is the edge that acts on the XML.
+Nothing here touches libvirt or the disk beyond reading the template: the driver
+facts (which PCI IDs a device model presents) are loaded at the edge and passed in;
+`virt.py` is the edge that acts on the XML.
 """
 
 from __future__ import annotations
 
 import re
-import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
@@ -26,8 +25,7 @@ from typing import Literal
 from builder.answers.environment import render
 from builder.config import BuildConfig
 from builder.errors import InputError
-from builder.resources import data_dir
-from builder.virtio.facts import DriverFacts, PciIds, load_driver_facts
+from builder.virtio.facts import DriverFacts, PciIds
 from builder.virtio.selection import DriverSet, SelectedDriver
 from builder.vm.devices import PCI_SLOTS, VIRTIO_MODELS, VirtioModel, disk_target
 from builder.windows.profiles import Profile
@@ -36,25 +34,9 @@ TEMPLATE = "domain.xml.j2"
 
 DOMAIN_TYPES = ("kvm", "qemu")
 
-# The profile's device flavour as the libvirt model of its virtio devices. 2003's
-# drivers know only the transitional IDs; naming the model pins them even where
-# plain 'virtio' would be modern-only (q35).
-_FLAVOUR_MODEL: Mapping[str, VirtioModel] = MappingProxyType(
-    {"transitional": "virtio-transitional", "virtio": "virtio"}
-)
-
 # The libvirt guest architecture of a profile. 32-bit Windows gets a 32-bit CPU
 # (qemu32, no long mode), as on the hardware it was written for.
 GUEST_ARCH: Mapping[str, str] = MappingProxyType({"x86": "i686", "amd64": "x86_64"})
-
-# libosinfo's ids, which virt-manager and virt-install read from the metadata.
-_OSINFO_URL: Mapping[str, str] = MappingProxyType(
-    {
-        "win2k3": "http://microsoft.com/win/2k3",
-        "win2k8": "http://microsoft.com/win/2k8",
-        "win2k8r2": "http://microsoft.com/win/2k8r2",
-    }
-)
 
 # The name also names the disk files and the output folder, and virsh resolves a
 # bare number or a UUID as a domain id before it tries names: keep to a safe set.
@@ -122,7 +104,7 @@ class Nic:
 class VirtioDevice:
     """A virtio device of the domain, as the driver check sees it."""
 
-    kind: str  # a [devices] key of drivers/catalog.toml: virtio-blk, virtio-net
+    kind: str  # a [pci_ids] key of drivers/catalog.toml: virtio-blk, virtio-net
     model: VirtioModel
     label: str
 
@@ -218,26 +200,6 @@ def default_disk_paths(config: BuildConfig, out_dir: Path, name: str) -> DiskPat
     return out_dir / system, tuple(out_dir / d for d in data)
 
 
-# -- the device table -------------------------------------------------------------------
-
-
-@cache
-def _device_model_table() -> Mapping[str, Mapping[str, str]]:
-    # Kept in drivers/catalog.toml next to the PCI IDs it indexes.
-    with (data_dir("drivers") / "catalog.toml").open("rb") as handle:
-        raw = tomllib.load(handle).get("device_models", {})
-    return MappingProxyType({m: MappingProxyType(dict(t)) for m, t in raw.items()})
-
-
-def presented_ids(kind: str, model: str, machine: str, catalog: DriverFacts) -> PciIds:
-    """The PCI IDs QEMU presents for a virtio device of `kind` and libvirt `model` on
-    `machine` (drivers/catalog.toml [device_models] and [devices])."""
-    table = _device_model_table().get(machine)
-    if table is None or model not in table:
-        raise ValueError(f"no PCI ID table for model {model} on machine {machine}")
-    return catalog.devices[kind][table[model]]
-
-
 # -- the plan ----------------------------------------------------------------------------
 
 
@@ -285,7 +247,7 @@ def plan_domain(
         # PAE lets 32-bit Windows use NX and more than 4 GiB; a 64-bit guest has it anyway.
         pae=profile.arch == "x86",
         hyperv=profile.hyperv,
-        osinfo_url=_OSINFO_URL.get(profile.osinfo_id),
+        osinfo_url=profile.osinfo_url,
         disks=tuple(disks),
         cdroms=cdroms,
         floppy=media.floppy,
@@ -296,7 +258,7 @@ def plan_domain(
 
 def _virtio_model(profile: Profile, override: str | None) -> VirtioModel:
     if override is None:
-        return _FLAVOUR_MODEL[profile.device_flavour]
+        return profile.virtio_model
     for model in VIRTIO_MODELS:
         if override == model:
             return model
@@ -330,9 +292,7 @@ def check_slot_budget(plan: DomainPlan) -> None:
     )
 
 
-def check_device_drivers(
-    plan: DomainPlan, drivers: DriverSet, catalog: DriverFacts | None = None
-) -> None:
+def check_device_drivers(plan: DomainPlan, drivers: DriverSet, facts: DriverFacts) -> None:
     """Refuse a domain with a virtio device that no selected driver binds to.
 
     For each virtio device, the IDs QEMU presents for its model on the plan's
@@ -340,11 +300,10 @@ def check_device_drivers(
     (viostor for disks, NetKVM for NICs) installs on. InputError lists every
     device that does not match, naming the device and the driver.
     """
-    catalog = catalog or load_driver_facts()
     problems: list[str] = []
     hint = None
     for device in plan.virtio_devices:
-        ids = presented_ids(device.kind, device.model, plan.machine, catalog)
+        ids = facts.presented_ids(device.kind, device.model, plan.machine)
         candidates = [d for d in drivers.selected if d.info and d.info.device == device.kind]
         if not candidates:
             problems.append(
@@ -360,10 +319,10 @@ def check_device_drivers(
             f"matched by {driver.name} ({driver.inf_path}, which lists "
             f"{', '.join(driver.hardware_ids) or 'no hardware IDs'})"
         )
-        if plan.profile.device_flavour == "transitional":
+        if plan.profile.virtio_model == "virtio-transitional":
             hint = (
                 f"{plan.profile.title}'s drivers know only transitional virtio devices; "
-                "use model virtio-transitional on machine pc."
+                f"use model virtio-transitional on machine {plan.machine}."
             )
     if problems:
         raise InputError(
@@ -392,6 +351,7 @@ def domain_xml(
     drivers: DriverSet,
     media: MediaPaths,
     *,
+    facts: DriverFacts,
     name: str,
     domain_type: str,
     virtio_model: str | None = None,
@@ -404,7 +364,7 @@ def domain_xml(
     """
     plan = plan_domain(config, media, name=name, domain_type=domain_type, virtio_model=virtio_model)
     check_slot_budget(plan)
-    check_device_drivers(plan, drivers)
+    check_device_drivers(plan, drivers, facts)
     return render_domain_xml(plan)
 
 
@@ -416,8 +376,3 @@ def volume_xml(name: str, size_gib: int) -> str:
     target = ET.SubElement(volume, "target")
     ET.SubElement(target, "format", type="qcow2")
     return ET.tostring(volume, encoding="unicode")
-
-
-def profile_virtio_model(profile: Profile) -> VirtioModel:
-    """The libvirt model of the virtio disks and NICs of `profile` (transitional for 2003)."""
-    return _FLAVOUR_MODEL[profile.device_flavour]

@@ -1,4 +1,5 @@
-"""Windows locales pvinstall accepts for `locale` (facts as data).
+"""Windows locales pvinstall accepts for `locale` (facts as data; a profile carries its
+table).
 
 2008-family answer files take the locale name (`en-US`) for UILanguage,
 SystemLocale and UserLocale, and `<LCID>:<keyboard layout>` for InputLocale;
@@ -64,21 +65,20 @@ LCIDS: Mapping[str, int] = MappingProxyType(
 )
 
 
-def canonical(name: str) -> str | None:
+def canonical(name: str, table: Mapping[str, int] = LCIDS) -> str | None:
     """The locale name as Windows spells it (`en-us` -> `en-US`), or None if unknown."""
     wanted = name.strip().lower()
-    for known in LCIDS:
+    for known in table:
         if known.lower() == wanted:
             return known
     return None
 
 
-def input_locale(name: str) -> str:
+def input_locale(lcid: int) -> str:
     """`0409:00000409`: the LCID and the locale's default keyboard layout."""
-    lcid = LCIDS[name]
     return f"{lcid:04x}:{lcid:08x}"
 
 
-def language_code(name: str) -> str:
+def language_code(lcid: int) -> str:
     """`00000409`: the LCID as winnt.sif's [RegionalSettings] wants it."""
-    return f"{LCIDS[name]:08x}"
+    return f"{lcid:08x}"

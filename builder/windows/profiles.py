@@ -1,28 +1,130 @@
-"""The targets pvinstall builds for (profiles): static facts about each Windows release.
+"""The targets pvinstall builds for (profiles): everything that differs between Windows
+releases, as frozen data.
 
-This is DESIGN.md's profile table as frozen data. Everything that differs between
-Windows releases and is not a user setting lives here: the NT version the driver
-INFs are matched against, the answer files, the virtio device flavour, the image
-names and KMS client keys per edition, and the domain defaults.
+Each profile is a row built from its family's row with `dataclasses.replace`: the
+family row says how a generation of Windows installs (answer-file format, how the
+storage driver reaches setup, machine, firmware, buses, disk layout, time-zone style,
+post-install method, the text rules of its answer file), the release row what is its
+own (NT version, virtio-win folder, editions, time zones, osinfo id). Nothing outside
+this module branches on a release: the rest of pvinstall reads these fields. Adding a
+release of an existing family is one row; adding a family is a row plus its
+templates. docs/design.md has the table as users see it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Literal
 
 from builder.errors import InputError
+from builder.vm.devices import CdBus, Firmware, VirtioModel
+from builder.windows import locales, timezones
+from builder.windows.timezones import TimeZoneTable
 
 Arch = Literal["x86", "amd64"]
 
 
-class Family(StrEnum):
-    WIN2003 = "win2003"
-    WIN2008 = "win2008"
-    WIN2008R2 = "win2008r2"
+class AnswerFormat(StrEnum):
+    """How setup is answered: winnt.sif for text-mode setup (with txtsetup.oem for the
+    F6 disk), or autounattend.xml for Windows Setup installing from install.wim."""
+
+    WINNT = "winnt"
+    UNATTEND = "unattend"
+
+
+class StorageRoute(StrEnum):
+    """How the virtio storage driver reaches setup before it looks for the disk."""
+
+    SLIPSTREAM = "slipstream"  # into the install CD's TXTSETUP.SIF (remastered CD)
+    ANSWER_FLOPPY = "answer-floppy"  # windowsPE DriverPaths on the answer floppy (A:)
+    ANSWER_ISO = "answer-iso"  # $WinPEDriver$ on an answer ISO, for machines without floppy
+
+
+# What `pvinstall profiles` says about each route.
+STORAGE_ROUTE_PROSE: Mapping[StorageRoute, str] = MappingProxyType(
+    {
+        StorageRoute.SLIPSTREAM: "slipstreamed into the install CD's TXTSETUP.SIF (F6 floppy "
+        "also built)",
+        StorageRoute.ANSWER_FLOPPY: "Autounattend.xml + boot-critical drivers on the floppy "
+        "(A:), windowsPE DriverPaths",
+        StorageRoute.ANSWER_ISO: "Autounattend.xml + $WinPEDriver$ on the answer ISO (no "
+        "drive letter)",
+    }
+)
+
+
+class DiskLayout(StrEnum):
+    """The partition table setup writes on the system disk."""
+
+    MBR = "mbr"
+
+
+class PostInstall(StrEnum):
+    """How the post-install script installs the driver packages at the first logon."""
+
+    NONE = "none"  # GUI-mode setup installed them (winnt.sif OemPnPDriversPath)
+    PNPUTIL_LEGACY = "pnputil -i -a"  # Vista / 2008 / 2008 R2 syntax
+
+
+@dataclass(frozen=True)
+class AnswerText:
+    """What a user's free-text value must be to go into a profile's answer file.
+
+    `encoding` None is any Unicode text (XML, escaped by the template); otherwise the
+    value must encode with it, and `unencodable` says why not. `forbidden` characters
+    cannot be written at all, each with the reason. `no_password` is the value the
+    format reads as "no password".
+    """
+
+    file: str
+    encoding: str | None = None
+    unencodable: str = ""
+    forbidden: tuple[tuple[str, str], ...] = ()
+    no_password: str | None = None
+
+
+@dataclass(frozen=True)
+class AnswerFiles:
+    """The files of an answer format, in the order they are rendered, and which hold
+    the administrator password or the product key (written with mode 0600)."""
+
+    names: tuple[str, ...]
+    secret: frozenset[str]
+    text: AnswerText
+    installs_image: bool  # whether the answer file picks an install.wim image by name
+
+
+ANSWER_FILES: Mapping[AnswerFormat, AnswerFiles] = MappingProxyType(
+    {
+        AnswerFormat.WINNT: AnswerFiles(
+            names=("winnt.sif", "txtsetup.oem"),
+            secret=frozenset({"winnt.sif"}),
+            text=AnswerText(
+                file="winnt.sif",
+                encoding="cp1252",
+                unencodable="Windows Server 2003's winnt.sif cannot hold (it is read as "
+                "Windows-1252)",
+                # Setup reads winnt.sif with the INF parser, which replaces %name% with a
+                # [Strings] entry or the environment; a value cannot carry a literal '%'.
+                forbidden=(
+                    ('"', "cannot be quoted in winnt.sif"),
+                    ("%", "setup would read as the start of a %variable%"),
+                ),
+                no_password="*",  # noqa: S106 - winnt.sif's sentinel, not a password
+            ),
+            installs_image=False,
+        ),
+        AnswerFormat.UNATTEND: AnswerFiles(
+            names=("autounattend.xml",),
+            secret=frozenset({"autounattend.xml"}),
+            text=AnswerText(file="autounattend.xml"),
+            installs_image=True,
+        ),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -36,30 +138,42 @@ class Edition:
 
 @dataclass(frozen=True)
 class Profile:
-    """Static facts about one Windows target."""
+    """Everything pvinstall knows about one Windows target that is not a user setting."""
 
     name: str
     title: str
-    family: Family
+    family: str
     arch: Arch
     nt_version: tuple[int, int]
-    answer_files: tuple[str, ...]
-    os_folder: str
-    storage_path: str
-    device_flavour: Literal["transitional", "virtio"]
-    osinfo_id: str
+    os_folder: str  # virtio-win's folder for this release (`2k8R2`)
+    answer_format: AnswerFormat
+    storage_route: StorageRoute
+    remasters_install_cd: bool  # whether the user's install CD is remastered
+    machine: str  # libvirt machine type
+    firmware: Firmware
+    cd_bus: CdBus
+    floppy_controller: bool  # whether the machine has a floppy controller
+    usb_model: str  # the libvirt model of the USB controller
+    disk_layout: DiskLayout
+    virtio_model: VirtioModel  # libvirt's model for the virtio disks and NICs
+    hyperv: bool  # Hyper-V enlightenments
+    timezones: TimeZoneTable
+    default_timezone: str
+    locales: Mapping[str, int]
+    default_locale: str
+    post_install: PostInstall
+    shutdown_command: str
     editions: Mapping[str, Edition]
     default_edition: str
-    timezone_style: Literal["index", "name"]
-    default_timezone: str
     product_key_required: bool
-    hyperv: bool
     min_memory_mib: int
     memory_mib: int
     vcpus: int
+    min_disk_gib: int
     disk_size_gib: int
     timeout_minutes: int
-    machine: str = "pc"
+    osinfo_id: str
+    osinfo_url: str  # libosinfo's id, in the domain's metadata
     osinfo_aliases: tuple[str, ...] = field(default=())
 
     @property
@@ -73,21 +187,39 @@ class Profile:
         return f"{self.os_folder}/{self.arch}"
 
     @property
-    def is_2003(self) -> bool:
-        return self.family is Family.WIN2003
+    def answer_files(self) -> tuple[str, ...]:
+        return ANSWER_FILES[self.answer_format].names
+
+    @property
+    def secret_answer_files(self) -> frozenset[str]:
+        return ANSWER_FILES[self.answer_format].secret
+
+    @property
+    def answer_text(self) -> AnswerText:
+        return ANSWER_FILES[self.answer_format].text
+
+    @property
+    def installs_image(self) -> bool:
+        return ANSWER_FILES[self.answer_format].installs_image
+
+    @property
+    def storage_prose(self) -> str:
+        return STORAGE_ROUTE_PROSE[self.storage_route]
 
     def as_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "title": self.title,
-            "family": self.family.value,
+            "family": self.family,
             "arch": self.arch,
             "nt_version": f"{self.nt_version[0]}.{self.nt_version[1]}",
             "answer_files": list(self.answer_files),
             "virtio_win_folder": self.virtio_win_folder,
-            "storage_driver_path": self.storage_path,
+            "storage_route": self.storage_route.value,
+            "storage_driver_path": self.storage_prose,
             "machine": self.machine,
-            "device_flavour": self.device_flavour,
+            "firmware": self.firmware.value,
+            "virtio_model": self.virtio_model,
             "osinfo": [self.osinfo_id, *self.osinfo_aliases],
             "editions": sorted(self.editions),
             "default_edition": self.default_edition,
@@ -111,8 +243,8 @@ _W2003_X86 = _editions(
 )
 _W2003_X64 = _editions(Edition("standard"), Edition("enterprise"), Edition("datacenter"))
 
-# Image names as `dism /Get-WimInfo` lists them (reference/windows-2008.md §1.5), KMS
-# client keys from Microsoft's kms-client-activation-keys page (§1.6). The 2008 Web
+# Image names as `dism /Get-WimInfo` lists them (docs/windows-2008.md), KMS
+# client keys from Microsoft's "KMS client activation and product keys" page. The 2008 Web
 # edition ships on its own media whose image name is not in that listing: the user
 # gives `image_name` for it.
 _W2008 = _editions(
@@ -132,99 +264,137 @@ _W2008R2 = _editions(
     Edition("web", "Windows Server 2008 R2 SERVERWEB", "6TPJF-RBVHG-WBW2R-86QPH-6RTM4"),
 )
 
-_SLIPSTREAM = "slipstreamed into the install CD's TXTSETUP.SIF (F6 floppy also built)"
-_FLOPPY = "Autounattend.xml + boot-critical drivers on the floppy (A:), windowsPE DriverPaths"
 
+# -- the family rows ----------------------------------------------------------------------
 
-def _w2003(arch: Arch) -> Profile:
-    label = "x64" if arch == "amd64" else "x86"
-    return Profile(
-        name=f"win2003-{label}",
-        title=f"Windows Server 2003 / 2003 R2 ({label})",
-        family=Family.WIN2003,
-        arch=arch,
-        nt_version=(5, 2),
-        answer_files=("winnt.sif", "txtsetup.oem"),
-        os_folder="2k3",
-        storage_path=_SLIPSTREAM,
-        device_flavour="transitional",
-        osinfo_id="win2k3",
-        osinfo_aliases=("win2k3r2",),
-        editions=_W2003_X64 if arch == "amd64" else _W2003_X86,
-        default_edition="standard",
-        timezone_style="index",
-        default_timezone="090",
-        product_key_required=True,
-        hyperv=False,
-        min_memory_mib=128,
-        memory_mib=512,
-        vcpus=1,
-        disk_size_gib=16,
-        timeout_minutes=120,
-    )
-
-
-def _w2008(arch: Arch) -> Profile:
-    label = "x64" if arch == "amd64" else "x86"
-    return Profile(
-        name=f"win2008-{label}",
-        title=f"Windows Server 2008 ({label})",
-        family=Family.WIN2008,
-        arch=arch,
-        nt_version=(6, 0),
-        answer_files=("autounattend.xml",),
-        os_folder="2k8",
-        storage_path=_FLOPPY,
-        device_flavour="virtio",
-        osinfo_id="win2k8",
-        editions=_W2008,
-        default_edition="standard",
-        timezone_style="name",
-        # "UTC" arrived with Windows 7 / 2008 R2; Greenwich has no DST either.
-        default_timezone="Greenwich Standard Time",
-        product_key_required=False,
-        hyperv=True,
-        min_memory_mib=512,
-        memory_mib=2048,
-        vcpus=2,
-        disk_size_gib=32,
-        timeout_minutes=120,
-    )
-
-
-_W2008R2_X64 = Profile(
-    name="win2008r2-x64",
-    title="Windows Server 2008 R2 (x64)",
-    family=Family.WIN2008R2,
-    arch="amd64",
-    nt_version=(6, 1),
-    answer_files=("autounattend.xml",),
-    os_folder="2k8R2",
-    storage_path="same as 2008: " + _FLOPPY,
-    device_flavour="virtio",
-    osinfo_id="win2k8r2",
-    editions=_W2008R2,
+# Windows Server 2003 / 2003 R2: text-mode setup from a remastered CD (docs/windows-2003.md).
+# Its drivers know only the transitional virtio IDs, and it predates the Hyper-V
+# enlightenments. shutdown.exe of 2003 takes the dash form.
+WIN2003_FAMILY = Profile(
+    name="win2003",
+    title="Windows Server 2003 / 2003 R2",
+    family="win2003",
+    arch="x86",
+    nt_version=(5, 2),
+    os_folder="2k3",
+    answer_format=AnswerFormat.WINNT,
+    storage_route=StorageRoute.SLIPSTREAM,
+    remasters_install_cd=True,
+    machine="pc",
+    firmware=Firmware.BIOS,
+    cd_bus="ide",
+    floppy_controller=True,
+    usb_model="piix3-uhci",
+    disk_layout=DiskLayout.MBR,
+    virtio_model="virtio-transitional",
+    hyperv=False,
+    timezones=timezones.ZONES_2003,
+    default_timezone="090",
+    locales=locales.LCIDS,
+    default_locale="en-US",
+    post_install=PostInstall.NONE,
+    shutdown_command="shutdown -s -t 0",
+    editions=_W2003_X86,
     default_edition="standard",
-    timezone_style="name",
-    default_timezone="UTC",
-    product_key_required=False,
+    product_key_required=True,
+    min_memory_mib=128,
+    memory_mib=512,
+    vcpus=1,
+    min_disk_gib=4,
+    disk_size_gib=16,
+    timeout_minutes=120,
+    osinfo_id="win2k3",
+    osinfo_url="http://microsoft.com/win/2k3",
+    osinfo_aliases=("win2k3r2",),
+)
+
+# Windows Server 2008 and 2008 R2: Windows Setup from the user's DVD, answered from the
+# floppy (docs/windows-2008.md).
+WIN2008_FAMILY = replace(
+    WIN2003_FAMILY,
+    name="win2008",
+    title="Windows Server 2008",
+    family="win2008",
+    nt_version=(6, 0),
+    os_folder="2k8",
+    answer_format=AnswerFormat.UNATTEND,
+    storage_route=StorageRoute.ANSWER_FLOPPY,
+    remasters_install_cd=False,
+    virtio_model="virtio",
     hyperv=True,
+    timezones=timezones.ZONES_2008,
+    # "UTC" arrived with Windows 7 / 2008 R2; Greenwich has no DST either.
+    default_timezone="Greenwich Standard Time",
+    post_install=PostInstall.PNPUTIL_LEGACY,
+    shutdown_command="shutdown /s /t 0",
+    editions=_W2008,
+    product_key_required=False,
     min_memory_mib=512,
     memory_mib=2048,
     vcpus=2,
+    min_disk_gib=10,
     disk_size_gib=32,
-    timeout_minutes=120,
+    osinfo_id="win2k8",
+    osinfo_url="http://microsoft.com/win/2k8",
+    osinfo_aliases=(),
 )
+
+
+def release(family_row: Profile, arch: Arch, **changes: Any) -> Profile:
+    """A release's profile: `family_row` with `changes`, named for `arch` (`win2008-x64`)."""
+    row = replace(family_row, arch=arch, **changes)
+    label = row.arch_label
+    return replace(row, name=f"{row.family}-{label}", title=f"{row.title} ({label})")
+
+
+def _check(profile: Profile) -> Profile:
+    """A row whose own facts contradict each other is a bug in this table."""
+    problems = [
+        text
+        for text, bad in (
+            (
+                "its default edition is not one of its editions",
+                profile.default_edition not in profile.editions,
+            ),
+            (
+                "its default time zone is not in its time zone table",
+                profile.timezones.resolve(profile.default_timezone) is None,
+            ),
+            (
+                "its default locale is not in its locale table",
+                profile.default_locale not in profile.locales,
+            ),
+            ("its memory is below its minimum", profile.memory_mib < profile.min_memory_mib),
+            ("its disk is below its minimum", profile.disk_size_gib < profile.min_disk_gib),
+        )
+        if bad
+    ]
+    if problems:
+        raise ValueError(f"profile {profile.name}: {'; '.join(problems)}")
+    return profile
+
 
 PROFILES: Mapping[str, Profile] = MappingProxyType(
     {
-        p.name: p
+        p.name: _check(p)
         for p in (
-            _w2003("x86"),
-            _w2003("amd64"),
-            _w2008("x86"),
-            _w2008("amd64"),
-            _W2008R2_X64,
+            release(WIN2003_FAMILY, "x86"),
+            release(WIN2003_FAMILY, "amd64", editions=_W2003_X64),
+            release(WIN2008_FAMILY, "x86"),
+            release(WIN2008_FAMILY, "amd64"),
+            release(
+                WIN2008_FAMILY,
+                "amd64",
+                title="Windows Server 2008 R2",
+                family="win2008r2",
+                nt_version=(6, 1),
+                os_folder="2k8R2",
+                timezones=timezones.ZONES_2008R2,
+                default_timezone="UTC",
+                editions=_W2008R2,
+                osinfo_id="win2k8r2",
+                osinfo_url="http://microsoft.com/win/2k8r2",
+            ),
         )
     }
 )
@@ -296,3 +466,11 @@ def resolve_profile(name: str, arch: str | None = None) -> Profile:
         "Add --arch x86 or --arch x64.",
         key="--arch",
     )
+
+
+def sibling(profile: Profile, arch: str) -> Profile | None:
+    """The profile of the same release for another architecture, if there is one."""
+    for other in PROFILES.values():
+        if other.family == profile.family and other.arch == arch:
+            return other
+    return None

@@ -1,15 +1,20 @@
-"""Windows time zones, as each family's answer file names them (facts as data).
+"""Windows time zones, as each release's answer file names them (facts as data).
 
 Windows Server 2003 (`winnt.sif [GuiUnattended] TimeZone`) takes the numeric index
 of Microsoft's "Time Zone Index Values" table; Windows Server 2008 and later
 (`Microsoft-Windows-Shell-Setup/TimeZone`) take the time zone's standard name,
 the key name under `HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion\\Time Zones`.
+A profile carries one `TimeZoneTable`: how its answer file names a zone, the zones its
+setup knows, and what to say about a zone that came later. See docs/windows-2003.md and
+docs/windows-2008.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Literal
 
 # index -> standard name, as Microsoft's "Time Zone Index Values" table spells it
 # (learn.microsoft.com ms912391, Windows XP Embedded; the same table is in the XP/2003
@@ -228,10 +233,88 @@ def _folded(name: str) -> str:
     return " ".join(name.replace(".", "").lower().split())
 
 
-def index_for_name(name: str) -> int | None:
+@dataclass(frozen=True)
+class LaterZones:
+    """Zones a release's setup does not know yet, and what to say when one is asked for
+    (`{zone}` stands for the zone asked for)."""
+
+    names: frozenset[str]
+    hint: str
+
+
+@dataclass(frozen=True)
+class TimeZoneTable:
+    """The time zones one release's setup knows, as its answer file names them.
+
+    `style` "index": winnt.sif's number (any zone of `index`, given by number or by
+    name); "name": the zone's standard name, one of `names` (matched case-blind).
+    """
+
+    style: Literal["index", "name"]
+    names: frozenset[str]
+    index: Mapping[int, str]
+    example: str
+    later: tuple[LaterZones, ...] = ()
+
+    def resolve(self, value: str) -> str | None:
+        """The zone as the answer file writes it (`110`, `W. Europe Standard Time`), or
+        None when this release does not know it."""
+        text = value.strip()
+        if self.style == "index":
+            if text.isdigit() and int(text) in self.index:
+                return str(int(text))
+            found = index_for_name(text, self.index)
+            return None if found is None else str(found)
+        folded = {n.lower(): n for n in self.names}
+        return folded.get(value.lower())
+
+    def hint(self, value: str) -> str:
+        """What to do about a zone `resolve` refused."""
+        for later in self.later:
+            if value in later.names:
+                return later.hint.format(zone=repr(value))
+        return self.example
+
+
+def index_for_name(name: str, index: Mapping[int, str] = INDEX_2003) -> int | None:
     """The 2003 index of a time zone, named as the index table or the registry spells it."""
     wanted = _folded(name)
-    for index, standard in INDEX_2003.items():
+    for number, standard in index.items():
         if _folded(standard) == wanted:
-            return index
+            return number
     return None
+
+
+ZONES_2003 = TimeZoneTable(
+    style="index",
+    names=frozenset(INDEX_2003.values()),
+    index=INDEX_2003,
+    example="Use an index such as 085 (GMT), 035 (Eastern) or 110 (W. Europe), or its name "
+    "such as 'W. Europe Standard Time'.",
+)
+_NAME_EXAMPLE = "Use a Windows time zone name such as 'W. Europe Standard Time'."
+_AFTER_2008R2 = LaterZones(
+    NAMES_AFTER_2008R2,
+    "{zone} was created by a time zone update after Windows Server 2008 R2 SP1, so setup "
+    "does not know it; pick the zone it was split from.",
+)
+ZONES_2008 = TimeZoneTable(
+    style="name",
+    names=NAMES_2008,
+    index=MappingProxyType({}),
+    example=_NAME_EXAMPLE,
+    later=(
+        LaterZones(
+            NAMES_2008R2 - NAMES_2008,
+            "{zone} arrived with Windows Server 2008 R2; use 'Greenwich Standard Time'.",
+        ),
+        _AFTER_2008R2,
+    ),
+)
+ZONES_2008R2 = TimeZoneTable(
+    style="name",
+    names=NAMES_2008R2,
+    index=MappingProxyType({}),
+    example=_NAME_EXAMPLE,
+    later=(_AFTER_2008R2,),
+)

@@ -27,7 +27,7 @@ import pytest
 from builder.config import BuildConfig
 from builder.errors import BuildError
 from builder.monitor import NullMonitor
-from builder.virtio.facts import PciIds, load_driver_facts
+from builder.virtio.facts import PciIds, PciIdSet, load_driver_facts
 from builder.virtio.selection import DriverSet
 from builder.vm import domain, existing, virt
 from builder.windows.profiles import PROFILES
@@ -60,6 +60,9 @@ def name(conn: virt.Connection) -> Iterator[str]:
     value = unique_domain_name("pvvirt")
     yield value
     virt.remove_domain(conn, value)
+
+
+FACTS = load_driver_facts()
 
 
 def drivers_iso(path: Path) -> Path:
@@ -109,7 +112,7 @@ def assert_devices_match(
     virtio_seen = [p for p in report.pci if p.vendor == "1af4"]
     expected: list[tuple[str, str, str, str, str]] = []
     for device in plan.virtio_devices:
-        ids = domain.presented_ids(device.kind, device.model, plan.machine, catalog)
+        ids = catalog.presented_ids(device.kind, device.model, plan.machine)
         expected.append(
             (
                 ids.vendor.lower(),
@@ -194,7 +197,9 @@ def test_a_missing_network_at_start_is_a_sentence(
     media = media_for(config, tmp_path, name)
     virt.define(
         conn,
-        domain.domain_xml(config, drivers["win2008r2-x64"], media, name=name, domain_type="qemu"),
+        domain.domain_xml(
+            config, drivers["win2008r2-x64"], media, facts=FACTS, name=name, domain_type="qemu"
+        ),
         replace=False,
     )
     with pytest.raises(BuildError) as raised:
@@ -217,7 +222,9 @@ def test_install_ends_on_power_off_and_leaves_a_clean_template(
     config = config_for("win2003-x64", "network=user", "data_disks=[1]")
     media = prepare(conn, config, tmp_path, name, install_cd)
     plan = domain.plan_domain(config, media, name=name, domain_type="qemu")
-    xml = domain.domain_xml(config, drivers["win2003-x64"], media, name=name, domain_type="qemu")
+    xml = domain.domain_xml(
+        config, drivers["win2003-x64"], media, facts=FACTS, name=name, domain_type="qemu"
+    )
     virt.define(conn, xml, replace=False)
 
     monitor = Statuses()
@@ -275,7 +282,9 @@ def test_install_timeout_saves_a_screenshot_and_stops_the_guest(
     media = prepare(conn, config, tmp_path, name, install_cd)
     virt.define(
         conn,
-        domain.domain_xml(config, drivers["win2008r2-x64"], media, name=name, domain_type="qemu"),
+        domain.domain_xml(
+            config, drivers["win2008r2-x64"], media, facts=FACTS, name=name, domain_type="qemu"
+        ),
         replace=False,
     )
     with pytest.raises(BuildError) as raised:
@@ -305,7 +314,13 @@ def test_2008_r2_devices_match_the_2k8r2_infs(
     )
     plan = domain.plan_domain(config, media, name=name, domain_type="qemu", virtio_model=model)
     xml = domain.domain_xml(
-        config, drivers["win2008r2-x64"], media, name=name, domain_type="qemu", virtio_model=model
+        config,
+        drivers["win2008r2-x64"],
+        media,
+        facts=FACTS,
+        name=name,
+        domain_type="qemu",
+        virtio_model=model,
     )
     assert PROFILES["win2008r2-x64"].hyperv and "<hyperv" in xml
     result = boot_domain(xml, uri=conn.uri, timeout=180)
@@ -317,7 +332,7 @@ def test_2008_r2_devices_match_the_2k8r2_infs(
     assert len(report.pci_with_ids("1af4", "1041" if modern else "1000")) == 1
 
 
-# libvirt device XML for each [devices] row of drivers/catalog.toml, by model.
+# libvirt device XML for each [pci_ids] row of drivers/catalog.toml, by model.
 _DEVICE_XML = {
     "virtio-blk": "<disk type='file' device='disk' model='{model}'><driver name='qemu' "
     "type='qcow2'/><source file='{disk}'/><target dev='vda' bus='virtio'/></disk>",
@@ -330,18 +345,15 @@ _DEVICE_XML = {
 
 
 @pytest.mark.boot
-@pytest.mark.parametrize("row", ["transitional", "modern"])
+@pytest.mark.parametrize("row", ["transitional_ids", "modern_ids"])
 def test_the_catalog_device_table_is_what_qemu_presents(
-    conn: virt.Connection, tmp_path: Path, row: str
+    conn: virt.Connection, tmp_path: Path, row: PciIdSet
 ) -> None:
-    """Every row of [devices] against a booted guest: one device of each kind, with the
+    """Every row of [pci_ids] against a booted guest: one device of each kind, with the
     libvirt model that [device_models.pc] maps to the row."""
     catalog = load_driver_facts()
-    model = "virtio-transitional" if row == "transitional" else "virtio-non-transitional"
-    assert (
-        domain.presented_ids("virtio-blk", model, "pc", catalog)
-        == catalog.devices["virtio-blk"][row]
-    )
+    model = "virtio-transitional" if row == "transitional_ids" else "virtio-non-transitional"
+    assert catalog.presented_ids("virtio-blk", model, "pc") == catalog.pci_ids["virtio-blk"][row]
     disk = tmp_path / "disk.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
     name = unique_domain_name("pvtable")
@@ -361,7 +373,7 @@ def test_the_catalog_device_table_is_what_qemu_presents(
     <serial type='file'><source path='{tmp_path / "serial.log"}'/><target port='0'/></serial>
   </devices>
 </domain>"""
-    assert sorted(_DEVICE_XML) == sorted(catalog.devices)
+    assert sorted(_DEVICE_XML) == sorted(catalog.pci_ids)
     result = boot_domain(xml, uri=conn.uri, timeout=180)
     report = probe.parse_probe_log(result.serial_log)
     assert result.clean_shutdown and report.ended, result.describe()
@@ -378,6 +390,6 @@ def test_the_catalog_device_table_is_what_qemu_presents(
             i.subsystem.lower(),
             i.revision.lower(),
         )
-        for i in (catalog.devices[kind][row] for kind in _DEVICE_XML)
+        for i in (catalog.pci_ids[kind][row] for kind in _DEVICE_XML)
     )
     assert seen == expected

@@ -34,7 +34,8 @@ def test_profiles_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert [p["name"] for p in document["profiles"]] == list(PROFILES)
     first = document["profiles"][0]
     assert first["virtio_win_folder"] == "2k3/x86"
-    assert first["device_flavour"] == "transitional"
+    assert first["virtio_model"] == "virtio-transitional"
+    assert first["storage_route"] == "slipstream"
 
 
 def test_profiles_table(capsys: pytest.CaptureFixture[str]) -> None:

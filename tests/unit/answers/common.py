@@ -19,7 +19,7 @@ from builder.config import BuildConfig, load_config
 from builder.errors import InputError
 from builder.media.plan import MediaPlan, plan_media
 from builder.virtio.selection import DriverSet
-from builder.windows.profiles import PROFILES
+from builder.windows.profiles import PROFILES, AnswerFormat
 
 GOLDEN = Path(__file__).resolve().parents[3] / "tests" / "golden"
 REGENERATE = os.environ.get("PVTEST_REGENERATE_GOLDEN") == "1"
@@ -29,8 +29,8 @@ WCM = "http://schemas.microsoft.com/WMIConfig/2002/State"
 U = f"{{{NS}}}"
 PASSWORD = "P@ssw0rd!"
 KEY_2003 = "ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"
-PROFILES_2008 = [p for p in PROFILES if not PROFILES[p].is_2003]
-PROFILES_2003 = [p for p in PROFILES if PROFILES[p].is_2003]
+PROFILES_2008 = [p for p in PROFILES if PROFILES[p].answer_format is AnswerFormat.UNATTEND]
+PROFILES_2003 = [p for p in PROFILES if PROFILES[p].answer_format is AnswerFormat.WINNT]
 
 GOLDEN_SETTINGS = [
     f"admin_password={PASSWORD}",
@@ -44,12 +44,12 @@ GOLDEN_SETTINGS = [
 
 
 def config_for(profile: str, *sets: str, environ: dict[str, str] | None = None) -> BuildConfig:
-    extra = [f"product_key={KEY_2003}"] if PROFILES[profile].is_2003 else []
+    extra = [f"product_key={KEY_2003}"] if PROFILES[profile].product_key_required else []
     return load_config(PROFILES[profile], sets=[*extra, *sets], environ=environ)
 
 
 def golden_config(profile: str) -> BuildConfig:
-    timezone = "110" if PROFILES[profile].is_2003 else "W. Europe Standard Time"
+    timezone = "110" if PROFILES[profile].timezones.style == "index" else "W. Europe Standard Time"
     return config_for(profile, *GOLDEN_SETTINGS, f"timezone={timezone}")
 
 

@@ -96,7 +96,7 @@ def test_selection_per_profile_modern_layout(modern: Tree, profile: Profile) -> 
     selection = select_drivers(scan_dir(modern.root), profile, CATALOG)
     names = {d.name for d in selection.selected}
     assert {"viostor", "NetKVM"} <= names
-    if profile.is_2003:
+    if profile.os_folder == "2k3":
         assert "vioscsi" not in names  # no 2003 build exists
     for driver in selection.selected:
         truth = modern.inf(driver.inf_path)

@@ -33,6 +33,8 @@ GOLDEN_CASES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     ),
 )
 
+FACTS = load_driver_facts()
+
 
 def config_for(profile: str, *sets: str) -> BuildConfig:
     extra = [KEY_2003] if profile.startswith("win2003") else []
@@ -74,6 +76,7 @@ def render(
         config,
         drivers[profile],
         media_for(config, OUT, name),
+        facts=FACTS,
         name=name,
         domain_type=domain_type,
         virtio_model=virtio_model,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import InputError
+from builder.errors import BuildError, InputError
 from builder.virtio.facts import load_driver_facts
 from builder.virtio.selection import DriverSet
 from builder.vm import domain
@@ -51,6 +51,9 @@ def test_domain_xml_matches_the_golden_file(
     assert xml == golden.read_text(encoding="utf-8")
 
 
+FACTS = load_driver_facts()
+
+
 def test_the_golden_files_are_exactly_the_cases() -> None:
     assert sorted(p.stem for p in GOLDEN.glob("*.xml")) == sorted(c[0] for c in GOLDEN_CASES)
 
@@ -84,7 +87,7 @@ def test_every_profile_gets_the_issue_s_domain(
     assert features.find("acpi") is not None and features.find("apic") is not None
     assert (features.find("pae") is not None) == (p.arch == "x86")
     hyperv = features.find("hyperv")
-    if p.is_2003:
+    if not p.hyperv:
         assert hyperv is None
     else:
         assert hyperv is not None
@@ -93,7 +96,7 @@ def test_every_profile_gets_the_issue_s_domain(
     assert at(root, "clock").get("offset") == "localtime"
     devices = root.find("devices")
     assert devices is not None
-    model = "virtio-transitional" if p.is_2003 else "virtio"
+    model = p.virtio_model
     disks = devices.findall("disk")
     system = disks[0]
     assert system.get("device") == "disk" and system.get("model") == model
@@ -145,7 +148,9 @@ def test_a_missing_install_iso_leaves_the_drive_empty(drivers: Mapping[str, Driv
     config = config_for("win2008-x64")
     media = dataclasses.replace(media_for(config, OUT, "pv"), install_iso=None)
     root = _root(
-        domain.domain_xml(config, drivers["win2008-x64"], media, name="pv", domain_type="qemu")
+        domain.domain_xml(
+            config, drivers["win2008-x64"], media, facts=FACTS, name="pv", domain_type="qemu"
+        )
     )
     first_cd = next(d for d in root.iterfind("./devices/disk") if d.get("device") == "cdrom")
     assert first_cd.find("source") is None
@@ -156,7 +161,12 @@ def test_paths_are_escaped(drivers: Mapping[str, DriverSet]) -> None:
     out = Path('/srv/it\'s <a> & "b"')
     config = config_for("win2008-x64")
     xml = domain.domain_xml(
-        config, drivers["win2008-x64"], media_for(config, out, "pv"), name="pv", domain_type="kvm"
+        config,
+        drivers["win2008-x64"],
+        media_for(config, out, "pv"),
+        facts=FACTS,
+        name="pv",
+        domain_type="kvm",
     )
     root = _root(xml)
     assert at(root, "./devices/disk/source").get("file") == str(out / "pv.qcow2")
@@ -255,7 +265,12 @@ def test_driver_check_without_a_driver_for_a_device(drivers: Mapping[str, Driver
         r"\(virtio-net\) was selected",
     ):
         domain.domain_xml(
-            config, without_net, media_for(config, OUT, "pv"), name="pv", domain_type="kvm"
+            config,
+            without_net,
+            media_for(config, OUT, "pv"),
+            facts=FACTS,
+            name="pv",
+            domain_type="kvm",
         )
 
 
@@ -266,12 +281,12 @@ def test_unknown_virtio_model_is_refused(drivers: Mapping[str, DriverSet]) -> No
 
 def test_presented_ids_follow_the_machine_table() -> None:
     catalog = load_driver_facts()
-    blk = domain.presented_ids("virtio-blk", "virtio", "pc", catalog)
+    blk = catalog.presented_ids("virtio-blk", "virtio", "pc")
     assert blk.hardware_ids()[0] == "PCI\\VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00"
-    net = domain.presented_ids("virtio-net", "virtio-non-transitional", "pc", catalog)
+    net = catalog.presented_ids("virtio-net", "virtio-non-transitional", "pc")
     assert net.hardware_ids()[0] == "PCI\\VEN_1AF4&DEV_1041&SUBSYS_11001AF4&REV_01"
-    with pytest.raises(ValueError, match="q35"):
-        domain.presented_ids("virtio-blk", "virtio", "q35", catalog)
+    with pytest.raises(BuildError, match=r"no \[device_models.q35\]"):
+        catalog.presented_ids("virtio-blk", "virtio", "q35")
 
 
 def test_volume_xml() -> None:

@@ -10,7 +10,6 @@ import pytest
 
 from builder.virtio.selection import DriverSet
 from builder.vm import domain, existing
-from builder.windows.profiles import PROFILES
 from tests.unit.vm.common import OUT, _root, at, config_for, media_for, render
 
 # -- after the install -------------------------------------------------------------------
@@ -142,5 +141,3 @@ def test_osinfo_url_is_read_from_the_metadata(drivers: Mapping[str, DriverSet]) 
     root = ET.fromstring(render(drivers, "win2003-x86"))
     assert existing.osinfo_url(root) == "http://microsoft.com/win/2k3"
     assert existing.osinfo_url(ET.fromstring("<domain/>")) is None
-    assert domain.profile_virtio_model(PROFILES["win2003-x64"]) == "virtio-transitional"
-    assert domain.profile_virtio_model(PROFILES["win2008-x86"]) == "virtio"

@@ -21,6 +21,7 @@ import pytest
 
 from builder.errors import BuildError, InputError
 from builder.monitor import NullMonitor
+from builder.virtio.facts import load_driver_facts
 from builder.virtio.selection import DriverSet
 from builder.vm import domain, existing, virt
 from tests.unit.vm.common import config_for, driversets, media_for
@@ -67,12 +68,20 @@ def name(conn: virt.Connection) -> Iterator[str]:
     virt.remove_domain(conn, value)
 
 
+FACTS = load_driver_facts()
+
+
 def xml_for(
     drivers: Mapping[str, DriverSet], name: str, out: Path, profile: str = "win2008r2-x64"
 ) -> str:
     config = config_for(profile, "network=user")
     return domain.domain_xml(
-        config, drivers[profile], media_for(config, out, name), name=name, domain_type="qemu"
+        config,
+        drivers[profile],
+        media_for(config, out, name),
+        facts=FACTS,
+        name=name,
+        domain_type="qemu",
     )
 
 
@@ -337,7 +346,9 @@ def test_install_refusals(
     )
     virt.define(
         conn,
-        domain.domain_xml(config, drivers["win2008-x64"], no_cd, name=name, domain_type="qemu"),
+        domain.domain_xml(
+            config, drivers["win2008-x64"], no_cd, facts=FACTS, name=name, domain_type="qemu"
+        ),
         replace=False,
     )
     with pytest.raises(InputError, match="has no install CD") as raised:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from builder.errors import InputError
-from builder.windows.profiles import PROFILES, Family, resolve_profile
+from builder.windows.profiles import PROFILES, resolve_profile
 
 
 def test_profile_table_matches_the_design_card() -> None:
@@ -17,31 +17,31 @@ def test_profile_table_matches_the_design_card() -> None:
             p.answer_files,
             p.virtio_win_folder,
             p.machine,
-            p.device_flavour,
+            p.virtio_model,
         )
         for name, p in PROFILES.items()
     }
     assert facts == {
         "win2003-x86": (
-            Family.WIN2003,
+            "win2003",
             "x86",
             (5, 2),
             ("winnt.sif", "txtsetup.oem"),
             "2k3/x86",
             "pc",
-            "transitional",
+            "virtio-transitional",
         ),
         "win2003-x64": (
-            Family.WIN2003,
+            "win2003",
             "amd64",
             (5, 2),
             ("winnt.sif", "txtsetup.oem"),
             "2k3/amd64",
             "pc",
-            "transitional",
+            "virtio-transitional",
         ),
         "win2008-x86": (
-            Family.WIN2008,
+            "win2008",
             "x86",
             (6, 0),
             ("autounattend.xml",),
@@ -50,7 +50,7 @@ def test_profile_table_matches_the_design_card() -> None:
             "virtio",
         ),
         "win2008-x64": (
-            Family.WIN2008,
+            "win2008",
             "amd64",
             (6, 0),
             ("autounattend.xml",),
@@ -59,7 +59,7 @@ def test_profile_table_matches_the_design_card() -> None:
             "virtio",
         ),
         "win2008r2-x64": (
-            Family.WIN2008R2,
+            "win2008r2",
             "amd64",
             (6, 1),
             ("autounattend.xml",),
