@@ -128,7 +128,7 @@ def drivers_command(
             _print_scan(document)
             return
         selection = select_drivers(scan, target, facts)
-        document = driverset_json(selection, opened)
+        document = driverset_json(selection, sources.driver_digests(opened, selection))
     if json_output:
         _print_json(document)
         return

@@ -24,12 +24,13 @@ from builder.answers.formats import render_answer_files
 from builder.answers.postinstall import render_postinstall
 from builder.config import BuildConfig, load_config
 from builder.errors import BuildError, InputError, Problem
-from builder.media import fat, iso9660
-from builder.media.plan import MediaPlan, plan_media
+from builder.media import iso9660
+from builder.media.plan import MediaInputs
+from builder.media.table import MediaPlan, WriteInputs, plan_media
 from builder.monitor import Monitor
 from builder.outputs import Staging, staging
 from builder.reproducible import build_id, source_date_epoch, volume_serial
-from builder.sources import find_source, open_source
+from builder.sources import driver_digests, find_source, open_source
 from builder.virtio.facts import DriverFacts, load_driver_facts
 from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
@@ -37,9 +38,6 @@ from builder.virtio.source import DriverSource
 from builder.vm import domain, virt
 from builder.windows.profiles import Profile, resolve_profile
 
-FLOPPY = "floppy.img"
-DRIVERS_ISO = "drivers.iso"
-INSTALL_ISO = "install.iso"
 DOMAIN_XML = "domain.xml"
 MANIFEST = "manifest.json"
 SERIAL_LOG = "serial.log"
@@ -92,10 +90,6 @@ class Context:
     drivers: DriverSet
     facts: DriverFacts
     windows_iso: Path | None
-    build: str = ""
-    answers: dict[str, bytes] = field(default_factory=dict)
-    postinstall: dict[str, bytes] = field(default_factory=dict)
-    plan: MediaPlan | None = None
     domain_type: str = "kvm"
     disks: domain.DiskPaths | None = None
     domain_xml: str = ""
@@ -104,12 +98,20 @@ class Context:
     warnings: list[str] = field(default_factory=list)
 
     @property
-    def remasters_cd(self) -> bool:
-        return self.profile.remasters_install_cd and self.windows_iso is not None
-
-    @property
     def timeout_minutes(self) -> float:
         return self.options.timeout_minutes or float(self.profile.timeout_minutes)
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What the pure steps decided: the rendered files, the media, the digest of every
+    selected driver file (read once, at the edge) and the build id."""
+
+    answers: Mapping[str, bytes]
+    postinstall: Mapping[str, bytes]
+    media: MediaPlan
+    digests: Mapping[str, str]
+    build_id: str
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,8 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
         environ=environ,
         extra_problems=lambda: [*source_problems, *_option_problems(options, profile)],
     )
-    assert path is not None  # else load_config raised with the source's problem
+    if path is None:  # load_config has reported the source's problems with the others
+        raise InputError.collect(source_problems)
     epoch = source_date_epoch(environ)
     monitor.step("select drivers", f"for {profile.name} from {path}")
     source = open_source(path)
@@ -246,63 +249,57 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
 # -- pure steps ------------------------------------------------------------------------------
 
 
-def render_answers(ctx: Context, monitor: Monitor) -> None:
+def plan_build(ctx: Context, monitor: Monitor) -> BuildPlan:
+    """Render the answer files, plan the media (the floppy must fit) and check what a
+    medium's writer will read (a 2003 CD against its remaster), before anything is
+    written."""
     monitor.step("render answer files", ", ".join(ctx.profile.answer_files))
-    ctx.answers = render_answer_files(ctx.config, ctx.drivers)
-    ctx.postinstall = render_postinstall(ctx.config, ctx.drivers)
-
-
-def plan_build(ctx: Context, monitor: Monitor) -> None:
-    """Plan the media (the floppy must fit) and check a 2003 CD against the plan."""
+    answers = render_answer_files(ctx.config, ctx.drivers)
+    postinstall = render_postinstall(ctx.config, ctx.drivers)
     monitor.step("plan media")
-    ctx.plan = plan_media(ctx.config, ctx.drivers, ctx.answers, ctx.postinstall)
-    if ctx.remasters_cd and ctx.plan.install_cd is not None:
-        assert ctx.windows_iso is not None
-        # A CD of the other architecture, or one that is not a 2003 CD, is refused
-        # here, before anything is written.
-        info = iso9660.inspect_install_cd(ctx.windows_iso, ctx.profile, ctx.plan.install_cd)
-        monitor.info(
-            f"install CD {info.label or ctx.windows_iso.name}: {info.arch}, setup "
-            f"in {info.setup_dir}"
-        )
+    media = plan_media(MediaInputs(ctx.config, ctx.drivers, answers, postinstall), ctx.windows_iso)
+    digests = driver_digests(ctx.source, ctx.drivers)
     # The build id names the public inputs: it also seeds the floppy's volume id, so
     # no secret (not even hashed) goes into it.
-    ctx.build = build_id(
+    identity = build_id(
         [
             __version__,
             ctx.profile.name,
             str(ctx.epoch),
             json.dumps(ctx.config.public_json(), sort_keys=True),
-            *(
-                f"{f.path}:{ctx.source.sha256(f.path)}"
-                for d in ctx.drivers.selected
-                for f in d.files
-            ),
+            *(f"{f.path}:{digests[f.path]}" for d in ctx.drivers.selected for f in d.files),
         ]
     )
+    plan = BuildPlan(answers, postinstall, media, digests, identity)
+    for planned in media.planned:
+        note = planned.builder.check(planned.plan, _write_inputs(ctx, plan))
+        if note:
+            monitor.info(note)
+    return plan
 
 
-def media_paths(ctx: Context) -> domain.MediaPaths:
+def _write_inputs(ctx: Context, plan: BuildPlan) -> WriteInputs:
+    return WriteInputs(ctx.source, ctx.epoch, volume_serial(plan.build_id), ctx.windows_iso)
+
+
+def media_paths(ctx: Context, plan: BuildPlan) -> domain.MediaPaths:
     """Where the domain finds its media and disks (absolute paths)."""
     system, data = ctx.disks or domain.default_disk_paths(ctx.config, ctx.out_dir, ctx.name)
-    install = ctx.out_dir / INSTALL_ISO if ctx.remasters_cd else ctx.windows_iso
     return domain.MediaPaths(
-        install_iso=install,
-        drivers_iso=ctx.out_dir / DRIVERS_ISO,
-        floppy=ctx.out_dir / FLOPPY,
+        media=plan.media.attached(ctx.out_dir, ctx.windows_iso),
         system_disk=system,
         data_disks=data,
         serial_log=ctx.out_dir / SERIAL_LOG,
     )
 
 
-def make_domain_xml(ctx: Context, monitor: Monitor) -> None:
+def make_domain_xml(ctx: Context, plan: BuildPlan, monitor: Monitor) -> None:
     """The domain XML, after the PCI slot budget and the driver <-> device check."""
     monitor.step("domain XML", f"{ctx.name} ({ctx.domain_type})")
     ctx.domain_xml = domain.domain_xml(
         ctx.config,
         ctx.drivers,
-        media_paths(ctx),
+        media_paths(ctx, plan),
         facts=ctx.facts,
         name=ctx.name,
         domain_type=ctx.domain_type,
@@ -337,39 +334,20 @@ def check_hypervisor(ctx: Context, conn: virt.Connection | None, monitor: Monito
 # -- the I/O edge ----------------------------------------------------------------------------
 
 
-def write_outputs(ctx: Context, stage: Staging, monitor: Monitor) -> None:
-    """Write every output into the staging directory. The answer files and every
-    medium that carries them are secret (mode 0600)."""
-    assert ctx.plan is not None
-    for name, data in sorted(ctx.answers.items()):
+def write_outputs(ctx: Context, plan: BuildPlan, stage: Staging, monitor: Monitor) -> None:
+    """Write every output into the staging directory: the answer files, each medium of
+    the media table that applies, the domain XML. What holds a secret (the answer files
+    and every medium that carries them) is written with mode 0600."""
+    for name, data in sorted(plan.answers.items()):
         monitor.step("write", name)
         stage.write(name, data, secret=name in ctx.profile.secret_answer_files)
         ctx.written.append(name)
-    monitor.step("write", f"{FLOPPY} ({ctx.config.floppy_kib} KiB FAT12)")
-    fat.write_floppy(
-        ctx.plan.floppy,
-        stage.file(FLOPPY, secret=True),
-        ctx.source,
-        epoch=ctx.epoch,
-        serial=volume_serial(ctx.build),
-    )
-    ctx.written.append(FLOPPY)
-    monitor.step("write", DRIVERS_ISO)
-    iso9660.write_drivers_iso(
-        ctx.plan.drivers_iso, stage.file(DRIVERS_ISO, secret=True), ctx.source, epoch=ctx.epoch
-    )
-    ctx.written.append(DRIVERS_ISO)
-    if ctx.remasters_cd and ctx.plan.install_cd is not None:
-        assert ctx.windows_iso is not None
-        monitor.step("write", f"{INSTALL_ISO} (remastered {ctx.windows_iso.name})")
-        iso9660.remaster_install_cd(
-            ctx.windows_iso,
-            stage.file(INSTALL_ISO, secret=True),
-            ctx.plan.install_cd,
-            ctx.source,
-            epoch=ctx.epoch,
-        )
-        ctx.written.append(INSTALL_ISO)
+    inputs = _write_inputs(ctx, plan)
+    for planned in plan.media.planned:
+        medium = planned.medium
+        monitor.step("write", f"{medium.name} ({medium.title})")
+        planned.builder.write(planned.plan, stage.file(medium.name, secret=medium.secret), inputs)
+        ctx.written.append(medium.name)
     monitor.step("write", DOMAIN_XML)
     stage.write(DOMAIN_XML, ctx.domain_xml.encode("utf-8"))
     ctx.written.append(DOMAIN_XML)
@@ -394,12 +372,17 @@ def define_domain(ctx: Context, conn: virt.Connection, monitor: Monitor) -> None
     )
 
 
-def install_domain(ctx: Context, conn: virt.Connection, monitor: Monitor) -> None:
+def install_domain(ctx: Context, plan: BuildPlan, conn: virt.Connection, monitor: Monitor) -> None:
     """Start setup and wait for the guest to power off; then the domain is a template."""
     minutes = ctx.timeout_minutes
     monitor.step("install", f"waiting up to {minutes:g} minutes for setup to power the guest off")
     result = virt.install(
-        conn, ctx.name, timeout_minutes=minutes, out_dir=ctx.out_dir, monitor=monitor
+        conn,
+        ctx.name,
+        media=plan.media.removed_after_install(ctx.out_dir, ctx.windows_iso),
+        timeout_minutes=minutes,
+        out_dir=ctx.out_dir,
+        monitor=monitor,
     )
     record = result.as_json()
     record.pop("final_xml")  # the template's XML is libvirt's to keep, not the manifest's
@@ -410,28 +393,23 @@ def install_domain(ctx: Context, conn: virt.Connection, monitor: Monitor) -> Non
     )
 
 
-def _medium_files(ctx: Context, name: str) -> list[dict[str, Any]] | None:
-    """What pvinstall put on the medium `name` (None for a file that is not one)."""
-    assert ctx.plan is not None
-    if name == FLOPPY:
-        return manifest_mod.planned_files_json(ctx.plan.floppy.files, ctx.source)
-    if name == DRIVERS_ISO:
-        return manifest_mod.planned_files_json(ctx.plan.drivers_iso.files, ctx.source)
-    if name == INSTALL_ISO and ctx.plan.install_cd is not None:
-        cd = ctx.plan.install_cd
-        files = manifest_mod.planned_files_json(cd.files, ctx.source)
-        # The patched TXTSETUP.SIF is read back from the written CD: its text is the
-        # user's CD's with the driver's entries merged in.
-        with open_source(ctx.out_dir / INSTALL_ISO) as written:
-            sif = cd.txtsetup_path
-            files.append({"path": sif, "size": written.size(sif), "sha256": written.sha256(sif)})
-        return sorted(files, key=lambda f: str(f["path"]).lower())
-    return None
+def _medium_files(ctx: Context, plan: BuildPlan, name: str) -> list[dict[str, Any]] | None:
+    """What pvinstall put on the medium `name` (None for an output that is not one)."""
+    planned = plan.media.get(name)
+    if planned is None:
+        return None
+    builder = planned.builder
+    files = manifest_mod.planned_files_json(builder.files(planned.plan), plan.digests)
+    files += [
+        {"path": f.path, "size": f.size, "sha256": f.sha256}
+        for f in builder.read_back(planned.plan, ctx.out_dir / name)
+    ]
+    return sorted(files, key=lambda f: str(f["path"]).lower())
 
 
-def write_manifest(ctx: Context, monitor: Monitor) -> dict[str, Any]:
+def write_manifest(ctx: Context, plan: BuildPlan, monitor: Monitor) -> dict[str, Any]:
     monitor.step("write", MANIFEST)
-    inputs = [manifest_mod.source_record(ctx.source, ctx.drivers)]
+    inputs = [manifest_mod.source_record(ctx.source, ctx.drivers, plan.digests)]
     if ctx.windows_iso is not None:
         inputs.append(manifest_mod.file_record("windows_iso", ctx.windows_iso, "iso"))
     if ctx.options.config_file is not None:
@@ -440,12 +418,12 @@ def write_manifest(ctx: Context, monitor: Monitor) -> dict[str, Any]:
         )
     document = manifest_mod.build_manifest(
         config=ctx.config,
-        build_id=ctx.build,
+        build_id=plan.build_id,
         epoch=ctx.epoch,
         inputs=inputs,
-        drivers=manifest_mod.drivers_json(ctx.drivers, ctx.source),
+        drivers=manifest_mod.drivers_json(ctx.drivers, plan.digests),
         outputs=[
-            manifest_mod.output_record(n, ctx.out_dir / n, _medium_files(ctx, n))
+            manifest_mod.output_record(n, ctx.out_dir / n, _medium_files(ctx, plan, n))
             for n in ctx.written
         ],
         domain=ctx.domain_record,
@@ -480,13 +458,12 @@ def run_build(
     defining or installing fails (the manifest then records how far it got)."""
     ctx = prepare(options, dict(os.environ if environ is None else environ), monitor)
     with contextlib.closing(ctx.source):
-        render_answers(ctx, monitor)
-        plan_build(ctx, monitor)
+        plan = plan_build(ctx, monitor)
         with _hypervisor(options) as conn:
             check_hypervisor(ctx, conn, monitor)
-            make_domain_xml(ctx, monitor)
+            make_domain_xml(ctx, plan, monitor)
             with staging(ctx.out_dir) as stage:
-                write_outputs(ctx, stage, monitor)
+                write_outputs(ctx, plan, stage, monitor)
                 stage.commit()
             ctx.domain_record = {
                 "name": ctx.name,
@@ -499,13 +476,15 @@ def run_build(
                 try:
                     define_domain(ctx, conn, monitor)
                     if options.install:
-                        install_domain(ctx, conn, monitor)
+                        install_domain(ctx, plan, conn, monitor)
                 except BuildError as error:
-                    # The media are written; say in the manifest how far the build got.
-                    ctx.domain_record["error"] = str(error.problems[0])
-                    write_manifest(ctx, monitor)
+                    # The media are written; say in the manifest how far the build got,
+                    # with every problem the failed step reported.
+                    ctx.domain_record["error"] = str(error)
+                    ctx.domain_record["problems"] = [p.as_json() for p in error.problems]
+                    write_manifest(ctx, plan, monitor)
                     raise
-        document = write_manifest(ctx, monitor)
+        document = write_manifest(ctx, plan, monitor)
     return BuildResult(
         manifest=document,
         domain_xml=ctx.domain_xml,

@@ -16,6 +16,7 @@ from pathlib import Path
 from builder.errors import InputError
 from builder.media.fat import FloppySource, looks_like_fat_image
 from builder.media.iso9660 import IsoSource, is_iso_image
+from builder.virtio.selection import DriverSet
 from builder.virtio.source import GET_VIRTIO_WIN, DirectorySource, DriverSource
 
 # After --drivers and $VIRTIO_WIN (docs/design.md, the command line).
@@ -85,3 +86,9 @@ def find_source(
         GET_VIRTIO_WIN,
         key="--drivers",
     )
+
+
+def driver_digests(source: DriverSource, drivers: DriverSet) -> dict[str, str]:
+    """The sha256 of every file of the selected packages, by path in `source`: read once
+    here, at the edge, for the build id, the manifest and every medium's file list."""
+    return {f.path: source.sha256(f.path) for d in drivers.selected for f in d.files}

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from builder.errors import InputError
 from builder.vm import devices, existing
-from builder.vm.devices import VIRTIO_MODELS, VirtioModel, source_of
+from builder.vm.devices import BUS_POSITIONS, VIRTIO_MODELS, VirtioModel, source_of
 from builder.windows.profiles import ARCH_NAMES, PROFILES, Profile, resolve_profile
 
 # Buses whose disks are switched to virtio; cdroms stay where they are.
@@ -37,11 +37,6 @@ CONVERTIBLE_NIC_MODELS = ("e1000", "e1000e", "rtl8139", "ne2k_pci", "pcnet")
 TEMP_DISK_MIB = 64
 DRIVERS_LABEL = "PVDRIVERS"
 RECORD_VERSION = 1
-# IDE has four positions; a q35 guest has no IDE and takes its CD-ROMs on SATA.
-_CD_TARGETS = {
-    "ide": tuple(f"hd{c}" for c in "abcd"),
-    "sata": tuple(f"sd{c}" for c in "abcdefghijklmnopqrstuvwxyz"),
-}
 # Elements libvirt accepts only on IDE/SCSI disks.
 _NON_VIRTIO_DISK_ELEMENTS = ("address", "wwn", "vendor", "product")
 _NON_VIRTIO_TARGET_ATTRIBUTES = ("rotation_rate", "removable")
@@ -501,12 +496,13 @@ def _cd_drive(root: ET.Element) -> tuple[ET.Element, bool]:
     whether it was added."""
     os_type = root.find("./os/type")
     machine = os_type.get("machine", "") if os_type is not None else ""
+    # IDE has four positions; a q35 guest has no IDE and takes its CD-ROMs on SATA.
     bus = "sata" if "q35" in machine else "ide"
     for cdrom in _disks(root, "cdrom"):
-        if _target(cdrom).get("bus") in _CD_TARGETS and not source_of(cdrom):
+        if _target(cdrom).get("bus") in BUS_POSITIONS and not source_of(cdrom):
             return cdrom, False
     used = _used_targets(root)
-    free = [t for t in _CD_TARGETS[bus] if t not in used]
+    free = [t for t in BUS_POSITIONS[bus] if t not in used]
     if not free:
         raise InputError(
             f"{root.findtext('name')} has no empty CD-ROM drive and no free {bus.upper()} "

@@ -1,12 +1,13 @@
 """What goes on the answer floppy and the drivers ISO (pure).
 
-`plan_media` turns the settings, the selected drivers and the rendered files into a
-`MediaPlan`: every file of every medium, as its destination path and either its bytes
-or the path of the source file to stream them from. The floppy's capacity is checked
-here, before anything is written; the writers (`fat.write_floppy`,
-`iso9660.write_drivers_iso`, `iso9660.remaster_install_cd`) only carry the plan out, and
-this module imports none of them: each writer's input type lives below it
-(`files.PlannedFile`, `files.IsoPlan`, `floppy.FloppyPlan`, `slipstream.InstallCdPlan`).
+Each planner turns the `MediaInputs` (settings, selected drivers, rendered files) into
+its medium's plan: every file as its destination path and either its bytes or the path
+of the source file to stream them from. The floppy's capacity is checked here, before
+anything is written; the writers (`fat.write_floppy`, `iso9660.write_drivers_iso`,
+`iso9660.remaster_install_cd`) only carry the plans out, and this module imports none
+of them: each writer's input type lives below it (`files.PlannedFile`, `files.IsoPlan`,
+`floppy.FloppyPlan`, `slipstream.InstallCdPlan`). The media table (`media/table.py`)
+says which media a build has and which planner and writer each one uses.
 """
 
 from __future__ import annotations
@@ -19,85 +20,83 @@ from builder.errors import BuildError, InputError
 from builder.media import floppy, layout
 from builder.media.files import IsoPlan, PlannedFile
 from builder.media.floppy import FloppyPlan
-from builder.media.slipstream import InstallCdPlan, plan_install_cd
 from builder.virtio.selection import DriverSet
 
 
 @dataclass(frozen=True)
-class MediaPlan:
-    """Every medium of a build; `install_cd` only for 2003 profiles."""
+class MediaInputs:
+    """What a build's media are planned from, all of it data: the settings, the selected
+    drivers, and the rendered answer files and post-install step (by name)."""
 
-    floppy: FloppyPlan
-    drivers_iso: IsoPlan
-    install_cd: InstallCdPlan | None = None
+    config: BuildConfig
+    drivers: DriverSet
+    answers: Mapping[str, bytes]
+    postinstall: Mapping[str, bytes]
+
+    def __post_init__(self) -> None:
+        if self.config.profile.name != self.drivers.profile.name:
+            raise BuildError(
+                f"settings for {self.config.profile.name} but drivers for "
+                f"{self.drivers.profile.name}."
+            )
 
 
-def plan_media(
-    config: BuildConfig,
-    drivers: DriverSet,
-    answers: Mapping[str, bytes],
-    postinstall: Mapping[str, bytes],
-) -> MediaPlan:
-    """Plan the floppy, the drivers ISO and (2003) the install CD edits (pure).
-
-    Args:
-        config: the build settings (`floppy_kib`, `drivers_iso_label`).
-        drivers: the selected drivers.
-        answers: the rendered answer files by name (`autounattend.xml`, or `winnt.sif`
-            and `txtsetup.oem`).
-        postinstall: the post-install script and its marker file by name.
+def plan_answer_floppy(inputs: MediaInputs) -> FloppyPlan:
+    """The answer floppy: the answer files, the tag files and drivers of the profile's
+    answer medium (`layout.ANSWER_MEDIA`), checked to fit before anything is written.
 
     Raises:
-        InputError: the floppy files do not fit (key `floppy_size`), listing the
-            largest files and what to do.
+        InputError: the files do not fit (key `floppy_size`), listing the largest files
+            and what to do.
     """
+    config, drivers = inputs.config, inputs.drivers
     profile = drivers.profile
-    if config.profile.name != profile.name:
-        raise BuildError(f"settings for {config.profile.name} but drivers for {profile.name}.")
-    floppy_files = [
-        PlannedFile.inline(layout.media_name(name), data) for name, data in answers.items()
-    ]
-    floppy_files += [
-        PlannedFile.inline(tag, b"") for tag in layout.ANSWER_MEDIA[profile.storage_route].tag_files
-    ]
-    for driver in layout.floppy_drivers(drivers):
+    answer_medium = layout.ANSWER_MEDIA[profile.storage_route]
+    files = [PlannedFile.inline(layout.media_name(n), d) for n, d in inputs.answers.items()]
+    files += [PlannedFile.inline(tag, b"") for tag in answer_medium.tag_files]
+    for driver in answer_medium.drivers(drivers):
         folder = layout.floppy_folder(driver)
-        floppy_files += [
+        files += [
             PlannedFile.from_source(
                 f"{folder}/{layout.package_relative(driver, f)}", f.path, f.size
             )
             for f in driver.files
         ]
     geometry = floppy.geometry(config.floppy_kib)
-    usage = floppy.floppy_usage(((f.path, f.size) for f in floppy_files), geometry)
+    usage = floppy.floppy_usage(((f.path, f.size) for f in files), geometry)
     if not usage.fits:
-        raise _floppy_overflow(usage, floppy_files, drivers)
-
-    iso_files = [
-        PlannedFile.inline(layout.media_name(name), data)
-        for name, data in [*answers.items(), *postinstall.items()]
-    ]
-    for driver in drivers.selected:
-        folder = layout.iso_folder(driver, profile)
-        iso_files += [
-            PlannedFile.from_source(
-                f"{folder}/{layout.package_relative(driver, f)}", f.path, f.size
-            )
-            for f in driver.files
-        ]
-    return MediaPlan(
-        floppy=FloppyPlan(
-            size_kib=config.floppy_kib,
-            label=layout.FLOPPY_LABEL,
-            files=_unique_sorted(floppy_files, "floppy.img"),
-            usage=usage,
-        ),
-        drivers_iso=IsoPlan(
-            label=config.drivers_iso_label,
-            files=_unique_sorted(iso_files, "drivers.iso"),
-        ),
-        install_cd=plan_install_cd(drivers, answers) if profile.remasters_install_cd else None,
+        raise _floppy_overflow(usage, files, drivers)
+    return FloppyPlan(
+        size_kib=config.floppy_kib,
+        label=layout.FLOPPY_LABEL,
+        files=_unique_sorted(files, "floppy.img"),
+        usage=usage,
     )
+
+
+def plan_drivers_disc(inputs: MediaInputs) -> IsoPlan:
+    """drivers.iso of a build: the answer files and the post-install step at its root,
+    and every selected package in the virtio-win layout (`<driver>/<os>/<arch>`)."""
+    files = [
+        PlannedFile.inline(layout.media_name(name), data)
+        for name, data in [*inputs.answers.items(), *inputs.postinstall.items()]
+    ]
+    return IsoPlan(
+        label=inputs.config.drivers_iso_label,
+        files=_unique_sorted([*files, *_packages(inputs.drivers)], "drivers.iso"),
+    )
+
+
+def _packages(drivers: DriverSet) -> list[PlannedFile]:
+    return [
+        PlannedFile.from_source(
+            f"{layout.iso_folder(driver, drivers.profile)}/{layout.package_relative(driver, f)}",
+            f.path,
+            f.size,
+        )
+        for driver in drivers.selected
+        for f in driver.files
+    ]
 
 
 def _unique_sorted(files: Iterable[PlannedFile], medium: str) -> tuple[PlannedFile, ...]:
@@ -157,13 +156,4 @@ def plan_drivers_iso(drivers: DriverSet, label: str) -> IsoPlan:
     """A drivers-only ISO: every selected driver package in the virtio-win layout
     (`<driver>/<os>/<arch>`), no answer files. For guests installed without virtio
     that need the drivers afterwards (`pvinstall convert`)."""
-    files = [
-        PlannedFile.from_source(
-            f"{layout.iso_folder(driver, drivers.profile)}/{layout.package_relative(driver, f)}",
-            f.path,
-            f.size,
-        )
-        for driver in drivers.selected
-        for f in driver.files
-    ]
-    return IsoPlan(label=label, files=_unique_sorted(files, "drivers ISO"))
+    return IsoPlan(label=label, files=_unique_sorted(_packages(drivers), "drivers ISO"))

@@ -15,7 +15,7 @@ from builder.errors import InputError, Problem
 from builder.virtio.facts import DriverFacts, DriverInfo, Role, load_driver_facts
 from builder.virtio.inf import Inf, Match, Service, describe_decorations, supports
 from builder.virtio.packages import DriverPackage, PackageFile, Scan
-from builder.virtio.source import GET_VIRTIO_WIN, DriverSource
+from builder.virtio.source import GET_VIRTIO_WIN
 from builder.windows.profiles import Profile, sibling
 
 
@@ -345,7 +345,7 @@ def _known_bad_warnings(
 # -- JSON ---------------------------------------------------------------------------------
 
 
-def selected_json(driver: SelectedDriver, source: DriverSource) -> dict[str, Any]:
+def selected_json(driver: SelectedDriver, digests: Mapping[str, str]) -> dict[str, Any]:
     """One entry of `selected` (DESIGN.md and the manifest reuse this shape)."""
     return {
         "name": driver.name,
@@ -356,17 +356,17 @@ def selected_json(driver: SelectedDriver, source: DriverSource) -> dict[str, Any
         "boot_critical": driver.boot_critical,
         "hardware_ids": list(driver.hardware_ids),
         "files": [
-            {"path": f.path, "size": f.size, "sha256": source.sha256(f.path)} for f in driver.files
+            {"path": f.path, "size": f.size, "sha256": digests[f.path]} for f in driver.files
         ],
     }
 
 
-def driverset_json(drivers: DriverSet, source: DriverSource) -> dict[str, Any]:
+def driverset_json(drivers: DriverSet, digests: Mapping[str, str]) -> dict[str, Any]:
     """The document `pvinstall drivers SOURCE --profile P --json` prints."""
     return {
         "source": dict(drivers.source),
         "profile": drivers.profile.name,
-        "selected": [selected_json(d, source) for d in drivers.selected],
+        "selected": [selected_json(d, digests) for d in drivers.selected],
         "rejected": [{"inf": r.inf, "reason": r.reason} for r in drivers.rejected],
         "warnings": list(drivers.warnings),
     }

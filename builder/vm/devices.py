@@ -9,7 +9,11 @@ whatever its type, and the PCI slot budget with its one check.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 
 # libvirt's models for virtio disks and NICs.
@@ -22,6 +26,43 @@ VIRTIO_MODELS: tuple[VirtioModel, ...] = (
 
 # The buses a CD-ROM drive can sit on: IDE on i440fx (pc), SATA on q35, which has no IDE.
 CdBus = Literal["ide", "sata"]
+
+# The drives that take removable media, and what becomes of them when the install is
+# done: a floppy drive is removed with its disk (a template keeps none), a CD-ROM drive
+# is emptied and stays.
+Removable = Literal["cdrom", "floppy"]
+AFTER_INSTALL: Mapping[Removable, Literal["remove", "eject"]] = MappingProxyType(
+    {"floppy": "remove", "cdrom": "eject"}
+)
+
+# The targets of each bus's drives, in the order pvinstall fills them. On IDE one
+# drive per channel first (hda, hdc), so that old ATAPI code never shares a channel.
+DRIVE_TARGETS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "ide": ("hda", "hdc", "hdb", "hdd"),
+        "sata": tuple(f"sd{c}" for c in "abcdefgh"),
+        "fdc": ("fda", "fdb"),
+    }
+)
+# libvirt's names for the positions of a bus, in its own order (for finding a free one).
+BUS_POSITIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "ide": tuple(f"hd{c}" for c in "abcd"),
+        "sata": tuple(f"sd{c}" for c in "abcdefghijklmnopqrstuvwxyz"),
+    }
+)
+
+
+@dataclass(frozen=True)
+class AttachedMedium:
+    """A medium for a removable drive of the domain: which drive (the `drive`-th of its
+    kind), the file (None: the drive stays empty), and whether the firmware boots it."""
+
+    name: str  # what the medium is, for messages: install.iso, the Windows ISO, ...
+    device: Removable
+    drive: int
+    path: Path | None
+    boot_order: int | None = None
 
 
 class Firmware(StrEnum):

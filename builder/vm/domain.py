@@ -14,9 +14,10 @@ facts (which PCI IDs a device model presents) are loaded at the edge and passed 
 
 from __future__ import annotations
 
+import itertools
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -24,10 +25,18 @@ from typing import Literal
 
 from builder.answers.environment import render
 from builder.config import BuildConfig
-from builder.errors import InputError
+from builder.errors import BuildError, InputError
 from builder.virtio.facts import DriverFacts, PciIds
 from builder.virtio.selection import DriverSet, SelectedDriver
-from builder.vm.devices import PCI_SLOTS, VIRTIO_MODELS, VirtioModel, disk_target
+from builder.vm.devices import (
+    DRIVE_TARGETS,
+    PCI_SLOTS,
+    VIRTIO_MODELS,
+    AttachedMedium,
+    Removable,
+    VirtioModel,
+    disk_target,
+)
 from builder.windows.profiles import Profile
 
 TEMPLATE = "domain.xml.j2"
@@ -49,11 +58,10 @@ DiskPaths = tuple[Path, tuple[Path, ...]]
 
 @dataclass(frozen=True)
 class MediaPaths:
-    """Where the files the domain uses are (absolute paths, as libvirt will open them)."""
+    """Where the files the domain uses are (absolute paths, as libvirt will open them):
+    the media for its removable drives (from the media table), its disks, its serial log."""
 
-    install_iso: Path | None
-    drivers_iso: Path
-    floppy: Path
+    media: tuple[AttachedMedium, ...]
     system_disk: Path
     data_disks: tuple[Path, ...]
     serial_log: Path
@@ -75,10 +83,11 @@ class Disk:
 
 
 @dataclass(frozen=True)
-class CdRom:
-    """An IDE CD-ROM drive; `path` None is an empty drive."""
+class Drive:
+    """A removable drive (CD-ROM or floppy) on its bus; `path` None is an empty drive."""
 
-    role: Literal["install", "drivers"]
+    device: Removable
+    bus: str
     target: str
     path: Path | None
     boot_order: int | None
@@ -124,8 +133,8 @@ class DomainPlan:
     hyperv: bool
     osinfo_url: str | None
     disks: tuple[Disk, ...]
-    cdroms: tuple[CdRom, ...]
-    floppy: Path
+    drives: tuple[Drive, ...]
+    usb_model: str
     nic: Nic
     serial_log: Path
 
@@ -229,13 +238,6 @@ def plan_domain(
             zip(media.data_disks, config.data_disks, strict=True), start=1
         )
     ]
-    cdroms = (
-        # The install CD boots after the system disk: an empty disk falls through to
-        # it, and once setup has written the disk every later boot starts Windows.
-        CdRom("install", "hda", media.install_iso, boot_order=2),
-        # On the other IDE channel: no master/slave sharing for old ATAPI code.
-        CdRom("drivers", "hdc", media.drivers_iso, boot_order=None),
-    )
     return DomainPlan(
         name=name,
         domain_type=domain_type,
@@ -249,11 +251,45 @@ def plan_domain(
         hyperv=profile.hyperv,
         osinfo_url=profile.osinfo_url,
         disks=tuple(disks),
-        cdroms=cdroms,
-        floppy=media.floppy,
+        drives=plan_drives(profile, media.media),
+        usb_model=profile.usb_model,
         nic=Nic(config.network, model),
         serial_log=media.serial_log,
     )
+
+
+def plan_drives(profile: Profile, media: Sequence[AttachedMedium]) -> tuple[Drive, ...]:
+    """The removable drives of the domain: the CD-ROM drives on the profile's CD bus,
+    then the floppy drives, each kind in the order of its `drive` index.
+
+    BuildError for a floppy on a machine without a floppy controller, a drive that two
+    media claim, or more drives than the bus has (the media table would be wrong).
+    """
+    buses: Mapping[Removable, str | None] = {
+        "cdrom": profile.cd_bus,
+        "floppy": "fdc" if profile.floppy_controller else None,
+    }
+    drives: list[Drive] = []
+    for device, bus in buses.items():
+        ours = sorted((m for m in media if m.device == device), key=lambda m: m.drive)
+        if not ours:
+            continue
+        if bus is None:
+            raise BuildError(
+                f"{ours[0].name} needs a {device} drive, but {profile.name} (machine "
+                f"{profile.machine}) has no {device} controller.",
+                "The media table must not attach that medium to this profile.",
+            )
+        for medium, other in itertools.pairwise(ours):
+            if medium.drive == other.drive:
+                raise BuildError(
+                    f"{medium.name} and {other.name} are both for {device} drive {medium.drive}."
+                )
+        targets = DRIVE_TARGETS[bus]
+        if ours[-1].drive >= len(targets):
+            raise BuildError(f"{ours[-1].name}: the {bus} bus has no drive {ours[-1].drive}.")
+        drives += [Drive(device, bus, targets[m.drive], m.path, m.boot_order) for m in ours]
+    return tuple(drives)
 
 
 def _virtio_model(profile: Profile, override: str | None) -> VirtioModel:

@@ -6,10 +6,11 @@ template, the libosinfo id in the metadata, and which devices take a PCI slot.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.vm.devices import source_of
+from builder.vm.devices import AFTER_INSTALL, AttachedMedium, source_of
 
 
 def parse_xml(text: str) -> ET.Element:
@@ -30,49 +31,48 @@ class StrippedDomain:
     removed: tuple[str, ...]
 
 
-def strip_install_media(xml: str) -> StrippedDomain:
-    """Remove the floppy drives and eject every CD-ROM (drives stay, empty).
+def strip_install_media(xml: str, media: Sequence[AttachedMedium]) -> StrippedDomain:
+    """Take `media` (the install media of the media table) out of the domain: a floppy
+    drive goes with its disk, a CD-ROM drive is emptied and stays (`AFTER_INSTALL`).
 
-    What remains is the golden template: the virtio disks and NIC. `removed` names
-    the media that were attached (`fda: /out/floppy.img`).
+    What remains is the golden template: the virtio disks and NIC. `removed` names the
+    media that were attached (`fda: /out/floppy.img`). Stripping twice changes nothing.
     """
     root = parse_xml(xml)
     devices = root.find("devices")
     removed: list[str] = []
     if devices is None:
         return StrippedDomain(xml, ())
+    wanted = {str(m.path): m for m in media if m.path is not None}
     for disk in list(devices.findall("disk")):
-        kind = disk.get("device")
-        target = disk.find("target")
-        dev = target.get("dev", "?") if target is not None else "?"
-        source = disk.find("source")
         where = source_of(disk)
-        if kind == "floppy":
+        medium = wanted.get(where)
+        if medium is None:
+            continue
+        removed.append(f"{_target_dev(disk)}: {where}")
+        if AFTER_INSTALL[medium.device] == "remove":
             devices.remove(disk)
-            removed.append(f"{dev}: {where}" if where else dev)
-        elif kind == "cdrom" and source is not None:
-            disk.remove(source)
-            if where:
-                removed.append(f"{dev}: {where}")
+        else:
+            for source in disk.findall("source"):
+                disk.remove(source)
     text = ET.tostring(root, encoding="unicode")
     return StrippedDomain(text + "\n", tuple(removed))
 
 
-def media_attached(xml: str) -> tuple[str, ...]:
-    """The floppy and CD-ROM media a domain XML has attached (`hda: /x.iso`), in order."""
+def _target_dev(disk: ET.Element) -> str:
+    target = disk.find("target")
+    return target.get("dev", "?") if target is not None else "?"
+
+
+def media_attached(xml: str, media: Sequence[AttachedMedium]) -> tuple[str, ...]:
+    """Which of `media` a domain XML still has attached (`hda: /x.iso`), in its order."""
+    paths = {str(m.path) for m in media if m.path is not None}
     root = parse_xml(xml)
-    found: list[str] = []
-    for disk in root.iterfind("./devices/disk"):
-        if disk.get("device") not in ("floppy", "cdrom"):
-            continue
-        where = source_of(disk)
-        target = disk.find("target")
-        dev = target.get("dev", "?") if target is not None else "?"
-        if where:
-            found.append(f"{dev}: {where}")
-        elif disk.get("device") == "floppy":
-            found.append(f"{dev}: (floppy drive)")
-    return tuple(found)
+    return tuple(
+        f"{_target_dev(disk)}: {source_of(disk)}"
+        for disk in root.iterfind("./devices/disk")
+        if source_of(disk) in paths
+    )
 
 
 @dataclass(frozen=True)

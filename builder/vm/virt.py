@@ -19,7 +19,7 @@ import re
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ from builder.config import BuildConfig
 from builder.errors import BuildError, InputError
 from builder.monitor import Monitor
 from builder.vm import domain, existing
+from builder.vm.devices import AttachedMedium
 
 DEFAULT_URI = "qemu:///system"
 SCREENSHOT = "screenshot.png"
@@ -613,6 +614,7 @@ class InstallResult:
     shutoff_reason: str
     system_disk_bytes: int | None
     removed_media: tuple[str, ...]
+    media_attached: tuple[str, ...]
     final_xml: str
 
     def as_json(self) -> dict[str, Any]:
@@ -621,7 +623,7 @@ class InstallResult:
             "shutoff_reason": self.shutoff_reason,
             "system_disk_allocation_bytes": self.system_disk_bytes,
             "removed_media": list(self.removed_media),
-            "media_attached": list(existing.media_attached(self.final_xml)),
+            "media_attached": list(self.media_attached),
             "final_xml": self.final_xml,
         }
 
@@ -692,6 +694,7 @@ def install(
     conn: Connection,
     name: str,
     *,
+    media: Sequence[AttachedMedium],
     timeout_minutes: float,
     out_dir: Path,
     monitor: Monitor,
@@ -705,8 +708,9 @@ def install(
     `poll_seconds`, so a driver without events works too. Every `status_seconds`
     the monitor gets the elapsed time, the state and the system disk's allocation.
 
-    On power-off the floppy is removed and both CD-ROMs are ejected in the
-    persistent definition, which then is the golden template. On timeout, a crash,
+    On power-off `media` (the install media of the media table) are taken out of the
+    persistent definition (a floppy drive goes, a CD-ROM drive is emptied), which then
+    is the golden template. On timeout, a crash,
     a fatal pause or any other stop: `screenshot.png` (while the guest still runs)
     and the serial log's tail are kept in `out_dir`, the domain is destroyed (it
     stays defined), and BuildError says where they are. Ctrl-C destroys the guest
@@ -774,13 +778,14 @@ def install(
             monitor=monitor,
         )
     allocation = _allocation(handle, facts)
-    removed, final_xml = _detach_install_media(conn, handle, name)
+    removed, final_xml = _detach_install_media(conn, handle, name, media)
     return InstallResult(
         name=name,
         seconds=seconds,
         shutoff_reason=outcome.reason,
         system_disk_bytes=allocation,
         removed_media=removed,
+        media_attached=existing.media_attached(final_xml, media),
         final_xml=final_xml,
     )
 
@@ -896,19 +901,21 @@ def _destroy_quietly(handle: Any) -> None:
         pass  # already gone: that is what we wanted
 
 
-def _detach_install_media(conn: Connection, handle: Any, name: str) -> tuple[tuple[str, ...], str]:
-    """Remove the floppy and eject the CD-ROMs in the persistent definition.
+def _detach_install_media(
+    conn: Connection, handle: Any, name: str, media: Sequence[AttachedMedium]
+) -> tuple[tuple[str, ...], str]:
+    """Take the install media out of the persistent definition.
 
     The domain is shut off, so redefining it from its own edited XML changes exactly
     the persistent configuration (and works on drivers without device updates).
     """
     with _refused(f"detaching the install media of {name}", conn.uri):
         stripped = existing.strip_install_media(
-            str(handle.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            str(handle.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)), media
         )
         conn.handle.defineXMLFlags(stripped.xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
     final_xml = inactive_xml(conn, name)
-    left = existing.media_attached(final_xml)
+    left = existing.media_attached(final_xml, media)
     if left:
         raise BuildError(
             f"the install of {name} finished, but its definition still has "

@@ -51,7 +51,7 @@ def measure_drivers_iso(source_iso: Path, out: Path) -> dict[str, float | int]:
     from builder.config import load_config
     from builder.media import layout
     from builder.media.iso9660 import write_drivers_iso
-    from builder.media.plan import plan_media
+    from builder.media.plan import MediaInputs, plan_drivers_disc
     from builder.sources import open_source
     from builder.virtio.facts import load_driver_facts
     from builder.virtio.packages import scan_source
@@ -65,9 +65,9 @@ def measure_drivers_iso(source_iso: Path, out: Path) -> dict[str, float | int]:
     start = time.perf_counter()
     with open_source(source_iso) as source:
         drivers = select_drivers(scan_source(source, load_driver_facts()), profile)
-        plan = plan_media(config, drivers, _answers(False), post)
+        plan = plan_drivers_disc(MediaInputs(config, drivers, _answers(False), post))
         write_start = time.perf_counter()
-        write_drivers_iso(plan.drivers_iso, out, source, epoch=EPOCH)
+        write_drivers_iso(plan, out, source, epoch=EPOCH)
     end = time.perf_counter()
     return {
         "wall_s": round(end - start, 3),
@@ -76,7 +76,7 @@ def measure_drivers_iso(source_iso: Path, out: Path) -> dict[str, float | int]:
         "read_mb": round((_io_read_bytes() - before) / 2**20, 2),
         "source_mb": round(source_iso.stat().st_size / 2**20, 1),
         "out_mb": round(out.stat().st_size / 2**20, 2),
-        "files": len(plan.drivers_iso.files),
+        "files": len(plan.files),
     }
 
 

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from builder import cli
-from builder.vm import existing, virt
+from builder.vm import virt
+from tests.fixtures.domain_xml import removable_media
 from tests.fixtures.virtio_win import make_iso, write_modern_tree
 from tests.integration import probe
 from tests.integration.libvirt_env import unique_domain_name
@@ -136,7 +137,7 @@ def test_install_boots_the_defined_domain_with_the_right_devices_and_media(
     assert record["installed"] is True and record["shutoff_reason"] == "shutdown"
     assert record["media_attached"] == []
     with virt.connect(uri) as conn:
-        assert existing.media_attached(virt.inactive_xml(conn, name)) == ()
+        assert removable_media(virt.inactive_xml(conn, name)) == ()
 
     report = probe.parse_probe_log((out / "serial.log").read_text(errors="replace"))
     assert report.started and report.ended and not report.unparsed

@@ -19,7 +19,7 @@ from builder.config import load_config
 from builder.media import layout
 from builder.media.files import IsoPlan
 from builder.media.iso9660 import write_drivers_iso
-from builder.media.plan import plan_media
+from builder.media.plan import MediaInputs, plan_drivers_disc
 from builder.sources import open_source
 from builder.virtio.facts import load_driver_facts
 from builder.virtio.packages import scan_source
@@ -63,7 +63,7 @@ def plan_from(source: DriverSource, profile: str, *sets: str) -> IsoPlan:
     config = load_config(PROFILES[profile], sets=["admin_password=x", *extra, *sets])
     drivers = select_drivers(scan_source(source, load_driver_facts()), PROFILES[profile])
     answers = ANSWERS_2003 if is_2003 else ANSWERS_2008
-    return plan_media(config, drivers, answers, POSTINSTALL).drivers_iso
+    return plan_drivers_disc(MediaInputs(config, drivers, answers, POSTINSTALL))
 
 
 def run(*argv: str) -> str:

@@ -21,7 +21,7 @@ from builder.media import layout
 from builder.media.fat import write_floppy
 from builder.media.files import PlannedFile
 from builder.media.floppy import GEOMETRIES, FloppyPlan, floppy_usage
-from builder.media.plan import plan_media
+from builder.media.plan import MediaInputs, plan_answer_floppy
 from builder.virtio.facts import load_driver_facts
 from builder.virtio.packages import scan_source
 from builder.virtio.selection import select_drivers
@@ -64,7 +64,7 @@ def plan_for(tree: Tree, profile: str, size: str) -> FloppyPlan:
     drivers = select_drivers(
         scan_source(DirectorySource(tree.root), load_driver_facts()), PROFILES[profile]
     )
-    return plan_media(config, drivers, ANSWERS[profile], POSTINSTALL).floppy
+    return plan_answer_floppy(MediaInputs(config, drivers, ANSWERS[profile], POSTINSTALL))
 
 
 def run(*argv: str) -> str:

@@ -389,7 +389,8 @@ def test_remastered_cd_boots_and_a_kernel_reads_it_and_the_floppy(
     from builder.config import load_config
     from builder.media import layout
     from builder.media.fat import write_floppy
-    from builder.media.plan import plan_media
+    from builder.media.plan import MediaInputs, plan_answer_floppy
+    from builder.media.slipstream import plan_install_cd
     from tests.integration.libvirt_env import boot_domain, qemu_system_uri, unique_domain_name
     from tests.integration.test_probe import probe_domain_xml
 
@@ -400,12 +401,12 @@ def test_remastered_cd_boots_and_a_kernel_reads_it_and_the_floppy(
     )
     answers = {"winnt.sif": WINNT, "txtsetup.oem": b"[Disks]\r\n"}
     post = {layout.POSTINSTALL_SCRIPT: b"@echo off\r\n", layout.MARKER_FILE: b"pv\r\n"}
-    media = plan_media(config, drivers["x86"], answers, post)
-    assert media.install_cd is not None
+    install_cd = plan_install_cd(drivers["x86"], answers)
+    floppy = plan_answer_floppy(MediaInputs(config, drivers["x86"], answers, post))
     cd, floppy_img = tmp_path / "install.iso", tmp_path / "floppy.img"
     with DirectorySource(tree.root) as source:
-        remaster_install_cd(cds["probe", "x86"], cd, media.install_cd, source, epoch=EPOCH)
-        write_floppy(media.floppy, floppy_img, source, epoch=EPOCH, serial=0x1234ABCD)
+        remaster_install_cd(cds["probe", "x86"], cd, install_cd, source, epoch=EPOCH)
+        write_floppy(floppy, floppy_img, source, epoch=EPOCH, serial=0x1234ABCD)
     xml = probe_domain_xml(
         unique_domain_name("pvmedia"), cdrom=cd, serial=tmp_path / "serial.log", floppy=floppy_img
     )
@@ -427,7 +428,7 @@ def test_remastered_cd_boots_and_a_kernel_reads_it_and_the_floppy(
 
     seen = report.cdrom_with_label(probe.default_2003_label("x86"))
     assert seen is not None, report.cdroms
-    for planned in media.install_cd.files:
+    for planned in install_cd.files:
         found = seen.files.get(planned.path)
         assert found is not None, (planned.path, sorted(seen.files))
         assert found.sha256 == sha(content(planned.data, planned.source_path)), planned.path
@@ -435,5 +436,5 @@ def test_remastered_cd_boots_and_a_kernel_reads_it_and_the_floppy(
     assert seen.files["I386/TXTSETUP.SIF"].sha256 == sha(sif)
     assert report.floppy is not None
     assert {p: f.sha256 for p, f in report.floppy.items()} == {
-        f.path: sha(content(f.data, f.source_path)) for f in media.floppy.files
+        f.path: sha(content(f.data, f.source_path)) for f in floppy.files
     }

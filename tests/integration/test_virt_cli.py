@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from builder import cli
-from builder.vm import existing, virt
+from builder.vm import virt
+from tests.fixtures.domain_xml import removable_media
 from tests.integration import probe
 from tests.integration.libvirt_env import unique_domain_name
 
@@ -81,7 +82,7 @@ def test_build_install_2003_succeeds_on_power_off(
     with virt.connect(uri) as conn:
         persistent = virt.inactive_xml(conn, name)
         assert virt.domain_state(conn, name) == ("shut off", "shutdown")
-    assert existing.media_attached(persistent) == ()
+    assert removable_media(persistent) == ()
     assert (out / "domain.xml").is_file() and (out / f"{name}.qcow2").is_file()
     report = probe.parse_probe_log((out / "serial.log").read_text(errors="replace"))
     assert report.ended

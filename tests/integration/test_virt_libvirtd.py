@@ -31,6 +31,7 @@ from builder.virtio.facts import PciIds, PciIdSet, load_driver_facts
 from builder.virtio.selection import DriverSet
 from builder.vm import domain, existing, virt
 from builder.windows.profiles import PROFILES
+from tests.fixtures.domain_xml import removable_media
 from tests.integration import probe
 from tests.integration.libvirt_env import boot_domain, unique_domain_name
 from tests.integration.test_probe import make_floppy
@@ -97,7 +98,7 @@ def prepare(
     make_floppy(out / "floppy.img", {"WINNT.SIF": b"[Data]\r\n"})
     drivers_iso(out / "drivers.iso")
     virt.create_disks(conn, config, out, name, NullMonitor())
-    return media_for(config, out, name, install_iso=install_iso)
+    return media_for(config, out, name, install_cd=install_iso)
 
 
 def _hardware_ids(ids: PciIds) -> set[str]:
@@ -203,7 +204,14 @@ def test_a_missing_network_at_start_is_a_sentence(
         replace=False,
     )
     with pytest.raises(BuildError) as raised:
-        virt.install(conn, name, timeout_minutes=1, out_dir=tmp_path, monitor=NullMonitor())
+        virt.install(
+            conn,
+            name,
+            media=media.media,
+            timeout_minutes=1,
+            out_dir=tmp_path,
+            monitor=NullMonitor(),
+        )
     message = str(raised.value)
     assert message.startswith(f"starting the domain {name} on qemu:///system failed: ")
     assert "pvinstall-no-such-net" in message
@@ -232,6 +240,7 @@ def test_install_ends_on_power_off_and_leaves_a_clean_template(
     result = virt.install(
         conn,
         name,
+        media=media.media,
         timeout_minutes=INSTALL_MINUTES,
         out_dir=tmp_path,
         monitor=monitor,
@@ -244,7 +253,7 @@ def test_install_ends_on_power_off_and_leaves_a_clean_template(
     assert result.shutoff_reason == "shutdown"
     assert report.ended and report.mode == "report", log[-2000:]
     persistent = virt.inactive_xml(conn, name)
-    assert existing.media_attached(persistent) == ()
+    assert removable_media(persistent) == ()
     root = existing.parse_xml(persistent)
     kinds = [
         (d.get("device"), d.find("source") is not None) for d in root.iterfind("./devices/disk")
@@ -288,7 +297,14 @@ def test_install_timeout_saves_a_screenshot_and_stops_the_guest(
         replace=False,
     )
     with pytest.raises(BuildError) as raised:
-        virt.install(conn, name, timeout_minutes=0.25, out_dir=tmp_path, monitor=NullMonitor())
+        virt.install(
+            conn,
+            name,
+            media=media.media,
+            timeout_minutes=0.25,
+            out_dir=tmp_path,
+            monitor=NullMonitor(),
+        )
     message = str(raised.value)
     screenshot = tmp_path / "screenshot.png"
     assert "did not power off within 0.25 minutes (it was running)" in message

@@ -17,7 +17,9 @@ from lxml import etree
 from builder.answers import formats, postinstall
 from builder.config import BuildConfig, load_config
 from builder.errors import InputError
-from builder.media.plan import MediaPlan, plan_media
+from builder.media import table
+from builder.media.files import PlannedFile
+from builder.media.plan import MediaInputs
 from builder.virtio.selection import DriverSet
 from builder.windows.profiles import PROFILES, AnswerFormat
 
@@ -63,10 +65,19 @@ def rendered(
     }
 
 
-def plan(profile: str, drivers: DriverSet, files: dict[str, bytes]) -> MediaPlan:
+def plan(profile: str, drivers: DriverSet, files: dict[str, bytes]) -> table.MediaPlan:
+    """The media of a build with the user's CD given (so that 2003 remasters it)."""
     answers = {k: v for k, v in files.items() if k in PROFILES[profile].answer_files}
     post = {k: v for k, v in files.items() if k not in answers}
-    return plan_media(golden_config(profile), drivers, answers, post)
+    inputs = MediaInputs(golden_config(profile), drivers, answers, post)
+    return table.plan_media(inputs, windows_iso=Path("/cd/windows.iso"))
+
+
+def medium(media: table.MediaPlan, name: str) -> tuple[PlannedFile, ...]:
+    """The planned files of the medium `name` of a build."""
+    planned = media.get(name)
+    assert planned is not None, name
+    return planned.builder.files(planned.plan)
 
 
 def unattend_root(

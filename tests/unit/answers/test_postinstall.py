@@ -13,7 +13,14 @@ from builder.answers import postinstall
 from builder.media import layout
 from builder.virtio.selection import DriverSet
 from builder.windows.profiles import PROFILES
-from tests.unit.answers.common import PROFILES_2003, PROFILES_2008, plan, rendered, script_lines
+from tests.unit.answers.common import (
+    PROFILES_2003,
+    PROFILES_2008,
+    medium,
+    plan,
+    rendered,
+    script_lines,
+)
 
 # -- the post-install step ---------------------------------------------------------------------
 
@@ -27,7 +34,7 @@ def test_2008_script_installs_every_package_from_the_iso(
     lines = script_lines(files[layout.POSTINSTALL_SCRIPT])
     installs = [line for line in lines if line.startswith("pnputil ")]
     assert len(installs) == len(drivers.selected)
-    iso = {f.path for f in plan(profile, drivers, files).drivers_iso.files}
+    iso = {f.path for f in medium(plan(profile, drivers, files), "drivers.iso")}
     for driver, line in zip(drivers.selected, installs, strict=True):
         folder = layout.iso_folder(driver, drivers.profile)
         assert line.startswith(f'pnputil -i -a "%PV_DRIVE%\\{folder.replace("/", chr(92))}\\*.inf"')
@@ -35,7 +42,7 @@ def test_2008_script_installs_every_package_from_the_iso(
     assert 'set "PV_DRIVE=%~d0"' in lines
     assert [line for line in lines if line.strip()][-1] == "shutdown /s /t 0"
     assert layout.POSTINSTALL_SCRIPT in {
-        f.path for f in plan(profile, drivers, files).drivers_iso.files
+        f.path for f in medium(plan(profile, drivers, files), "drivers.iso")
     }
 
 

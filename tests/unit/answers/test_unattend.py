@@ -22,6 +22,7 @@ from tests.unit.answers.common import (
     config_for,
     expected_encoding,
     golden_config,
+    medium,
     plan,
     rendered,
     settle,
@@ -78,7 +79,9 @@ def test_driver_paths_name_the_floppy_folders_only_in_windows_pe(
         n.lower() for n in expected
     )
     # Each path is a folder that the floppy plan fills with an INF.
-    floppy = {f.path for f in plan(profile, drivers, rendered(profile, drivers)).floppy.files}
+    floppy = {
+        f.path for f in medium(plan(profile, drivers, rendered(profile, drivers)), "floppy.img")
+    }
     for path in paths:
         assert path is not None and path.startswith("A:\\")
         folder = path[3:]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from builder.answers import formats, postinstall, winnt
 from builder.media import layout
-from builder.media.plan import plan_media
+from builder.media.plan import MediaInputs, plan_answer_floppy
 from builder.virtio.facts import load_driver_facts
 from builder.virtio.inf import parse_inf
 from builder.virtio.packages import scan_source
@@ -24,6 +24,7 @@ from tests.unit.answers.common import (
     PASSWORD,
     PROFILES_2003,
     config_for,
+    medium,
     plan,
     read_ini,
     rendered,
@@ -54,9 +55,7 @@ def test_winnt_sif(profile: str, driversets: dict[str, DriverSet]) -> None:
     folders = unquote(unattended["OemPnPDriversPath"]).split(";")
     assert folders == [f"Drivers\\{d.name}" for d in drivers.selected]
     # Each names a folder that the CD remaster fills with an INF ($OEM$\$1 = C:\).
-    cd = plan(profile, drivers, files).install_cd
-    assert cd is not None
-    cd_paths = {f.path for f in cd.files}
+    cd_paths = {f.path for f in medium(plan(profile, drivers, files), "install.iso")}
     for folder in folders:
         prefix = "$OEM$/$1/" + folder.replace("\\", "/") + "/"
         assert any(p.startswith(prefix) and p.lower().endswith(".inf") for p in cd_paths)
@@ -122,7 +121,7 @@ def test_txtsetup_oem(profile: str, driversets: dict[str, DriverSet], tree: Tree
         ("catalog", "d1,viostor.cat"),
     ]
     # The files are where [Disks] says, on the floppy the media plan writes.
-    floppy = {f.path for f in plan(profile, drivers, files).floppy.files}
+    floppy = {f.path for f in medium(plan(profile, drivers, files), "floppy.img")}
     for _, value in file_lines:
         assert f"{directory[1:]}/{value.split(',')[1]}" in floppy
     assert layout.F6_TAG_FILE in floppy
@@ -195,8 +194,10 @@ def test_a_driver_file_in_a_subfolder_gets_a_disk_of_its_own(tmp_path: Path) -> 
     # The media plan puts the file where [Disks] says.
     config = config_for("win2003-x86", f"admin_password={PASSWORD}")
     answers = formats.render_answer_files(config, drivers)
-    floppy = plan_media(config, drivers, answers, postinstall.render_postinstall(config, drivers))
-    assert "VIOSTOR/bin/viostor.sys" in {f.path for f in floppy.floppy.files}
+    floppy = plan_answer_floppy(
+        MediaInputs(config, drivers, answers, postinstall.render_postinstall(config, drivers))
+    )
+    assert "VIOSTOR/bin/viostor.sys" in {f.path for f in floppy.files}
 
 
 ADDREG_INF = """\

@@ -11,7 +11,12 @@ from builder.config import BuildConfig, load_config
 from builder.errors import BuildError, InputError
 from builder.media import layout
 from builder.media.files import PlannedFile
-from builder.media.plan import plan_drivers_iso, plan_media
+from builder.media.plan import (
+    MediaInputs,
+    plan_answer_floppy,
+    plan_drivers_disc,
+    plan_drivers_iso,
+)
 from builder.virtio.facts import load_driver_facts
 from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
@@ -55,10 +60,12 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Tree:
 
 def test_2008_floppy_has_the_answer_file_and_the_boot_and_network_drivers(modern: Tree) -> None:
     drivers = select(modern, "win2008r2-x64")
-    plan = plan_media(config_for("win2008r2-x64"), drivers, ANSWERS_2008, POSTINSTALL)
-    paths = [f.path for f in plan.floppy.files]
+    floppy = plan_answer_floppy(
+        MediaInputs(config_for("win2008r2-x64"), drivers, ANSWERS_2008, POSTINSTALL)
+    )
+    paths = [f.path for f in floppy.files]
     assert paths[0] == "Autounattend.xml"
-    assert plan.floppy.files[0].data == ANSWERS_2008["autounattend.xml"]
+    assert floppy.files[0].data == ANSWERS_2008["autounattend.xml"]
     folders = {p.partition("/")[0] for p in paths[1:]}
     assert folders == {"NETKVM", "VIOSCSI", "VIOSTOR"}
     expected = {
@@ -67,17 +74,18 @@ def test_2008_floppy_has_the_answer_file_and_the_boot_and_network_drivers(modern
         if d.name in ("NetKVM", "vioscsi", "viostor")
         for f in d.files
     }
-    assert {f.path: f.source_path for f in plan.floppy.files[1:]} == expected
-    assert plan.floppy.size_kib == 1440
-    assert plan.floppy.label == layout.FLOPPY_LABEL
-    assert plan.floppy.usage.fits
-    assert plan.install_cd is None
+    assert {f.path: f.source_path for f in floppy.files[1:]} == expected
+    assert floppy.size_kib == 1440
+    assert floppy.label == layout.FLOPPY_LABEL
+    assert floppy.usage.fits
 
 
 def test_2003_floppy_is_the_f6_disk(modern: Tree) -> None:
     drivers = select(modern, "win2003-x86")
-    plan = plan_media(config_for("win2003-x86"), drivers, ANSWERS_2003, POSTINSTALL)
-    by_path = {f.path: f for f in plan.floppy.files}
+    floppy = plan_answer_floppy(
+        MediaInputs(config_for("win2003-x86"), drivers, ANSWERS_2003, POSTINSTALL)
+    )
+    by_path = {f.path: f for f in floppy.files}
     assert set(by_path) == {
         "DISK1",
         "TXTSETUP.OEM",
@@ -89,18 +97,18 @@ def test_2003_floppy_is_the_f6_disk(modern: Tree) -> None:
     assert by_path[layout.F6_TAG_FILE].data == b""
     assert by_path["WINNT.SIF"].data == ANSWERS_2003["winnt.sif"]
     assert by_path["VIOSTOR/viostor.sys"].source_path == "viostor/2k3/x86/viostor.sys"
-    assert plan.install_cd is not None
-    assert plan.install_cd.setup_dir == "I386"
 
 
 @pytest.mark.parametrize("profile", ["win2003-x64", "win2008-x64", "win2008r2-x64"])
 def test_drivers_iso_has_every_package_in_the_virtio_win_layout(modern: Tree, profile: str) -> None:
     drivers = select(modern, profile)
     answers = ANSWERS_2003 if profile.startswith("win2003") else ANSWERS_2008
-    plan = plan_media(
-        config_for(profile, "drivers_iso_label=MYDRIVERS"), drivers, answers, POSTINSTALL
+    plan = plan_drivers_disc(
+        MediaInputs(
+            config_for(profile, "drivers_iso_label=MYDRIVERS"), drivers, answers, POSTINSTALL
+        )
     )
-    assert plan.drivers_iso.label == "MYDRIVERS"
+    assert plan.label == "MYDRIVERS"
     os_arch = drivers.profile.virtio_win_folder
     expected_packages = {
         f"{d.name}/{os_arch}/{f.path.rpartition('/')[2]}": f.path
@@ -108,28 +116,22 @@ def test_drivers_iso_has_every_package_in_the_virtio_win_layout(modern: Tree, pr
         for f in d.files
     }
     root = {layout.media_name(n): data for n, data in [*answers.items(), *POSTINSTALL.items()]}
-    by_path = {f.path: f for f in plan.drivers_iso.files}
+    by_path = {f.path: f for f in plan.files}
     assert {p: f.source_path for p, f in by_path.items() if "/" in p} == expected_packages
     assert {p: f.data for p, f in by_path.items() if "/" not in p} == root
-    assert [f.path for f in plan.drivers_iso.files] == sorted(by_path)
+    assert [f.path for f in plan.files] == sorted(by_path)
     # The sizes come from the source listing; the writers check them while copying.
-    for planned in plan.drivers_iso.files:
+    for planned in plan.files:
         if planned.source_path:
             assert planned.size == modern.path(planned.source_path).stat().st_size
-
-
-def test_the_plan_is_deterministic(modern: Tree) -> None:
-    drivers = select(modern, "win2008-x64")
-    config = config_for("win2008-x64")
-    assert plan_media(config, drivers, ANSWERS_2008, POSTINSTALL) == plan_media(
-        config, drivers, dict(reversed(ANSWERS_2008.items())), POSTINSTALL
-    )
 
 
 def test_overflow_is_refused_before_writing_with_the_largest_files(big: Tree) -> None:
     drivers = select(big, "win2008r2-x64")
     with pytest.raises(InputError) as caught:
-        plan_media(config_for("win2008r2-x64"), drivers, ANSWERS_2008, POSTINSTALL)
+        plan_answer_floppy(
+            MediaInputs(config_for("win2008r2-x64"), drivers, ANSWERS_2008, POSTINSTALL)
+        )
     problem = caught.value.problems[0]
     assert problem.key == "floppy_size"
     assert "does not fit on a 1.44 MB floppy" in problem.message
@@ -145,19 +147,23 @@ def test_overflow_is_refused_before_writing_with_the_largest_files(big: Tree) ->
 
 def test_the_same_files_fit_on_2_88(big: Tree) -> None:
     drivers = select(big, "win2008r2-x64")
-    plan = plan_media(
-        config_for("win2008r2-x64", "floppy_size=2.88"), drivers, ANSWERS_2008, POSTINSTALL
+    floppy = plan_answer_floppy(
+        MediaInputs(
+            config_for("win2008r2-x64", "floppy_size=2.88"), drivers, ANSWERS_2008, POSTINSTALL
+        )
     )
-    assert plan.floppy.size_kib == 2880
-    assert plan.floppy.usage.fits
+    assert floppy.size_kib == 2880
+    assert floppy.usage.fits
 
 
 def test_overflow_on_2_88_says_it_is_the_largest(tmp_path: Path) -> None:
     tree = write_modern_tree(tmp_path / "vw", oses=["2k8R2"], binary_size=1_000_000)
     drivers = select(tree, "win2008r2-x64")
     with pytest.raises(InputError) as caught:
-        plan_media(
-            config_for("win2008r2-x64", "floppy_size=2.88"), drivers, ANSWERS_2008, POSTINSTALL
+        plan_answer_floppy(
+            MediaInputs(
+                config_for("win2008r2-x64", "floppy_size=2.88"), drivers, ANSWERS_2008, POSTINSTALL
+            )
         )
     problem = caught.value.problems[0]
     assert "2.88 MB floppy" in problem.message
@@ -179,20 +185,27 @@ def test_two_files_at_one_path_are_a_bug(modern: Tree) -> None:
     drivers = select(modern, "win2008-x64")
     answers = {"autounattend.xml": b"a", "AUTOUNATTEND.XML": b"b"}
     with pytest.raises(BuildError, match="same path"):
-        plan_media(config_for("win2008-x64"), drivers, answers, POSTINSTALL)
+        plan_answer_floppy(MediaInputs(config_for("win2008-x64"), drivers, answers, POSTINSTALL))
 
 
 @pytest.mark.parametrize("profile", ["win2003-x86", "win2008r2-x64"])
 def test_a_drivers_only_iso_has_the_packages_and_nothing_else(modern: Tree, profile: str) -> None:
     drivers = select(modern, profile)
     plan = plan_drivers_iso(drivers, "PVDRIVERS")
-    full = plan_media(
-        config_for(profile),
-        drivers,
-        ANSWERS_2003 if profile.startswith("win2003") else ANSWERS_2008,
-        POSTINSTALL,
+    full = plan_drivers_disc(
+        MediaInputs(
+            config_for(profile),
+            drivers,
+            ANSWERS_2003 if profile.startswith("win2003") else ANSWERS_2008,
+            POSTINSTALL,
+        )
     )
     assert plan.label == "PVDRIVERS"
     # The same packages at the same places as the build's drivers.iso, no answer files.
-    assert plan.files == tuple(f for f in full.drivers_iso.files if "/" in f.path)
+    assert plan.files == tuple(f for f in full.files if "/" in f.path)
     assert all(f.source_path for f in plan.files)
+
+
+def test_settings_and_drivers_of_two_profiles_are_refused(modern: Tree) -> None:
+    with pytest.raises(BuildError, match="settings for win2008-x64 but drivers for win2003-x86"):
+        MediaInputs(config_for("win2008-x64"), select(modern, "win2003-x86"), {}, {})

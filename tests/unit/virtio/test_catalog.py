@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import InputError
-from builder.sources import open_source
+from builder.sources import driver_digests, open_source
 from builder.virtio.facts import load_driver_facts
 from builder.virtio.inf import supports
 from builder.virtio.packages import Scan, scan_source
@@ -253,7 +253,7 @@ def test_inf_edit_changes_selection(tmp_path: Path) -> None:
 def test_driverset_json_shape(modern: Tree) -> None:
     with open_source(modern.root) as source:
         selection = select_drivers(scan_source(source, CATALOG), PROFILES["win2008-x64"], CATALOG)
-        document = driverset_json(selection, source)
+        document = driverset_json(selection, driver_digests(source, selection))
     assert set(document) == {"source", "profile", "selected", "rejected", "warnings"}
     assert document["source"] == {
         "path": str(modern.root),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 
 from builder.config import BuildConfig, load_config
+from builder.media import table
 from builder.virtio.facts import load_driver_facts
 from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
@@ -48,14 +50,31 @@ def driversets(root: Path) -> dict[str, DriverSet]:
     return {name: select_drivers(scan, profile) for name, profile in PROFILES.items()}
 
 
+IN_OUT = Path("install.iso")  # "the Windows ISO is OUT/install.iso" (the default)
+
+
 def media_for(
-    config: BuildConfig, out: Path, name: str, *, install_iso: Path | None = None
+    config: BuildConfig,
+    out: Path,
+    name: str,
+    *,
+    windows_iso: Path | None = IN_OUT,
+    install_cd: Path | None = None,
 ) -> domain.MediaPaths:
+    """The paths of a build in `out`, its media from the media table: with the default
+    `windows_iso`, the install drive holds OUT/install.iso for every profile (remastered
+    for 2003, the user's ISO for the others); `install_cd` puts another image there (a
+    probe standing in for setup)."""
+    iso = out / "install.iso" if windows_iso == IN_OUT else windows_iso
     system, data = domain.default_disk_paths(config, out, name)
+    media = table.attach(table.media_for(config.profile, iso), out, iso)
+    if install_cd is not None:
+        media = tuple(
+            dataclasses.replace(m, path=install_cd) if (m.device, m.drive) == ("cdrom", 0) else m
+            for m in media
+        )
     return domain.MediaPaths(
-        install_iso=install_iso if install_iso is not None else out / "install.iso",
-        drivers_iso=out / "drivers.iso",
-        floppy=out / "floppy.img",
+        media=media,
         system_disk=system,
         data_disks=data,
         serial_log=out / "serial.log",

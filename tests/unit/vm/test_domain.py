@@ -16,6 +16,7 @@ from builder.errors import BuildError, InputError
 from builder.virtio.facts import load_driver_facts
 from builder.virtio.selection import DriverSet
 from builder.vm import domain
+from builder.vm.devices import AttachedMedium, Removable
 from builder.windows.profiles import PROFILES
 from tests.unit.vm.common import (
     GOLDEN,
@@ -146,7 +147,7 @@ def test_user_network_and_data_disks(drivers: Mapping[str, DriverSet]) -> None:
 
 def test_a_missing_install_iso_leaves_the_drive_empty(drivers: Mapping[str, DriverSet]) -> None:
     config = config_for("win2008-x64")
-    media = dataclasses.replace(media_for(config, OUT, "pv"), install_iso=None)
+    media = media_for(config, OUT, "pv", windows_iso=None)
     root = _root(
         domain.domain_xml(
             config, drivers["win2008-x64"], media, facts=FACTS, name="pv", domain_type="qemu"
@@ -337,3 +338,45 @@ def test_bad_name_and_domain_type_are_refused(drivers: Mapping[str, DriverSet]) 
 def test_memory_below_the_minimum_is_refused_by_the_settings() -> None:
     with pytest.raises(InputError, match="below the 512 MiB"):
         config_for("win2008-x64", "memory_mib=256")
+
+
+# -- the removable drives ----------------------------------------------------------------
+
+
+def test_drives_follow_the_profile_s_buses() -> None:
+    def medium(name: str, device: Removable, drive: int) -> AttachedMedium:
+        return AttachedMedium(name, device, drive, OUT / name)
+
+    media = (medium("b.iso", "cdrom", 1), medium("a.iso", "cdrom", 0), medium("f", "floppy", 0))
+    pc = domain.plan_drives(PROFILES["win2008-x64"], media)
+    assert [(d.device, d.bus, d.target, d.path) for d in pc] == [
+        ("cdrom", "ide", "hda", OUT / "a.iso"),
+        ("cdrom", "ide", "hdc", OUT / "b.iso"),  # the other channel: no shared ATAPI
+        ("floppy", "fdc", "fda", OUT / "f"),
+    ]
+    sata = dataclasses.replace(PROFILES["win2008-x64"], cd_bus="sata", floppy_controller=False)
+    assert [d.target for d in domain.plan_drives(sata, media[:2])] == ["sda", "sdb"]
+    with pytest.raises(BuildError, match="has no floppy controller"):
+        domain.plan_drives(sata, media)
+    with pytest.raises(BuildError, match="are both for cdrom drive 0"):
+        domain.plan_drives(PROFILES["win2008-x64"], (media[1], medium("c.iso", "cdrom", 0)))
+    with pytest.raises(BuildError, match="the ide bus has no drive 4"):
+        domain.plan_drives(PROFILES["win2008-x64"], (medium("x", "cdrom", 4),))
+
+
+def test_the_template_renders_what_the_plan_says(drivers: Mapping[str, DriverSet]) -> None:
+    """A profile on other buses, with another USB controller: the XML follows the plan."""
+    profile = dataclasses.replace(
+        PROFILES["win2008r2-x64"], cd_bus="sata", floppy_controller=False, usb_model="qemu-xhci"
+    )
+    config = dataclasses.replace(config_for("win2008r2-x64"), profile=profile)
+    media = (AttachedMedium("install.iso", "cdrom", 0, OUT / "install.iso", boot_order=2),)
+    paths = dataclasses.replace(media_for(config_for("win2008r2-x64"), OUT, "pv"), media=media)
+    plan = domain.plan_domain(config, paths, name="pv", domain_type="kvm")
+    root = _root(domain.render_domain_xml(plan))
+    cds = [d for d in root.iterfind("./devices/disk") if d.get("device") == "cdrom"]
+    assert [(at(d, "target").get("dev"), at(d, "target").get("bus")) for d in cds] == [
+        ("sda", "sata")
+    ]
+    assert root.find("./devices/disk[@device='floppy']") is None
+    assert at(root, "./devices/controller[@type='usb']").get("model") == "qemu-xhci"

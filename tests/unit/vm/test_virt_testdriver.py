@@ -24,6 +24,8 @@ from builder.monitor import NullMonitor
 from builder.virtio.facts import load_driver_facts
 from builder.virtio.selection import DriverSet
 from builder.vm import domain, existing, virt
+from builder.vm.devices import AttachedMedium
+from tests.fixtures.domain_xml import removable_media
 from tests.unit.vm.common import config_for, driversets, media_for
 
 URI = "test:///default"
@@ -218,6 +220,11 @@ def _define(conn: virt.Connection, drivers: Mapping[str, DriverSet], name: str, 
     virt.define(conn, xml_for(drivers, name, out), replace=False)
 
 
+def media_of(out: Path, name: str, profile: str = "win2008r2-x64") -> tuple[AttachedMedium, ...]:
+    """The install media of the domain `xml_for` defines."""
+    return media_for(config_for(profile, "network=user"), out, name).media
+
+
 @pytest.mark.parametrize("events", [True, False], ids=["events", "polling"])
 def test_install_success_detaches_the_install_media(
     conn: virt.Connection,
@@ -232,6 +239,7 @@ def test_install_success_detaches_the_install_media(
     result = virt.install(
         conn,
         name,
+        media=media_of(tmp_path, name),
         timeout_minutes=1,
         out_dir=tmp_path,
         monitor=monitor,
@@ -246,7 +254,7 @@ def test_install_success_detaches_the_install_media(
         f"fda: {tmp_path / 'floppy.img'}",
     )
     persistent = virt.inactive_xml(conn, name)
-    assert existing.media_attached(persistent) == ()
+    assert removable_media(persistent) == ()
     assert result.final_xml == persistent
     root = existing.parse_xml(persistent)
     assert [d.get("device") for d in root.iterfind("./devices/disk")] == ["disk", "cdrom", "cdrom"]
@@ -268,6 +276,7 @@ def test_install_timeout_keeps_a_screenshot_and_stops_the_guest(
         virt.install(
             conn,
             name,
+            media=media_of(tmp_path, name),
             timeout_minutes=0.002,
             out_dir=tmp_path,
             monitor=Recorder(),
@@ -284,7 +293,7 @@ def test_install_timeout_keeps_a_screenshot_and_stops_the_guest(
     assert (tmp_path / "screenshot.png").read_bytes().startswith(b"\x89PNG")
     assert virt.domain_state(conn, name) == ("shut off", "destroyed")
     # The media stay attached: the domain is not a template.
-    assert len(existing.media_attached(virt.inactive_xml(conn, name))) == 3
+    assert len(removable_media(virt.inactive_xml(conn, name))) == 3
 
 
 def test_install_refuses_a_guest_stopped_from_outside(
@@ -298,6 +307,7 @@ def test_install_refuses_a_guest_stopped_from_outside(
         virt.install(
             conn,
             name,
+            media=media_of(tmp_path, name),
             timeout_minutes=1,
             out_dir=tmp_path,
             monitor=monitor,
@@ -324,6 +334,7 @@ def test_ctrl_c_stops_the_guest(
         virt.install(
             conn,
             name,
+            media=media_of(tmp_path, name),
             timeout_minutes=1,
             out_dir=tmp_path,
             monitor=monitor,
@@ -338,12 +349,9 @@ def test_install_refusals(
     conn: virt.Connection, name: str, drivers: Mapping[str, DriverSet], tmp_path: Path
 ) -> None:
     with pytest.raises(BuildError, match=f"there is no domain {name}"):
-        virt.install(conn, name, timeout_minutes=1, out_dir=tmp_path, monitor=Recorder())
+        virt.install(conn, name, media=(), timeout_minutes=1, out_dir=tmp_path, monitor=Recorder())
     config = config_for("win2008-x64", "network=user")
-    media = media_for(config, tmp_path, name)
-    no_cd = domain.MediaPaths(
-        None, media.drivers_iso, media.floppy, media.system_disk, media.data_disks, media.serial_log
-    )
+    no_cd = media_for(config, tmp_path, name, windows_iso=None)
     virt.define(
         conn,
         domain.domain_xml(
@@ -352,13 +360,13 @@ def test_install_refusals(
         replace=False,
     )
     with pytest.raises(InputError, match="has no install CD") as raised:
-        virt.install(conn, name, timeout_minutes=1, out_dir=tmp_path, monitor=Recorder())
+        virt.install(conn, name, media=(), timeout_minutes=1, out_dir=tmp_path, monitor=Recorder())
     assert raised.value.problems[0].key == "--install"
     with pytest.raises(InputError, match="no time to install"):
-        virt.install(conn, name, timeout_minutes=0, out_dir=tmp_path, monitor=Recorder())
+        virt.install(conn, name, media=(), timeout_minutes=0, out_dir=tmp_path, monitor=Recorder())
     lookup(conn, name).create()
     with pytest.raises(BuildError, match="already running"):
-        virt.install(conn, name, timeout_minutes=1, out_dir=tmp_path, monitor=Recorder())
+        virt.install(conn, name, media=(), timeout_minutes=1, out_dir=tmp_path, monitor=Recorder())
 
 
 def test_lifecycle_events_end_the_wait_without_polling(
@@ -372,6 +380,7 @@ def test_lifecycle_events_end_the_wait_without_polling(
     result = virt.install(
         conn,
         name,
+        media=media_of(tmp_path, name),
         timeout_minutes=1,
         out_dir=tmp_path,
         monitor=monitor,
