@@ -27,7 +27,7 @@ from builder.errors import BuildError, InputError, Problem
 from builder.media import iso9660
 from builder.media.plan import MediaInputs
 from builder.media.table import MediaPlan, WriteInputs, plan_media
-from builder.monitor import Monitor
+from builder.monitor import Monitor, format_elapsed
 from builder.outputs import Staging, staging
 from builder.reproducible import build_id, source_date_epoch, volume_serial
 from builder.sources import driver_digests, find_source, open_source
@@ -388,7 +388,7 @@ def install_domain(ctx: Context, plan: BuildPlan, conn: virt.Connection, monitor
     record.pop("final_xml")  # the template's XML is libvirt's to keep, not the manifest's
     ctx.domain_record.update(installed=True, **record)
     monitor.info(
-        f"installed in {virt.format_elapsed(result.seconds)}; removed "
+        f"installed in {format_elapsed(result.seconds)}; removed "
         f"{', '.join(result.removed_media) or 'no media'} from {ctx.name}"
     )
 

@@ -19,6 +19,7 @@ from builder.config import BuildConfig
 from builder.errors import BuildError
 from builder.media import layout
 from builder.media.slipstream import storage_sys_name
+from builder.numbers import parse_int
 from builder.virtio.inf import Inf, Service
 from builder.virtio.packages import PackageFile
 from builder.virtio.selection import DriverSet, SelectedDriver
@@ -122,14 +123,6 @@ def _oem_field(text: str) -> str:
     return text
 
 
-def _int(text: str) -> int | None:
-    text = text.strip()
-    try:
-        return int(text, 16) if text.lower().startswith("0x") else int(text)
-    except ValueError:
-        return None
-
-
 def _config_values(inf: Inf, service: Service) -> tuple[str, ...]:
     """The service's registry values as `[Config.<driver key>]` lines.
 
@@ -149,14 +142,14 @@ def _config_values(inf: Inf, service: Service) -> tuple[str, ...]:
                 if entry.key is not None or len(fields) < 5 or fields[0].upper() != "HKR":
                     continue
                 subkey, name, flags_text, data = fields[1], fields[2], fields[3], fields[4]
-                flags = _int(flags_text or "0")
+                flags = parse_int(flags_text or "0")
                 if not subkey or not name or flags is None or flags & _REG_SKIP_FLAGS:
                     continue
                 reg_type = _REG_TYPES.get(flags & _REG_TYPE_MASK)
                 if reg_type is None:
                     continue
                 if reg_type == "REG_DWORD":
-                    number = _int(data)
+                    number = parse_int(data)
                     if number is None or not 0 <= number <= 0xFFFFFFFF:
                         continue
                     # txtsetup.oem REG_DWORD data is hexadecimal, without 0x.

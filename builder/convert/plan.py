@@ -342,16 +342,12 @@ def _serialize(root: ET.Element) -> str:
     return ET.tostring(root, encoding="unicode") + "\n"
 
 
-def _slot_check(root: ET.Element, name: str, *, what: str, key: str) -> int:
-    users = existing.pci_slot_users(root)
-    if len(users) <= devices.PCI_SLOTS:
-        return len(users)
-    raise InputError(
-        f"{what} {name} would need {len(users)} PCI slots, but a guest has "
-        f"{devices.PCI_SLOTS} for additional devices (taken: {', '.join(users)}).",
-        "Remove a device first (virsh detach-disk / detach-interface), or attach the "
-        "disk to a virtio-scsi controller.",
-        key=key,
+def _slot_check(root: ET.Element, name: str, *, what: str) -> int:
+    return devices.check_pci_slots(
+        existing.pci_slot_users(root),
+        f"{name} {what}",
+        key="DOMAIN",
+        hint=devices.SLOT_HINTS["existing"],
     )
 
 
@@ -480,7 +476,7 @@ def plan_switch(xml: str, model: VirtioModel) -> ConvertPlan:
     if not switched:
         return _nothing(root)
     named = _explicit_boot_order(root, boot)
-    slots = _slot_check(root, name, what="converted,", key="DOMAIN")
+    slots = _slot_check(root, name, what="once converted")
     return ConvertPlan(
         domain=name,
         action="switch",
@@ -555,7 +551,7 @@ def plan_phase_one(xml: str, profile: Profile, paths: StatePaths) -> ConvertPlan
         f"drivers CD {cd_target} ({paths.drivers_iso})"
         + ("" if cd_added else ", in the empty drive")
     )
-    slots = _slot_check(root, name, what="after phase one,", key="DOMAIN")
+    slots = _slot_check(root, name, what="after phase one")
     record = StagedRecord(
         domain=name,
         profile=profile.name,
@@ -617,7 +613,7 @@ def plan_finish(xml: str, record: StagedRecord, model: VirtioModel | None = None
     if not switched and not removed:
         return _nothing(root)
     named = _explicit_boot_order(root, boot) if switched else False
-    slots = _slot_check(root, name, what="converted,", key="DOMAIN")
+    slots = _slot_check(root, name, what="once converted")
     return ConvertPlan(
         domain=name,
         action="finish",
@@ -658,14 +654,8 @@ class AttachPlan:
 def _attach_slot_check(roots: Iterable[ET.Element], name: str, what: str) -> int:
     """The slots taken after adding one device; InputError when none is free."""
     taken = max((existing.pci_slot_users(root) for root in roots), key=len)
-    if len(taken) + 1 <= devices.PCI_SLOTS:
-        return len(taken) + 1
-    raise InputError(
-        f"{name} has no free PCI slot for {what}: {len(taken)} of the {devices.PCI_SLOTS} "
-        f"slots for additional devices are taken ({', '.join(taken)}).",
-        "Remove a device first (virsh detach-disk / detach-interface), or put disks on "
-        "one virtio-scsi controller.",
-        key="DOMAIN",
+    return devices.check_pci_slots(
+        (*taken, what), f"{name} with {what}", key="DOMAIN", hint=devices.SLOT_HINTS["existing"]
     )
 
 

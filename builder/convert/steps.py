@@ -28,7 +28,7 @@ from builder.reproducible import source_date_epoch
 from builder.virtio.facts import load_driver_facts
 from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
-from builder.vm import devices, existing, virt
+from builder.vm import devices, disk_images, existing, virt
 from builder.windows.profiles import Profile
 
 Mode = Literal["staged", "finish", "drivers-installed", "rollback"]
@@ -246,7 +246,8 @@ def _phase_one(run: _Run, record: plans.StagedRecord | None) -> ConvertOutcome:
         return _nothing(run)
     profile = _profile(run)
     plan = plans.plan_phase_one(guest.xml, profile, paths)
-    assert plan.record is not None
+    if plan.record is None:  # nothing to stage after all
+        return _nothing(run)
     if run.options.dry_run:
         return _outcome(run, plan.action, applied=False, xml=plan.xml, plan=plan)
     drivers = _select_drivers(run, profile)
@@ -310,7 +311,7 @@ def _write_phase_one_files(
             run.monitor.step(
                 "create temporary disk", f"{paths.temp_disk} ({plans.TEMP_DISK_MIB} MiB qcow2)"
             )
-            virt.create_image(stage.file(paths.temp_disk.name), f"{plans.TEMP_DISK_MIB}M")
+            disk_images.create_qcow2(stage.file(paths.temp_disk.name), f"{plans.TEMP_DISK_MIB}M")
         if not keep_backup:
             stage.write(paths.backup.name, run.guest.xml.encode("utf-8"))
         stage.write(paths.record.name, record.to_json().encode("utf-8"))
@@ -589,7 +590,7 @@ def run_attach(
         elif options.source is not None:
             source = options.source.absolute()
             plan = plans.plan_attach_disk(
-                guest.xml, profile, source, virt.image_format(source), guest.live_xml
+                guest.xml, profile, source, disk_images.image_format(source), guest.live_xml
             )
         else:
             roots = [existing.parse_xml(x) for x in (guest.xml, guest.live_xml) if x]
@@ -604,7 +605,7 @@ def run_attach(
             plan = plans.plan_attach_disk(guest.xml, profile, path, "qcow2", guest.live_xml)
             path.parent.mkdir(parents=True, exist_ok=True)
             monitor.step("create disk", f"{path} ({options.size_gib} GiB qcow2)")
-            virt.create_image(path, f"{options.size_gib}G")
+            disk_images.create_qcow2(path, f"{options.size_gib}G")
             created = path
         monitor.step("attach", plan.label)
         try:

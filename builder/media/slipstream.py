@@ -18,6 +18,7 @@ from types import MappingProxyType
 from builder.errors import BuildError, InputError
 from builder.media import layout
 from builder.media.files import PlannedFile
+from builder.virtio.inf import strip_comment
 from builder.virtio.selection import DriverSet, SelectedDriver
 from builder.windows.profiles import Arch, Profile
 
@@ -119,17 +120,7 @@ def _key_value(line: bytes) -> tuple[str, str] | None:
     if not text or text.startswith(";") or "=" not in text:
         return None
     key, _, value = text.partition("=")
-    return _normal(key), _normal(_strip_comment(value))
-
-
-def _strip_comment(value: str) -> str:
-    quoted = False
-    for index, char in enumerate(value):
-        if char == '"':
-            quoted = not quoted
-        elif char == ";" and not quoted:
-            return value[:index]
-    return value
+    return _normal(key), _normal(strip_comment(value))
 
 
 def _normal(text: str) -> str:

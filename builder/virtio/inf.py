@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+
+from builder.numbers import parse_int
 
 # The largest INF pvinstall reads: real ones are tens of KiB, the largest known a few
 # hundred; a bigger file is not an INF of a driver package.
@@ -83,10 +85,10 @@ class Decoration:
             if not part:
                 numbers.append(None)
                 continue
-            try:
-                numbers.append(int(part, 16) if part.startswith("0x") else int(part))
-            except ValueError:
+            number = parse_int(part)
+            if number is None:
                 return None
+            numbers.append(number)
         if len(numbers) > 5:
             return None
         numbers += [None] * (5 - len(numbers))
@@ -366,8 +368,8 @@ class Inf:
                     Service(
                         name=service_name,
                         install_section=body,
-                        service_type=_int(self.value(body, "ServiceType")) if body else None,
-                        start_type=_int(self.value(body, "StartType")) if body else None,
+                        service_type=parse_int(self.value(body, "ServiceType")) if body else None,
+                        start_type=parse_int(self.value(body, "StartType")) if body else None,
                         binary=(self.value(body, "ServiceBinary") or "") if body else "",
                         load_order_group=(self.value(body, "LoadOrderGroup") or "") if body else "",
                     )
@@ -382,16 +384,6 @@ class Inf:
             for service in self.services(section):
                 found.setdefault(service.name.lower(), service)
         return tuple(found.values())
-
-
-def _int(text: str | None) -> int | None:
-    if text is None:
-        return None
-    text = text.strip()
-    try:
-        return int(text, 16) if text.lower().startswith("0x") else int(text)
-    except ValueError:
-        return None
 
 
 # -- decoding ----------------------------------------------------------------------
@@ -436,7 +428,8 @@ def _decode(data: bytes, path: str) -> tuple[str, str]:
 # -- lexing ------------------------------------------------------------------------
 
 
-def _strip_comment(text: str) -> str:
+def strip_comment(text: str) -> str:
+    """`text` up to its `;` comment; a `;` inside double quotes is not one."""
     in_quote = False
     for index, char in enumerate(text):
         if char == '"':
@@ -512,7 +505,7 @@ def _logical_lines(text: str, path: str) -> Iterator[_RawLine]:
     pending: list[str] = []
     start = 0
     for number, physical in enumerate(text.splitlines(), start=1):
-        content = _strip_comment(physical).rstrip()
+        content = strip_comment(physical).rstrip()
         if not pending:
             start = number
         if content.endswith("\\") and not content.lstrip().startswith("["):
@@ -677,13 +670,13 @@ def supports(
             if d.applies_to(arch, nt_version, build, product_type)
             and inf.has_section(f"{manufacturer.models_section}.{d.raw}")
         ]
+        decoration: Decoration | None = None
         if applicable:
-            decoration: Decoration | None = max(applicable, key=Decoration.rank)
-            assert decoration is not None
-            section = f"{manufacturer.models_section}.{decoration.raw}"
-            rank: tuple[int, ...] = (1, *decoration.rank())
+            closest = max(applicable, key=Decoration.rank)
+            decoration = closest
+            section = f"{manufacturer.models_section}.{closest.raw}"
+            rank: tuple[int, ...] = (1, *closest.rank())
         elif arch == "x86" and inf.has_section(manufacturer.models_section):
-            decoration = None
             section = manufacturer.models_section
             rank = (0,)
         else:
@@ -700,6 +693,49 @@ def supports(
         if best is None or rank > best[0]:
             best = (rank, match)
     return best[1] if best else None
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What a set of INF files declares about the Windows it installs on, as seen from
+    one architecture (for saying why none of them fits)."""
+
+    decorations: tuple[Decoration, ...]
+    undecorated: bool  # some manufacturer lists an undecorated models section (x86)
+    arch: str
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every decoration as written, each once, sorted (`undecorated` if none)."""
+        return tuple(sorted({d.raw for d in self.decorations})) or ("undecorated",)
+
+    @property
+    def arches(self) -> tuple[str, ...]:
+        """The architectures the INFs install on (`x86` for a bare `NT`)."""
+        found = {d.arch or "x86" for d in self.decorations}
+        return tuple(sorted(found | ({"x86"} if self.undecorated else set())))
+
+    @property
+    def same_arch(self) -> tuple[Decoration, ...]:
+        return tuple(d for d in self.decorations if (d.arch or "x86") == self.arch)
+
+    def newer_only(self, nt_version: tuple[int, int]) -> tuple[int, int] | None:
+        """The oldest NT version the INFs need for this architecture, when every
+        decoration of it is newer than `nt_version`; else None."""
+        versions = [(d.major or 0, d.minor or 0) for d in self.same_arch]
+        if versions and all(v > nt_version for v in versions):
+            return min(versions)
+        return None
+
+
+def declared(infs: Iterable[Inf], arch: str) -> Declared:
+    """What `infs` declare, seen from `arch`."""
+    manufacturers = [m for inf in infs for m in inf.manufacturers]
+    return Declared(
+        decorations=tuple(d for m in manufacturers for d in m.decorations),
+        undecorated=any(not m.decorations for m in manufacturers),
+        arch=arch,
+    )
 
 
 def describe_decorations(inf: Inf) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from builder.errors import InputError, Problem
 from builder.virtio.facts import DriverFacts, DriverInfo, Role, load_driver_facts
-from builder.virtio.inf import Inf, Match, Service, describe_decorations, supports
+from builder.virtio.inf import Inf, Match, Service, declared, describe_decorations, supports
 from builder.virtio.packages import DriverPackage, PackageFile, Scan
 from builder.virtio.source import GET_VIRTIO_WIN
 from builder.windows.profiles import Profile, sibling
@@ -99,7 +99,12 @@ class DriverSet:
         for driver in self.selected:
             if driver.role == "storage" and driver.boot_critical:
                 return driver
-        raise LookupError("no boot-critical storage driver selected")
+        raise InputError(
+            f"no boot-critical storage driver was selected for {self.profile.name} from "
+            f"{self.source.get('path', 'the driver source')}.",
+            f"Without one setup cannot see the virtio disk. {GET_VIRTIO_WIN}",
+            key="--drivers",
+        )
 
 
 @dataclass(frozen=True)
@@ -135,21 +140,15 @@ def _version_key(version: str) -> tuple[int, ...]:
 
 def why_unsupported(inf: Inf, profile: Profile, facts: DriverFacts) -> str:
     """Why an INF does not install on the profile's Windows, in words."""
-    decorations = [d for m in inf.manufacturers for d in m.decorations]
-    undecorated = any(not m.decorations for m in inf.manufacturers)
-    arches = sorted({d.arch or "x86" for d in decorations} | ({"x86"} if undecorated else set()))
-    if not decorations and not undecorated:
+    found = declared([inf], profile.arch)
+    if not found.decorations and not found.undecorated:
         return "declares no [Manufacturer] models"
-    if profile.arch not in arches:
-        return f"for {', '.join(arches)} only ({describe_decorations(inf)})"
-    same_arch = [d for d in decorations if (d.arch or "x86") == profile.arch]
-    newer = [d for d in same_arch if (d.major or 0, d.minor or 0) > profile.nt_version]
-    if newer and len(newer) == len(same_arch):
-        lowest = min((d.major or 0, d.minor or 0) for d in newer)
-        return (
-            f"{', '.join(d.raw for d in newer)} only: needs {facts.nt_name(lowest)} "
-            f"(NT {lowest[0]}.{lowest[1]}) or later"
-        )
+    if profile.arch not in found.arches:
+        return f"for {', '.join(found.arches)} only ({describe_decorations(inf)})"
+    needs = found.newer_only(profile.nt_version)
+    if needs is not None:
+        newer = ", ".join(d.raw for d in found.same_arch)
+        return f"{newer} only: needs {facts.nt_name(needs)} (NT {needs[0]}.{needs[1]}) or later"
     return (
         f"no models section applies to NT {profile.nt_version[0]}.{profile.nt_version[1]} "
         f"{profile.arch} ({describe_decorations(inf)})"
@@ -282,8 +281,8 @@ def _require(
                 )
             )
             continue
-        decorations = sorted({d for p in found for d in p.inf.decorations}) or ["undecorated"]
-        arches = sorted({a for p in found for a in p.arches})
+        seen = declared((p.inf for p in found), profile.arch)
+        decorations, arches = seen.names, seen.arches
         if profile.arch not in arches:
             others = [o.name for o in (sibling(profile, arch) for arch in arches) if o]
             alternative = f", or the {others[0]} profile" if others else ""
@@ -296,18 +295,11 @@ def _require(
                 )
             )
             continue
-        same_arch = [
-            d
-            for p in found
-            for m in p.inf.manufacturers
-            for d in m.decorations
-            if (d.arch or "x86") == profile.arch
-        ]
-        lowest = min(((d.major or 0, d.minor or 0) for d in same_arch), default=None)
+        oldest = seen.newer_only(profile.nt_version)
         needs = (
-            f": these are drivers for {facts.nt_name(lowest)} (NT {lowest[0]}.{lowest[1]})"
+            f": these are drivers for {facts.nt_name(oldest)} (NT {oldest[0]}.{oldest[1]})"
             " and later"
-            if lowest and lowest > profile.nt_version
+            if oldest
             else ""
         )
         problems.append(

@@ -9,12 +9,14 @@ whatever its type, and the PCI slot budget with its one check.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
+
+from builder.errors import InputError
 
 # libvirt's models for virtio disks and NICs.
 VirtioModel = Literal["virtio", "virtio-transitional", "virtio-non-transitional"]
@@ -77,6 +79,30 @@ class Firmware(StrEnum):
 # pvinstall leaves the balloon out, but keeps to the documented number so that a
 # template it defines can always take a balloon later.
 PCI_SLOTS = 28
+
+# What to do about too many devices, by what is being done.
+SLOT_HINTS: Mapping[str, str] = MappingProxyType(
+    {
+        "build": "Use fewer data disks.",
+        "existing": "Remove a device first (virsh detach-disk / detach-interface), or put the "
+        "disks on one virtio-scsi controller.",
+    }
+)
+
+
+def check_pci_slots(users: Sequence[str], subject: str, *, key: str, hint: str) -> int:
+    """The slots `users` (one label per device that takes a PCI slot) need; InputError
+    when that is more than a guest has. The one slot check of pvinstall: a planned
+    domain, a converted guest, an attached device."""
+    if len(users) <= PCI_SLOTS:
+        return len(users)
+    shown = ", ".join(users[:8]) + (f" and {len(users) - 8} more" if len(users) > 8 else "")
+    raise InputError(
+        f"{subject} needs {len(users)} PCI slots, but a guest has {PCI_SLOTS} for additional "
+        f"devices ({shown}).",
+        hint,
+        key=key,
+    )
 
 
 def disk_target(index: int) -> str:

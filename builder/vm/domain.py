@@ -28,6 +28,7 @@ from builder.config import BuildConfig
 from builder.errors import BuildError, InputError
 from builder.virtio.facts import DriverFacts, PciIds
 from builder.virtio.selection import DriverSet, SelectedDriver
+from builder.vm import devices
 from builder.vm.devices import (
     DRIVE_TARGETS,
     PCI_SLOTS,
@@ -230,7 +231,7 @@ def plan_domain(
     validate_domain_type(domain_type)
     model = _virtio_model(profile, virtio_model or config.virtio_model)
     if len(media.data_disks) != len(config.data_disks):
-        raise ValueError("one path per data disk is needed")
+        raise BuildError("the domain was planned with a path for each data disk missing.")
     disks = [Disk("system", disk_target(0), media.system_disk, config.disk_size_gib, model)]
     disks += [
         Disk("data", disk_target(i), path, size, model)
@@ -315,16 +316,13 @@ def count_pci_slots(plan: DomainPlan) -> int:
 
 def check_slot_budget(plan: DomainPlan) -> None:
     """Refuse a domain that needs more than the 28 PCI slots (InputError naming the count)."""
-    needed = count_pci_slots(plan)
-    if needed <= PCI_SLOTS:
-        return
     data = sum(1 for d in plan.disks if d.role == "data")
-    fits = data - (needed - PCI_SLOTS)
-    raise InputError(
-        f"the domain needs {needed} PCI slots (system disk, {data} data disks, NIC), but a "
-        f"guest has {PCI_SLOTS} for additional devices.",
-        f"Use at most {max(fits, 0)} data disks.",
+    fits = max(data - (count_pci_slots(plan) - PCI_SLOTS), 0)
+    devices.check_pci_slots(
+        plan.pci_devices,
+        "the domain",
         key="data_disks",
+        hint=f"{devices.SLOT_HINTS['build']} Use at most {fits} data disks.",
     )
 
 

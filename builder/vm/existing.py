@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.numbers import parse_int
 from builder.vm.devices import AFTER_INSTALL, AttachedMedium, source_of
 
 
@@ -192,12 +193,10 @@ def _device_label(device: ET.Element) -> str:
     return f"{device.tag} {kind}".strip()
 
 
-def _number(text: str) -> int | str:
-    # libvirt writes 0x05; hand-written XML may say 5.
-    try:
-        return int(text, 16) if text.lower().startswith("0x") else int(text)
-    except ValueError:
-        return text
+def _address_part(text: str) -> int | str:
+    # libvirt writes 0x05; hand-written XML may say 5. Compare them as numbers.
+    number = parse_int(text)
+    return text if number is None else number
 
 
 def pci_slot_users(root: ET.Element) -> tuple[str, ...]:
@@ -222,7 +221,7 @@ def pci_slot_users(root: ET.Element) -> tuple[str, ...]:
             continue
         address = device.find("address")
         if address is not None and address.get("type") == "pci":
-            key = tuple(_number(address.get(part, "0")) for part in ("domain", "bus", "slot"))
+            key = tuple(_address_part(address.get(part, "0")) for part in ("domain", "bus", "slot"))
             slots.setdefault(key, _device_label(device))
         elif address is None:
             labels.append(_device_label(device))

@@ -14,10 +14,11 @@ module and never leak out except through the `Connection` wrapper.
 from __future__ import annotations
 
 import contextlib
-import json
+import errno
 import re
 import threading
 import time
+import urllib.parse
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,11 +29,10 @@ from typing import Any
 
 import libvirt
 
-from builder import tools
 from builder.config import BuildConfig
 from builder.errors import BuildError, InputError
-from builder.monitor import Monitor
-from builder.vm import domain, existing
+from builder.monitor import Monitor, format_elapsed
+from builder.vm import disk_images, domain, existing
 from builder.vm.devices import AttachedMedium
 
 DEFAULT_URI = "qemu:///system"
@@ -144,7 +144,12 @@ def _code(error: Any) -> int:
 
 
 def _is_permission(error: Any) -> bool:
-    return _code(error) in _PERMISSION_CODES or "Permission denied" in _message(error)
+    # A system error (a socket libvirt may not open) carries its errno in int1.
+    system_denied = _code(error) == libvirt.VIR_ERR_SYSTEM_ERROR and error.get_int1() in (
+        errno.EACCES,
+        errno.EPERM,
+    )
+    return _code(error) in _PERMISSION_CODES or system_denied
 
 
 @contextmanager
@@ -249,6 +254,14 @@ def _check_uri(uri: str) -> None:
             "Use a URI such as qemu:///system or qemu+ssh://host/system.",
             key="--connect",
         )
+    try:
+        urllib.parse.urlsplit(uri).port  # noqa: B018 - parsing the port is the check
+    except ValueError as error:
+        raise InputError(
+            f"{uri} is not a valid libvirt URI: {error}.",
+            "Use a URI such as qemu:///system or qemu+ssh://user@host:22/system.",
+            key="--connect",
+        ) from None
     _, _, path = rest.partition("/")
     path = "/" + path.split("?", 1)[0]
     if driver == "qemu" and not path.startswith(_QEMU_LOCAL_PATHS):
@@ -266,12 +279,6 @@ def _connect_error(uri: str, error: Any) -> InputError | BuildError:
         return InputError(
             f"no libvirt driver handles {uri} ({text}).",
             "Use a URI such as qemu:///system or qemu+ssh://host/system.",
-            key="--connect",
-        )
-    if code == libvirt.VIR_ERR_INTERNAL_ERROR and "URI" in text:
-        return InputError(
-            f"{uri} is not a valid libvirt URI: {text}.",
-            "Use a URI such as qemu:///system.",
             key="--connect",
         )
     if _is_permission(error):
@@ -381,7 +388,16 @@ def check_can_define(
                 raise _existing_disk_error(str(path))
 
 
-def _check_network(conn: Connection, network: str) -> None:
+@dataclass(frozen=True)
+class _NetworkProblem:
+    """Why a libvirt network cannot be used: missing (with the names there are) or down."""
+
+    missing: bool
+    message: str
+    start_command: str
+
+
+def _network_problem(conn: Connection, network: str) -> _NetworkProblem | None:
     try:
         handle = conn.handle.networkLookupByName(network)
         active = bool(handle.isActive())
@@ -393,17 +409,29 @@ def _check_network(conn: Connection, network: str) -> None:
         with _refused("listing networks", conn.uri):
             names = sorted(str(n.name()) for n in conn.handle.listAllNetworks(0))
         there = f" (networks there: {', '.join(names)})" if names else " (it has none)"
-        raise InputError(
-            f"there is no libvirt network named {network} on {conn.uri}{there}.",
-            "Set network to one of them, or to 'user' for QEMU's user-mode network.",
-            key="network",
-        ) from None
-    if not active:
-        raise InputError(
-            f"the libvirt network {network} on {conn.uri} is not active.",
-            f"Start it with: virsh -c {conn.uri} net-start {network}",
-            key="network",
+        return _NetworkProblem(
+            True, f"there is no libvirt network named {network} on {conn.uri}{there}.", ""
         )
+    if active:
+        return None
+    return _NetworkProblem(
+        False,
+        f"the libvirt network {network} on {conn.uri} is not active.",
+        f"virsh -c {conn.uri} net-start {network}",
+    )
+
+
+def _check_network(conn: Connection, network: str) -> None:
+    """Refuse the `network` setting when that network is missing or down."""
+    problem = _network_problem(conn, network)
+    if problem is None:
+        return
+    hint = (
+        "Set network to one of them, or to 'user' for QEMU's user-mode network."
+        if problem.missing
+        else f"Start it with: {problem.start_command}"
+    )
+    raise InputError(problem.message, hint, key="network")
 
 
 def _storage_pool(conn: Connection, pool: str) -> Any:
@@ -504,9 +532,7 @@ def create_disks(
                 raise _existing_disk_error(str(path))
             path.unlink()
         monitor.info(f"create {path.name} ({size} GiB qcow2)")
-        tools.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", path, f"{size}G"], package="qemu-utils"
-        )
+        disk_images.create_qcow2(path, f"{size}G")
     return paths
 
 
@@ -878,12 +904,6 @@ def _allocation(handle: Any, facts: existing.DomainFacts) -> int | None:
         return None
 
 
-def format_elapsed(seconds: float) -> str:
-    whole = int(seconds)
-    hours, rest = divmod(whole, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
 def format_size(size: int) -> str:
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -1149,25 +1169,13 @@ def attach_device(conn: Connection, name: str, device_xml: str, *, live: bool) -
 
 def check_attach_network(conn: Connection, network: str) -> None:
     """Refuse a libvirt network that does not exist or is not active (key --network)."""
-    try:
-        _check_network(conn, network)
-    except InputError as error:
-        if "not active" in error.message:
-            hint = f"{error.hint}, or use --network user for QEMU's user-mode network."
-        else:
-            hint = "Use one of them, or --network user for QEMU's user-mode network."
-        raise InputError(error.message, hint, key="--network") from None
-
-
-def create_image(path: Path, size: str) -> None:
-    """Create an empty qcow2 image of `size` (qemu-img's notation: 64M, 20G)."""
-    tools.run(["qemu-img", "create", "-q", "-f", "qcow2", path, size], package="qemu-utils")
-
-
-def image_format(path: Path) -> str:
-    """The format of a disk image (qcow2, raw, ...) as qemu-img detects it."""
-    text = tools.run(["qemu-img", "info", "--output=json", "-U", path], package="qemu-utils")
-    try:
-        return str(json.loads(text)["format"])
-    except (ValueError, KeyError):
-        raise BuildError(f"qemu-img could not tell the format of {path}.") from None
+    problem = _network_problem(conn, network)
+    if problem is None:
+        return
+    hint = (
+        "Use one of them, or --network user for QEMU's user-mode network."
+        if problem.missing
+        else f"Start it with: {problem.start_command}, or use --network user for QEMU's "
+        "user-mode network."
+    )
+    raise InputError(problem.message, hint, key="--network")

@@ -308,7 +308,11 @@ def test_attach_refusals(
     conn.handle.networkDefineXML(f"<network><name>{network}</name></network>")
     try:
         cases = [
-            (["nic", "--network", "user"], 2, "has no free PCI slot for a virtio NIC"),
+            (
+                ["nic", "--network", "user"],
+                2,
+                "with a virtio NIC on the user-mode network needs 29",
+            ),
             (["disk", "--size", "1"], 2, "28 of the 28 slots for additional devices"),
             (
                 ["nic", "--network", "nope-pvinstall"],

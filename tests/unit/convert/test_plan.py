@@ -336,7 +336,7 @@ def test_switching_disks_that_would_overflow_the_slots_is_refused() -> None:
     xml = guest(IDE_BOOT + "<disk device='disk'><target dev='hdb' bus='ide'/></disk>" + nics)
     with pytest.raises(InputError) as raised:
         convert.plan_switch(xml, "virtio")
-    assert "would need 29 PCI slots, but a guest has 28" in str(raised.value)
+    assert "w once converted needs 29 PCI slots, but a guest has 28" in str(raised.value)
     assert raised.value.problems[0].key == "DOMAIN"
 
 
@@ -349,7 +349,7 @@ def test_attach_counts_the_slots(virtio_nics: int, expected: int | None) -> None
     if expected is None:
         with pytest.raises(
             InputError,
-            match="no free PCI slot for a virtio NIC on the user-mode network: 28 of the 28 slots",
+            match="w with a virtio NIC on the user-mode network needs 29 PCI slots, but a guest",
         ):
             convert.plan_attach_nic(xml, W2K8R2, "user")
         return

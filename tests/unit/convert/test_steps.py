@@ -252,7 +252,7 @@ REFUSALS: tuple[tuple[tuple[str, ...], int, str], ...] = (
     (
         ("attach", "full", "nic", "--network", "user"),
         2,
-        "full has no free PCI slot for a virtio NIC on the user-mode network: 28 of the 28",
+        "full with a virtio NIC on the user-mode network needs 29 PCI slots, but a guest has 28",
     ),
     (
         ("attach", "w2k8r2", "disk", "--source", "/nonexistent/d.qcow2"),

@@ -50,6 +50,7 @@ def test_domain_types_offered(arches: tuple[str, ...], expected: set[str]) -> No
         ("qemu:/system", "is not a libvirt URI", InputError),
         ("bogus://", "no libvirt driver handles bogus://", InputError),
         ("qemu:///nonsense", "is not a valid libvirt URI", InputError),
+        ("qemu+ssh://host:port/system", "is not a valid libvirt URI: Port could not", InputError),
         (
             "qemu+tcp://127.0.0.1:1/system",
             "cannot reach libvirt at qemu+tcp://127.0.0.1:1/system",
@@ -107,13 +108,6 @@ def test_bad_ppm_is_refused(data: bytes, error: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(0, "0:00"), (59.9, "0:59"), (61, "1:01"), (3725, "1:02:05")]
-)
-def test_format_elapsed(seconds: float, text: str) -> None:
-    assert virt.format_elapsed(seconds) == text
-
-
-@pytest.mark.parametrize(
     ("size", "text"),
     [
         (0, "0 B"),
@@ -130,8 +124,8 @@ def test_format_size(size: int, text: str) -> None:
 class FakeLibvirtError:
     """Stands in for libvirt.libvirtError, whose constructor reads libvirt's last error."""
 
-    def __init__(self, code: int, message: str) -> None:
-        self._code, self._message = code, message
+    def __init__(self, code: int, message: str, errno: int = 0) -> None:
+        self._code, self._message, self._errno = code, message, errno
 
     def get_error_code(self) -> int:
         return self._code
@@ -139,25 +133,31 @@ class FakeLibvirtError:
     def get_error_message(self) -> str:
         return self._message
 
+    def get_int1(self) -> int:
+        return self._errno
+
 
 @pytest.mark.parametrize(
-    ("code", "message", "kind", "fragment"),
+    ("code", "errno", "message", "kind", "fragment"),
     [
         (
             38,
+            13,
             "Failed to connect socket to '/var/run/libvirt/libvirt-sock': Permission denied",
             BuildError,
             "permission denied connecting to qemu:///system",
         ),
-        (45, "authentication failed: access denied by policy", BuildError, "permission denied"),
+        (45, 0, "authentication failed: access denied by policy", BuildError, "permission denied"),
         (
             94,
+            0,
             "authentication unavailable: no polkit agent available",
             BuildError,
             "permission denied",
         ),
         (
             38,
+            2,
             "Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or "
             "directory",
             BuildError,
@@ -165,22 +165,24 @@ class FakeLibvirtError:
         ),
         (
             5,
+            0,
             "no connection driver available for qemu:///system",
             InputError,
             "no libvirt driver handles qemu:///system",
         ),
         (
             1,
-            "internal error: Unable to parse URI qemu:///system",
-            InputError,
-            "is not a valid libvirt URI",
+            0,
+            "internal error: something libvirt did not expect",
+            BuildError,
+            "cannot reach libvirt at qemu:///system",
         ),
     ],
 )
 def test_connect_error_sentences(
-    code: int, message: str, kind: type[Exception], fragment: str
+    code: int, errno: int, message: str, kind: type[Exception], fragment: str
 ) -> None:
-    error = virt._connect_error("qemu:///system", FakeLibvirtError(code, message))
+    error = virt._connect_error("qemu:///system", FakeLibvirtError(code, message, errno))
     assert isinstance(error, kind)
     assert fragment in str(error)
     if "permission" in fragment:
