@@ -48,14 +48,14 @@ def measure(iso: Path) -> dict[str, float | int]:
     from builder.virtio.selection import select_drivers
     from builder.windows.profiles import PROFILES
 
-    catalog = load_driver_facts()
+    facts = load_driver_facts()
     before = _io_read_bytes()
     start = time.perf_counter()
     with open_source(iso) as source:
-        scan = scan_source(source, catalog)
+        scan = scan_source(source, facts)
         selected = 0
         for profile in PROFILES.values():
-            selected += len(select_drivers(scan, profile, catalog).selected)
+            selected += len(select_drivers(scan, profile, facts).selected)
     wall = time.perf_counter() - start
     return {
         "wall_s": round(wall, 3),

@@ -109,11 +109,11 @@ def assert_devices_match(
     report: probe.ProbeReport, plan: domain.DomainPlan, drivers: DriverSet
 ) -> None:
     """The oracle: what the guest sees is what the table says, and the driver binds it."""
-    catalog = load_driver_facts()
+    facts = load_driver_facts()
     virtio_seen = [p for p in report.pci if p.vendor == "1af4"]
     expected: list[tuple[str, str, str, str, str]] = []
     for device in plan.virtio_devices:
-        ids = catalog.presented_ids(device.kind, device.model, plan.machine)
+        ids = facts.presented_ids(device.kind, device.model, plan.machine)
         expected.append(
             (
                 ids.vendor.lower(),
@@ -367,9 +367,9 @@ def test_the_catalog_device_table_is_what_qemu_presents(
 ) -> None:
     """Every row of [pci_ids] against a booted guest: one device of each kind, with the
     libvirt model that [device_models.pc] maps to the row."""
-    catalog = load_driver_facts()
+    facts = load_driver_facts()
     model = "virtio-transitional" if row == "transitional_ids" else "virtio-non-transitional"
-    assert catalog.presented_ids("virtio-blk", model, "pc") == catalog.pci_ids["virtio-blk"][row]
+    assert facts.presented_ids("virtio-blk", model, "pc") == facts.pci_ids["virtio-blk"][row]
     disk = tmp_path / "disk.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
     name = unique_domain_name("pvtable")
@@ -389,7 +389,7 @@ def test_the_catalog_device_table_is_what_qemu_presents(
     <serial type='file'><source path='{tmp_path / "serial.log"}'/><target port='0'/></serial>
   </devices>
 </domain>"""
-    assert sorted(_DEVICE_XML) == sorted(catalog.pci_ids)
+    assert sorted(_DEVICE_XML) == sorted(facts.pci_ids)
     result = boot_domain(xml, uri=conn.uri, timeout=180)
     report = probe.parse_probe_log(result.serial_log)
     assert result.clean_shutdown and report.ended, result.describe()
@@ -406,6 +406,6 @@ def test_the_catalog_device_table_is_what_qemu_presents(
             i.subsystem.lower(),
             i.revision.lower(),
         )
-        for i in (catalog.pci_ids[kind][row] for kind in _DEVICE_XML)
+        for i in (facts.pci_ids[kind][row] for kind in _DEVICE_XML)
     )
     assert seen == expected

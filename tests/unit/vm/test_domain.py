@@ -281,13 +281,13 @@ def test_unknown_virtio_model_is_refused(drivers: Mapping[str, DriverSet]) -> No
 
 
 def test_presented_ids_follow_the_machine_table() -> None:
-    catalog = load_driver_facts()
-    blk = catalog.presented_ids("virtio-blk", "virtio", "pc")
+    facts = load_driver_facts()
+    blk = facts.presented_ids("virtio-blk", "virtio", "pc")
     assert blk.hardware_ids()[0] == "PCI\\VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00"
-    net = catalog.presented_ids("virtio-net", "virtio-non-transitional", "pc")
+    net = facts.presented_ids("virtio-net", "virtio-non-transitional", "pc")
     assert net.hardware_ids()[0] == "PCI\\VEN_1AF4&DEV_1041&SUBSYS_11001AF4&REV_01"
     with pytest.raises(BuildError, match=r"no \[device_models.q35\]"):
-        catalog.presented_ids("virtio-blk", "virtio", "q35")
+        facts.presented_ids("virtio-blk", "virtio", "q35")
 
 
 def test_volume_xml() -> None:
