@@ -1,6 +1,6 @@
 """The command line: parse, call, print, map errors to exit codes. No logic lives here.
 
-Exit codes (DESIGN.md): 0 success, 1 the build or install failed, 2 invalid input,
+Exit codes (docs/design.md §5): 0 success, 1 the build or install failed, 2 invalid input,
 130 interrupted. With --json exactly one JSON document goes to stdout (the result
 or the error list); human progress and messages go to stderr.
 """

@@ -536,7 +536,7 @@ def _admin_password(check: _Validator) -> str:
     elif len(password) > 127:
         check.fail("admin_password", f"{len(password)} characters; Windows allows at most 127.")
     elif password == check.profile.answer_text.no_password:
-        # winnt.sif: AdminPassword=* means an empty password (docs/windows-2003.md).
+        # winnt.sif: AdminPassword=* means an empty password (docs/windows-2003.md §2).
         check.fail(
             "admin_password",
             f"{password!r} means no password in {check.profile.answer_text.file}; AutoLogon "

@@ -1,4 +1,4 @@
-"""manifest.json: what went into a build and what came out (DESIGN.md's contract).
+"""manifest.json: what went into a build and what came out (the contract of docs/design.md §6).
 
 Profile, inputs (path, sha256), the selected drivers (name, INF path, OS folder, arch,
 DriverVer, hardware IDs, files), the outputs (name, path, size, sha256), warnings and
@@ -116,7 +116,7 @@ def build_manifest(
     domain: Mapping[str, Any],
     warnings: Sequence[str],
 ) -> dict[str, Any]:
-    """The manifest document (DESIGN.md, output directory contract)."""
+    """The manifest document (docs/design.md §6, the output directory contract)."""
     return {
         "pvinstall": __version__,
         "profile": config.profile.name,

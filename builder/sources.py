@@ -19,7 +19,7 @@ from builder.media.iso9660 import IsoSource, is_iso_image
 from builder.virtio.selection import DriverSet
 from builder.virtio.source import GET_VIRTIO_WIN, DirectorySource, DriverSource
 
-# After --drivers and $VIRTIO_WIN (docs/design.md, the command line).
+# After --drivers and $VIRTIO_WIN (docs/design.md §5, the command line).
 DEFAULT_SOURCES = (
     "drivers/virtio-win.iso",
     "/usr/share/virtio-win/virtio-win.iso",

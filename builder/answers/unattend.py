@@ -20,7 +20,7 @@ from builder.virtio.selection import DriverSet
 from builder.windows.profiles import Profile
 
 # The suffix Windows appends before encoding a password with PlainText=false
-# (reference/windows-2008.md §1.4): AdministratorPassword for UserAccounts, Password
+# (docs/windows-2008.md §3): AdministratorPassword for UserAccounts, Password
 # for AutoLogon and LocalAccount passwords.
 ADMIN_PASSWORD_SUFFIX = "AdministratorPassword"  # noqa: S105 - an element name
 ACCOUNT_PASSWORD_SUFFIX = "Password"  # noqa: S105 - an element name

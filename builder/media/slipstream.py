@@ -2,7 +2,7 @@
 
 Text-mode setup learns about a mass-storage driver only from `TXTSETUP.SIF` in the
 setup folder (`I386` on x86 media, `AMD64` on x64 media). Four sections make it load
-viostor from the CD without F6 (reference/windows-2003.md §3.1): the file in
+viostor from the CD without F6 (docs/windows-2003.md §3): the file in
 `[SourceDisksFiles.<arch>]`, the PCI IDs in `[HardwareIdsDatabase]` (the critical
 device database that lets the disk boot after the first reboot), the service in
 `[SCSI.Load]` and its name in `[SCSI]`. `iso.remaster_install_cd` applies this plan.
@@ -28,7 +28,7 @@ SETUP_DIRS: Mapping[Arch, str] = MappingProxyType({"x86": "I386", "amd64": "AMD6
 TXTSETUP_SIF = "TXTSETUP.SIF"
 WINNT_SIF = "WINNT.SIF"
 
-# [SourceDisksFiles] fields after the name (reference/windows-2003.md §3.1): source disk 1
+# [SourceDisksFiles] fields after the name (docs/windows-2003.md §3): source disk 1
 # (the setup folder), boot-floppy token `4_` (an empty token fails with "unexpected
 # error ... setup.c"), destination 4 (system32\drivers), upgrade disposition 1, and the
 # two trailing XP/2003 fields copied from the retail lines.

@@ -338,7 +338,7 @@ def _known_bad_warnings(
 
 
 def selected_json(driver: SelectedDriver, digests: Mapping[str, str]) -> dict[str, Any]:
-    """One entry of `selected` (DESIGN.md and the manifest reuse this shape)."""
+    """One entry of `selected` (the manifest reuses this shape, docs/design.md §6)."""
     return {
         "name": driver.name,
         "inf": driver.inf_path,

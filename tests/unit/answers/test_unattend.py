@@ -111,7 +111,7 @@ def test_passwords_are_encoded(profile: str, driversets: dict[str, DriverSet]) -
 
 
 def test_encode_password_matches_the_worked_example() -> None:
-    # reference/windows-2008.md §1.4
+    # docs/windows-2008.md §3
     assert unattend.encode_password("P@ssw0rd", "AdministratorPassword") == (
         "UABAAHMAcwB3ADAAcgBkAEEAZABtAGkAbgBpAHMAdAByAGEAdABvAHIAUABhAHMAcwB3AG8AcgBkAA=="
     )
