@@ -23,7 +23,7 @@ from builder import manifest as manifest_mod
 from builder.answers.formats import render_answer_files
 from builder.answers.postinstall import render_postinstall
 from builder.config import BuildConfig, load_config
-from builder.errors import BuildError, InputError, Problem
+from builder.errors import BuildError, InputError, Problem, PvError
 from builder.media import iso9660
 from builder.media.plan import MediaInputs
 from builder.media.table import MediaPlan, WriteInputs, plan_media
@@ -435,6 +435,13 @@ def write_manifest(ctx: Context, plan: BuildPlan, monitor: Monitor) -> dict[str,
     return document
 
 
+def record_failure(record: dict[str, Any], error: PvError) -> None:
+    """Put every problem of a failed step into the manifest's domain record: `error` as
+    the user saw it, `problems` one by one with their keys and hints."""
+    record["error"] = str(error)
+    record["problems"] = [p.as_json() for p in error.problems]
+
+
 # -- the script ------------------------------------------------------------------------------
 
 
@@ -478,10 +485,8 @@ def run_build(
                     if options.install:
                         install_domain(ctx, plan, conn, monitor)
                 except BuildError as error:
-                    # The media are written; say in the manifest how far the build got,
-                    # with every problem the failed step reported.
-                    ctx.domain_record["error"] = str(error)
-                    ctx.domain_record["problems"] = [p.as_json() for p in error.problems]
+                    # The media are written; say in the manifest how far the build got.
+                    record_failure(ctx.domain_record, error)
                     write_manifest(ctx, plan, monitor)
                     raise
         document = write_manifest(ctx, plan, monitor)

@@ -21,7 +21,7 @@ import pytest
 from builder import cli
 from builder.vm import virt
 from tests.fixtures.domain_xml import removable_media
-from tests.fixtures.virtio_win import make_iso, write_modern_tree
+from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, make_iso, write_modern_tree
 from tests.integration import probe
 from tests.integration.libvirt_env import unique_domain_name
 
@@ -37,7 +37,7 @@ CLASS_ROLE = {"0100": "viostor", "0200": "NetKVM"}
 @pytest.fixture(scope="module")
 def virtio_win_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("vw")
-    tree = write_modern_tree(base / "tree", oses=["2k3", "2k8", "2k8R2"])
+    tree = write_modern_tree(base / "tree", oses=PROFILE_OS_FOLDERS)
     return make_iso(tree, base / "virtio-win.iso").path
 
 

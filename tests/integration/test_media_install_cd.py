@@ -217,7 +217,7 @@ def test_remastered_cd(
 
 
 @pytest.mark.parametrize("kind", ["probe", "retail"])
-def test_remastering_is_idempotent_and_deterministic(
+def test_remastering_a_remastered_cd_changes_nothing(
     cds: FakeCds,
     drivers: dict[Arch, DriverSet],
     tree: Tree,
@@ -225,16 +225,12 @@ def test_remastering_is_idempotent_and_deterministic(
     kind: str,
 ) -> None:
     plan = plan_for(drivers, "x86")
-    first, second, again = (tmp_path / n for n in ("first.iso", "second.iso", "again.iso"))
+    first, again = tmp_path / "first.iso", tmp_path / "again.iso"
     with DirectorySource(tree.root) as source:
         remaster_install_cd(cds[kind, "x86"], first, plan, source, epoch=EPOCH)
-        remaster_install_cd(cds[kind, "x86"], second, plan, source, epoch=EPOCH)
-        # A remastered CD remastered again: nothing changes.
         inspect_install_cd(first, PROFILES["win2003-x86"], plan)
         remaster_install_cd(first, again, plan, source, epoch=EPOCH)
-    data = first.read_bytes()
-    assert data == second.read_bytes()
-    assert data == again.read_bytes()
+    assert first.read_bytes() == again.read_bytes()
 
 
 @pytest.mark.parametrize(

@@ -107,6 +107,8 @@ def test_build_install_timeout_saves_a_screenshot_and_exits_1(
     record = json.loads((out / "manifest.json").read_text())["domain"]
     assert record["defined"] is True and record["installed"] is False
     assert "did not power off" in record["error"]
+    (problem,) = record["problems"]
+    assert problem["message"] in record["error"] and "screenshot" in problem["hint"]
     with virt.connect(uri) as conn:
         assert virt.domain_state(conn, name) == ("shut off", "destroyed")
 

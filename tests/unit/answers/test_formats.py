@@ -46,11 +46,6 @@ def test_golden_files(profile: str, driversets: dict[str, DriverSet]) -> None:
         assert data == expected[name], f"{profile}/{name} differs from the golden file"
 
 
-@pytest.mark.parametrize("profile", list(PROFILES))
-def test_rendering_is_deterministic(profile: str, driversets: dict[str, DriverSet]) -> None:
-    assert rendered(profile, driversets[profile]) == rendered(profile, driversets[profile])
-
-
 def test_answer_file_names_are_the_profiles(driversets: dict[str, DriverSet]) -> None:
     for name, profile in PROFILES.items():
         files = formats.render_answer_files(golden_config(name), driversets[name])

@@ -20,7 +20,7 @@ import pytest
 
 from builder import cli
 from builder.convert import plan as convert
-from tests.fixtures.virtio_win import write_modern_tree
+from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, write_modern_tree
 
 OSINFO = (
     "<metadata><libosinfo:libosinfo xmlns:libosinfo='http://libosinfo.org/xmlns/"
@@ -88,7 +88,7 @@ def uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def virtio_win(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_modern_tree(
-        tmp_path_factory.mktemp("vw") / "virtio-win", oses=["2k3", "2k8", "2k8R2"]
+        tmp_path_factory.mktemp("vw") / "virtio-win", oses=PROFILE_OS_FOLDERS
     ).root
 
 

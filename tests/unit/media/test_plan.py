@@ -22,7 +22,7 @@ from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
 from builder.virtio.source import DirectorySource
 from builder.windows.profiles import PROFILES
-from tests.fixtures.virtio_win import Tree, write_modern_tree
+from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, Tree, write_modern_tree
 
 PASSWORD = "admin_password=Sup3r-secret"
 KEY_2003 = "product_key=ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"
@@ -44,9 +44,7 @@ def select(tree: Tree, profile: str) -> DriverSet:
 
 @pytest.fixture(scope="module")
 def modern(tmp_path_factory: pytest.TempPathFactory) -> Tree:
-    return write_modern_tree(
-        tmp_path_factory.mktemp("vw") / "virtio-win", oses=["2k3", "2k8", "2k8R2"]
-    )
+    return write_modern_tree(tmp_path_factory.mktemp("vw") / "virtio-win", oses=PROFILE_OS_FOLDERS)
 
 
 @pytest.fixture(scope="module")

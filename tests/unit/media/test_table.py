@@ -18,7 +18,7 @@ from builder.virtio.selection import DriverSet, select_drivers
 from builder.virtio.source import DirectorySource
 from builder.vm import existing
 from builder.windows.profiles import PROFILES, StorageRoute
-from tests.fixtures.virtio_win import Tree, write_modern_tree
+from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, Tree, write_modern_tree
 
 CD = Path("/srv/iso/windows.iso")
 OUT = Path("/out")
@@ -27,7 +27,7 @@ OUT = Path("/out")
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Tree:
     return write_modern_tree(
-        tmp_path_factory.mktemp("vw") / "vw", drivers=["viostor", "NetKVM"], oses=["2k3", "2k8"]
+        tmp_path_factory.mktemp("vw") / "vw", drivers=["viostor", "NetKVM"], oses=PROFILE_OS_FOLDERS
     )
 
 

@@ -16,7 +16,7 @@ from builder.virtio.selection import DriverSet, select_drivers
 from builder.virtio.source import DirectorySource
 from builder.vm import domain, existing
 from builder.windows.profiles import PROFILES
-from tests.fixtures.virtio_win import write_modern_tree
+from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, write_modern_tree
 
 GOLDEN = Path(__file__).resolve().parents[3] / "tests" / "golden" / "domain"
 REGENERATE = os.environ.get("PVTEST_REGENERATE_GOLDEN") == "1"
@@ -45,7 +45,7 @@ def config_for(profile: str, *sets: str) -> BuildConfig:
 
 def driversets(root: Path) -> dict[str, DriverSet]:
     """A DriverSet per profile, selected from a virtio-win fixture tree written to `root`."""
-    tree = write_modern_tree(root / "virtio-win", oses=["2k3", "2k8", "2k8R2"])
+    tree = write_modern_tree(root / "virtio-win", oses=PROFILE_OS_FOLDERS)
     scan = scan_source(DirectorySource(tree.root), load_driver_facts())
     return {name: select_drivers(scan, profile) for name, profile in PROFILES.items()}
 
