@@ -109,7 +109,8 @@ class DriverFacts:
             raise BuildError(
                 f"drivers/catalog.toml has no PCI IDs for a {kind} device of model {model} on "
                 f"machine type {machine}.",
-                f"Add {model} to [device_models.{machine}] and [pci_ids.{kind}].",
+                f"Add {model} to [device_models.{machine}] and [pci_ids.{kind}] of "
+                "drivers/catalog.toml.",
             )
         return self.pci_ids[kind][table[model]]
 

@@ -313,7 +313,7 @@ def test_attach_refusals(
                 2,
                 "with a virtio NIC on the user-mode network needs 29",
             ),
-            (["disk", "--size", "1"], 2, "28 of the 28 slots for additional devices"),
+            (["disk", "--size", "1"], 2, "with a virtio disk"),
             (
                 ["nic", "--network", "nope-pvinstall"],
                 2,

@@ -10,7 +10,6 @@ import pytest
 from builder.config import BuildConfig, load_config
 from builder.errors import BuildError, InputError
 from builder.media import layout
-from builder.media.files import PlannedFile
 from builder.media.plan import (
     MediaInputs,
     plan_answer_floppy,
@@ -166,17 +165,6 @@ def test_overflow_on_2_88_says_it_is_the_largest(tmp_path: Path) -> None:
     problem = caught.value.problems[0]
     assert "2.88 MB floppy" in problem.message
     assert problem.hint is not None and problem.hint.startswith("2.88 MB is the largest")
-
-
-def test_planned_file_hides_its_bytes_and_checks_itself() -> None:
-    secret = PlannedFile.inline("WINNT.SIF", b'AdminPassword="hunter2"')
-    assert "hunter2" not in repr(secret)
-    with pytest.raises(ValueError, match="exactly one"):
-        PlannedFile("X", 1)
-    with pytest.raises(ValueError, match="exactly one"):
-        PlannedFile("X", 1, data=b"x", source_path="x")
-    with pytest.raises(ValueError, match="size 2"):
-        PlannedFile("X", 2, data=b"x")
 
 
 def test_two_files_at_one_path_are_a_bug(modern: Tree) -> None:

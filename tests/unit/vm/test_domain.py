@@ -253,16 +253,6 @@ def test_unknown_virtio_model_is_refused(drivers: Mapping[str, DriverSet]) -> No
         render(drivers, "win2008-x64", virtio_model="virtio-scsi")
 
 
-def test_presented_ids_follow_the_machine_table() -> None:
-    facts = load_driver_facts()
-    blk = facts.presented_ids("virtio-blk", "virtio", "pc")
-    assert blk.hardware_ids()[0] == "PCI\\VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00"
-    net = facts.presented_ids("virtio-net", "virtio-non-transitional", "pc")
-    assert net.hardware_ids()[0] == "PCI\\VEN_1AF4&DEV_1041&SUBSYS_11001AF4&REV_01"
-    with pytest.raises(BuildError, match=r"no \[device_models.q35\]"):
-        facts.presented_ids("virtio-blk", "virtio", "q35")
-
-
 def test_volume_xml() -> None:
     root = _root(domain.volume_xml("pv.qcow2", 32))
     assert root.findtext("name") == "pv.qcow2"
