@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from builder import cli
-from builder.media import iso9660 as iso
+from builder.media import iso9660
 from builder.windows.profiles import PROFILES
 from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, make_iso, write_modern_tree
 from tests.integration.windows_cd import build_windows_style_cd
@@ -188,7 +188,7 @@ def test_2003_with_its_cd_writes_a_remastered_install_iso(
     sif = xorriso_read(out / "install.iso", "I386/TXTSETUP.SIF", tmp_path)
     assert hashlib.sha256(sif).hexdigest() == by_path["I386/TXTSETUP.SIF"]["sha256"]
     assert b"viostor" in sif.lower()
-    assert iso.read_volume_info(out / "install.iso") is not None
+    assert iso9660.read_volume_info(out / "install.iso") is not None
     # The domain boots setup from the remastered copy, not from the user's CD.
     xml = (out / "domain.xml").read_text()
     assert str(out / "install.iso") in xml and str(cd_x86) not in xml
@@ -385,7 +385,7 @@ def test_interrupted_while_writing_exits_130_and_leaves_nothing(
         raise KeyboardInterrupt
 
     # Ctrl-C arrives while the drivers ISO is being written (after the floppy).
-    monkeypatch.setattr(iso, "write_drivers_iso", interrupted)
+    monkeypatch.setattr(iso9660, "write_drivers_iso", interrupted)
     out = tmp_path / "out"
     code, _, stderr = build(capsys, "win2008-x64", vw, out)
     assert code == 130 and "interrupted" in stderr

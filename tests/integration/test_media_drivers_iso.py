@@ -1,4 +1,4 @@
-"""drivers.iso (builder/iso.write_drivers_iso) checked with isoinfo and xorriso.
+"""drivers.iso (builder/media/iso9660.py write_drivers_iso) checked with isoinfo and xorriso.
 
 Built from each kind of driver source -- a directory, a virtio-win ISO (read in place)
 and a legacy .vfd floppy -- it must be ISO 9660 + Joliet + Rock Ridge with the label,

@@ -1,4 +1,4 @@
-"""The answer floppy (builder/floppy.write_floppy) checked with fsck.fat and mtools.
+"""The answer floppy (builder/fat.write_floppy) checked with fsck.fat and mtools.
 
 fsck.fat -n must find nothing wrong and count exactly the clusters the plan computed
 (so the capacity check and pyfatfs agree), mdir must list exactly the planned files,
@@ -16,8 +16,7 @@ import pytest
 
 from builder.config import load_config
 from builder.errors import BuildError
-from builder.media import fat as floppy
-from builder.media import layout
+from builder.media import fat, layout
 from builder.media.fat import write_floppy
 from builder.media.files import PlannedFile
 from builder.media.floppy import GEOMETRIES, FloppyPlan, floppy_usage
@@ -217,5 +216,5 @@ def test_boot_sector_survives_pyfatfs(tree: Tree, tmp_path: Path) -> None:
     plan = plan_for(tree, "win2003-x86", "1.44")
     image = tmp_path / "floppy.img"
     write_floppy(plan, image, DirectorySource(tree.root), epoch=EPOCH, serial=SERIAL)
-    blank = floppy.blank_image(GEOMETRIES[1440], plan.label, SERIAL, EPOCH)
+    blank = fat.blank_image(GEOMETRIES[1440], plan.label, SERIAL, EPOCH)
     assert image.read_bytes()[:512] == blank[:512]

@@ -1,4 +1,4 @@
-"""The remastered Windows Server 2003 install CD (builder/iso.remaster_install_cd).
+"""The remastered Windows Server 2003 install CD (builder/media/iso9660.py remaster_install_cd).
 
 Two fake CDs per architecture: the probe's bootable one (isolinux, a visible boot file
 with a boot-info table) and a retail-shaped one (a hidden 2048-byte boot image without

@@ -16,7 +16,7 @@ from typing import IO, Any
 import pytest
 
 from builder.errors import BuildError
-from builder.media import iso9660 as iso
+from builder.media import iso9660
 from builder.media.files import IsoPlan, PlannedFile
 from builder.virtio.source import DirectorySource
 
@@ -44,7 +44,7 @@ from builder.virtio.source import DirectorySource
     ],
 )
 def test_iso9660_names(name: str, is_dir: bool, relaxed: bool, expected: str) -> None:
-    assert iso.iso9660_name(name, is_dir=is_dir, relaxed=relaxed) == expected
+    assert iso9660.iso9660_name(name, is_dir=is_dir, relaxed=relaxed) == expected
 
 
 def test_the_pycdlib_clock_is_pinned_to_utc_and_restored() -> None:
@@ -54,7 +54,7 @@ def test_the_pycdlib_clock_is_pinned_to_utc_and_restored() -> None:
     dates: Any = importlib.import_module("pycdlib.dates")
     udf: Any = importlib.import_module("pycdlib.udf")
     before = (main.time, dates.time, udf.random)
-    with iso._pinned_clock(1_700_000_000):
+    with iso9660._pinned_clock(1_700_000_000):
         assert main.time.time() == 1_700_000_000.0
         assert dates.time.localtime(0) == time.gmtime(0)
         assert dates.time.strftime("%Y", time.gmtime(0)) == "1970"
@@ -109,12 +109,12 @@ def test_drivers_iso_streams_source_files_in_chunks(tmp_path: Path) -> None:
         ),
     )
     out = tmp_path / "drivers.iso"
-    iso.write_drivers_iso(plan, out, source, epoch=1_700_000_000)
+    iso9660.write_drivers_iso(plan, out, source, epoch=1_700_000_000)
     assert sorted(source.opened) == ["big.sys", "small.inf"]  # each opened once
     assert source.most_open == 1  # one at a time, closed when done
     assert -1 not in source.reads
     assert max(source.reads) <= 1024 * 1024  # never read whole
-    with iso.IsoReader(out) as reader:
+    with iso9660.IsoReader(out) as reader:
         entries = {e.path: e for e in reader.entries()}
         assert entries["drv/big.sys"].size == big
         with reader.open(entries["drv/small.inf"]) as stream:
@@ -132,7 +132,7 @@ def test_a_source_file_of_another_size_fails_and_leaves_nothing(
     plan = IsoPlan("TEST", (PlannedFile.from_source("a.inf", "a.inf", planned),))
     out = tmp_path / "drivers.iso"
     with pytest.raises(BuildError, match=message):
-        iso.write_drivers_iso(plan, out, DirectorySource(tmp_path / "src"), epoch=0)
+        iso9660.write_drivers_iso(plan, out, DirectorySource(tmp_path / "src"), epoch=0)
     assert not out.exists()
 
 
@@ -141,12 +141,12 @@ def test_same_plan_same_bytes_whatever_the_clock(
 ) -> None:
     plan = IsoPlan("TEST", (PlannedFile.inline("A/B.TXT", b"x"),))
     source = DirectorySource(tmp_path)
-    iso.write_drivers_iso(plan, tmp_path / "1.iso", source, epoch=1_700_000_000)
+    iso9660.write_drivers_iso(plan, tmp_path / "1.iso", source, epoch=1_700_000_000)
     # The clock an hour on (frozen there): the image does not follow it.
     later = time.time() + 3600
     monkeypatch.setattr(time, "time", lambda: later)
-    iso.write_drivers_iso(plan, tmp_path / "2.iso", source, epoch=1_700_000_000)
-    iso.write_drivers_iso(plan, tmp_path / "3.iso", source, epoch=1_700_000_002)
+    iso9660.write_drivers_iso(plan, tmp_path / "2.iso", source, epoch=1_700_000_000)
+    iso9660.write_drivers_iso(plan, tmp_path / "3.iso", source, epoch=1_700_000_002)
     first = (tmp_path / "1.iso").read_bytes()
     assert first == (tmp_path / "2.iso").read_bytes()
     assert first != (tmp_path / "3.iso").read_bytes()
@@ -162,8 +162,8 @@ def test_names_that_map_to_one_identifier_both_survive(tmp_path: Path) -> None:
         ),
     )
     out = tmp_path / "drivers.iso"
-    iso.write_drivers_iso(plan, out, DirectorySource(tmp_path), epoch=0)
-    with iso.IsoReader(out) as reader:  # Rock Ridge names
+    iso9660.write_drivers_iso(plan, out, DirectorySource(tmp_path), epoch=0)
+    with iso9660.IsoReader(out) as reader:  # Rock Ridge names
         contents = {}
         for entry in reader.entries():
             with reader.open(entry) as stream:
