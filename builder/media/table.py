@@ -224,6 +224,8 @@ def media_for(
     that can apply to it: setup would never see the storage driver.
     """
     serving = [m for m in table if m.serves is profile.storage_route]
+    # Whether a serving row could apply at all, had the user given a Windows ISO (a
+    # remastered CD needs one): a profile no row can serve is a bug of the tables.
     if not any(m.applies(profile, Path("windows.iso")) for m in serving):
         raise BuildError(
             f"no medium of the media table carries the storage driver to setup the way "

@@ -1,11 +1,12 @@
 """The libvirt domain that boots Windows setup: planned, checked and written as XML (pure).
 
 `plan_domain()` turns the settings and the media paths into a `DomainPlan` (every
-device with its bus, target and model); `check_slot_budget()` and
+device with its bus, target and model: the removable drives from the media the media
+table attaches, on the profile's buses); `check_slot_budget()` and
 `check_device_drivers()` refuse plans a guest or its drivers cannot take;
 `render_domain_xml()` writes the plan through `templates/domain.xml.j2`.
-`domain_xml()` does all three. `strip_install_media()` is the edit that turns an
-installed domain into a golden template (no floppy, empty CD-ROM drives).
+`domain_xml()` does all three. Editing a defined domain (the golden-template edit) is
+`vm/existing.py`'s.
 
 Nothing here touches libvirt or the disk beyond reading the template: the driver
 facts (which PCI IDs a device model presents) are loaded at the edge and passed in;
