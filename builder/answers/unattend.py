@@ -9,15 +9,18 @@ the XML through Jinja2 autoescaping. Every path on the media comes from
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from builder.answers.environment import encode, render
 from builder.answers.postinstall import drive_search
 from builder.config import BuildConfig
+from builder.errors import BuildError
 from builder.media import layout
 from builder.virtio.selection import DriverSet
-from builder.windows.profiles import Profile
+from builder.windows.profiles import DiskLayout, Profile
 
 # The suffix Windows appends before encoding a password with PlainText=false
 # (docs/windows-2008.md §3): AdministratorPassword for UserAccounts, Password
@@ -167,6 +170,52 @@ def encode_password(password: str, suffix: str) -> str:
     return base64.b64encode((password + suffix).encode("utf-16-le")).decode("ascii")
 
 
+@dataclass(frozen=True)
+class Partition:
+    """One partition of `DiskConfiguration`: how it is created and how it is formatted."""
+
+    order: int
+    type: str  # CreatePartition/Type: Primary, EFI, MSR
+    extend: bool  # takes the rest of the disk (else `size_mib`)
+    size_mib: int | None
+    format: str | None  # ModifyPartition/Format: NTFS, FAT32; None: left unformatted
+    label: str | None
+    letter: str | None
+    active: bool  # the MBR boot partition
+
+
+@dataclass(frozen=True)
+class PartitionLayout:
+    """The system disk as Windows Setup partitions it, and where Windows goes."""
+
+    partitions: tuple[Partition, ...]
+    install_to: int  # InstallTo/PartitionID
+
+
+# The system disk of each disk layout (docs/windows-2008.md §2). MBR: one active primary
+# NTFS partition over the whole disk, Windows on it.
+PARTITION_LAYOUTS: Mapping[DiskLayout, PartitionLayout] = MappingProxyType(
+    {
+        DiskLayout.MBR: PartitionLayout(
+            partitions=(Partition(1, "Primary", True, None, "NTFS", "System", "C", active=True),),
+            install_to=1,
+        ),
+    }
+)
+
+
+def partition_layout(profile: Profile) -> PartitionLayout:
+    """The partitions of the profile's disk layout; BuildError for one the table lacks."""
+    found = PARTITION_LAYOUTS.get(profile.disk_layout)
+    if found is None:
+        raise BuildError(
+            f"autounattend.xml cannot partition a {profile.disk_layout} disk for "
+            f"{profile.name}: builder/answers/unattend.py has no partition layout for it.",
+            "Add the layout to PARTITION_LAYOUTS.",
+        )
+    return found
+
+
 def _unattend_context(config: BuildConfig, drivers: DriverSet) -> dict[str, Any]:
     profile = config.profile
     password = config.admin_password.reveal()
@@ -197,6 +246,7 @@ def _unattend_context(config: BuildConfig, drivers: DriverSet) -> dict[str, Any]
         "autologon_count": config.autologon_count,
         "gated": gated,
         "gated_components": components,
+        "disk": partition_layout(profile),
         **drive_search(),
     }
 

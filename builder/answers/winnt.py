@@ -23,7 +23,7 @@ from builder.numbers import parse_int
 from builder.virtio.inf import Inf, Service
 from builder.virtio.packages import PackageFile
 from builder.virtio.selection import DriverSet, SelectedDriver
-from builder.windows.profiles import Arch
+from builder.windows.profiles import Arch, DiskLayout
 
 
 def _sif_quoted(key: str, value: str) -> str:
@@ -57,8 +57,18 @@ def _winnt_context(config: BuildConfig, drivers: DriverSet) -> dict[str, Any]:
     }
 
 
+# The disk layouts winnt.sif can ask for: Repartition makes one NTFS partition on an MBR
+# disk (docs/windows-2003.md §2).
+WINNT_DISK_LAYOUTS: frozenset[DiskLayout] = frozenset({DiskLayout.MBR})
+
+
 def render_winnt_sif(config: BuildConfig, drivers: DriverSet) -> bytes:
     """`winnt.sif` for a 2003 profile: Windows-1252, CRLF."""
+    if config.profile.disk_layout not in WINNT_DISK_LAYOUTS:
+        raise BuildError(
+            f"winnt.sif cannot partition a {config.profile.disk_layout} disk for "
+            f"{config.profile.name}; it repartitions MBR disks only."
+        )
     return encode("winnt.sif", render("winnt.sif.j2", _winnt_context(config, drivers)), "cp1252")
 
 

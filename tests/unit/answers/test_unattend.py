@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from builder.answers import formats, unattend
+from builder.errors import BuildError
 from builder.media import layout
 from builder.virtio.selection import DriverSet
-from builder.windows.profiles import PROFILES, Profile
+from builder.windows.profiles import PROFILES, DiskLayout, Profile
 from tests.unit.answers.common import (
     PASSWORD,
     PROFILES_2008,
@@ -300,3 +301,38 @@ def test_free_text_renders_to_xml_that_round_trips_or_is_refused(
         assert found is None
     else:
         assert found == getattr(config, key) == value
+
+
+def test_the_disk_is_partitioned_as_the_layout_table_says(
+    driversets: dict[str, DriverSet], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The partitions come from PARTITION_LAYOUTS, not from the template: a layout with
+    an EFI system partition, an unformatted MSR and Windows renders as such."""
+    efi_like = unattend.PartitionLayout(
+        partitions=(
+            unattend.Partition(1, "EFI", False, 260, "FAT32", "System", None, active=False),
+            unattend.Partition(2, "MSR", False, 16, None, None, None, active=False),
+            unattend.Partition(3, "Primary", True, None, "NTFS", "Windows", "C", active=False),
+        ),
+        install_to=3,
+    )
+    monkeypatch.setattr(unattend, "PARTITION_LAYOUTS", {DiskLayout.MBR: efi_like})
+    setup = components(unattend_root("win2008r2-x64", driversets), "windowsPE")[
+        "Microsoft-Windows-Setup"
+    ]
+    disk = setup.find(f"{U}DiskConfiguration/{U}Disk")
+    assert disk is not None
+    created = [
+        (text(c, "Order"), text(c, "Type"), text(c, "Size"))
+        for c in disk.iterfind(f"{U}CreatePartitions/{U}CreatePartition")
+    ]
+    assert created == [("1", "EFI", "260"), ("2", "MSR", "16"), ("3", "Primary", None)]
+    modified = [
+        (text(m, "PartitionID"), text(m, "Format"), text(m, "Active"))
+        for m in disk.iterfind(f"{U}ModifyPartitions/{U}ModifyPartition")
+    ]
+    assert modified == [("1", "FAT32", None), ("3", "NTFS", None)]
+    assert text(setup, "ImageInstall/OSImage/InstallTo/PartitionID") == "3"
+    monkeypatch.setattr(unattend, "PARTITION_LAYOUTS", {})
+    with pytest.raises(BuildError, match="cannot partition a mbr disk"):
+        unattend_root("win2008r2-x64", driversets)
