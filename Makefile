@@ -69,19 +69,20 @@ libvirtd: setup-hypervisor
 
 # Integration tests must really run their tools here: a skip fails the run.
 test: setup libvirtd
-	PVINSTALL_REQUIRE_REAL_TOOLS=1 $(BIN)/pytest $(PYTEST_ARGS)
+	PVTEST_REQUIRE_REAL_TOOLS=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: setup-python setup-oracles
 	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
 
 test-integration: setup libvirtd
-	PVINSTALL_REQUIRE_REAL_TOOLS=1 $(BIN)/pytest -m integration $(PYTEST_ARGS)
+	PVTEST_REQUIRE_REAL_TOOLS=1 $(BIN)/pytest -m integration $(PYTEST_ARGS)
 
 test-boot: setup libvirtd
-	PVINSTALL_REQUIRE_REAL_TOOLS=1 $(BIN)/pytest -m boot $(PYTEST_ARGS)
+	PVTEST_REQUIRE_REAL_TOOLS=1 $(BIN)/pytest -m boot $(PYTEST_ARGS)
 
 lint: setup-python
 	$(BIN)/ruff check builder tests
+	$(BIN)/ruff format --check builder tests
 	$(BIN)/mypy
 
 # Serial make runs lint first: a lint error stops it before the long test run.

@@ -1,6 +1,6 @@
 """The command line: parse, call, print, map errors to exit codes. No logic lives here.
 
-Exit codes (DESIGN.md): 0 success, 1 the build or install failed, 2 invalid input,
+Exit codes (docs/design.md §5): 0 success, 1 the build or install failed, 2 invalid input,
 130 interrupted. With --json exactly one JSON document goes to stdout (the result
 or the error list); human progress and messages go to stderr.
 """
@@ -16,13 +16,16 @@ from typing import Annotated, Any
 
 import typer
 
-from builder import catalog as catalog_mod
-from builder import convert_steps, pipeline, sources
+from builder import pipeline, sources
 from builder.config import settings_help
+from builder.convert import steps as convert_steps
 from builder.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, InputError, PvError
 from builder.monitor import choose_monitor
-from builder.profiles import PROFILES, resolve_profile
-from builder.virt import DEFAULT_URI
+from builder.virtio.facts import load_driver_facts
+from builder.virtio.packages import scan_json, scan_source
+from builder.virtio.selection import driverset_json, select_drivers
+from builder.vm.virt import DEFAULT_URI
+from builder.windows.profiles import PROFILES, resolve_profile
 
 app = typer.Typer(
     name="pvinstall",
@@ -83,7 +86,7 @@ def profiles_command(json_output: JsonOption = False) -> None:
             f"NT {p.nt_version[0]}.{p.nt_version[1]}",
             ", ".join(p.answer_files),
             p.virtio_win_folder,
-            p.device_flavour,
+            p.virtio_model,
             ", ".join((p.osinfo_id, *p.osinfo_aliases)),
         ]
         for p in PROFILES.values()
@@ -92,7 +95,7 @@ def profiles_command(json_output: JsonOption = False) -> None:
     typer.echo(_table(rows, header))
     typer.echo("\nStorage driver path to setup:")
     for p in PROFILES.values():
-        typer.echo(f"  {p.name}: {p.storage_path}")
+        typer.echo(f"  {p.name}: {p.storage_prose}")
 
 
 @app.command("drivers")
@@ -114,18 +117,18 @@ def drivers_command(
     """List the driver packages in a source, or the selection for a profile."""
     target = resolve_profile(profile, arch) if profile else None
     path = sources.find_source(source)
-    catalog = catalog_mod.load_catalog()
+    facts = load_driver_facts()
     with sources.open_source(path) as opened:
-        scan = catalog_mod.scan_source(opened, catalog)
+        scan = scan_source(opened, facts)
         if target is None:
-            document = catalog_mod.scan_json(scan)
+            document = scan_json(scan)
             if json_output:
                 _print_json(document)
                 return
             _print_scan(document)
             return
-        selection = catalog_mod.select_drivers(scan, target, catalog)
-        document = catalog_mod.driverset_json(selection, opened)
+        selection = select_drivers(scan, target, facts)
+        document = driverset_json(selection, sources.driver_digests(opened, selection))
     if json_output:
         _print_json(document)
         return
@@ -148,8 +151,11 @@ def build_command(
     arch: ArchOption = None,
     drivers: Annotated[
         str | None,
-        typer.Option("--drivers", help="virtio-win ISO, driver folder or .vfd image (default: "
-                     "$VIRTIO_WIN, drivers/virtio-win.iso, /usr/share/virtio-win/...)."),
+        typer.Option(
+            "--drivers",
+            help="virtio-win ISO, driver folder or .vfd image (default: "
+            "$VIRTIO_WIN, drivers/virtio-win.iso, /usr/share/virtio-win/...).",
+        ),
     ] = None,
     windows_iso: Annotated[
         Path | None, typer.Option("--windows-iso", help="The Windows install CD/DVD image.")
@@ -178,17 +184,19 @@ def build_command(
     ] = False,
     install: Annotated[
         bool,
-        typer.Option("--install", help="Define, start, wait for setup to power the guest "
-                     "off, then detach the install media."),
+        typer.Option(
+            "--install",
+            help="Define, start, wait for setup to power the guest "
+            "off, then detach the install media.",
+        ),
     ] = False,
     replace: Annotated[
         bool,
-        typer.Option("--replace", help="Undefine a domain of the same name and recreate its "
-                     "disks."),
+        typer.Option(
+            "--replace", help="Undefine a domain of the same name and recreate its disks."
+        ),
     ] = False,
-    connect: Annotated[
-        str, typer.Option("--connect", help="libvirt URI.")
-    ] = DEFAULT_URI,
+    connect: Annotated[str, typer.Option("--connect", help="libvirt URI.")] = DEFAULT_URI,
     domain_type: Annotated[
         str | None,
         typer.Option("--domain-type", help="kvm or qemu (default: kvm when offered)."),
@@ -201,13 +209,25 @@ def build_command(
     """Write the answer files, driver media and domain XML for a hands-off install;
     with --define or --install, also act on libvirt."""
     if json_output and print_xml:
-        raise InputError("--json and --print-xml both print on stdout.",
-                         "Use one; the domain XML is also in OUT/domain.xml.",
-                         key="--print-xml")
+        raise InputError(
+            "--json and --print-xml both print on stdout.",
+            "Use one; the domain XML is also in OUT/domain.xml.",
+            key="--print-xml",
+        )
     options = pipeline.BuildOptions(
-        profile=profile, arch=arch, drivers=drivers, windows_iso=windows_iso, out=out,
-        name=name, config_file=config_file, sets=tuple(sets or ()), define=define,
-        install=install, replace=replace, connect=connect, domain_type=domain_type,
+        profile=profile,
+        arch=arch,
+        drivers=drivers,
+        windows_iso=windows_iso,
+        out=out,
+        name=name,
+        config_file=config_file,
+        sets=tuple(sets or ()),
+        define=define,
+        install=install,
+        replace=replace,
+        connect=connect,
+        domain_type=domain_type,
         timeout_minutes=timeout,
     )
     monitor = choose_monitor(json_output=json_output)
@@ -218,15 +238,22 @@ def build_command(
     if print_xml:
         sys.stdout.write(result.domain_xml)
     where = result.out_dir
-    typer.echo(f"pvinstall: wrote {len(result.manifest['outputs'])} files and "
-               f"manifest.json to {where}", err=True)
+    typer.echo(
+        f"pvinstall: wrote {len(result.manifest['outputs'])} files and manifest.json to {where}",
+        err=True,
+    )
     if result.installed:
-        typer.echo(f"pvinstall: {result.manifest['domain']['name']} is installed and shut "
-                   "off, without install media: a golden template.", err=True)
+        typer.echo(
+            f"pvinstall: {result.manifest['domain']['name']} is installed and shut "
+            "off, without install media: a golden template.",
+            err=True,
+        )
     elif not options.acting:
-        typer.echo(f"pvinstall: to install, run the same command with --windows-iso ISO "
-                   f"--install (or define {where / pipeline.DOMAIN_XML} with virsh).",
-                   err=True)
+        typer.echo(
+            f"pvinstall: to install, run the same command with --windows-iso ISO "
+            f"--install (or define {where / pipeline.DOMAIN_XML} with virsh).",
+            err=True,
+        )
 
 
 def _print_scan(document: dict[str, Any]) -> None:
@@ -283,8 +310,10 @@ def _print_selection(document: dict[str, Any], *, show_rejected: bool) -> None:
 ConnectOption = Annotated[
     str, typer.Option("--connect", "-c", help="The libvirt URI of the hypervisor.")
 ]
-DomainArgument = Annotated[str, typer.Argument(help="The name of the libvirt domain.",
-                                               metavar="DOMAIN", show_default=False)]
+DomainArgument = Annotated[
+    str,
+    typer.Argument(help="The name of the libvirt domain.", metavar="DOMAIN", show_default=False),
+]
 
 
 def _print_outcome(lines: Sequence[str]) -> None:
@@ -301,25 +330,37 @@ def convert_command(
     arch: ArchOption = None,
     drivers: Annotated[
         str | None,
-        typer.Option("--drivers", help="virtio-win ISO, folder or .vfd for the drivers CD "
-                     "(default: $VIRTIO_WIN, drivers/virtio-win.iso, /usr/share/virtio-win)."),
+        typer.Option(
+            "--drivers",
+            help="virtio-win ISO, folder or .vfd for the drivers CD "
+            "(default: $VIRTIO_WIN, drivers/virtio-win.iso, /usr/share/virtio-win).",
+        ),
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Where the backup, the record, the drivers ISO and the "
-                     "temporary disk go (default: $PVINSTALL_STATE_DIR, else "
-                     "$XDG_STATE_HOME/pvinstall/DOMAIN)."),
+        typer.Option(
+            "--out",
+            help="Where the backup, the record, the drivers ISO and the "
+            "temporary disk go (default: $PVINSTALL_STATE_DIR, else "
+            "$XDG_STATE_HOME/pvinstall/DOMAIN).",
+        ),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the new definition; change nothing.")
     ] = False,
     finish: Annotated[
-        bool, typer.Option("--finish", help="Phase two: remove the temporary disk and the "
-                           "drivers CD, switch the boot disk.")
+        bool,
+        typer.Option(
+            "--finish",
+            help="Phase two: remove the temporary disk and the drivers CD, switch the boot disk.",
+        ),
     ] = False,
     drivers_installed: Annotated[
-        bool, typer.Option("--drivers-installed", help="The guest has the virtio drivers: "
-                           "switch everything at once.")
+        bool,
+        typer.Option(
+            "--drivers-installed",
+            help="The guest has the virtio drivers: switch everything at once.",
+        ),
     ] = False,
     rollback: Annotated[
         bool, typer.Option("--rollback", help="Restore the definition from before convert.")
@@ -328,12 +369,21 @@ def convert_command(
 ) -> None:
     """Switch an existing guest's IDE/SATA/SCSI disks and e1000/rtl8139 NICs to virtio,
     safely: staged by default (the boot disk moves once Windows has the driver)."""
-    modes = [flag for flag, on in (("--finish", finish), ("--drivers-installed",
-             drivers_installed), ("--rollback", rollback)) if on]
+    modes = [
+        flag
+        for flag, on in (
+            ("--finish", finish),
+            ("--drivers-installed", drivers_installed),
+            ("--rollback", rollback),
+        )
+        if on
+    ]
     if len(modes) > 1:
-        raise InputError(f"{' and '.join(modes)} cannot be combined.",
-                         "Give one of --finish, --drivers-installed and --rollback.",
-                         key=modes[1])
+        raise InputError(
+            f"{' and '.join(modes)} cannot be combined.",
+            "Give one of --finish, --drivers-installed and --rollback.",
+            key=modes[1],
+        )
     mode: convert_steps.Mode = "staged"
     if finish:
         mode = "finish"
@@ -341,9 +391,16 @@ def convert_command(
         mode = "drivers-installed"
     elif rollback:
         mode = "rollback"
-    options = convert_steps.ConvertOptions(name=name, uri=connect, profile=profile, arch=arch,
-                                           drivers=drivers, out=out, mode=mode,
-                                           dry_run=dry_run)
+    options = convert_steps.ConvertOptions(
+        name=name,
+        uri=connect,
+        profile=profile,
+        arch=arch,
+        drivers=drivers,
+        out=out,
+        mode=mode,
+        dry_run=dry_run,
+    )
     outcome = convert_steps.run_convert(options, choose_monitor(json_output=json_output))
     if json_output:
         _print_json(outcome.as_json())
@@ -356,8 +413,7 @@ def convert_command(
 @app.command("attach")
 def attach_command(
     name: DomainArgument,
-    kind: Annotated[str, typer.Argument(help="disk or nic.", metavar="KIND",
-                                        show_default=False)],
+    kind: Annotated[str, typer.Argument(help="disk or nic.", metavar="KIND", show_default=False)],
     *,
     size: Annotated[
         int | None, typer.Option("--size", help="disk: create a new qcow2 of this many GiB.")
@@ -373,8 +429,10 @@ def attach_command(
     profile: ProfileOption = None,
     arch: ArchOption = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="disk --size: create the image here instead "
-                                  "of next to the boot disk.")
+        Path | None,
+        typer.Option(
+            "--out", help="disk --size: create the image here instead of next to the boot disk."
+        ),
     ] = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -383,8 +441,16 @@ def attach_command(
     if kind not in ("disk", "nic"):
         raise InputError(f"cannot attach {kind!r}.", "Attach a disk or a nic.", key="KIND")
     options = convert_steps.AttachOptions(
-        name=name, kind="disk" if kind == "disk" else "nic", uri=connect, profile=profile,
-        arch=arch, size_gib=size, source=source, network=network, out=out)
+        name=name,
+        kind="disk" if kind == "disk" else "nic",
+        uri=connect,
+        profile=profile,
+        arch=arch,
+        size_gib=size,
+        source=source,
+        network=network,
+        out=out,
+    )
     outcome = convert_steps.run_attach(options, choose_monitor(json_output=json_output))
     if json_output:
         _print_json(outcome.as_json())

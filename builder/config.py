@@ -18,18 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from builder import locales, timezones
 from builder.errors import InputError, Problem
-from builder.profiles import Family, Profile
+from builder.vm.devices import VIRTIO_MODELS
+from builder.windows import locales
+from builder.windows.profiles import AnswerText, Profile
 
 ENV_PREFIX = "PVINSTALL_"
-# PVINSTALL_* variables that are not settings: pvinstall's own switches (state
-# directory, test and CI knobs). Any other PVINSTALL_* name is a setting, and an
-# unknown one an error, so that a misspelt setting is not silently ignored.
-ENV_NOT_SETTINGS = frozenset({
-    "PVINSTALL_STATE_DIR", "PVINSTALL_REQUIRE_REAL_TOOLS", "PVINSTALL_REGENERATE_GOLDEN",
-    "PVINSTALL_LIBVIRTD_WAIT", "PVINSTALL_ALLOW_NO_LIBVIRTD",
-})
+# PVINSTALL_* variables that are not settings: pvinstall's own switches (the state
+# directory of convert). Any other PVINSTALL_* name is a setting, and an unknown one an
+# error, so that a misspelt setting is not silently ignored. The test harness's knobs
+# have a prefix of their own (PVTEST_*) and are none of pvinstall's business.
+ENV_NOT_SETTINGS = frozenset({"PVINSTALL_STATE_DIR"})
 
 
 class Secret:
@@ -71,57 +70,89 @@ class Setting:
     secret: bool = False
 
 
-# libvirt's models for virtio disks and NICs (domain.py picks the profile's default).
-VirtioModel = Literal["virtio", "virtio-transitional", "virtio-non-transitional"]
-VIRTIO_MODELS: tuple[VirtioModel, ...] = ("virtio", "virtio-transitional",
-                                          "virtio-non-transitional")
-
 SETTINGS: tuple[Setting, ...] = (
-    Setting("computer_name", "str",
-            "NetBIOS computer name, at most 15 letters, digits, '-' or '_'; '*' for a random "
-            "name (default '*')."),
-    Setting("admin_password", "str",
-            "Administrator password (required). Kept out of logs and the manifest; prefer "
-            "PVINSTALL_ADMIN_PASSWORD or the config file to --set.", secret=True),
-    Setting("product_key", "str",
-            "Product key XXXXX-XXXXX-XXXXX-XXXXX-XXXXX. Required for 2003; for 2008 the "
-            "edition's KMS client key by default, \"\" to leave it out (evaluation media).",
-            secret=True),
-    Setting("edition", "str",
-            "standard, enterprise, datacenter or web: picks the image name and the default "
-            "KMS client key (default standard)."),
-    Setting("image_name", "str",
-            "The install.wim image to install (/IMAGE/NAME), overriding the edition's."),
+    Setting(
+        "computer_name",
+        "str",
+        "NetBIOS computer name, at most 15 letters, digits, '-' or '_'; '*' for a random "
+        "name (default '*').",
+    ),
+    Setting(
+        "admin_password",
+        "str",
+        "Administrator password (required). Kept out of logs and the manifest; prefer "
+        "PVINSTALL_ADMIN_PASSWORD or the config file to --set.",
+        secret=True,
+    ),
+    Setting(
+        "product_key",
+        "str",
+        "Product key XXXXX-XXXXX-XXXXX-XXXXX-XXXXX. Required for 2003; for 2008 the "
+        'edition\'s KMS client key by default, "" to leave it out (evaluation media).',
+        secret=True,
+    ),
+    Setting(
+        "edition",
+        "str",
+        "standard, enterprise, datacenter or web: picks the image name and the default "
+        "KMS client key (default standard).",
+    ),
+    Setting(
+        "image_name",
+        "str",
+        "The install.wim image to install (/IMAGE/NAME), overriding the edition's.",
+    ),
     Setting("full_name", "str", "Registered owner (default 'Administrator')."),
     Setting("organization", "str", "Registered organization (default empty)."),
-    Setting("timezone", "str",
-            "Time zone: the Windows name ('W. Europe Standard Time'); 2003 also takes its "
-            "index ('110'). Default: Greenwich, UTC on 2008 R2."),
-    Setting("locale", "str",
-            "Locale for UI language, input, system and user locale, e.g. en-US (default)."),
+    Setting(
+        "timezone",
+        "str",
+        "Time zone: the Windows name ('W. Europe Standard Time'); 2003 also takes its "
+        "index ('110'). Default: Greenwich, UTC on 2008 R2.",
+    ),
+    Setting(
+        "locale",
+        "str",
+        "Locale for UI language, input, system and user locale, e.g. en-US (default).",
+    ),
     Setting("workgroup", "str", "Workgroup to join (default WORKGROUP)."),
-    Setting("autologon_count", "int",
-            "How many times Administrator logs on automatically (default 1; at least 1, "
-            "because the post-install step runs at the first logon)."),
-    Setting("first_logon_commands", "str_list",
-            "Commands run at the first logon, after the drivers are installed and before the "
-            "guest powers off (a list of strings, ASCII; each runs as if typed at a cmd "
-            "prompt)."),
+    Setting(
+        "autologon_count",
+        "int",
+        "How many times Administrator logs on automatically (default 1; at least 1, "
+        "because the post-install step runs at the first logon).",
+    ),
+    Setting(
+        "first_logon_commands",
+        "str_list",
+        "Commands run at the first logon, after the drivers are installed and before the "
+        "guest powers off (a list of strings, ASCII; each runs as if typed at a cmd "
+        "prompt).",
+    ),
     Setting("floppy_size", "size", "Answer floppy size: 1.44 (default) or 2.88 (MB)."),
     Setting("drivers_iso_label", "str", "Volume label of drivers.iso (default PVDRIVERS)."),
     Setting("memory_mib", "int", "Guest memory in MiB (profile default; at least its minimum)."),
     Setting("vcpus", "int", "Virtual CPUs (profile default)."),
     Setting("disk_size_gib", "int", "System disk size in GiB (profile default)."),
     Setting("data_disks", "int_list", "Sizes in GiB of extra virtio data disks, e.g. [20, 40]."),
-    Setting("network", "str",
-            "libvirt network for the virtio NIC (default 'default'), or 'user' for user-mode "
-            "networking."),
-    Setting("storage_pool", "str",
-            "libvirt storage pool for the disks (default: qcow2 files next to the outputs)."),
-    Setting("virtio_model", "str",
-            "libvirt model of the virtio disks and NIC: virtio-transitional (the 2003 "
-            "default: its drivers know only the transitional IDs), virtio (the 2008 "
-            "default) or virtio-non-transitional. The selected drivers must bind to it."),
+    Setting(
+        "network",
+        "str",
+        "libvirt network for the virtio NIC (default 'default'), or 'user' for user-mode "
+        "networking.",
+    ),
+    Setting(
+        "storage_pool",
+        "str",
+        "libvirt storage pool for the disks (default: qcow2 files next to the outputs).",
+    ),
+    Setting(
+        "virtio_model",
+        "str",
+        "libvirt model of the virtio disks and NIC: virtio-transitional (the 2003 "
+        "default: its drivers know only the transitional IDs), virtio (the 2008 "
+        "default) or virtio-non-transitional. The selected drivers must bind to it.",
+    ),
 )
 SETTINGS_BY_KEY: Mapping[str, Setting] = {s.key: s for s in SETTINGS}
 
@@ -161,11 +192,11 @@ class BuildConfig:
 
     @property
     def input_locale(self) -> str:
-        return locales.input_locale(self.locale)
+        return locales.input_locale(self.profile.locales[self.locale])
 
     @property
     def language_code(self) -> str:
-        return locales.language_code(self.locale)
+        return locales.language_code(self.profile.locales[self.locale])
 
     def public_json(self) -> dict[str, Any]:
         """The settings for the manifest: secrets are only said to be set or not."""
@@ -210,8 +241,11 @@ def _read_file(path: Path, problems: list[Problem]) -> dict[str, Any]:
         return {}
     except tomllib.TOMLDecodeError as exc:
         problems.append(
-            Problem("--config", f"{path} is not valid TOML: {exc}.",
-                    "Fix the line it names; strings need quotes.")
+            Problem(
+                "--config",
+                f"{path} is not valid TOML: {exc}.",
+                "Fix the line it names; strings need quotes.",
+            )
         )
         return {}
     except UnicodeDecodeError:
@@ -220,8 +254,10 @@ def _read_file(path: Path, problems: list[Problem]) -> dict[str, Any]:
     for key, value in data.items():
         if isinstance(value, dict):
             problems.append(
-                Problem(f"{path}: [{key}]", "tables are not settings; write key = value "
-                        "lines at the top level.")
+                Problem(
+                    f"{path}: [{key}]",
+                    "tables are not settings; write key = value lines at the top level.",
+                )
             )
     return {k: v for k, v in data.items() if not isinstance(v, dict)}
 
@@ -239,21 +275,23 @@ def gather(
         for key, value in _read_file(config_file, problems).items():
             values[key] = (value, str(config_file), None)
     for name, text in sorted(environ.items()):
-        if (name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX)
-                and name not in ENV_NOT_SETTINGS):
-            key = name[len(ENV_PREFIX):].lower()
+        if (
+            name.startswith(ENV_PREFIX)
+            and len(name) > len(ENV_PREFIX)
+            and name not in ENV_NOT_SETTINGS
+        ):
+            key = name[len(ENV_PREFIX) :].lower()
             values[key] = (_parse_value(text), f"${name}", text)
     for item in sets:
         if "=" not in item:
-            problems.append(
-                Problem("--set", f"{item!r} has no '='.", "Write --set KEY=VALUE.")
-            )
+            problems.append(Problem("--set", f"{item!r} has no '='.", "Write --set KEY=VALUE."))
             continue
         key, _, text = item.partition("=")
         key = key.strip()
         if not key:
-            problems.append(Problem("--set", f"{item!r} has no key before '='.",
-                                    "Write --set KEY=VALUE."))
+            problems.append(
+                Problem("--set", f"{item!r} has no key before '='.", "Write --set KEY=VALUE.")
+            )
             continue
         values[key] = (_parse_value(text), "--set", text)
     return values, problems
@@ -266,10 +304,13 @@ _PRODUCT_KEY = re.compile(r"^[A-Z0-9]{5}(-[A-Z0-9]{5}){4}$")
 _ISO_LABEL = re.compile(r"^[A-Z0-9_]{1,32}$")
 
 
-def _text_problem(value: str, *, cp1252: bool, secret: bool = False) -> str | None:
+def _text_problem(
+    value: str, *, rules: AnswerText | None = None, secret: bool = False
+) -> str | None:
     """Why a free-text value cannot go into an answer file, or None if it can.
 
-    `cp1252` applies winnt.sif's rules (Windows Server 2003). For a `secret` the
+    `rules` are the profile's answer-file text rules (winnt.sif's code page and
+    characters); without them only what no file can hold is refused. For a `secret` the
     offending character is described but not shown.
     """
     for char in value:
@@ -282,28 +323,24 @@ def _text_problem(value: str, *, cp1252: bool, secret: bool = False) -> str | No
             return f"contains the lone surrogate U+{ord(char):04X}"
         if category == "Cn" and (ord(char) & 0xFFFE) == 0xFFFE:
             return f"contains the non-character U+{ord(char):04X}"
-    if cp1252:
+    if rules is None:
+        return None
+    if rules.encoding is not None:
         try:
-            value.encode("cp1252")
+            value.encode(rules.encoding)
         except UnicodeEncodeError as exc:
             bad = value[exc.start]
             shown = "a character" if secret else f"{bad!r} (U+{ord(bad):04X})"
-            return (
-                f"contains {shown}, which Windows Server 2003's winnt.sif "
-                "cannot hold (it is read as Windows-1252)"
-            )
-        if '"' in value:
-            return 'contains \'"\', which cannot be quoted in winnt.sif'
-        # Setup reads winnt.sif with the INF parser, which replaces %name% with a
-        # [Strings] entry or the environment; a value cannot carry a literal '%'.
-        if "%" in value:
-            return "contains '%', which setup would read as the start of a %variable%"
+            return f"contains {shown}, which {rules.unencodable}"
+    for char, why in rules.forbidden:
+        if char in value:
+            return f"contains {char!r}, which {why}"
     return None
 
 
 def _script_problem(value: str) -> str | None:
     """Why a command cannot go into the post-install cmd script, or None if it can."""
-    problem = _text_problem(value, cp1252=False)
+    problem = _text_problem(value)
     if problem:
         return problem
     if value.count('"') % 2:
@@ -314,8 +351,10 @@ def _script_problem(value: str) -> str | None:
         if not char.isascii():
             # cmd reads a batch file in the guest's OEM code page (437, 850, 866, 932...,
             # by locale); only ASCII reads the same in all of them.
-            return (f"contains {char!r} (U+{ord(char):04X}); the post-install cmd script "
-                    "holds ASCII only, because cmd reads it in the guest's OEM code page")
+            return (
+                f"contains {char!r} (U+{ord(char):04X}); the post-install cmd script "
+                "holds ASCII only, because cmd reads it in the guest's OEM code page"
+            )
     return None
 
 
@@ -324,7 +363,6 @@ class _Validator:
         self.profile = profile
         self.raw = raw
         self.problems: list[Problem] = []
-        self.is_2003 = profile.family is Family.WIN2003
 
     def fail(self, key: str, message: str, hint: str | None = None) -> None:
         origin = self.raw.get(key.split("[", maxsplit=1)[0], (None, "", None))[1]
@@ -345,13 +383,14 @@ class _Validator:
             return text
         return value
 
-    def text(self, key: str, default: str, *, winnt: bool = True) -> str:
+    def text(self, key: str, default: str, *, answer_file: bool = True) -> str:
         value = self.get(key, default)
         if not isinstance(value, str):
             self.fail(key, f"must be a string, not {type(value).__name__} {value!r}.")
             return default
         secret = SETTINGS_BY_KEY[key].secret
-        problem = _text_problem(value, cp1252=winnt and self.is_2003, secret=secret)
+        rules = self.profile.answer_text if answer_file else None
+        problem = _text_problem(value, rules=rules, secret=secret)
         if problem:
             self.fail(key, problem + ".", "Use plain printable characters.")
         return value
@@ -398,8 +437,11 @@ def _validate(check: _Validator) -> BuildConfig | None:
     password = _admin_password(check)
     edition = check.text("edition", profile.default_edition)
     if edition not in profile.editions:
-        check.fail("edition", f"{edition!r} is not an edition of {profile.name}; choose one of "
-                   f"{', '.join(profile.editions)}.")
+        check.fail(
+            "edition",
+            f"{edition!r} is not an edition of {profile.name}; choose one of "
+            f"{', '.join(profile.editions)}.",
+        )
     edition_info = profile.editions.get(edition, profile.editions[profile.default_edition])
     product_key = _product_key(check, edition_info.kms_key)
     image_name = _image_name(check, edition, edition_info.image_name)
@@ -417,18 +459,26 @@ def _validate(check: _Validator) -> BuildConfig | None:
     locale = _locale(check)
     workgroup = check.text("workgroup", "WORKGROUP")
     if not _NETBIOS.match(workgroup) and not check.problems_for("workgroup"):
-        check.fail("workgroup", f"{workgroup!r} is not a NetBIOS name (at most 15 letters, "
-                   "digits, '-' or '_').")
+        check.fail(
+            "workgroup",
+            f"{workgroup!r} is not a NetBIOS name (at most 15 letters, digits, '-' or '_').",
+        )
     autologon = check.integer("autologon_count", 1, 0, 999)
     if autologon == 0:
-        check.fail("autologon_count", "0 turns AutoLogon off, but the post-install step and the "
-                   "power-off that ends the install run at the first logon.", "Use 1 or more.")
+        check.fail(
+            "autologon_count",
+            "0 turns AutoLogon off, but the post-install step and the "
+            "power-off that ends the install run at the first logon.",
+            "Use 1 or more.",
+        )
     commands = _string_list(check, "first_logon_commands")
     floppy_kib = _floppy_size(check)
-    label = check.text("drivers_iso_label", "PVDRIVERS", winnt=False)
+    label = check.text("drivers_iso_label", "PVDRIVERS", answer_file=False)
     if not _ISO_LABEL.match(label) and not check.problems_for("drivers_iso_label"):
-        check.fail("drivers_iso_label", f"{label!r}: an ISO 9660 volume label has 1 to 32 of "
-                   "A-Z, 0-9 and '_'.")
+        check.fail(
+            "drivers_iso_label",
+            f"{label!r}: an ISO 9660 volume label has 1 to 32 of A-Z, 0-9 and '_'.",
+        )
     domain = _domain_settings(check)
     if check.problems:
         return None
@@ -461,9 +511,11 @@ def _computer_name(check: _Validator) -> str:
         check.fail("computer_name", f"{len(name)} characters; a NetBIOS name has at most 15.")
     elif not _NETBIOS.match(name):
         bad = sorted({c for c in name if not re.match(r"[A-Za-z0-9_-]", c)})
-        check.fail("computer_name",
-                   f"{name!r} contains {' '.join(repr(c) for c in bad)}; use letters, digits, "
-                   "'-' and '_' only, or '*' for a random name.")
+        check.fail(
+            "computer_name",
+            f"{name!r} contains {' '.join(repr(c) for c in bad)}; use letters, digits, "
+            "'-' and '_' only, or '*' for a random name.",
+        )
     elif name.isdigit():
         check.fail("computer_name", "a computer name cannot be only digits.")
     return name
@@ -472,32 +524,44 @@ def _computer_name(check: _Validator) -> str:
 def _admin_password(check: _Validator) -> str:
     password = check.text("admin_password", "")
     if "admin_password" not in check.raw:
-        check.fail("admin_password", "not set.",
-                   "Give it in the --config file or as PVINSTALL_ADMIN_PASSWORD.")
+        check.fail(
+            "admin_password",
+            "not set.",
+            "Give it in the --config file or as PVINSTALL_ADMIN_PASSWORD.",
+        )
     elif password == "":
-        check.fail("admin_password", "is empty; AutoLogon and the post-install step need a "
-                   "password.")
+        check.fail(
+            "admin_password", "is empty; AutoLogon and the post-install step need a password."
+        )
     elif len(password) > 127:
         check.fail("admin_password", f"{len(password)} characters; Windows allows at most 127.")
-    elif password == "*" and check.is_2003:  # noqa: S105 - the sentinel, not a password
-        # winnt.sif: AdminPassword=* means an empty password (reference/windows-2003.md).
-        check.fail("admin_password", "'*' means no password in winnt.sif; AutoLogon and "
-                   "the post-install step need one.")
+    elif password == check.profile.answer_text.no_password:
+        # winnt.sif: AdminPassword=* means an empty password (docs/windows-2003.md §2).
+        check.fail(
+            "admin_password",
+            f"{password!r} means no password in {check.profile.answer_text.file}; AutoLogon "
+            "and the post-install step need one.",
+        )
     return password
 
 
 def _image_name(check: _Validator, edition: str, default: str | None) -> str | None:
     profile = check.profile
-    if profile.is_2003:
+    if not profile.installs_image:
         if "image_name" in check.raw:
-            check.fail("image_name", "Windows Server 2003 installs from winnt.sif, which has no "
-                       "image name; leave it out.")
+            check.fail(
+                "image_name",
+                f"{profile.title} installs from {profile.answer_text.file}, which has no "
+                "image name; leave it out.",
+            )
         return None
     image_name = check.text("image_name", default or "")
     if not image_name and not check.problems_for("image_name"):
-        check.fail("image_name", f"no image name is known for the {edition} edition of "
-                   f"{profile.name}.",
-                   "Set image_name to the name `wiminfo install.wim` lists for it.")
+        check.fail(
+            "image_name",
+            f"no image name is known for the {edition} edition of {profile.name}.",
+            "Set image_name to the name `wiminfo install.wim` lists for it.",
+        )
     return image_name
 
 
@@ -505,22 +569,26 @@ def _domain_settings(check: _Validator) -> dict[str, Any]:
     profile = check.profile
     memory = check.integer("memory_mib", profile.memory_mib, 1, 4 * 1024 * 1024, " MiB")
     if memory < profile.min_memory_mib and not check.problems_for("memory_mib"):
-        check.fail("memory_mib", f"{memory} MiB is below the {profile.min_memory_mib} MiB "
-                   f"{profile.title} needs.")
-    min_disk = 4 if profile.is_2003 else 10
-    network = check.text("network", "default", winnt=False)
+        check.fail(
+            "memory_mib",
+            f"{memory} MiB is below the {profile.min_memory_mib} MiB {profile.title} needs.",
+        )
+    network = check.text("network", "default", answer_file=False)
     if not network.strip() or "/" in network or " " in network.strip():
         check.fail("network", f"{network!r} is not a libvirt network name.")
-    pool = check.text("storage_pool", "", winnt=False)
-    model = check.text("virtio_model", "", winnt=False)
+    pool = check.text("storage_pool", "", answer_file=False)
+    model = check.text("virtio_model", "", answer_file=False)
     if model and model not in VIRTIO_MODELS:
-        check.fail("virtio_model", f"{model!r} is not a virtio device model; use one of "
-                   f"{', '.join(VIRTIO_MODELS)}.")
+        check.fail(
+            "virtio_model",
+            f"{model!r} is not a virtio device model; use one of {', '.join(VIRTIO_MODELS)}.",
+        )
     return {
         "memory_mib": memory,
         "vcpus": check.integer("vcpus", profile.vcpus, 1, 255),
-        "disk_size_gib": check.integer("disk_size_gib", profile.disk_size_gib, min_disk, 2047,
-                                       " GiB"),
+        "disk_size_gib": check.integer(
+            "disk_size_gib", profile.disk_size_gib, profile.min_disk_gib, 2047, " GiB"
+        ),
         "data_disks": _int_list(check, "data_disks", 1, 65536),
         "network": network,
         "storage_pool": pool or None,
@@ -532,8 +600,11 @@ def _product_key(check: _Validator, kms_key: str | None) -> Secret | None:
     profile = check.profile
     if "product_key" not in check.raw:
         if profile.product_key_required:
-            check.fail("product_key", f"required for {profile.name}: Windows Server 2003 setup "
-                       "stops without one.", "Set the key printed on your media's licence.")
+            check.fail(
+                "product_key",
+                f"required for {profile.name}: {profile.title} setup stops without one.",
+                "Set the key printed on your media's licence.",
+            )
             return None
         return Secret(kms_key) if kms_key else None
     value = check.text("product_key", "")
@@ -544,8 +615,10 @@ def _product_key(check: _Validator, kms_key: str | None) -> Secret | None:
     normalized = value.strip().upper()
     if not _PRODUCT_KEY.match(normalized):
         # The value is a secret: describe its shape, never echo it.
-        check.fail("product_key", "is not of the form XXXXX-XXXXX-XXXXX-XXXXX-XXXXX "
-                   f"(got {len(value)} characters).")
+        check.fail(
+            "product_key",
+            f"is not of the form XXXXX-XXXXX-XXXXX-XXXXX-XXXXX (got {len(value)} characters).",
+        )
         return None
     return Secret(normalized)
 
@@ -555,41 +628,28 @@ def _timezone(check: _Validator) -> str:
     value = check.text("timezone", profile.default_timezone)
     if check.problems_for("timezone"):
         return value
-    if profile.timezone_style == "index":
-        text = value.strip()
-        if text.isdigit() and int(text) in timezones.INDEX_2003:
-            return str(int(text))
-        index = timezones.index_for_name(text)
-        if index is not None:
-            return str(index)
-        check.fail("timezone", f"{value!r} is not a Windows Server 2003 time zone.",
-                   "Use an index such as 085 (GMT), 035 (Eastern) or 110 (W. Europe), or its "
-                   "name such as 'W. Europe Standard Time'.")
+    resolved = profile.timezones.resolve(value)
+    if resolved is None:
+        check.fail(
+            "timezone",
+            f"{value!r} is not a time zone {profile.title} knows.",
+            profile.timezones.hint(value),
+        )
         return value
-    names = timezones.NAMES_2008R2 if profile.family is Family.WIN2008R2 else timezones.NAMES_2008
-    if value in names:
-        return value
-    folded = {n.lower(): n for n in names}
-    if value.lower() in folded:
-        return folded[value.lower()]
-    hint = "Use a Windows time zone name such as 'W. Europe Standard Time'."
-    if value in timezones.NAMES_2008R2:
-        hint = f"{value!r} arrived with Windows Server 2008 R2; use 'Greenwich Standard Time'."
-    elif value in timezones.NAMES_AFTER_2008R2:
-        hint = (f"{value!r} was created by a time zone update after Windows Server 2008 R2 "
-                "SP1, so setup does not know it; pick the zone it was split from.")
-    check.fail("timezone", f"{value!r} is not a time zone {profile.title} knows.", hint)
-    return value
+    return resolved
 
 
 def _locale(check: _Validator) -> str:
-    value = check.text("locale", "en-US")
+    value = check.text("locale", check.profile.default_locale)
     if check.problems_for("locale"):
         return value
-    canonical = locales.canonical(value)
+    canonical = locales.canonical(value, check.profile.locales)
     if canonical is None:
-        check.fail("locale", f"{value!r} is not a locale pvinstall knows.",
-                   "Use a name such as en-US, en-GB, de-DE or fr-FR.")
+        check.fail(
+            "locale",
+            f"{value!r} is not a locale pvinstall knows.",
+            "Use a name such as en-US, en-GB, de-DE or fr-FR.",
+        )
         return value
     return canonical
 

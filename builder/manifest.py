@@ -1,4 +1,4 @@
-"""manifest.json: what went into a build and what came out (DESIGN.md's contract).
+"""manifest.json: what went into a build and what came out (the contract of docs/design.md §6).
 
 Profile, inputs (path, sha256), the selected drivers (name, INF path, OS folder, arch,
 DriverVer, hardware IDs, files), the outputs (name, path, size, sha256), warnings and
@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from builder import __version__
-from builder.catalog import DriverSet, selected_json
 from builder.config import BuildConfig
-from builder.media import PlannedFile
-from builder.sources import DriverSource
+from builder.media.files import PlannedFile
+from builder.virtio.selection import DriverSet, selected_json
+from builder.virtio.source import DriverSource
 
 CHUNK = 1024 * 1024
 
@@ -44,14 +44,17 @@ class InputRecord:
         return {"name": self.name, "path": self.path, "kind": self.kind, "sha256": self.sha256}
 
 
-def source_record(source: DriverSource, drivers: DriverSet) -> InputRecord:
+def source_record(
+    source: DriverSource, drivers: DriverSet, digests: Mapping[str, str]
+) -> InputRecord:
     """The driver source as an input. An image is hashed whole; a directory has no
-    bytes of its own, so its digest covers the selected files (path and sha256)."""
+    bytes of its own, so its digest covers the selected files (path and the sha256 in
+    `digests`)."""
     if source.kind == "dir":
         digest = hashlib.sha256()
         for driver in drivers.selected:
             for file in driver.files:
-                digest.update(f"{file.path}\0{source.sha256(file.path)}\n".encode())
+                digest.update(f"{file.path}\0{digests[file.path]}\n".encode())
         checksum = digest.hexdigest()
     else:
         checksum = sha256_file(source.path)
@@ -62,11 +65,12 @@ def file_record(name: str, path: Path, kind: str) -> InputRecord:
     return InputRecord(name, str(path), kind, sha256_file(path))
 
 
-def drivers_json(drivers: DriverSet, source: DriverSource) -> dict[str, Any]:
-    """The selection as `pvinstall drivers --json` prints it, plus each driver's OS folder."""
+def drivers_json(drivers: DriverSet, digests: Mapping[str, str]) -> dict[str, Any]:
+    """The selection as `pvinstall drivers --json` prints it, plus each driver's OS folder
+    (pure: the files' digests are taken at the edge)."""
     selected = []
     for driver in drivers.selected:
-        entry = selected_json(driver, source)
+        entry = selected_json(driver, digests)
         entry["os_folder"] = driver.folder
         selected.append(entry)
     return {
@@ -76,8 +80,9 @@ def drivers_json(drivers: DriverSet, source: DriverSource) -> dict[str, Any]:
     }
 
 
-def output_record(name: str, path: Path,
-                  files: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def output_record(
+    name: str, path: Path, files: Sequence[Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
     """One output file; for a medium also the files pvinstall put on it."""
     record: dict[str, Any] = {
         "name": name,
@@ -90,17 +95,13 @@ def output_record(name: str, path: Path,
     return record
 
 
-def planned_files_json(files: Iterable[PlannedFile], source: DriverSource) -> list[dict[str, Any]]:
+def planned_files_json(
+    files: Iterable[PlannedFile], digests: Mapping[str, str]
+) -> list[dict[str, Any]]:
     """The files of a medium as planned (path on the medium, size, sha256), sorted: what
-    a reader of the medium must find there byte for byte."""
-    out = []
-    for file in files:
-        if file.data is not None:
-            digest = hashlib.sha256(file.data).hexdigest()
-        else:
-            assert file.source_path is not None
-            digest = source.sha256(file.source_path)
-        out.append({"path": file.path, "size": file.size, "sha256": digest})
+    a reader of the medium must find there byte for byte (pure: a source file's digest
+    comes from `digests`)."""
+    out = [{"path": f.path, "size": f.size, "sha256": f.sha256(digests)} for f in files]
     return sorted(out, key=lambda f: str(f["path"]).lower())
 
 
@@ -115,7 +116,7 @@ def build_manifest(
     domain: Mapping[str, Any],
     warnings: Sequence[str],
 ) -> dict[str, Any]:
-    """The manifest document (DESIGN.md, output directory contract)."""
+    """The manifest document (docs/design.md §6, the output directory contract)."""
     return {
         "pvinstall": __version__,
         "profile": config.profile.name,

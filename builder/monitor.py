@@ -15,6 +15,15 @@ import time
 from typing import Any, Protocol, TextIO
 
 
+def format_elapsed(seconds: float) -> str:
+    """`M:SS`, or `H:MM:SS` from an hour on: how long a build or an install has run."""
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    if hours:
+        return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+    return f"{rest // 60}:{rest % 60:02d}"
+
+
 class Monitor(Protocol):
     def step(self, name: str, detail: str = "") -> None:
         """A build step begins (`select drivers`, `write floppy`...)."""
@@ -85,19 +94,20 @@ class RichMonitor:
     """Readable progress for a person at a terminal."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
+        # rich is imported only for a terminal: a CI log or --json never needs it.
         from rich.console import Console
 
         self._console = Console(file=stream or sys.stderr, highlight=False)
         self._start = time.monotonic()
 
     def _elapsed(self) -> str:
-        seconds = int(time.monotonic() - self._start)
-        return f"{seconds // 60:02d}:{seconds % 60:02d}"
+        return format_elapsed(time.monotonic() - self._start)
 
     def step(self, name: str, detail: str = "") -> None:
         suffix = f" [dim]{detail}[/dim]" if detail else ""
-        self._console.print(f"[dim]{self._elapsed()}[/dim] [bold]{name}[/bold]{suffix}",
-                            markup=True)
+        self._console.print(
+            f"[dim]{self._elapsed()}[/dim] [bold]{name}[/bold]{suffix}", markup=True
+        )
 
     def info(self, message: str) -> None:
         self._console.print(f"      {message}", markup=False)
@@ -123,8 +133,7 @@ class LogMonitor(QuietMonitor):
 
     def _line(self, text: str) -> None:
         out = self._stream or sys.stderr
-        seconds = int(time.monotonic() - self._start)
-        out.write(f"pvinstall [{seconds // 60:02d}:{seconds % 60:02d}] {text}\n")
+        out.write(f"pvinstall [{format_elapsed(time.monotonic() - self._start)}] {text}\n")
         out.flush()
 
     def step(self, name: str, detail: str = "") -> None:

@@ -65,27 +65,28 @@ class Staging:
                 target = self.out_dir / name
                 source.replace(target)
                 placed.append(target)
-        self.discard()
+        self._remove_staging_dir()
         return placed
-
-    def discard(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
 
     def abandon(self) -> None:
         """Remove the staged files, and OUT itself when this build created it empty."""
-        self.discard()
+        self._remove_staging_dir()
         if self.created:
             with contextlib.suppress(OSError):
                 self.out_dir.rmdir()
 
+    def _remove_staging_dir(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
 
 @contextlib.contextmanager
 def staging(out_dir: Path) -> Iterator[Staging]:
-    """Stage outputs; on any exception the staged files are removed, OUT is untouched."""
+    """Stage outputs; on any exception the staged files are removed, OUT is untouched.
+    Files staged but not committed when the block ends are thrown away."""
     stage = Staging(out_dir)
     try:
         yield stage
     except BaseException:
         stage.abandon()
         raise
-    stage.discard()
+    stage.abandon()

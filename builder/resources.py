@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from builder.errors import BuildError
+
 _PACKAGE = Path(__file__).resolve().parent
 
 
@@ -16,4 +18,9 @@ def data_dir(name: str) -> Path:
     for candidate in (_PACKAGE / name, _PACKAGE.parent / name):
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError(f"pvinstall's {name}/ directory is missing beside {_PACKAGE}")
+    raise BuildError(
+        f"pvinstall's {name}/ directory is missing (looked in {_PACKAGE / name} and "
+        f"{_PACKAGE.parent / name}): this installation of pvinstall is incomplete.",
+        "Reinstall it (pip install --force-reinstall pvinstall), or run it from a complete "
+        "checkout.",
+    )

@@ -54,7 +54,5 @@ def run(
         raise BuildError(f"{argv[0]} did not finish within {timeout} s.") from exc
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        raise BuildError(
-            f"{argv[0]} failed with exit code {done.returncode}: {' / '.join(tail)}"
-        )
+        raise BuildError(f"{argv[0]} failed with exit code {done.returncode}: {' / '.join(tail)}")
     return done.stdout

@@ -1,6 +1,6 @@
 """Test-wide rules.
 
-With PVINSTALL_REQUIRE_REAL_TOOLS=1 (set by `make test` and CI) a skipped integration
+With PVTEST_REQUIRE_REAL_TOOLS=1 (set by `make test` and CI) a skipped integration
 test is a failure: a test that claims a real component (fsck.fat, mtools, isoinfo,
 libvirtd, QEMU) must really run it there, not skip because it is missing.
 """
@@ -21,7 +21,7 @@ def pytest_runtest_makereport(
     report: pytest.TestReport = outcome.get_result()
     if (
         report.skipped
-        and os.environ.get("PVINSTALL_REQUIRE_REAL_TOOLS") == "1"
+        and os.environ.get("PVTEST_REQUIRE_REAL_TOOLS") == "1"
         and item.get_closest_marker("integration") is not None
     ):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr

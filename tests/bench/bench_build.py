@@ -28,9 +28,20 @@ def measure_build(source_iso: Path, cd: Path, out: Path) -> dict[str, float | in
     shutil.rmtree(out, ignore_errors=True)
     before = _io_read_bytes()
     start = time.perf_counter()
-    code = cli.main(["build", "win2003-x86", "--drivers", str(source_iso), "--windows-iso",
-                     str(cd), "--out", str(out), "--set",
-                     "product_key=ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"])
+    code = cli.main(
+        [
+            "build",
+            "win2003-x86",
+            "--drivers",
+            str(source_iso),
+            "--windows-iso",
+            str(cd),
+            "--out",
+            str(out),
+            "--set",
+            "product_key=ABCDE-FGHIJ-KLMNO-PQRST-UVWXY",
+        ]
+    )
     end = time.perf_counter()
     if code != 0:
         raise SystemExit(f"pvinstall build exited with {code}")
@@ -45,17 +56,25 @@ def measure_build(source_iso: Path, cd: Path, out: Path) -> dict[str, float | in
 
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
-        print(json.dumps(measure_build(Path(sys.argv[2]), Path(sys.argv[3]),
-                                       Path(sys.argv[4]))))
+        print(json.dumps(measure_build(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))))
         return
     source_iso, cd = bench_iso(), bench_cd()
     out = CACHE / "build-out"
     runs = []
     for _ in range(3):
         done = subprocess.run(
-            [sys.executable, "-m", "tests.bench.bench_build", "--child", str(source_iso),
-             str(cd), str(out)],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "-m",
+                "tests.bench.bench_build",
+                "--child",
+                str(source_iso),
+                str(cd),
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
     best = min(runs, key=lambda r: r["wall_s"])

@@ -48,13 +48,15 @@ def _answers(profile_2003: bool) -> dict[str, bytes]:
 
 
 def measure_drivers_iso(source_iso: Path, out: Path) -> dict[str, float | int]:
-    from builder import layout
-    from builder.catalog import load_catalog, scan_source, select_drivers
     from builder.config import load_config
-    from builder.iso import write_drivers_iso
-    from builder.media import plan_media
-    from builder.profiles import PROFILES
+    from builder.media import layout
+    from builder.media.iso9660 import write_drivers_iso
+    from builder.media.plan import MediaInputs, plan_drivers_disc
     from builder.sources import open_source
+    from builder.virtio.facts import load_driver_facts
+    from builder.virtio.packages import scan_source
+    from builder.virtio.selection import select_drivers
+    from builder.windows.profiles import PROFILES
 
     profile = PROFILES["win2008r2-x64"]
     config = load_config(profile, sets=["admin_password=x"])
@@ -62,10 +64,10 @@ def measure_drivers_iso(source_iso: Path, out: Path) -> dict[str, float | int]:
     before = _io_read_bytes()
     start = time.perf_counter()
     with open_source(source_iso) as source:
-        drivers = select_drivers(scan_source(source, load_catalog()), profile)
-        plan = plan_media(config, drivers, _answers(False), post)
+        drivers = select_drivers(scan_source(source, load_driver_facts()), profile)
+        plan = plan_drivers_disc(MediaInputs(config, drivers, _answers(False), post))
         write_start = time.perf_counter()
-        write_drivers_iso(plan.drivers_iso, out, source, epoch=EPOCH)
+        write_drivers_iso(plan, out, source, epoch=EPOCH)
     end = time.perf_counter()
     return {
         "wall_s": round(end - start, 3),
@@ -74,22 +76,24 @@ def measure_drivers_iso(source_iso: Path, out: Path) -> dict[str, float | int]:
         "read_mb": round((_io_read_bytes() - before) / 2**20, 2),
         "source_mb": round(source_iso.stat().st_size / 2**20, 1),
         "out_mb": round(out.stat().st_size / 2**20, 2),
-        "files": len(plan.drivers_iso.files),
+        "files": len(plan.files),
     }
 
 
 def measure_remaster(cd: Path, drivers_iso: Path, out: Path) -> dict[str, float | int]:
-    from builder.catalog import load_catalog, scan_source, select_drivers
-    from builder.iso import inspect_install_cd, remaster_install_cd
-    from builder.profiles import PROFILES
-    from builder.slipstream import plan_install_cd
+    from builder.media.iso9660 import inspect_install_cd, remaster_install_cd
+    from builder.media.slipstream import plan_install_cd
     from builder.sources import open_source
+    from builder.virtio.facts import load_driver_facts
+    from builder.virtio.packages import scan_source
+    from builder.virtio.selection import select_drivers
+    from builder.windows.profiles import PROFILES
 
     profile = PROFILES["win2003-x86"]
     before = _io_read_bytes()
     start = time.perf_counter()
     with open_source(drivers_iso) as source:
-        drivers = select_drivers(scan_source(source, load_catalog()), profile)
+        drivers = select_drivers(scan_source(source, load_driver_facts()), profile)
         plan = plan_install_cd(drivers, _answers(True))
         inspect_install_cd(cd, profile, plan)
         write_start = time.perf_counter()
@@ -118,7 +122,9 @@ def _best_of_3(title: str, argv: list[str], target: str) -> None:
     for _ in range(3):
         done = subprocess.run(
             [sys.executable, "-m", "tests.bench.bench_media", "--child", *argv],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         runs.append(json.loads(done.stdout))
     best = min(runs, key=lambda r: r["wall_s"])
@@ -138,12 +144,16 @@ def main() -> None:
     work = CACHE / "media-out"
     work.mkdir(parents=True, exist_ok=True)
     drivers_iso = work / "drivers.iso"
-    _best_of_3("drivers.iso for win2008r2-x64 from a virtio-win-sized ISO (read in place)",
-               ["drivers-iso", str(source_iso), str(drivers_iso)],
-               "seconds, peak RSS well under the source size")
-    _best_of_3("remaster a ~700 MB 2003 CD (drivers from the virtio-win-sized ISO)",
-               ["remaster", str(cd), str(source_iso), str(work / "install.iso")],
-               "seconds, peak RSS independent of the CD size (< 100 MB)")
+    _best_of_3(
+        "drivers.iso for win2008r2-x64 from a virtio-win-sized ISO (read in place)",
+        ["drivers-iso", str(source_iso), str(drivers_iso)],
+        "seconds, peak RSS well under the source size",
+    )
+    _best_of_3(
+        "remaster a ~700 MB 2003 CD (drivers from the virtio-win-sized ISO)",
+        ["remaster", str(cd), str(source_iso), str(work / "install.iso")],
+        "seconds, peak RSS independent of the CD size (< 100 MB)",
+    )
     for name in ("drivers.iso", "install.iso"):
         (work / name).unlink(missing_ok=True)
 

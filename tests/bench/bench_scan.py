@@ -42,18 +42,20 @@ def _io_read_bytes() -> int:
 
 def measure(iso: Path) -> dict[str, float | int]:
     """Run in a fresh process: open, scan, select for every profile."""
-    from builder.catalog import load_catalog, scan_source, select_drivers
-    from builder.profiles import PROFILES
     from builder.sources import open_source
+    from builder.virtio.facts import load_driver_facts
+    from builder.virtio.packages import scan_source
+    from builder.virtio.selection import select_drivers
+    from builder.windows.profiles import PROFILES
 
-    catalog = load_catalog()
+    facts = load_driver_facts()
     before = _io_read_bytes()
     start = time.perf_counter()
     with open_source(iso) as source:
-        scan = scan_source(source, catalog)
+        scan = scan_source(source, facts)
         selected = 0
         for profile in PROFILES.values():
-            selected += len(select_drivers(scan, profile, catalog).selected)
+            selected += len(select_drivers(scan, profile, facts).selected)
     wall = time.perf_counter() - start
     return {
         "wall_s": round(wall, 3),
@@ -75,7 +77,9 @@ def main() -> None:
     for _ in range(3):
         done = subprocess.run(
             [sys.executable, "-m", "tests.bench.bench_scan", "--child", str(iso)],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         runs.append(json.loads(done.stdout))
     best = min(runs, key=lambda r: r["wall_s"])

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import virt
-from tests.fixtures.virtio_win import write_modern_tree
+from builder.vm import virt
+from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, write_modern_tree
 from tests.integration.libvirt_env import qemu_system_uri
 
 
@@ -28,5 +28,6 @@ def conn(uri: str) -> Iterator[virt.Connection]:
 def virtio_win(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A virtio-win tree in today's layout with the 2003, 2008 and 2008 R2 folders
     (read only: tests that break a tree make their own)."""
-    return write_modern_tree(tmp_path_factory.mktemp("vw") / "virtio-win",
-                             oses=["2k3", "2k8", "2k8R2"]).root
+    return write_modern_tree(
+        tmp_path_factory.mktemp("vw") / "virtio-win", oses=PROFILE_OS_FOLDERS
+    ).root

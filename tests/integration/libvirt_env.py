@@ -5,7 +5,7 @@ when root), and ``boot_domain()`` defines a given domain XML, starts it, waits u
 it shuts off (or a timeout), and returns its serial log and libvirt's shut-off reason.
 
 These tests must really run in CI: when libvirtd cannot be reached they fail, unless
-``PVINSTALL_ALLOW_NO_LIBVIRTD=1`` is set, in which case they are skipped.
+``PVTEST_ALLOW_NO_LIBVIRTD=1`` is set, in which case they are skipped.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from builder import virt
+from builder.vm import virt
 
 QEMU_SYSTEM_URI = "qemu:///system"
 SETUP_SCRIPT = Path(__file__).resolve().parents[2] / ".ci" / "setup-libvirtd"
-ALLOW_SKIP_ENV = "PVINSTALL_ALLOW_NO_LIBVIRTD"
+ALLOW_SKIP_ENV = "PVTEST_ALLOW_NO_LIBVIRTD"
 
 # Serial-log markers that mean the guest will never shut down by itself.
 DEFAULT_FATAL_MARKERS: tuple[str, ...] = (

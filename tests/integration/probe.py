@@ -968,7 +968,7 @@ _SYSTEM_FILES = _words(
 
 
 def _sif_lines(arch: Arch) -> list[str]:
-    """A realistic-looking TXTSETUP.SIF (own text; shape per reference/windows-2003.md)."""
+    """A realistic-looking TXTSETUP.SIF (own text; shape per docs/windows-2003.md §3)."""
     src_dir = "\\i386" if arch == "x86" else "\\amd64"
     tag_key = "cdtagfilei" if arch == "x86" else "cdtagfilea"
     lines: list[str] = [

@@ -10,17 +10,20 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from builder import cli, iso
-from builder.profiles import PROFILES
-from tests.fixtures.virtio_win import make_iso, write_modern_tree
+from builder import cli
+from builder.media import iso9660
+from builder.windows.profiles import PROFILES
+from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, make_iso, write_modern_tree
 from tests.integration.windows_cd import build_windows_style_cd
 
 pytestmark = pytest.mark.integration
 
+REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "Sup3r-Secr3t-pw"
 KEY_2003 = "QWERT-YUIOP-ASDFG-HJKLZ-XCVBN"
 EPOCH = "1700000000"
@@ -38,7 +41,7 @@ def vw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated virtio-win ISO (Rock Ridge, no Joliet, as released today)."""
     _need("xorriso")
     base = tmp_path_factory.mktemp("vw")
-    tree = write_modern_tree(base / "tree", oses=["2k3", "2k8", "2k8R2"])
+    tree = write_modern_tree(base / "tree", oses=PROFILE_OS_FOLDERS)
     return make_iso(tree, base / "virtio-win.iso").path
 
 
@@ -56,8 +59,9 @@ def _environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-def build(capsys: pytest.CaptureFixture[str], profile: str, vw: Path, out: Path,
-          *extra: str) -> tuple[int, str, str]:
+def build(
+    capsys: pytest.CaptureFixture[str], profile: str, vw: Path, out: Path, *extra: str
+) -> tuple[int, str, str]:
     args = ["build", profile, "--drivers", str(vw), "--out", str(out), *extra]
     if profile.startswith("win2003"):
         args += ["--set", f"product_key={KEY_2003}"]
@@ -71,15 +75,21 @@ def sha256(path: Path) -> str:
 
 
 def mtools_read(image: Path, path: str) -> bytes:
-    return subprocess.run(["mtype", "-i", str(image), f"::{path}"], check=True,
-                          capture_output=True, env={**os.environ, "MTOOLS_SKIP_CHECK": "1"}
-                          ).stdout
+    return subprocess.run(
+        ["mtype", "-i", str(image), f"::{path}"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
+    ).stdout
 
 
 def xorriso_read(image: Path, path: str, tmp: Path) -> bytes:
     target = tmp / hashlib.sha256(f"{image}{path}".encode()).hexdigest()
-    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(image), "-extract",
-                    "/" + path, str(target)], check=True, capture_output=True)
+    subprocess.run(
+        ["xorriso", "-osirrox", "on", "-indev", str(image), "-extract", "/" + path, str(target)],
+        check=True,
+        capture_output=True,
+    )
     return target.read_bytes()
 
 
@@ -109,8 +119,12 @@ def test_build_writes_the_contract_outputs(
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["profile"] == profile
     assert manifest["source_date_epoch"] == int(EPOCH)
-    assert manifest["inputs"][0] == {"name": "drivers", "path": str(vw), "kind": "iso",
-                                     "sha256": sha256(vw)}
+    assert manifest["inputs"][0] == {
+        "name": "drivers",
+        "path": str(vw),
+        "kind": "iso",
+        "sha256": sha256(vw),
+    }
     selected = {d["name"]: d for d in manifest["drivers"]["selected"]}
     assert {"viostor", "NetKVM"} <= set(selected)
     for driver in selected.values():
@@ -122,12 +136,16 @@ def test_build_writes_the_contract_outputs(
         assert record["path"] == str(out / name)
         assert record["size"] == (out / name).stat().st_size
         assert record["sha256"] == sha256(out / name)
-    assert manifest["domain"] == {"name": f"pvinstall-{profile}", "type": "kvm",
-                                  "xml": "domain.xml", "defined": False, "installed": False}
+    assert manifest["domain"] == {
+        "name": f"pvinstall-{profile}",
+        "type": "kvm",
+        "xml": "domain.xml",
+        "defined": False,
+        "installed": False,
+    }
 
     # The floppy: a clean FAT12 whose files are the manifest's, byte for byte.
-    subprocess.run(["fsck.fat", "-n", str(out / "floppy.img")], check=True,
-                   capture_output=True)
+    subprocess.run(["fsck.fat", "-n", str(out / "floppy.img")], check=True, capture_output=True)
     floppy_files = outputs["floppy.img"]["files"]
     for entry in floppy_files:
         data = mtools_read(out / "floppy.img", entry["path"])
@@ -158,46 +176,88 @@ def test_2003_with_its_cd_writes_a_remastered_install_iso(
     assert code == 0, stderr
     assert stat.S_IMODE((out / "install.iso").stat().st_mode) == 0o600
     manifest = json.loads((out / "manifest.json").read_text())
-    assert {"name": "windows_iso", "path": str(cd_x86), "kind": "iso",
-            "sha256": sha256(cd_x86)} in manifest["inputs"]
+    assert {
+        "name": "windows_iso",
+        "path": str(cd_x86),
+        "kind": "iso",
+        "sha256": sha256(cd_x86),
+    } in manifest["inputs"]
     record = next(o for o in manifest["outputs"] if o["name"] == "install.iso")
     by_path = {f["path"].upper(): f for f in record["files"]}
     assert {"I386/TXTSETUP.SIF", "I386/VIOSTOR.SYS"} <= set(by_path)
     sif = xorriso_read(out / "install.iso", "I386/TXTSETUP.SIF", tmp_path)
     assert hashlib.sha256(sif).hexdigest() == by_path["I386/TXTSETUP.SIF"]["sha256"]
     assert b"viostor" in sif.lower()
-    assert iso.read_volume_info(out / "install.iso") is not None
+    assert iso9660.read_volume_info(out / "install.iso") is not None
     # The domain boots setup from the remastered copy, not from the user's CD.
     xml = (out / "domain.xml").read_text()
     assert str(out / "install.iso") in xml and str(cd_x86) not in xml
 
 
-def test_same_inputs_and_epoch_give_identical_bytes(
-    capsys: pytest.CaptureFixture[str], vw: Path, cd_x86: Path, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def build_in_a_process(vw: Path, cd: Path, out: Path, **env: str) -> dict[str, bytes]:
+    """`python -m builder build` in a process of its own into `out`; every output, by
+    name (`out` is emptied again, so the next build can use the same paths)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "builder",
+            "build",
+            "win2003-x86",
+            "--drivers",
+            str(vw),
+            "--windows-iso",
+            str(cd),
+            "--out",
+            str(out),
+            "--set",
+            f"product_key={KEY_2003}",
+            "--set",
+            "computer_name=GOLD",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        env={**os.environ, "SOURCE_DATE_EPOCH": EPOCH, "PVINSTALL_ADMIN_PASSWORD": PASSWORD, **env},
+    )
+    assert done.returncode == 0, done.stderr
+    outputs = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    shutil.rmtree(out)
+    return outputs
+
+
+def test_two_processes_give_the_same_bytes(vw: Path, cd_x86: Path, tmp_path: Path) -> None:
+    """Same inputs and SOURCE_DATE_EPOCH: every output byte for byte the same, from two
+    processes with different hash seeds and time zones (nothing may depend on set or
+    dict order, the clock or the local time)."""
     out = tmp_path / "out"
-    args = ("--windows-iso", str(cd_x86), "--set", "computer_name=GOLD")
-    assert build(capsys, "win2003-x86", vw, out, *args)[0] == 0
-    first = {p.name: p.read_bytes() for p in out.iterdir()}
-    shutil.rmtree(out)
-    assert build(capsys, "win2003-x86", vw, out, *args)[0] == 0
-    second = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert first.keys() == second.keys()
-    assert [n for n in first if first[n] != second[n]] == []
-    # Another epoch changes the dates on the media (and nothing is cached).
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(int(EPOCH) + 86400))
-    shutil.rmtree(out)
-    assert build(capsys, "win2003-x86", vw, out, *args)[0] == 0
-    assert (out / "floppy.img").read_bytes() != first["floppy.img"]
-    assert (out / "drivers.iso").read_bytes() != first["drivers.iso"]
+    first = build_in_a_process(vw, cd_x86, out, PYTHONHASHSEED="1", TZ="UTC")
+    second = build_in_a_process(vw, cd_x86, out, PYTHONHASHSEED="4242", TZ="Asia/Kathmandu")
+    expected = {
+        "winnt.sif",
+        "txtsetup.oem",
+        "floppy.img",
+        "drivers.iso",
+        "install.iso",
+        "domain.xml",
+        "manifest.json",
+    }
+    assert set(first) == set(second) == expected
+    assert [name for name in sorted(first) if first[name] != second[name]] == []
+    # Another epoch dates the media otherwise.
+    third = build_in_a_process(vw, cd_x86, out, SOURCE_DATE_EPOCH=str(int(EPOCH) + 86400))
+    for name in ("floppy.img", "drivers.iso", "install.iso"):
+        assert third[name] != first[name], name
 
 
 def test_secrets_stay_out_of_manifest_progress_and_domain(
     capsys: pytest.CaptureFixture[str], vw: Path, tmp_path: Path
 ) -> None:
-    for profile, extra in (("win2003-x64", ()), ("win2008-x64", ("--set", f"product_key="
-                                                                 f"{KEY_2003}"))):
+    for profile, extra in (
+        ("win2003-x64", ()),
+        ("win2008-x64", ("--set", f"product_key={KEY_2003}")),
+    ):
         for json_flag in ((), ("--json",)):
             out = tmp_path / f"{profile}{len(json_flag)}"
             code, stdout, stderr = build(capsys, profile, vw, out, *extra, *json_flag)
@@ -249,8 +309,11 @@ def _bad_inputs(vw: Path, cd_x86: Path, tmp_path: Path) -> list[tuple[str, list[
         ("win2008-x64", ["--set", "computer_name=THIS-NAME-IS-TOO-LONG"], "computer_name:"),
         ("win2008-x64", ["--set", "colour=blue"], "colour: unknown setting"),
         ("win2008-x64", ["--set", "memory_mib=128"], "below the 512 MiB"),
-        ("win2008-x64", ["--set", "data_disks=[" + ",".join(["1"] * 27) + "]"],
-         "needs 29 PCI slots"),
+        (
+            "win2008-x64",
+            ["--set", "data_disks=[" + ",".join(["1"] * 27) + "]"],
+            "needs 29 PCI slots",
+        ),
         ("win2003-x86", ["--set", "virtio_model=virtio-non-transitional"], "viostor"),
         ("win2008-x64", ["--set", "virtio_model=virtio-scsi"], "virtio_model:"),
         ("win2008-x64", ["--windows-iso", str(tmp_path / "missing.iso")], "--windows-iso:"),
@@ -284,9 +347,21 @@ def test_bad_input_exits_2_and_writes_nothing(
 def test_every_problem_is_listed_at_once(
     capsys: pytest.CaptureFixture[str], vw: Path, tmp_path: Path
 ) -> None:
-    code, stdout, _ = build(capsys, "win2008-x64", vw, tmp_path / "o", "--json",
-                            "--set", "computer_name=x y", "--set", "vcpus=0",
-                            "--timeout", "-1", "--name", "")
+    code, stdout, _ = build(
+        capsys,
+        "win2008-x64",
+        vw,
+        tmp_path / "o",
+        "--json",
+        "--set",
+        "computer_name=x y",
+        "--set",
+        "vcpus=0",
+        "--timeout",
+        "-1",
+        "--name",
+        "",
+    )
     assert code == 2
     keys = {p["key"] for p in json.loads(stdout)["error"]["problems"]}
     assert {"computer_name", "vcpus", "--timeout", "--name"} <= keys
@@ -310,7 +385,7 @@ def test_interrupted_while_writing_exits_130_and_leaves_nothing(
         raise KeyboardInterrupt
 
     # Ctrl-C arrives while the drivers ISO is being written (after the floppy).
-    monkeypatch.setattr(iso, "write_drivers_iso", interrupted)
+    monkeypatch.setattr(iso9660, "write_drivers_iso", interrupted)
     out = tmp_path / "out"
     code, _, stderr = build(capsys, "win2008-x64", vw, out)
     assert code == 130 and "interrupted" in stderr

@@ -19,14 +19,17 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from builder import cli, virt
+from builder import cli
+from builder.vm import virt
 from tests.integration.libvirt_env import unique_domain_name
 
 pytestmark = pytest.mark.integration
 
-OSINFO = ("<metadata><libosinfo:libosinfo xmlns:libosinfo='http://libosinfo.org/xmlns/"
-          "libvirt/domain/1.0'><libosinfo:os id='http://microsoft.com/win/{}'/>"
-          "</libosinfo:libosinfo></metadata>")
+OSINFO = (
+    "<metadata><libosinfo:libosinfo xmlns:libosinfo='http://libosinfo.org/xmlns/"
+    "libvirt/domain/1.0'><libosinfo:os id='http://microsoft.com/win/{}'/>"
+    "</libosinfo:libosinfo></metadata>"
+)
 E1000 = "<interface type='user'><model type='e1000'/></interface>"
 
 
@@ -37,8 +40,15 @@ def name(conn: virt.Connection) -> Iterator[str]:
     virt.remove_domain(conn, value)
 
 
-def define_guest(conn: virt.Connection, name: str, folder: Path, *, osinfo: str = "2k8r2",
-                 nics: str = E1000, data_disk: bool = False) -> Path:
+def define_guest(
+    conn: virt.Connection,
+    name: str,
+    folder: Path,
+    *,
+    osinfo: str = "2k8r2",
+    nics: str = E1000,
+    data_disk: bool = False,
+) -> Path:
     """A guest as virt-manager leaves one installed without virtio: IDE system disk, an
     empty IDE CD-ROM, an e1000 NIC, booting by <os><boot dev='hd'/>."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -46,20 +56,26 @@ def define_guest(conn: virt.Connection, name: str, folder: Path, *, osinfo: str 
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(system), "64M"], check=True)
     data = ""
     if data_disk:
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(folder / "data.qcow2"),
-                        "16M"], check=True)
-        data = (f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
-                f"<source file='{folder / 'data.qcow2'}'/><target dev='hdb' bus='ide'/></disk>")
-    xml = (f"<domain type='qemu'><name>{name}</name>{OSINFO.format(osinfo)}"
-           "<memory unit='MiB'>64</memory><vcpu>1</vcpu>"
-           "<os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>"
-           "<features><acpi/></features><devices>"
-           f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
-           f"<source file='{system}'/><target dev='hda' bus='ide'/></disk>{data}"
-           "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>"
-           "<target dev='hdc' bus='ide'/><readonly/></disk>"
-           f"{nics}<graphics type='vnc' autoport='yes'><listen type='address' "
-           "address='127.0.0.1'/></graphics></devices></domain>")
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", str(folder / "data.qcow2"), "16M"],
+            check=True,
+        )
+        data = (
+            f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+            f"<source file='{folder / 'data.qcow2'}'/><target dev='hdb' bus='ide'/></disk>"
+        )
+    xml = (
+        f"<domain type='qemu'><name>{name}</name>{OSINFO.format(osinfo)}"
+        "<memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>"
+        "<features><acpi/></features><devices>"
+        f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+        f"<source file='{system}'/><target dev='hda' bus='ide'/></disk>{data}"
+        "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>"
+        "<target dev='hdc' bus='ide'/><readonly/></disk>"
+        f"{nics}<graphics type='vnc' autoport='yes'><listen type='address' "
+        "address='127.0.0.1'/></graphics></devices></domain>"
+    )
     conn.handle.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
     return system
 
@@ -77,12 +93,18 @@ def devices(xml: str) -> dict[str, list[tuple[str, ...]]]:
     for disk in root.iterfind("./devices/disk"):
         target = disk.find("target")
         source = disk.find("source")
-        disks.append((disk.get("device", ""), target.get("dev", "") if target is not None
-                      else "", target.get("bus", "") if target is not None else "",
-                      source.get("file", "") if source is not None else "",
-                      disk.get("model", "")))
-    nics: list[tuple[str, ...]] = [(m.get("type", ""),)
-                                   for m in root.iterfind("./devices/interface/model")]
+        disks.append(
+            (
+                disk.get("device", ""),
+                target.get("dev", "") if target is not None else "",
+                target.get("bus", "") if target is not None else "",
+                source.get("file", "") if source is not None else "",
+                disk.get("model", ""),
+            )
+        )
+    nics: list[tuple[str, ...]] = [
+        (m.get("type", ""),) for m in root.iterfind("./devices/interface/model")
+    ]
     return {"disks": sorted(disks), "nics": nics}
 
 
@@ -98,7 +120,11 @@ def start_once(conn: virt.Connection, name: str) -> None:
 
 
 def test_staged_phases_then_nothing_to_change_then_rollback(
-    conn: virt.Connection, uri: str, name: str, tmp_path: Path, virtio_win: Path,
+    conn: virt.Connection,
+    uri: str,
+    name: str,
+    tmp_path: Path,
+    virtio_win: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     system = define_guest(conn, name, tmp_path / "img", data_disk=True)
@@ -113,12 +139,16 @@ def test_staged_phases_then_nothing_to_change_then_rollback(
     assert iso.is_file() and temp.is_file() and (state / f"{name}.orig.xml").is_file()
     after_one = persistent(conn, name)
     assert devices(after_one) == {
-        "disks": sorted([("disk", "hda", "ide", str(system), ""),
-                         ("disk", "vda", "virtio", str(tmp_path / "img" / "data.qcow2"),
-                          "virtio"),
-                         ("disk", "vdb", "virtio", str(temp), "virtio"),
-                         ("cdrom", "hdc", "ide", str(iso), "")]),
-        "nics": [("virtio",)]}
+        "disks": sorted(
+            [
+                ("disk", "hda", "ide", str(system), ""),
+                ("disk", "vda", "virtio", str(tmp_path / "img" / "data.qcow2"), "virtio"),
+                ("disk", "vdb", "virtio", str(temp), "virtio"),
+                ("cdrom", "hdc", "ide", str(iso), ""),
+            ]
+        ),
+        "nics": [("virtio",)],
+    }
     start_once(conn, name)
 
     # Phase one again changes nothing: the guest has not been through its boot yet.
@@ -130,11 +160,15 @@ def test_staged_phases_then_nothing_to_change_then_rollback(
     assert code == 0, err
     finished = persistent(conn, name)
     assert devices(finished) == {
-        "disks": sorted([("disk", "vda", "virtio", str(tmp_path / "img" / "data.qcow2"),
-                          "virtio"),
-                         ("disk", "vdb", "virtio", str(system), "virtio"),
-                         ("cdrom", "hdc", "ide", "", "")]),
-        "nics": [("virtio",)]}
+        "disks": sorted(
+            [
+                ("disk", "vda", "virtio", str(tmp_path / "img" / "data.qcow2"), "virtio"),
+                ("disk", "vdb", "virtio", str(system), "virtio"),
+                ("cdrom", "hdc", "ide", "", ""),
+            ]
+        ),
+        "nics": [("virtio",)],
+    }
     boot = ET.fromstring(finished).find(f"./devices/disk/source[@file='{system}']/../boot")
     assert boot is not None and boot.get("order") == "1"
     assert not iso.exists() and not temp.exists()
@@ -153,7 +187,10 @@ def test_staged_phases_then_nothing_to_change_then_rollback(
 
 
 def test_drivers_installed_switches_at_once_and_rolls_back(
-    conn: virt.Connection, uri: str, name: str, tmp_path: Path,
+    conn: virt.Connection,
+    uri: str,
+    name: str,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     system = define_guest(conn, name, tmp_path / "img", osinfo="2k3")
@@ -164,9 +201,12 @@ def test_drivers_installed_switches_at_once_and_rolls_back(
     document = json.loads(out)
     assert document["action"] == "switch" and document["applied"] is True
     assert devices(persistent(conn, name)) == {
-        "disks": [("cdrom", "hdc", "ide", "", ""),
-                  ("disk", "vda", "virtio", str(system), "virtio-transitional")],
-        "nics": [("virtio-transitional",)]}
+        "disks": [
+            ("cdrom", "hdc", "ide", "", ""),
+            ("disk", "vda", "virtio", str(system), "virtio-transitional"),
+        ],
+        "nics": [("virtio-transitional",)],
+    }
     start_once(conn, name)
     code, _, err = run(capsys, "convert", name, *common, "--rollback")
     assert code == 0, err
@@ -174,7 +214,11 @@ def test_drivers_installed_switches_at_once_and_rolls_back(
 
 
 def test_a_running_guest_gets_config_only_changes_and_keeps_its_boot_disk(
-    conn: virt.Connection, uri: str, name: str, tmp_path: Path, virtio_win: Path,
+    conn: virt.Connection,
+    uri: str,
+    name: str,
+    tmp_path: Path,
+    virtio_win: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     define_guest(conn, name, tmp_path / "img")
@@ -184,8 +228,10 @@ def test_a_running_guest_gets_config_only_changes_and_keeps_its_boot_disk(
         common = ("--connect", uri, "--out", str(tmp_path / "state"))
         code, _, err = run(capsys, "convert", name, *common, "--drivers-installed")
         assert code == 2
-        assert f"{name} is running; its boot disk is switched to virtio only while it is " \
-               "shut off" in err
+        assert (
+            f"{name} is running; its boot disk is switched to virtio only while it is "
+            "shut off" in err
+        )
         code, _, err = run(capsys, "convert", name, *common, "--drivers", str(virtio_win))
         assert code == 0, err
         assert "takes effect at its next start" in err
@@ -202,7 +248,10 @@ def test_a_running_guest_gets_config_only_changes_and_keeps_its_boot_disk(
 
 
 def test_attach_disks_and_nics_to_a_shut_off_and_a_running_guest(
-    conn: virt.Connection, uri: str, name: str, tmp_path: Path,
+    conn: virt.Connection,
+    uri: str,
+    name: str,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     system = define_guest(conn, name, tmp_path / "img", osinfo="2k3")
@@ -211,12 +260,14 @@ def test_attach_disks_and_nics_to_a_shut_off_and_a_running_guest(
     created = system.parent / f"{name}-vda.qcow2"
     assert created.is_file() and f"created {created}" in err
     assert "Windows may need a restart to see it" in err
-    code, out, err = run(capsys, "attach", name, "nic", "--network", "user", "--connect", uri,
-                         "--json")
+    code, out, err = run(
+        capsys, "attach", name, "nic", "--network", "user", "--connect", uri, "--json"
+    )
     assert code == 0, err
     assert json.loads(out)["live"] is False
-    assert ("disk", "vda", "virtio", str(created), "virtio-transitional") \
-        in devices(persistent(conn, name))["disks"]
+    assert ("disk", "vda", "virtio", str(created), "virtio-transitional") in devices(
+        persistent(conn, name)
+    )["disks"]
     assert devices(persistent(conn, name))["nics"] == [("e1000",), ("virtio-transitional",)]
 
     handle = conn.handle.lookupByName(name)
@@ -224,21 +275,22 @@ def test_attach_disks_and_nics_to_a_shut_off_and_a_running_guest(
     try:
         extra = tmp_path / "extra.raw"
         extra.write_bytes(b"\0" * 1024 * 1024)
-        code, out, err = run(capsys, "attach", name, "disk", "--source", str(extra),
-                             "--connect", uri, "--json")
+        code, out, err = run(
+            capsys, "attach", name, "disk", "--source", str(extra), "--connect", uri, "--json"
+        )
         assert code == 0, err
         document = json.loads(out)
-        assert (document["live"], document["target"], document["created"]) == \
-            (True, "vdb", None)
+        assert (document["live"], document["target"], document["created"]) == (True, "vdb", None)
         live = devices(handle.XMLDesc(0))["disks"]
         assert ("disk", "vdb", "virtio", str(extra), "virtio-transitional") in live
-        assert ("disk", "vdb", "virtio", str(extra), "virtio-transitional") \
-            in devices(persistent(conn, name))["disks"]
+        assert ("disk", "vdb", "virtio", str(extra), "virtio-transitional") in devices(
+            persistent(conn, name)
+        )["disks"]
         driver = ET.fromstring(handle.XMLDesc(0)).find(
-            f"./devices/disk/source[@file='{extra}']/../driver")
+            f"./devices/disk/source[@file='{extra}']/../driver"
+        )
         assert driver is not None and driver.get("type") == "raw"  # as qemu-img found it
-        code, _, err = run(capsys, "attach", name, "nic", "--network", "user",
-                           "--connect", uri)
+        code, _, err = run(capsys, "attach", name, "nic", "--network", "user", "--connect", uri)
         assert code == 0, err
         assert "to the running guest and its definition" in err
         assert len(devices(handle.XMLDesc(0))["nics"]) == 3
@@ -246,24 +298,37 @@ def test_attach_disks_and_nics_to_a_shut_off_and_a_running_guest(
         handle.destroy()
 
 
-def test_attach_refusals(conn: virt.Connection, uri: str, name: str, tmp_path: Path,
-                         capsys: pytest.CaptureFixture[str]) -> None:
-    full = "".join("<interface type='user'><model type='virtio'/></interface>"
-                   for _ in range(28))
+def test_attach_refusals(
+    conn: virt.Connection, uri: str, name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full = "".join("<interface type='user'><model type='virtio'/></interface>" for _ in range(28))
     define_guest(conn, name, tmp_path / "img", nics=full)
     network = unique_domain_name("pvnet")
     # Defined but not started: starting one needs dnsmasq and iptables.
     conn.handle.networkDefineXML(f"<network><name>{network}</name></network>")
     try:
         cases = [
-            (["nic", "--network", "user"], 2, "has no free PCI slot for a virtio NIC"),
-            (["disk", "--size", "1"], 2, "28 of the 28 slots for additional devices"),
-            (["nic", "--network", "nope-pvinstall"], 2,
-             "there is no libvirt network named nope-pvinstall"),
-            (["nic", "--network", network], 2, f"the libvirt network {network} on {uri} is "
-                                               "not active"),
-            (["disk", "--source", str(tmp_path / "missing.qcow2")], 2,
-             f"the disk image {tmp_path / 'missing.qcow2'} does not exist"),
+            (
+                ["nic", "--network", "user"],
+                2,
+                "with a virtio NIC on the user-mode network needs 29",
+            ),
+            (["disk", "--size", "1"], 2, "with a virtio disk"),
+            (
+                ["nic", "--network", "nope-pvinstall"],
+                2,
+                "there is no libvirt network named nope-pvinstall",
+            ),
+            (
+                ["nic", "--network", network],
+                2,
+                f"the libvirt network {network} on {uri} is not active",
+            ),
+            (
+                ["disk", "--source", str(tmp_path / "missing.qcow2")],
+                2,
+                f"the disk image {tmp_path / 'missing.qcow2'} does not exist",
+            ),
         ]
         for extra, expected, fragment in cases:
             code, _, err = run(capsys, "attach", name, *extra, "--connect", uri)
@@ -274,15 +339,25 @@ def test_attach_refusals(conn: virt.Connection, uri: str, name: str, tmp_path: P
         conn.handle.networkLookupByName(network).undefine()
 
 
-def test_connection_and_domain_refusals(uri: str, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_connection_and_domain_refusals(
+    uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cases = [
-        (["convert", "pvinstall-no-such-domain", "--connect", uri], 2,
-         "there is no domain named pvinstall-no-such-domain"),
-        (["convert", "x", "--connect", "qemu+tcp://127.0.0.1:1/system"], 1,
-         "cannot reach libvirt at qemu+tcp://127.0.0.1:1/system"),
-        (["attach", "x", "nic", "--connect", "qemu+tcp://127.0.0.1:1/system"], 1,
-         "cannot reach libvirt"),
+        (
+            ["convert", "pvinstall-no-such-domain", "--connect", uri],
+            2,
+            "there is no domain named pvinstall-no-such-domain",
+        ),
+        (
+            ["convert", "x", "--connect", "qemu+tcp://127.0.0.1:1/system"],
+            1,
+            "cannot reach libvirt at qemu+tcp://127.0.0.1:1/system",
+        ),
+        (
+            ["attach", "x", "nic", "--connect", "qemu+tcp://127.0.0.1:1/system"],
+            1,
+            "cannot reach libvirt",
+        ),
         (["convert", "x", "--connect", "::::"], 2, "is not a libvirt URI"),
     ]
     for args, expected, fragment in cases:

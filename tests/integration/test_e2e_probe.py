@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 
-from builder import cli, domain, virt
-from tests.fixtures.virtio_win import make_iso, write_modern_tree
+from builder import cli
+from builder.vm import virt
+from tests.fixtures.domain_xml import removable_media
+from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, make_iso, write_modern_tree
 from tests.integration import probe
 from tests.integration.libvirt_env import unique_domain_name
 
@@ -35,7 +37,7 @@ CLASS_ROLE = {"0100": "viostor", "0200": "NetKVM"}
 @pytest.fixture(scope="module")
 def virtio_win_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("vw")
-    tree = write_modern_tree(base / "tree", oses=["2k3", "2k8", "2k8R2"])
+    tree = write_modern_tree(base / "tree", oses=PROFILE_OS_FOLDERS)
     return make_iso(tree, base / "virtio-win.iso").path
 
 
@@ -54,8 +56,12 @@ def windows_hardware_ids(dev: probe.PciDevice) -> set[str]:
     subsys = f"{dev.subsys_device.upper()}{dev.subsys_vendor.upper()}"
     rev = dev.revision.upper()
     base = f"PCI\\VEN_{ven}&DEV_{devid}"
-    return {f"{base}&SUBSYS_{subsys}&REV_{rev}", f"{base}&SUBSYS_{subsys}",
-            f"{base}&REV_{rev}", base}
+    return {
+        f"{base}&SUBSYS_{subsys}&REV_{rev}",
+        f"{base}&SUBSYS_{subsys}",
+        f"{base}&REV_{rev}",
+        base,
+    }
 
 
 def binds(driver: dict[str, Any], dev: probe.PciDevice) -> bool:
@@ -71,27 +77,53 @@ def manifest_files(manifest: dict[str, Any], output: str) -> dict[str, str]:
     return {f["path"].upper(): f["sha256"] for f in record["files"]}
 
 
-@pytest.mark.parametrize("profile", ["win2003-x86", "win2003-x64", "win2008-x86",
-                                     "win2008-x64", "win2008r2-x64"])
+@pytest.mark.parametrize(
+    "profile", ["win2003-x86", "win2003-x64", "win2008-x86", "win2008-x64", "win2008r2-x64"]
+)
 def test_install_boots_the_defined_domain_with_the_right_devices_and_media(
-    uri: str, virtio_win_iso: Path, name: str, tmp_path: Path, profile: str,
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    uri: str,
+    virtio_win_iso: Path,
+    name: str,
+    tmp_path: Path,
+    profile: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PVINSTALL_ADMIN_PASSWORD", PASSWORD)
     family_2003 = profile.startswith("win2003")
     arch: probe.Arch = "x86" if profile.endswith("x86") else "amd64"
     if family_2003:
-        windows_iso = probe.build_fake_2003_cd(probe.DEFAULT_CACHE_DIR, tmp_path / "w2k3.iso",
-                                               arch=arch)
+        windows_iso = probe.build_fake_2003_cd(
+            probe.DEFAULT_CACHE_DIR, tmp_path / "w2k3.iso", arch=arch
+        )
     else:
         # A 32-bit guest (i686, qemu32) needs the 32-bit probe.
-        windows_iso = probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="report",
-                                            arch="i386" if arch == "x86" else "amd64")
+        windows_iso = probe.build_probe_iso(
+            probe.DEFAULT_CACHE_DIR, mode="report", arch="i386" if arch == "x86" else "amd64"
+        )
     out = tmp_path / "out"
-    args = ["build", profile, "--drivers", str(virtio_win_iso), "--windows-iso",
-            str(windows_iso), "--out", str(out), "--name", name, "--install", "--connect",
-            uri, "--domain-type", "qemu", "--timeout", "4", "--set", "network=user",
-            "--json"]
+    args = [
+        "build",
+        profile,
+        "--drivers",
+        str(virtio_win_iso),
+        "--windows-iso",
+        str(windows_iso),
+        "--out",
+        str(out),
+        "--name",
+        name,
+        "--install",
+        "--connect",
+        uri,
+        "--domain-type",
+        "qemu",
+        "--timeout",
+        "4",
+        "--set",
+        "network=user",
+        "--json",
+    ]
     if family_2003:
         args += ["--set", f"product_key={KEY_2003}"]
     code = cli.main(args)
@@ -105,7 +137,7 @@ def test_install_boots_the_defined_domain_with_the_right_devices_and_media(
     assert record["installed"] is True and record["shutoff_reason"] == "shutdown"
     assert record["media_attached"] == []
     with virt.connect(uri) as conn:
-        assert domain.media_attached(virt.inactive_xml(conn, name)) == ()
+        assert removable_media(virt.inactive_xml(conn, name)) == ()
 
     report = probe.parse_probe_log((out / "serial.log").read_text(errors="replace"))
     assert report.started and report.ended and not report.unparsed

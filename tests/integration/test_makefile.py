@@ -31,9 +31,9 @@ def make(target: str, tmp_path: Path, **variables: str) -> subprocess.CompletedP
     env.pop("VIRTIO_WIN", None)
     # The venv the tests run in (setup is then a no-op when it is up to date).
     argv = ["make", "-s", "-C", str(REPO), target, *(f"{k}={v}" for k, v in variables.items())]
-    return subprocess.run(argv, check=False, env=env, capture_output=True, text=True,
-                          timeout=600,
-                          cwd=tmp_path)
+    return subprocess.run(
+        argv, check=False, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +47,21 @@ def test_without_windows_iso_the_target_builds_media_and_says_how_to_install(
     out = tmp_path / "out"
     done = make("win2008r2-virtio", tmp_path, VIRTIO_WIN=str(virtio_win), OUT=str(out))
     assert done.returncode == 0, done.stderr
-    assert {"autounattend.xml", "floppy.img", "drivers.iso", "domain.xml",
-            "manifest.json"} <= {p.name for p in out.iterdir()}
+    assert {"autounattend.xml", "floppy.img", "drivers.iso", "domain.xml", "manifest.json"} <= {
+        p.name for p in out.iterdir()
+    }
     assert "make win2008r2-virtio WINDOWS_ISO=" in done.stdout
 
 
 def test_invalid_input_reaches_the_user_with_pvinstall_s_exit_code(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = make("win2008-virtio", tmp_path, VIRTIO_WIN=str(tmp_path / "nowhere"),
-                OUT=str(out), CONFIG=str(tmp_path / "missing.toml"))
+    done = make(
+        "win2008-virtio",
+        tmp_path,
+        VIRTIO_WIN=str(tmp_path / "nowhere"),
+        OUT=str(out),
+        CONFIG=str(tmp_path / "missing.toml"),
+    )
     assert done.returncode == 2
     assert "--drivers: driver source" in done.stderr and "missing.toml" in done.stderr
     assert "make: pvinstall exited with 2" in done.stderr
@@ -71,13 +77,16 @@ def test_without_any_driver_source_it_names_the_search_order(tmp_path: Path) -> 
     assert "$VIRTIO_WIN" in done.stderr and "fedorapeople.org" in done.stderr
 
 
-def test_a_failed_build_is_reported_as_pvinstall_s_exit_1(
-    virtio_win: Path, tmp_path: Path
-) -> None:
+def test_a_failed_build_is_reported_as_pvinstall_s_exit_1(virtio_win: Path, tmp_path: Path) -> None:
     iso = probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="report")
-    done = make("win2008r2-virtio", tmp_path, VIRTIO_WIN=str(virtio_win),
-                OUT=str(tmp_path / "out"), WINDOWS_ISO=str(iso),
-                CONNECT="qemu+tcp://127.0.0.1:1/system")
+    done = make(
+        "win2008r2-virtio",
+        tmp_path,
+        VIRTIO_WIN=str(virtio_win),
+        OUT=str(tmp_path / "out"),
+        WINDOWS_ISO=str(iso),
+        CONNECT="qemu+tcp://127.0.0.1:1/system",
+    )
     assert done.returncode == 2  # make's own status for any failed recipe
     assert "cannot reach libvirt" in done.stderr
     assert "make: pvinstall exited with 1" in done.stderr

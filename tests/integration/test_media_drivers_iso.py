@@ -1,4 +1,4 @@
-"""drivers.iso (builder/iso.write_drivers_iso) checked with isoinfo and xorriso.
+"""drivers.iso (builder/media/iso9660.py write_drivers_iso) checked with isoinfo and xorriso.
 
 Built from each kind of driver source -- a directory, a virtio-win ISO (read in place)
 and a legacy .vfd floppy -- it must be ISO 9660 + Joliet + Rock Ridge with the label,
@@ -8,21 +8,24 @@ file's bytes as the source tree has them.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from builder import layout
-from builder.catalog import load_catalog, scan_source, select_drivers
 from builder.config import load_config
-from builder.iso import write_drivers_iso
-from builder.media import IsoPlan, plan_media
-from builder.profiles import PROFILES
-from builder.sources import DriverSource, open_source
+from builder.media import layout
+from builder.media.files import IsoPlan
+from builder.media.iso9660 import write_drivers_iso
+from builder.media.plan import MediaInputs, plan_drivers_disc
+from builder.sources import open_source
+from builder.virtio.facts import load_driver_facts
+from builder.virtio.packages import scan_source
+from builder.virtio.selection import select_drivers
+from builder.virtio.source import DriverSource
+from builder.windows.profiles import PROFILES
 from tests.fixtures.virtio_win import (
+    PROFILE_OS_FOLDERS,
     Tree,
     make_floppy_image,
     make_iso,
@@ -33,12 +36,13 @@ from tests.fixtures.virtio_win import (
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not all(tool_available(t) for t in ("isoinfo", "xorriso")),
-                       reason="needs isoinfo (genisoimage) and xorriso"),
+    pytest.mark.skipif(
+        not all(tool_available(t) for t in ("isoinfo", "xorriso")),
+        reason="needs isoinfo (genisoimage) and xorriso",
+    ),
 ]
 
 EPOCH = 1_700_000_000
-REPO = Path(__file__).resolve().parents[2]
 POSTINSTALL = {layout.POSTINSTALL_SCRIPT: b"@echo off\r\n", layout.MARKER_FILE: b"pv\r\n"}
 ANSWERS_2008 = {"autounattend.xml": b"<unattend/>\r\n"}
 ANSWERS_2003 = {"winnt.sif": b"[Data]\r\n", "txtsetup.oem": b"[Disks]\r\n"}
@@ -46,17 +50,16 @@ ANSWERS_2003 = {"winnt.sif": b"[Data]\r\n", "txtsetup.oem": b"[Disks]\r\n"}
 
 @pytest.fixture(scope="module")
 def modern(tmp_path_factory: pytest.TempPathFactory) -> Tree:
-    return write_modern_tree(tmp_path_factory.mktemp("vw") / "virtio-win",
-                             oses=["2k3", "2k8", "2k8R2"])
+    return write_modern_tree(tmp_path_factory.mktemp("vw") / "virtio-win", oses=PROFILE_OS_FOLDERS)
 
 
 def plan_from(source: DriverSource, profile: str, *sets: str) -> IsoPlan:
     is_2003 = profile.startswith("win2003")
     extra = ["product_key=ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"] if is_2003 else []
     config = load_config(PROFILES[profile], sets=["admin_password=x", *extra, *sets])
-    drivers = select_drivers(scan_source(source, load_catalog()), PROFILES[profile])
+    drivers = select_drivers(scan_source(source, load_driver_facts()), PROFILES[profile])
     answers = ANSWERS_2003 if is_2003 else ANSWERS_2008
-    return plan_media(config, drivers, answers, POSTINSTALL).drivers_iso
+    return plan_drivers_disc(MediaInputs(config, drivers, answers, POSTINSTALL))
 
 
 def run(*argv: str) -> str:
@@ -67,8 +70,7 @@ def run(*argv: str) -> str:
 
 def listing(image: Path, namespace: str) -> set[str]:
     """Every path `isoinfo -f` lists in the Rock Ridge (`-R`) or Joliet (`-J`) tree."""
-    return {line for line in run("isoinfo", "-f", namespace, "-i", str(image)).splitlines()
-            if line}
+    return {line for line in run("isoinfo", "-f", namespace, "-i", str(image)).splitlines() if line}
 
 
 def planned_paths(plan: IsoPlan) -> set[str]:
@@ -97,8 +99,11 @@ def check_image(image: Path, plan: IsoPlan, truth: Tree, tmp_path: Path) -> None
         assert (extracted / planned.path).read_bytes() == expected, planned.path
     # And through Joliet, which is what Windows reads.
     for planned in plan.files[:5]:
-        joliet = subprocess.run(["isoinfo", "-J", "-i", str(image), "-x", f"/{planned.path}"],
-                                capture_output=True, check=True).stdout
+        joliet = subprocess.run(
+            ["isoinfo", "-J", "-i", str(image), "-x", f"/{planned.path}"],
+            capture_output=True,
+            check=True,
+        ).stdout
         assert joliet == (extracted / planned.path).read_bytes()
 
 
@@ -108,7 +113,9 @@ def test_from_a_directory(modern: Tree, tmp_path: Path, profile: str) -> None:
         plan = plan_from(source, profile)
         write_drivers_iso(plan, tmp_path / "drivers.iso", source, epoch=EPOCH)
     assert {p.partition("/")[0] for p in (f.path for f in plan.files) if "/" in p} >= {
-        "viostor", "NetKVM"}
+        "viostor",
+        "NetKVM",
+    }
     check_image(tmp_path / "drivers.iso", plan, modern, tmp_path)
 
 
@@ -132,29 +139,3 @@ def test_from_a_legacy_floppy(tmp_path: Path) -> None:
     # The floppy's Win2008 folder becomes the virtio-win layout <Driver>/2k8/amd64.
     assert "viostor/2k8/amd64/viostor.sys" in {f.path for f in plan.files}
     check_image(tmp_path / "drivers.iso", plan, tree, tmp_path)
-
-
-SAME_BYTES_CHILD = """
-import sys
-from pathlib import Path
-from builder import iso
-from builder.media import IsoPlan, PlannedFile
-from builder.sources import DirectorySource
-plan = IsoPlan("PVDRIVERS", (PlannedFile.inline("A/b.txt", b"x"),
-                             PlannedFile.from_source("viostor/x.inf", sys.argv[2], 11)))
-iso.write_drivers_iso(plan, Path(sys.argv[1]), DirectorySource(Path(sys.argv[3])), epoch=1700000000)
-"""
-
-
-def test_same_inputs_same_bytes_in_any_time_zone(tmp_path: Path) -> None:
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "x.inf").write_bytes(b"[Version]\r\n")
-    outputs = []
-    for zone in ("UTC", "America/New_York", "Asia/Kolkata"):
-        out = tmp_path / f"{zone.replace('/', '_')}.iso"
-        subprocess.run(
-            [sys.executable, "-c", SAME_BYTES_CHILD, str(out), "x.inf", str(tmp_path / "src")],
-            check=True, env={**os.environ, "TZ": zone, "PYTHONPATH": str(REPO)},
-        )
-        outputs.append(out.read_bytes())
-    assert outputs[0] == outputs[1] == outputs[2]

@@ -146,9 +146,7 @@ def assert_guest_cpu(report: probe.ProbeReport, arch: probe.ProbeArch) -> None:
 @pytest.mark.integration
 @pytest.mark.boot
 @pytest.mark.parametrize("arch", probe.PROBE_ARCHES)
-def test_probe_boots_and_reports_devices(
-    uri: str, tmp_path: Path, arch: probe.ProbeArch
-) -> None:
+def test_probe_boots_and_reports_devices(uri: str, tmp_path: Path, arch: probe.ProbeArch) -> None:
     start = time.monotonic()
     iso = probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, arch=arch)
     print(f"{arch} probe ISO ready in {time.monotonic() - start:.1f}s: {iso}")

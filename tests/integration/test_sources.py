@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from builder.catalog import load_catalog, scan_source, select_drivers
 from builder.errors import InputError
-from builder.profiles import PROFILES
-from builder.sources import DirectorySource, open_source
+from builder.sources import open_source
+from builder.virtio.facts import load_driver_facts
+from builder.virtio.packages import scan_source
+from builder.virtio.selection import select_drivers
+from builder.virtio.source import DirectorySource
+from builder.windows.profiles import PROFILES
 from tests.fixtures.virtio_win import (
     Tree,
     make_floppy_image,
@@ -25,7 +28,7 @@ from tests.fixtures.virtio_win import (
 )
 
 pytestmark = pytest.mark.integration
-CATALOG = load_catalog()
+FACTS = load_driver_facts()
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +52,13 @@ def test_iso_selection_equals_directory_selection(
     image = make_iso(modern, tmp_path / "virtio-win.iso", style=style, tool=tool)  # type: ignore[arg-type]
     expected = {}
     for name, profile in PROFILES.items():
-        selection = select_drivers(scan_source(DirectorySource(modern.root), CATALOG), profile)
+        selection = select_drivers(scan_source(DirectorySource(modern.root), FACTS), profile)
         expected[name] = {d.name: d.inf_path for d in selection.selected}
     with open_source(image.path) as source:
         assert source.kind == "iso"
         assert source.label == image.volume_id
         assert source._reader.namespace == namespace  # type: ignore[attr-defined]
-        scan = scan_source(source, CATALOG)
+        scan = scan_source(source, FACTS)
         for name, profile in PROFILES.items():
             selection = select_drivers(scan, profile)
             got = {d.name: d.inf_path for d in selection.selected}
@@ -84,7 +87,7 @@ def test_legacy_floppy_image(tmp_path: Path, arch: str) -> None:
         assert source.label == "VIRTIO"
         assert {f.path for f in source.files()} == set(tree.files)
         for family in ("win2003", "win2008"):
-            selection = select_drivers(scan_source(source, CATALOG), PROFILES[f"{family}-{label}"])
+            selection = select_drivers(scan_source(source, FACTS), PROFILES[f"{family}-{label}"])
             viostor = selection.get("viostor")
             assert viostor is not None
             folder = {"win2003": "Win2003", "win2008": "Win2008"}[family]
@@ -133,4 +136,4 @@ def test_iso_without_inf_files(tmp_path: Path) -> None:
     (tree / "docs" / "readme.txt").write_text("no drivers\n")
     image = make_iso(tree, tmp_path / "empty.iso")
     with open_source(image.path) as source, pytest.raises(InputError, match="has no INF files"):
-        scan_source(source, CATALOG)
+        scan_source(source, FACTS)

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import cli, domain, virt
+from builder import cli
+from builder.vm import virt
+from tests.fixtures.domain_xml import removable_media
 from tests.integration import probe
 from tests.integration.libvirt_env import unique_domain_name
 
@@ -36,14 +38,33 @@ def _require_install_flag(capsys: pytest.CaptureFixture[str]) -> None:
         pytest.skip("`pvinstall build --install` is not wired into the CLI yet")
 
 
-def build(profile: str, virtio_win: Path, windows_iso: Path, out: Path, name: str, uri: str,
-          *extra: str) -> int:
+def build(
+    profile: str, virtio_win: Path, windows_iso: Path, out: Path, name: str, uri: str, *extra: str
+) -> int:
     sets = ["--set", "admin_password=Sup3r-secret", "--set", "network=user"]
     if profile.startswith("win2003"):
         sets += ["--set", KEY_2003]
-    return cli.main(["build", profile, "--drivers", str(virtio_win), "--windows-iso",
-                     str(windows_iso), "--out", str(out), "--name", name, "--install",
-                     "--connect", uri, "--domain-type", "qemu", *sets, *extra])
+    return cli.main(
+        [
+            "build",
+            profile,
+            "--drivers",
+            str(virtio_win),
+            "--windows-iso",
+            str(windows_iso),
+            "--out",
+            str(out),
+            "--name",
+            name,
+            "--install",
+            "--connect",
+            uri,
+            "--domain-type",
+            "qemu",
+            *sets,
+            *extra,
+        ]
+    )
 
 
 def test_build_install_2003_succeeds_on_power_off(
@@ -61,12 +82,13 @@ def test_build_install_2003_succeeds_on_power_off(
     with virt.connect(uri) as conn:
         persistent = virt.inactive_xml(conn, name)
         assert virt.domain_state(conn, name) == ("shut off", "shutdown")
-    assert domain.media_attached(persistent) == ()
+    assert removable_media(persistent) == ()
     assert (out / "domain.xml").is_file() and (out / f"{name}.qcow2").is_file()
     report = probe.parse_probe_log((out / "serial.log").read_text(errors="replace"))
     assert report.ended
-    assert [(p.subsys_vendor, p.subsys_device) for p in report.pci_with_ids("1af4", "1001")] \
-        == [("1af4", "0002")]
+    assert [(p.subsys_vendor, p.subsys_device) for p in report.pci_with_ids("1af4", "1001")] == [
+        ("1af4", "0002")
+    ]
 
 
 def test_build_install_timeout_saves_a_screenshot_and_exits_1(
@@ -85,30 +107,51 @@ def test_build_install_timeout_saves_a_screenshot_and_exits_1(
     record = json.loads((out / "manifest.json").read_text())["domain"]
     assert record["defined"] is True and record["installed"] is False
     assert "did not power off" in record["error"]
+    (problem,) = record["problems"]
+    assert problem["message"] in record["error"] and "screenshot" in problem["hint"]
     with virt.connect(uri) as conn:
         assert virt.domain_state(conn, name) == ("shut off", "destroyed")
 
 
-def test_build_install_refusals(uri: str, virtio_win: Path, name: str, tmp_path: Path,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_install_refusals(
+    uri: str, virtio_win: Path, name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _require_install_flag(capsys)
     iso = probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="report")
-    args = ["build", "win2008r2-x64", "--drivers", str(virtio_win), "--out", str(tmp_path / "o"),
-            "--set", "admin_password=x", "--set", "network=user", "--domain-type", "qemu"]
+    args = [
+        "build",
+        "win2008r2-x64",
+        "--drivers",
+        str(virtio_win),
+        "--out",
+        str(tmp_path / "o"),
+        "--set",
+        "admin_password=x",
+        "--set",
+        "network=user",
+        "--domain-type",
+        "qemu",
+    ]
     cases = [
         (["--install", "--connect", uri], 2, "needs the Windows install ISO"),
         (["--define", "--connect", "::::"], 2, "is not a libvirt URI"),
         (["--define", "--connect", "qemu+tcp://127.0.0.1:1/system"], 1, "cannot reach libvirt"),
         (["--define", "--connect", uri, "--name", "a/b"], 2, "not a usable domain name"),
-        (["--define", "--connect", uri, "--set", "data_disks=[" + ",".join(["1"] * 27) + "]"],
-         2, "needs 29 PCI slots"),
+        (
+            ["--define", "--connect", uri, "--set", "data_disks=[" + ",".join(["1"] * 27) + "]"],
+            2,
+            "needs 29 PCI slots",
+        ),
         (["--define", "--connect", uri, "--set", "network=nope"], 2, "no libvirt network"),
         (["--define", "--connect", uri, "--set", "storage_pool=nope"], 2, "no storage pool"),
         (["--define", "--connect", uri, "--set", "memory_mib=128"], 2, "below the 512 MiB"),
     ]
     for extra, expected, fragment in cases:
-        code = cli.main([*args, "--windows-iso", str(iso), *extra] if "--install" not in extra
-                        else [*args, *extra])
+        code = cli.main(
+            [*args, "--windows-iso", str(iso), *extra]
+            if "--install" not in extra
+            else [*args, *extra]
+        )
         err = capsys.readouterr().err
         assert (code, fragment in err) == (expected, True), (extra, err)
     # An existing name without --replace.

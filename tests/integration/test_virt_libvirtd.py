@@ -1,4 +1,4 @@
-"""builder/domain.py and builder/virt.py against a real libvirtd with QEMU (TCG).
+"""builder/vm/domain.py and builder/vm/virt.py against a real libvirtd with QEMU (TCG).
 
 The boot probe (tests/integration/probe.py) stands in for Windows setup: as the
 "install CD" it boots, reports over the serial console which PCI devices, disks, CDs
@@ -24,16 +24,18 @@ from pathlib import Path
 
 import pytest
 
-from builder import domain, virt
-from builder.catalog import DriverSet, PciIds, load_catalog
 from builder.config import BuildConfig
 from builder.errors import BuildError
 from builder.monitor import NullMonitor
-from builder.profiles import PROFILES
+from builder.virtio.facts import PciIds, PciIdSet, load_driver_facts
+from builder.virtio.selection import DriverSet
+from builder.vm import domain, existing, virt
+from builder.windows.profiles import PROFILES
+from tests.fixtures.domain_xml import removable_media
 from tests.integration import probe
 from tests.integration.libvirt_env import boot_domain, unique_domain_name
 from tests.integration.test_probe import make_floppy
-from tests.unit.test_domain import GOLDEN, config_for, driversets, media_for
+from tests.unit.vm.common import GOLDEN, config_for, driversets, media_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,48 +63,80 @@ def name(conn: virt.Connection) -> Iterator[str]:
     virt.remove_domain(conn, value)
 
 
+FACTS = load_driver_facts()
+
+
 def drivers_iso(path: Path) -> Path:
     """A small data CD labelled like drivers.iso, made with xorriso."""
     tree = path.parent / "drivers-tree"
     (tree / "viostor").mkdir(parents=True, exist_ok=True)
     (tree / "viostor" / "viostor.inf").write_bytes(b"; not a real INF\r\n")
-    subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-o", str(path), "-V",
-                    DRIVERS_LABEL, "-J", str(tree)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "xorriso",
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-o",
+            str(path),
+            "-V",
+            DRIVERS_LABEL,
+            "-J",
+            str(tree),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return path
 
 
-def prepare(conn: virt.Connection, config: BuildConfig, out: Path, name: str,
-            install_iso: Path | None) -> domain.MediaPaths:
+def prepare(
+    conn: virt.Connection, config: BuildConfig, out: Path, name: str, install_iso: Path | None
+) -> domain.MediaPaths:
     """The media a build would have written, and the disks --define creates."""
     out.mkdir(parents=True, exist_ok=True)
     make_floppy(out / "floppy.img", {"WINNT.SIF": b"[Data]\r\n"})
     drivers_iso(out / "drivers.iso")
     virt.create_disks(conn, config, out, name, NullMonitor())
-    return media_for(config, out, name, install_iso=install_iso)
+    return media_for(config, out, name, install_cd=install_iso)
 
 
 def _hardware_ids(ids: PciIds) -> set[str]:
     return {h.upper() for h in ids.hardware_ids()}
 
 
-def assert_devices_match(report: probe.ProbeReport, plan: domain.DomainPlan,
-                         drivers: DriverSet) -> None:
+def assert_devices_match(
+    report: probe.ProbeReport, plan: domain.DomainPlan, drivers: DriverSet
+) -> None:
     """The oracle: what the guest sees is what the table says, and the driver binds it."""
-    catalog = load_catalog()
+    facts = load_driver_facts()
     virtio_seen = [p for p in report.pci if p.vendor == "1af4"]
     expected: list[tuple[str, str, str, str, str]] = []
     for device in plan.virtio_devices:
-        ids = domain.presented_ids(device.kind, device.model, plan.machine, catalog)
-        expected.append((ids.vendor.lower(), ids.device.lower(), ids.subsystem_vendor.lower(),
-                         ids.subsystem.lower(), ids.revision.lower()))
+        ids = facts.presented_ids(device.kind, device.model, plan.machine)
+        expected.append(
+            (
+                ids.vendor.lower(),
+                ids.device.lower(),
+                ids.subsystem_vendor.lower(),
+                ids.subsystem.lower(),
+                ids.revision.lower(),
+            )
+        )
         driver = next(d for d in drivers.selected if d.info and d.info.device == device.kind)
         listed = {h.upper() for h in driver.hardware_ids}
         seen = next(p for p in virtio_seen if p.device == ids.device.lower())
-        observed = PciIds(seen.vendor.upper(), seen.device.upper(), seen.subsys_vendor.upper(),
-                          seen.subsys_device.upper(), seen.revision.upper())
+        observed = PciIds(
+            seen.vendor.upper(),
+            seen.device.upper(),
+            seen.subsys_vendor.upper(),
+            seen.subsys_device.upper(),
+            seen.revision.upper(),
+        )
         assert _hardware_ids(observed) & listed, (device, observed, driver.hardware_ids)
-    observed_all = sorted((p.vendor, p.device, p.subsys_vendor, p.subsys_device, p.revision)
-                          for p in virtio_seen)
+    observed_all = sorted(
+        (p.vendor, p.device, p.subsys_vendor, p.subsys_device, p.revision) for p in virtio_seen
+    )
     assert observed_all == sorted(expected), report.pci
 
 
@@ -112,8 +146,9 @@ def assert_devices_match(report: probe.ProbeReport, plan: domain.DomainPlan,
 @pytest.mark.parametrize("golden", sorted(GOLDEN.glob("*.xml")), ids=lambda p: p.stem)
 def test_golden_domains_validate_against_libvirt_s_schema(golden: Path) -> None:
     assert shutil.which("virt-xml-validate"), "virt-xml-validate (libvirt-clients) is missing"
-    done = subprocess.run(["virt-xml-validate", str(golden), "domain"], capture_output=True,
-                          text=True, check=False)
+    done = subprocess.run(
+        ["virt-xml-validate", str(golden), "domain"], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -123,11 +158,11 @@ def test_qemu_driver_defines_every_golden_domain(conn: virt.Connection, golden: 
     # against the QEMU binary's capabilities); define and undefine only.
     name = unique_domain_name("pvgolden")
     xml = golden.read_text(encoding="utf-8").replace(
-        f"<name>{domain.describe_domain(golden.read_text(encoding='utf-8')).name}</name>",
-        f"<name>{name}</name>")
+        f"<name>{existing.describe_domain(golden.read_text(encoding='utf-8')).name}</name>",
+        f"<name>{name}</name>",
+    )
     try:
-        virt.define(conn, xml.replace("<domain type='kvm'>", "<domain type='qemu'>"),
-                    replace=False)
+        virt.define(conn, xml.replace("<domain type='kvm'>", "<domain type='qemu'>"), replace=False)
         assert virt.domain_state(conn, name) is not None
     finally:
         virt.remove_domain(conn, name)
@@ -145,8 +180,9 @@ def test_create_disks_with_qemu_img(conn: virt.Connection, tmp_path: Path) -> No
     config = config_for("win2008r2-x64", "data_disks=[2]")
     paths = virt.create_disks(conn, config, tmp_path, "pv", NullMonitor())
     assert paths == (tmp_path / "pv.qcow2", (tmp_path / "pv-data1.qcow2",))
-    info = subprocess.run(["qemu-img", "info", str(paths[0])], capture_output=True, text=True,
-                          check=True).stdout
+    info = subprocess.run(
+        ["qemu-img", "info", str(paths[0])], capture_output=True, text=True, check=True
+    ).stdout
     assert "file format: qcow2" in info and "virtual size: 32 GiB" in info
     with pytest.raises(Exception, match="already exists"):
         virt.create_disks(conn, config, tmp_path, "pv", NullMonitor())
@@ -160,10 +196,22 @@ def test_a_missing_network_at_start_is_a_sentence(
 ) -> None:
     config = config_for("win2008r2-x64", "network=pvinstall-no-such-net")
     media = media_for(config, tmp_path, name)
-    virt.define(conn, domain.domain_xml(config, drivers["win2008r2-x64"], media, name=name,
-                                        domain_type="qemu"), replace=False)
+    virt.define(
+        conn,
+        domain.domain_xml(
+            config, drivers["win2008r2-x64"], media, facts=FACTS, name=name, domain_type="qemu"
+        ),
+        replace=False,
+    )
     with pytest.raises(BuildError) as raised:
-        virt.install(conn, name, timeout_minutes=1, out_dir=tmp_path, monitor=NullMonitor())
+        virt.install(
+            conn,
+            name,
+            media=media.media,
+            timeout_minutes=1,
+            out_dir=tmp_path,
+            monitor=NullMonitor(),
+        )
     message = str(raised.value)
     assert message.startswith(f"starting the domain {name} on qemu:///system failed: ")
     assert "pvinstall-no-such-net" in message
@@ -182,14 +230,22 @@ def test_install_ends_on_power_off_and_leaves_a_clean_template(
     config = config_for("win2003-x64", "network=user", "data_disks=[1]")
     media = prepare(conn, config, tmp_path, name, install_cd)
     plan = domain.plan_domain(config, media, name=name, domain_type="qemu")
-    xml = domain.domain_xml(config, drivers["win2003-x64"], media, name=name,
-                            domain_type="qemu")
+    xml = domain.domain_xml(
+        config, drivers["win2003-x64"], media, facts=FACTS, name=name, domain_type="qemu"
+    )
     virt.define(conn, xml, replace=False)
 
     monitor = Statuses()
     start = time.monotonic()
-    result = virt.install(conn, name, timeout_minutes=INSTALL_MINUTES, out_dir=tmp_path,
-                          monitor=monitor, status_seconds=2)
+    result = virt.install(
+        conn,
+        name,
+        media=media.media,
+        timeout_minutes=INSTALL_MINUTES,
+        out_dir=tmp_path,
+        monitor=monitor,
+        status_seconds=2,
+    )
     print(f"install (probe) took {time.monotonic() - start:.1f}s")
     log = (tmp_path / "serial.log").read_text(errors="replace")
     report = probe.parse_probe_log(log)
@@ -197,13 +253,17 @@ def test_install_ends_on_power_off_and_leaves_a_clean_template(
     assert result.shutoff_reason == "shutdown"
     assert report.ended and report.mode == "report", log[-2000:]
     persistent = virt.inactive_xml(conn, name)
-    assert domain.media_attached(persistent) == ()
-    root = domain.parse_xml(persistent)
-    kinds = [(d.get("device"), d.find("source") is not None)
-             for d in root.iterfind("./devices/disk")]
+    assert removable_media(persistent) == ()
+    root = existing.parse_xml(persistent)
+    kinds = [
+        (d.get("device"), d.find("source") is not None) for d in root.iterfind("./devices/disk")
+    ]
     assert kinds == [("disk", True), ("disk", True), ("cdrom", False), ("cdrom", False)]
-    assert result.removed_media == (f"hda: {install_cd}", f"hdc: {tmp_path / 'drivers.iso'}",
-                                    f"fda: {tmp_path / 'floppy.img'}")
+    assert result.removed_media == (
+        f"hda: {install_cd}",
+        f"hdc: {tmp_path / 'drivers.iso'}",
+        f"fda: {tmp_path / 'floppy.img'}",
+    )
     assert virt.domain_state(conn, name) == ("shut off", "shutdown")
     assert monitor.statuses and all("disk" in s for s in monitor.statuses)
 
@@ -229,10 +289,22 @@ def test_install_timeout_saves_a_screenshot_and_stops_the_guest(
     install_cd = probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="hang")
     config = config_for("win2008r2-x64", "network=user")
     media = prepare(conn, config, tmp_path, name, install_cd)
-    virt.define(conn, domain.domain_xml(config, drivers["win2008r2-x64"], media, name=name,
-                                        domain_type="qemu"), replace=False)
+    virt.define(
+        conn,
+        domain.domain_xml(
+            config, drivers["win2008r2-x64"], media, facts=FACTS, name=name, domain_type="qemu"
+        ),
+        replace=False,
+    )
     with pytest.raises(BuildError) as raised:
-        virt.install(conn, name, timeout_minutes=0.25, out_dir=tmp_path, monitor=NullMonitor())
+        virt.install(
+            conn,
+            name,
+            media=media.media,
+            timeout_minutes=0.25,
+            out_dir=tmp_path,
+            monitor=NullMonitor(),
+        )
     message = str(raised.value)
     screenshot = tmp_path / "screenshot.png"
     assert "did not power off within 0.25 minutes (it was running)" in message
@@ -243,8 +315,9 @@ def test_install_timeout_saves_a_screenshot_and_stops_the_guest(
 
 
 @pytest.mark.boot
-@pytest.mark.parametrize("model", [None, "virtio-non-transitional"],
-                         ids=["virtio", "non-transitional"])
+@pytest.mark.parametrize(
+    "model", [None, "virtio-non-transitional"], ids=["virtio", "non-transitional"]
+)
 def test_2008_r2_devices_match_the_2k8r2_infs(
     conn: virt.Connection, drivers: Mapping[str, DriverSet], tmp_path: Path, model: str | None
 ) -> None:
@@ -252,11 +325,19 @@ def test_2008_r2_devices_match_the_2k8r2_infs(
     ID sets are in the 2k8R2 INFs, and the Hyper-V features start under TCG."""
     name = unique_domain_name("pv2k8r2")
     config = config_for("win2008r2-x64", "network=user")
-    media = prepare(conn, config, tmp_path, name,
-                    probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="report"))
+    media = prepare(
+        conn, config, tmp_path, name, probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="report")
+    )
     plan = domain.plan_domain(config, media, name=name, domain_type="qemu", virtio_model=model)
-    xml = domain.domain_xml(config, drivers["win2008r2-x64"], media, name=name,
-                            domain_type="qemu", virtio_model=model)
+    xml = domain.domain_xml(
+        config,
+        drivers["win2008r2-x64"],
+        media,
+        facts=FACTS,
+        name=name,
+        domain_type="qemu",
+        virtio_model=model,
+    )
     assert PROFILES["win2008r2-x64"].hyperv and "<hyperv" in xml
     result = boot_domain(xml, uri=conn.uri, timeout=180)
     report = probe.parse_probe_log(result.serial_log)
@@ -267,10 +348,10 @@ def test_2008_r2_devices_match_the_2k8r2_infs(
     assert len(report.pci_with_ids("1af4", "1041" if modern else "1000")) == 1
 
 
-# libvirt device XML for each [devices] row of drivers/catalog.toml, by model.
+# libvirt device XML for each [pci_ids] row of drivers/catalog.toml, by model.
 _DEVICE_XML = {
     "virtio-blk": "<disk type='file' device='disk' model='{model}'><driver name='qemu' "
-                  "type='qcow2'/><source file='{disk}'/><target dev='vda' bus='virtio'/></disk>",
+    "type='qcow2'/><source file='{disk}'/><target dev='vda' bus='virtio'/></disk>",
     "virtio-net": "<interface type='user'><model type='{model}'/></interface>",
     "virtio-balloon": "<memballoon model='{model}'/>",
     "virtio-serial": "<controller type='virtio-serial' model='{model}'/>",
@@ -280,15 +361,15 @@ _DEVICE_XML = {
 
 
 @pytest.mark.boot
-@pytest.mark.parametrize("row", ["transitional", "modern"])
-def test_the_catalog_device_table_is_what_qemu_presents(conn: virt.Connection, tmp_path: Path,
-                                                        row: str) -> None:
-    """Every row of [devices] against a booted guest: one device of each kind, with the
+@pytest.mark.parametrize("row", ["transitional_ids", "modern_ids"])
+def test_the_catalog_device_table_is_what_qemu_presents(
+    conn: virt.Connection, tmp_path: Path, row: PciIdSet
+) -> None:
+    """Every row of [pci_ids] against a booted guest: one device of each kind, with the
     libvirt model that [device_models.pc] maps to the row."""
-    catalog = load_catalog()
-    model = "virtio-transitional" if row == "transitional" else "virtio-non-transitional"
-    assert domain.presented_ids("virtio-blk", model, "pc", catalog) == \
-        catalog.devices["virtio-blk"][row]
+    facts = load_driver_facts()
+    model = "virtio-transitional" if row == "transitional_ids" else "virtio-non-transitional"
+    assert facts.presented_ids("virtio-blk", model, "pc") == facts.pci_ids["virtio-blk"][row]
     disk = tmp_path / "disk.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
     name = unique_domain_name("pvtable")
@@ -308,13 +389,23 @@ def test_the_catalog_device_table_is_what_qemu_presents(conn: virt.Connection, t
     <serial type='file'><source path='{tmp_path / "serial.log"}'/><target port='0'/></serial>
   </devices>
 </domain>"""
-    assert sorted(_DEVICE_XML) == sorted(catalog.devices)
+    assert sorted(_DEVICE_XML) == sorted(facts.pci_ids)
     result = boot_domain(xml, uri=conn.uri, timeout=180)
     report = probe.parse_probe_log(result.serial_log)
     assert result.clean_shutdown and report.ended, result.describe()
-    seen = sorted((p.vendor, p.device, p.subsys_vendor, p.subsys_device, p.revision)
-                  for p in report.pci if p.vendor == "1af4")
-    expected = sorted((i.vendor.lower(), i.device.lower(), i.subsystem_vendor.lower(),
-                       i.subsystem.lower(), i.revision.lower())
-                      for i in (catalog.devices[kind][row] for kind in _DEVICE_XML))
+    seen = sorted(
+        (p.vendor, p.device, p.subsys_vendor, p.subsys_device, p.revision)
+        for p in report.pci
+        if p.vendor == "1af4"
+    )
+    expected = sorted(
+        (
+            i.vendor.lower(),
+            i.device.lower(),
+            i.subsystem_vendor.lower(),
+            i.subsystem.lower(),
+            i.revision.lower(),
+        )
+        for i in (facts.pci_ids[kind][row] for kind in _DEVICE_XML)
+    )
     assert seen == expected

@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 
 from builder import cli, sources
-from builder.profiles import PROFILES
+from builder.windows.profiles import PROFILES
 from tests.fixtures.virtio_win import Tree, remove_file, write_modern_tree
 
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Tree:
-    return write_modern_tree(tmp_path_factory.mktemp("cli") / "vw",
-                             drivers=("viostor", "NetKVM", "Balloon"))
+    return write_modern_tree(
+        tmp_path_factory.mktemp("cli") / "vw", drivers=("viostor", "NetKVM", "Balloon")
+    )
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -33,7 +34,8 @@ def test_profiles_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert [p["name"] for p in document["profiles"]] == list(PROFILES)
     first = document["profiles"][0]
     assert first["virtio_win_folder"] == "2k3/x86"
-    assert first["device_flavour"] == "transitional"
+    assert first["virtio_model"] == "virtio-transitional"
+    assert first["storage_route"] == "slipstream"
 
 
 def test_profiles_table(capsys: pytest.CaptureFixture[str]) -> None:
@@ -56,8 +58,9 @@ def test_drivers_listing_json(capsys: pytest.CaptureFixture[str], tree: Tree) ->
 def test_drivers_selection_json_and_osinfo_alias(
     capsys: pytest.CaptureFixture[str], tree: Tree
 ) -> None:
-    code, out, err = run(capsys, "drivers", str(tree.root), "--profile", "win2k8", "--arch",
-                         "x64", "--json")
+    code, out, err = run(
+        capsys, "drivers", str(tree.root), "--profile", "win2k8", "--arch", "x64", "--json"
+    )
     assert code == 0, err
     document = json.loads(out)
     assert document["profile"] == "win2008-x64"
@@ -65,8 +68,7 @@ def test_drivers_selection_json_and_osinfo_alias(
 
 
 def test_drivers_selection_table(capsys: pytest.CaptureFixture[str], tree: Tree) -> None:
-    code, out, _ = run(capsys, "drivers", str(tree.root), "--profile", "win2003-x86",
-                       "--rejected")
+    code, out, _ = run(capsys, "drivers", str(tree.root), "--profile", "win2003-x86", "--rejected")
     assert code == 0
     assert "viostor/2k3/x86/viostor.inf" in out
     assert "Rejected:" in out
@@ -110,8 +112,9 @@ def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "No such command" in err
 
 
-def test_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_interrupt_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def interrupted(*_: object, **__: object) -> None:
         raise KeyboardInterrupt
 
@@ -136,13 +139,19 @@ def test_unexpected_error_is_a_sentence_unless_debug(
 
 
 def test_console_script_and_module_entry_points() -> None:
-    for argv in ([sys.executable, "-m", "builder", "profiles", "--json"],
-                 [str(Path(sys.executable).parent / "pvinstall"), "profiles", "--json"]):
+    for argv in (
+        [sys.executable, "-m", "builder", "profiles", "--json"],
+        [str(Path(sys.executable).parent / "pvinstall"), "profiles", "--json"],
+    ):
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["profiles"]
-    done = subprocess.run([sys.executable, "-m", "builder", "drivers", "/nonexistent"],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "builder", "drivers", "/nonexistent"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 2
 
 
@@ -157,6 +166,16 @@ def test_every_setting_is_documented_in_build_help_and_the_readme(
     for setting in SETTINGS:
         assert setting.key in out, setting.key
         assert f"`{setting.key}`" in readme, setting.key
-    for flag in ("--define", "--install", "--print-xml", "--replace", "--timeout",
-                 "--domain-type", "--connect", "--windows-iso", "--drivers", "--set"):
+    for flag in (
+        "--define",
+        "--install",
+        "--print-xml",
+        "--replace",
+        "--timeout",
+        "--domain-type",
+        "--connect",
+        "--windows-iso",
+        "--drivers",
+        "--set",
+    ):
         assert flag in out and flag in readme, flag

@@ -13,7 +13,9 @@ def test_input_error_carries_every_problem() -> None:
     assert [p.key for p in error.problems] == ["a", "b"]
     assert str(error) == "a: first\nb: second do this"
     assert error.as_json()["error"]["problems"][1] == {
-        "key": "b", "message": "second", "hint": "do this",
+        "key": "b",
+        "message": "second",
+        "hint": "do this",
     }
 
 

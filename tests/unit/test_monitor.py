@@ -5,7 +5,16 @@ from __future__ import annotations
 import io
 import json
 
-from builder.monitor import JsonMonitor, LogMonitor, QuietMonitor, RichMonitor, choose_monitor
+import pytest
+
+from builder.monitor import (
+    JsonMonitor,
+    LogMonitor,
+    QuietMonitor,
+    RichMonitor,
+    choose_monitor,
+    format_elapsed,
+)
 
 
 class _Tty(io.StringIO):
@@ -39,7 +48,7 @@ def test_log_monitor_writes_steps_and_warnings_and_throttles_status() -> None:
     monitor.status(state="running", disk="1.0 GiB")
     monitor.status(state="running", disk="1.1 GiB")  # within the interval: dropped
     lines = stream.getvalue().splitlines()
-    assert lines[0].endswith("write drivers.iso") and lines[0].startswith("pvinstall [00:00]")
+    assert lines[0].endswith("write drivers.iso") and lines[0].startswith("pvinstall [0:00]")
     assert lines[1] == "warning: known-bad release"
     assert lines[2].endswith("state=running  disk=1.0 GiB")
     assert len(lines) == 3
@@ -53,3 +62,10 @@ def test_quiet_monitor_only_warns() -> None:
     monitor.status(state="running")
     monitor.warning("w")
     assert stream.getvalue() == "warning: w\n"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0, "0:00"), (59.9, "0:59"), (61, "1:01"), (3725, "1:02:05")]
+)
+def test_format_elapsed(seconds: float, text: str) -> None:
+    assert format_elapsed(seconds) == text

@@ -1,0 +1,117 @@
+"""The post-install step at the root of drivers.iso: the script the first logon runs,
+and the marker file it is found by (pure).
+
+The answer files start it (`drive_search` is what they need to find it on whatever
+letter Windows gave the drivers disc); it installs the remaining drivers, runs the
+user's first-logon commands and powers the guest off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from builder.answers.environment import check_profiles, crlf, encode, render
+from builder.config import BuildConfig
+from builder.media import layout
+from builder.virtio.selection import DriverSet
+from builder.windows.profiles import PostInstall
+
+
+def drive_search() -> dict[str, Any]:
+    """What a first-logon command needs to find the script on any drive letter."""
+    return {
+        "drive_letters": layout.SEARCH_DRIVE_LETTERS,
+        "marker": layout.MARKER_FILE,
+        "script": layout.POSTINSTALL_SCRIPT,
+    }
+
+
+_CMD_SPECIAL = frozenset("^&|<>()")
+
+
+def cmd_child_command(command: str) -> str:
+    """`command` escaped to stand inside `cmd /s /c "..."` on a line of a batch file, so
+    that the child cmd receives exactly `command` and runs it as if typed at a prompt.
+
+    The batch parser sees the user's quoted parts as unquoted (the outer quotes flip
+    them), so special characters there get a caret; '%' is doubled everywhere, leaving
+    %VAR% for the child to expand. `builder.config` refuses unbalanced quotes, which
+    would leave the rest of the line quoted.
+    """
+    out: list[str] = []
+    quoted = False
+    for char in command:
+        if char == '"':
+            quoted = not quoted
+            out.append(char)
+        elif char == "%":
+            out.append("%%")
+        elif quoted and char in _CMD_SPECIAL:
+            out.append("^" + char)
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+# The command that installs one package from its folder on the drivers disc, per
+# post-install method ({inf} is the INF glob, quoted where cmd needs it). NONE installs
+# nothing: on 2003, GUI-mode setup installed every package from OemPnPDriversPath.
+INSTALL_COMMANDS: Mapping[PostInstall, str | None] = MappingProxyType(
+    {
+        PostInstall.NONE: None,
+        PostInstall.PNPUTIL_LEGACY: "pnputil -i -a {inf}",
+    }
+)
+
+
+@dataclass(frozen=True)
+class _PostinstallDriver:
+    name: str
+    command: str  # as cmd runs it
+    shown: str  # as the log says it
+
+
+def _postinstall_drivers(drivers: DriverSet) -> Iterable[_PostinstallDriver]:
+    command = INSTALL_COMMANDS[drivers.profile.post_install]
+    if command is None:
+        return ()
+    # Every selected package, the answer medium's too: those are already in the driver
+    # store (windowsPE DriverPaths), and adding the same package again changes nothing,
+    # while it gives NetKVM a second chance if staging from A: failed.
+    found = []
+    for driver in drivers.selected:
+        inf = layout.iso_path_windows(driver, drivers.profile, "%PV_DRIVE%") + "\\*.inf"
+        found.append(
+            _PostinstallDriver(driver.name, command.format(inf=f'"{inf}"'), command.format(inf=inf))
+        )
+    return tuple(found)
+
+
+def render_postinstall(config: BuildConfig, drivers: DriverSet) -> dict[str, bytes]:
+    """The files for the root of drivers.iso: the post-install script and its marker.
+
+    The first logon runs the script from whichever drive holds `layout.MARKER_FILE`.
+    Every selected package is installed from the ISO with the profile's post-install
+    method (`INSTALL_COMMANDS`; none on 2003, where GUI-mode setup did it). Then the
+    user's `first_logon_commands`, each in its own cmd, then the power-off that tells
+    `pvinstall build --install` that setup has finished. Everything is logged to
+    `layout.POSTINSTALL_LOG` on the installed system.
+
+    Returns:
+        `{layout.POSTINSTALL_SCRIPT: ASCII cmd script, CRLF, layout.MARKER_FILE: text}`.
+    """
+    profile = check_profiles(config, drivers)
+    context = {
+        "profile": profile,
+        "log": layout.POSTINSTALL_LOG,
+        "marker": layout.MARKER_FILE,
+        "drivers": _postinstall_drivers(drivers),
+        "commands": tuple(cmd_child_command(c) for c in config.first_logon_commands),
+        "shutdown": profile.shutdown_command,
+    }
+    script = encode(layout.POSTINSTALL_SCRIPT, render("postinst.cmd.j2", context), "ascii")
+    marker = crlf(f"pvinstall drivers disc for {profile.name}\n").encode("ascii")
+    return {layout.POSTINSTALL_SCRIPT: script, layout.MARKER_FILE: marker}

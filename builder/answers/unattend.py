@@ -1,0 +1,262 @@
+"""autounattend.xml, for the Windows releases that install from install.wim (pure).
+
+Which unattend settings a Windows version knows is the table `GATED_SETTINGS`: a
+setting an older Setup does not know makes it refuse the whole pass. User values reach
+the XML through Jinja2 autoescaping. Every path on the media comes from
+`builder.media.layout`, which the media writers use too.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from builder.answers.environment import encode, render
+from builder.answers.postinstall import drive_search
+from builder.config import BuildConfig
+from builder.errors import BuildError
+from builder.media import layout
+from builder.virtio.selection import DriverSet
+from builder.windows.profiles import DiskLayout, Profile
+
+# The suffix Windows appends before encoding a password with PlainText=false
+# (docs/windows-2008.md §3): AdministratorPassword for UserAccounts, Password
+# for AutoLogon and LocalAccount passwords.
+ADMIN_PASSWORD_SUFFIX = "AdministratorPassword"  # noqa: S105 - an element name
+ACCOUNT_PASSWORD_SUFFIX = "Password"  # noqa: S105 - an element name
+
+NtVersion = tuple[int, int]
+
+SHELL_SETUP = "Microsoft-Windows-Shell-Setup"
+
+
+@dataclass(frozen=True)
+class GatedSetting:
+    """An unattend setting that only some Windows versions know, and its value.
+
+    `parent` is the element path inside the component ("" for a direct child of the
+    component). The setting is emitted for NT versions `since` to `until` (inclusive;
+    None: no end). `source` says where the version range comes from.
+    """
+
+    config_pass: str
+    component: str
+    parent: str
+    name: str
+    value: str
+    since: NtVersion
+    until: NtVersion | None
+    source: str
+
+    def known_by(self, version: NtVersion) -> bool:
+        return self.since <= version and (self.until is None or version <= self.until)
+
+
+# Settings whose existence depends on the Windows version. Unknown settings are not
+# ignored: Setup stops with "could not parse or process unattend answer file for pass
+# [oobeSystem]" (cloudbase/windows-imaging-tools#1: a 2012 R2 file on 2008 R2). The
+# templates emit these only through `gated()`/`gated_components()`, so this table
+# decides; the 6.2 rows exist for the 2012-and-later profiles and are never emitted
+# for 2008 or 2008 R2 (a unit test checks that).
+GATED_SETTINGS: tuple[GatedSetting, ...] = (
+    GatedSetting(
+        "specialize",
+        "Microsoft-Windows-Security-Licensing-SLC-UX",
+        "",
+        "SkipAutoActivation",
+        "true",
+        (6, 0),
+        (6, 0),
+        "MS cc749137/cc749043 (Vista, Server 2008); deprecated in Windows 7, removed in "
+        "Windows 8 (MS ff715721)",
+    ),
+    GatedSetting(
+        "specialize",
+        "Microsoft-Windows-Security-SPP-UX",
+        "",
+        "SkipAutoActivation",
+        "true",
+        (6, 1),
+        None,
+        "MS ff715518: Windows Server 2008 R2 and later",
+    ),
+    GatedSetting(
+        "oobeSystem",
+        SHELL_SETUP,
+        "OOBE",
+        "HideEULAPage",
+        "true",
+        (6, 0),
+        None,
+        "MS cc721948 (Vista/Server 2008 OOBE settings)",
+    ),
+    GatedSetting(
+        "oobeSystem",
+        SHELL_SETUP,
+        "OOBE",
+        "HideLocalAccountScreen",
+        "true",
+        (6, 2),
+        None,
+        "Windows 8 / Server 2012 OOBE; 2008 R2 Setup rejects it "
+        "(cloudbase/windows-imaging-tools#1)",
+    ),
+    GatedSetting(
+        "oobeSystem",
+        SHELL_SETUP,
+        "OOBE",
+        "HideOnlineAccountScreens",
+        "true",
+        (6, 2),
+        None,
+        "Windows 8 / Server 2012 OOBE; 2008 R2 Setup rejects it "
+        "(cloudbase/windows-imaging-tools#1)",
+    ),
+    GatedSetting(
+        "oobeSystem",
+        SHELL_SETUP,
+        "OOBE",
+        "HideOEMRegistrationScreen",
+        "true",
+        (6, 2),
+        None,
+        "Windows 8 / Server 2012 OOBE (inferred: introduced with the account screens)",
+    ),
+)
+
+
+def gated_settings(
+    profile: Profile, config_pass: str, component: str, parent: str = ""
+) -> tuple[GatedSetting, ...]:
+    """The rows of `GATED_SETTINGS` at one place of the answer file that `profile` knows."""
+    return tuple(
+        s
+        for s in GATED_SETTINGS
+        if s.config_pass == config_pass
+        and s.component == component
+        and s.parent == parent
+        and s.known_by(profile.nt_version)
+    )
+
+
+def gated_components(profile: Profile, config_pass: str) -> tuple[str, ...]:
+    """Components of `config_pass` made only of gated settings that `profile` knows
+    (the auto-activation switch: SLC-UX on 2008, SPP-UX from 2008 R2 on)."""
+    found: dict[str, None] = {}
+    for setting in GATED_SETTINGS:
+        if (
+            setting.config_pass == config_pass
+            and setting.parent == ""
+            and setting.known_by(profile.nt_version)
+        ):
+            found.setdefault(setting.component, None)
+    return tuple(found)
+
+
+def encode_password(password: str, suffix: str) -> str:
+    """A password as unattend.xml holds it with PlainText=false.
+
+    Args:
+        password: the password in clear.
+        suffix: `ADMIN_PASSWORD_SUFFIX` for UserAccounts/AdministratorPassword,
+            `ACCOUNT_PASSWORD_SUFFIX` for AutoLogon and LocalAccount passwords.
+
+    Returns:
+        base64(UTF-16LE(password + suffix)): obfuscation, not encryption.
+    """
+    return base64.b64encode((password + suffix).encode("utf-16-le")).decode("ascii")
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One partition of `DiskConfiguration`: how it is created and how it is formatted."""
+
+    order: int
+    type: str  # CreatePartition/Type: Primary, EFI, MSR
+    extend: bool  # takes the rest of the disk (else `size_mib`)
+    size_mib: int | None
+    format: str | None  # ModifyPartition/Format: NTFS, FAT32; None: left unformatted
+    label: str | None
+    letter: str | None
+    active: bool  # the MBR boot partition
+
+
+@dataclass(frozen=True)
+class PartitionLayout:
+    """The system disk as Windows Setup partitions it, and where Windows goes."""
+
+    partitions: tuple[Partition, ...]
+    install_to: int  # InstallTo/PartitionID
+
+
+# The system disk of each disk layout (docs/windows-2008.md §2). MBR: one active primary
+# NTFS partition over the whole disk, Windows on it.
+PARTITION_LAYOUTS: Mapping[DiskLayout, PartitionLayout] = MappingProxyType(
+    {
+        DiskLayout.MBR: PartitionLayout(
+            partitions=(Partition(1, "Primary", True, None, "NTFS", "System", "C", active=True),),
+            install_to=1,
+        ),
+    }
+)
+
+
+def partition_layout(profile: Profile) -> PartitionLayout:
+    """The partitions of the profile's disk layout; BuildError for one the table lacks."""
+    found = PARTITION_LAYOUTS.get(profile.disk_layout)
+    if found is None:
+        raise BuildError(
+            f"autounattend.xml cannot partition a {profile.disk_layout} disk for "
+            f"{profile.name}: builder/answers/unattend.py has no partition layout for it.",
+            "Add the layout to PARTITION_LAYOUTS.",
+        )
+    return found
+
+
+def _unattend_context(config: BuildConfig, drivers: DriverSet) -> dict[str, Any]:
+    profile = config.profile
+    password = config.admin_password.reveal()
+
+    def gated(config_pass: str, component: str, parent: str = "") -> tuple[GatedSetting, ...]:
+        return gated_settings(profile, config_pass, component, parent)
+
+    def components(config_pass: str) -> tuple[str, ...]:
+        return gated_components(profile, config_pass)
+
+    return {
+        "profile": profile,
+        "arch": profile.arch,
+        "locale": config.locale,
+        "input_locale": config.input_locale,
+        "image_name": config.image_name,
+        "product_key": config.product_key.reveal() if config.product_key else None,
+        "full_name": config.full_name,
+        "organization": config.organization,
+        "driver_paths": tuple(
+            layout.floppy_path_windows(d) for d in layout.floppy_drivers(drivers)
+        ),
+        "computer_name": config.computer_name,
+        "timezone": config.timezone,
+        "workgroup": config.workgroup,
+        "admin_password": encode_password(password, ADMIN_PASSWORD_SUFFIX),
+        "autologon_password": encode_password(password, ACCOUNT_PASSWORD_SUFFIX),
+        "autologon_count": config.autologon_count,
+        "gated": gated,
+        "gated_components": components,
+        "disk": partition_layout(profile),
+        **drive_search(),
+    }
+
+
+def render_autounattend(config: BuildConfig, drivers: DriverSet) -> bytes:
+    """`autounattend.xml` for a 2008-family profile, UTF-8."""
+    text = render("autounattend.xml.j2", _unattend_context(config, drivers))
+    return encode("autounattend.xml", text, "utf-8")
+
+
+def render_unattend_files(config: BuildConfig, drivers: DriverSet) -> dict[str, bytes]:
+    """The unattend format's answer files: `{"autounattend.xml": ...}`."""
+    return {"autounattend.xml": render_autounattend(config, drivers)}

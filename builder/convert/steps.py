@@ -1,0 +1,626 @@
+"""The steps of `pvinstall convert` and `pvinstall attach`, in order: read the domain,
+plan (builder/convert/plan.py), write the state files, act through builder/vm/virt.py, and
+say what happens next.
+
+State files (the backup of the original definition, the phase-one record, the
+temporary disk, the drivers ISO) are written under a temporary name and renamed; when
+libvirt refuses the new definition, the files this run wrote are removed again.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from builder import outputs, sources
+from builder.convert import plan as plans
+from builder.errors import InputError
+from builder.media import iso9660
+from builder.media.files import IsoPlan
+from builder.media.layout import iso_path_windows
+from builder.media.plan import plan_drivers_iso
+from builder.monitor import Monitor
+from builder.reproducible import source_date_epoch
+from builder.virtio.facts import load_driver_facts
+from builder.virtio.packages import scan_source
+from builder.virtio.selection import DriverSet, select_drivers
+from builder.vm import devices, disk_images, existing, virt
+from builder.windows.profiles import Profile
+
+Mode = Literal["staged", "finish", "drivers-installed", "rollback"]
+DEFAULT_NETWORK = "default"  # as the build's `network` setting
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """What the user asked `pvinstall convert` for."""
+
+    name: str
+    uri: str = virt.DEFAULT_URI
+    profile: str | None = None
+    arch: str | None = None
+    drivers: str | None = None
+    out: Path | None = None
+    mode: Mode = "staged"
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class ConvertOutcome:
+    """What a convert run did (or, with --dry-run, would do) and what comes next."""
+
+    domain: str
+    action: str  # phase-one, phase-one-done, finish, switch, rollback, nothing
+    running: bool
+    applied: bool
+    state_dir: Path
+    xml: str = ""
+    plan: plans.ConvertPlan | None = None
+    backup: Path | None = None
+    next_steps: tuple[str, ...] = field(default=())
+
+    def summary(self) -> tuple[str, ...]:
+        """What happened and what comes next, in sentences for a person."""
+        name = self.domain
+        headline = {
+            "nothing": f"nothing to change: the disks and NICs of {name} are virtio already.",
+            "phase-one-done": f"phase one is done already for {name}; nothing changed.",
+            "phase-one": f"phase one done for {name}; its boot disk is switched by --finish.",
+            "finish": f"{name} is converted to virtio.",
+            "switch": f"{name} is converted to virtio.",
+            "rollback": f"the original definition of {name} is restored from {self.backup}.",
+        }[self.action]
+        if not self.applied and self.action not in ("nothing", "phase-one-done"):
+            headline = (
+                f"dry run: nothing was changed; the definition {name} would get is on stdout."
+            )
+        lines = [headline]
+        if self.plan is not None:
+            lines += [f"  switch {s.describe()}" for s in self.plan.switches]
+            lines += [f"  later  {s.describe()}" for s in self.plan.pending]
+            lines += [f"  add    {a}" for a in self.plan.added]
+            lines += [f"  remove {r}" for r in self.plan.removed]
+            if self.plan.boot_order_named:
+                lines.append(
+                    "  the boot disk is named by <boot order='1'/> instead of "
+                    "<os><boot dev='hd'/>, so the firmware boots no other disk"
+                )
+        if self.applied and self.backup is not None and self.action != "rollback":
+            lines.append(f"  backup of the original definition: {self.backup}")
+        lines += [
+            f"Next: {step}" if i == 0 else f"      {step}" for i, step in enumerate(self.next_steps)
+        ]
+        return tuple(lines)
+
+    def as_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "domain": self.domain,
+            "action": self.action,
+            "running": self.running,
+            "applied": self.applied,
+            "state_dir": str(self.state_dir),
+            "backup": str(self.backup) if self.backup else None,
+            "next_steps": list(self.next_steps),
+        }
+        if self.plan is not None:
+            document.update(
+                {k: v for k, v in self.plan.as_json().items() if k not in ("domain", "action")}
+            )
+        if self.xml:
+            document["xml"] = self.xml
+        return document
+
+
+def _again(options: ConvertOptions, flag: str) -> str:
+    """The command line that continues this conversion."""
+    words = ["pvinstall", "convert", options.name, flag]
+    if options.uri != virt.DEFAULT_URI:
+        words += ["--connect", options.uri]
+    if options.out is not None:
+        words += ["--out", str(options.out)]
+    return shlex.join(words)
+
+
+def _next_start(options: ConvertOptions, running: bool) -> str:
+    if running:
+        return (
+            "The guest is running: the new definition takes effect at its next start. "
+            "Shut it down from Windows and start it again (a restart inside the guest "
+            "keeps the old devices)."
+        )
+    return f"Start the guest: {shlex.join(['virsh', '-c', options.uri, 'start', options.name])}"
+
+
+# -- convert -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One convert run: the connection, the domain as it is, where the state lives."""
+
+    conn: virt.Connection
+    guest: virt.ExistingDomain
+    paths: plans.StatePaths
+    options: ConvertOptions
+    monitor: Monitor
+    environ: Mapping[str, str]
+
+
+def run_convert(
+    options: ConvertOptions,
+    monitor: Monitor,
+    environ: Mapping[str, str] | None = None,
+    home: Path | None = None,
+) -> ConvertOutcome:
+    """Carry out one step of `pvinstall convert` (see builder/convert/plan.py)."""
+    env = os.environ if environ is None else environ
+    paths = plans.state_paths(options.name, options.out, env, home or Path.home())
+    with virt.connect(options.uri) as conn:
+        run = _Run(conn, virt.existing_domain(conn, options.name), paths, options, monitor, env)
+        if options.mode == "rollback":
+            return _rollback(run)
+        record = _read_record(paths)
+        if options.mode == "finish" and record is None:
+            raise InputError(
+                f"there is no phase-one record for {options.name} in {paths.directory}, "
+                "so there is nothing to finish.",
+                f"Run phase one first: pvinstall convert {options.name} (or pass the --out "
+                "it used).",
+                key="--finish",
+            )
+        if record is not None and options.mode in ("finish", "drivers-installed"):
+            return _finish(run, record)
+        if options.mode == "drivers-installed":
+            return _switch(run)
+        return _phase_one(run, record)
+
+
+def _read_record(paths: plans.StatePaths) -> plans.StagedRecord | None:
+    try:
+        text = paths.record.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise InputError(
+            f"cannot read {paths.record}: {error.strerror}.",
+            "Check the permissions of the state directory.",
+            key="--out",
+        ) from None
+    return plans.StagedRecord.from_json(text, paths.record)
+
+
+def _outcome(
+    run: _Run,
+    action: str,
+    *,
+    applied: bool,
+    xml: str = "",
+    plan: plans.ConvertPlan | None = None,
+    steps: tuple[str, ...] = (),
+) -> ConvertOutcome:
+    backup = run.paths.backup if run.paths.backup.is_file() else None
+    return ConvertOutcome(
+        domain=run.guest.name,
+        action=action,
+        running=run.guest.running,
+        applied=applied,
+        state_dir=run.paths.directory,
+        xml=xml,
+        plan=plan,
+        backup=backup,
+        next_steps=steps,
+    )
+
+
+def _nothing(run: _Run) -> ConvertOutcome:
+    return _outcome(run, "nothing", applied=False)
+
+
+def _profile(run: _Run) -> Profile:
+    return plans.guest_profile(run.guest.xml, run.options.profile, run.options.arch)
+
+
+def _refuse_running_boot_switch(run: _Run, plan: plans.ConvertPlan, flag: str) -> None:
+    """The boot disk moves only while the guest is off: Windows must have shut down
+    after installing the driver, and the guest must start afresh on the new bus."""
+    if run.guest.running and plan.switches_boot_disk:
+        raise InputError(
+            f"{run.guest.name} is running; its boot disk is switched to virtio only while it "
+            "is shut off.",
+            f"Shut it down from Windows (virsh shutdown {run.guest.name}), then run {flag} again.",
+            key=flag,
+        )
+
+
+def _phase_one(run: _Run, record: plans.StagedRecord | None) -> ConvertOutcome:
+    guest, paths = run.guest, run.paths
+    if record is not None and plans.phase_one_pending(guest.xml, record):
+        return _outcome(
+            run, "phase-one-done", applied=False, steps=_boot_once_steps(run, record, None)
+        )
+    if not plans.pending_devices(guest.xml):
+        return _nothing(run)
+    profile = _profile(run)
+    plan = plans.plan_phase_one(guest.xml, profile, paths)
+    if plan.record is None:  # nothing to stage after all
+        return _nothing(run)
+    if run.options.dry_run:
+        return _outcome(run, plan.action, applied=False, xml=plan.xml, plan=plan)
+    drivers = _select_drivers(run, profile)
+    # A record whose devices are gone means an unfinished conversion the user undid by
+    # hand: its backup is still the definition from before any of it, so keep that.
+    keep_backup = record is not None and paths.backup.is_file()
+    placed = _write_phase_one_files(run, plan.record, drivers, keep_backup=keep_backup)
+    try:
+        virt.redefine(run.conn, plan.xml)
+    except BaseException:
+        for path in placed:
+            if path != paths.backup:
+                path.unlink(missing_ok=True)
+        raise
+    return _outcome(
+        run,
+        plan.action,
+        applied=True,
+        xml=plan.xml,
+        plan=plan,
+        steps=_boot_once_steps(run, plan.record, drivers.selection),
+    )
+
+
+@dataclass(frozen=True)
+class _DriversIso:
+    plan: IsoPlan
+    source: Path
+    selection: DriverSet
+
+
+def _select_drivers(run: _Run, profile: Profile) -> _DriversIso:
+    """Select the drivers for the guest's profile and plan the drivers ISO."""
+    path = sources.find_source(run.options.drivers)
+    run.monitor.step("select drivers", f"{profile.name} from {path}")
+    known = load_driver_facts()
+    with sources.open_source(path) as opened:
+        selection = select_drivers(scan_source(opened, known), profile, known)
+    for warning in selection.warnings:
+        run.monitor.warning(warning)
+    return _DriversIso(plan_drivers_iso(selection, plans.DRIVERS_LABEL), path, selection)
+
+
+def _write_phase_one_files(
+    run: _Run, record: plans.StagedRecord, drivers: _DriversIso, *, keep_backup: bool
+) -> list[Path]:
+    """The backup, the drivers ISO, the temporary disk and the record, all renamed into
+    the state directory together."""
+    paths = run.paths
+    stage = outputs.Staging(paths.directory)
+    try:
+        run.monitor.step("write drivers ISO", str(paths.drivers_iso))
+        with sources.open_source(drivers.source) as opened:
+            iso9660.write_drivers_iso(
+                drivers.plan,
+                stage.file(paths.drivers_iso.name),
+                opened,
+                epoch=source_date_epoch(run.environ),
+            )
+        if record.temp_disk is not None:
+            run.monitor.step(
+                "create temporary disk", f"{paths.temp_disk} ({plans.TEMP_DISK_MIB} MiB qcow2)"
+            )
+            disk_images.create_qcow2(stage.file(paths.temp_disk.name), f"{plans.TEMP_DISK_MIB}M")
+        if not keep_backup:
+            stage.write(paths.backup.name, run.guest.xml.encode("utf-8"))
+        stage.write(paths.record.name, record.to_json().encode("utf-8"))
+        placed = stage.commit()
+    except BaseException:
+        stage.abandon()
+        raise
+    return placed
+
+
+def _boot_once_steps(
+    run: _Run, record: plans.StagedRecord, drivers: DriverSet | None
+) -> tuple[str, ...]:
+    guest, options = run.guest, run.options
+    folders = ""
+    if drivers is not None:
+        wanted = [drivers.storage, *drivers.by_role("network")]
+        folders = (
+            " ("
+            + ", ".join(
+                f"{d.name} in {iso_path_windows(d, drivers.profile, 'CD:')}" for d in wanted
+            )
+            + ")"
+        )
+    new = (
+        "the new virtio devices (the temporary disk among them)"
+        if record.temp_disk
+        else "the new virtio devices"
+    )
+    start = (
+        _next_start(options, guest.running)
+        if guest.running
+        else "Start the guest once: "
+        + shlex.join(["virsh", "-c", options.uri, "start", guest.name])
+    )
+    return (
+        start,
+        f"Windows finds {new} and asks for drivers: install them from the drivers CD "
+        f"({record.cd_target}){folders}. Windows may need a restart to see a new device.",
+        f"Then shut the guest down and run: {_again(options, '--finish')}",
+        f"To undo everything instead: {_again(options, '--rollback')}",
+    )
+
+
+def _finish(run: _Run, record: plans.StagedRecord) -> ConvertOutcome:
+    options, paths = run.options, run.paths
+    model = _profile(run).virtio_model if options.profile else record.model
+    plan = plans.plan_finish(run.guest.xml, record, model)
+    flag = "--finish" if options.mode == "finish" else "--drivers-installed"
+    _refuse_running_boot_switch(run, plan, flag)
+    if options.dry_run:
+        return _outcome(run, "finish", applied=False, xml=plan.xml, plan=plan)
+    if plan.action != "nothing":
+        virt.redefine(run.conn, plan.xml)
+    # What phase one wrote is no longer referenced; the backup stays for --rollback.
+    for leftover in (paths.record, paths.drivers_iso, paths.temp_disk):
+        leftover.unlink(missing_ok=True)
+    return _outcome(
+        run,
+        "finish",
+        applied=True,
+        xml=plan.xml,
+        plan=plan,
+        steps=(
+            _next_start(options, run.guest.running),
+            f"The original definition stays in {paths.backup}: "
+            f"{_again(options, '--rollback')} restores it.",
+        ),
+    )
+
+
+def _switch(run: _Run) -> ConvertOutcome:
+    if not plans.pending_devices(run.guest.xml):
+        return _nothing(run)
+    plan = plans.plan_switch(run.guest.xml, _profile(run).virtio_model)
+    _refuse_running_boot_switch(run, plan, "--drivers-installed")
+    if run.options.dry_run:
+        return _outcome(run, plan.action, applied=False, xml=plan.xml, plan=plan)
+    with outputs.staging(run.paths.directory) as stage:
+        stage.write(run.paths.backup.name, run.guest.xml.encode("utf-8"))
+        stage.commit()
+    virt.redefine(run.conn, plan.xml)
+    return _outcome(
+        run,
+        plan.action,
+        applied=True,
+        xml=plan.xml,
+        plan=plan,
+        steps=(
+            _next_start(run.options, run.guest.running),
+            f"{_again(run.options, '--rollback')} restores the original definition.",
+        ),
+    )
+
+
+def _rollback(run: _Run) -> ConvertOutcome:
+    guest, paths = run.guest, run.paths
+    try:
+        xml = paths.backup.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(
+            f"there is no backup of {guest.name}'s definition in "
+            f"{paths.directory}, so there is nothing to roll back.",
+            "convert keeps one there when it changes a domain; pass the --out it used.",
+            key="--rollback",
+        ) from None
+    except OSError as error:
+        raise InputError(
+            f"cannot read {paths.backup}: {error.strerror}.",
+            "Check the permissions of the state directory.",
+            key="--rollback",
+        ) from None
+    backed_up = existing.parse_xml(xml)
+    current = existing.parse_xml(guest.xml)
+    for what in ("name", "uuid"):
+        if backed_up.findtext(what) != current.findtext(what):
+            raise InputError(
+                f"{paths.backup} is the definition of another domain (its "
+                f"{what} is {backed_up.findtext(what)}, not "
+                f"{current.findtext(what)}).",
+                "Pass the --out that convert used for this domain.",
+                key="--rollback",
+            )
+    if run.options.dry_run:
+        return _outcome(run, "rollback", applied=False, xml=xml)
+    virt.redefine(run.conn, xml)
+    for leftover in (paths.record, paths.temp_disk, paths.drivers_iso):
+        leftover.unlink(missing_ok=True)
+    return _outcome(
+        run, "rollback", applied=True, xml=xml, steps=(_next_start(run.options, guest.running),)
+    )
+
+
+# -- attach ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttachOptions:
+    """What the user asked `pvinstall attach` for."""
+
+    name: str
+    kind: Literal["disk", "nic"]
+    uri: str = virt.DEFAULT_URI
+    profile: str | None = None
+    arch: str | None = None
+    size_gib: int | None = None
+    source: Path | None = None
+    network: str | None = None
+    out: Path | None = None
+
+
+@dataclass(frozen=True)
+class AttachOutcome:
+    """The device attached: where, whether also live, and the disk image created."""
+
+    plan: plans.AttachPlan
+    running: bool
+    live: bool
+    created: Path | None
+    live_problem: str | None
+
+    def summary(self) -> tuple[str, ...]:
+        """What happened and what comes next, in sentences for a person."""
+        plan = self.plan
+        where = (
+            "to the running guest and its definition"
+            if self.live
+            else "to the definition (it appears at the next start)"
+        )
+        driver = "viostor" if plan.kind == "disk" else "NetKVM"
+        lines = [
+            f"attached the {plan.label} to {plan.domain} {where}; {plan.pci_slots} of "
+            f"{devices.PCI_SLOTS} PCI slots are taken."
+        ]
+        if self.created is not None:
+            lines.append(f"  created {self.created}")
+        lines.append(
+            f"Windows may need a restart to see it; it needs the {driver} driver "
+            f"for a {plan.model} device."
+        )
+        return tuple(lines)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **self.plan.as_json(),
+            "running": self.running,
+            "live": self.live,
+            "created": str(self.created) if self.created else None,
+            "live_problem": self.live_problem,
+        }
+
+
+def _check_attach_options(options: AttachOptions) -> None:
+    if options.kind == "nic":
+        if options.size_gib is not None or options.source is not None:
+            raise InputError(
+                "--size and --source are for disks.",
+                "Use: pvinstall attach DOMAIN nic --network NAME",
+                key="--size",
+            )
+        return
+    if options.network is not None:
+        raise InputError(
+            "--network is for NICs.",
+            "Use: pvinstall attach DOMAIN disk --size GIB",
+            key="--network",
+        )
+    if (options.size_gib is None) == (options.source is None):
+        raise InputError(
+            "attach disk needs exactly one of --size (a new qcow2) and "
+            "--source (an existing image).",
+            "E.g. pvinstall attach DOMAIN disk --size 20",
+            key="--size",
+        )
+    if options.size_gib is not None and options.size_gib <= 0:
+        raise InputError(
+            f"{options.size_gib} GiB is no disk size.",
+            "Give --size a positive number of GiB.",
+            key="--size",
+        )
+    if (
+        options.source is not None
+        and not options.source.is_file()
+        and not options.source.is_block_device()
+    ):
+        raise InputError(
+            f"the disk image {options.source} does not exist.",
+            "Give the path of an existing image, or --size to create one.",
+            key="--source",
+        )
+
+
+def new_disk_path(
+    guest: virt.ExistingDomain,
+    target: str,
+    options: AttachOptions,
+    environ: Mapping[str, str],
+    home: Path,
+) -> Path:
+    """Where `attach disk --size` creates the image, `<domain>-<vdX>.qcow2`: in `--out`
+    when given, else next to the guest's boot disk when that is a file, else in the
+    state directory."""
+    name = f"{plans.file_stem(guest.name)}-{target}.qcow2"
+    boot = plans.boot_disk(existing.parse_xml(guest.xml))
+    source = boot.find("source") if boot is not None else None
+    if (
+        options.out is None
+        and boot is not None
+        and boot.get("type", "file") == "file"
+        and source is not None
+        and source.get("file")
+    ):
+        return Path(str(source.get("file"))).parent / name
+    return plans.state_paths(guest.name, options.out, environ, home).directory / name
+
+
+def run_attach(
+    options: AttachOptions,
+    monitor: Monitor,
+    environ: Mapping[str, str] | None = None,
+    home: Path | None = None,
+) -> AttachOutcome:
+    """Add one virtio disk or NIC to the persistent definition, and to the running guest
+    where the hypervisor allows."""
+    env = os.environ if environ is None else environ
+    _check_attach_options(options)
+    with virt.connect(options.uri) as conn:
+        guest = virt.existing_domain(conn, options.name)
+        profile = plans.guest_profile(guest.xml, options.profile, options.arch)
+        created: Path | None = None
+        if options.kind == "nic":
+            network = options.network or DEFAULT_NETWORK
+            if network != "user":
+                virt.check_attach_network(conn, network)
+            plan = plans.plan_attach_nic(guest.xml, profile, network, guest.live_xml)
+        elif options.source is not None:
+            source = options.source.absolute()
+            plan = plans.plan_attach_disk(
+                guest.xml, profile, source, disk_images.image_format(source), guest.live_xml
+            )
+        else:
+            roots = [existing.parse_xml(x) for x in (guest.xml, guest.live_xml) if x]
+            target = plans.free_virtio_target(*roots)
+            path = new_disk_path(guest, target, options, env, home or Path.home())
+            if path.exists():
+                raise InputError(
+                    f"{path} already exists.",
+                    f"Attach it with --source {path}, or remove it.",
+                    key="--size",
+                )
+            plan = plans.plan_attach_disk(guest.xml, profile, path, "qcow2", guest.live_xml)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            monitor.step("create disk", f"{path} ({options.size_gib} GiB qcow2)")
+            disk_images.create_qcow2(path, f"{options.size_gib}G")
+            created = path
+        monitor.step("attach", plan.label)
+        try:
+            problem = virt.attach_device(conn, guest.name, plan.device_xml, live=guest.running)
+        except BaseException:
+            if created is not None:
+                created.unlink(missing_ok=True)
+            raise
+    if problem is not None:
+        monitor.warning(
+            f"the {plan.label} is in {guest.name}'s definition, but attaching it "
+            f"to the running guest failed ({problem}); it appears at the next "
+            "start."
+        )
+    live = guest.running and problem is None
+    return AttachOutcome(
+        plan=plan, running=guest.running, live=live, created=created, live_problem=problem
+    )

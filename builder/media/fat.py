@@ -1,0 +1,382 @@
+"""FAT12 floppy images: the only module that imports pyfatfs.
+
+Reading: `FloppyReader` lists and streams the files of a FAT floppy image, such
+as the legacy virtio-win `.vfd` images (`<i386|amd64>/<Win2003|Win2008|...>/`), and
+`FloppySource` is the driver source made of one.
+
+Writing: `write_floppy` makes the answer floppy of a `FloppyPlan` (`media/floppy.py`).
+pyfatfs's own mkfs writes a boot sector that mtools and old Windows setup reject (zero
+heads and sectors per track, a wrong FAT head, 12 FAT sectors), so the blank image is
+built here with the standard geometry and pyfatfs only fills it, each file written once
+(rewriting a file corrupts its FAT chain). pyfatfs never reports a full disk (it grows
+the image instead): the plan has checked the capacity (`floppy.floppy_usage`), and the
+image's size is checked again after writing. See docs/libraries.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import IO, Any
+
+from builder.errors import BuildError, InputError
+from builder.media.floppy import SECTOR, FloppyGeometry, FloppyPlan, floppy_usage, geometry
+from builder.reproducible import FAT_EPOCH
+from builder.virtio.source import DriverSource, SourceEntry
+
+
+def _pyfatfs() -> Any:
+    """pyfatfs's classes. Imported on first use: pyfatfs imports `fs`, which imports
+    pkg_resources, and that costs every pvinstall start 0.2 s and a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from fs.errors import FSError
+        from pyfatfs import PyFATException
+        from pyfatfs.DosDateTime import DosDateTime
+        from pyfatfs.PyFatFS import PyFatFS
+    return SimpleNamespace(
+        FSError=FSError, PyFATException=PyFATException, DosDateTime=DosDateTime, PyFatFS=PyFatFS
+    )
+
+
+def looks_like_fat_image(path: Path) -> bool:
+    """Whether `path` starts with a plausible FAT boot sector (BPB)."""
+    with path.open("rb") as handle:
+        boot = handle.read(SECTOR)
+    if len(boot) < SECTOR:
+        return False
+    bytes_per_sector, sectors_per_cluster, reserved, fats = struct.unpack_from("<HBHB", boot, 11)
+    media = boot[21]
+    return (
+        bytes_per_sector in (512, 1024, 2048, 4096)
+        and sectors_per_cluster in (1, 2, 4, 8, 16, 32, 64, 128)
+        and reserved >= 1
+        and fats in (1, 2)
+        and media >= 0xF0
+        and boot[510:512] == b"\x55\xaa"
+    )
+
+
+@dataclass(frozen=True)
+class FloppyEntry:
+    """A file on the image: its path as Windows shows it, its size, and pyfatfs's path."""
+
+    path: str
+    size: int
+    native_path: str
+
+
+class FloppyReader:
+    """Read-only access to the files of a FAT floppy image."""
+
+    def __init__(self, path: Path) -> None:
+        lib = _pyfatfs()
+        self.path = path
+        errors = (lib.FSError, lib.PyFATException, OSError, ValueError, struct.error, IndexError)
+        try:
+            self._fs: Any = lib.PyFatFS(str(path), read_only=True, utc=True)
+        except errors as exc:
+            raise InputError(
+                f"{path} is not a readable FAT floppy image: {exc}.",
+                "Give a virtio-win .vfd image, an ISO or a driver folder.",
+                key=str(path),
+            ) from None
+        label = getattr(self._fs.fs, "bpb_header", {})
+        self.label = _volume_label(path) or str(label.get("BS_VolLab", b"") or "").strip()
+        self._entries: tuple[FloppyEntry, ...] | None = None
+
+    def __enter__(self) -> FloppyReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._fs.close()
+
+    def entries(self) -> tuple[FloppyEntry, ...]:
+        """Every file on the image, from the directory entries only."""
+        if self._entries is None:
+            found = list(self._walk(self._fs.fs.root_dir, "", ""))
+            self._entries = tuple(sorted(found, key=lambda e: e.path))
+        return self._entries
+
+    def _walk(self, directory: Any, display_dir: str, native_dir: str) -> Iterator[FloppyEntry]:
+        dirs, files, _ = directory.get_entries()
+        for entry in [*dirs, *files]:
+            display = _display_name(entry)
+            native = repr(entry)
+            display_path = f"{display_dir}/{display}" if display_dir else display
+            native_path = f"{native_dir}/{native}" if native_dir else native
+            if entry.is_directory():
+                yield from self._walk(entry, display_path, native_path)
+            else:
+                yield FloppyEntry(display_path, int(entry.filesize), native_path)
+
+    def open(self, entry: FloppyEntry) -> IO[bytes]:
+        stream: IO[bytes] = self._fs.openbin("/" + entry.native_path, "r")
+        return stream
+
+
+class FloppySource(DriverSource):
+    """A legacy virtio-win floppy image (`.vfd`) as a driver source, kept open."""
+
+    kind = "floppy"
+
+    def __init__(self, path: Path) -> None:
+        reader = FloppyReader(path)
+        super().__init__(path, reader.label)
+        self._reader = reader
+        self._entries = {e.path: e for e in reader.entries()}
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def files(self) -> tuple[SourceEntry, ...]:
+        return tuple(SourceEntry(e.path, e.size) for e in self._entries.values())
+
+    def open(self, path: str) -> AbstractContextManager[IO[bytes]]:
+        return self._reader.open(self._entries[path])
+
+
+# Windows NT records "all lower case" for an 8.3 name's base (0x08) and extension
+# (0x10) in DIR_NTRes instead of adding a long name; mtools writes names that way.
+_NTRES_LOWER_BASE = 0x08
+_NTRES_LOWER_EXT = 0x10
+
+
+def _display_name(entry: Any) -> str:
+    if entry.lfn_entry is not None:
+        return str(entry.get_long_name())
+    short = str(entry.get_short_name())
+    base, dot, ext = short.partition(".")
+    if entry.ntres & _NTRES_LOWER_BASE:
+        base = base.lower()
+    if entry.ntres & _NTRES_LOWER_EXT:
+        ext = ext.lower()
+    return f"{base}{dot}{ext}"
+
+
+def _volume_label(path: Path) -> str:
+    """The label from the boot sector's extended BPB (FAT12/16)."""
+    with path.open("rb") as handle:
+        boot = handle.read(SECTOR)
+    if len(boot) >= 54 and boot[38] == 0x29:
+        return boot[43:54].decode("ascii", "replace").strip()
+    return ""
+
+
+# -- writing -------------------------------------------------------------------------------
+
+
+# A boot sector that says what this disk is, waits for a key and lets the BIOS try the
+# next boot device (INT 19h), instead of jumping into zeros if a guest boots from it.
+_BOOT_CODE_AT = 0x3E
+_BOOT_MESSAGE = (
+    b"\r\nThis is the pvinstall answer floppy; it is not bootable.\r\n"
+    b"Press a key to boot from the next device.\r\n\0"
+)
+
+
+def _boot_code() -> bytes:
+    """The boot sector's code, followed by its message."""
+    # The code is loaded at 0000:7C00 and the message follows it; the code's length does
+    # not depend on the address it loads, so measure it with a placeholder first.
+    message_at = 0x7C00 + _BOOT_CODE_AT + len(_boot_instructions(0))
+    return _boot_instructions(message_at) + _BOOT_MESSAGE
+
+
+def _boot_instructions(message_at: int) -> bytes:
+    # fmt: off
+    code = b"".join([
+        b"\xfa",                                 # cli
+        b"\x31\xc0",                             # xor ax, ax
+        b"\x8e\xd8",                             # mov ds, ax
+        b"\x8e\xd0",                             # mov ss, ax
+        b"\xbc\x00\x7c",                         # mov sp, 0x7c00
+        b"\xfb",                                 # sti
+        b"\xfc",                                 # cld
+        b"\xbe" + struct.pack("<H", message_at),  # mov si, message
+        b"\xac",                                 # next: lodsb
+        b"\x84\xc0",                             # test al, al
+        b"\x74\x09",                             # jz wait
+        b"\xb4\x0e",                             # mov ah, 0x0e  (teletype output)
+        b"\xbb\x07\x00",                         # mov bx, 0x0007
+        b"\xcd\x10",                             # int 0x10
+        b"\xeb\xf2",                             # jmp next
+        b"\x30\xe4",                             # wait: xor ah, ah
+        b"\xcd\x16",                             # int 0x16  (wait for a key)
+        b"\xcd\x19",                             # int 0x19  (next boot device)
+    ])
+    # fmt: on
+    return code
+
+
+def _fat_date_time(epoch: int) -> tuple[int, int]:
+    """FAT (date, time) words for `epoch`, in UTC, clamped to what FAT can record."""
+    clamped = min(max(epoch, FAT_EPOCH), 4354819198)  # 1980-01-01 .. 2107-12-31 23:59:58
+    t = time.gmtime(clamped)
+    date = (t.tm_year - 1980) << 9 | t.tm_mon << 5 | t.tm_mday
+    clock = t.tm_hour << 11 | t.tm_min << 5 | t.tm_sec // 2
+    return date, clock
+
+
+def _label_bytes(label: str) -> bytes:
+    return label.upper().encode("ascii")[:11].ljust(11)
+
+
+def blank_image(geo: FloppyGeometry, label: str, serial: int, epoch: int) -> bytes:
+    """An empty FAT12 image: boot sector with the standard geometry, two FATs, and a root
+    directory holding only the volume label (the same label as the boot sector)."""
+    boot = bytearray(SECTOR)
+    struct.pack_into(
+        "<3s8sHBHBHHBHHHII",
+        boot,
+        0,
+        b"\xeb\x3c\x90",  # jmp short 0x3e; nop
+        b"MSWIN4.1",  # the OEM name fatgen103 recommends for compatibility
+        SECTOR,
+        geo.sectors_per_cluster,
+        geo.reserved_sectors,
+        geo.fats,
+        geo.root_entries,
+        geo.sectors,
+        geo.media,
+        geo.fat_sectors,
+        geo.sectors_per_track,
+        geo.heads,
+        0,  # hidden sectors
+        0,  # total sectors (32-bit), unused below 65536
+    )
+    struct.pack_into(
+        "<BBBI11s8s",
+        boot,
+        36,
+        0x00,
+        0,
+        0x29,
+        serial & 0xFFFFFFFF,
+        _label_bytes(label),
+        b"FAT12   ",
+    )
+    code = _boot_code()
+    boot[_BOOT_CODE_AT : _BOOT_CODE_AT + len(code)] = code
+    boot[510:512] = b"\x55\xaa"
+
+    fat = bytearray(geo.fat_sectors * SECTOR)
+    # FAT[0] = media byte with the high bits set, FAT[1] = end of chain: F0 FF FF.
+    fat[0:3] = bytes([geo.media, 0xFF, 0xFF])
+
+    root = bytearray(geo.root_dir_sectors * SECTOR)
+    date, clock = _fat_date_time(epoch)
+    struct.pack_into(
+        "<11sBBBHHHHHHHI",
+        root,
+        0,
+        _label_bytes(label),
+        0x08,
+        0,
+        0,
+        clock,
+        date,
+        date,
+        0,
+        clock,
+        date,
+        0,
+        0,
+    )
+    image = bytearray(geo.size)
+    image[0:SECTOR] = boot
+    for index in range(geo.fats):
+        start = (geo.reserved_sectors + index * geo.fat_sectors) * SECTOR
+        image[start : start + len(fat)] = fat
+    start = geo.root_dir_sector * SECTOR
+    image[start : start + len(root)] = root
+    return bytes(image)
+
+
+@contextlib.contextmanager
+def _pinned_fat_clock(epoch: int) -> Iterator[None]:
+    """Every directory entry pyfatfs creates gets the build's time instead of now()."""
+    DosDateTime = _pyfatfs().DosDateTime  # noqa: N806 - the class, by its name
+
+    fixed = DosDateTime(*time.gmtime(min(max(epoch, FAT_EPOCH), 4354819198))[:6])
+    original = DosDateTime.__dict__["now"]
+    DosDateTime.now = staticmethod(lambda tz=None: fixed)
+    try:
+        yield
+    finally:
+        DosDateTime.now = original
+
+
+def write_floppy(
+    plan: FloppyPlan, out: Path, source: DriverSource, *, epoch: int, serial: int
+) -> None:
+    """Write the answer floppy image `out` (FAT12, nominal size, deterministic).
+
+    Args:
+        plan: the floppy part of the media plan (its capacity already checked).
+        out: the image to create; removed again if writing fails.
+        source: where `source_path` files are read from.
+        epoch: SOURCE_DATE_EPOCH, the date of every directory entry.
+        serial: the volume serial number (derived from the build id).
+
+    Raises:
+        BuildError: pyfatfs failed, or the image did not come out at its nominal size.
+    """
+    geo = geometry(plan.size_kib)
+    usage = floppy_usage(((f.path, f.size) for f in plan.files), geo)
+    if not usage.fits:
+        raise BuildError(f"{out.name}: the planned files do not fit ({usage}).")
+    try:
+        out.write_bytes(blank_image(geo, plan.label, serial, epoch))
+        _fill(out, plan, source, epoch)
+        size = out.stat().st_size
+        if size != geo.size:
+            # pyfatfs grows a full image instead of failing.
+            raise BuildError(
+                f"{out.name} came out at {size} bytes instead of {geo.size}: the files "
+                "overflowed the floppy although the plan said they fit."
+            )
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+
+
+def _fill(out: Path, plan: FloppyPlan, source: DriverSource, epoch: int) -> None:
+    lib = _pyfatfs()
+    made: set[str] = set()
+    with _pinned_fat_clock(epoch):
+        fs: Any = lib.PyFatFS(str(out), utc=True, preserve_case=True, lazy_load=False)
+        try:
+            # A first-level folder's `..` entry is a copy of pyfatfs's in-memory root
+            # entry, whose dates are zero (an invalid month 0); date it like the rest.
+            root = fs.fs.root_dir
+            date, clock = _fat_date_time(epoch)
+            root.crtdate = root.wrtdate = root.lstaccessdate = date
+            root.crttime = root.wrttime = clock
+            for planned in plan.files:
+                parts = planned.path.split("/")
+                for depth in range(1, len(parts)):
+                    directory = "/" + "/".join(parts[:depth])
+                    if directory not in made:
+                        fs.makedir(directory)
+                        made.add(directory)
+                # Bounded by the floppy's size; pyfatfs must get each file in one
+                # write (a second write into a file rewrites its clusters).
+                data = planned.read(source)
+                with fs.openbin("/" + planned.path, "w") as stream:
+                    stream.write(data)
+        except lib.PyFATException as exc:
+            raise BuildError(f"{out.name}: pyfatfs failed: {exc}") from exc
+        finally:
+            fs.close()

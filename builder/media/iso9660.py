@@ -1,0 +1,720 @@
+"""ISO 9660 images: the only module that imports pycdlib.
+
+Reading: `IsoReader` lists and streams files of an ISO in place (never extracted,
+never read whole), in the richest namespace the image has: Rock Ridge (case-
+sensitive names such as `2k8R2`; virtio-win ISOs since 2020), else Joliet, else
+plain ISO 9660 (upper-case names, `;1` version suffix dropped). `IsoSource` is the
+driver source made of one.
+
+Writing: `write_drivers_iso` masters drivers.iso (ISO 9660 level 3 + Joliet + Rock
+Ridge) from an `IsoPlan`; `inspect_install_cd` checks the user's Windows Server 2003
+CD and `remaster_install_cd` applies an `InstallCdPlan` to it. pycdlib streams file
+data at `write()` time: from the source CD for untouched files, and from the driver
+source for new ones (`PlannedFile.open`), so nothing is held in memory or extracted.
+pycdlib stamps records with `time.time()` and local time and UDF with `random`;
+`_pinned_clock` makes them the build's epoch in UTC while we write. See
+docs/libraries.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import random
+import re
+import struct
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from time import struct_time
+from typing import IO, Any, Literal, cast
+
+import pycdlib
+from pycdlib.pycdlibexception import PyCdlibException
+
+from builder.errors import BuildError, InputError
+from builder.media.files import IsoPlan, PlannedFile
+from builder.media.slipstream import SETUP_DIRS, TXTSETUP_SIF, InstallCdPlan, apply_sif_entries
+from builder.virtio.source import DriverSource, SourceEntry
+from builder.windows.profiles import Arch, Profile, sibling
+
+SECTOR = 2048
+_PVD_OFFSET = 16 * SECTOR
+
+Namespace = Literal["rr", "joliet", "iso9660"]
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """What the primary volume descriptor says, read without pycdlib."""
+
+    label: str
+    space_bytes: int
+
+
+def read_volume_info(path: Path) -> VolumeInfo | None:
+    """The label and nominal size of an ISO 9660 image, or None if `path` is not one."""
+    with path.open("rb") as handle:
+        handle.seek(_PVD_OFFSET)
+        pvd = handle.read(SECTOR)
+    if len(pvd) < 190 or pvd[1:6] != b"CD001" or pvd[0] != 1:
+        return None
+    label = pvd[40:72].decode("ascii", "replace").strip()
+    (space_blocks,) = struct.unpack_from("<I", pvd, 80)
+    (block_size,) = struct.unpack_from("<H", pvd, 128)
+    return VolumeInfo(label, space_blocks * (block_size or SECTOR))
+
+
+def is_iso_image(path: Path) -> bool:
+    return read_volume_info(path) is not None
+
+
+_READ_ERRORS = (PyCdlibException, OSError, struct.error, ValueError, IndexError, KeyError)
+
+
+def _open_checked(path: Path, *, key: str, not_iso_hint: str) -> tuple[Any, VolumeInfo]:
+    """Open an ISO with pycdlib after the cheap checks; InputError when it is not one, is
+    truncated, or pycdlib cannot parse it."""
+    info = read_volume_info(path)
+    if info is None:
+        raise InputError(
+            f"{path} is not an ISO 9660 image (no CD001 volume descriptor).",
+            not_iso_hint,
+            key=key,
+        )
+    actual = path.stat().st_size
+    if actual < info.space_bytes:
+        raise InputError(
+            f"{path} is truncated: its volume descriptor says {info.space_bytes} bytes, "
+            f"the file has {actual}.",
+            "Download or copy the ISO again and compare its checksum.",
+            key=key,
+        )
+    image = pycdlib.PyCdlib()
+    try:
+        image.open(str(path))
+    except _READ_ERRORS as exc:
+        raise InputError(
+            f"{path} is not a readable ISO 9660 image: {exc}.",
+            "Check that the file is a complete ISO image.",
+            key=key,
+        ) from None
+    return image, info
+
+
+@dataclass(frozen=True)
+class IsoEntry:
+    """A file on the image: its path in the chosen namespace and its size."""
+
+    path: str
+    size: int
+    native_path: str
+
+
+class IsoReader:
+    """Read-only access to the files of an ISO image, streamed from the image file.
+
+    Use as a context manager; the image stays open until `close()`.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._iso, info = _open_checked(
+            path,
+            key=str(path),
+            not_iso_hint="Give a virtio-win ISO, a driver folder or a virtio-win floppy image.",
+        )
+        self.label = info.label
+        self.namespace: Namespace
+        if self._iso.has_rock_ridge():
+            self.namespace = "rr"
+        elif self._iso.has_joliet():
+            self.namespace = "joliet"
+        else:
+            self.namespace = "iso9660"
+        self._entries: tuple[IsoEntry, ...] | None = None
+
+    def __enter__(self) -> IsoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._iso.close()
+
+    def _kwargs(self, native_path: str) -> dict[str, str]:
+        key = {"rr": "rr_path", "joliet": "joliet_path", "iso9660": "iso_path"}[self.namespace]
+        return {key: native_path}
+
+    def _name(self, record: Any) -> str:
+        if self.namespace == "rr":
+            raw: bytes = record.rock_ridge.name()
+            return raw.decode("utf-8", "replace")
+        identifier: bytes = record.file_identifier()
+        if self.namespace == "joliet":
+            return identifier.decode("utf-16_be", "replace")
+        return identifier.decode("ascii", "replace")
+
+    def entries(self) -> tuple[IsoEntry, ...]:
+        """Every file on the image (directory records only; no file data is read)."""
+        if self._entries is None:
+            self._entries = tuple(sorted(self._walk("/", ""), key=lambda e: e.path))
+        return self._entries
+
+    def _walk(self, native_dir: str, display_dir: str) -> Iterator[IsoEntry]:
+        try:
+            children = list(self._iso.list_children(**self._kwargs(native_dir)))
+        except (PyCdlibException, UnicodeError) as exc:
+            raise InputError(
+                f"{self.path}: cannot list {display_dir or '/'}: {exc}.",
+                "The image is damaged; copy it again.",
+                key=str(self.path),
+            ) from None
+        for record in children:
+            if record is None or record.is_dot() or record.is_dotdot():
+                continue
+            name = self._name(record)
+            native_name = name
+            if self.namespace == "iso9660":
+                # Plain ISO 9660 names carry the ";1" version; show them without it
+                # but keep the identifier to open the file.
+                name = name.split(";")[0].rstrip(".") if not record.is_dir() else name
+            native = f"{native_dir.rstrip('/')}/{native_name}"
+            display = f"{display_dir}/{name}" if display_dir else name
+            if record.is_dir():
+                yield from self._walk(native, display)
+            else:
+                yield IsoEntry(display, int(record.data_length), native)
+
+    def open(self, entry: IsoEntry) -> IO[bytes]:
+        """A read-only stream of one file's bytes, read from the image as consumed."""
+        return cast(IO[bytes], self._iso.open_file_from_iso(**self._kwargs(entry.native_path)))
+
+
+class IsoSource(DriverSource):
+    """A virtio-win ISO as a driver source: read in place, kept open."""
+
+    kind = "iso"
+
+    def __init__(self, path: Path) -> None:
+        reader = IsoReader(path)
+        super().__init__(path, reader.label)
+        self._reader = reader
+        self._entries = {e.path: e for e in reader.entries()}
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def files(self) -> tuple[SourceEntry, ...]:
+        return tuple(SourceEntry(e.path, e.size) for e in self._entries.values())
+
+    def open(self, path: str) -> AbstractContextManager[IO[bytes]]:
+        return self._reader.open(self._entries[path])
+
+
+# -- determinism ---------------------------------------------------------------------------
+
+
+class _FrozenTime:
+    """Stands in for the `time` module inside pycdlib: `time()` is the build's epoch and
+    `localtime()` is UTC, so dates do not depend on the clock or on $TZ."""
+
+    def __init__(self, epoch: int) -> None:
+        self._epoch = epoch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def time(self) -> float:
+        return float(self._epoch)
+
+    def localtime(self, secs: float | None = None) -> struct_time:
+        return time.gmtime(self._epoch if secs is None else secs)
+
+
+# Every pycdlib module that reads the clock (time.time / time.localtime).
+_CLOCK_MODULES = (
+    "pycdlib.pycdlib",
+    "pycdlib.headervd",
+    "pycdlib.udf",
+    "pycdlib.inplaceeditor",
+    "pycdlib.dates",
+)
+
+
+@contextlib.contextmanager
+def _pinned_clock(epoch: int) -> Iterator[None]:
+    """pycdlib's clock and UDF's random volume-set id fixed to the build, restored after."""
+    modules: list[Any] = [importlib.import_module(name) for name in _CLOCK_MODULES]
+    udf: Any = importlib.import_module("pycdlib.udf")
+    saved_time = [(module, module.__dict__["time"]) for module in modules]
+    saved_random = udf.__dict__["random"]
+    try:
+        for module in modules:
+            module.time = _FrozenTime(epoch)
+        # A fixed seed is the point here: UDF volume-set ids become reproducible.
+        udf.random = random.Random(epoch)  # noqa: S311
+        yield
+    finally:
+        for module, original in saved_time:
+            module.time = original
+        udf.random = saved_random
+
+
+# -- names ---------------------------------------------------------------------------------
+
+_NOT_D_CHARS = re.compile(r"[^A-Z0-9_]")
+# Ecma-119 7.5/7.6: a file identifier has at most 30 characters (name, dot, extension),
+# a directory identifier at most 31.
+_MAX_FILE_ID = 30
+_MAX_DIR_ID = 31
+
+
+def iso9660_name(name: str, *, is_dir: bool, relaxed: bool = False) -> str:
+    """The ISO 9660 identifier for `name`, without a `;1` version (pure).
+
+    Strict (drivers.iso, level 3): upper-case d-characters, other characters become `_`,
+    cut to the Ecma-119 lengths. Relaxed (a Windows CD, mastered like `mkisofs
+    -relaxed-filenames`): upper case only, so `$OEM$` keeps its name, which setup needs.
+    A file always gets the dot of its (maybe empty) extension, as Ecma-119 requires.
+    """
+    upper = name.upper()
+    if relaxed:
+        cleaned = upper.replace(";", "_").replace("/", "_")
+        if is_dir:
+            return cleaned
+        return cleaned if "." in cleaned else f"{cleaned}."
+    if is_dir:
+        return (_NOT_D_CHARS.sub("_", upper) or "_")[:_MAX_DIR_ID]
+    stem, dot, ext = upper.rpartition(".")
+    if not dot:
+        stem, ext = upper, ""
+    ext = _NOT_D_CHARS.sub("_", ext)[: _MAX_FILE_ID - 2]
+    stem = _NOT_D_CHARS.sub("_", stem) or "_"
+    return f"{stem[: _MAX_FILE_ID - 1 - len(ext)]}.{ext}"
+
+
+def _identifier_key(identifier: str, is_dir: bool) -> str:
+    """An existing identifier as a lookup key: no `;1`, no empty extension's dot."""
+    if is_dir:
+        return identifier.upper()
+    return identifier.split(";", maxsplit=1)[0].rstrip(".").upper()
+
+
+# -- adding planned files to an image ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Conventions:
+    """How new names are written, following the image being written or edited."""
+
+    relaxed: bool
+    version: bool
+    joliet: bool
+    rock_ridge: bool
+
+
+class _Editor:
+    """Adds planned files to a PyCdlib, creating their directories as needed, in every
+    namespace the image has; a file or directory that exists (ISO 9660 names compare
+    case-blind, without `;1`) is reused, and an existing file gets the new contents."""
+
+    def __init__(self, image: Any, conventions: _Conventions) -> None:
+        self._iso = image
+        self._conv = conventions
+        # planned directory (case-folded) -> (ISO 9660 path, Joliet path)
+        self._dirs: dict[str, tuple[str, str]] = {"": ("/", "/")}
+        self._listings: dict[str, dict[str, tuple[str, bool]]] = {}
+        self._joliet_listings: dict[str, dict[str, str]] = {}
+        # (ISO 9660 folder, identifier key) of what this editor added, with the planned
+        # name: finding one of those again is a collision of names, not a file to replace.
+        self._added: dict[tuple[str, str], str] = {}
+        self.streams: list[IO[bytes]] = []
+
+    def _listing(self, iso_dir: str) -> dict[str, tuple[str, bool]]:
+        if iso_dir not in self._listings:
+            found: dict[str, tuple[str, bool]] = {}
+            for record in self._iso.list_children(iso_path=iso_dir):
+                if record is None or record.is_dot() or record.is_dotdot():
+                    continue
+                identifier = record.file_identifier().decode("ascii", "replace")
+                is_dir = bool(record.is_dir())
+                found[_identifier_key(identifier, is_dir)] = (identifier, is_dir)
+            self._listings[iso_dir] = found
+        return self._listings[iso_dir]
+
+    def _joliet_listing(self, joliet_dir: str) -> dict[str, str]:
+        if joliet_dir not in self._joliet_listings:
+            found: dict[str, str] = {}
+            for record in self._iso.list_children(joliet_path=joliet_dir):
+                if record is None or record.is_dot() or record.is_dotdot():
+                    continue
+                name = record.file_identifier().decode("utf-16_be", "replace")
+                found[name.split(";")[0].lower()] = name
+            self._joliet_listings[joliet_dir] = found
+        return self._joliet_listings[joliet_dir]
+
+    @staticmethod
+    def _join(parent: str, name: str) -> str:
+        return f"{parent.rstrip('/')}/{name}"
+
+    def _new_identifier(self, iso_dir: str, name: str, is_dir: bool) -> str:
+        base = iso9660_name(name, is_dir=is_dir, relaxed=self._conv.relaxed)
+        listing = self._listing(iso_dir)
+        candidate, number = base, 0
+        while _identifier_key(candidate, is_dir) in listing:
+            # Only reached when two different names map to one identifier.
+            number += 1
+            stem, dot, ext = base.rpartition(".") if not is_dir else (base, "", "")
+            candidate = f"{stem[: _MAX_FILE_ID - 3 - len(ext)]}_{number}{dot}{ext}"
+        return candidate
+
+    def directory(self, path: str) -> tuple[str, str]:
+        """The ISO 9660 and Joliet paths of planned directory `path`, made if missing."""
+        folded = path.lower()
+        if folded in self._dirs:
+            return self._dirs[folded]
+        parent, _, name = path.rpartition("/")
+        iso_parent, joliet_parent = self.directory(parent)
+        key = _identifier_key(iso9660_name(name, is_dir=True, relaxed=self._conv.relaxed), True)
+        existing = self._listing(iso_parent).get(key)
+        if self._added.get((iso_parent, key), name.lower()) != name.lower():
+            existing = None  # another planned folder took this identifier
+        if existing is not None and not existing[1]:
+            raise BuildError(f"{path} is a file on the image, but a folder is needed there.")
+        joliet_path = ""
+        if self._conv.joliet:
+            joliet_name = self._joliet_listing(joliet_parent).get(name.lower(), name)
+            joliet_path = self._join(joliet_parent, joliet_name)
+        if existing is not None:
+            iso_path = self._join(iso_parent, existing[0])
+            if self._conv.joliet and name.lower() not in self._joliet_listing(joliet_parent):
+                self._iso.add_joliet_directory(joliet_path)
+                self._joliet_listing(joliet_parent)[name.lower()] = name
+        else:
+            identifier = self._new_identifier(iso_parent, name, True)
+            iso_path = self._join(iso_parent, identifier)
+            self._iso.add_directory(
+                iso_path=iso_path,
+                rr_name=name if self._conv.rock_ridge else None,
+                joliet_path=joliet_path or None,
+            )
+            self._listing(iso_parent)[_identifier_key(identifier, True)] = (identifier, True)
+            self._added[iso_parent, _identifier_key(identifier, True)] = name.lower()
+            if self._conv.joliet:
+                self._joliet_listing(joliet_parent)[name.lower()] = name
+            self._listings[iso_path] = {}
+            if self._conv.joliet:
+                self._joliet_listings[joliet_path] = {}
+        self._dirs[folded] = (iso_path, joliet_path)
+        return iso_path, joliet_path
+
+    def file(self, planned: PlannedFile, data: IO[bytes]) -> None:
+        """Add (or replace the contents of) one planned file, its bytes read from `data`
+        when the image is written."""
+        parent, _, name = planned.path.rpartition("/")
+        iso_parent, joliet_parent = self.directory(parent)
+        self.streams.append(data)
+        key = _identifier_key(iso9660_name(name, is_dir=False, relaxed=self._conv.relaxed), False)
+        existing = self._listing(iso_parent).get(key)
+        if (iso_parent, key) in self._added:
+            existing = None  # two planned names map to one identifier: give this one another
+        if existing is not None:
+            if existing[1]:
+                raise BuildError(
+                    f"{planned.path} is a folder on the image, but a file is needed there."
+                )
+            self._iso.update_file_contents_fp(
+                data, planned.size, iso_path=self._join(iso_parent, existing[0])
+            )
+            return
+        identifier = self._new_identifier(iso_parent, name, False)
+        self._listing(iso_parent)[_identifier_key(identifier, False)] = (identifier, False)
+        self._added[iso_parent, _identifier_key(identifier, False)] = name.lower()
+        joliet_path = None
+        if self._conv.joliet:
+            joliet_path = self._join(joliet_parent, name)
+            self._joliet_listing(joliet_parent)[name.lower()] = name
+        self._iso.add_fp(
+            data,
+            planned.size,
+            iso_path=self._join(iso_parent, identifier + (";1" if self._conv.version else "")),
+            rr_name=name if self._conv.rock_ridge else None,
+            joliet_path=joliet_path,
+        )
+
+
+def _write_image(image: Any, out: Path, editor: _Editor) -> None:
+    """Master `image` to `out`, streaming every file; remove `out` if that fails."""
+    try:
+        image.write(str(out))
+    except BaseException as exc:
+        out.unlink(missing_ok=True)
+        if isinstance(exc, PyCdlibException):
+            raise BuildError(f"{out.name}: pycdlib failed: {exc}") from exc
+        raise
+    finally:
+        for stream in editor.streams:
+            stream.close()
+
+
+# -- drivers.iso ---------------------------------------------------------------------------
+
+
+def write_drivers_iso(plan: IsoPlan, out: Path, source: DriverSource, *, epoch: int) -> None:
+    """Write drivers.iso (ISO 9660 level 3 + Joliet + Rock Ridge) from its plan.
+
+    Args:
+        plan: the drivers ISO part of the media plan (label and files).
+        out: the image to create; removed again if writing fails.
+        source: where `source_path` files are streamed from (never extracted, never
+            read whole).
+        epoch: SOURCE_DATE_EPOCH, the date of the volume and of every record.
+
+    Raises:
+        BuildError: pycdlib failed, or a source file changed size during the build.
+    """
+    with _pinned_clock(epoch):
+        image = pycdlib.PyCdlib()
+        image.new(
+            interchange_level=3,
+            vol_ident=plan.label,
+            app_ident_str="PVINSTALL",
+            joliet=3,
+            rock_ridge="1.09",
+        )
+        editor = _Editor(
+            image, _Conventions(relaxed=False, version=True, joliet=True, rock_ridge=True)
+        )
+        try:
+            for planned in plan.files:
+                editor.file(planned, planned.open(source))
+            _write_image(image, out, editor)
+        finally:
+            for stream in editor.streams:
+                stream.close()
+            image.close()
+
+
+# -- the Windows Server 2003 install CD ----------------------------------------------------
+
+WINDOWS_ISO_KEY = "--windows-iso"
+_NOT_A_CD_HINT = "Give the ISO image of a Windows Server 2003 (or 2003 R2 disc 1) install CD."
+
+
+@dataclass(frozen=True)
+class BootEntry:
+    """The El Torito initial entry: what the BIOS loads from the CD."""
+
+    media_type: int
+    load_segment: int
+    sector_count: int
+    load_rba: int
+
+
+@dataclass(frozen=True)
+class InstallCdInfo:
+    """What `inspect_install_cd` found on a Windows Server 2003 install CD."""
+
+    path: Path
+    label: str
+    arch: Arch
+    setup_dir: str
+    txtsetup_iso_path: str
+    joliet: bool
+    rock_ridge: bool
+    version_suffix: bool
+    boot: BootEntry
+
+
+def _describe_root(image: Any) -> str:
+    names = sorted(
+        record.file_identifier().decode("ascii", "replace").split(";")[0]
+        + ("/" if record.is_dir() else "")
+        for record in image.list_children(iso_path="/")
+        if record is not None and not record.is_dot() and not record.is_dotdot()
+    )
+    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    return shown or "nothing"
+
+
+def _examine(image: Any, path: Path, profile: Profile) -> InstallCdInfo:
+    """Check an opened image is a bootable 2003 CD of the profile's architecture;
+    InputError if not."""
+    arch = profile.arch
+    editor = _Editor(
+        image, _Conventions(relaxed=True, version=False, joliet=False, rock_ridge=False)
+    )
+    root = editor._listing("/")
+    found: dict[Arch, tuple[str, str]] = {}
+    for cd_arch, folder in SETUP_DIRS.items():
+        entry = root.get(folder)
+        if entry is None or not entry[1]:
+            continue
+        folder_path = f"/{entry[0]}"
+        sif = editor._listing(folder_path).get(_identifier_key(TXTSETUP_SIF, False))
+        if sif is not None and not sif[1]:
+            found[cd_arch] = (entry[0], f"{folder_path}/{sif[0]}")
+    wanted = SETUP_DIRS[arch]
+    if arch not in found:
+        if found:
+            other = next(iter(found))
+            match = sibling(profile, other)
+            instead = f", or build the {match.name} profile" if match else ""
+            raise InputError(
+                f"{path} is an {other} Windows CD ({SETUP_DIRS[other]}\\{TXTSETUP_SIF}); "
+                f"this build needs an {arch} CD ({wanted}\\{TXTSETUP_SIF}).",
+                f"Give the {arch} CD{instead}.",
+                key=WINDOWS_ISO_KEY,
+            )
+        raise InputError(
+            f"{path} has no {wanted}\\{TXTSETUP_SIF}, so it is not a Windows Server 2003 "
+            f"install CD (its root holds: {_describe_root(image)}).",
+            _NOT_A_CD_HINT,
+            key=WINDOWS_ISO_KEY,
+        )
+    if image.has_udf():
+        raise InputError(
+            f"{path} has a UDF file system, which pvinstall cannot edit (Windows Server 2003 "
+            "CDs have none).",
+            "Give an image of the original CD.",
+            key=WINDOWS_ISO_KEY,
+        )
+    catalog = image.eltorito_boot_catalog
+    if catalog is None or catalog.initial_entry is None:
+        raise InputError(
+            f"{path} is not bootable: it has no El Torito boot record.",
+            "Give an image of the original, bootable CD.",
+            key=WINDOWS_ISO_KEY,
+        )
+    entry = catalog.initial_entry
+    setup_dir, txtsetup = found[arch]
+    return InstallCdInfo(
+        path=path,
+        label=image.pvd.volume_identifier.decode("ascii", "replace").strip(),
+        arch=arch,
+        setup_dir=setup_dir,
+        txtsetup_iso_path=txtsetup,
+        joliet=bool(image.has_joliet()),
+        rock_ridge=bool(image.has_rock_ridge()),
+        # SETUPLDR.BIN is found only without the ';1' suffix: new names follow the CD.
+        version_suffix=";" in txtsetup,
+        boot=BootEntry(
+            media_type=int(entry.boot_media_type),
+            load_segment=int(entry.load_segment),
+            sector_count=int(entry.sector_count),
+            load_rba=int(entry.load_rba),
+        ),
+    )
+
+
+def _read_small(image: Any, iso_path: str, limit: int = 16 * 2**20) -> bytes:
+    record = image.get_record(iso_path=iso_path)
+    if record.data_length > limit:
+        raise InputError(
+            f"{iso_path} is {record.data_length} bytes; a TXTSETUP.SIF has less than "
+            f"{limit // 2**20} MiB.",
+            _NOT_A_CD_HINT,
+            key=WINDOWS_ISO_KEY,
+        )
+    buffer = io.BytesIO()
+    image.get_file_from_iso_fp(buffer, iso_path=iso_path)
+    return buffer.getvalue()
+
+
+def _open_windows_iso(path: Path) -> Any:
+    if not path.is_file():
+        raise InputError(
+            f"{path} {'is not a file' if path.exists() else 'does not exist'}.",
+            _NOT_A_CD_HINT,
+            key=WINDOWS_ISO_KEY,
+        )
+    try:
+        image, _ = _open_checked(path, key=WINDOWS_ISO_KEY, not_iso_hint=_NOT_A_CD_HINT)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}.", key=WINDOWS_ISO_KEY) from None
+    return image
+
+
+def inspect_install_cd(
+    path: Path, profile: Profile, plan: InstallCdPlan | None = None
+) -> InstallCdInfo:
+    """Check the user's Windows CD before anything is written (reads metadata only).
+
+    Refuses (InputError, key `--windows-iso`) a file that is not an ISO, a truncated
+    one, a CD without `I386\\TXTSETUP.SIF` / `AMD64\\TXTSETUP.SIF`, a CD of the other
+    architecture, one with UDF or without El Torito; with `plan`, also a TXTSETUP.SIF
+    that already names the driver differently (its patch is tried on the text).
+    """
+    if not profile.remasters_install_cd:
+        raise BuildError(f"{profile.name} has no install CD to remaster.")
+    image = _open_windows_iso(path)
+    try:
+        info = _examine(image, path, profile)
+        if plan is not None:
+            apply_sif_entries(_read_small(image, info.txtsetup_iso_path), plan.entries)
+        return info
+    except _READ_ERRORS as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(
+            f"{path} is damaged: {exc}.", "Copy the ISO image again.", key=WINDOWS_ISO_KEY
+        ) from None
+    finally:
+        image.close()
+
+
+def remaster_install_cd(
+    windows_iso: Path, out: Path, plan: InstallCdPlan, source: DriverSource, *, epoch: int
+) -> None:
+    """Write `out`: the user's 2003 CD with the driver slipstreamed (streamed, deterministic).
+
+    Patches the setup folder's TXTSETUP.SIF, adds the plan's files (or replaces them, so
+    remastering a remastered CD changes nothing), keeps every other file and the El
+    Torito boot record (same image bytes, media type, load segment and sector count;
+    pycdlib moves the catalog and image and refreshes an isolinux boot-info table). New
+    names follow the CD: no `;1` when it has none, Joliet names when it has Joliet.
+
+    Args:
+        windows_iso: the user's CD image (checked again; see `inspect_install_cd`).
+        out: the image to create; removed again if writing fails.
+        plan: the CD edits (`slipstream.plan_install_cd`).
+        source: where the driver files are streamed from.
+        epoch: SOURCE_DATE_EPOCH, the date of new records and of the volume.
+    """
+    with _pinned_clock(epoch):
+        image = _open_windows_iso(windows_iso)
+        editor: _Editor | None = None
+        try:
+            info = _examine(image, windows_iso, plan.profile)
+            # `$OEM$` is not made of d-characters; level 4 lifts pycdlib's name check
+            # without adding an enhanced volume descriptor to an opened image.
+            image.interchange_level = 4
+            editor = _Editor(
+                image,
+                _Conventions(
+                    relaxed=True,
+                    version=info.version_suffix,
+                    joliet=info.joliet,
+                    rock_ridge=info.rock_ridge,
+                ),
+            )
+            original = _read_small(image, info.txtsetup_iso_path)
+            patched = apply_sif_entries(original, plan.entries)
+            if patched != original:
+                editor.streams.append(io.BytesIO(patched))
+                image.update_file_contents_fp(
+                    editor.streams[-1], len(patched), iso_path=info.txtsetup_iso_path
+                )
+            for planned in plan.files:
+                editor.file(planned, planned.open(source))
+            _write_image(image, out, editor)
+        finally:
+            if editor is not None:
+                for stream in editor.streams:
+                    stream.close()
+            image.close()

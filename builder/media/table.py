@@ -1,0 +1,292 @@
+"""The media table: every medium a build can have, as one row each.
+
+A row says which OUT file the medium is (or that it is the user's own Windows ISO),
+when a build has it, how it is planned and written (its `Builder`), the drive it goes
+into in the domain (device, drive index, boot order), whether it carries secrets (the
+answer files: mode 0600), and whether it is taken out of the domain when the install is
+done. The pipeline writes, the manifest lists, the domain attaches and the install
+detaches exactly the rows that apply; a new medium is a row (and a builder), not a
+change to each of those.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from builder.errors import BuildError
+from builder.media import fat, iso9660
+from builder.media.files import IsoPlan, PlannedFile
+from builder.media.floppy import FloppyPlan
+from builder.media.plan import MediaInputs, plan_answer_floppy, plan_drivers_disc
+from builder.media.slipstream import InstallCdPlan, plan_install_cd
+from builder.virtio.source import DriverSource
+from builder.vm.devices import AttachedMedium, Removable
+from builder.windows.profiles import Profile, StorageRoute
+
+PlanT = TypeVar("PlanT")
+
+
+@dataclass(frozen=True)
+class WriteInputs:
+    """What the writers read besides their plan: the driver source, the build's clock
+    and volume serial, and the user's Windows ISO (None when not given)."""
+
+    source: DriverSource
+    epoch: int
+    serial: int
+    windows_iso: Path | None
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    """A file of a written medium, as the manifest lists it."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+class Builder(ABC, Generic[PlanT]):
+    """How one kind of medium is planned (pure), checked and written (the edge)."""
+
+    @abstractmethod
+    def plan(self, inputs: MediaInputs) -> PlanT:
+        """The medium's plan; InputError when the input cannot make it."""
+
+    def check(self, plan: PlanT, inputs: WriteInputs) -> str | None:
+        """Refuse, before anything is written, what the writer would refuse; a line for
+        the progress output, or None."""
+        return None
+
+    @abstractmethod
+    def write(self, plan: PlanT, out: Path, inputs: WriteInputs) -> None:
+        """Write the medium to `out` (removed again when writing fails)."""
+
+    @abstractmethod
+    def files(self, plan: PlanT) -> tuple[PlannedFile, ...]:
+        """The files pvinstall puts on the medium."""
+
+    def read_back(self, plan: PlanT, written: Path) -> tuple[WrittenFile, ...]:
+        """Files of the written medium that were not planned byte for byte (read from it)."""
+        return ()
+
+
+class AnswerFloppy(Builder[FloppyPlan]):
+    def plan(self, inputs: MediaInputs) -> FloppyPlan:
+        return plan_answer_floppy(inputs)
+
+    def write(self, plan: FloppyPlan, out: Path, inputs: WriteInputs) -> None:
+        fat.write_floppy(plan, out, inputs.source, epoch=inputs.epoch, serial=inputs.serial)
+
+    def files(self, plan: FloppyPlan) -> tuple[PlannedFile, ...]:
+        return plan.files
+
+
+class DriversDisc(Builder[IsoPlan]):
+    def plan(self, inputs: MediaInputs) -> IsoPlan:
+        return plan_drivers_disc(inputs)
+
+    def write(self, plan: IsoPlan, out: Path, inputs: WriteInputs) -> None:
+        iso9660.write_drivers_iso(plan, out, inputs.source, epoch=inputs.epoch)
+
+    def files(self, plan: IsoPlan) -> tuple[PlannedFile, ...]:
+        return plan.files
+
+
+class RemasteredCd(Builder[InstallCdPlan]):
+    def plan(self, inputs: MediaInputs) -> InstallCdPlan:
+        return plan_install_cd(inputs.drivers, inputs.answers)
+
+    def check(self, plan: InstallCdPlan, inputs: WriteInputs) -> str | None:
+        # A CD of the other architecture, or one that is not a 2003 CD, is refused
+        # here, before anything is written.
+        cd = _windows_iso(inputs)
+        info = iso9660.inspect_install_cd(cd, plan.profile, plan)
+        return f"install CD {info.label or cd.name}: {info.arch}, setup in {info.setup_dir}"
+
+    def write(self, plan: InstallCdPlan, out: Path, inputs: WriteInputs) -> None:
+        iso9660.remaster_install_cd(
+            _windows_iso(inputs), out, plan, inputs.source, epoch=inputs.epoch
+        )
+
+    def files(self, plan: InstallCdPlan) -> tuple[PlannedFile, ...]:
+        return plan.files
+
+    def read_back(self, plan: InstallCdPlan, written: Path) -> tuple[WrittenFile, ...]:
+        # The patched TXTSETUP.SIF is the user's with the driver's entries merged in.
+        with iso9660.IsoSource(written) as cd:
+            sif = plan.txtsetup_path
+            return (WrittenFile(sif, cd.size(sif), cd.sha256(sif)),)
+
+
+def _windows_iso(inputs: WriteInputs) -> Path:
+    if inputs.windows_iso is None:
+        raise BuildError("the install CD was planned without a Windows ISO to remaster.")
+    return inputs.windows_iso
+
+
+# When a medium belongs to a build: (the profile, the user's Windows ISO or None).
+Applies = Callable[[Profile, Path | None], bool]
+
+
+@dataclass(frozen=True)
+class Medium:
+    """One row of the media table.
+
+    `name` is the OUT file it is written to; a row without a `builder` is the user's
+    own Windows ISO, attached as it is. `serves` names the storage route that depends
+    on this medium (the profile's `storage_route`).
+    """
+
+    name: str
+    title: str
+    device: Removable
+    drive: int
+    boot_order: int | None
+    secret: bool
+    removed_after_install: bool
+    applies: Applies
+    builder: Builder[Any] | None
+    serves: StorageRoute | None = None
+
+    def path(self, out_dir: Path, windows_iso: Path | None) -> Path | None:
+        """Where the domain finds the medium (None: the drive stays empty)."""
+        return out_dir / self.name if self.builder is not None else windows_iso
+
+
+def _remasters(profile: Profile, windows_iso: Path | None) -> bool:
+    return profile.remasters_install_cd and windows_iso is not None
+
+
+MEDIA: tuple[Medium, ...] = (
+    # Written in this order (the manifest lists them so).
+    Medium(
+        name="floppy.img",
+        title="answer floppy",
+        device="floppy",
+        drive=0,
+        boot_order=None,
+        secret=True,
+        removed_after_install=True,
+        applies=lambda profile, _: profile.floppy_controller,
+        builder=AnswerFloppy(),
+        serves=StorageRoute.ANSWER_FLOPPY,
+    ),
+    Medium(
+        name="drivers.iso",
+        title="drivers disc",
+        device="cdrom",
+        drive=1,
+        boot_order=None,
+        secret=True,
+        removed_after_install=True,
+        applies=lambda _profile, _iso: True,
+        builder=DriversDisc(),
+    ),
+    # The install medium boots after the system disk: an empty disk falls through to
+    # it, and once setup has written the disk every later boot starts Windows.
+    Medium(
+        name="install.iso",
+        title="remastered install CD",
+        device="cdrom",
+        drive=0,
+        boot_order=2,
+        secret=True,
+        removed_after_install=True,
+        applies=_remasters,
+        builder=RemasteredCd(),
+        serves=StorageRoute.SLIPSTREAM,
+    ),
+    Medium(
+        name="Windows ISO",
+        title="the user's install medium",
+        device="cdrom",
+        drive=0,
+        boot_order=2,
+        secret=False,
+        removed_after_install=True,
+        applies=lambda profile, iso: not _remasters(profile, iso),
+        builder=None,
+    ),
+)
+
+
+def media_for(
+    profile: Profile, windows_iso: Path | None, table: Sequence[Medium] = MEDIA
+) -> tuple[Medium, ...]:
+    """The rows of `table` a build of `profile` has.
+
+    BuildError when no row of the table serves the profile's storage route, or none
+    that can apply to it: setup would never see the storage driver.
+    """
+    serving = [m for m in table if m.serves is profile.storage_route]
+    # Whether a serving row could apply at all, had the user given a Windows ISO (a
+    # remastered CD needs one): a profile no row can serve is a bug of the tables.
+    if not any(m.applies(profile, Path("windows.iso")) for m in serving):
+        raise BuildError(
+            f"no medium of the media table carries the storage driver to setup the way "
+            f"{profile.name} needs it ({profile.storage_route}: {profile.storage_prose}).",
+            "Add a row for that medium to builder/media/table.py.",
+        )
+    return tuple(m for m in table if m.applies(profile, windows_iso))
+
+
+def attach(
+    media: Sequence[Medium], out_dir: Path, windows_iso: Path | None
+) -> tuple[AttachedMedium, ...]:
+    """`media` as the domain's removable drives see them, where libvirt will find them."""
+    return tuple(
+        AttachedMedium(m.name, m.device, m.drive, m.path(out_dir, windows_iso), m.boot_order)
+        for m in media
+    )
+
+
+@dataclass(frozen=True)
+class PlannedMedium:
+    """A row of the media table and its plan."""
+
+    medium: Medium
+    plan: Any
+
+    @property
+    def builder(self) -> Builder[Any]:
+        if self.medium.builder is None:
+            raise BuildError(f"{self.medium.name} is not written by pvinstall.")
+        return self.medium.builder
+
+
+@dataclass(frozen=True)
+class MediaPlan:
+    """The media of a build: the rows that apply, and the plan of each one written."""
+
+    media: tuple[Medium, ...]
+    planned: tuple[PlannedMedium, ...]
+
+    def get(self, name: str) -> PlannedMedium | None:
+        return next((p for p in self.planned if p.medium.name == name), None)
+
+    def attached(self, out_dir: Path, windows_iso: Path | None) -> tuple[AttachedMedium, ...]:
+        """The media for the domain's removable drives, where libvirt will find them."""
+        return attach(self.media, out_dir, windows_iso)
+
+    def removed_after_install(
+        self, out_dir: Path, windows_iso: Path | None
+    ) -> tuple[AttachedMedium, ...]:
+        """The attached media the install takes out of the domain when it is done."""
+        keep = {m.name for m in self.media if m.removed_after_install}
+        return tuple(a for a in self.attached(out_dir, windows_iso) if a.name in keep)
+
+
+def plan_media(
+    inputs: MediaInputs, windows_iso: Path | None, table: Sequence[Medium] = MEDIA
+) -> MediaPlan:
+    """Plan every medium of the build that pvinstall writes (pure)."""
+    media = media_for(inputs.drivers.profile, windows_iso, table)
+    planned = tuple(
+        PlannedMedium(m, m.builder.plan(inputs)) for m in media if m.builder is not None
+    )
+    return MediaPlan(media=media, planned=planned)

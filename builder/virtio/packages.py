@@ -1,0 +1,189 @@
+"""Driver packages: scan a driver source into packages (reads only INF bytes).
+
+A package is an INF, its catalog (`.cat`) and every file its `[SourceDisksFiles]`
+names, all from the INF's folder (names matched case-insensitively).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from builder.errors import InputError
+from builder.virtio.facts import DriverFacts, DriverInfo
+from builder.virtio.inf import MAX_INF_BYTES, Inf, InfError, parse_inf
+from builder.virtio.source import GET_VIRTIO_WIN, DriverSource, SourceEntry
+
+
+@dataclass(frozen=True)
+class PackageFile:
+    """A file of a package: path inside the source, size, and what it is."""
+
+    path: str
+    size: int
+    kind: Literal["inf", "catalog", "file"]
+
+
+@dataclass(frozen=True)
+class DriverPackage:
+    """An INF found in a source, with the folder listing needed to complete it."""
+
+    name: str
+    info: DriverInfo | None
+    inf_path: str
+    inf: Inf
+    folder_files: Mapping[str, SourceEntry] = field(repr=False)
+
+    @property
+    def folder(self) -> str:
+        return self.inf_path.rpartition("/")[0]
+
+    @property
+    def inf_name(self) -> str:
+        return self.inf_path.rpartition("/")[2]
+
+    @property
+    def arches(self) -> tuple[str, ...]:
+        """The architectures its decorations name (`x86` for undecorated models)."""
+        found: dict[str, None] = {}
+        for manufacturer in self.inf.manufacturers:
+            if not manufacturer.decorations:
+                found.setdefault("x86", None)
+            for decoration in manufacturer.decorations:
+                found.setdefault(decoration.arch or "x86", None)
+        return tuple(found)
+
+    def catalog_name(self, arch: str) -> str | None:
+        return self.inf.catalog_file(arch)
+
+    def files(self, arch: str) -> tuple[tuple[PackageFile, ...], tuple[str, ...]]:
+        """The package's files for `arch` and the names that are missing from its folder."""
+        inf_entry = self.folder_files[self.inf_name.lower()]
+        found = [PackageFile(inf_entry.path, inf_entry.size, "inf")]
+        missing: list[str] = []
+        wanted: list[tuple[str, Literal["catalog", "file"]]] = []
+        catalog = self.catalog_name(arch)
+        if catalog:
+            wanted.append((catalog, "catalog"))
+        wanted += [(f.path, "file") for f in self.inf.source_files(arch)]
+        seen = {inf_entry.path.lower()}
+        for name, kind in wanted:
+            entry = self.folder_files.get(name.lower())
+            if entry is None:
+                missing.append(name)
+            elif entry.path.lower() not in seen:
+                seen.add(entry.path.lower())
+                found.append(PackageFile(entry.path, entry.size, kind))
+        return tuple(found), tuple(missing)
+
+
+@dataclass(frozen=True)
+class BrokenInf:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Every package of a source, and the INF files that could not be read."""
+
+    source: Mapping[str, str]
+    packages: tuple[DriverPackage, ...]
+    broken: tuple[BrokenInf, ...]
+
+
+def scan_source(source: DriverSource, facts: DriverFacts) -> Scan:
+    """Find every INF in `source` and make a package of each; reads only INF bytes."""
+    files = source.files()
+    by_folder: dict[str, dict[str, SourceEntry]] = {}
+    for entry in files:
+        folder, _, _ = entry.path.rpartition("/")
+        by_folder.setdefault(folder.lower(), {})
+    for entry in files:
+        # Every folder sees the files below it by relative path, so a
+        # [SourceDisksFiles] subdirectory resolves too.
+        parts = entry.path.split("/")
+        for depth in range(len(parts)):
+            folder = "/".join(parts[:depth]).lower()
+            if folder in by_folder:
+                relative = "/".join(parts[depth:]).lower()
+                by_folder[folder].setdefault(relative, entry)
+    infs = [e for e in files if e.path.lower().endswith(".inf")]
+    if not infs:
+        raise InputError(
+            f"{source.path} has no INF files: it is not a virtio-win ISO or driver folder.",
+            GET_VIRTIO_WIN,
+            key="--drivers",
+        )
+    packages: list[DriverPackage] = []
+    broken: list[BrokenInf] = []
+    for entry in infs:
+        try:
+            data = source.read_bytes(entry.path, MAX_INF_BYTES)
+            inf = parse_inf(data, entry.path)
+        except InfError as exc:
+            broken.append(
+                BrokenInf(
+                    entry.path, exc.reason if exc.line is None else f"line {exc.line}: {exc.reason}"
+                )
+            )
+            continue
+        except InputError as exc:
+            broken.append(BrokenInf(entry.path, exc.message))
+            continue
+        name = entry.path.rpartition("/")[2]
+        info = facts.driver_for_inf(name)
+        folder = entry.path.rpartition("/")[0].lower()
+        packages.append(
+            DriverPackage(
+                name=info.name if info else name.rpartition(".")[0],
+                info=info,
+                inf_path=entry.path,
+                inf=inf,
+                folder_files=MappingProxyType(by_folder[folder]),
+            )
+        )
+    return Scan(
+        source=MappingProxyType(source.as_json()),
+        packages=tuple(packages),
+        broken=tuple(broken),
+    )
+
+
+# -- JSON ---------------------------------------------------------------------------------
+
+
+def package_json(package: DriverPackage) -> dict[str, Any]:
+    """One row of `pvinstall drivers SOURCE --json`."""
+    arch = package.arches[0] if package.arches else "x86"
+    _, missing = package.files(arch)
+    catalog = package.catalog_name(arch)
+    return {
+        "name": package.name,
+        "inf": package.inf_path,
+        "folder": package.folder,
+        "arch": list(package.arches),
+        "decorations": list(package.inf.decorations),
+        "driver_ver": package.inf.driver_ver_text,
+        "class": package.inf.driver_class,
+        "catalog": catalog,
+        "signed": catalog is not None and catalog.lower() not in (m.lower() for m in missing),
+        "complete": not missing,
+        "missing": list(missing),
+    }
+
+
+def scan_json(scan: Scan) -> dict[str, Any]:
+    """The document `pvinstall drivers SOURCE --json` prints."""
+    return {
+        "source": dict(scan.source),
+        "packages": [package_json(p) for p in scan.packages],
+        "unreadable": [{"inf": b.path, "reason": b.reason} for b in scan.broken],
+        "warnings": [
+            f"{p.inf_path} is incomplete: missing {', '.join(package_json(p)['missing'])}"
+            for p in scan.packages
+            if not package_json(p)["complete"]
+        ],
+    }

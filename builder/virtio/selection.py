@@ -1,0 +1,364 @@
+"""Selecting the driver packages a profile needs, from a scan (pure).
+
+Selection is by what the INF declares (`inf.supports`); folder names are only a hint
+that breaks ties. Every INF not selected is listed with the reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from builder.errors import InputError, Problem
+from builder.virtio.facts import DriverFacts, DriverInfo, Role, load_driver_facts
+from builder.virtio.inf import Inf, Match, Service, declared, describe_decorations, supports
+from builder.virtio.packages import DriverPackage, PackageFile, Scan
+from builder.virtio.source import GET_VIRTIO_WIN
+from builder.windows.profiles import Profile, sibling
+
+
+@dataclass(frozen=True)
+class SelectedDriver:
+    """The package chosen for one driver, and how its INF installs on the profile."""
+
+    name: str
+    info: DriverInfo | None
+    package: DriverPackage
+    match: Match
+    arch: str
+    files: tuple[PackageFile, ...]
+    services: tuple[Service, ...]
+
+    @property
+    def inf_path(self) -> str:
+        return self.package.inf_path
+
+    @property
+    def folder(self) -> str:
+        return self.package.folder
+
+    @property
+    def boot_critical(self) -> bool:
+        if self.services:
+            return any(s.boot_start for s in self.services)
+        return bool(self.info and self.info.boot_critical)
+
+    @property
+    def role(self) -> Role:
+        return self.info.role if self.info else "system"
+
+    @property
+    def hardware_ids(self) -> tuple[str, ...]:
+        return self.match.hardware_ids
+
+    @property
+    def driver_ver(self) -> str:
+        return self.package.inf.driver_ver_text
+
+    @property
+    def service_name(self) -> str:
+        """The service the driver installs (the .sys base name for storage drivers)."""
+        if self.services:
+            return self.services[0].name
+        return self.package.inf_name.rpartition(".")[0]
+
+
+@dataclass(frozen=True)
+class Rejection:
+    inf: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DriverSet:
+    """The drivers selected for a profile, what was rejected and why, and warnings."""
+
+    profile: Profile
+    source: Mapping[str, str]
+    selected: tuple[SelectedDriver, ...]
+    rejected: tuple[Rejection, ...]
+    warnings: tuple[str, ...]
+
+    def get(self, name: str) -> SelectedDriver | None:
+        for driver in self.selected:
+            if driver.name.lower() == name.lower():
+                return driver
+        return None
+
+    def by_role(self, role: Role) -> tuple[SelectedDriver, ...]:
+        return tuple(d for d in self.selected if d.role == role)
+
+    @property
+    def storage(self) -> SelectedDriver:
+        """The boot storage driver (viostor): the one text-mode setup must know."""
+        for driver in self.selected:
+            if driver.role == "storage" and driver.boot_critical and driver.name == "viostor":
+                return driver
+        for driver in self.selected:
+            if driver.role == "storage" and driver.boot_critical:
+                return driver
+        raise InputError(
+            f"no boot-critical storage driver was selected for {self.profile.name} from "
+            f"{self.source.get('path', 'the driver source')}.",
+            f"Without one setup cannot see the virtio disk. {GET_VIRTIO_WIN}",
+            key="--drivers",
+        )
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    package: DriverPackage
+    match: Match
+    files: tuple[PackageFile, ...]
+    missing: tuple[str, ...]
+    rank: tuple[Any, ...]
+
+
+def _folder_hint(package: DriverPackage, profile: Profile, facts: DriverFacts) -> tuple[int, int]:
+    """How well the folder names agree with the profile: (OS folder, arch folder)."""
+    parts = [p.lower() for p in package.folder.split("/")]
+    os_names = [n.lower() for n in facts.os_folders.get(profile.os_folder, ())]
+    arch_names = [n.lower() for n in facts.arch_folders.get(profile.arch, ())]
+    os_score = 0
+    for index, name in enumerate(os_names):
+        if name in parts:
+            os_score = len(os_names) - index
+            break
+    arch_score = 1 if any(n in parts for n in arch_names) else 0
+    return os_score, arch_score
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    numbers = []
+    for part in version.split("."):
+        digits = re.match(r"\d+", part.strip())
+        numbers.append(int(digits.group()) if digits else 0)
+    return tuple(numbers)
+
+
+def why_unsupported(inf: Inf, profile: Profile, facts: DriverFacts) -> str:
+    """Why an INF does not install on the profile's Windows, in words."""
+    found = declared([inf], profile.arch)
+    if not found.decorations and not found.undecorated:
+        return "declares no [Manufacturer] models"
+    if profile.arch not in found.arches:
+        return f"for {', '.join(found.arches)} only ({describe_decorations(inf)})"
+    needs = found.newer_only(profile.nt_version)
+    if needs is not None:
+        newer = ", ".join(d.raw for d in found.same_arch)
+        return f"{newer} only: needs {facts.nt_name(needs)} (NT {needs[0]}.{needs[1]}) or later"
+    return (
+        f"no models section applies to NT {profile.nt_version[0]}.{profile.nt_version[1]} "
+        f"{profile.arch} ({describe_decorations(inf)})"
+    )
+
+
+def select_drivers(scan: Scan, profile: Profile, facts: DriverFacts | None = None) -> DriverSet:
+    """Choose, per driver, the package whose INF installs on `profile`.
+
+    Among the packages that install, the closest decoration wins, then the
+    folder names, then the newest DriverVer, then the path (so the result is
+    deterministic). Raises InputError when the chosen package of any driver is
+    incomplete (a broken folder is never silently replaced by a worse match, such
+    as a 2003 build for 2008), or when a required driver (viostor, NetKVM) has no
+    package for the profile.
+    """
+    facts = facts or load_driver_facts()
+    rejected: list[Rejection] = [
+        Rejection(b.path, f"cannot be read: {b.reason}") for b in scan.broken
+    ]
+    warnings: list[str] = []
+    candidates: dict[str, list[_Candidate]] = {}
+    unsupported: dict[str, list[DriverPackage]] = {}
+    for package in scan.packages:
+        if package.info is None:
+            rejected.append(Rejection(package.inf_path, "not a virtio driver pvinstall knows"))
+            continue
+        if not package.info.install:
+            rejected.append(Rejection(package.inf_path, f"{package.info.description}"))
+            continue
+        match = supports(package.inf, profile.nt_version, profile.arch)
+        if match is None:
+            reason = why_unsupported(package.inf, profile, facts)
+            rejected.append(Rejection(package.inf_path, reason))
+            unsupported.setdefault(package.name, []).append(package)
+            continue
+        files, missing = package.files(profile.arch)
+        decoration_rank = match.decoration.rank() if match.decoration else (0, 0, 0, 0, 0)
+        rank = (
+            decoration_rank,
+            _folder_hint(package, profile, facts),
+            _version_key(package.inf.driver_ver[1]),
+        )
+        candidates.setdefault(package.name, []).append(
+            _Candidate(package, match, files, missing, rank)
+        )
+
+    selected: list[SelectedDriver] = []
+    problems_missing: list[str] = []
+    for name in sorted(candidates, key=str.lower):
+        # Best rank first; among equals the lexically first path, for determinism.
+        ordered = sorted(candidates[name], key=lambda c: c.package.inf_path)
+        ordered.sort(key=lambda c: c.rank, reverse=True)
+        best = ordered[0]
+        for other in ordered[1:]:
+            if other.missing:
+                reason = f"incomplete: missing {', '.join(other.missing)}"
+            else:
+                reason = f"{best.package.inf_path} is a closer match"
+            rejected.append(Rejection(other.package.inf_path, reason))
+        if best.missing:
+            problems_missing.append(
+                f"{best.package.inf_path} is incomplete: {', '.join(best.missing)} "
+                f"(named by the INF) is not in {best.package.folder or '/'}"
+            )
+            rejected.append(
+                Rejection(best.package.inf_path, f"incomplete: missing {', '.join(best.missing)}")
+            )
+            continue
+        selected.append(
+            SelectedDriver(
+                name=name,
+                info=best.package.info,
+                package=best.package,
+                match=best.match,
+                arch=profile.arch,
+                files=best.files,
+                services=best.package.inf.match_services(best.match, profile.arch),
+            )
+        )
+
+    if problems_missing:
+        raise InputError.collect(
+            _problem(
+                scan,
+                text,
+                "Every file the INF names must sit next to it; copy the "
+                "complete folder from a virtio-win release.",
+            )
+            for text in problems_missing
+        )
+    _require(scan, profile, facts, selected, unsupported)
+    warnings += _known_bad_warnings(scan, profile, facts, selected)
+    return DriverSet(
+        profile=profile,
+        source=scan.source,
+        selected=tuple(selected),
+        rejected=tuple(sorted(rejected, key=lambda r: r.inf)),
+        warnings=tuple(warnings),
+    )
+
+
+def _problem(scan: Scan, message: str, hint: str) -> Problem:
+    return Problem(scan.source.get("path", "--drivers"), message, hint)
+
+
+def _require(
+    scan: Scan,
+    profile: Profile,
+    facts: DriverFacts,
+    selected: Sequence[SelectedDriver],
+    unsupported: Mapping[str, Sequence[DriverPackage]],
+) -> None:
+    chosen = {d.name for d in selected}
+    problems = []
+    for info in facts.drivers.values():
+        if not info.required or info.name in chosen:
+            continue
+        found = unsupported.get(info.name, [])
+        where = scan.source.get("path", "the driver source")
+        version = f"{profile.nt_version[0]}.{profile.nt_version[1]}"
+        target = f"Windows {version} {profile.arch} ({profile.name})"
+        if not found:
+            problems.append(
+                _problem(
+                    scan,
+                    f"no {info.name} driver in {where}: {profile.name} cannot boot or network "
+                    f"from virtio without it.",
+                    GET_VIRTIO_WIN,
+                )
+            )
+            continue
+        seen = declared((p.inf for p in found), profile.arch)
+        decorations, arches = seen.names, seen.arches
+        if profile.arch not in arches:
+            others = [o.name for o in (sibling(profile, arch) for arch in arches) if o]
+            alternative = f", or the {others[0]} profile" if others else ""
+            problems.append(
+                _problem(
+                    scan,
+                    f"no INF for {info.name} matches {target} in {where}: it has {info.name} "
+                    f"for {', '.join(arches)} only ({', '.join(decorations)}).",
+                    f"Use a source with {profile.arch} drivers{alternative}.",
+                )
+            )
+            continue
+        oldest = seen.newer_only(profile.nt_version)
+        needs = (
+            f": these are drivers for {facts.nt_name(oldest)} (NT {oldest[0]}.{oldest[1]})"
+            " and later"
+            if oldest
+            else ""
+        )
+        problems.append(
+            _problem(
+                scan,
+                f"no INF for {info.name} matches {target} in {where} (found "
+                f"{', '.join(decorations)} only{needs}).",
+                f"{profile.title} needs the {profile.os_folder} folder "
+                f"({info.folders[0]}/{profile.virtio_win_folder}); use a virtio-win release "
+                "that ships it (0.1.217 or later still does; see drivers/README.md).",
+            )
+        )
+    if problems:
+        raise InputError.collect(problems)
+
+
+def _known_bad_warnings(
+    scan: Scan, profile: Profile, facts: DriverFacts, selected: Sequence[SelectedDriver]
+) -> list[str]:
+    warnings = []
+    label = scan.source.get("label", "")
+    for bad in facts.known_bad:
+        if profile.os_folder not in bad.os_folders:
+            continue
+        release_hit = any(label.endswith(f"-{r}") or label == r for r in bad.releases)
+        hits = [
+            d for d in selected if d.package.inf.driver_ver[1].endswith(bad.driver_version_suffix)
+        ]
+        if hits or release_hit:
+            names = ", ".join(f"{d.name} {d.package.inf.driver_ver[1]}" for d in hits) or label
+            warnings.append(f"{names}: {bad.reason}. {bad.hint}")
+    return warnings
+
+
+# -- JSON ---------------------------------------------------------------------------------
+
+
+def selected_json(driver: SelectedDriver, digests: Mapping[str, str]) -> dict[str, Any]:
+    """One entry of `selected` (the manifest reuses this shape, docs/design.md §6)."""
+    return {
+        "name": driver.name,
+        "inf": driver.inf_path,
+        "arch": driver.arch,
+        "decoration": driver.match.decoration_text,
+        "driver_ver": driver.driver_ver,
+        "boot_critical": driver.boot_critical,
+        "hardware_ids": list(driver.hardware_ids),
+        "files": [
+            {"path": f.path, "size": f.size, "sha256": digests[f.path]} for f in driver.files
+        ],
+    }
+
+
+def driverset_json(drivers: DriverSet, digests: Mapping[str, str]) -> dict[str, Any]:
+    """The document `pvinstall drivers SOURCE --profile P --json` prints."""
+    return {
+        "source": dict(drivers.source),
+        "profile": drivers.profile.name,
+        "selected": [selected_json(d, digests) for d in drivers.selected],
+        "rejected": [{"inf": r.inf, "reason": r.reason} for r in drivers.rejected],
+        "warnings": list(drivers.warnings),
+    }

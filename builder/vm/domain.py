@@ -1,0 +1,413 @@
+"""The libvirt domain that boots Windows setup: planned, checked and written as XML (pure).
+
+`plan_domain()` turns the settings and the media paths into a `DomainPlan` (every
+device with its bus, target and model: the removable drives from the media the media
+table attaches, on the profile's buses); `check_slot_budget()` and
+`check_device_drivers()` refuse plans a guest or its drivers cannot take;
+`render_domain_xml()` writes the plan through `templates/domain.xml.j2`.
+`domain_xml()` does all three. Editing a defined domain (the golden-template edit) is
+`vm/existing.py`'s.
+
+Nothing here touches libvirt or the disk beyond reading the template: the driver
+facts (which PCI IDs a device model presents) are loaded at the edge and passed in;
+`virt.py` is the edge that acts on the XML.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+from builder.answers.environment import render
+from builder.config import BuildConfig
+from builder.errors import BuildError, InputError
+from builder.virtio.facts import DriverFacts, PciIds
+from builder.virtio.selection import DriverSet, SelectedDriver
+from builder.vm import devices
+from builder.vm.devices import (
+    DRIVE_TARGETS,
+    PCI_SLOTS,
+    VIRTIO_MODELS,
+    AttachedMedium,
+    Removable,
+    VirtioModel,
+    disk_target,
+)
+from builder.windows.profiles import Profile
+
+TEMPLATE = "domain.xml.j2"
+
+DOMAIN_TYPES = ("kvm", "qemu")
+
+# The libvirt guest architecture of a profile. 32-bit Windows gets a 32-bit CPU
+# (qemu32, no long mode), as on the hardware it was written for.
+GUEST_ARCH: Mapping[str, str] = MappingProxyType({"x86": "i686", "amd64": "x86_64"})
+
+# The name also names the disk files and the output folder, and virsh resolves a
+# bare number or a UUID as a domain id before it tries names: keep to a safe set.
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}")
+MAX_NAME = 64
+
+DiskPaths = tuple[Path, tuple[Path, ...]]
+
+
+@dataclass(frozen=True)
+class MediaPaths:
+    """Where the files the domain uses are (absolute paths, as libvirt will open them):
+    the media for its removable drives (from the media table), its disks, its serial log."""
+
+    media: tuple[AttachedMedium, ...]
+    system_disk: Path
+    data_disks: tuple[Path, ...]
+    serial_log: Path
+
+
+@dataclass(frozen=True)
+class Disk:
+    """A virtio disk: the system disk or a data disk."""
+
+    role: Literal["system", "data"]
+    target: str
+    path: Path
+    size_gib: int
+    model: VirtioModel
+
+    @property
+    def label(self) -> str:
+        return f"{self.role} disk {self.target}"
+
+
+@dataclass(frozen=True)
+class Drive:
+    """A removable drive (CD-ROM or floppy) on its bus; `path` None is an empty drive."""
+
+    device: Removable
+    bus: str
+    target: str
+    path: Path | None
+    boot_order: int | None
+
+
+@dataclass(frozen=True)
+class Nic:
+    """The virtio NIC: on a libvirt network, or QEMU's user-mode network (`user`)."""
+
+    network: str
+    model: VirtioModel
+
+    @property
+    def user_mode(self) -> bool:
+        return self.network == "user"
+
+    @property
+    def label(self) -> str:
+        return "NIC (user-mode network)" if self.user_mode else f"NIC on network {self.network}"
+
+
+@dataclass(frozen=True)
+class VirtioDevice:
+    """A virtio device of the domain, as the driver check sees it."""
+
+    kind: str  # a [pci_ids] key of drivers/catalog.toml: virtio-blk, virtio-net
+    model: VirtioModel
+    label: str
+
+
+@dataclass(frozen=True)
+class DomainPlan:
+    """Everything the domain XML says, decided; rendering only formats it."""
+
+    name: str
+    domain_type: str
+    profile: Profile
+    arch: str
+    machine: str
+    memory_mib: int
+    vcpus: int
+    pae: bool
+    hyperv: bool
+    osinfo_url: str | None
+    disks: tuple[Disk, ...]
+    drives: tuple[Drive, ...]
+    usb_model: str
+    nic: Nic
+    serial_log: Path
+
+    @property
+    def system_disk(self) -> Disk:
+        return self.disks[0]
+
+    @property
+    def virtio_devices(self) -> tuple[VirtioDevice, ...]:
+        found = [VirtioDevice("virtio-blk", d.model, d.label) for d in self.disks]
+        found.append(VirtioDevice("virtio-net", self.nic.model, self.nic.label))
+        return tuple(found)
+
+    @property
+    def pci_devices(self) -> tuple[str, ...]:
+        """The devices that take a PCI slot of the 28: every virtio disk and the NIC.
+
+        The IDE and USB controllers are functions of the PIIX3, the VGA card has its
+        own fixed slot, the floppy controller and serial port are ISA, and there is
+        no balloon.
+        """
+        return tuple(d.label for d in self.virtio_devices)
+
+
+# -- names -------------------------------------------------------------------------------
+
+
+def validate_domain_type(domain_type: str) -> None:
+    """Refuse a domain type pvinstall does not write (InputError, --domain-type)."""
+    if domain_type not in DOMAIN_TYPES:
+        raise InputError(
+            f"unknown domain type {domain_type!r}.", "Use kvm or qemu.", key="--domain-type"
+        )
+
+
+def validate_domain_name(name: str) -> None:
+    """Refuse a name libvirt, virsh or a file name would trip over (InputError, --name)."""
+    problem = None
+    if not name:
+        problem = "is empty"
+    elif len(name) > MAX_NAME:
+        problem = f"has {len(name)} characters; at most {MAX_NAME}"
+    elif not _NAME.fullmatch(name):
+        bad = sorted({c for c in name if not re.fullmatch(r"[A-Za-z0-9_.+-]", c)})
+        problem = (
+            f"contains {' '.join(repr(c) for c in bad)}"
+            if bad
+            else "must start with a letter, digit or '_'"
+        )
+    elif name.isdigit():
+        problem = "is only digits, which virsh reads as a domain id"
+    elif _UUID.fullmatch(name):
+        problem = "looks like a UUID, which virsh reads as a domain UUID"
+    if problem is not None:
+        raise InputError(
+            f"{name!r} is not a usable domain name: it {problem}.",
+            "Use letters, digits, '-', '_', '.' and '+', e.g. win2008r2-golden.",
+            key="--name",
+        )
+
+
+def disk_file_names(config: BuildConfig, name: str) -> tuple[str, tuple[str, ...]]:
+    """The file (or pool volume) names of the system and data disks: `NAME.qcow2`,
+    `NAME-data1.qcow2`, ..."""
+    data = tuple(f"{name}-data{i}.qcow2" for i in range(1, len(config.data_disks) + 1))
+    return f"{name}.qcow2", data
+
+
+def default_disk_paths(config: BuildConfig, out_dir: Path, name: str) -> DiskPaths:
+    """The system and data disk files next to the outputs (no storage pool)."""
+    system, data = disk_file_names(config, name)
+    return out_dir / system, tuple(out_dir / d for d in data)
+
+
+# -- the plan ----------------------------------------------------------------------------
+
+
+def plan_domain(
+    config: BuildConfig,
+    media: MediaPaths,
+    *,
+    name: str,
+    domain_type: str,
+    virtio_model: str | None = None,
+) -> DomainPlan:
+    """Decide every device of the domain from the settings and the media paths.
+
+    `virtio_model` (else the `virtio_model` setting) overrides the profile's model of
+    the virtio disks and NIC; the driver check still has the last word.
+    """
+    profile = config.profile
+    validate_domain_name(name)
+    validate_domain_type(domain_type)
+    model = _virtio_model(profile, virtio_model or config.virtio_model)
+    if len(media.data_disks) != len(config.data_disks):
+        raise BuildError("the domain was planned with a path for each data disk missing.")
+    disks = [Disk("system", disk_target(0), media.system_disk, config.disk_size_gib, model)]
+    disks += [
+        Disk("data", disk_target(i), path, size, model)
+        for i, (path, size) in enumerate(
+            zip(media.data_disks, config.data_disks, strict=True), start=1
+        )
+    ]
+    return DomainPlan(
+        name=name,
+        domain_type=domain_type,
+        profile=profile,
+        arch=GUEST_ARCH[profile.arch],
+        machine=profile.machine,
+        memory_mib=config.memory_mib,
+        vcpus=config.vcpus,
+        # PAE lets 32-bit Windows use NX and more than 4 GiB; a 64-bit guest has it anyway.
+        pae=profile.arch == "x86",
+        hyperv=profile.hyperv,
+        osinfo_url=profile.osinfo_url,
+        disks=tuple(disks),
+        drives=plan_drives(profile, media.media),
+        usb_model=profile.usb_model,
+        nic=Nic(config.network, model),
+        serial_log=media.serial_log,
+    )
+
+
+def plan_drives(profile: Profile, media: Sequence[AttachedMedium]) -> tuple[Drive, ...]:
+    """The removable drives of the domain: the CD-ROM drives on the profile's CD bus,
+    then the floppy drives, each kind in the order of its `drive` index.
+
+    BuildError for a floppy on a machine without a floppy controller, a drive that two
+    media claim, or more drives than the bus has (the media table would be wrong).
+    """
+    buses: Mapping[Removable, str | None] = {
+        "cdrom": profile.cd_bus,
+        "floppy": "fdc" if profile.floppy_controller else None,
+    }
+    drives: list[Drive] = []
+    for device, bus in buses.items():
+        ours = sorted((m for m in media if m.device == device), key=lambda m: m.drive)
+        if not ours:
+            continue
+        if bus is None:
+            raise BuildError(
+                f"{ours[0].name} needs a {device} drive, but {profile.name} (machine "
+                f"{profile.machine}) has no {device} controller.",
+                "The media table must not attach that medium to this profile.",
+            )
+        for medium, other in itertools.pairwise(ours):
+            if medium.drive == other.drive:
+                raise BuildError(
+                    f"{medium.name} and {other.name} are both for {device} drive {medium.drive}."
+                )
+        targets = DRIVE_TARGETS[bus]
+        if ours[-1].drive >= len(targets):
+            raise BuildError(f"{ours[-1].name}: the {bus} bus has no drive {ours[-1].drive}.")
+        drives += [Drive(device, bus, targets[m.drive], m.path, m.boot_order) for m in ours]
+    return tuple(drives)
+
+
+def _virtio_model(profile: Profile, override: str | None) -> VirtioModel:
+    if override is None:
+        return profile.virtio_model
+    for model in VIRTIO_MODELS:
+        if override == model:
+            return model
+    raise InputError(
+        f"{override!r} is not a virtio device model.",
+        f"Use one of {', '.join(VIRTIO_MODELS)}.",
+        key="virtio_model",
+    )
+
+
+# -- checks ------------------------------------------------------------------------------
+
+
+def count_pci_slots(plan: DomainPlan) -> int:
+    """How many of the guest's 28 PCI slots the domain's devices take."""
+    return len(plan.pci_devices)
+
+
+def check_slot_budget(plan: DomainPlan) -> None:
+    """Refuse a domain that needs more than the 28 PCI slots (InputError naming the count)."""
+    data = sum(1 for d in plan.disks if d.role == "data")
+    fits = max(data - (count_pci_slots(plan) - PCI_SLOTS), 0)
+    devices.check_pci_slots(
+        plan.pci_devices,
+        "the domain",
+        key="data_disks",
+        hint=f"{devices.SLOT_HINTS['build']} Use at most {fits} data disks.",
+    )
+
+
+def check_device_drivers(plan: DomainPlan, drivers: DriverSet, facts: DriverFacts) -> None:
+    """Refuse a domain with a virtio device that no selected driver binds to.
+
+    For each virtio device, the IDs QEMU presents for its model on the plan's
+    machine must be among the hardware IDs the selected driver of its kind
+    (viostor for disks, NetKVM for NICs) installs on. InputError lists every
+    device that does not match, naming the device and the driver.
+    """
+    problems: list[str] = []
+    hint = None
+    for device in plan.virtio_devices:
+        ids = facts.presented_ids(device.kind, device.model, plan.machine)
+        candidates = [d for d in drivers.selected if d.info and d.info.device == device.kind]
+        if not candidates:
+            problems.append(
+                f"no driver for the {device.label} ({device.kind}) was selected "
+                f"for {plan.profile.name}"
+            )
+            continue
+        if any(_binds(driver, ids) for driver in candidates):
+            continue
+        driver = candidates[0]
+        problems.append(
+            f"the {device.label} (model {device.model}: {ids.hardware_ids()[1]}) is not "
+            f"matched by {driver.name} ({driver.inf_path}, which lists "
+            f"{', '.join(driver.hardware_ids) or 'no hardware IDs'})"
+        )
+        if plan.profile.virtio_model == "virtio-transitional":
+            hint = (
+                f"{plan.profile.title}'s drivers know only transitional virtio devices; "
+                f"use model virtio-transitional on machine {plan.machine}."
+            )
+    if problems:
+        raise InputError(
+            "; ".join(problems) + ".",
+            hint or "Use a driver release that lists the device, or another device model.",
+            key="virtio_model",
+        )
+
+
+def _binds(driver: SelectedDriver, ids: PciIds) -> bool:
+    # Windows compares hardware IDs case-insensitively.
+    listed = {hwid.upper() for hwid in driver.hardware_ids}
+    return any(hwid.upper() in listed for hwid in ids.hardware_ids())
+
+
+# -- XML ---------------------------------------------------------------------------------
+
+
+def render_domain_xml(plan: DomainPlan) -> str:
+    """The libvirt domain XML of a plan (templates/domain.xml.j2, autoescaped)."""
+    return render(TEMPLATE, {"plan": plan})
+
+
+def domain_xml(
+    config: BuildConfig,
+    drivers: DriverSet,
+    media: MediaPaths,
+    *,
+    facts: DriverFacts,
+    name: str,
+    domain_type: str,
+    virtio_model: str | None = None,
+) -> str:
+    """The domain XML for `config`, after the slot budget and the driver check.
+
+    Raises InputError for a bad name or domain type, more devices than PCI slots,
+    or a virtio device the selected drivers do not bind to. Deterministic: no UUID
+    and no MAC address (libvirt assigns them when the domain is defined).
+    """
+    plan = plan_domain(config, media, name=name, domain_type=domain_type, virtio_model=virtio_model)
+    check_slot_budget(plan)
+    check_device_drivers(plan, drivers, facts)
+    return render_domain_xml(plan)
+
+
+def volume_xml(name: str, size_gib: int) -> str:
+    """The XML of a qcow2 storage-pool volume of `size_gib` GiB."""
+    volume = ET.Element("volume")
+    ET.SubElement(volume, "name").text = name
+    ET.SubElement(volume, "capacity", unit="GiB").text = str(size_gib)
+    target = ET.SubElement(volume, "target")
+    ET.SubElement(target, "format", type="qcow2")
+    return ET.tostring(volume, encoding="unicode")

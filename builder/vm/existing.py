@@ -1,0 +1,228 @@
+"""Reading and editing domain XML that libvirt or pvinstall wrote (pure): what a defined
+domain's install needs to know, the edit that turns an installed domain into a golden
+template, the libosinfo id in the metadata, and which devices take a PCI slot.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.numbers import parse_int
+from builder.vm.devices import AFTER_INSTALL, AttachedMedium, source_of
+
+
+def parse_xml(text: str) -> ET.Element:
+    """Parse XML that libvirt or pvinstall itself wrote."""
+    # Trusted input (the local libvirt daemon, our template), and expat fetches no
+    # external entities: the stdlib parser is safe here.
+    return ET.fromstring(text)  # noqa: S314
+
+
+# -- after the install -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StrippedDomain:
+    """A domain XML without its install media, and what was taken out."""
+
+    xml: str
+    removed: tuple[str, ...]
+
+
+def strip_install_media(xml: str, media: Sequence[AttachedMedium]) -> StrippedDomain:
+    """Take `media` (the install media of the media table) out of the domain: a floppy
+    drive goes with its disk, a CD-ROM drive is emptied and stays (`AFTER_INSTALL`).
+
+    What remains is the golden template: the virtio disks and NIC. `removed` names the
+    media that were attached (`fda: /out/floppy.img`). Stripping twice changes nothing.
+    """
+    root = parse_xml(xml)
+    devices = root.find("devices")
+    removed: list[str] = []
+    if devices is None:
+        return StrippedDomain(xml, ())
+    wanted = {str(m.path): m for m in media if m.path is not None}
+    for disk in list(devices.findall("disk")):
+        where = source_of(disk)
+        medium = wanted.get(where)
+        if medium is None:
+            continue
+        removed.append(f"{_target_dev(disk)}: {where}")
+        if AFTER_INSTALL[medium.device] == "remove":
+            devices.remove(disk)
+        else:
+            for source in disk.findall("source"):
+                disk.remove(source)
+    text = ET.tostring(root, encoding="unicode")
+    return StrippedDomain(text + "\n", tuple(removed))
+
+
+def _target_dev(disk: ET.Element) -> str:
+    target = disk.find("target")
+    return target.get("dev", "?") if target is not None else "?"
+
+
+def media_attached(xml: str, media: Sequence[AttachedMedium]) -> tuple[str, ...]:
+    """Which of `media` a domain XML still has attached (`hda: /x.iso`), in its order."""
+    paths = {str(m.path) for m in media if m.path is not None}
+    root = parse_xml(xml)
+    return tuple(
+        f"{_target_dev(disk)}: {source_of(disk)}"
+        for disk in root.iterfind("./devices/disk")
+        if source_of(disk) in paths
+    )
+
+
+@dataclass(frozen=True)
+class DomainFacts:
+    """What `virt.install` needs to know about a defined domain, read from its XML."""
+
+    name: str
+    system_disk: str | None  # the target (vda) of the first disk
+    serial_log: Path | None  # the file of the first <serial type='file'>
+    install_cd: str | None  # the file in the CD-ROM drive that boots (or the first one)
+    vnc_port: int | None  # only in a running domain's XML
+
+
+def describe_domain(xml: str) -> DomainFacts:
+    """Read the facts `DomainFacts` lists from a domain XML."""
+    root = parse_xml(xml)
+    system_disk = None
+    cds: list[tuple[bool, str | None]] = []  # (boots, file) per CD-ROM drive
+    for disk in root.iterfind("./devices/disk"):
+        target = disk.find("target")
+        dev = target.get("dev") if target is not None else None
+        if disk.get("device") == "disk" and system_disk is None:
+            system_disk = dev
+        elif disk.get("device") == "cdrom":
+            cds.append((disk.find("boot") is not None, source_of(disk) or None))
+    booting = [source for boots, source in cds if boots] or [source for _, source in cds[:1]]
+    serial_log = None
+    for serial in root.iterfind("./devices/serial"):
+        source = serial.find("source")
+        if serial.get("type") == "file" and source is not None and source.get("path"):
+            serial_log = Path(str(source.get("path")))
+            break
+    vnc_port = None
+    for graphics in root.iterfind("./devices/graphics"):
+        port = graphics.get("port", "")
+        if graphics.get("type") == "vnc" and port.isdigit() and int(port) > 0:
+            vnc_port = int(port)
+    return DomainFacts(
+        name=root.findtext("name") or "",
+        system_disk=system_disk,
+        serial_log=serial_log,
+        install_cd=booting[0] if booting else None,
+        vnc_port=vnc_port,
+    )
+
+
+# -- existing domains (convert, attach) --------------------------------------------------
+
+# libosinfo names Windows releases http://microsoft.com/win/<release>; pvinstall's
+# osinfo ids are "win" + <release> (win2k8r2).
+_OSINFO_WINDOWS = "http://microsoft.com/win/"
+_OSINFO_NS = "http://libosinfo.org/xmlns/libvirt/domain/1.0"
+
+# Controllers that are functions of the PIIX3 or no PCI device at all: they take none
+# of the 28 slots. (type, model); model None is the type's default. PCI controllers
+# (the root, and the bridges libvirt adds by itself when the root bus is full) are
+# plumbing, not devices, and are not counted either.
+_SLOTLESS_CONTROLLERS = frozenset(
+    {
+        ("ide", None),
+        ("fdc", None),
+        ("usb", None),
+        ("usb", "piix3-uhci"),
+        ("usb", "none"),
+        ("ccid", None),
+        ("xenbus", None),
+        ("isa", None),
+    }
+)
+# Devices that are always a PCI function of their own, wherever they appear.
+_PCI_DEVICE_TAGS = frozenset({"interface", "rng", "shmem", "vsock", "crypto", "filesystem"})
+
+
+def osinfo_short_id(url: str) -> str | None:
+    """pvinstall's osinfo id (`win2k8r2`) of a libosinfo URL, or None for non-Windows."""
+    if not url.startswith(_OSINFO_WINDOWS):
+        return None
+    release = url[len(_OSINFO_WINDOWS) :].strip("/")
+    return f"win{release}" if release else None
+
+
+def osinfo_url(root: ET.Element) -> str | None:
+    """The libosinfo OS id in a domain's metadata, as virt-install and pvinstall write it."""
+    found = root.find(f"./metadata/{{{_OSINFO_NS}}}libosinfo/{{{_OSINFO_NS}}}os")
+    return found.get("id") if found is not None else None
+
+
+def _takes_pci_slot(device: ET.Element) -> bool:
+    tag = device.tag
+    if tag in _PCI_DEVICE_TAGS:
+        return True
+    if tag == "disk":
+        target = device.find("target")
+        return target is not None and target.get("bus") == "virtio"
+    if tag == "controller":
+        kind = device.get("type")
+        return kind != "pci" and (kind, device.get("model")) not in _SLOTLESS_CONTROLLERS
+    if tag == "hostdev":
+        return device.get("type") == "pci"
+    if tag == "sound":
+        return device.get("model") not in ("pcspk", "usb")
+    if tag == "watchdog":
+        return device.get("model") == "i6300esb"
+    if tag == "input":
+        return device.get("bus") == "virtio"
+    return tag == "video"  # a second video card (the first one is excluded by the caller)
+
+
+def _device_label(device: ET.Element) -> str:
+    if device.tag == "disk":
+        target = device.find("target")
+        return f"virtio disk {target.get('dev', '?') if target is not None else '?'}"
+    if device.tag == "interface":
+        model = device.find("model")
+        return f"NIC ({model.get('type', '?') if model is not None else 'default model'})"
+    kind = device.get("type") or device.get("model") or ""
+    return f"{device.tag} {kind}".strip()
+
+
+def _address_part(text: str) -> int | str:
+    # libvirt writes 0x05; hand-written XML may say 5. Compare them as numbers.
+    number = parse_int(text)
+    return text if number is None else number
+
+
+def pci_slot_users(root: ET.Element) -> tuple[str, ...]:
+    """The devices of a domain XML that take one of the guest's 28 PCI slots, one label
+    per slot (the rule of `check_slot_budget`, for any domain).
+
+    Not counted: the PCI root and bridges, the PIIX3's functions (IDE, USB UHCI), the
+    primary video card and the memory balloon the 28 leave room for. Devices that share a slot
+    (multifunction) count once; a device without an address yet counts when it is a
+    PCI device (virtio disk, NIC, ...).
+    """
+    devices = root.find("devices")
+    if devices is None:
+        return ()
+    slots: dict[tuple[int | str, ...], str] = {}
+    labels: list[str] = []
+    primary_video = devices.find("video")
+    for device in devices:
+        if device is primary_video or device.tag == "memballoon":
+            continue
+        if not _takes_pci_slot(device):
+            continue
+        address = device.find("address")
+        if address is not None and address.get("type") == "pci":
+            key = tuple(_address_part(address.get(part, "0")) for part in ("domain", "bus", "slot"))
+            slots.setdefault(key, _device_label(device))
+        elif address is None:
+            labels.append(_device_label(device))
+    return tuple([*slots.values(), *labels])

@@ -1,0 +1,1181 @@
+"""The libvirt edge: connect, create disks, define, install and watch. The only module
+that imports libvirt.
+
+Everything libvirt can say goes through here and comes out as a sentence
+(`InputError` when the user's input is wrong, such as a missing network or pool or
+an existing domain; `BuildError` when the hypervisor refuses or the install fails),
+never as a traceback or as libvirt's own stderr output. The XML itself is built and
+edited by `builder/vm/domain.py`; this module only hands it to libvirt.
+
+libvirt-python has no type information: its objects are held as `Any` inside this
+module and never leak out except through the `Connection` wrapper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import re
+import threading
+import time
+import urllib.parse
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import libvirt
+
+from builder.config import BuildConfig
+from builder.errors import BuildError, InputError
+from builder.monitor import Monitor, format_elapsed
+from builder.vm import disk_images, domain, existing
+from builder.vm.devices import AttachedMedium
+
+DEFAULT_URI = "qemu:///system"
+SCREENSHOT = "screenshot.png"
+SERIAL_TAIL = "serial-tail.log"
+SERIAL_TAIL_BYTES = 64 * 1024
+
+# Pool types whose volumes are plain files a <disk type='file'> can name.
+FILE_POOL_TYPES = ("dir", "fs", "netfs")
+
+
+def _ignore_error(_ctx: object, _error: object) -> None:
+    """libvirt prints every error to stderr unless a handler takes it, even the ones
+    pvinstall catches and turns into sentences."""
+
+
+libvirt.registerErrorHandler(_ignore_error, None)
+
+_STATE_NAMES = MappingProxyType(
+    {
+        libvirt.VIR_DOMAIN_NOSTATE: "no state",
+        libvirt.VIR_DOMAIN_RUNNING: "running",
+        libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+        libvirt.VIR_DOMAIN_PAUSED: "paused",
+        libvirt.VIR_DOMAIN_SHUTDOWN: "shutting down",
+        libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+        libvirt.VIR_DOMAIN_CRASHED: "crashed",
+        libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+    }
+)
+
+_SHUTOFF_REASONS = MappingProxyType(
+    {
+        libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN: "unknown",
+        libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shutdown",
+        libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
+        libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
+        libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: "migrated",
+        libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved",
+        libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed",
+        libvirt.VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT: "from-snapshot",
+        libvirt.VIR_DOMAIN_SHUTOFF_DAEMON: "daemon",
+    }
+)
+
+
+def shutoff_reason(reason: int) -> str:
+    """libvirt's reason for a shut-off domain, in a word (`shutdown`, `destroyed`, ...)."""
+    return _SHUTOFF_REASONS.get(reason, str(reason))
+
+
+# Pauses a guest never comes back from by itself.
+_FATAL_PAUSES = (libvirt.VIR_DOMAIN_PAUSED_IOERROR, libvirt.VIR_DOMAIN_PAUSED_CRASHED)
+
+_PERMISSION_CODES = (
+    libvirt.VIR_ERR_AUTH_FAILED,
+    libvirt.VIR_ERR_AUTH_CANCELLED,
+    libvirt.VIR_ERR_AUTH_UNAVAILABLE,
+    libvirt.VIR_ERR_OPERATION_DENIED,
+)
+_URI_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
+# Hypervisor drivers libvirt has (the part of the scheme before any "+transport").
+# Checked here because a client without a reachable daemon reports an unknown
+# driver only as "cannot connect to the socket".
+_DRIVERS = frozenset(
+    {
+        "qemu",
+        "test",
+        "xen",
+        "lxc",
+        "vbox",
+        "esx",
+        "gsx",
+        "vpx",
+        "bhyve",
+        "ch",
+        "vz",
+        "openvz",
+        "hyperv",
+        "vmwareplayer",
+        "vmwarews",
+        "vmwarefusion",
+        "libxl",
+        "xenapi",
+        "phyp",
+        "uml",
+        "remote",
+        "interface",
+        "network",
+        "nodedev",
+        "nwfilter",
+        "secret",
+        "storage",
+    }
+)
+_QEMU_LOCAL_PATHS = ("/system", "/session", "/embed")
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+def _message(error: Any) -> str:
+    text = str(error.get_error_message() or error).strip()
+    return text.rstrip(".")
+
+
+def _code(error: Any) -> int:
+    return int(error.get_error_code() or 0)
+
+
+def _is_permission(error: Any) -> bool:
+    # A system error (a socket libvirt may not open) carries its errno in int1.
+    system_denied = _code(error) == libvirt.VIR_ERR_SYSTEM_ERROR and error.get_int1() in (
+        errno.EACCES,
+        errno.EPERM,
+    )
+    return _code(error) in _PERMISSION_CODES or system_denied
+
+
+@contextmanager
+def _refused(what: str, uri: str) -> Iterator[None]:
+    """Turn any libvirt error inside the block into a BuildError: `what` failed."""
+    try:
+        yield
+    except libvirt.libvirtError as error:
+        if _is_permission(error):
+            raise BuildError(
+                f"{what} on {uri}: permission denied ({_message(error)}).", _PERMISSION_HINT
+            ) from None
+        raise BuildError(f"{what} on {uri} failed: {_message(error)}.") from None
+
+
+_PERMISSION_HINT = (
+    "Run as root, join the libvirt group, or use --connect qemu:///session "
+    "for guests of your own user."
+)
+
+
+# -- the event loop ----------------------------------------------------------------------
+
+_EVENT_LOOP_LOCK = threading.Lock()
+_event_loop_running = False
+
+
+def _run_event_loop() -> None:
+    while True:
+        try:
+            libvirt.virEventRunDefaultImpl()
+        except libvirt.libvirtError:
+            time.sleep(0.1)
+
+
+def _start_event_loop() -> None:
+    """Register libvirt's default event loop and run it on a daemon thread, once.
+
+    It must be registered before a connection is opened for that connection to
+    deliver events, and it must keep running: the keepalive of remote connections
+    is served by it, and the connection drops when nobody turns the loop.
+    """
+    global _event_loop_running  # noqa: PLW0603 - one loop per process, by libvirt's design
+    with _EVENT_LOOP_LOCK:
+        if _event_loop_running:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+        threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True).start()
+        _event_loop_running = True
+
+
+# -- connections -------------------------------------------------------------------------
+
+
+class Connection:
+    """An open libvirt connection and the URI it was opened with."""
+
+    def __init__(self, handle: Any, uri: str) -> None:
+        self.handle = handle
+        self.uri = uri
+
+    def close(self) -> None:
+        with contextlib.suppress(libvirt.libvirtError):
+            # Closing a dropped connection has nothing left to report.
+            self.handle.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def connect(uri: str = DEFAULT_URI) -> Connection:
+    """Open `uri`. InputError when it is not a URI libvirt knows; BuildError when the
+    hypervisor there does not answer or refuses us."""
+    if not _URI_SHAPE.fullmatch(uri):
+        raise InputError(
+            f"{uri!r} is not a libvirt URI.",
+            "Use a URI such as qemu:///system or qemu+ssh://host/system.",
+            key="--connect",
+        )
+    _check_uri(uri)
+    _start_event_loop()
+    try:
+        handle = libvirt.open(uri)
+    except libvirt.libvirtError as error:
+        raise _connect_error(uri, error) from None
+    if handle is None:  # old bindings return None instead of raising
+        raise BuildError(f"cannot connect to {uri}.")
+    return Connection(handle, uri)
+
+
+def _check_uri(uri: str) -> None:
+    """Refuse, before any connection attempt, a URI whose driver libvirt does not have
+    or a local QEMU URI with a path the QEMU driver does not serve."""
+    scheme, _, rest = uri.partition("://")
+    driver = scheme.split("+", 1)[0].lower()
+    if driver not in _DRIVERS:
+        raise InputError(
+            f"no libvirt driver handles {uri} (unknown driver {driver!r}).",
+            "Use a URI such as qemu:///system or qemu+ssh://host/system.",
+            key="--connect",
+        )
+    try:
+        urllib.parse.urlsplit(uri).port  # noqa: B018 - parsing the port is the check
+    except ValueError as error:
+        raise InputError(
+            f"{uri} is not a valid libvirt URI: {error}.",
+            "Use a URI such as qemu:///system or qemu+ssh://user@host:22/system.",
+            key="--connect",
+        ) from None
+    _, _, path = rest.partition("/")
+    path = "/" + path.split("?", 1)[0]
+    if driver == "qemu" and not path.startswith(_QEMU_LOCAL_PATHS):
+        raise InputError(
+            f"{uri} is not a valid libvirt URI: the QEMU driver serves "
+            f"{', '.join(_QEMU_LOCAL_PATHS)}, not {path!r}.",
+            "Use qemu:///system (or qemu:///session for your own user).",
+            key="--connect",
+        )
+
+
+def _connect_error(uri: str, error: Any) -> InputError | BuildError:
+    code, text = _code(error), _message(error)
+    if code == libvirt.VIR_ERR_NO_CONNECT:
+        return InputError(
+            f"no libvirt driver handles {uri} ({text}).",
+            "Use a URI such as qemu:///system or qemu+ssh://host/system.",
+            key="--connect",
+        )
+    if _is_permission(error):
+        return BuildError(f"permission denied connecting to {uri} ({text}).", _PERMISSION_HINT)
+    return BuildError(
+        f"cannot reach libvirt at {uri}: {text}.",
+        "Check that libvirtd runs there (as root: .ci/setup-libvirtd starts one without "
+        "systemd), or choose another hypervisor with --connect.",
+    )
+
+
+def domain_types_offered(capabilities_xml: str, arches: tuple[str, ...]) -> set[str]:
+    """The domain types (kvm, qemu, ...) the capabilities XML offers for `arches`."""
+    root = existing.parse_xml(capabilities_xml)
+    offered: set[str] = set()
+    for guest in root.iterfind("guest"):
+        if guest.findtext("os_type") != "hvm":
+            continue
+        arch = guest.find("arch")
+        if arch is None or arch.get("name") not in arches:
+            continue
+        offered.update(str(d.get("type")) for d in arch.iterfind("domain"))
+    return offered
+
+
+def choose_domain_type(conn: Connection, forced: str | None, *, arch: str | None = None) -> str:
+    """`kvm` when the connection offers it, else `qemu` (TCG); `forced` picks one.
+
+    `arch` is the libvirt guest arch (i686, x86_64); by default either counts.
+    """
+    if forced is not None:
+        domain.validate_domain_type(forced)
+    with _refused("reading the capabilities", conn.uri):
+        capabilities = str(conn.handle.getCapabilities())
+    arches = (arch,) if arch else ("x86_64", "i686")
+    offered = domain_types_offered(capabilities, arches)
+    if forced is not None:
+        if forced not in offered:
+            have = ", ".join(sorted(offered)) or "none"
+            raise InputError(
+                f"{conn.uri} offers no {forced} guests for {'/'.join(arches)} (it offers: {have}).",
+                "Leave out --domain-type, or use --domain-type qemu (TCG) where there is no KVM.",
+                key="--domain-type",
+            )
+        return forced
+    for kind in domain.DOMAIN_TYPES:
+        if kind in offered:
+            return kind
+    raise BuildError(
+        f"{conn.uri} offers neither kvm nor qemu guests for {'/'.join(arches)}.",
+        "Install qemu-system-x86 on the host, or connect to another hypervisor.",
+    )
+
+
+# -- before defining ---------------------------------------------------------------------
+
+
+def _lookup_domain(conn: Connection, name: str) -> Any | None:
+    try:
+        return conn.handle.lookupByName(name)
+    except libvirt.libvirtError as error:
+        if _code(error) == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise BuildError(
+            f"looking up the domain {name} on {conn.uri} failed: {_message(error)}."
+        ) from None
+
+
+def domain_exists(conn: Connection, name: str) -> bool:
+    return _lookup_domain(conn, name) is not None
+
+
+def _existing_domain_error(conn: Connection, name: str) -> InputError:
+    return InputError(
+        f"a domain named {name} already exists on {conn.uri}.",
+        "Choose another --name, or add --replace to undefine it and start over "
+        "(its disks are recreated).",
+        key="--name",
+    )
+
+
+def check_can_define(
+    conn: Connection,
+    name: str,
+    *,
+    replace: bool,
+    network: str,
+    pool: str | None,
+    disks: domain.DiskPaths | None = None,
+) -> None:
+    """Refuse, before anything is written, what would make define or start fail:
+    an existing domain of that name or existing `disks` (unless `replace`), a
+    missing or inactive libvirt network, a missing, inactive or non-file storage
+    pool."""
+    domain.validate_domain_name(name)
+    if not replace and domain_exists(conn, name):
+        raise _existing_domain_error(conn, name)
+    if network != "user":
+        _check_network(conn, network)
+    if pool is not None:
+        _pool_path(conn, pool)
+    if disks is not None and not replace:
+        for path in (disks[0], *disks[1]):
+            if pool is not None and _pool_volume(conn, pool, path.name) is not None:
+                raise _existing_disk_error(f"{path.name} in the pool {pool}")
+            if pool is None and path.exists():
+                raise _existing_disk_error(str(path))
+
+
+@dataclass(frozen=True)
+class _NetworkProblem:
+    """Why a libvirt network cannot be used: missing (with the names there are) or down."""
+
+    missing: bool
+    message: str
+    start_command: str
+
+
+def _network_problem(conn: Connection, network: str) -> _NetworkProblem | None:
+    try:
+        handle = conn.handle.networkLookupByName(network)
+        active = bool(handle.isActive())
+    except libvirt.libvirtError as error:
+        if _code(error) != libvirt.VIR_ERR_NO_NETWORK:
+            raise BuildError(
+                f"looking up the network {network} on {conn.uri} failed: {_message(error)}."
+            ) from None
+        with _refused("listing networks", conn.uri):
+            names = sorted(str(n.name()) for n in conn.handle.listAllNetworks(0))
+        there = f" (networks there: {', '.join(names)})" if names else " (it has none)"
+        return _NetworkProblem(
+            True, f"there is no libvirt network named {network} on {conn.uri}{there}.", ""
+        )
+    if active:
+        return None
+    return _NetworkProblem(
+        False,
+        f"the libvirt network {network} on {conn.uri} is not active.",
+        f"virsh -c {conn.uri} net-start {network}",
+    )
+
+
+def _check_network(conn: Connection, network: str) -> None:
+    """Refuse the `network` setting when that network is missing or down."""
+    problem = _network_problem(conn, network)
+    if problem is None:
+        return
+    hint = (
+        "Set network to one of them, or to 'user' for QEMU's user-mode network."
+        if problem.missing
+        else f"Start it with: {problem.start_command}"
+    )
+    raise InputError(problem.message, hint, key="network")
+
+
+def _storage_pool(conn: Connection, pool: str) -> Any:
+    try:
+        return conn.handle.storagePoolLookupByName(pool)
+    except libvirt.libvirtError as error:
+        if _code(error) != libvirt.VIR_ERR_NO_STORAGE_POOL:
+            raise BuildError(
+                f"looking up the storage pool {pool} on {conn.uri} failed: {_message(error)}."
+            ) from None
+        with _refused("listing storage pools", conn.uri):
+            names = sorted(str(p.name()) for p in conn.handle.listAllStoragePools(0))
+        there = f" (pools there: {', '.join(names)})" if names else " (it has none)"
+        raise InputError(
+            f"there is no storage pool named {pool} on {conn.uri}{there}.",
+            "Set storage_pool to one of them, or leave it out for qcow2 files next to the outputs.",
+            key="storage_pool",
+        ) from None
+
+
+def _pool_path(conn: Connection, pool: str) -> Path:
+    handle = _storage_pool(conn, pool)
+    with _refused(f"reading the storage pool {pool}", conn.uri):
+        active = bool(handle.isActive())
+        root = existing.parse_xml(str(handle.XMLDesc(0)))
+    if not active:
+        raise InputError(
+            f"the storage pool {pool} on {conn.uri} is not active.",
+            f"Start it with: virsh -c {conn.uri} pool-start {pool}",
+            key="storage_pool",
+        )
+    kind = root.get("type", "")
+    path = root.findtext("./target/path")
+    if kind not in FILE_POOL_TYPES or not path:
+        raise InputError(
+            f"the storage pool {pool} is of type {kind}, whose volumes are not files.",
+            f"Use a pool of type {', '.join(FILE_POOL_TYPES)}.",
+            key="storage_pool",
+        )
+    return Path(path)
+
+
+def _pool_volume(
+    conn: Connection, pool: str, volume_name: str, *, refresh: bool = True
+) -> Any | None:
+    handle = _storage_pool(conn, pool)
+    try:
+        if refresh:
+            handle.refresh(0)  # see files put there behind libvirt's back
+        return handle.storageVolLookupByName(volume_name)
+    except libvirt.libvirtError as error:
+        if _code(error) == libvirt.VIR_ERR_NO_STORAGE_VOL:
+            return None
+        raise BuildError(
+            f"looking up the volume {volume_name} in the pool {pool} on "
+            f"{conn.uri} failed: {_message(error)}."
+        ) from None
+
+
+def disk_paths(conn: Connection, config: BuildConfig, out_dir: Path, name: str) -> domain.DiskPaths:
+    """Where the system and data disks will be: in the storage pool when one is
+    configured, else next to the outputs."""
+    if config.storage_pool is None:
+        return domain.default_disk_paths(config, out_dir, name)
+    folder = _pool_path(conn, config.storage_pool)
+    system, data = domain.disk_file_names(config, name)
+    return folder / system, tuple(folder / d for d in data)
+
+
+# -- disks -------------------------------------------------------------------------------
+
+
+def create_disks(
+    conn: Connection,
+    config: BuildConfig,
+    out_dir: Path,
+    name: str,
+    monitor: Monitor,
+    *,
+    replace: bool = False,
+) -> domain.DiskPaths:
+    """Create the empty qcow2 system and data disks; return their paths.
+
+    Through the storage pool when one is configured, else with `qemu-img` next to
+    the outputs. An existing disk is an InputError unless `replace`, which
+    recreates it: setup must start from an empty disk, or the old system boots.
+    """
+    sizes = (config.disk_size_gib, *config.data_disks)
+    system_name, data_names = domain.disk_file_names(config, name)
+    names = (system_name, *data_names)
+    if config.storage_pool is not None:
+        return _create_pool_disks(conn, config.storage_pool, names, sizes, monitor, replace=replace)
+    paths = domain.default_disk_paths(config, out_dir, name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path, size in zip((paths[0], *paths[1]), sizes, strict=True):
+        if path.exists():
+            if not replace:
+                raise _existing_disk_error(str(path))
+            path.unlink()
+        monitor.info(f"create {path.name} ({size} GiB qcow2)")
+        disk_images.create_qcow2(path, f"{size}G")
+    return paths
+
+
+def _existing_disk_error(where: str) -> InputError:
+    return InputError(
+        f"the disk {where} already exists (from an earlier build?).",
+        "Add --replace to recreate it empty, or choose another --name.",
+        key="--name",
+    )
+
+
+def _create_pool_disks(
+    conn: Connection,
+    pool: str,
+    names: tuple[str, ...],
+    sizes: tuple[int, ...],
+    monitor: Monitor,
+    *,
+    replace: bool,
+) -> domain.DiskPaths:
+    folder = _pool_path(conn, pool)
+    handle = _storage_pool(conn, pool)
+    with _refused(f"refreshing the storage pool {pool}", conn.uri):
+        handle.refresh(0)  # see files put there behind libvirt's back
+    paths: list[Path] = []
+    for volume_name, size in zip(names, sizes, strict=True):
+        existing = _pool_volume(conn, pool, volume_name, refresh=False)
+        if existing is not None:
+            if not replace:
+                raise _existing_disk_error(f"{volume_name} in the pool {pool}")
+            with _refused(f"deleting the volume {volume_name}", conn.uri):
+                existing.delete(0)
+        monitor.info(f"create {volume_name} ({size} GiB qcow2) in the pool {pool}")
+        with _refused(f"creating the volume {volume_name} in {pool}", conn.uri):
+            volume = handle.createXML(domain.volume_xml(volume_name, size), 0)
+            paths.append(Path(str(volume.path())) if volume is not None else folder / volume_name)
+    return paths[0], tuple(paths[1:])
+
+
+# -- define ------------------------------------------------------------------------------
+
+
+def define(conn: Connection, xml: str, *, replace: bool) -> None:
+    """Define the domain with libvirt's schema validation, so that XML libvirt does not
+    know is an error rather than silently dropped.
+
+    An existing domain of the same name is an InputError, unless `replace`: then it
+    is stopped and undefined first (with its snapshot and checkpoint metadata).
+    """
+    name = existing.describe_domain(xml).name
+    old = _lookup_domain(conn, name)
+    if old is not None:
+        if not replace:
+            raise _existing_domain_error(conn, name)
+        remove_domain(conn, name)
+    with _refused(f"defining the domain {name}", conn.uri):
+        conn.handle.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+
+
+def remove_domain(conn: Connection, name: str) -> bool:
+    """Stop and undefine the domain `name` (its disks stay). False when there is none."""
+    handle = _lookup_domain(conn, name)
+    if handle is None:
+        return False
+    with _refused(f"removing the domain {name}", conn.uri):
+        if handle.isActive():
+            handle.destroy()
+        _undefine(handle)
+    return True
+
+
+def _undefine(handle: Any) -> None:
+    # Saved state and snapshot/checkpoint metadata would block a plain undefine;
+    # drivers that do not know a flag refuse it, so fall back flag by flag.
+    base = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+    for flags in (base | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA, base):
+        try:
+            handle.undefineFlags(flags)
+            return
+        except libvirt.libvirtError as error:
+            if _code(error) not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
+                raise
+    handle.undefine()
+
+
+def inactive_xml(conn: Connection, name: str) -> str:
+    """The persistent definition of the domain `name`."""
+    handle = _lookup_domain(conn, name)
+    if handle is None:
+        raise BuildError(f"there is no domain {name} on {conn.uri}.")
+    with _refused(f"reading the domain {name}", conn.uri):
+        return str(handle.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+
+
+# -- install -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    """A finished install: how long it took, how big the system disk got, the media
+    taken out of the definition, and the definition left behind (the template)."""
+
+    name: str
+    seconds: float
+    shutoff_reason: str
+    system_disk_bytes: int | None
+    removed_media: tuple[str, ...]
+    media_attached: tuple[str, ...]
+    final_xml: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "install_seconds": round(self.seconds, 1),
+            "shutoff_reason": self.shutoff_reason,
+            "system_disk_allocation_bytes": self.system_disk_bytes,
+            "removed_media": list(self.removed_media),
+            "media_attached": list(self.media_attached),
+            "final_xml": self.final_xml,
+        }
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """How the wait ended: the guest powered off (`ok`), or what went wrong."""
+
+    ok: bool
+    what: str
+    reason: str
+    active: bool
+
+
+class _StopEvents:
+    """Wakes the waiter when libvirt reports that the domain stopped, crashed or paused.
+
+    Without events (a driver that has none, or `enabled=False`) `wait` simply
+    sleeps, and the state polling in `_wait_for_power_off` does the work.
+    """
+
+    _WAKE = (
+        libvirt.VIR_DOMAIN_EVENT_STOPPED,
+        libvirt.VIR_DOMAIN_EVENT_CRASHED,
+        libvirt.VIR_DOMAIN_EVENT_SUSPENDED,
+    )
+
+    def __init__(self, conn: Connection, handle: Any, *, enabled: bool) -> None:
+        self._conn = conn
+        self._flag = threading.Event()
+        self._callback_id: int | None = None
+        self.events = 0
+        if not enabled:
+            return
+        try:
+            self._callback_id = int(
+                conn.handle.domainEventRegisterAny(
+                    handle, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
+                )
+            )
+        except libvirt.libvirtError:
+            self._callback_id = None  # no events from this driver: polling only
+
+    @property
+    def active(self) -> bool:
+        return self._callback_id is not None
+
+    def _on_lifecycle(
+        self, _conn: Any, _dom: Any, event: int, _detail: int, _opaque: object
+    ) -> None:
+        self.events += 1
+        if event in self._WAKE:
+            self._flag.set()
+
+    def wait(self, seconds: float) -> None:
+        if self._flag.wait(max(seconds, 0.0)):
+            self._flag.clear()
+
+    def close(self) -> None:
+        if self._callback_id is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                # When the connection is gone, so is the callback.
+                self._conn.handle.domainEventDeregisterAny(self._callback_id)
+            self._callback_id = None
+
+
+def install(
+    conn: Connection,
+    name: str,
+    *,
+    media: Sequence[AttachedMedium],
+    timeout_minutes: float,
+    out_dir: Path,
+    monitor: Monitor,
+    status_seconds: float = 10.0,
+    poll_seconds: float = 2.0,
+    events: bool = True,
+) -> InstallResult:
+    """Start the defined domain `name` and wait until the guest powers itself off.
+
+    Lifecycle events wake the wait at once; the state is also polled every
+    `poll_seconds`, so a driver without events works too. Every `status_seconds`
+    the monitor gets the elapsed time, the state and the system disk's allocation.
+
+    On power-off `media` (the install media of the media table) are taken out of the
+    persistent definition (a floppy drive goes, a CD-ROM drive is emptied), which then
+    is the golden template. On timeout, a crash,
+    a fatal pause or any other stop: `screenshot.png` (while the guest still runs)
+    and the serial log's tail are kept in `out_dir`, the domain is destroyed (it
+    stays defined), and BuildError says where they are. Ctrl-C destroys the guest
+    and re-raises KeyboardInterrupt.
+    """
+    if timeout_minutes <= 0:
+        raise InputError(
+            f"{timeout_minutes:g} minutes is no time to install in.",
+            "Give --timeout a positive number of minutes.",
+            key="--timeout",
+        )
+    handle = _lookup_domain(conn, name)
+    if handle is None:
+        raise BuildError(
+            f"there is no domain {name} on {conn.uri} to install.",
+            "Define it first (--define or --install).",
+        )
+    with _refused(f"reading the domain {name}", conn.uri):
+        if handle.isActive():
+            raise BuildError(
+                f"the domain {name} is already running on {conn.uri}.",
+                f"Stop it (virsh -c {conn.uri} destroy {name}) or use --replace.",
+            )
+        facts = existing.describe_domain(str(handle.XMLDesc(0)))
+    if facts.install_cd is None:
+        raise InputError(
+            f"the domain {name} has no install CD to boot setup from.",
+            "Give the Windows install ISO with --windows-iso.",
+            key="--install",
+        )
+    watcher = _StopEvents(conn, handle, enabled=events)
+    try:
+        start = time.monotonic()
+        with _refused(f"starting the domain {name}", conn.uri):
+            handle.create()
+        _announce(conn, handle, name, monitor)
+        try:
+            outcome = _wait_for_power_off(
+                handle,
+                watcher,
+                facts,
+                start=start,
+                timeout=timeout_minutes * 60.0,
+                monitor=monitor,
+                status_seconds=status_seconds,
+                poll_seconds=poll_seconds,
+            )
+        except KeyboardInterrupt:
+            _destroy_quietly(handle)
+            monitor.warning(f"interrupted: the guest {name} was stopped (it stays defined).")
+            raise
+        seconds = time.monotonic() - start
+    finally:
+        watcher.close()
+    if not outcome.ok:
+        raise _install_failed(
+            conn,
+            handle,
+            name,
+            facts=facts,
+            outcome=outcome,
+            seconds=seconds,
+            timeout_minutes=timeout_minutes,
+            out_dir=out_dir,
+            monitor=monitor,
+        )
+    allocation = _allocation(handle, facts)
+    removed, final_xml = _detach_install_media(conn, handle, name, media)
+    return InstallResult(
+        name=name,
+        seconds=seconds,
+        shutoff_reason=outcome.reason,
+        system_disk_bytes=allocation,
+        removed_media=removed,
+        media_attached=existing.media_attached(final_xml, media),
+        final_xml=final_xml,
+    )
+
+
+def _announce(conn: Connection, handle: Any, name: str, monitor: Monitor) -> None:
+    try:
+        port = existing.describe_domain(str(handle.XMLDesc(0))).vnc_port
+    except libvirt.libvirtError:
+        port = None
+    where = f" (VNC 127.0.0.1:{port})" if port else ""
+    monitor.info(f"watch setup with: virt-viewer --connect {conn.uri} {name}{where}")
+
+
+def _wait_for_power_off(
+    handle: Any,
+    watcher: _StopEvents,
+    facts: existing.DomainFacts,
+    *,
+    start: float,
+    timeout: float,
+    monitor: Monitor,
+    status_seconds: float,
+    poll_seconds: float,
+) -> _Outcome:
+    deadline = start + timeout
+    next_status = start
+    while True:
+        state, reason = _state(handle)
+        if state == libvirt.VIR_DOMAIN_SHUTOFF:
+            name = shutoff_reason(reason)
+            if reason == libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN:
+                return _Outcome(True, "the guest powered off", name, active=False)
+            return _Outcome(False, _shutoff_text(reason), name, active=False)
+        if state == libvirt.VIR_DOMAIN_CRASHED:
+            return _Outcome(False, "the guest crashed", "crashed", active=True)
+        if state == libvirt.VIR_DOMAIN_PAUSED and reason in _FATAL_PAUSES:
+            what = (
+                "QEMU paused the guest after a disk I/O error (is the host's disk full?)"
+                if reason == libvirt.VIR_DOMAIN_PAUSED_IOERROR
+                else "the guest crashed and was paused"
+            )
+            return _Outcome(False, what, "paused", active=True)
+        now = time.monotonic()
+        if now >= next_status:
+            _report(handle, facts, monitor, state, now - start)
+            next_status = now + status_seconds
+        if now >= deadline:
+            return _Outcome(False, "timeout", _STATE_NAMES.get(state, str(state)), active=True)
+        watcher.wait(min(poll_seconds, deadline - now, next_status - now))
+
+
+def _state(handle: Any) -> tuple[int, int]:
+    try:
+        state, reason = handle.state()
+    except libvirt.libvirtError as error:
+        raise BuildError(f"lost the domain while waiting for it: {_message(error)}.") from None
+    return int(state), int(reason)
+
+
+def _shutoff_text(reason: int) -> str:
+    if reason == libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED:
+        return "the guest was stopped from outside (destroyed)"
+    if reason == libvirt.VIR_DOMAIN_SHUTOFF_CRASHED:
+        return "the guest crashed"
+    if reason == libvirt.VIR_DOMAIN_SHUTOFF_FAILED:
+        return "QEMU failed and the guest stopped"
+    return f"the guest stopped ({shutoff_reason(reason)})"
+
+
+def _report(
+    handle: Any, facts: existing.DomainFacts, monitor: Monitor, state: int, elapsed: float
+) -> None:
+    allocation = _allocation(handle, facts)
+    fields: dict[str, Any] = {
+        "elapsed": format_elapsed(elapsed),
+        "state": _STATE_NAMES.get(state, str(state)),
+    }
+    if allocation is not None:
+        fields["disk"] = format_size(allocation)
+    monitor.status(**fields)
+
+
+def _allocation(handle: Any, facts: existing.DomainFacts) -> int | None:
+    """The bytes the system disk takes on the host: how far setup has got."""
+    if facts.system_disk is None:
+        return None
+    try:
+        return int(handle.blockInfo(facts.system_disk)[1])
+    except libvirt.libvirtError:
+        return None
+
+
+def format_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _destroy_quietly(handle: Any) -> None:
+    try:
+        if handle.isActive():
+            handle.destroy()
+    except libvirt.libvirtError:
+        pass  # already gone: that is what we wanted
+
+
+def _detach_install_media(
+    conn: Connection, handle: Any, name: str, media: Sequence[AttachedMedium]
+) -> tuple[tuple[str, ...], str]:
+    """Take the install media out of the persistent definition.
+
+    The domain is shut off, so redefining it from its own edited XML changes exactly
+    the persistent configuration (and works on drivers without device updates).
+    """
+    with _refused(f"detaching the install media of {name}", conn.uri):
+        stripped = existing.strip_install_media(
+            str(handle.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)), media
+        )
+        conn.handle.defineXMLFlags(stripped.xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+    final_xml = inactive_xml(conn, name)
+    left = existing.media_attached(final_xml, media)
+    if left:
+        raise BuildError(
+            f"the install of {name} finished, but its definition still has "
+            f"{', '.join(left)} attached."
+        )
+    return stripped.removed, final_xml
+
+
+def _install_failed(
+    conn: Connection,
+    handle: Any,
+    name: str,
+    *,
+    facts: existing.DomainFacts,
+    outcome: _Outcome,
+    seconds: float,
+    timeout_minutes: float,
+    out_dir: Path,
+    monitor: Monitor,
+) -> BuildError:
+    """Keep what shows why (screenshot, serial tail), stop the guest, and say so."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kept: list[str] = []
+    screenshot = out_dir / SCREENSHOT
+    screenshot.unlink(missing_ok=True)  # an old one would describe another run
+    if outcome.active:
+        problem = save_screenshot(conn, handle, screenshot)
+        if problem is None:
+            kept.append(f"screenshot {screenshot}")
+        else:
+            monitor.warning(f"no screenshot: {problem}")
+    serial = _keep_serial_tail(facts.serial_log, out_dir)
+    if serial is not None:
+        kept.append(f"serial log {serial}")
+    _destroy_quietly(handle)
+    if outcome.what == "timeout":
+        what = (
+            f"the guest did not power off within {timeout_minutes:g} minutes "
+            f"(it was {outcome.reason})"
+        )
+    else:
+        what = f"{outcome.what} after {format_elapsed(seconds)}"
+    last = _last_serial_line(facts.serial_log)
+    said = f" Its last serial output: {last!r}." if last else ""
+    look = f"See the {' and the '.join(kept)}." if kept else "Nothing could be saved."
+    return BuildError(
+        f"the install of {name} failed: {what}.{said}",
+        f"{look} The domain is stopped and still defined: start it with "
+        f"`virsh -c {conn.uri} start {name}` to look, or rerun with --replace.",
+    )
+
+
+def save_screenshot(conn: Connection, handle: Any, path: Path) -> str | None:
+    """Save the guest's screen as PNG at `path`; None on success, else why not."""
+    try:
+        stream = conn.handle.newStream(0)
+        mime = str(handle.screenshot(stream, 0, 0))
+        data = bytearray()
+        while True:
+            chunk = stream.recv(256 * 1024)
+            if not chunk:
+                break
+            data.extend(chunk)
+        stream.finish()
+    except libvirt.libvirtError as error:
+        return _message(error)
+    image = bytes(data)
+    if mime != "image/png":
+        try:
+            image = ppm_to_png(image)
+        except ValueError as error:
+            return f"libvirt sent {mime}, which pvinstall cannot convert ({error})"
+    partial = path.with_name(path.name + ".part")
+    partial.write_bytes(image)
+    partial.replace(path)
+    return None
+
+
+def ppm_to_png(data: bytes) -> bytes:
+    """Convert a binary PPM (P6, 8 bits per channel; QEMU's screendump format) to PNG."""
+    header = re.match(
+        rb"P6(?:\s+|#[^\n]*\n)+(\d+)(?:\s+|#[^\n]*\n)+(\d+)"
+        rb"(?:\s+|#[^\n]*\n)+(\d+)\s",
+        data,
+    )
+    if header is None:
+        raise ValueError("not a binary PPM image")
+    width, height, maxval = (int(g) for g in header.groups())
+    if maxval != 255 or width <= 0 or height <= 0:
+        raise ValueError(f"unsupported PPM ({width}x{height}, maxval {maxval})")
+    pixels = data[header.end() :]
+    row = width * 3
+    if len(pixels) < row * height:
+        raise ValueError("truncated PPM image")
+    raw = b"".join(b"\x00" + pixels[y * row : (y + 1) * row] for y in range(height))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+        )
+
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw, 6))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _read_tail(path: Path, size: int) -> bytes:
+    with path.open("rb") as handle:
+        handle.seek(0, 2)
+        length = handle.tell()
+        handle.seek(max(0, length - size))
+        return handle.read()
+
+
+def _keep_serial_tail(serial_log: Path | None, out_dir: Path) -> Path | None:
+    """The serial log is kept where it is when it lies in `out_dir`; elsewhere its
+    tail is copied into `out_dir`."""
+    if serial_log is None or not serial_log.is_file():
+        return None
+    if serial_log.parent.resolve() == out_dir.resolve():
+        return serial_log
+    tail = out_dir / SERIAL_TAIL
+    tail.write_bytes(_read_tail(serial_log, SERIAL_TAIL_BYTES))
+    return tail
+
+
+def _last_serial_line(serial_log: Path | None) -> str:
+    if serial_log is None or not serial_log.is_file():
+        return ""
+    text = _read_tail(serial_log, 4096).decode("utf-8", errors="replace")
+    lines = [_printable(line) for line in text.replace("\r", "\n").split("\n")]
+    lines = [line for line in lines if line]
+    return lines[-1][:200] if lines else ""
+
+
+def _printable(text: str) -> str:
+    # Terminal escapes and control characters from the guest stay out of messages.
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    return "".join(c for c in text if c.isprintable()).strip()
+
+
+# -- for tests and callers that only need the handle's facts ------------------------------
+
+
+def domain_state(conn: Connection, name: str) -> tuple[str, str] | None:
+    """(state, reason) of the domain `name` in words, or None when it is not defined."""
+    handle = _lookup_domain(conn, name)
+    if handle is None:
+        return None
+    state, reason = _state(handle)
+    if state == libvirt.VIR_DOMAIN_SHUTOFF:
+        return "shut off", shutoff_reason(reason)
+    return _STATE_NAMES.get(state, str(state)), str(reason)
+
+
+# -- existing guests: convert and attach ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExistingDomain:
+    """A defined domain as convert and attach see it: the persistent definition, and
+    whether (and as what) it runs."""
+
+    name: str
+    xml: str
+    running: bool
+    live_xml: str | None
+
+
+def existing_domain(conn: Connection, name: str) -> ExistingDomain:
+    """The domain `name`; InputError (key DOMAIN) when there is none, or when it is
+    transient and so has no definition to change."""
+    handle = _lookup_domain(conn, name)
+    if handle is None:
+        with _refused("listing domains", conn.uri):
+            names = sorted(str(d.name()) for d in conn.handle.listAllDomains(0))
+        there = f" (domains there: {', '.join(names)})" if names else " (it has none)"
+        raise InputError(
+            f"there is no domain named {name} on {conn.uri}{there}.",
+            "Check the name with: virsh -c " + conn.uri + " list --all",
+            key="DOMAIN",
+        )
+    with _refused(f"reading the domain {name}", conn.uri):
+        if not handle.isPersistent():
+            raise InputError(
+                f"{name} on {conn.uri} is a transient domain: it has no "
+                "persistent definition to change.",
+                f"Make it persistent first: virsh -c {conn.uri} dumpxml {name} "
+                f"> {name}.xml && virsh -c {conn.uri} define {name}.xml",
+                key="DOMAIN",
+            )
+        xml = str(handle.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        running = bool(handle.isActive())
+        live_xml = str(handle.XMLDesc(0)) if running else None
+    return ExistingDomain(name=name, xml=xml, running=running, live_xml=live_xml)
+
+
+def redefine(conn: Connection, xml: str) -> None:
+    """Replace the persistent definition of an existing domain with `xml` (validated
+    against libvirt's schema). A running domain keeps running as it is: the new
+    definition takes effect at its next start."""
+    name = existing.describe_domain(xml).name
+    with _refused(f"defining the new definition of {name}", conn.uri):
+        conn.handle.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+
+
+def attach_device(conn: Connection, name: str, device_xml: str, *, live: bool) -> str | None:
+    """Add a device to the persistent definition of `name`, and to the running guest
+    when `live`. Returns None, or why the live attach failed (the persistent change is
+    then made alone, and the device appears at the next start)."""
+    handle = _lookup_domain(conn, name)
+    if handle is None:
+        raise BuildError(f"the domain {name} disappeared from {conn.uri}.")
+    config = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    if live:
+        try:
+            handle.attachDeviceFlags(device_xml, config | libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            return None
+        except libvirt.libvirtError as error:
+            problem = _message(error)
+    else:
+        problem = None
+    with _refused(f"attaching the device to {name}", conn.uri):
+        handle.attachDeviceFlags(device_xml, config)
+    return problem
+
+
+def check_attach_network(conn: Connection, network: str) -> None:
+    """Refuse a libvirt network that does not exist or is not active (key --network)."""
+    problem = _network_problem(conn, network)
+    if problem is None:
+        return
+    hint = (
+        "Use one of them, or --network user for QEMU's user-mode network."
+        if problem.missing
+        else f"Start it with: {problem.start_command}, or use --network user for QEMU's "
+        "user-mode network."
+    )
+    raise InputError(problem.message, hint, key="--network")

@@ -1,0 +1,476 @@
+"""The targets pvinstall builds for (profiles): everything that differs between Windows
+releases, as frozen data.
+
+Each profile is a row built from its family's row with `dataclasses.replace`: the
+family row says how a generation of Windows installs (answer-file format, how the
+storage driver reaches setup, machine, firmware, buses, disk layout, time-zone style,
+post-install method, the text rules of its answer file), the release row what is its
+own (NT version, virtio-win folder, editions, time zones, osinfo id). Nothing outside
+this module branches on a release: the rest of pvinstall reads these fields. Adding a
+release of an existing family is one row; adding a family is a row plus its
+templates. docs/design.md has the table as users see it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Literal
+
+from builder.errors import InputError
+from builder.vm.devices import CdBus, Firmware, VirtioModel
+from builder.windows import locales, timezones
+from builder.windows.timezones import TimeZoneTable
+
+Arch = Literal["x86", "amd64"]
+
+
+class AnswerFormat(StrEnum):
+    """How setup is answered: winnt.sif for text-mode setup (with txtsetup.oem for the
+    F6 disk), or autounattend.xml for Windows Setup installing from install.wim."""
+
+    WINNT = "winnt"
+    UNATTEND = "unattend"
+
+
+class StorageRoute(StrEnum):
+    """How the virtio storage driver reaches setup before it looks for the disk."""
+
+    SLIPSTREAM = "slipstream"  # into the install CD's TXTSETUP.SIF (remastered CD)
+    ANSWER_FLOPPY = "answer-floppy"  # windowsPE DriverPaths on the answer floppy (A:)
+    ANSWER_ISO = "answer-iso"  # $WinPEDriver$ on an answer ISO, for machines without floppy
+
+
+# What `pvinstall profiles` says about each route.
+STORAGE_ROUTE_PROSE: Mapping[StorageRoute, str] = MappingProxyType(
+    {
+        StorageRoute.SLIPSTREAM: "slipstreamed into the install CD's TXTSETUP.SIF (F6 floppy "
+        "also built)",
+        StorageRoute.ANSWER_FLOPPY: "Autounattend.xml + boot-critical drivers on the floppy "
+        "(A:), windowsPE DriverPaths",
+        StorageRoute.ANSWER_ISO: "Autounattend.xml + $WinPEDriver$ on the answer ISO (no "
+        "drive letter)",
+    }
+)
+
+
+class DiskLayout(StrEnum):
+    """The partition table setup writes on the system disk."""
+
+    MBR = "mbr"
+
+
+class PostInstall(StrEnum):
+    """How the post-install script installs the driver packages at the first logon."""
+
+    NONE = "none"  # GUI-mode setup installed them (winnt.sif OemPnPDriversPath)
+    PNPUTIL_LEGACY = "pnputil -i -a"  # Vista / 2008 / 2008 R2 syntax
+
+
+@dataclass(frozen=True)
+class AnswerText:
+    """What a user's free-text value must be to go into a profile's answer file.
+
+    `encoding` None is any Unicode text (XML, escaped by the template); otherwise the
+    value must encode with it, and `unencodable` says why not. `forbidden` characters
+    cannot be written at all, each with the reason. `no_password` is the value the
+    format reads as "no password".
+    """
+
+    file: str
+    encoding: str | None = None
+    unencodable: str = ""
+    forbidden: tuple[tuple[str, str], ...] = ()
+    no_password: str | None = None
+
+
+@dataclass(frozen=True)
+class AnswerFiles:
+    """The files of an answer format, in the order they are rendered, and which hold
+    the administrator password or the product key (written with mode 0600)."""
+
+    names: tuple[str, ...]
+    secret: frozenset[str]
+    text: AnswerText
+    installs_image: bool  # whether the answer file picks an install.wim image by name
+
+
+ANSWER_FILES: Mapping[AnswerFormat, AnswerFiles] = MappingProxyType(
+    {
+        AnswerFormat.WINNT: AnswerFiles(
+            names=("winnt.sif", "txtsetup.oem"),
+            secret=frozenset({"winnt.sif"}),
+            text=AnswerText(
+                file="winnt.sif",
+                encoding="cp1252",
+                unencodable="Windows Server 2003's winnt.sif cannot hold (it is read as "
+                "Windows-1252)",
+                # Setup reads winnt.sif with the INF parser, which replaces %name% with a
+                # [Strings] entry or the environment; a value cannot carry a literal '%'.
+                forbidden=(
+                    ('"', "cannot be quoted in winnt.sif"),
+                    ("%", "setup would read as the start of a %variable%"),
+                ),
+                no_password="*",  # noqa: S106 - winnt.sif's sentinel, not a password
+            ),
+            installs_image=False,
+        ),
+        AnswerFormat.UNATTEND: AnswerFiles(
+            names=("autounattend.xml",),
+            secret=frozenset({"autounattend.xml"}),
+            text=AnswerText(file="autounattend.xml"),
+            installs_image=True,
+        ),
+    }
+)
+
+
+@dataclass(frozen=True)
+class Edition:
+    """One edition of a release: the install.wim image name and the KMS client key (GVLK)."""
+
+    name: str
+    image_name: str | None = None
+    kms_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything pvinstall knows about one Windows target that is not a user setting."""
+
+    name: str
+    title: str
+    family: str
+    arch: Arch
+    nt_version: tuple[int, int]
+    os_folder: str  # virtio-win's folder for this release (`2k8R2`)
+    answer_format: AnswerFormat
+    storage_route: StorageRoute
+    remasters_install_cd: bool  # whether the user's install CD is remastered
+    machine: str  # libvirt machine type
+    firmware: Firmware
+    cd_bus: CdBus
+    floppy_controller: bool  # whether the machine has a floppy controller
+    usb_model: str  # the libvirt model of the USB controller
+    disk_layout: DiskLayout
+    virtio_model: VirtioModel  # libvirt's model for the virtio disks and NICs
+    hyperv: bool  # Hyper-V enlightenments
+    timezones: TimeZoneTable
+    default_timezone: str
+    locales: Mapping[str, int]
+    default_locale: str
+    post_install: PostInstall
+    shutdown_command: str
+    editions: Mapping[str, Edition]
+    default_edition: str
+    product_key_required: bool
+    min_memory_mib: int
+    memory_mib: int
+    vcpus: int
+    min_disk_gib: int
+    disk_size_gib: int
+    timeout_minutes: int
+    osinfo_id: str
+    osinfo_url: str  # libosinfo's id, in the domain's metadata
+    osinfo_aliases: tuple[str, ...] = field(default=())
+
+    @property
+    def arch_label(self) -> str:
+        """The architecture as the profile name spells it (`x86` or `x64`)."""
+        return "x64" if self.arch == "amd64" else "x86"
+
+    @property
+    def virtio_win_folder(self) -> str:
+        """The folder of the modern virtio-win layout, e.g. `2k8/amd64`."""
+        return f"{self.os_folder}/{self.arch}"
+
+    @property
+    def answer_files(self) -> tuple[str, ...]:
+        return ANSWER_FILES[self.answer_format].names
+
+    @property
+    def secret_answer_files(self) -> frozenset[str]:
+        return ANSWER_FILES[self.answer_format].secret
+
+    @property
+    def answer_text(self) -> AnswerText:
+        return ANSWER_FILES[self.answer_format].text
+
+    @property
+    def installs_image(self) -> bool:
+        return ANSWER_FILES[self.answer_format].installs_image
+
+    @property
+    def storage_prose(self) -> str:
+        return STORAGE_ROUTE_PROSE[self.storage_route]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "family": self.family,
+            "arch": self.arch,
+            "nt_version": f"{self.nt_version[0]}.{self.nt_version[1]}",
+            "answer_files": list(self.answer_files),
+            "virtio_win_folder": self.virtio_win_folder,
+            "storage_route": self.storage_route.value,
+            "storage_driver_path": self.storage_prose,
+            "machine": self.machine,
+            "firmware": self.firmware.value,
+            "virtio_model": self.virtio_model,
+            "osinfo": [self.osinfo_id, *self.osinfo_aliases],
+            "editions": sorted(self.editions),
+            "default_edition": self.default_edition,
+            "product_key_required": self.product_key_required,
+            "memory_mib": self.memory_mib,
+            "min_memory_mib": self.min_memory_mib,
+            "vcpus": self.vcpus,
+            "disk_size_gib": self.disk_size_gib,
+            "timeout_minutes": self.timeout_minutes,
+        }
+
+
+def _editions(*items: Edition) -> Mapping[str, Edition]:
+    return MappingProxyType({e.name: e for e in items})
+
+
+# Windows Server 2003: no image names (winnt.sif installs the edition of the CD) and
+# no KMS; the product key is always required (KB Q250985).
+_W2003_X86 = _editions(
+    Edition("standard"), Edition("enterprise"), Edition("datacenter"), Edition("web")
+)
+_W2003_X64 = _editions(Edition("standard"), Edition("enterprise"), Edition("datacenter"))
+
+# Image names as `dism /Get-WimInfo` lists them (docs/windows-2008.md), KMS
+# client keys from Microsoft's "KMS client activation and product keys" page. The 2008 Web
+# edition ships on its own media whose image name is not in that listing: the user
+# gives `image_name` for it.
+_W2008 = _editions(
+    Edition("standard", "Windows Longhorn SERVERSTANDARD", "TM24T-X9RMF-VWXK6-X8JC9-BFGM2"),
+    Edition("enterprise", "Windows Longhorn SERVERENTERPRISE", "YQGMW-MPWTJ-34KDK-48M3W-X4Q6V"),
+    Edition("datacenter", "Windows Longhorn SERVERDATACENTER", "7M67G-PC374-GR742-YH8V4-TCBY3"),
+    Edition("web", None, "WYR28-R7TFJ-3X2YQ-YCY4H-M249D"),
+)
+_W2008R2 = _editions(
+    Edition("standard", "Windows Server 2008 R2 SERVERSTANDARD", "YC6KT-GKW9T-YTKYR-T4X34-R7VHC"),
+    Edition(
+        "enterprise", "Windows Server 2008 R2 SERVERENTERPRISE", "489J6-VHDMP-X63PK-3K798-CPX3Y"
+    ),
+    Edition(
+        "datacenter", "Windows Server 2008 R2 SERVERDATACENTER", "74YFP-3QFB3-KQT8W-PMXWJ-7M648"
+    ),
+    Edition("web", "Windows Server 2008 R2 SERVERWEB", "6TPJF-RBVHG-WBW2R-86QPH-6RTM4"),
+)
+
+
+# -- the family rows ----------------------------------------------------------------------
+
+# Windows Server 2003 / 2003 R2: text-mode setup from a remastered CD (docs/windows-2003.md).
+# Its drivers know only the transitional virtio IDs, and it predates the Hyper-V
+# enlightenments. shutdown.exe of 2003 takes the dash form.
+WIN2003_FAMILY = Profile(
+    name="win2003",
+    title="Windows Server 2003 / 2003 R2",
+    family="win2003",
+    arch="x86",
+    nt_version=(5, 2),
+    os_folder="2k3",
+    answer_format=AnswerFormat.WINNT,
+    storage_route=StorageRoute.SLIPSTREAM,
+    remasters_install_cd=True,
+    machine="pc",
+    firmware=Firmware.BIOS,
+    cd_bus="ide",
+    floppy_controller=True,
+    usb_model="piix3-uhci",
+    disk_layout=DiskLayout.MBR,
+    virtio_model="virtio-transitional",
+    hyperv=False,
+    timezones=timezones.ZONES_2003,
+    default_timezone="090",
+    locales=locales.LCIDS,
+    default_locale="en-US",
+    post_install=PostInstall.NONE,
+    shutdown_command="shutdown -s -t 0",
+    editions=_W2003_X86,
+    default_edition="standard",
+    product_key_required=True,
+    min_memory_mib=128,
+    memory_mib=512,
+    vcpus=1,
+    min_disk_gib=4,
+    disk_size_gib=16,
+    timeout_minutes=120,
+    osinfo_id="win2k3",
+    osinfo_url="http://microsoft.com/win/2k3",
+    osinfo_aliases=("win2k3r2",),
+)
+
+# Windows Server 2008 and 2008 R2: Windows Setup from the user's DVD, answered from the
+# floppy (docs/windows-2008.md).
+WIN2008_FAMILY = replace(
+    WIN2003_FAMILY,
+    name="win2008",
+    title="Windows Server 2008",
+    family="win2008",
+    nt_version=(6, 0),
+    os_folder="2k8",
+    answer_format=AnswerFormat.UNATTEND,
+    storage_route=StorageRoute.ANSWER_FLOPPY,
+    remasters_install_cd=False,
+    virtio_model="virtio",
+    hyperv=True,
+    timezones=timezones.ZONES_2008,
+    # "UTC" arrived with Windows 7 / 2008 R2; Greenwich has no DST either.
+    default_timezone="Greenwich Standard Time",
+    post_install=PostInstall.PNPUTIL_LEGACY,
+    shutdown_command="shutdown /s /t 0",
+    editions=_W2008,
+    product_key_required=False,
+    min_memory_mib=512,
+    memory_mib=2048,
+    vcpus=2,
+    min_disk_gib=10,
+    disk_size_gib=32,
+    osinfo_id="win2k8",
+    osinfo_url="http://microsoft.com/win/2k8",
+    osinfo_aliases=(),
+)
+
+
+def release(family_row: Profile, arch: Arch, **changes: Any) -> Profile:
+    """A release's profile: `family_row` with `changes`, named for `arch` (`win2008-x64`)."""
+    row = replace(family_row, arch=arch, **changes)
+    label = row.arch_label
+    return replace(row, name=f"{row.family}-{label}", title=f"{row.title} ({label})")
+
+
+def _check(profile: Profile) -> Profile:
+    """A row whose own facts contradict each other is a bug in this table."""
+    problems = [
+        text
+        for text, bad in (
+            (
+                "its default edition is not one of its editions",
+                profile.default_edition not in profile.editions,
+            ),
+            (
+                "its default time zone is not in its time zone table",
+                profile.timezones.resolve(profile.default_timezone) is None,
+            ),
+            (
+                "its default locale is not in its locale table",
+                profile.default_locale not in profile.locales,
+            ),
+            ("its memory is below its minimum", profile.memory_mib < profile.min_memory_mib),
+            ("its disk is below its minimum", profile.disk_size_gib < profile.min_disk_gib),
+        )
+        if bad
+    ]
+    if problems:
+        raise ValueError(f"profile {profile.name}: {'; '.join(problems)}")
+    return profile
+
+
+PROFILES: Mapping[str, Profile] = MappingProxyType(
+    {
+        p.name: _check(p)
+        for p in (
+            release(WIN2003_FAMILY, "x86"),
+            release(WIN2003_FAMILY, "amd64", editions=_W2003_X64),
+            release(WIN2008_FAMILY, "x86"),
+            release(WIN2008_FAMILY, "amd64"),
+            release(
+                WIN2008_FAMILY,
+                "amd64",
+                title="Windows Server 2008 R2",
+                family="win2008r2",
+                nt_version=(6, 1),
+                os_folder="2k8R2",
+                timezones=timezones.ZONES_2008R2,
+                default_timezone="UTC",
+                editions=_W2008R2,
+                osinfo_id="win2k8r2",
+                osinfo_url="http://microsoft.com/win/2k8r2",
+            ),
+        )
+    }
+)
+
+ARCH_NAMES: Mapping[str, Arch] = MappingProxyType(
+    {
+        "x86": "x86",
+        "i386": "x86",
+        "i686": "x86",
+        "x64": "amd64",
+        "amd64": "amd64",
+        "x86_64": "amd64",
+    }
+)
+
+
+def _alias_targets(alias: str) -> list[Profile]:
+    return [p for p in PROFILES.values() if alias in (p.osinfo_id, *p.osinfo_aliases)]
+
+
+def resolve_profile(name: str, arch: str | None = None) -> Profile:
+    """Return the profile named `name`, or the one an osinfo id (`win2k8`) names with `arch`.
+
+    Raises `InputError` naming the known profiles when there is none.
+    """
+    wanted_arch: Arch | None = None
+    if arch is not None:
+        if arch.lower() not in ARCH_NAMES:
+            raise InputError(
+                f"unknown architecture {arch!r}.",
+                "Use --arch x86 or --arch x64.",
+                key="--arch",
+            )
+        wanted_arch = ARCH_NAMES[arch.lower()]
+    known = ", ".join(PROFILES)
+    aliases = ", ".join(
+        sorted({a for p in PROFILES.values() for a in (p.osinfo_id, *p.osinfo_aliases)})
+    )
+    if name in PROFILES:
+        profile = PROFILES[name]
+        if wanted_arch is not None and wanted_arch != profile.arch:
+            raise InputError(
+                f"profile {name} is {profile.arch_label}, but --arch says {arch}.",
+                "Leave out --arch, or name the profile of that architecture.",
+                key="--arch",
+            )
+        return profile
+    candidates = _alias_targets(name.lower())
+    if not candidates:
+        raise InputError(
+            f"unknown profile {name!r}.",
+            f"Known profiles: {known}; osinfo ids {aliases} with --arch.",
+            key="profile",
+        )
+    if wanted_arch is not None:
+        matching = [p for p in candidates if p.arch == wanted_arch]
+        if not matching:
+            have = ", ".join(p.arch_label for p in candidates)
+            raise InputError(
+                f"{name} has no {arch} profile (only {have}).",
+                f"Use --arch {candidates[0].arch_label}.",
+                key="--arch",
+            )
+        return matching[0]
+    if len(candidates) == 1:
+        return candidates[0]
+    raise InputError(
+        f"{name} exists for several architectures ({', '.join(p.name for p in candidates)}).",
+        "Add --arch x86 or --arch x64.",
+        key="--arch",
+    )
+
+
+def sibling(profile: Profile, arch: str) -> Profile | None:
+    """The profile of the same release for another architecture, if there is one."""
+    for other in PROFILES.values():
+        if other.family == profile.family and other.arch == arch:
+            return other
+    return None

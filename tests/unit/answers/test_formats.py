@@ -1,0 +1,81 @@
+"""The answer files of each profile (builder/answers/formats.py): golden files, names,
+and which of them hold secrets.
+
+Golden files live in tests/golden/<profile>/. After an intended change, regenerate them
+with
+
+    PVTEST_REGENERATE_GOLDEN=1 .venv/bin/pytest tests/unit/answers
+
+and review the diff.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from builder.answers import formats, postinstall
+from builder.errors import BuildError
+from builder.media import layout
+from builder.virtio.selection import DriverSet
+from builder.windows.profiles import PROFILES
+from tests.unit.answers.common import (
+    GOLDEN,
+    PASSWORD,
+    REGENERATE,
+    expected_encoding,
+    golden_config,
+    rendered,
+)
+
+# -- golden files ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_golden_files(profile: str, driversets: dict[str, DriverSet]) -> None:
+    files = rendered(profile, driversets[profile])
+    folder = GOLDEN / profile
+    if REGENERATE:
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.iterdir():
+            old.unlink()
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+    expected = {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    assert set(files) == set(expected), "regenerate with PVTEST_REGENERATE_GOLDEN=1"
+    for name, data in files.items():
+        assert data == expected[name], f"{profile}/{name} differs from the golden file"
+
+
+def test_answer_file_names_are_the_profiles(driversets: dict[str, DriverSet]) -> None:
+    for name, profile in PROFILES.items():
+        files = formats.render_answer_files(golden_config(name), driversets[name])
+        assert tuple(files) == profile.answer_files
+        post = postinstall.render_postinstall(golden_config(name), driversets[name])
+        assert set(post) == {layout.POSTINSTALL_SCRIPT, layout.MARKER_FILE}
+
+
+def test_settings_and_drivers_of_different_profiles_are_refused(
+    driversets: dict[str, DriverSet],
+) -> None:
+    with pytest.raises(BuildError, match="settings for win2008-x64 but drivers for win2008r2"):
+        formats.render_answer_files(golden_config("win2008-x64"), driversets["win2008r2-x64"])
+    with pytest.raises(BuildError):
+        postinstall.render_postinstall(golden_config("win2003-x86"), driversets["win2003-x64"])
+
+
+# -- secrets and the one Environment ---------------------------------------------------------
+
+
+def test_secret_files_are_the_ones_with_secrets(driversets: dict[str, DriverSet]) -> None:
+    for profile in PROFILES:
+        files = rendered(profile, driversets[profile])
+        config = golden_config(profile)
+        secrets = [config.admin_password.reveal().encode()]
+        if config.product_key:
+            secrets.append(config.product_key.reveal().encode())
+        for name, data in files.items():
+            holds = (
+                any(s in data for s in secrets)
+                or expected_encoding(PASSWORD, "AdministratorPassword").encode() in data
+            )
+            assert holds == (name in PROFILES[profile].secret_answer_files), (profile, name)

@@ -1,0 +1,197 @@
+"""The media plan (builder/media/plan.py): what goes on the floppy and the drivers ISO, and the
+floppy capacity check that runs before anything is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from builder.config import BuildConfig, load_config
+from builder.errors import BuildError, InputError
+from builder.media import layout
+from builder.media.plan import (
+    MediaInputs,
+    plan_answer_floppy,
+    plan_drivers_disc,
+    plan_drivers_iso,
+)
+from builder.virtio.facts import load_driver_facts
+from builder.virtio.packages import scan_source
+from builder.virtio.selection import DriverSet, select_drivers
+from builder.virtio.source import DirectorySource
+from builder.windows.profiles import PROFILES
+from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, Tree, write_modern_tree
+
+PASSWORD = "admin_password=Sup3r-secret"
+KEY_2003 = "product_key=ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"
+ANSWERS_2008 = {"autounattend.xml": b"<unattend/>\r\n"}
+ANSWERS_2003 = {"winnt.sif": b"[Data]\r\n", "txtsetup.oem": b"[Disks]\r\n"}
+POSTINSTALL = {layout.POSTINSTALL_SCRIPT: b"@echo off\r\n", layout.MARKER_FILE: b"pvinstall\r\n"}
+
+
+def config_for(profile: str, *sets: str) -> BuildConfig:
+    extra = [KEY_2003] if profile.startswith("win2003") else []
+    return load_config(PROFILES[profile], sets=[PASSWORD, *extra, *sets])
+
+
+def select(tree: Tree, profile: str) -> DriverSet:
+    return select_drivers(
+        scan_source(DirectorySource(tree.root), load_driver_facts()), PROFILES[profile]
+    )
+
+
+@pytest.fixture(scope="module")
+def modern(tmp_path_factory: pytest.TempPathFactory) -> Tree:
+    return write_modern_tree(tmp_path_factory.mktemp("vw") / "virtio-win", oses=PROFILE_OS_FOLDERS)
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Tree:
+    # Every .sys and .cat 300,000 bytes: viostor + vioscsi + NetKVM are too much for
+    # 1.44 MB, not for 2.88 MB.
+    return write_modern_tree(
+        tmp_path_factory.mktemp("big") / "virtio-win", oses=["2k8R2"], binary_size=300_000
+    )
+
+
+def test_2008_floppy_has_the_answer_file_and_the_boot_and_network_drivers(modern: Tree) -> None:
+    drivers = select(modern, "win2008r2-x64")
+    floppy = plan_answer_floppy(
+        MediaInputs(config_for("win2008r2-x64"), drivers, ANSWERS_2008, POSTINSTALL)
+    )
+    paths = [f.path for f in floppy.files]
+    assert paths[0] == "Autounattend.xml"
+    assert floppy.files[0].data == ANSWERS_2008["autounattend.xml"]
+    folders = {p.partition("/")[0] for p in paths[1:]}
+    assert folders == {"NETKVM", "VIOSCSI", "VIOSTOR"}
+    expected = {
+        f"{layout.floppy_folder(d)}/{f.path.rpartition('/')[2]}": f.path
+        for d in drivers.selected
+        if d.name in ("NetKVM", "vioscsi", "viostor")
+        for f in d.files
+    }
+    assert {f.path: f.source_path for f in floppy.files[1:]} == expected
+    assert floppy.size_kib == 1440
+    assert floppy.label == layout.FLOPPY_LABEL
+    assert floppy.usage.fits
+
+
+def test_2003_floppy_is_the_f6_disk(modern: Tree) -> None:
+    drivers = select(modern, "win2003-x86")
+    floppy = plan_answer_floppy(
+        MediaInputs(config_for("win2003-x86"), drivers, ANSWERS_2003, POSTINSTALL)
+    )
+    by_path = {f.path: f for f in floppy.files}
+    assert set(by_path) == {
+        "DISK1",
+        "TXTSETUP.OEM",
+        "WINNT.SIF",
+        "VIOSTOR/viostor.inf",
+        "VIOSTOR/viostor.cat",
+        "VIOSTOR/viostor.sys",
+    }
+    assert by_path[layout.F6_TAG_FILE].data == b""
+    assert by_path["WINNT.SIF"].data == ANSWERS_2003["winnt.sif"]
+    assert by_path["VIOSTOR/viostor.sys"].source_path == "viostor/2k3/x86/viostor.sys"
+
+
+@pytest.mark.parametrize("profile", ["win2003-x64", "win2008-x64", "win2008r2-x64"])
+def test_drivers_iso_has_every_package_in_the_virtio_win_layout(modern: Tree, profile: str) -> None:
+    drivers = select(modern, profile)
+    answers = ANSWERS_2003 if profile.startswith("win2003") else ANSWERS_2008
+    plan = plan_drivers_disc(
+        MediaInputs(
+            config_for(profile, "drivers_iso_label=MYDRIVERS"), drivers, answers, POSTINSTALL
+        )
+    )
+    assert plan.label == "MYDRIVERS"
+    os_arch = drivers.profile.virtio_win_folder
+    expected_packages = {
+        f"{d.name}/{os_arch}/{f.path.rpartition('/')[2]}": f.path
+        for d in drivers.selected
+        for f in d.files
+    }
+    root = {layout.media_name(n): data for n, data in [*answers.items(), *POSTINSTALL.items()]}
+    by_path = {f.path: f for f in plan.files}
+    assert {p: f.source_path for p, f in by_path.items() if "/" in p} == expected_packages
+    assert {p: f.data for p, f in by_path.items() if "/" not in p} == root
+    assert [f.path for f in plan.files] == sorted(by_path)
+    # The sizes come from the source listing; the writers check them while copying.
+    for planned in plan.files:
+        if planned.source_path:
+            assert planned.size == modern.path(planned.source_path).stat().st_size
+
+
+def test_overflow_is_refused_before_writing_with_the_largest_files(big: Tree) -> None:
+    drivers = select(big, "win2008r2-x64")
+    with pytest.raises(InputError) as caught:
+        plan_answer_floppy(
+            MediaInputs(config_for("win2008r2-x64"), drivers, ANSWERS_2008, POSTINSTALL)
+        )
+    problem = caught.value.problems[0]
+    assert problem.key == "floppy_size"
+    assert "does not fit on a 1.44 MB floppy" in problem.message
+    assert "of 512 bytes" in problem.message and "where it has 2847" in problem.message
+    largest = problem.message.partition("Largest files: ")[2]
+    assert largest.count("(293 KiB)") == 5
+    for name in ("NETKVM/netkvm.sys", "VIOSCSI/vioscsi.sys", "NETKVM/netkvm.cat"):
+        assert f"{name} (293 KiB)" in largest
+    assert problem.hint is not None
+    assert "floppy_size = 2.88" in problem.hint
+    assert "leave NetKVM to drivers.iso" in problem.hint
+
+
+def test_the_same_files_fit_on_2_88(big: Tree) -> None:
+    drivers = select(big, "win2008r2-x64")
+    floppy = plan_answer_floppy(
+        MediaInputs(
+            config_for("win2008r2-x64", "floppy_size=2.88"), drivers, ANSWERS_2008, POSTINSTALL
+        )
+    )
+    assert floppy.size_kib == 2880
+    assert floppy.usage.fits
+
+
+def test_overflow_on_2_88_says_it_is_the_largest(tmp_path: Path) -> None:
+    tree = write_modern_tree(tmp_path / "vw", oses=["2k8R2"], binary_size=1_000_000)
+    drivers = select(tree, "win2008r2-x64")
+    with pytest.raises(InputError) as caught:
+        plan_answer_floppy(
+            MediaInputs(
+                config_for("win2008r2-x64", "floppy_size=2.88"), drivers, ANSWERS_2008, POSTINSTALL
+            )
+        )
+    problem = caught.value.problems[0]
+    assert "2.88 MB floppy" in problem.message
+    assert problem.hint is not None and problem.hint.startswith("2.88 MB is the largest")
+
+
+def test_two_files_at_one_path_are_a_bug(modern: Tree) -> None:
+    drivers = select(modern, "win2008-x64")
+    answers = {"autounattend.xml": b"a", "AUTOUNATTEND.XML": b"b"}
+    with pytest.raises(BuildError, match="same path"):
+        plan_answer_floppy(MediaInputs(config_for("win2008-x64"), drivers, answers, POSTINSTALL))
+
+
+@pytest.mark.parametrize("profile", ["win2003-x86", "win2008r2-x64"])
+def test_a_drivers_only_iso_has_the_packages_and_nothing_else(modern: Tree, profile: str) -> None:
+    drivers = select(modern, profile)
+    plan = plan_drivers_iso(drivers, "PVDRIVERS")
+    full = plan_drivers_disc(
+        MediaInputs(
+            config_for(profile),
+            drivers,
+            ANSWERS_2003 if profile.startswith("win2003") else ANSWERS_2008,
+            POSTINSTALL,
+        )
+    )
+    assert plan.label == "PVDRIVERS"
+    # The same packages at the same places as the build's drivers.iso, no answer files.
+    assert plan.files == tuple(f for f in full.files if "/" in f.path)
+    assert all(f.source_path for f in plan.files)
+
+
+def test_settings_and_drivers_of_two_profiles_are_refused(modern: Tree) -> None:
+    with pytest.raises(BuildError, match="settings for win2008-x64 but drivers for win2003-x86"):
+        MediaInputs(config_for("win2008-x64"), select(modern, "win2003-x86"), {}, {})

@@ -1,0 +1,124 @@
+"""The shape of builder/: its module graph is acyclic (every import counts, those inside
+functions and under TYPE_CHECKING too), each wrapped library has exactly one importer,
+and the only imports inside functions are the ones that keep start-up fast."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+BUILDER = Path(__file__).resolve().parents[2] / "builder"
+
+# The library each module wraps, and the packages that belong to it (pyfatfs brings `fs`).
+ONE_IMPORTER = {
+    "builder.media.fat": {"pyfatfs", "fs"},
+    "builder.media.iso9660": {"pycdlib"},
+    "builder.vm.virt": {"libvirt", "libvirtaio"},
+}
+# Imports allowed inside a function, each for start-up time: pyfatfs imports
+# pkg_resources (0.2 s and a warning), rich is needed only on a terminal.
+LAZY = {"builder.media.fat": {"pyfatfs", "fs"}, "builder.monitor": {"rich"}}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(BUILDER.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(BUILDER.rglob("*.py"))}
+
+
+def imports(path: Path) -> Iterator[tuple[str, bool]]:
+    """(imported module, inside a function) for every import of a file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    nested = {id(n) for f in functions for n in ast.walk(f) if n is not f}
+    for node in ast.walk(tree):
+        lazy = id(node) in nested
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, lazy
+        elif isinstance(node, ast.ImportFrom) and node.module is not None:
+            assert node.level == 0, f"{path}: relative import"
+            yield node.module, lazy
+            for alias in node.names:
+                candidate = f"{node.module}.{alias.name}"
+                if candidate in MODULES:
+                    yield candidate, lazy
+
+
+def graph() -> dict[str, set[str]]:
+    return {
+        name: {m for m, _ in imports(path) if m in MODULES and m != name}
+        for name, path in MODULES.items()
+    }
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Every cycle found by a depth-first search (each reported once, from its entry)."""
+    found: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for target in sorted(edges[node]):
+            if state.get(target) == 1:
+                found.append([*stack[stack.index(target) :], target])
+            elif target not in state:
+                visit(target)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node)
+    return found
+
+
+def test_the_module_graph_is_acyclic() -> None:
+    assert cycles(graph()) == []
+
+
+def test_the_cycle_finder_finds_cycles() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
+
+
+def test_each_library_has_exactly_one_importer() -> None:
+    for owner, libraries in ONE_IMPORTER.items():
+        importers = {
+            name
+            for name, path in MODULES.items()
+            for module, _ in imports(path)
+            if module.split(".")[0] in libraries
+        }
+        assert importers == {owner}, libraries
+
+
+def test_the_only_lazy_imports_keep_start_up_fast() -> None:
+    lazy = {
+        (name, module.split(".")[0])
+        for name, path in MODULES.items()
+        for module, inside in imports(path)
+        if inside
+    }
+    assert lazy == {(owner, lib) for owner, libs in LAZY.items() for lib in libs}
+
+
+def test_the_command_line_starts_without_the_lazy_libraries() -> None:
+    code = (
+        "import sys, builder.cli; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyfatfs', 'fs', 'rich'}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=BUILDER.parent,
+    )
+    assert done.stdout.strip() == "[]"

@@ -1,0 +1,113 @@
+"""The build script (builder/pipeline.py) without a hypervisor: every bad input is refused
+before anything is written, a failed write leaves OUT as it was, and a failed define or
+install is in the manifest with every problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from builder import pipeline
+from builder.errors import BuildError, InputError, Problem
+from builder.media import iso9660
+from builder.monitor import NullMonitor
+from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, Tree, remove_file, write_modern_tree
+
+ENVIRON = {"PVINSTALL_ADMIN_PASSWORD": "Sup3r-secret", "SOURCE_DATE_EPOCH": "1700000000"}
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Tree:
+    return write_modern_tree(
+        tmp_path_factory.mktemp("vw") / "vw", drivers=["viostor", "NetKVM"], oses=PROFILE_OS_FOLDERS
+    )
+
+
+def build(
+    drivers: Path, out: Path, environ: dict[str, str] | None = None, **options: object
+) -> pipeline.BuildResult:
+    opts = pipeline.BuildOptions(
+        profile="win2008-x64",
+        drivers=str(drivers),
+        out=out,
+        **options,  # type: ignore[arg-type]
+    )
+    return pipeline.run_build(opts, NullMonitor(), ENVIRON if environ is None else environ)
+
+
+def test_a_build_writes_what_its_manifest_lists(tree: Tree, tmp_path: Path) -> None:
+    result = build(tree.root, tmp_path / "out")
+    names = {o["name"] for o in result.manifest["outputs"]}
+    assert names == {"autounattend.xml", "floppy.img", "drivers.iso", "domain.xml"}
+    assert {p.name for p in (tmp_path / "out").iterdir()} == names | {"manifest.json"}
+    assert result.manifest["domain"]["defined"] is False
+
+
+def test_a_source_without_a_storage_driver_is_refused_before_writing(
+    tmp_path: Path,
+) -> None:
+    netkvm_only = write_modern_tree(tmp_path / "vw", drivers=["NetKVM"], oses=["2k8"])
+    with pytest.raises(InputError) as raised:
+        build(netkvm_only.root, tmp_path / "out")
+    assert "no viostor driver in" in str(raised.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_source_date_epoch_is_refused_before_writing(tree: Tree, tmp_path: Path) -> None:
+    with pytest.raises(InputError) as raised:
+        build(tree.root, tmp_path / "out", {**ENVIRON, "SOURCE_DATE_EPOCH": "tomorrow"})
+    assert raised.value.problems[0].key == "SOURCE_DATE_EPOCH"
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_input_problem_is_reported_at_once(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as raised:
+        build(
+            tmp_path / "no-such-source",
+            tmp_path / "out",
+            {"SOURCE_DATE_EPOCH": "1"},
+            name="a/b",
+            timeout_minutes=0,
+        )
+    keys = {p.key for p in raised.value.problems}
+    assert {"--drivers", "admin_password", "--name", "--timeout"} <= keys
+
+
+def test_an_incomplete_package_is_refused(tree: Tree, tmp_path: Path) -> None:
+    broken = write_modern_tree(tmp_path / "vw", drivers=["viostor", "NetKVM"], oses=["2k8"])
+    remove_file(broken, "viostor/2k8/amd64/viostor.sys")
+    with pytest.raises(InputError, match=r"viostor\.sys"):
+        build(broken.root, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_write_leaves_out_as_it_was(
+    tree: Tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    build(tree.root, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def fail(*_: object, **__: object) -> None:
+        raise BuildError("drivers.iso: pycdlib failed: disk full")
+
+    monkeypatch.setattr(iso9660, "write_drivers_iso", fail)
+    with pytest.raises(BuildError, match="disk full"):
+        build(tree.root, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_failed_step_is_recorded_with_every_problem() -> None:
+    """After define or install fails, the manifest's domain record keeps all of it (the
+    real failure is tests/integration/test_virt_cli.py's)."""
+    error = InputError.collect(
+        [Problem("network", "there is no network x.", "Use user."), Problem("", "and this", None)]
+    )
+    record: dict[str, object] = {"name": "pv", "defined": True}
+    pipeline.record_failure(record, error)
+    assert record["error"] == "network: there is no network x. Use user.\nand this"
+    assert record["problems"] == [
+        {"key": "network", "message": "there is no network x.", "hint": "Use user."},
+        {"key": "", "message": "and this", "hint": None},
+    ]

@@ -1,0 +1,71 @@
+"""Scanning a driver source into packages (builder/virtio/packages.py).
+
+The oracle is the fixture generator's ground truth (tests/fixtures/virtio_win.py): it
+records what every INF it wrote declares, independently of the product's parser.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from builder.errors import InputError
+from builder.virtio.facts import load_driver_facts
+from builder.virtio.packages import Scan, scan_source
+from builder.virtio.source import DirectorySource
+from tests.fixtures.virtio_win import (
+    Tree,
+    write_modern_tree,
+)
+
+FACTS = load_driver_facts()
+
+
+@pytest.fixture(scope="module")
+def modern(tmp_path_factory: pytest.TempPathFactory) -> Tree:
+    return write_modern_tree(tmp_path_factory.mktemp("modern") / "virtio-win")
+
+
+def scan_dir(root: Path) -> Scan:
+    return scan_source(DirectorySource(root), FACTS)
+
+
+def small_tree(tmp_path: Path, **kwargs: object) -> Tree:
+    return write_modern_tree(tmp_path / "vw", drivers=("viostor", "NetKVM"), **kwargs)  # type: ignore[arg-type]
+
+
+def test_every_inf_parses_as_the_fixture_wrote_it(modern: Tree) -> None:
+    scan = scan_dir(modern.root)
+    assert scan.broken == ()
+    by_path = {p.inf_path: p for p in scan.packages}
+    assert set(by_path) == {t.relpath for t in modern.infs}
+    for truth in modern.infs:
+        inf = by_path[truth.relpath].inf
+        assert inf.driver_class == truth.inf_class, truth.relpath
+        assert inf.class_guid.lower() == truth.class_guid.lower(), truth.relpath
+        assert inf.provider == truth.provider, truth.relpath
+        assert inf.driver_ver == (truth.driver_date, truth.driver_version), truth.relpath
+        assert set(inf.decorations) == {d.text for d in truth.decorations}, truth.relpath
+        assert inf.catalog_file(truth.arch) == truth.catalog_in_inf, truth.relpath
+        assert [f.name for f in inf.source_files(truth.arch)] == list(truth.source_disks_files), (
+            truth.relpath
+        )
+        assert inf.encoding.replace("-sig", "") in truth.encoding.replace("-bom", "").replace(
+            "utf-16le", "utf-16-le"
+        ) or (truth.encoding == "ascii" and inf.encoding == "ascii"), truth.relpath
+
+
+def test_no_inf_files(tmp_path: Path) -> None:
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "readme.txt").write_text("nothing here")
+    with pytest.raises(InputError, match="has no INF files"):
+        scan_dir(tmp_path / "empty")
+
+
+def test_unreadable_inf_is_reported_not_fatal(tmp_path: Path) -> None:
+    tree = small_tree(tmp_path)
+    tree.path("viostor/2k8/x86/broken.inf").write_bytes(b"\x00\x01binary")
+    scan = scan_dir(tree.root)
+    assert [b.path for b in scan.broken] == ["viostor/2k8/x86/broken.inf"]
+    assert "NUL byte" in scan.broken[0].reason

@@ -1,0 +1,257 @@
+"""Selecting the packages a profile needs (builder/virtio/selection.py).
+
+The oracle is the fixture generator's ground truth (tests/fixtures/virtio_win.py): it
+records what every INF it wrote declares, independently of the product's parser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from builder.errors import InputError
+from builder.sources import driver_digests, open_source
+from builder.virtio.facts import load_driver_facts
+from builder.virtio.inf import supports
+from builder.virtio.packages import Scan, scan_source
+from builder.virtio.selection import driverset_json, select_drivers
+from builder.virtio.source import DirectorySource
+from builder.windows.profiles import PROFILES, Profile
+from tests.fixtures.virtio_win import (
+    Tree,
+    edit_inf,
+    remove_file,
+    write_by_os_tree,
+    write_modern_tree,
+    write_pre2015_tree,
+)
+
+FACTS = load_driver_facts()
+
+
+@pytest.fixture(scope="module")
+def modern(tmp_path_factory: pytest.TempPathFactory) -> Tree:
+    return write_modern_tree(tmp_path_factory.mktemp("modern") / "virtio-win")
+
+
+def scan_dir(root: Path) -> Scan:
+    return scan_source(DirectorySource(root), FACTS)
+
+
+def test_decoration_rule_agrees_with_the_ground_truth(modern: Tree) -> None:
+    scan = scan_dir(modern.root)
+    by_path = {p.inf_path: p for p in scan.packages}
+    for version in ((5, 2), (6, 0), (6, 1)):
+        for arch in ("x86", "amd64"):
+            for truth in modern.infs:
+                match = supports(by_path[truth.relpath].inf, version, arch)
+                assert (match is not None) == truth.supports(version, arch), (
+                    truth.relpath,
+                    version,
+                    arch,
+                )
+                if match is not None:
+                    expected = {
+                        i.upper()
+                        for line in truth.models
+                        if line.section.lower() == match.models_section.lower()
+                        for i in line.hardware_ids
+                    }
+                    assert {i.upper() for i in match.hardware_ids} == expected, truth.relpath
+
+
+EXPECTED_FOLDER = {
+    "win2003-x86": "2k3/x86",
+    "win2003-x64": "2k3/amd64",
+    "win2008-x86": "2k8/x86",
+    "win2008-x64": "2k8/amd64",
+    "win2008r2-x64": "2k8R2/amd64",
+}
+
+
+@pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
+def test_selection_per_profile_modern_layout(modern: Tree, profile: Profile) -> None:
+    selection = select_drivers(scan_dir(modern.root), profile, FACTS)
+    names = {d.name for d in selection.selected}
+    assert {"viostor", "NetKVM"} <= names
+    if profile.os_folder == "2k3":
+        assert "vioscsi" not in names  # no 2003 build exists
+    for driver in selection.selected:
+        truth = modern.inf(driver.inf_path)
+        assert truth.supports(profile.nt_version, profile.arch)
+        assert driver.folder.endswith(EXPECTED_FOLDER[profile.name]), driver.inf_path
+        assert sorted(f.path for f in driver.files) == sorted(truth.package_relpaths())
+        assert driver.boot_critical == truth.boot_critical
+        assert not driver.folder.startswith(("amd64/", "i386/"))  # not the auto-detect tree
+    assert selection.storage.name == "viostor"
+
+
+def test_rejections_say_why(modern: Tree) -> None:
+    selection = select_drivers(scan_dir(modern.root), PROFILES["win2008-x64"], FACTS)
+    reasons = {r.inf: r.reason for r in selection.rejected}
+    assert "needs Windows Server 2008 R2" in reasons["viostor/2k8R2/amd64/viostor.inf"]
+    assert reasons["viostor/2k8/x86/viostor.inf"].startswith("for x86 only")
+    assert "closer match" not in reasons["viostor/2k8/x86/viostor.inf"]
+
+
+def test_pre2015_layout(tmp_path: Path) -> None:
+    tree = write_pre2015_tree(tmp_path / "old")
+    selection = select_drivers(scan_dir(tree.root), PROFILES["win2008r2-x64"], FACTS)
+    viostor = selection.get("viostor")
+    assert viostor is not None
+    # Win7/ has no viostor in the old layout; the 2008 (Wlh) build installs on 2008 R2.
+    assert viostor.inf_path == "Wlh/amd64/viostor.inf"
+    assert viostor.match.decoration_text == "NTamd64.6.0"
+    netkvm = selection.get("NetKVM")
+    assert netkvm is not None and netkvm.inf_path.startswith("Win7/amd64/")
+
+
+def test_by_os_layout(tmp_path: Path) -> None:
+    tree = write_by_os_tree(tmp_path / "by-os")
+    selection = select_drivers(scan_dir(tree.root), PROFILES["win2003-x86"], FACTS)
+    assert {d.inf_path for d in selection.selected} >= {
+        "i386/2k3/viostor.inf",
+        "i386/2k3/netkvm.inf",
+    }
+
+
+def test_balloon_catalog_case_mismatch_is_matched(modern: Tree) -> None:
+    selection = select_drivers(scan_dir(modern.root), PROFILES["win2008-x64"], FACTS)
+    balloon = selection.get("Balloon")
+    assert balloon is not None
+    catalogs = [f.path for f in balloon.files if f.kind == "catalog"]
+    assert catalogs == ["Balloon/2k8/amd64/balloon.cat"]
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+def small_tree(tmp_path: Path, **kwargs: object) -> Tree:
+    return write_modern_tree(tmp_path / "vw", drivers=("viostor", "NetKVM"), **kwargs)  # type: ignore[arg-type]
+
+
+def test_missing_catalog_is_an_input_error_naming_the_file(tmp_path: Path) -> None:
+    tree = small_tree(tmp_path)
+    remove_file(tree, "viostor/2k8/amd64/viostor.cat")
+    with pytest.raises(InputError) as caught:
+        select_drivers(scan_dir(tree.root), PROFILES["win2008-x64"], FACTS)
+    text = str(caught.value)
+    assert "viostor/2k8/amd64/viostor.inf is incomplete" in text
+    assert "viostor.cat" in text
+    assert caught.value.exit_code == 2
+
+
+def test_missing_sys_is_an_input_error(tmp_path: Path) -> None:
+    tree = small_tree(tmp_path)
+    remove_file(tree, "NetKVM/2k3/x86/netkvm.sys")  # xp/x86 holds a complete copy
+    with pytest.raises(InputError, match=r"netkvm\.sys"):
+        select_drivers(scan_dir(tree.root), PROFILES["win2003-x86"], FACTS)
+
+
+def test_incomplete_package_for_another_profile_does_not_matter(tmp_path: Path) -> None:
+    tree = small_tree(tmp_path)
+    remove_file(tree, "viostor/2k8R2/amd64/viostor.sys")
+    selection = select_drivers(scan_dir(tree.root), PROFILES["win2008-x64"], FACTS)
+    assert selection.get("viostor") is not None
+
+
+def test_drivers_for_another_architecture_only(tmp_path: Path) -> None:
+    tree = write_modern_tree(tmp_path / "vw", drivers=("viostor", "NetKVM"), arches=("x86",))
+    with pytest.raises(InputError) as caught:
+        select_drivers(scan_dir(tree.root), PROFILES["win2008-x64"], FACTS)
+    text = str(caught.value)
+    assert "for x86 only" in text
+    assert "win2008-x86" in text
+
+
+def test_only_2008r2_drivers_for_2008(tmp_path: Path) -> None:
+    tree = write_modern_tree(
+        tmp_path / "vw", drivers=("viostor", "NetKVM"), oses=("2k8R2",), arches=("amd64",)
+    )
+    with pytest.raises(InputError) as caught:
+        select_drivers(scan_dir(tree.root), PROFILES["win2008-x64"], FACTS)
+    text = str(caught.value)
+    assert "found NTamd64.6.1 only" in text
+    assert "2k8 folder" in text
+    assert {p.key for p in caught.value.problems} == {str(tree.root)}
+
+
+def test_known_bad_release_warns(tmp_path: Path) -> None:
+    tree = write_modern_tree(tmp_path / "vw", release="0.1.185", drivers=("viostor", "NetKVM"))
+    selection = select_drivers(scan_dir(tree.root), PROFILES["win2008-x64"], FACTS)
+    assert any("SHA-256" in w for w in selection.warnings)
+    good = write_modern_tree(tmp_path / "good", release="0.1.240", drivers=("viostor", "NetKVM"))
+    assert select_drivers(scan_dir(good.root), PROFILES["win2008-x64"], FACTS).warnings == ()
+
+
+def test_an_incomplete_best_package_is_not_silently_replaced(tmp_path: Path) -> None:
+    # A 2003 build (bare NTAMD64) would install on 2008 too; falling back to it
+    # because the 2k8 folder is broken would hide the broken source.
+    tree = small_tree(tmp_path)
+    remove_file(tree, "viostor/2k8/amd64/viostor.cat")
+    with pytest.raises(InputError, match=r"viostor/2k8/amd64/viostor\.inf is incomplete"):
+        select_drivers(scan_dir(tree.root), PROFILES["win2008-x64"], FACTS)
+
+
+def test_inf_edit_changes_selection(tmp_path: Path) -> None:
+    # The INF decides, not the folder name: a 2k8 folder whose INF says .6.1 is not 2008's.
+    tree = write_modern_tree(tmp_path / "vw", drivers=("viostor", "NetKVM"), oses=("2k8",))
+    edit_inf(tree, "viostor/2k8/amd64/viostor.inf", "NTamd64.6.0", "NTamd64.6.1")
+    with pytest.raises(InputError, match=r"no INF for viostor matches Windows 6\.0 amd64"):
+        select_drivers(scan_dir(tree.root), PROFILES["win2008-x64"], FACTS)
+
+
+# -- JSON shape -------------------------------------------------------------------------------
+
+
+def test_driverset_json_shape(modern: Tree) -> None:
+    with open_source(modern.root) as source:
+        selection = select_drivers(scan_source(source, FACTS), PROFILES["win2008-x64"], FACTS)
+        document = driverset_json(selection, driver_digests(source, selection))
+    assert set(document) == {"source", "profile", "selected", "rejected", "warnings"}
+    assert document["source"] == {
+        "path": str(modern.root),
+        "kind": "dir",
+        "label": modern.root.name,
+    }
+    assert document["profile"] == "win2008-x64"
+    viostor = next(d for d in document["selected"] if d["name"] == "viostor")
+    assert set(viostor) == {
+        "name",
+        "inf",
+        "arch",
+        "decoration",
+        "driver_ver",
+        "boot_critical",
+        "hardware_ids",
+        "files",
+    }
+    truth = modern.inf("viostor/2k8/amd64/viostor.inf")
+    assert viostor["inf"] == truth.relpath
+    assert viostor["arch"] == "amd64"
+    assert viostor["decoration"] == "NTamd64.6.0"
+    assert viostor["driver_ver"] == truth.driver_ver
+    assert viostor["boot_critical"] is True
+    assert viostor["hardware_ids"] == list(truth.hardware_ids)
+    import hashlib
+
+    for entry in viostor["files"]:
+        data = modern.path(entry["path"]).read_bytes()
+        assert entry == {
+            "path": entry["path"],
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+    assert all(set(r) == {"inf", "reason"} for r in document["rejected"])
+
+
+def test_a_selection_without_a_storage_driver_says_so(modern: Tree) -> None:
+    selection = select_drivers(scan_dir(modern.root), PROFILES["win2008-x64"], FACTS)
+    without = dataclasses.replace(
+        selection, selected=tuple(d for d in selection.selected if d.role != "storage")
+    )
+    with pytest.raises(InputError, match="no boot-critical storage driver was selected") as caught:
+        _ = without.storage
+    assert caught.value.problems[0].key == "--drivers"

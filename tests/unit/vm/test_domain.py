@@ -1,0 +1,345 @@
+"""The domain XML (builder/vm/domain.py, templates/domain.xml.j2): golden files per profile,
+the PCI slot budget, the driver <-> device check, and names.
+
+Regenerate the golden files with PVTEST_REGENERATE_GOLDEN=1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from builder.errors import BuildError, InputError
+from builder.virtio.facts import load_driver_facts
+from builder.virtio.selection import DriverSet
+from builder.vm import devices, domain
+from builder.vm.devices import AttachedMedium, Removable
+from builder.windows.profiles import PROFILES
+from tests.unit.vm.common import (
+    GOLDEN,
+    GOLDEN_CASES,
+    OUT,
+    REGENERATE,
+    _root,
+    at,
+    config_for,
+    media_for,
+    render,
+)
+
+# -- golden files -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stem", "profile", "sets", "domain_type"), GOLDEN_CASES, ids=[c[0] for c in GOLDEN_CASES]
+)
+def test_domain_xml_matches_the_golden_file(
+    drivers: Mapping[str, DriverSet],
+    stem: str,
+    profile: str,
+    sets: tuple[str, ...],
+    domain_type: str,
+) -> None:
+    xml = render(drivers, profile, *sets, domain_type=domain_type)
+    golden = GOLDEN / f"{stem}.xml"
+    if REGENERATE:
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(xml, encoding="utf-8")
+    assert golden.is_file(), f"{golden} is missing; run with PVTEST_REGENERATE_GOLDEN=1"
+    assert xml == golden.read_text(encoding="utf-8")
+
+
+FACTS = load_driver_facts()
+
+
+def test_the_golden_files_are_exactly_the_cases() -> None:
+    assert sorted(p.stem for p in GOLDEN.glob("*.xml")) == sorted(c[0] for c in GOLDEN_CASES)
+
+
+# -- what the XML says, per profile: its relations to the profile's row ------------------
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_the_domain_follows_the_profile_row(drivers: Mapping[str, DriverSet], profile: str) -> None:
+    """What no golden file can check for a profile that has none yet: the XML says what
+    the row says (machine, firmware features, buses, models, media, osinfo)."""
+    p = PROFILES[profile]
+    config = config_for(profile)
+    media = media_for(config, OUT, f"pv-{profile}")
+    root = _root(render(drivers, profile))
+    os_type = at(root, "./os/type")
+    assert (os_type.get("machine"), os_type.get("arch")) == (p.machine, domain.GUEST_ARCH[p.arch])
+    features = at(root, "features")
+    assert (features.find("hyperv") is not None) == p.hyperv
+    assert (features.find("pae") is not None) == (p.arch == "x86")
+    meta = "{http://libosinfo.org/xmlns/libvirt/domain/1.0}"
+    assert at(root, f"./metadata/{meta}libosinfo/{meta}os").get("id") == p.osinfo_url
+    assert root.findtext("memory") == str(config.memory_mib)
+    # Every virtio device has the profile's model; every drive is on the profile's bus
+    # and holds what the media table attached there; the floppy only with a controller.
+    models = [d.get("model") for d in root.iterfind("./devices/disk[@device='disk']")]
+    models += [m.get("type") for m in root.iterfind("./devices/interface/model")]
+    assert set(models) == {p.virtio_model}
+    drives = {
+        at(d, "target").get("dev"): (d.get("device"), at(d, "target").get("bus"))
+        for d in root.iterfind("./devices/disk")
+        if d.get("device") != "disk"
+    }
+    assert {bus for device, bus in drives.values() if device == "cdrom"} == {p.cd_bus}
+    assert (
+        ("floppy", "fdc") in drives.values()
+        if p.floppy_controller
+        else all(device != "floppy" for device, _ in drives.values())
+    )
+    attached = {str(m.path) for m in media.media if m.path is not None}
+    sources = {
+        devices.source_of(d) for d in root.iterfind("./devices/disk") if d.get("device") != "disk"
+    }
+    assert sources - {""} == attached
+    assert at(root, "./devices/controller[@type='usb']").get("model") == p.usb_model
+    # Nothing libvirt assigns at define time: the file is the same for the same inputs.
+    assert root.find("uuid") is None and root.find("./devices/interface/mac") is None
+    assert root.find("cpu") is None  # no host-model / host-passthrough
+
+
+def test_user_network_and_data_disks(drivers: Mapping[str, DriverSet]) -> None:
+    root = _root(render(drivers, "win2008r2-x64", "network=user", "data_disks=[20, 40]"))
+    nic = root.find("./devices/interface")
+    assert nic is not None and nic.get("type") == "user" and nic.find("source") is None
+    disks = [d for d in root.iterfind("./devices/disk") if d.get("device") == "disk"]
+    assert [(at(d, "target").get("dev"), at(d, "source").get("file")) for d in disks] == [
+        ("vda", str(OUT / "pv-win2008r2-x64.qcow2")),
+        ("vdb", str(OUT / "pv-win2008r2-x64-data1.qcow2")),
+        ("vdc", str(OUT / "pv-win2008r2-x64-data2.qcow2")),
+    ]
+    assert [d.find("boot") is not None for d in disks] == [True, False, False]
+
+
+def test_a_missing_install_iso_leaves_the_drive_empty(drivers: Mapping[str, DriverSet]) -> None:
+    config = config_for("win2008-x64")
+    media = media_for(config, OUT, "pv", windows_iso=None)
+    root = _root(
+        domain.domain_xml(
+            config, drivers["win2008-x64"], media, facts=FACTS, name="pv", domain_type="qemu"
+        )
+    )
+    first_cd = next(d for d in root.iterfind("./devices/disk") if d.get("device") == "cdrom")
+    assert first_cd.find("source") is None
+    assert at(first_cd, "boot").get("order") == "2"
+
+
+def test_paths_are_escaped(drivers: Mapping[str, DriverSet]) -> None:
+    out = Path('/srv/it\'s <a> & "b"')
+    config = config_for("win2008-x64")
+    xml = domain.domain_xml(
+        config,
+        drivers["win2008-x64"],
+        media_for(config, out, "pv"),
+        facts=FACTS,
+        name="pv",
+        domain_type="kvm",
+    )
+    root = _root(xml)
+    assert at(root, "./devices/disk/source").get("file") == str(out / "pv.qcow2")
+
+
+# -- the PCI slot budget -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data_disks", "slots", "error"),
+    [
+        (0, 2, None),
+        (25, 27, None),
+        (26, 28, None),
+        (27, 29, "needs 29 PCI slots"),
+        (40, 42, "needs 42 PCI slots"),
+    ],
+)
+def test_slot_budget(
+    drivers: Mapping[str, DriverSet], data_disks: int, slots: int, error: str | None
+) -> None:
+    sets = (f"data_disks=[{', '.join(['1'] * data_disks)}]",) if data_disks else ()
+    config = config_for("win2008r2-x64", *sets)
+    plan = domain.plan_domain(config, media_for(config, OUT, "pv"), name="pv", domain_type="kvm")
+    assert domain.count_pci_slots(plan) == slots
+    if error is None:
+        domain.check_slot_budget(plan)
+        render(drivers, "win2008r2-x64", *sets)
+        return
+    with pytest.raises(InputError) as raised:
+        domain.check_slot_budget(plan)
+    assert error in str(raised.value)
+    assert "28" in str(raised.value) and "at most 26 data disks" in str(raised.value)
+    assert raised.value.problems[0].key == "data_disks"
+    with pytest.raises(InputError, match=error):
+        render(drivers, "win2008r2-x64", *sets)
+
+
+# -- the driver <-> device check ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("profile", "model", "errors"),
+    [
+        ("win2003-x86", None, ()),
+        ("win2003-x64", None, ()),
+        # plain virtio sits on conventional PCI on i440fx: transitional IDs, 2003 binds
+        ("win2003-x64", "virtio", ()),
+        ("win2003-x64", "virtio-transitional", ()),
+        (
+            "win2003-x86",
+            "virtio-non-transitional",
+            (
+                "system disk vda (model virtio-non-transitional: "
+                "PCI\\VEN_1AF4&DEV_1042&SUBSYS_11001AF4) is not matched by viostor",
+                "NIC on network default (model virtio-non-transitional: "
+                "PCI\\VEN_1AF4&DEV_1041&SUBSYS_11001AF4) is not matched by NetKVM",
+                "drivers know only transitional virtio devices",
+            ),
+        ),
+        ("win2008-x86", None, ()),
+        ("win2008-x64", "virtio-non-transitional", ()),
+        ("win2008r2-x64", None, ()),
+        ("win2008r2-x64", "virtio-transitional", ()),
+        ("win2008r2-x64", "virtio-non-transitional", ()),
+    ],
+)
+def test_driver_device_check(
+    drivers: Mapping[str, DriverSet], profile: str, model: str | None, errors: tuple[str, ...]
+) -> None:
+    if not errors:
+        render(drivers, profile, virtio_model=model)
+        return
+    with pytest.raises(InputError) as raised:
+        render(drivers, profile, virtio_model=model)
+    for fragment in errors:
+        assert fragment in str(raised.value)
+
+
+def test_driver_check_names_every_data_disk(drivers: Mapping[str, DriverSet]) -> None:
+    with pytest.raises(InputError) as raised:
+        render(drivers, "win2003-x64", "data_disks=[5]", virtio_model="virtio-non-transitional")
+    assert "data disk vdb" in str(raised.value)
+    assert "amd64/viostor.inf" in str(raised.value)
+
+
+def test_driver_check_without_a_driver_for_a_device(drivers: Mapping[str, DriverSet]) -> None:
+    selection = drivers["win2008-x64"]
+    without_net = dataclasses.replace(
+        selection, selected=tuple(d for d in selection.selected if d.name != "NetKVM")
+    )
+    config = config_for("win2008-x64")
+    with pytest.raises(
+        InputError,
+        match=r"no driver for the NIC on network default "
+        r"\(virtio-net\) was selected",
+    ):
+        domain.domain_xml(
+            config,
+            without_net,
+            media_for(config, OUT, "pv"),
+            facts=FACTS,
+            name="pv",
+            domain_type="kvm",
+        )
+
+
+def test_unknown_virtio_model_is_refused(drivers: Mapping[str, DriverSet]) -> None:
+    with pytest.raises(InputError, match="'virtio-scsi' is not a virtio device model"):
+        render(drivers, "win2008-x64", virtio_model="virtio-scsi")
+
+
+def test_volume_xml() -> None:
+    root = _root(domain.volume_xml("pv.qcow2", 32))
+    assert root.findtext("name") == "pv.qcow2"
+    assert root.findtext("capacity") == "32"
+    assert at(root, "capacity").get("unit") == "GiB"
+    assert at(root, "./target/format").get("type") == "qcow2"
+
+
+# -- other bad input ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("win2008r2-golden", None),
+        ("pv_1.2+3", None),
+        ("a", None),
+        ("", "is empty"),
+        ("x" * 65, "at most 64"),
+        ("has space", "contains ' '"),
+        ("a/b", "contains '/'"),
+        ("-leading", "must start with"),
+        (".hidden", "must start with"),
+        ("1234", "only digits"),
+        ("0b1a4a52-1c3c-4bd3-9b8e-4d1cf4ff0ad6", "looks like a UUID"),
+        ("ünïcode", "contains"),
+    ],
+)
+def test_domain_names(name: str, error: str | None) -> None:
+    if error is None:
+        domain.validate_domain_name(name)
+        return
+    with pytest.raises(InputError) as raised:
+        domain.validate_domain_name(name)
+    assert error in str(raised.value)
+    assert raised.value.problems[0].key == "--name"
+
+
+def test_bad_name_and_domain_type_are_refused(drivers: Mapping[str, DriverSet]) -> None:
+    with pytest.raises(InputError, match="not a usable domain name"):
+        render(drivers, "win2008-x64", name="no/slash")
+    with pytest.raises(InputError, match="unknown domain type 'xen'"):
+        render(drivers, "win2008-x64", domain_type="xen")
+
+
+def test_memory_below_the_minimum_is_refused_by_the_settings() -> None:
+    with pytest.raises(InputError, match="below the 512 MiB"):
+        config_for("win2008-x64", "memory_mib=256")
+
+
+# -- the removable drives ----------------------------------------------------------------
+
+
+def test_drives_follow_the_profile_s_buses() -> None:
+    def medium(name: str, device: Removable, drive: int) -> AttachedMedium:
+        return AttachedMedium(name, device, drive, OUT / name)
+
+    media = (medium("b.iso", "cdrom", 1), medium("a.iso", "cdrom", 0), medium("f", "floppy", 0))
+    pc = domain.plan_drives(PROFILES["win2008-x64"], media)
+    assert [(d.device, d.bus, d.target, d.path) for d in pc] == [
+        ("cdrom", "ide", "hda", OUT / "a.iso"),
+        ("cdrom", "ide", "hdc", OUT / "b.iso"),  # the other channel: no shared ATAPI
+        ("floppy", "fdc", "fda", OUT / "f"),
+    ]
+    sata = dataclasses.replace(PROFILES["win2008-x64"], cd_bus="sata", floppy_controller=False)
+    assert [d.target for d in domain.plan_drives(sata, media[:2])] == ["sda", "sdb"]
+    with pytest.raises(BuildError, match="has no floppy controller"):
+        domain.plan_drives(sata, media)
+    with pytest.raises(BuildError, match="are both for cdrom drive 0"):
+        domain.plan_drives(PROFILES["win2008-x64"], (media[1], medium("c.iso", "cdrom", 0)))
+    with pytest.raises(BuildError, match="the ide bus has no drive 4"):
+        domain.plan_drives(PROFILES["win2008-x64"], (medium("x", "cdrom", 4),))
+
+
+def test_the_template_renders_what_the_plan_says(drivers: Mapping[str, DriverSet]) -> None:
+    """A profile on other buses, with another USB controller: the XML follows the plan."""
+    profile = dataclasses.replace(
+        PROFILES["win2008r2-x64"], cd_bus="sata", floppy_controller=False, usb_model="qemu-xhci"
+    )
+    config = dataclasses.replace(config_for("win2008r2-x64"), profile=profile)
+    media = (AttachedMedium("install.iso", "cdrom", 0, OUT / "install.iso", boot_order=2),)
+    paths = dataclasses.replace(media_for(config_for("win2008r2-x64"), OUT, "pv"), media=media)
+    plan = domain.plan_domain(config, paths, name="pv", domain_type="kvm")
+    root = _root(domain.render_domain_xml(plan))
+    cds = [d for d in root.iterfind("./devices/disk") if d.get("device") == "cdrom"]
+    assert [(at(d, "target").get("dev"), at(d, "target").get("bus")) for d in cds] == [
+        ("sda", "sata")
+    ]
+    assert root.find("./devices/disk[@device='floppy']") is None
+    assert at(root, "./devices/controller[@type='usb']").get("model") == "qemu-xhci"
