@@ -204,11 +204,27 @@ NEEDS: Final[tuple[Need, ...]] = (
         only_when="systemd runs the machine",
     ),
     Need("grep", "grep", "system", "the set-up scripts; virt-xml-validate"),
+    Need("sh", "dash", "system", "tests of builder/tools.py run a failing shell command"),
     *(
         Need(name, "coreutils", "system", "the set-up scripts, the Makefile, the bench")
-        for name in ("cat", "cp", "dirname", "id", "mkdir", "mv", "rm", "sleep", "tail", "touch")
+        for name in (
+            "cat",
+            "cp",
+            "dirname",
+            "id",
+            "mkdir",
+            "mv",
+            "printf",
+            "rm",
+            "sleep",
+            "tail",
+            "touch",
+        )
     ),
 )
+
+# Names tests run on purpose because no such program exists (the missing-program error).
+NOT_PROGRAMS: Final = frozenset({"pvinstall-no-such-program"})
 
 # Listed packages that provide no program or file the code looks for, and why they are there.
 PACKAGES_WITHOUT_NEEDS: Final[Mapping[str, str]] = {
