@@ -169,9 +169,7 @@ def read_catalog(data: bytes, path: str) -> CatalogSignatures:
             signatures, or names a signer whose certificate it does not carry.
     """
     if len(data) > MAX_CATALOG_BYTES:
-        raise CatalogError(
-            path, f"it is {len(data)} bytes, more than the {MAX_CATALOG_BYTES} a catalog has"
-        )
+        raise CatalogError(path, f"it is larger than the {MAX_CATALOG_BYTES} bytes a catalog has")
     if not data:
         raise CatalogError(path, "it is empty")
     try:

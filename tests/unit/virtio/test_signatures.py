@@ -240,7 +240,7 @@ BAD: dict[str, tuple[object, str]] = {
         lambda m: _many_signers(m["sha1"], MAX_SIGNATURES + 1),
         f"more than {MAX_SIGNATURES} signatures",
     ),
-    "too-large": (lambda m: b"\x30" * (MAX_CATALOG_BYTES + 1), "more than"),
+    "too-large": (lambda m: b"\x30" * (MAX_CATALOG_BYTES + 1), "larger than"),
 }
 
 
