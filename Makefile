@@ -133,9 +133,16 @@ fi; \
 "$$@"; code=$$?; \
 if [ $$code -ne 0 ]; then echo "make: pvinstall exited with $$code" >&2; exit $$code; fi; \
 if [ -z "$$WINDOWS_ISO" ]; then \
-  echo "Media and domain.xml are built. To install, run: make $@ WINDOWS_ISO=/path/to/windows.iso"; \
+  echo "$(call not_installed_hint,$(1),$@)"; \
 fi
 endef
+
+# What to do after a build without WINDOWS_ISO. 2003's domain has no install CD to boot
+# then, and setup from the original CD would need F6: only the remastered one is hands-off.
+not_installed_hint = $(if $(filter win2003,$(1)),Media are built; setup from the original \
+CD would need F6. For a hands-off install run: make $(2) WINDOWS_ISO=/path/to/cd.iso (the \
+CD is remastered so that setup needs no F6).,Media and domain.xml are built. To install, \
+run: make $(2) WINDOWS_ISO=/path/to/windows.iso)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/.cache

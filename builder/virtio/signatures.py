@@ -6,7 +6,7 @@ its digest algorithm, the certificate of its signer (among the `certificates` th
 catalog carries), a signing time when a signed attribute or a timestamp says one. More
 signatures hide in a SignerInfo's unsigned attributes: nested signatures
 (szOID_NESTED_SIGNATURE, each a whole SignedData) and timestamps (a PKCS#9
-counter-signature or an RFC 3161 token). docs/virtio-win.md §4 says what they mean for
+counter-signature or an RFC 3161 token). docs/virtio-win.md §5 says what they mean for
 each Windows release.
 
 Catalogs come from the user's driver source, so they are hostile: the size, the nesting

@@ -21,7 +21,7 @@ from builder.virtio.signatures import CatalogError, Signer, read_catalog
 from builder.windows.profiles import Profile, SignaturePolicy
 
 # The releases whose legacy (2k3/2k8/2k8R2) builds are SHA-1 signed (docs/virtio-win.md
-# §2.3); 0.1.185, 0.1.187 and 0.1.190 are not among them.
+# §2); 0.1.185, 0.1.187 and 0.1.190 are not among them.
 SHA1_RELEASES = "virtio-win 0.1.217 or later, 0.1.196 to 0.1.215, 0.1.189 or 0.1.173"
 
 # The policies under which a package must be signed at all: pnputil asks before it

@@ -71,7 +71,7 @@ class PostInstall(StrEnum):
 
 class SignaturePolicy(StrEnum):
     """What a release can validate of the driver catalogs' signatures (docs/virtio-win.md
-    §4), and so what pvinstall refuses or warns about (builder/virtio/trust.py)."""
+    §5), and so what pvinstall refuses or warns about (builder/virtio/trust.py)."""
 
     # Setup installs whatever it is given (winnt.sif DriverSigningPolicy=Ignore).
     IGNORE = "ignore"
