@@ -11,6 +11,7 @@ import pytest
 
 from builder import cli, sources
 from builder.windows.profiles import PROFILES
+from tests.fixtures import signing
 from tests.fixtures.virtio_win import Tree, remove_file, write_modern_tree
 
 
@@ -65,6 +66,35 @@ def test_drivers_selection_json_and_osinfo_alias(
     document = json.loads(out)
     assert document["profile"] == "win2008-x64"
     assert {d["name"] for d in document["selected"]} == {"viostor", "NetKVM", "Balloon"}
+
+
+def test_drivers_selection_shows_signers_and_digests(
+    capsys: pytest.CaptureFixture[str], tree: Tree
+) -> None:
+    code, out, err = run(capsys, "drivers", str(tree.root), "--profile", "win2008-x64", "--json")
+    assert code == 0, err
+    for driver in json.loads(out)["selected"]:
+        assert driver["digest"] == "sha1"
+        assert driver["signer"]["sha1"] == signing.thumbprint("redhat-sha1")
+        assert driver["signer"]["self_signed"] is False
+        assert driver["catalog"].endswith(".cat")
+    code, out, _ = run(capsys, "drivers", str(tree.root), "--profile", "win2008-x64")
+    assert code == 0
+    header = out.splitlines()[1]
+    assert "DIGEST" in header and "SIGNER" in header
+    assert "Red Hat, Inc." in out
+    assert f"Signers:\n  {signing.thumbprint('redhat-sha1')}  C=US" in out
+    assert "issued by C=US, O=pvinstall tests, CN=pvinstall test code signing CA" in out
+
+
+def test_drivers_listing_reports_what_a_build_refuses_as_a_warning(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    old = write_modern_tree(tmp_path / "vw", release="0.1.185", drivers=("viostor", "NetKVM"))
+    code, out, err = run(capsys, "drivers", str(old.root), "--profile", "win2008-x64")
+    assert code == 0
+    assert "sha256" in out
+    assert "warning: viostor/2k8/amd64/viostor.cat: viostor" in err and "KB4474419" in err
 
 
 def test_drivers_selection_table(capsys: pytest.CaptureFixture[str], tree: Tree) -> None:
