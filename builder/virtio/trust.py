@@ -96,7 +96,7 @@ def apply_signatures(
         kept.append(signed)
     if problems and strict:
         raise InputError.collect(problems)
-    warnings += [f"{p.key}: {p.message}" for p in problems]
+    warnings += [str(p) for p in problems]  # key, message and hint
     return dataclasses.replace(
         drivers,
         selected=tuple(kept),
