@@ -137,12 +137,15 @@ if [ -z "$$WINDOWS_ISO" ]; then \
 fi
 endef
 
-# What to do after a build without WINDOWS_ISO. 2003's domain has no install CD to boot
-# then, and setup from the original CD would need F6: only the remastered one is hands-off.
-not_installed_hint = $(if $(filter win2003,$(1)),Media are built; setup from the original \
-CD would need F6. For a hands-off install run: make $(2) WINDOWS_ISO=/path/to/cd.iso (the \
-CD is remastered so that setup needs no F6).,Media and domain.xml are built. To install, \
-run: make $(2) WINDOWS_ISO=/path/to/windows.iso)
+# What to do after a build without WINDOWS_ISO ($(1) the release, $(2) the target).
+# 2003's domain then has no install CD to boot, and setup from the original CD would need
+# F6: only the remastered one is hands-off.
+not_installed_hint = $(if $(filter win2003,$(1)),$(hint_remaster),$(hint_install))
+hint_remaster = Media are built; setup from the original CD would need F6. For a \
+	hands-off install run make $(2) WINDOWS_ISO=/path/to/cd.iso (the CD is remastered so \
+	that setup needs no F6).
+hint_install = Media and domain.xml are built. To install, run: make $(2) \
+	WINDOWS_ISO=/path/to/windows.iso
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/.cache
