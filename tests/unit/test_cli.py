@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,43 @@ def test_drivers_selection_table(capsys: pytest.CaptureFixture[str], tree: Tree)
     assert code == 0
     assert "viostor/2k3/x86/viostor.inf" in out
     assert "Rejected:" in out
+
+
+# An optional package the build would leave out: what `drivers --rejected` says of it.
+LEFT_OUT: dict[str, tuple[Callable[[Tree], object], str, str]] = {
+    "incomplete": (
+        lambda t: remove_file(t, "Balloon/2k8/amd64/WdfCoInstaller01009.dll"),
+        "incomplete: missing WdfCoInstaller01009.dll",
+        "Balloon is left out: Balloon/2k8/amd64/balloon.inf is incomplete",
+    ),
+    "unreadable-catalog": (
+        lambda t: t.path("Balloon/2k8/amd64/balloon.cat").write_bytes(b"not a catalog"),
+        "catalog cannot be read: it is not DER-encoded PKCS#7 SignedData",
+        "Balloon is left out: its catalog Balloon/2k8/amd64/balloon.cat cannot be read",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(LEFT_OUT))
+def test_drivers_rejected_shows_why_an_optional_package_is_left_out(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, damage: str
+) -> None:
+    made = write_modern_tree(tmp_path / "vw", drivers=("viostor", "NetKVM", "Balloon"))
+    spoil, reason, warning = LEFT_OUT[damage]
+    spoil(made)
+    args = ("drivers", str(made.root), "--profile", "win2008-x64")
+    code, out, err = run(capsys, *args, "--rejected")
+    assert code == 0, err
+    selected, _, rejected = out.partition("\nRejected:\n")
+    assert "Balloon/2k8/amd64/balloon.inf" not in selected
+    assert f"  Balloon/2k8/amd64/balloon.inf: {reason}" in rejected
+    assert f"warning: {warning}" in err
+    code, out, _ = run(capsys, *args, "--json")
+    document = json.loads(out)
+    assert "Balloon" not in {d["name"] for d in document["selected"]}
+    reasons = {r["inf"]: r["reason"] for r in document["rejected"]}
+    assert reasons["Balloon/2k8/amd64/balloon.inf"].startswith(reason)
+    assert any(w.startswith(warning) for w in document["warnings"])
 
 
 @pytest.mark.parametrize(
