@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import string
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from builder.answers import postinstall
 from builder.media import layout
 from builder.virtio.selection import DriverSet
+from builder.virtio.signatures import read_catalog
 from builder.windows.profiles import PROFILES
 from tests.fixtures import signing
 from tests.unit.answers.common import (
@@ -163,6 +165,38 @@ def test_2008_script_trusts_each_distinct_signer_before_the_first_pnputil(
         # The path exists on drivers.iso and holds the signer's certificate.
         assert path in iso
         assert iso[path].data == signer.der == signing.certificate_der("redhat-sha1")
+
+
+def test_several_signers_are_each_trusted_once_in_the_order_of_the_packages(
+    driversets: dict[str, DriverSet],
+) -> None:
+    # Packages signed three ways: SHA-1 by one certificate (the first and most others),
+    # SHA-1 with a nested SHA-256 by a second certificate (the second), by a third
+    # certificate (the third and the fourth): three certutil lines, in that order.
+    drivers = driversets["win2008r2-x64"]
+    _, second, third, fourth, *_ = drivers.selected
+    schemes = {second.name: "sha1+nested-sha256", third.name: "whcp", fourth.name: "whcp"}
+    changed = []
+    for driver in drivers.selected:
+        scheme = schemes.get(driver.name, "sha1")
+        cat = signing.catalog([(driver.name, driver.name.encode())], scheme)
+        read = read_catalog(cat, f"{driver.name}.cat")
+        changed.append(dataclasses.replace(driver, signatures=read))
+    several = dataclasses.replace(drivers, selected=tuple(changed))
+    files = rendered("win2008r2-x64", several)
+    trusts = [
+        line
+        for line in script_lines(files[layout.POSTINSTALL_SCRIPT])
+        if line.startswith("certutil ")
+    ]
+    order = ["redhat-sha1", "redhat-sha256", "whcp"]
+    expected = [layout.certificate_path(signing.thumbprint(name)) for name in order]
+    named = [re.findall(r'"%PV_DRIVE%\\([^"]+)"', line)[0] for line in trusts]
+    assert [n.replace("\\", "/") for n in named] == expected
+    iso = {f.path: f for f in medium(plan("win2008r2-x64", several, files), "drivers.iso")}
+    assert sorted(p for p in iso if p.startswith(f"{layout.CERTIFICATE_DIR}/")) == sorted(expected)
+    for name, path in zip(order, expected, strict=True):
+        assert iso[path].data == signing.certificate_der(name)
 
 
 @pytest.mark.parametrize("profile", list(PROFILES))
