@@ -306,6 +306,52 @@ def test_a_damaged_2k8_viostor_inf_exits_2_naming_it(
     assert not out.exists()
 
 
+# Damaged catalogs, each a function of the good bytes, and what the reason says.
+DAMAGED_CATALOGS: dict[str, tuple[Any, str]] = {
+    "truncated": (lambda good: good[: len(good) // 2], "truncated"),
+    "not-pkcs7": (lambda good: b"[Version]\r\nSignature=$Windows NT$\r\n", "not DER-encoded"),
+    "a-certificate": (lambda good: signing.certificate_der("ca"), "not DER-encoded"),
+    "empty": (lambda good: b"", "empty"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGED_CATALOGS))
+def test_a_damaged_viostor_catalog_exits_2_naming_it(
+    capsys: pytest.CaptureFixture[str], tree: Tree, tmp_path: Path, damage: str
+) -> None:
+    spoil, reason = DAMAGED_CATALOGS[damage]
+    catalog = tree.path("viostor/2k8/amd64/viostor.cat")
+    catalog.write_bytes(spoil(catalog.read_bytes()))
+    out = tmp_path / "out"
+    code, stdout, stderr = build(capsys, "win2008-x64", tree.root, out, "--json")
+    assert code == 2, stderr
+    assert "Traceback" not in stderr
+    (problem,) = json.loads(stdout)["error"]["problems"]
+    assert problem["key"] == "viostor/2k8/amd64/viostor.cat"
+    assert "viostor/2k8/amd64/viostor.cat is not a readable signed catalog" in problem["message"]
+    assert reason in problem["message"]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("damage", list(DAMAGED_CATALOGS))
+def test_a_damaged_optional_catalog_leaves_the_package_out(
+    capsys: pytest.CaptureFixture[str], tree: Tree, tmp_path: Path, damage: str
+) -> None:
+    _need("xorriso")
+    spoil, reason = DAMAGED_CATALOGS[damage]
+    catalog = tree.path("Balloon/2k8/amd64/balloon.cat")
+    catalog.write_bytes(spoil(catalog.read_bytes()))
+    out = tmp_path / "out"
+    code, _, stderr = build(capsys, "win2008-x64", tree.root, out)
+    assert code == 0, stderr
+    warning = "Balloon is left out: its catalog Balloon/2k8/amd64/balloon.cat cannot be read"
+    assert warning in stderr and reason in stderr
+    manifest = manifest_of(out)
+    assert any(w.startswith(warning) for w in manifest["warnings"])
+    assert "Balloon" not in {d["name"] for d in manifest["drivers"]["selected"]}
+    assert not [p for p in iso_paths(out / "drivers.iso") if p.lower().startswith("balloon/")]
+
+
 @pytest.mark.parametrize(
     ("profile", "prerequisite"), [("win2008-x64", "KB4493730"), ("win2008r2-x64", "KB4490628")]
 )
