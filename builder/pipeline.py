@@ -233,7 +233,7 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
         raise
     for driver in drivers.selected:
         signed = driver.signatures
-        by = f", {signed.primary.digest} by {signed.primary.signer.common_name}" if signed else ""
+        by = f", {signed.primary.digest} by {signed.primary.signer.display_name}" if signed else ""
         monitor.info(f"{driver.name}: {driver.inf_path} ({driver.driver_ver}{by})")
     warnings = [*drivers.warnings, *_media_warnings(options, profile)]
     for warning in warnings:

@@ -125,8 +125,7 @@ def _trust_steps(drivers: DriverSet) -> tuple[tuple[_TrustStep, ...], dict[str, 
 
 
 def _signer_label(signer: Signer) -> str:
-    name = signer.common_name or signer.organization or "no name"
-    return f"{signer.sha1} {_log_safe(name)}"
+    return f"{signer.sha1} {_log_safe(signer.display_name)}"
 
 
 def _postinstall_drivers(drivers: DriverSet) -> Iterable[_PostinstallDriver]:

@@ -92,6 +92,12 @@ class Signer:
     self_signed: bool  # issued by itself (subject == issuer): a test certificate
     der: bytes = field(repr=False, compare=False)
 
+    @property
+    def display_name(self) -> str:
+        """The name to show: the common name, else the organization, else the subject
+        (a certificate need not have either)."""
+        return self.common_name or self.organization or self.subject or self.sha1
+
     def as_json(self) -> dict[str, Any]:
         return {
             "subject": self.subject,

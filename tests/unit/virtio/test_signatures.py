@@ -23,6 +23,7 @@ from builder.virtio.signatures import (
     MAX_NESTING,
     MAX_SIGNATURES,
     CatalogError,
+    Signer,
     read_catalog,
 )
 from tests.fixtures import signing
@@ -290,3 +291,24 @@ def test_damaged_catalogs_never_raise_anything_else(
         read_catalog(bytes(good[:cut]), "fuzz.cat")
     except CatalogError as error:
         assert "fuzz.cat" in error.message
+
+
+@pytest.mark.parametrize(
+    ("common_name", "organization", "subject", "shown"),
+    [
+        (
+            "Red Hat, Inc.",
+            "Red Hat, Inc.",
+            "C=US, O=Red Hat, Inc., CN=Red Hat, Inc.",
+            "Red Hat, Inc.",
+        ),
+        (None, "virtio-win", "O=virtio-win, OU=Dev", "virtio-win"),
+        (None, None, "OU=Dev", "OU=Dev"),
+        (None, None, "", "AB" * 20),
+    ],
+)
+def test_a_signer_is_shown_by_its_best_name(
+    common_name: str | None, organization: str | None, subject: str, shown: str
+) -> None:
+    signer = Signer(subject, common_name, organization, "CN=x", "1", "AB" * 20, False, b"")
+    assert signer.display_name == shown
