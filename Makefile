@@ -29,8 +29,10 @@ $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),\
 # which compiles against libvirt-dev with gcc and pkg-config.
 DEBIAN_PYTHON := make python3-venv python3-dev gcc pkg-config libvirt-dev
 # oracles: the real tools the tests check pvinstall's output with (virt-xml-validate runs
-# xmllint; shfmt parses the .ci scripts for the programs they run).
-DEBIAN_ORACLES := mtools dosfstools genisoimage xorriso libvirt-clients libxml2-utils shfmt
+# xmllint; shfmt parses the .ci scripts for the programs they run; openssl signs the
+# fixture catalogs and reads catalogs and certificates back).
+DEBIAN_ORACLES := mtools dosfstools genisoimage xorriso libvirt-clients libxml2-utils shfmt \
+	openssl
 # hypervisor: what the integration tests boot guests on (qemu-system-x86 brings its
 # firmware, seabios and ipxe-qemu) and what the boot probe is built with.
 DEBIAN_HYPERVISOR := qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu \
@@ -131,9 +133,19 @@ fi; \
 "$$@"; code=$$?; \
 if [ $$code -ne 0 ]; then echo "make: pvinstall exited with $$code" >&2; exit $$code; fi; \
 if [ -z "$$WINDOWS_ISO" ]; then \
-  echo "Media and domain.xml are built. To install, run: make $@ WINDOWS_ISO=/path/to/windows.iso"; \
+  echo "$(call not_installed_hint,$(1),$@)"; \
 fi
 endef
+
+# What to do after a build without WINDOWS_ISO ($(1) the release, $(2) the target).
+# 2003's domain then has no install CD to boot, and setup from the original CD would need
+# F6: only the remastered one is hands-off.
+not_installed_hint = $(if $(filter win2003,$(1)),$(hint_remaster),$(hint_install))
+hint_remaster = Media are built; setup from the original CD would need F6. For a \
+	hands-off install run make $(2) WINDOWS_ISO=/path/to/cd.iso (the CD is remastered so \
+	that setup needs no F6).
+hint_install = Media and domain.xml are built. To install, run: make $(2) \
+	WINDOWS_ISO=/path/to/windows.iso
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/.cache

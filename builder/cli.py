@@ -24,6 +24,7 @@ from builder.monitor import choose_monitor
 from builder.virtio.facts import load_driver_facts
 from builder.virtio.packages import scan_json, scan_source
 from builder.virtio.selection import driverset_json, select_drivers
+from builder.virtio.trust import apply_signatures
 from builder.vm.virt import DEFAULT_URI
 from builder.windows.profiles import PROFILES, resolve_profile
 
@@ -128,6 +129,10 @@ def drivers_command(
             _print_scan(document)
             return
         selection = select_drivers(scan, target, facts)
+        # A listing reports what a build would refuse as warnings.
+        selection = apply_signatures(
+            selection, sources.read_catalogs(opened, selection), strict=False
+        )
         document = driverset_json(selection, sources.driver_digests(opened, selection))
     if json_output:
         _print_json(document)
@@ -248,12 +253,8 @@ def build_command(
             "off, without install media: a golden template.",
             err=True,
         )
-    elif not options.acting:
-        typer.echo(
-            f"pvinstall: to install, run the same command with --windows-iso ISO "
-            f"--install (or define {where / pipeline.DOMAIN_XML} with virsh).",
-            err=True,
-        )
+    elif result.next_step:
+        typer.echo(f"pvinstall: {result.next_step}", err=True)
 
 
 def _print_scan(document: dict[str, Any]) -> None:
@@ -290,10 +291,20 @@ def _print_selection(document: dict[str, Any], *, show_rejected: bool) -> None:
             d["driver_ver"],
             "boot" if d["boot_critical"] else "",
             str(len(d["files"])),
+            "+".join(s["digest"] for s in d["signatures"]) or "-",
+            _signer_text(d["signer"]),
         ]
         for d in document["selected"]
     ]
-    typer.echo(_table(rows, ["DRIVER", "INF", "DECORATION", "DRIVERVER", "BOOT", "FILES"]))
+    header = ["DRIVER", "INF", "DECORATION", "DRIVERVER", "BOOT", "FILES", "DIGEST", "SIGNER"]
+    typer.echo(_table(rows, header))
+    signers = {s["sha1"]: s for d in document["selected"] for s in d["signers"]}
+    if signers:
+        typer.echo("\nSigners:")
+        for sha1, signer in signers.items():
+            test = " (self-signed)" if signer["self_signed"] else ""
+            typer.echo(f"  {sha1}  {signer['subject']}{test}")
+            typer.echo(f"      issued by {signer['issuer']}, serial {signer['serial']}")
     rejected = document["rejected"]
     if show_rejected:
         typer.echo("\nRejected:")
@@ -303,6 +314,13 @@ def _print_selection(document: dict[str, Any], *, show_rejected: bool) -> None:
         typer.echo(f"\n{len(rejected)} other INF files not selected (--rejected lists why).")
     for warning in document["warnings"]:
         typer.echo(f"warning: {warning}", err=True)
+
+
+def _signer_text(signer: dict[str, Any] | None) -> str:
+    if signer is None:
+        return "unsigned"
+    name = signer["common_name"] or signer["organization"] or signer["subject"]
+    return f"{name} (self-signed)" if signer["self_signed"] else str(name)
 
 
 # -- existing guests: convert and attach ---------------------------------------------------

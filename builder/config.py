@@ -57,7 +57,7 @@ class Secret:
     __str__ = __repr__
 
 
-Kind = Literal["str", "int", "str_list", "int_list", "size"]
+Kind = Literal["str", "int", "bool", "str_list", "int_list", "size"]
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,26 @@ SETTINGS: tuple[Setting, ...] = (
         "libvirt storage pool for the disks (default: qcow2 files next to the outputs).",
     ),
     Setting(
+        "drivers",
+        "str_list",
+        'The virtio drivers to put on the media, e.g. ["viostor", "NetKVM", '
+        '"Balloon"] (default: every driver with a package for the profile). viostor and '
+        "NetKVM are required; `pvinstall drivers --profile P` lists the names.",
+    ),
+    Setting(
+        "sha2_media",
+        "bool",
+        "true when the 2008 / 2008 R2 install media carry the SHA-2 code signing update "
+        "(KB4474419 and its servicing stack update): then a boot-critical driver signed "
+        "with SHA-256 only is accepted (default false).",
+    ),
+    Setting(
+        "server_manager_at_logon",
+        "bool",
+        "true keeps Server Manager and Initial Configuration Tasks opening at every logon "
+        "of 2008 / 2008 R2 (default false: the template does not open them).",
+    ),
+    Setting(
         "virtio_model",
         "str",
         "libvirt model of the virtio disks and NIC: virtio-transitional (the 2003 "
@@ -183,6 +203,9 @@ class BuildConfig:
     network: str
     storage_pool: str | None
     virtio_model: str | None
+    drivers: tuple[str, ...] | None = None  # None: every driver that fits
+    sha2_media: bool = False
+    server_manager_at_logon: bool = False
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -395,6 +418,13 @@ class _Validator:
             self.fail(key, problem + ".", "Use plain printable characters.")
         return value
 
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.get(key, default)
+        if not isinstance(value, bool):
+            self.fail(key, f"must be true or false, not {value!r}.")
+            return default
+        return value
+
     def integer(self, key: str, default: int, low: int, high: int, unit: str = "") -> int:
         value = self.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
@@ -480,6 +510,9 @@ def _validate(check: _Validator) -> BuildConfig | None:
             f"{label!r}: an ISO 9660 volume label has 1 to 32 of A-Z, 0-9 and '_'.",
         )
     domain = _domain_settings(check)
+    drivers = _driver_names(check)
+    sha2_media = check.boolean("sha2_media", False)
+    server_manager = check.boolean("server_manager_at_logon", False)
     if check.problems:
         return None
     return BuildConfig(
@@ -499,6 +532,9 @@ def _validate(check: _Validator) -> BuildConfig | None:
         floppy_kib=floppy_kib,
         drivers_iso_label=label,
         **domain,
+        drivers=drivers,
+        sha2_media=sha2_media,
+        server_manager_at_logon=server_manager,
         origins={k: v[1] for k, v in check.raw.items()},
     )
 
@@ -672,6 +708,38 @@ def _string_list(check: _Validator, key: str) -> tuple[str, ...]:
         elif len(item) > 1024:
             check.fail(f"{key}[{index}]", f"{len(item)} characters; at most 1024.")
     return tuple(value)
+
+
+_DRIVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+MAX_DRIVER_NAMES = 64
+
+
+def _driver_names(check: _Validator) -> tuple[str, ...] | None:
+    """The `drivers` setting: driver names (which ones exist, and which are required,
+    is checked against the source when the drivers are selected)."""
+    if "drivers" not in check.raw:
+        return None
+    value = check.get("drivers", [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        check.fail(
+            "drivers", f'must be a list of driver names, e.g. ["viostor", "NetKVM"], not {value!r}.'
+        )
+        return None
+    if len(value) > MAX_DRIVER_NAMES:
+        check.fail("drivers", f"{len(value)} names; at most {MAX_DRIVER_NAMES}.")
+        return None
+    names: dict[str, str] = {}
+    for index, item in enumerate(value):
+        if not _DRIVER_NAME.match(item):
+            check.fail(
+                f"drivers[{index}]",
+                f"{item[:40]!r} is not a driver name (1 to 32 letters, digits, '-' or '_').",
+                "`pvinstall drivers --profile P` lists the names.",
+            )
+        names.setdefault(item.lower(), item)
+    return tuple(names.values())
 
 
 def _int_list(check: _Validator, key: str, low: int, high: int) -> tuple[int, ...]:

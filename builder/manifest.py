@@ -1,9 +1,10 @@
 """manifest.json: what went into a build and what came out (the contract of docs/design.md §6).
 
 Profile, inputs (path, sha256), the selected drivers (name, INF path, OS folder, arch,
-DriverVer, hardware IDs, files), the outputs (name, path, size, sha256), warnings and
-SOURCE_DATE_EPOCH. Settings appear with secrets replaced by "(set)"/"(none)"; no
-password or product key ever reaches this file.
+DriverVer, hardware IDs, files, catalog, signer and digest, every signature), the
+outputs (name, path, size, sha256), warnings and SOURCE_DATE_EPOCH. Settings appear
+with secrets replaced by "(set)"/"(none)"; no password or product key ever reaches
+this file.
 """
 
 from __future__ import annotations

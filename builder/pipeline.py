@@ -30,11 +30,12 @@ from builder.media.table import MediaPlan, WriteInputs, plan_media
 from builder.monitor import Monitor, format_elapsed
 from builder.outputs import Staging, staging
 from builder.reproducible import build_id, source_date_epoch, volume_serial
-from builder.sources import driver_digests, find_source, open_source
+from builder.sources import driver_digests, find_source, open_source, read_catalogs
 from builder.virtio.facts import DriverFacts, load_driver_facts
 from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
 from builder.virtio.source import DriverSource
+from builder.virtio.trust import apply_signatures
 from builder.vm import domain, virt
 from builder.windows.profiles import Profile, resolve_profile
 
@@ -122,6 +123,7 @@ class BuildResult:
     domain_xml: str
     out_dir: Path
     installed: bool
+    next_step: str | None = None
 
 
 # -- validate everything first ---------------------------------------------------------------
@@ -222,13 +224,19 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
     try:
         facts = load_driver_facts()
         scan = scan_source(source, facts)
-        drivers = select_drivers(scan, profile, facts)
+        drivers = select_drivers(scan, profile, facts, wanted=config.drivers)
+        drivers = apply_signatures(
+            drivers, read_catalogs(source, drivers), sha2_media=config.sha2_media
+        )
     except BaseException:
         source.close()
         raise
     for driver in drivers.selected:
-        monitor.info(f"{driver.name}: {driver.inf_path} ({driver.driver_ver})")
-    for warning in drivers.warnings:
+        signed = driver.signatures
+        by = f", {signed.primary.digest} by {signed.primary.signer.display_name}" if signed else ""
+        monitor.info(f"{driver.name}: {driver.inf_path} ({driver.driver_ver}{by})")
+    warnings = [*drivers.warnings, *_media_warnings(options, profile)]
+    for warning in warnings:
         monitor.warning(warning)
     name = options.name or default_name(profile)
     return Context(
@@ -242,7 +250,37 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
         drivers=drivers,
         facts=facts,
         windows_iso=options.windows_iso.absolute() if options.windows_iso else None,
-        warnings=list(drivers.warnings),
+        warnings=warnings,
+    )
+
+
+# Why a build whose profile remasters the install CD is not hands-off without it.
+NO_CD_TO_REMASTER = (
+    "without --windows-iso there is no install CD to remaster: setup from the original "
+    "{title} CD sees the virtio disk only after F6 is pressed with floppy.img as the F6 "
+    "disk, so the install is not hands-off. Give the install CD with --windows-iso "
+    "(pvinstall remasters it into install.iso) for an unattended install."
+)
+
+
+def _media_warnings(options: BuildOptions, profile: Profile) -> list[str]:
+    if profile.remasters_install_cd and options.windows_iso is None:
+        return [NO_CD_TO_REMASTER.format(title=profile.title)]
+    return []
+
+
+def next_step(options: BuildOptions, profile: Profile, out_dir: Path) -> str | None:
+    """What to run next after a build that wrote media only, in a sentence."""
+    if options.acting:
+        return None
+    if profile.remasters_install_cd and options.windows_iso is None:
+        return (
+            "for a hands-off install, run the same command with --windows-iso CD.iso "
+            "--install: the CD is remastered so that setup needs no F6."
+        )
+    return (
+        f"to install, run the same command with --windows-iso ISO --install (or define "
+        f"{out_dir / DOMAIN_XML} with virsh)."
     )
 
 
@@ -495,4 +533,5 @@ def run_build(
         domain_xml=ctx.domain_xml,
         out_dir=ctx.out_dir,
         installed=bool(ctx.domain_record.get("installed")),
+        next_step=next_step(options, ctx.profile, ctx.out_dir),
     )

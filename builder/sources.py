@@ -17,6 +17,7 @@ from builder.errors import InputError
 from builder.media.fat import FloppySource, looks_like_fat_image
 from builder.media.iso9660 import IsoSource, is_iso_image
 from builder.virtio.selection import DriverSet
+from builder.virtio.signatures import MAX_CATALOG_BYTES
 from builder.virtio.source import GET_VIRTIO_WIN, DirectorySource, DriverSource
 
 # After --drivers and $VIRTIO_WIN (docs/design.md §5, the command line).
@@ -92,3 +93,20 @@ def driver_digests(source: DriverSource, drivers: DriverSet) -> dict[str, str]:
     """The sha256 of every file of the selected packages, by path in `source`: read once
     here, at the edge, for the build id, the manifest and every medium's file list."""
     return {f.path: source.sha256(f.path) for d in drivers.selected for f in d.files}
+
+
+def read_catalogs(source: DriverSource, drivers: DriverSet) -> dict[str, bytes]:
+    """The bytes of each selected package's catalog, by path in `source` (their digests
+    are remembered, so the catalogs are read once). A catalog larger than any real one is
+    read only far enough to tell (`signatures.read_catalog` refuses it)."""
+    found: dict[str, bytes] = {}
+    for driver in drivers.selected:
+        catalog = driver.catalog
+        if catalog is None or catalog.path in found:
+            continue
+        if catalog.size > MAX_CATALOG_BYTES:
+            with source.open(catalog.path) as stream:
+                found[catalog.path] = stream.read(MAX_CATALOG_BYTES + 1)
+        else:
+            found[catalog.path] = source.read_bytes(catalog.path, MAX_CATALOG_BYTES)
+    return found

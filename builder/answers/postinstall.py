@@ -17,6 +17,8 @@ from builder.answers.environment import check_profiles, crlf, encode, render
 from builder.config import BuildConfig
 from builder.media import layout
 from builder.virtio.selection import DriverSet
+from builder.virtio.signatures import Signer
+from builder.virtio.trust import trusted_signers
 from builder.windows.profiles import PostInstall
 
 
@@ -67,11 +69,63 @@ INSTALL_COMMANDS: Mapping[PostInstall, str | None] = MappingProxyType(
 )
 
 
+# The command that makes a package's signer a trusted publisher before the install
+# command runs, per post-install method ({cer} is the certificate file): pnputil on
+# Vista / 2008 / 2008 R2 asks "Would you like to install this device software?" for a
+# publisher that is not in LocalMachine\TrustedPublisher, and no one is there to answer.
+TRUST_COMMANDS: Mapping[PostInstall, str | None] = MappingProxyType(
+    {
+        PostInstall.NONE: None,
+        PostInstall.PNPUTIL_LEGACY: "certutil -addstore -f TrustedPublisher {cer}",
+    }
+)
+
+# What [GuiRunOnce] commands of winnt.sif contain (and nothing else in a RunOnce key
+# does): the script deletes exactly the values whose command holds it.
+RUN_ONCE_MATCH = f"{layout.MARKER_FILE} call "
+RUN_ONCE_KEYS = (
+    "HKLM\\Software\\Microsoft\\Windows\\CurrentVersion\\RunOnce",
+    "HKCU\\Software\\Microsoft\\Windows\\CurrentVersion\\RunOnce",
+)
+
+
 @dataclass(frozen=True)
 class _PostinstallDriver:
     name: str
     command: str  # as cmd runs it
     shown: str  # as the log says it
+
+
+@dataclass(frozen=True)
+class _TrustStep:
+    label: str  # the certificate, for the log: thumbprint and (sanitized) name
+    command: str  # as cmd runs it
+    path: str  # the certificate's path on drivers.iso
+
+
+def _log_safe(text: str) -> str:
+    """`text` reduced to characters that mean nothing to cmd's echo (it comes from a
+    certificate in the user's driver source)."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in " .,-_") else "_" for c in text)
+
+
+def _trust_steps(drivers: DriverSet) -> tuple[tuple[_TrustStep, ...], dict[str, bytes]]:
+    """The certutil steps of the script and the certificate files they read."""
+    command = TRUST_COMMANDS[drivers.profile.post_install]
+    if command is None:
+        return (), {}
+    steps = []
+    files: dict[str, bytes] = {}
+    for signer in trusted_signers(drivers):
+        path = layout.certificate_path(signer.sha1)
+        files[path] = signer.der
+        windows = "%PV_DRIVE%\\" + path.replace("/", "\\")
+        steps.append(_TrustStep(_signer_label(signer), command.format(cer=f'"{windows}"'), path))
+    return tuple(steps), files
+
+
+def _signer_label(signer: Signer) -> str:
+    return f"{signer.sha1} {_log_safe(signer.display_name)}"
 
 
 def _postinstall_drivers(drivers: DriverSet) -> Iterable[_PostinstallDriver]:
@@ -91,27 +145,37 @@ def _postinstall_drivers(drivers: DriverSet) -> Iterable[_PostinstallDriver]:
 
 
 def render_postinstall(config: BuildConfig, drivers: DriverSet) -> dict[str, bytes]:
-    """The files for the root of drivers.iso: the post-install script and its marker.
+    """The post-install step on drivers.iso: the script, its marker and the
+    certificates it trusts, by path on the disc.
 
     The first logon runs the script from whichever drive holds `layout.MARKER_FILE`.
-    Every selected package is installed from the ISO with the profile's post-install
-    method (`INSTALL_COMMANDS`; none on 2003, where GUI-mode setup did it). Then the
-    user's `first_logon_commands`, each in its own cmd, then the power-off that tells
-    `pvinstall build --install` that setup has finished. Everything is logged to
-    `layout.POSTINSTALL_LOG` on the installed system.
+    It first puts the distinct signer certificate of the packages into
+    TrustedPublisher (`TRUST_COMMANDS`, from `layout.certificate_path`), then installs
+    every selected package from the ISO with the profile's post-install method
+    (`INSTALL_COMMANDS`; none on 2003, where GUI-mode setup did it). Then the user's
+    `first_logon_commands`, each in its own cmd; where the answer file leaves its
+    other first-logon commands in RunOnce (2003's [GuiRunOnce]) it deletes them; then
+    the power-off that tells `pvinstall build --install` that setup has finished. Every
+    step's exit code is checked and a failure logged to `layout.POSTINSTALL_LOG` on the
+    installed system; none stops the power-off.
 
     Returns:
-        `{layout.POSTINSTALL_SCRIPT: ASCII cmd script, CRLF, layout.MARKER_FILE: text}`.
+        `{layout.POSTINSTALL_SCRIPT: ASCII cmd script, CRLF, layout.MARKER_FILE: text,
+        "certs/<thumbprint>.cer": DER certificate, ...}`.
     """
     profile = check_profiles(config, drivers)
+    trust, certificates = _trust_steps(drivers)
     context = {
         "profile": profile,
         "log": layout.POSTINSTALL_LOG,
         "marker": layout.MARKER_FILE,
+        "trust": trust,
         "drivers": _postinstall_drivers(drivers),
         "commands": tuple(cmd_child_command(c) for c in config.first_logon_commands),
+        "run_once_keys": RUN_ONCE_KEYS if profile.leaves_run_once else (),
+        "run_once_match": RUN_ONCE_MATCH,
         "shutdown": profile.shutdown_command,
     }
     script = encode(layout.POSTINSTALL_SCRIPT, render("postinst.cmd.j2", context), "ascii")
     marker = crlf(f"pvinstall drivers disc for {profile.name}\n").encode("ascii")
-    return {layout.POSTINSTALL_SCRIPT: script, layout.MARKER_FILE: marker}
+    return {layout.POSTINSTALL_SCRIPT: script, layout.MARKER_FILE: marker, **certificates}

@@ -50,6 +50,8 @@ class GatedSetting:
     since: NtVersion
     until: NtVersion | None
     source: str
+    # A boolean BuildConfig setting that, when true, leaves the setting out.
+    unless: str | None = None
 
     def known_by(self, version: NtVersion) -> bool:
         return self.since <= version and (self.until is None or version <= self.until)
@@ -82,6 +84,33 @@ GATED_SETTINGS: tuple[GatedSetting, ...] = (
         (6, 1),
         None,
         "MS ff715518: Windows Server 2008 R2 and later",
+    ),
+    # Server Manager and Initial Configuration Tasks open at every logon of a 2008 /
+    # 2008 R2 server, a template's clones included, unless these say not to
+    # (server_manager_at_logon = true keeps them).
+    GatedSetting(
+        "specialize",
+        "Microsoft-Windows-ServerManager-SvrMgrNc",
+        "",
+        "DoNotOpenServerManagerAtLogon",
+        "true",
+        (6, 0),
+        None,
+        "MS unattend reference, Microsoft-Windows-ServerManager-SvrMgrNc: Windows Server "
+        "2008 and later, generalize and specialize passes",
+        unless="server_manager_at_logon",
+    ),
+    GatedSetting(
+        "specialize",
+        "Microsoft-Windows-OutOfBoxExperience",
+        "",
+        "DoNotOpenInitialConfigurationTasksAtLogon",
+        "true",
+        (6, 0),
+        (6, 1),
+        "MS unattend reference, Microsoft-Windows-OutOfBoxExperience: Windows Server 2008 "
+        "and 2008 R2 (Initial Configuration Tasks is gone from 2012 on)",
+        unless="server_manager_at_logon",
     ),
     GatedSetting(
         "oobeSystem",
@@ -128,29 +157,43 @@ GATED_SETTINGS: tuple[GatedSetting, ...] = (
 )
 
 
+def _applies(setting: GatedSetting, profile: Profile, config: BuildConfig | None) -> bool:
+    if not setting.known_by(profile.nt_version):
+        return False
+    return config is None or setting.unless is None or not getattr(config, setting.unless)
+
+
 def gated_settings(
-    profile: Profile, config_pass: str, component: str, parent: str = ""
+    profile: Profile,
+    config_pass: str,
+    component: str,
+    parent: str = "",
+    config: BuildConfig | None = None,
 ) -> tuple[GatedSetting, ...]:
-    """The rows of `GATED_SETTINGS` at one place of the answer file that `profile` knows."""
+    """The rows of `GATED_SETTINGS` at one place of the answer file that `profile` knows
+    (and that `config`'s settings do not leave out)."""
     return tuple(
         s
         for s in GATED_SETTINGS
         if s.config_pass == config_pass
         and s.component == component
         and s.parent == parent
-        and s.known_by(profile.nt_version)
+        and _applies(s, profile, config)
     )
 
 
-def gated_components(profile: Profile, config_pass: str) -> tuple[str, ...]:
+def gated_components(
+    profile: Profile, config_pass: str, config: BuildConfig | None = None
+) -> tuple[str, ...]:
     """Components of `config_pass` made only of gated settings that `profile` knows
-    (the auto-activation switch: SLC-UX on 2008, SPP-UX from 2008 R2 on)."""
+    (the auto-activation switch: SLC-UX on 2008, SPP-UX from 2008 R2 on; Server
+    Manager and Initial Configuration Tasks)."""
     found: dict[str, None] = {}
     for setting in GATED_SETTINGS:
         if (
             setting.config_pass == config_pass
             and setting.parent == ""
-            and setting.known_by(profile.nt_version)
+            and _applies(setting, profile, config)
         ):
             found.setdefault(setting.component, None)
     return tuple(found)
@@ -221,10 +264,10 @@ def _unattend_context(config: BuildConfig, drivers: DriverSet) -> dict[str, Any]
     password = config.admin_password.reveal()
 
     def gated(config_pass: str, component: str, parent: str = "") -> tuple[GatedSetting, ...]:
-        return gated_settings(profile, config_pass, component, parent)
+        return gated_settings(profile, config_pass, component, parent, config)
 
     def components(config_pass: str) -> tuple[str, ...]:
-        return gated_components(profile, config_pass)
+        return gated_components(profile, config_pass, config)
 
     return {
         "profile": profile,

@@ -20,6 +20,8 @@ FLOPPY_DRIVE = "A:"
 # Windows gave the CD-ROM.
 MARKER_FILE = "PVDRIVERS.TAG"
 POSTINSTALL_SCRIPT = "POSTINST.CMD"
+# The signer certificates the post-install script trusts, on drivers.iso.
+CERTIFICATE_DIR = "certs"
 # 2003: the F6 disk's tag file that txtsetup.oem's [Disks] names.
 F6_TAG_FILE = "DISK1"
 OEM_DRIVERS_DIR = "$OEM$/$1/Drivers"
@@ -41,6 +43,11 @@ _MEDIA_NAMES = {
     "winnt.sif": "WINNT.SIF",
     "txtsetup.oem": "TXTSETUP.OEM",
 }
+
+
+def certificate_path(thumbprint: str) -> str:
+    """Where a signer certificate (DER) goes on drivers.iso, named by its SHA-1 thumbprint."""
+    return f"{CERTIFICATE_DIR}/{thumbprint.upper()}.cer"
 
 
 def media_name(name: str) -> str:

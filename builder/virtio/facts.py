@@ -68,10 +68,13 @@ class PciIds:
 
 @dataclass(frozen=True)
 class KnownBad:
-    """A virtio-win release (or driver build) that breaks the profiles of `os_folders`."""
+    """A virtio-win release (or driver build) that breaks the profiles of `os_folders`:
+    the drivers it concerns (all when empty) in a source of one of `releases`, or whose
+    DriverVer ends with `driver_version_suffix` (when not empty) in any source."""
 
     releases: tuple[str, ...]
     driver_version_suffix: str
+    drivers: tuple[str, ...]
     os_folders: tuple[str, ...]
     reason: str
     hint: str
@@ -152,7 +155,8 @@ def parse_driver_facts(data: Mapping[str, Any]) -> DriverFacts:
         known_bad=tuple(
             KnownBad(
                 releases=tuple(k["releases"]),
-                driver_version_suffix=k["driver_version_suffix"],
+                driver_version_suffix=k.get("driver_version_suffix", ""),
+                drivers=tuple(k.get("drivers", ())),
                 os_folders=tuple(k["os_folders"]),
                 reason=k["reason"],
                 hint=k["hint"],

@@ -7,7 +7,7 @@ that breaks ties. Every INF not selected is listed with the reason.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ from builder.errors import InputError, Problem
 from builder.virtio.facts import DriverFacts, DriverInfo, Role, load_driver_facts
 from builder.virtio.inf import Inf, Match, Service, declared, describe_decorations, supports
 from builder.virtio.packages import DriverPackage, PackageFile, Scan
+from builder.virtio.signatures import CatalogSignatures
 from builder.virtio.source import GET_VIRTIO_WIN
 from builder.windows.profiles import Profile, sibling
 
@@ -30,6 +31,9 @@ class SelectedDriver:
     arch: str
     files: tuple[PackageFile, ...]
     services: tuple[Service, ...]
+    # What its catalog is signed with, once read (virtio/trust.py); None before that,
+    # and for a package without a catalog.
+    signatures: CatalogSignatures | None = None
 
     @property
     def inf_path(self) -> str:
@@ -56,6 +60,15 @@ class SelectedDriver:
     @property
     def driver_ver(self) -> str:
         return self.package.inf.driver_ver_text
+
+    @property
+    def catalog(self) -> PackageFile | None:
+        """The package's catalog file (the `.cat` its INF's CatalogFile names)."""
+        return next((f for f in self.files if f.kind == "catalog"), None)
+
+    @property
+    def required(self) -> bool:
+        return bool(self.info and self.info.required)
 
     @property
     def service_name(self) -> str:
@@ -118,7 +131,13 @@ class _Candidate:
 
 def _folder_hint(package: DriverPackage, profile: Profile, facts: DriverFacts) -> tuple[int, int]:
     """How well the folder names agree with the profile: (OS folder, arch folder)."""
-    parts = [p.lower() for p in package.folder.split("/")]
+    return folder_hint(package.folder, profile, facts)
+
+
+def folder_hint(folder: str, profile: Profile, facts: DriverFacts) -> tuple[int, int]:
+    """How well the names of `folder` agree with the profile: (OS folder, arch folder),
+    each 0 when no name of the folder says it."""
+    parts = [p.lower() for p in folder.split("/")]
     os_names = [n.lower() for n in facts.os_folders.get(profile.os_folder, ())]
     arch_names = [n.lower() for n in facts.arch_folders.get(profile.arch, ())]
     os_score = 0
@@ -128,6 +147,21 @@ def _folder_hint(package: DriverPackage, profile: Profile, facts: DriverFacts) -
             break
     arch_score = 1 if any(n in parts for n in arch_names) else 0
     return os_score, arch_score
+
+
+def other_windows_folder(folder: str, profile: Profile, facts: DriverFacts) -> str | None:
+    """The name in `folder` of another Windows version's folder (`2k3` for a 2008
+    profile), or None when the folder is the profile's own or names no Windows version."""
+    if folder_hint(folder, profile, facts)[0]:
+        return None
+    parts = {p.lower(): p for p in folder.split("/")}
+    for os_folder, names in facts.os_folders.items():
+        if os_folder == profile.os_folder:
+            continue
+        for name in names:
+            if name.lower() in parts:
+                return parts[name.lower()]
+    return None
 
 
 def _version_key(version: str) -> tuple[int, ...]:
@@ -155,23 +189,115 @@ def why_unsupported(inf: Inf, profile: Profile, facts: DriverFacts) -> str:
     )
 
 
-def select_drivers(scan: Scan, profile: Profile, facts: DriverFacts | None = None) -> DriverSet:
+def select_drivers(
+    scan: Scan,
+    profile: Profile,
+    facts: DriverFacts | None = None,
+    wanted: Collection[str] | None = None,
+) -> DriverSet:
     """Choose, per driver, the package whose INF installs on `profile`.
 
     Among the packages that install, the closest decoration wins, then the
     folder names, then the newest DriverVer, then the path (so the result is
-    deterministic). Raises InputError when the chosen package of any driver is
-    incomplete (a broken folder is never silently replaced by a worse match, such
-    as a 2003 build for 2008), or when a required driver (viostor, NetKVM) has no
-    package for the profile.
+    deterministic). `wanted` (the `drivers` setting) names the drivers to take;
+    None takes every driver with a package that fits.
+
+    A chosen package that is incomplete (its INF names a file its folder lacks) is
+    an InputError when the driver is required or boot-critical, and is left out
+    with a warning otherwise; it is never silently replaced by a worse match, such
+    as a 2003 build for 2008. A package taken from another Windows version's folder
+    is a warning; an unreadable INF in the profile's own folder is an InputError when
+    it leaves a required driver without a package of that folder, else a warning.
+    InputError also when a required driver (viostor, NetKVM) has no package for the
+    profile, or `wanted` names an unknown driver or leaves out a required one.
     """
     facts = facts or load_driver_facts()
     rejected: list[Rejection] = [
         Rejection(b.path, f"cannot be read: {b.reason}") for b in scan.broken
     ]
     warnings: list[str] = []
-    candidates: dict[str, list[_Candidate]] = {}
     unsupported: dict[str, list[DriverPackage]] = {}
+    candidates = _candidates(scan, profile, facts, rejected, unsupported)
+    if wanted is not None:
+        _check_wanted(scan, profile, facts, wanted, candidates)
+        chosen_names = {w.lower() for w in wanted}
+        for name in [n for n in candidates if n.lower() not in chosen_names]:
+            for candidate in candidates.pop(name):
+                rejected.append(
+                    Rejection(candidate.package.inf_path, "left out by the drivers setting")
+                )
+
+    selected: list[SelectedDriver] = []
+    problems: list[Problem] = []
+    for name in sorted(candidates, key=str.lower):
+        # Best rank first; among equals the lexically first path, for determinism.
+        ordered = sorted(candidates[name], key=lambda c: c.package.inf_path)
+        ordered.sort(key=lambda c: c.rank, reverse=True)
+        best = ordered[0]
+        for other in ordered[1:]:
+            if other.missing:
+                reason = f"incomplete: missing {', '.join(other.missing)}"
+            else:
+                reason = f"{best.package.inf_path} is a closer match"
+            rejected.append(Rejection(other.package.inf_path, reason))
+        driver = SelectedDriver(
+            name=name,
+            info=best.package.info,
+            package=best.package,
+            match=best.match,
+            arch=profile.arch,
+            files=best.files,
+            services=best.package.inf.match_services(best.match, profile.arch),
+        )
+        if best.missing:
+            missing = ", ".join(best.missing)
+            rejected.append(Rejection(best.package.inf_path, f"incomplete: missing {missing}"))
+            text = (
+                f"{best.package.inf_path} is incomplete: {missing} (named by the INF) is not "
+                f"in {best.package.folder or '/'}"
+            )
+            if driver.required or driver.boot_critical:
+                problems.append(
+                    _problem(
+                        scan,
+                        text,
+                        "Every file the INF names must sit next to it; copy the "
+                        "complete folder from a virtio-win release.",
+                    )
+                )
+            else:
+                warnings.append(
+                    f"{name} is left out: {text}. It is optional for {profile.name}; copy "
+                    "the complete folder from a virtio-win release to have it."
+                )
+            continue
+        selected.append(driver)
+
+    problems += _unreadable_infs(scan, profile, facts, selected, warnings)
+    if problems:
+        raise InputError.collect(problems)
+    _require(scan, profile, facts, selected, unsupported)
+    warnings += _fallback_warnings(profile, facts, selected)
+    warnings += _known_bad_warnings(scan, profile, facts, selected)
+    return DriverSet(
+        profile=profile,
+        source=scan.source,
+        selected=tuple(selected),
+        rejected=tuple(sorted(rejected, key=lambda r: r.inf)),
+        warnings=tuple(warnings),
+    )
+
+
+def _candidates(
+    scan: Scan,
+    profile: Profile,
+    facts: DriverFacts,
+    rejected: list[Rejection],
+    unsupported: dict[str, list[DriverPackage]],
+) -> dict[str, list[_Candidate]]:
+    """The packages that install on the profile, by driver, ranked; every other one is
+    appended to `rejected` (and to `unsupported` when its INF does not fit)."""
+    candidates: dict[str, list[_Candidate]] = {}
     for package in scan.packages:
         if package.info is None:
             rejected.append(Rejection(package.inf_path, "not a virtio driver pvinstall knows"))
@@ -195,60 +321,125 @@ def select_drivers(scan: Scan, profile: Profile, facts: DriverFacts | None = Non
         candidates.setdefault(package.name, []).append(
             _Candidate(package, match, files, missing, rank)
         )
+    return candidates
 
-    selected: list[SelectedDriver] = []
-    problems_missing: list[str] = []
-    for name in sorted(candidates, key=str.lower):
-        # Best rank first; among equals the lexically first path, for determinism.
-        ordered = sorted(candidates[name], key=lambda c: c.package.inf_path)
-        ordered.sort(key=lambda c: c.rank, reverse=True)
-        best = ordered[0]
-        for other in ordered[1:]:
-            if other.missing:
-                reason = f"incomplete: missing {', '.join(other.missing)}"
-            else:
-                reason = f"{best.package.inf_path} is a closer match"
-            rejected.append(Rejection(other.package.inf_path, reason))
-        if best.missing:
-            problems_missing.append(
-                f"{best.package.inf_path} is incomplete: {', '.join(best.missing)} "
-                f"(named by the INF) is not in {best.package.folder or '/'}"
+
+def _check_wanted(
+    scan: Scan,
+    profile: Profile,
+    facts: DriverFacts,
+    wanted: Collection[str],
+    candidates: Mapping[str, Sequence[_Candidate]],
+) -> None:
+    """InputError (key `drivers`) for names that are no driver, or no driver with a
+    package for the profile, and for a required driver left out."""
+    available = sorted(candidates, key=str.lower)
+    valid = f"Drivers with a package for {profile.name} here: {', '.join(available) or 'none'}."
+    known = {n.lower() for n in facts.drivers}
+    chosen = {w.lower() for w in wanted}
+    fits = {n.lower() for n in candidates}
+    where = scan.source.get("path", "the driver source")
+    problems = []
+    unknown = [w for w in wanted if w.lower() not in known]
+    if unknown:
+        problems.append(
+            Problem(
+                "drivers",
+                f"{', '.join(repr(w) for w in unknown)}: no such virtio driver.",
+                valid,
             )
-            rejected.append(
-                Rejection(best.package.inf_path, f"incomplete: missing {', '.join(best.missing)}")
+        )
+    absent = [w for w in wanted if w.lower() in known and w.lower() not in fits]
+    if absent:
+        problems.append(
+            Problem(
+                "drivers",
+                f"{', '.join(absent)}: {where} has no package of it that installs on "
+                f"{profile.name}.",
+                valid,
             )
+        )
+    for info in facts.drivers.values():
+        if info.required and info.name.lower() not in chosen:
+            problems.append(
+                Problem(
+                    "drivers",
+                    f"leaves out {info.name}, which {profile.name} needs ({info.description}).",
+                    f"Add {info.name}. {valid}",
+                )
+            )
+    if problems:
+        raise InputError.collect(problems)
+
+
+def _unreadable_infs(
+    scan: Scan,
+    profile: Profile,
+    facts: DriverFacts,
+    selected: Sequence[SelectedDriver],
+    warnings: list[str],
+) -> list[Problem]:
+    """INFs of a known driver that cannot be read, or that declare no models (a damaged
+    file): a problem when one sits in the profile's own folder and leaves a required
+    driver without a package of that folder; a warning otherwise (appended to
+    `warnings`)."""
+    damaged = [(b.path, b.reason) for b in scan.broken]
+    damaged += [
+        (p.inf_path, "it declares no [Manufacturer] models")
+        for p in scan.packages
+        if p.info is not None and not p.inf.manufacturers
+    ]
+    chosen = {d.name: d for d in selected}
+    problems = []
+    for path, reason in sorted(damaged):
+        info = facts.driver_for_inf(path.rpartition("/")[2])
+        if info is None:
             continue
-        selected.append(
-            SelectedDriver(
-                name=name,
-                info=best.package.info,
-                package=best.package,
-                match=best.match,
-                arch=profile.arch,
-                files=best.files,
-                services=best.package.inf.match_services(best.match, profile.arch),
+        folder = path.rpartition("/")[0]
+        os_score, arch_score = folder_hint(folder, profile, facts)
+        own_folder = os_score > 0 and arch_score > 0
+        driver = chosen.get(info.name)
+        in_own = driver is not None and folder_hint(driver.folder, profile, facts)[0] > 0
+        if own_folder and info.required and not in_own:
+            instead = (
+                f"; pvinstall does not take {driver.inf_path} (a build for another Windows "
+                "version) instead"
+                if driver
+                else ""
             )
-        )
+            problems.append(
+                _problem(
+                    scan,
+                    f"{path} cannot be read ({reason}): it leaves {info.name} without a "
+                    f"package in {profile.name}'s {profile.os_folder} folder{instead}.",
+                    "Copy the folder again from a virtio-win release.",
+                )
+            )
+        elif own_folder or (os_score == 0 and other_windows_folder(folder, profile, facts) is None):
+            # In the profile's folder, or in one whose names say no Windows version: it
+            # might have been the package to take.
+            taken = f"comes from {driver.inf_path}" if driver else "is left out"
+            warnings.append(f"{path} cannot be read ({reason}); {info.name} {taken}.")
+    return problems
 
-    if problems_missing:
-        raise InputError.collect(
-            _problem(
-                scan,
-                text,
-                "Every file the INF names must sit next to it; copy the "
-                "complete folder from a virtio-win release.",
+
+def _fallback_warnings(
+    profile: Profile, facts: DriverFacts, selected: Sequence[SelectedDriver]
+) -> list[str]:
+    """A warning for every package taken from another Windows version's folder."""
+    warnings = []
+    for driver in selected:
+        other = other_windows_folder(driver.folder, profile, facts)
+        if other is not None:
+            decoration = driver.match.decoration_text or "undecorated models"
+            version = f"{profile.nt_version[0]}.{profile.nt_version[1]}"
+            warnings.append(
+                f"{driver.name} for {profile.name} comes from {driver.folder}, a folder of "
+                f"another Windows version ({other}): no package of it in the "
+                f"{profile.os_folder} folder fits, and its INF ({decoration}) says it "
+                f"installs on NT {version}."
             )
-            for text in problems_missing
-        )
-    _require(scan, profile, facts, selected, unsupported)
-    warnings += _known_bad_warnings(scan, profile, facts, selected)
-    return DriverSet(
-        profile=profile,
-        source=scan.source,
-        selected=tuple(selected),
-        rejected=tuple(sorted(rejected, key=lambda r: r.inf)),
-        warnings=tuple(warnings),
-    )
+    return warnings
 
 
 def _problem(scan: Scan, message: str, hint: str) -> Problem:
@@ -325,11 +516,15 @@ def _known_bad_warnings(
         if profile.os_folder not in bad.os_folders:
             continue
         release_hit = any(label.endswith(f"-{r}") or label == r for r in bad.releases)
+        suffix = bad.driver_version_suffix
         hits = [
-            d for d in selected if d.package.inf.driver_ver[1].endswith(bad.driver_version_suffix)
+            d
+            for d in selected
+            if (not bad.drivers or d.name in bad.drivers)
+            and (release_hit or (suffix and d.package.inf.driver_ver[1].endswith(suffix)))
         ]
-        if hits or release_hit:
-            names = ", ".join(f"{d.name} {d.package.inf.driver_ver[1]}" for d in hits) or label
+        if hits:
+            names = ", ".join(f"{d.name} {d.package.inf.driver_ver[1]}" for d in hits)
             warnings.append(f"{names}: {bad.reason}. {bad.hint}")
     return warnings
 
@@ -350,7 +545,16 @@ def selected_json(driver: SelectedDriver, digests: Mapping[str, str]) -> dict[st
         "files": [
             {"path": f.path, "size": f.size, "sha256": digests[f.path]} for f in driver.files
         ],
+        "catalog": driver.catalog.path if driver.catalog else None,
+        **signatures_json(driver.signatures),
     }
+
+
+def signatures_json(signatures: CatalogSignatures | None) -> dict[str, Any]:
+    """`signer` and `digest` (of the first signature), every signature and every signer."""
+    if signatures is None:
+        return {"signer": None, "digest": None, "signatures": [], "signers": []}
+    return signatures.as_json()
 
 
 def driverset_json(drivers: DriverSet, digests: Mapping[str, str]) -> dict[str, Any]:

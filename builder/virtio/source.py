@@ -82,7 +82,10 @@ class DriverSource(ABC):
                 "Check that the source is a virtio-win release.",
                 key=str(self.path),
             )
-        return self.read_exact(path, size)
+        data = self.read_exact(path, size)
+        # Read each byte once: a later digest of the same file comes from here.
+        self._digests.setdefault(path, hashlib.sha256(data).hexdigest())
+        return data
 
     def open_exact(self, path: str, size: int) -> IO[bytes]:
         """A stream of exactly `size` bytes of `path`, opened on the first read and closed

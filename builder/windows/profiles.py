@@ -69,6 +69,22 @@ class PostInstall(StrEnum):
     PNPUTIL_LEGACY = "pnputil -i -a"  # Vista / 2008 / 2008 R2 syntax
 
 
+class SignaturePolicy(StrEnum):
+    """What a release can validate of the driver catalogs' signatures (docs/virtio-win.md
+    §5), and so what pvinstall refuses or warns about (builder/virtio/trust.py)."""
+
+    # Setup installs whatever it is given (winnt.sif DriverSigningPolicy=Ignore).
+    IGNORE = "ignore"
+    # x64 kernel-mode code signing before the SHA-2 updates: a boot-critical driver
+    # needs a SHA-1 signature unless the media have the updates (`sha2_media`); other
+    # SHA-2-only packages are warnings.
+    SHA1_FOR_BOOT = "sha1-for-boot"
+    # No kernel-mode code signing (32-bit): SHA-2-only packages are warnings.
+    WARN_SHA2 = "warn-sha2"
+    # SHA-2 is validated: nothing to say.
+    SHA2 = "sha2"
+
+
 @dataclass(frozen=True)
 class AnswerText:
     """What a user's free-text value must be to go into a profile's answer file.
@@ -95,6 +111,9 @@ class AnswerFiles:
     secret: frozenset[str]
     text: AnswerText
     installs_image: bool  # whether the answer file picks an install.wim image by name
+    # Whether its first-logon commands stay in a RunOnce key after the one that ran the
+    # post-install script (winnt.sif's [GuiRunOnce]: one command per drive letter).
+    leaves_run_once: bool = False
 
 
 ANSWER_FILES: Mapping[AnswerFormat, AnswerFiles] = MappingProxyType(
@@ -116,6 +135,7 @@ ANSWER_FILES: Mapping[AnswerFormat, AnswerFiles] = MappingProxyType(
                 no_password="*",  # noqa: S106 - winnt.sif's sentinel, not a password
             ),
             installs_image=False,
+            leaves_run_once=True,
         ),
         AnswerFormat.UNATTEND: AnswerFiles(
             names=("autounattend.xml",),
@@ -162,6 +182,10 @@ class Profile:
     locales: Mapping[str, int]
     default_locale: str
     post_install: PostInstall
+    signature_policy: SignaturePolicy
+    # The updates that give the release SHA-2 code signing (KB4474419) and their
+    # prerequisites, for messages; empty when it has it or never checks.
+    sha2_updates: tuple[str, ...]
     shutdown_command: str
     editions: Mapping[str, Edition]
     default_edition: str
@@ -203,6 +227,10 @@ class Profile:
         return ANSWER_FILES[self.answer_format].installs_image
 
     @property
+    def leaves_run_once(self) -> bool:
+        return ANSWER_FILES[self.answer_format].leaves_run_once
+
+    @property
     def storage_prose(self) -> str:
         return STORAGE_ROUTE_PROSE[self.storage_route]
 
@@ -217,6 +245,7 @@ class Profile:
             "virtio_win_folder": self.virtio_win_folder,
             "storage_route": self.storage_route.value,
             "storage_driver_path": self.storage_prose,
+            "signature_policy": self.signature_policy.value,
             "machine": self.machine,
             "firmware": self.firmware.value,
             "virtio_model": self.virtio_model,
@@ -293,6 +322,8 @@ WIN2003_FAMILY = Profile(
     locales=locales.LCIDS,
     default_locale="en-US",
     post_install=PostInstall.NONE,
+    signature_policy=SignaturePolicy.IGNORE,
+    sha2_updates=(),
     shutdown_command="shutdown -s -t 0",
     editions=_W2003_X86,
     default_edition="standard",
@@ -326,6 +357,10 @@ WIN2008_FAMILY = replace(
     # "UTC" arrived with Windows 7 / 2008 R2; Greenwich has no DST either.
     default_timezone="Greenwich Standard Time",
     post_install=PostInstall.PNPUTIL_LEGACY,
+    # Microsoft's "2019 SHA-2 code signing support requirement" (KB4472027): KB4474419
+    # with the servicing stack update of the release (2008 SP2: KB4493730).
+    signature_policy=SignaturePolicy.SHA1_FOR_BOOT,
+    sha2_updates=("KB4474419", "KB4493730"),
     shutdown_command="shutdown /s /t 0",
     editions=_W2008,
     product_key_required=False,
@@ -380,7 +415,8 @@ PROFILES: Mapping[str, Profile] = MappingProxyType(
         for p in (
             release(WIN2003_FAMILY, "x86"),
             release(WIN2003_FAMILY, "amd64", editions=_W2003_X64),
-            release(WIN2008_FAMILY, "x86"),
+            # 32-bit Windows does not enforce kernel-mode code signing.
+            release(WIN2008_FAMILY, "x86", signature_policy=SignaturePolicy.WARN_SHA2),
             release(WIN2008_FAMILY, "amd64"),
             release(
                 WIN2008_FAMILY,
@@ -392,6 +428,7 @@ PROFILES: Mapping[str, Profile] = MappingProxyType(
                 timezones=timezones.ZONES_2008R2,
                 default_timezone="UTC",
                 editions=_W2008R2,
+                sha2_updates=("KB4474419", "KB4490628"),  # 2008 R2 SP1's servicing stack
                 osinfo_id="win2k8r2",
                 osinfo_url="http://microsoft.com/win/2k8r2",
             ),

@@ -7,6 +7,7 @@ Target (issue 2): under 2 s and under 100 MB peak RSS on the 2-core build machin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import resource
 import subprocess
@@ -19,11 +20,24 @@ from tests.fixtures.virtio_win import make_iso, write_bench_tree
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "bench"
 
 
+def _generator_key() -> str:
+    """A digest of the fixture generator's source: a cached image of an older generator
+    (fake catalogs, say) is never used."""
+    from tests.fixtures import signing, virtio_win
+
+    digest = hashlib.sha256()
+    for module in (virtio_win, signing):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def bench_iso() -> Path:
-    """The benchmark ISO, generated once and cached (it is large)."""
-    iso = CACHE / "virtio-win-bench.iso"
+    """The benchmark ISO, generated once per fixture generator and cached (it is large)."""
+    iso = CACHE / f"virtio-win-bench-{_generator_key()}.iso"
     if not iso.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
+        for stale in CACHE.glob("virtio-win-bench*.iso"):
+            stale.unlink()  # an older generator's: 700 MB each
         tree_root = CACHE / "tree"
         if tree_root.exists():
             subprocess.run(["rm", "-rf", str(tree_root)], check=True)

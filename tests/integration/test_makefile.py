@@ -53,6 +53,30 @@ def test_without_windows_iso_the_target_builds_media_and_says_how_to_install(
     assert "make win2008r2-virtio WINDOWS_ISO=" in done.stdout
 
 
+def test_2003_without_its_cd_says_setup_needs_f6_and_not_to_define_the_domain(
+    tmp_path: Path,
+) -> None:
+    tree = write_modern_tree(tmp_path / "vw", oses=["2k3"], drivers=("viostor", "NetKVM"))
+    out = tmp_path / "out"
+    done = make(
+        "win2003-virtio",
+        tmp_path,
+        VIRTIO_WIN=str(tree.root),
+        OUT=str(out),
+        CONFIG=str(_config_2003(tmp_path)),
+    )
+    assert done.returncode == 0, done.stderr
+    said = done.stdout + done.stderr
+    assert "F6" in said and "make win2003-virtio WINDOWS_ISO=" in done.stdout
+    assert "virsh" not in said and "define" not in said
+
+
+def _config_2003(tmp_path: Path) -> Path:
+    config = tmp_path / "2003.toml"
+    config.write_text('product_key = "QWERT-YUIOP-ASDFG-HJKLZ-XCVBN"\n')
+    return config
+
+
 def test_invalid_input_reaches_the_user_with_pvinstall_s_exit_code(tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = make(

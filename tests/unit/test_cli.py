@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from builder import cli, sources
 from builder.windows.profiles import PROFILES
+from tests.fixtures import signing
 from tests.fixtures.virtio_win import Tree, remove_file, write_modern_tree
 
 
@@ -67,11 +69,77 @@ def test_drivers_selection_json_and_osinfo_alias(
     assert {d["name"] for d in document["selected"]} == {"viostor", "NetKVM", "Balloon"}
 
 
+def test_drivers_selection_shows_signers_and_digests(
+    capsys: pytest.CaptureFixture[str], tree: Tree
+) -> None:
+    code, out, err = run(capsys, "drivers", str(tree.root), "--profile", "win2008-x64", "--json")
+    assert code == 0, err
+    for driver in json.loads(out)["selected"]:
+        assert driver["digest"] == "sha1"
+        assert driver["signer"]["sha1"] == signing.thumbprint("redhat-sha1")
+        assert driver["signer"]["self_signed"] is False
+        assert driver["catalog"].endswith(".cat")
+    code, out, _ = run(capsys, "drivers", str(tree.root), "--profile", "win2008-x64")
+    assert code == 0
+    header = out.splitlines()[1]
+    assert "DIGEST" in header and "SIGNER" in header
+    assert "Red Hat, Inc." in out
+    assert f"Signers:\n  {signing.thumbprint('redhat-sha1')}  C=US" in out
+    assert "issued by C=US, O=pvinstall tests, CN=pvinstall test code signing CA" in out
+
+
+def test_drivers_listing_reports_what_a_build_refuses_as_a_warning(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    old = write_modern_tree(tmp_path / "vw", release="0.1.185", drivers=("viostor", "NetKVM"))
+    code, out, err = run(capsys, "drivers", str(old.root), "--profile", "win2008-x64")
+    assert code == 0
+    assert "sha256" in out
+    assert "warning: viostor/2k8/amd64/viostor.cat: viostor" in err and "KB4474419" in err
+
+
 def test_drivers_selection_table(capsys: pytest.CaptureFixture[str], tree: Tree) -> None:
     code, out, _ = run(capsys, "drivers", str(tree.root), "--profile", "win2003-x86", "--rejected")
     assert code == 0
     assert "viostor/2k3/x86/viostor.inf" in out
     assert "Rejected:" in out
+
+
+# An optional package the build would leave out: what `drivers --rejected` says of it.
+LEFT_OUT: dict[str, tuple[Callable[[Tree], object], str, str]] = {
+    "incomplete": (
+        lambda t: remove_file(t, "Balloon/2k8/amd64/WdfCoInstaller01009.dll"),
+        "incomplete: missing WdfCoInstaller01009.dll",
+        "Balloon is left out: Balloon/2k8/amd64/balloon.inf is incomplete",
+    ),
+    "unreadable-catalog": (
+        lambda t: t.path("Balloon/2k8/amd64/balloon.cat").write_bytes(b"not a catalog"),
+        "catalog cannot be read: it is not DER-encoded PKCS#7 SignedData",
+        "Balloon is left out: its catalog Balloon/2k8/amd64/balloon.cat cannot be read",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(LEFT_OUT))
+def test_drivers_rejected_shows_why_an_optional_package_is_left_out(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, damage: str
+) -> None:
+    made = write_modern_tree(tmp_path / "vw", drivers=("viostor", "NetKVM", "Balloon"))
+    spoil, reason, warning = LEFT_OUT[damage]
+    spoil(made)
+    args = ("drivers", str(made.root), "--profile", "win2008-x64")
+    code, out, err = run(capsys, *args, "--rejected")
+    assert code == 0, err
+    selected, _, rejected = out.partition("\nRejected:\n")
+    assert "Balloon/2k8/amd64/balloon.inf" not in selected
+    assert f"  Balloon/2k8/amd64/balloon.inf: {reason}" in rejected
+    assert f"warning: {warning}" in err
+    code, out, _ = run(capsys, *args, "--json")
+    document = json.loads(out)
+    assert "Balloon" not in {d["name"] for d in document["selected"]}
+    reasons = {r["inf"]: r["reason"] for r in document["rejected"]}
+    assert reasons["Balloon/2k8/amd64/balloon.inf"].startswith(reason)
+    assert any(w.startswith(warning) for w in document["warnings"])
 
 
 @pytest.mark.parametrize(

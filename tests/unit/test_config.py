@@ -17,6 +17,33 @@ PASSWORD = ["admin_password=Sup3r-secret"]
 KEY_2003 = "product_key=ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"
 
 
+def test_the_driver_settings_default_to_every_driver_and_no_sha2_media() -> None:
+    config = load_config(W2008, sets=PASSWORD)
+    assert (config.drivers, config.sha2_media, config.server_manager_at_logon) == (
+        None,
+        False,
+        False,
+    )
+    assert config.public_json()["drivers"] is None
+    assert config.public_json()["sha2_media"] is False
+
+
+def test_the_bool_settings_come_from_the_environment_and_the_file(tmp_path: Path) -> None:
+    file = tmp_path / "c.toml"
+    file.write_text('drivers = ["viostor", "NetKVM"]\nsha2_media = true\n')
+    config = load_config(
+        W2008,
+        config_file=file,
+        sets=PASSWORD,
+        environ={"PVINSTALL_SERVER_MANAGER_AT_LOGON": "true"},
+    )
+    assert (config.drivers, config.sha2_media, config.server_manager_at_logon) == (
+        ("viostor", "NetKVM"),
+        True,
+        True,
+    )
+
+
 def test_defaults_for_2008() -> None:
     config = load_config(W2008, sets=PASSWORD)
     assert config.computer_name == "*"
@@ -65,6 +92,11 @@ def test_precedence_set_beats_env_beats_file(tmp_path: Path) -> None:
         ),
         ("computer_name=WEB-01", "computer_name", "WEB-01"),
         ("storage_pool=images", "storage_pool", "images"),
+        ('drivers=["viostor", "NetKVM"]', "drivers", ("viostor", "NetKVM")),
+        ('drivers=["viostor", "VIOSTOR", "NetKVM"]', "drivers", ("viostor", "NetKVM")),
+        ("drivers=viostor", "drivers", ("viostor",)),
+        ("sha2_media=true", "sha2_media", True),
+        ("server_manager_at_logon=true", "server_manager_at_logon", True),
     ],
 )
 def test_good_values(item: str, key: str, expected: object) -> None:
@@ -115,6 +147,16 @@ BAD = [
     (W2003, [KEY_2003, "admin_password=*"], "admin_password", "means no password"),
     (W2008, ["first_logon_commands=caf\u00e9.cmd"], "first_logon_commands[0]", "ASCII"),
     (W2008, ['first_logon_commands=["echo \\"half"]'], "first_logon_commands[0]", "unmatched"),
+    (W2008, ["drivers=viostor NetKVM"], "drivers[0]", "not a driver name"),
+    (W2008, ["drivers=[1, 2]"], "drivers", "list of driver names"),
+    (W2008, ["drivers={a = 1}"], "drivers", "list of driver names"),
+    (W2008, ['drivers=["viostor", "../x"]'], "drivers[1]", "not a driver name"),
+    (W2008, ['drivers=["viostor", ""]'], "drivers[1]", "not a driver name"),
+    (W2008, [f"drivers={['d'] * 65}"], "drivers", "at most 64"),
+    (W2008, ["sha2_media=yes"], "sha2_media", "true or false"),
+    (W2008, ["sha2_media=1"], "sha2_media", "true or false"),
+    (W2008, ['sha2_media="true"'], "sha2_media", "true or false"),
+    (W2008, ["server_manager_at_logon=on"], "server_manager_at_logon", "true or false"),
     (W2008, ["setwithoutequals"], "--set", "has no '='"),
     (W2008, ["=value"], "--set", "no key"),
 ]

@@ -17,6 +17,7 @@ ONE_IMPORTER = {
     "builder.media.fat": {"pyfatfs", "fs"},
     "builder.media.iso9660": {"pycdlib"},
     "builder.vm.virt": {"libvirt", "libvirtaio"},
+    "builder.virtio.signatures": {"asn1crypto"},
 }
 # Imports allowed inside a function, each for start-up time: pyfatfs imports
 # pkg_resources (0.2 s and a warning), rich is needed only on a terminal.

@@ -15,6 +15,7 @@ from builder.media import layout
 from builder.virtio.selection import DriverSet
 from builder.windows.profiles import PROFILES, DiskLayout, Profile
 from tests.unit.answers.common import (
+    GOLDEN_SETTINGS,
     PASSWORD,
     PROFILES_2008,
     WCM,
@@ -243,11 +244,15 @@ def test_no_2012_era_oobe_key_reaches_2008_or_2008r2(driversets: dict[str, Drive
 
 
 def test_gated_table_for_a_future_profile() -> None:
-    # A 2012-era profile (NT 6.2) would get SPP-UX and the account-screen switches.
+    # A 2012-era profile (NT 6.2) would get SPP-UX, the Server Manager switch (not the
+    # Initial Configuration Tasks one: that window is gone) and the account-screen switches.
     from dataclasses import replace
 
     future: Profile = replace(PROFILES["win2008r2-x64"], nt_version=(6, 2))
-    assert unattend.gated_components(future, "specialize") == ("Microsoft-Windows-Security-SPP-UX",)
+    assert unattend.gated_components(future, "specialize") == (
+        "Microsoft-Windows-Security-SPP-UX",
+        "Microsoft-Windows-ServerManager-SvrMgrNc",
+    )
     names = {
         s.name
         for s in unattend.gated_settings(
@@ -336,3 +341,27 @@ def test_the_disk_is_partitioned_as_the_layout_table_says(
     monkeypatch.setattr(unattend, "PARTITION_LAYOUTS", {})
     with pytest.raises(BuildError, match="cannot partition a mbr disk"):
         unattend_root("win2008r2-x64", driversets)
+
+
+@pytest.mark.parametrize("profile", PROFILES_2008)
+@pytest.mark.parametrize("keep", [False, True])
+def test_server_manager_and_initial_configuration_tasks_stay_closed_unless_kept(
+    profile: str, keep: bool, driversets: dict[str, DriverSet]
+) -> None:
+    sets = [*GOLDEN_SETTINGS, f"server_manager_at_logon={'true' if keep else 'false'}"]
+    data = formats.render_answer_files(config_for(profile, *sets), driversets[profile])
+    root = etree.fromstring(data["autounattend.xml"])
+    settings = {
+        (component.get("name"), child.tag.removeprefix(U), child.text)
+        for component in root.iterfind(f"{U}settings[@pass='specialize']/{U}component")
+        for child in component
+    }
+    wanted = {
+        ("Microsoft-Windows-ServerManager-SvrMgrNc", "DoNotOpenServerManagerAtLogon", "true"),
+        (
+            "Microsoft-Windows-OutOfBoxExperience",
+            "DoNotOpenInitialConfigurationTasksAtLogon",
+            "true",
+        ),
+    }
+    assert (wanted & settings) == (set() if keep else wanted)

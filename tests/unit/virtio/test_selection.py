@@ -7,6 +7,7 @@ records what every INF it wrote declares, independently of the product's parser.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -178,12 +179,31 @@ def test_only_2008r2_drivers_for_2008(tmp_path: Path) -> None:
     assert {p.key for p in caught.value.problems} == {str(tree.root)}
 
 
-def test_known_bad_release_warns(tmp_path: Path) -> None:
-    tree = write_modern_tree(tmp_path / "vw", release="0.1.185", drivers=("viostor", "NetKVM"))
+@pytest.mark.parametrize("release", ["0.1.185", "0.1.190"])
+def test_a_release_reported_with_invalid_signatures_warns(tmp_path: Path, release: str) -> None:
+    # 0.1.190 has the builds of the good 0.1.189: only the release label tells.
+    tree = write_modern_tree(
+        tmp_path / f"virtio-win-{release}", release=release, drivers=("viostor", "NetKVM")
+    )
     selection = select_drivers(scan_dir(tree.root), PROFILES["win2008-x64"], FACTS)
-    assert any("SHA-256" in w for w in selection.warnings)
-    good = write_modern_tree(tmp_path / "good", release="0.1.240", drivers=("viostor", "NetKVM"))
-    assert select_drivers(scan_dir(good.root), PROFILES["win2008-x64"], FACTS).warnings == ()
+    (warning,) = selection.warnings
+    assert warning.startswith("NetKVM ") and ", viostor " in warning
+    assert "invalid signatures" in warning and "#43" in warning
+    hint = warning.partition("Use ")[2]
+    assert "0.1.217" in hint
+    for bad in ("0.1.185", "0.1.187", "0.1.190"):
+        assert bad not in hint
+    # A range in the hint never contains a bad release.
+    for low, high in re.findall(r"0\.1\.(\d+) to 0\.1\.(\d+)", hint):
+        assert not any(int(low) <= bad <= int(high) for bad in (185, 187, 190))
+
+
+@pytest.mark.parametrize("release", ["0.1.189", "0.1.240"])
+def test_good_releases_do_not_warn(tmp_path: Path, release: str) -> None:
+    tree = write_modern_tree(
+        tmp_path / f"virtio-win-{release}", release=release, drivers=("viostor", "NetKVM")
+    )
+    assert select_drivers(scan_dir(tree.root), PROFILES["win2008-x64"], FACTS).warnings == ()
 
 
 def test_an_incomplete_best_package_is_not_silently_replaced(tmp_path: Path) -> None:
@@ -227,7 +247,16 @@ def test_driverset_json_shape(modern: Tree) -> None:
         "boot_critical",
         "hardware_ids",
         "files",
+        "catalog",
+        "signer",
+        "digest",
+        "signatures",
+        "signers",
     }
+    # Without its signatures read (that is virtio/trust.py's step) the catalog is named
+    # and nothing is claimed about it.
+    assert viostor["catalog"] == "viostor/2k8/amd64/viostor.cat"
+    assert (viostor["signer"], viostor["digest"], viostor["signatures"]) == (None, None, [])
     truth = modern.inf("viostor/2k8/amd64/viostor.inf")
     assert viostor["inf"] == truth.relpath
     assert viostor["arch"] == "amd64"
@@ -255,3 +284,158 @@ def test_a_selection_without_a_storage_driver_says_so(modern: Tree) -> None:
     with pytest.raises(InputError, match="no boot-critical storage driver was selected") as caught:
         _ = without.storage
     assert caught.value.problems[0].key == "--drivers"
+
+
+# -- optional drivers never block; the drivers setting; damaged INFs ------------------------
+
+
+def tree_2k3_2k8(tmp_path: Path) -> Tree:
+    return write_modern_tree(
+        tmp_path / "vw",
+        drivers=("viostor", "NetKVM", "Balloon", "vioscsi", "pvpanic"),
+        oses=("2k3", "2k8"),
+    )
+
+
+# An incomplete package: the INF names a file its folder lacks.
+@pytest.mark.parametrize(
+    ("relpath", "driver", "blocks"),
+    [
+        ("Balloon/2k8/amd64/WdfCoInstaller01009.dll", "Balloon", False),
+        ("Balloon/2k8/amd64/balloon.sys", "Balloon", False),
+        ("pvpanic/2k8/amd64/pvpanic.cat", "pvpanic", False),
+        # Required or boot-critical: still an error.
+        ("viostor/2k8/amd64/viostor.sys", "viostor", True),
+        ("NetKVM/2k8/amd64/netkvm.cat", "NetKVM", True),
+        ("vioscsi/2k8/amd64/vioscsi.sys", "vioscsi", True),
+    ],
+)
+def test_an_incomplete_package_blocks_only_when_the_driver_is_essential(
+    tmp_path: Path, relpath: str, driver: str, blocks: bool
+) -> None:
+    tree = tree_2k3_2k8(tmp_path)
+    remove_file(tree, relpath)
+    missing = relpath.rpartition("/")[2]
+    inf = next(t.relpath for t in tree.infs if t.directory == relpath.rpartition("/")[0])
+    if blocks:
+        with pytest.raises(InputError) as caught:
+            select_drivers(scan_dir(tree.root), PROFILES["win2008-x64"], FACTS)
+        assert f"{inf} is incomplete: {missing}" in str(caught.value)
+        assert caught.value.exit_code == 2
+        return
+    selection = select_drivers(scan_dir(tree.root), PROFILES["win2008-x64"], FACTS)
+    assert selection.get(driver) is None  # left out: on neither medium
+    assert {"viostor", "NetKVM"} <= {d.name for d in selection.selected}
+    (warning,) = [w for w in selection.warnings if w.startswith(f"{driver} is left out")]
+    assert f"{inf} is incomplete: {missing}" in warning
+    reasons = {r.inf: r.reason for r in selection.rejected}
+    assert reasons[inf] == f"incomplete: missing {missing}"
+
+
+def test_the_drivers_setting_chooses_what_goes_onto_the_media(tmp_path: Path) -> None:
+    tree = tree_2k3_2k8(tmp_path)
+    selection = select_drivers(
+        scan_dir(tree.root), PROFILES["win2008-x64"], FACTS, wanted=("viostor", "netkvm")
+    )
+    assert [d.name for d in selection.selected] == ["NetKVM", "viostor"]
+    reasons = {r.inf: r.reason for r in selection.rejected}
+    assert reasons["Balloon/2k8/amd64/balloon.inf"] == "left out by the drivers setting"
+    # Leaving out a driver whose package is incomplete avoids its warning too.
+    remove_file(tree, "Balloon/2k8/amd64/WdfCoInstaller01009.dll")
+    again = select_drivers(
+        scan_dir(tree.root), PROFILES["win2008-x64"], FACTS, wanted=("viostor", "NetKVM")
+    )
+    assert again.warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("wanted", "expected"),
+    [
+        (("viostor", "NetKVM", "nosuch"), "'nosuch': no such virtio driver"),
+        (("nosuch", "other"), "'nosuch', 'other': no such virtio driver"),
+        (("Balloon",), "leaves out viostor"),
+        (("Balloon",), "leaves out NetKVM"),
+        ((), "leaves out viostor"),
+        (("viostor",), "leaves out NetKVM"),
+        # A driver pvinstall knows, without a package for 2008 in this source.
+        (("viostor", "NetKVM", "vioinput"), "vioinput: "),
+    ],
+)
+def test_bad_drivers_settings_list_the_valid_names(
+    tmp_path: Path, wanted: tuple[str, ...], expected: str
+) -> None:
+    tree = tree_2k3_2k8(tmp_path)
+    with pytest.raises(InputError) as caught:
+        select_drivers(scan_dir(tree.root), PROFILES["win2008-x64"], FACTS, wanted=wanted)
+    assert caught.value.exit_code == 2
+    problems = caught.value.problems
+    assert all(p.key == "drivers" for p in problems)
+    assert any(expected in p.message for p in problems), [p.message for p in problems]
+    for problem in problems:
+        assert problem.hint is not None
+        assert "Balloon, NetKVM, pvpanic, vioscsi, viostor" in problem.hint
+
+
+GARBAGE = bytes(range(256)) * 8
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda tree, path: tree.path(path).write_bytes(GARBAGE), id="binary"),
+        pytest.param(
+            lambda tree, path: edit_inf(tree, path, "[Manufacturer]", "[Nothing]"),
+            id="no-manufacturer",
+        ),
+    ],
+)
+def test_a_damaged_2k8_viostor_inf_is_not_replaced_by_the_2003_build(
+    tmp_path: Path, damage: object
+) -> None:
+    tree = tree_2k3_2k8(tmp_path)
+    damage(tree, "viostor/2k8/amd64/viostor.inf")  # type: ignore[operator]
+    with pytest.raises(InputError) as caught:
+        select_drivers(scan_dir(tree.root), PROFILES["win2008-x64"], FACTS)
+    (problem,) = caught.value.problems
+    assert problem.message.startswith("viostor/2k8/amd64/viostor.inf cannot be read")
+    assert "leaves viostor without a package in win2008-x64's 2k8 folder" in problem.message
+    assert "viostor/2k3/amd64/viostor.inf" in problem.message
+    assert caught.value.exit_code == 2
+
+
+def test_a_damaged_optional_inf_is_a_warning(tmp_path: Path) -> None:
+    tree = tree_2k3_2k8(tmp_path)
+    tree.path("Balloon/2k8/amd64/balloon.inf").write_bytes(GARBAGE)
+    selection = select_drivers(scan_dir(tree.root), PROFILES["win2008-x64"], FACTS)
+    balloon = selection.get("Balloon")
+    # The 2003 build installs on 2008 (undecorated NTAMD64): it is taken, and both the
+    # damaged INF and the fallback are said.
+    assert balloon is not None and balloon.folder == "Balloon/2k3/amd64"
+    assert any(
+        w.startswith("Balloon/2k8/amd64/balloon.inf cannot be read")
+        and "Balloon comes from Balloon/2k3/amd64/balloon.inf" in w
+        for w in selection.warnings
+    )
+    assert any(
+        w.startswith("Balloon for win2008-x64 comes from Balloon/2k3/amd64, a folder of another")
+        for w in selection.warnings
+    )
+
+
+def test_a_fallback_to_another_windows_versions_folder_is_a_warning(tmp_path: Path) -> None:
+    # No 2k8 Balloon at all: the 2003 build fits 2008 and is taken, with a warning.
+    tree = tree_2k3_2k8(tmp_path)
+    for name in ("balloon.inf", "balloon.cat", "balloon.sys", "WdfCoInstaller01009.dll"):
+        remove_file(tree, f"Balloon/2k8/amd64/{name}")
+    selection = select_drivers(scan_dir(tree.root), PROFILES["win2008-x64"], FACTS)
+    assert selection.get("Balloon") is not None
+    (warning,) = selection.warnings
+    assert "Balloon for win2008-x64 comes from Balloon/2k3/amd64" in warning
+    assert "(2k3)" in warning
+
+
+def test_a_damaged_inf_of_another_windows_version_does_not_matter(tmp_path: Path) -> None:
+    tree = tree_2k3_2k8(tmp_path)
+    tree.path("viostor/2k3/amd64/viostor.inf").write_bytes(GARBAGE)
+    selection = select_drivers(scan_dir(tree.root), PROFILES["win2008-x64"], FACTS)
+    assert selection.warnings == ()

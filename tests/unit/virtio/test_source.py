@@ -64,3 +64,12 @@ def test_each_file_is_hashed_once(source: DirectorySource, monkeypatch: pytest.M
 def test_paths_are_described_for_messages(source: DirectorySource, tmp_path: Path) -> None:
     assert source.describe("a/b.inf") == str(tmp_path / "a/b.inf")
     assert source.as_json() == {"path": str(tmp_path), "kind": "dir", "label": tmp_path.name}
+
+
+def test_a_small_file_read_whole_is_not_read_again_for_its_digest(
+    source: DirectorySource, tmp_path: Path
+) -> None:
+    data = source.read_bytes("viostor/2k8/viostor.inf", 1024)
+    # Same size, other bytes: a second read would see them.
+    (tmp_path / "viostor" / "2k8" / "viostor.inf").write_bytes(b"[Changed]\r\n")
+    assert source.sha256("viostor/2k8/viostor.inf") == hashlib.sha256(data).hexdigest()
