@@ -301,13 +301,13 @@ def test_install_timeout_saves_a_screenshot_and_stops_the_guest(
             conn,
             name,
             media=media.media,
-            timeout_minutes=0.25,
+            timeout_minutes=0.5,
             out_dir=tmp_path,
             monitor=NullMonitor(),
         )
     message = str(raised.value)
     screenshot = tmp_path / "screenshot.png"
-    assert "did not power off within 0.25 minutes (it was running)" in message
+    assert "did not power off within 0.5 minutes (it was running)" in message
     assert str(screenshot) in message and str(tmp_path / "serial.log") in message
     assert screenshot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert virt.domain_state(conn, name) == ("shut off", "destroyed")
