@@ -35,9 +35,12 @@ def test_2008_script_installs_every_package_from_the_iso(
     installs = [line for line in lines if line.startswith("pnputil ")]
     assert len(installs) == len(drivers.selected)
     iso = {f.path for f in medium(plan(profile, drivers, files), "drivers.iso")}
+    command = postinstall.INSTALL_COMMANDS[PROFILES[profile].post_install]
+    assert command is not None
     for driver, line in zip(drivers.selected, installs, strict=True):
         folder = layout.iso_folder(driver, drivers.profile)
-        assert line.startswith(f'pnputil -i -a "%PV_DRIVE%\\{folder.replace("/", chr(92))}\\*.inf"')
+        inf = f'"%PV_DRIVE%\\{folder.replace("/", chr(92))}\\*.inf"'
+        assert line.startswith(command.format(inf=inf))
         assert any(p.startswith(folder + "/") and p.lower().endswith(".inf") for p in iso)
     assert 'set "PV_DRIVE=%~d0"' in lines
     assert [line for line in lines if line.strip()][-1] == "shutdown /s /t 0"

@@ -2,7 +2,7 @@
 wimlib-imagex (the fixture's ground truth), what it refuses, and that it reads only the
 header and the XML.
 
-The comparison with `wimlib-imagex info` itself is tests/integration/test_wim_oracle.py.
+The comparison with `wimlib-imagex info` itself is tests/integration/test_windows_media.py.
 """
 
 from __future__ import annotations
