@@ -36,6 +36,7 @@ from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
 from builder.virtio.source import DriverSource
 from builder.vm import domain, virt
+from builder.windows.install_media import InstallMedia, image_json, profiles_for
 from builder.windows.profiles import Profile, resolve_profile
 
 DOMAIN_XML = "domain.xml"
@@ -47,7 +48,7 @@ SERIAL_LOG = "serial.log"
 class BuildOptions:
     """What the command line asked for, besides the settings."""
 
-    profile: str
+    profile: str | None  # None: the profile --windows-iso is for
     arch: str | None = None
     drivers: str | None = None
     windows_iso: Path | None = None
@@ -90,6 +91,7 @@ class Context:
     drivers: DriverSet
     facts: DriverFacts
     windows_iso: Path | None
+    media: InstallMedia | None = None
     domain_type: str = "kvm"
     disks: domain.DiskPaths | None = None
     domain_xml: str = ""
@@ -159,7 +161,7 @@ def _option_problems(options: BuildOptions, profile: Profile) -> list[Problem]:
                 "Give it with --windows-iso (make: WINDOWS_ISO=...).",
             )
         )
-    if options.windows_iso is not None:
+    if options.windows_iso is not None and not profile.reads_install_image:
         path = options.windows_iso
         if not path.is_file():
             found.append(
@@ -202,18 +204,108 @@ def _option_problems(options: BuildOptions, profile: Profile) -> list[Problem]:
     return found
 
 
+def profile_from_media(media: InstallMedia, arch: str | None) -> Profile:
+    """The one profile a DVD or CD is for (`pvinstall build` without a profile);
+    InputError naming what the medium holds when there is none, or several."""
+    fitting = profiles_for(media)
+    found = [p for p in fitting if arch is None or arch in (p.arch_label, p.arch)]
+    if len(found) == 1:
+        return found[0]
+    if not found and fitting:
+        raise InputError(
+            f"{media.path} is for {', '.join(p.name for p in fitting)}, but --arch says {arch}.",
+            "Leave out --arch, or give the DVD of that architecture.",
+            key="--arch",
+        )
+    if not found:
+        raise InputError(
+            f"no profile of pvinstall installs what {media.path} holds: {media.holds()}.",
+            "Give a Windows Server DVD of a release `pvinstall profiles` lists, or name the "
+            "profile.",
+            key="--windows-iso",
+        )
+    raise InputError(
+        f"{media.path} fits several profiles ({', '.join(p.name for p in found)}).",
+        "Name the profile, or add --arch.",
+        key="--windows-iso",
+    )
+
+
+def _read_media(
+    options: BuildOptions, monitor: Monitor
+) -> tuple[Profile, InstallMedia | None, list[Problem]]:
+    """The profile (named, or the one --windows-iso is for) and, for a profile that reads
+    its install image, the DVD as read in place, with the problems reading it had."""
+    iso = options.windows_iso
+    if options.profile is None:
+        if iso is None:
+            raise InputError(
+                "no profile was given, and no --windows-iso to choose one from.",
+                "Name a profile (see `pvinstall profiles`), or give the install DVD with "
+                "--windows-iso.",
+                key="profile",
+            )
+        monitor.step("read install media", str(iso))
+        media = iso9660.read_install_media(iso)
+        profile = profile_from_media(media, options.arch)
+        monitor.info(f"{iso.name} holds {media.holds()}: profile {profile.name}")
+        return profile, media if profile.reads_install_image else None, []
+    profile = resolve_profile(options.profile, options.arch)
+    if iso is None or not profile.reads_install_image:
+        return profile, None, []
+    monitor.step("read install media", str(iso))
+    try:
+        return profile, iso9660.read_install_media(iso), []
+    except InputError as error:
+        return profile, None, list(error.problems)
+
+
+def _firmware_warnings(options: BuildOptions, config: BuildConfig) -> list[str]:
+    """A build whose firmware the domain cannot boot yet: refused when it would define
+    or install, a warning when it only writes the media."""
+    if config.firmware in domain.BOOTABLE_FIRMWARES:
+        return []
+    text = (
+        f"domain.xml does not select {config.firmware} firmware yet, so it boots BIOS while "
+        f"the answer file partitions the disk for {config.firmware} (GPT)"
+    )
+    if options.acting:
+        bios = "bios" in config.profile.firmwares
+        raise InputError(
+            f"{text}; setup would stop at the disk.",
+            "Use --set firmware=bios to install now"
+            if bios
+            else f"{config.profile.name} installs with UEFI only; build the media without "
+            "--define or --install for now.",
+            key="firmware",
+        )
+    return [f"{text}: the media are right, the domain is not ready to install with them."]
+
+
 def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor) -> Context:
     """Resolve and validate every input and select the drivers; InputError lists every
     problem. The returned context holds the driver source open: close it."""
-    profile = resolve_profile(options.profile, options.arch)
+    profile, media, media_problems = _read_media(options, monitor)
     path, source_problems = _locate_source(options, environ)
     config = load_config(
         profile,
         config_file=options.config_file,
         sets=options.sets,
         environ=environ,
-        extra_problems=lambda: [*source_problems, *_option_problems(options, profile)],
+        extra_problems=lambda: [
+            *media_problems,
+            *source_problems,
+            *_option_problems(options, profile),
+        ],
+        media=media,
     )
+    firmware_warnings = _firmware_warnings(options, config)
+    if config.image is not None:
+        monitor.info(
+            f"install image {config.image.index}: {config.image.name} "
+            f"({config.image.edition_id}, {config.image.installation_type}, "
+            f"{config.image.language})"
+        )
     if path is None:  # load_config has reported the source's problems with the others
         raise InputError.collect(source_problems)
     epoch = source_date_epoch(environ)
@@ -222,13 +314,13 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
     try:
         facts = load_driver_facts()
         scan = scan_source(source, facts)
-        drivers = select_drivers(scan, profile, facts)
+        drivers = select_drivers(scan, profile, facts, storage_bus=config.storage_bus)
     except BaseException:
         source.close()
         raise
     for driver in drivers.selected:
         monitor.info(f"{driver.name}: {driver.inf_path} ({driver.driver_ver})")
-    for warning in drivers.warnings:
+    for warning in (*config.warnings, *firmware_warnings, *drivers.warnings):
         monitor.warning(warning)
     name = options.name or default_name(profile)
     return Context(
@@ -242,7 +334,8 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
         drivers=drivers,
         facts=facts,
         windows_iso=options.windows_iso.absolute() if options.windows_iso else None,
-        warnings=list(drivers.warnings),
+        media=media,
+        warnings=[*config.warnings, *firmware_warnings, *drivers.warnings],
     )
 
 
@@ -428,6 +521,7 @@ def write_manifest(ctx: Context, plan: BuildPlan, monitor: Monitor) -> dict[str,
         ],
         domain=ctx.domain_record,
         warnings=ctx.warnings,
+        install_image=image_json(ctx.config.image) if ctx.config.image else None,
     )
     with staging(ctx.out_dir) as stage:
         stage.write(MANIFEST, manifest_mod.manifest_bytes(document))

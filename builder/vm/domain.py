@@ -37,6 +37,7 @@ from builder.vm.devices import (
     STORAGE_DEVICE_KINDS,
     VIRTIO_MODELS,
     AttachedMedium,
+    Firmware,
     Removable,
     StorageBus,
     VirtioModel,
@@ -51,6 +52,11 @@ DOMAIN_TYPES = ("kvm", "qemu")
 # The libvirt guest architecture of a profile. 32-bit Windows gets a 32-bit CPU
 # (qemu32, no long mode), as on the hardware it was written for.
 GUEST_ARCH: Mapping[str, str] = MappingProxyType({"x86": "i686", "amd64": "x86_64"})
+
+# The firmware the domain boots with: the template selects none, so the machine's
+# default, SeaBIOS. A build for UEFI gets its media and its answer file (a GPT disk), but
+# a domain that boots them needs OVMF, which the domain does not select yet.
+BOOTABLE_FIRMWARES: frozenset[Firmware] = frozenset({Firmware.BIOS})
 
 # libvirt's model of a virtio-scsi controller for each virtio device model.
 SCSI_CONTROLLER_MODELS: Mapping[VirtioModel, str] = MappingProxyType(
