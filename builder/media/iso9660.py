@@ -921,14 +921,12 @@ def _read_setup_dvd(image: Any, path: Path, label: str) -> InstallMedia:
 
 def _read_textmode_cd(image: Any, path: Path, label: str) -> InstallMedia:
     files = _iso9660_files(image, path)
-    for arch, folder in SETUP_DIRS.items():
-        # An x64 CD also has an I386 folder (32-bit files), without TXTSETUP.SIF.
-        if f"{folder}/{TXTSETUP_SIF}".casefold() in files and arch == "amd64":
-            break
-    else:
-        arch = "x86"
-    folder = SETUP_DIRS[arch]
-    if f"{folder}/{TXTSETUP_SIF}".casefold() not in files:
+    found: list[Arch] = [
+        arch
+        for arch, folder in SETUP_DIRS.items()
+        if f"{folder}/{TXTSETUP_SIF}".casefold() in files
+    ]
+    if not found:
         raise InputError(
             f"{path} is neither a Windows Setup DVD (it has no UDF file system with "
             f"sources/install.wim) nor a Windows Server 2003 CD (no I386 or AMD64 "
@@ -936,6 +934,9 @@ def _read_textmode_cd(image: Any, path: Path, label: str) -> InstallMedia:
             _MEDIA_HINT,
             key=WINDOWS_ISO_KEY,
         )
+    # An x64 CD also has an I386 folder (its 32-bit files), without a TXTSETUP.SIF.
+    arch: Arch = "amd64" if "amd64" in found else found[0]
+    folder = SETUP_DIRS[arch]
     tags = tuple(
         sorted(
             f.path
@@ -978,7 +979,7 @@ def read_install_media(path: Path) -> InstallMedia:
         if image.has_udf():
             return _read_setup_dvd(image, path, label)
         return _read_textmode_cd(image, path, label)
-    except _READ_ERRORS as exc:
+    except (*_READ_ERRORS, RecursionError) as exc:  # a hostile tree may nest without end
         if isinstance(exc, InputError):
             raise
         raise InputError(
