@@ -84,7 +84,7 @@ def profiles_command(json_output: JsonOption = False) -> None:
         [
             p.name,
             p.title,
-            f"NT {p.nt_version[0]}.{p.nt_version[1]}",
+            f"NT {p.version_text}",
             ", ".join(p.answer_files),
             p.virtio_win_folder,
             p.virtio_model,
@@ -361,6 +361,8 @@ def _print_selection(document: dict[str, Any], *, show_rejected: bool) -> None:
         for d in document["selected"]
     ]
     typer.echo(_table(rows, ["DRIVER", "INF", "DECORATION", "DRIVERVER", "BOOT", "FILES"]))
+    for installer in document["installers"]:
+        typer.echo(f"installer {installer['name']}: {installer['path']}")
     rejected = document["rejected"]
     if show_rejected:
         typer.echo("\nRejected:")

@@ -249,8 +249,10 @@ def select_drivers(
     A package installs when a decoration of its INF fits the profile's architecture,
     NT version and build. Among those, the closest decoration wins (legacy profiles), or
     first the one in the profile's own virtio-win folder (profiles of the `own-folder`
-    rule; when no package of a driver is there, the closest decoration wins and a
-    warning names the folder used instead); then the folder names, then the newest
+    rule: when the source has that folder but not for a driver that is not required,
+    virtio-win did not build it for the release and it is left out; when the source has
+    no such folder at all, the closest decoration wins and one warning names the folders
+    used instead); then the folder names, then the newest
     DriverVer, then the path (so the result is deterministic). Raises InputError when
     the chosen package of any driver is incomplete (a broken folder is never silently
     replaced by a worse match, such as a 2003 build for 2008), or when a required driver
