@@ -187,7 +187,9 @@ def _print_media(document: dict[str, Any]) -> None:
         typer.echo(_table(rows, ["INDEX", "NAME", "EDITION", "INSTALLATION", "LANGUAGES"]))
     else:
         typer.echo(f"{where}: Windows Server 2003 text-mode setup CD")
-        typer.echo(f"  {document['arch']}, setup in {document['setup_dir']}")
+        versions = ", ".join(f"NT {v}" for v in document["version"]) or "unknown"
+        sp = f" {document['service_pack']}" if document["service_pack"] else ""
+        typer.echo(f"  {versions}{sp} {document['arch']}, setup in {document['setup_dir']}")
         typer.echo(f"  tag files: {', '.join(document['tags']) or 'none'}")
         typer.echo(f"  profile: {profiles}")
     typer.echo("\nBoot images (El Torito):")

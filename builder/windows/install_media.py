@@ -68,6 +68,12 @@ class InstallMedia:
     efisys_noprompt: bool  # efi/microsoft/boot/efisys_noprompt.bin is on the DVD
 
     @property
+    def service_pack(self) -> str | None:
+        """A 2003 CD's service pack, from its tag file (`WIN51IS.SP2`: SP2)."""
+        found = sorted(tag.rpartition(".")[2].upper() for tag in self.tags if ".SP" in tag.upper())
+        return found[-1] if found else None
+
+    @property
     def images(self) -> tuple[WimImage, ...]:
         return self.wim.images if self.wim is not None else ()
 
@@ -109,7 +115,17 @@ class InstallMedia:
                 images=[image_json(i) for i in self.images],
             )
         else:
-            document.update(arch=self.arch, setup_dir=self.setup_dir, tags=list(self.tags))
+            document.update(
+                # The NT version of the release whose CD this is (a 2003 CD's setup
+                # folder and tag files say which, not a version number).
+                version=sorted(
+                    {f"{p.nt_version[0]}.{p.nt_version[1]}" for p in profiles_for(self)}
+                ),
+                arch=self.arch,
+                setup_dir=self.setup_dir,
+                tags=list(self.tags),
+                service_pack=self.service_pack,
+            )
         document["boot"] = [b.as_json() for b in self.boot]
         document["efisys_noprompt"] = self.efisys_noprompt
         return document

@@ -361,8 +361,10 @@ def test_inspect_reads_a_2003_cd(capsys: pytest.CaptureFixture[str], tmp_path: P
         "amd64",
         "AMD64",
     )
-    assert document["profiles"] == ["win2003-x64"]
-    assert "WIN51" in document["tags"]
+    assert document["profiles"] == ["win2003-x64"] and document["version"] == ["5.2"]
+    assert "WIN51" in document["tags"] and document["service_pack"] == "SP2"
+    code, text, _ = run(capsys, "inspect", str(cd))
+    assert code == 0 and "NT 5.2 SP2 amd64, setup in AMD64" in text
     (boot,) = document["boot"]
     assert boot["platform"] == "bios" and boot["file"] is None  # hidden, as on retail CDs
 
