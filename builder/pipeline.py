@@ -124,6 +124,9 @@ class BuildResult:
     domain_xml: str
     out_dir: Path
     installed: bool
+    # What to do instead of --install while the domain cannot boot the build's
+    # firmware (None when it can).
+    install_blocked: str | None = None
 
 
 # -- validate everything first ---------------------------------------------------------------
@@ -260,25 +263,33 @@ def _read_media(
         return profile, None, list(error.problems)
 
 
-def _firmware_warnings(options: BuildOptions, config: BuildConfig) -> list[str]:
-    """A build whose firmware the domain cannot boot yet: refused when it would define
-    or install, a warning when it only writes the media."""
+def _firmware_gap(config: BuildConfig) -> tuple[str, str] | None:
+    """Why the domain cannot install with the build's firmware yet, and what to do
+    instead (None when it can)."""
     if config.firmware in domain.BOOTABLE_FIRMWARES:
-        return []
+        return None
     text = (
         f"domain.xml does not select {config.firmware} firmware yet, so it boots BIOS while "
         f"the answer file partitions the disk for {config.firmware} (GPT)"
     )
+    hint = (
+        "Use --set firmware=bios to install now."
+        if "bios" in config.profile.firmwares
+        else f"{config.profile.name} installs with UEFI only; build the media without "
+        "--define or --install for now."
+    )
+    return text, hint
+
+
+def _firmware_warnings(options: BuildOptions, config: BuildConfig) -> list[str]:
+    """A build whose firmware the domain cannot boot yet: refused when it would define
+    or install, a warning when it only writes the media."""
+    gap = _firmware_gap(config)
+    if gap is None:
+        return []
+    text, hint = gap
     if options.acting:
-        bios = "bios" in config.profile.firmwares
-        raise InputError(
-            f"{text}; setup would stop at the disk.",
-            "Use --set firmware=bios to install now"
-            if bios
-            else f"{config.profile.name} installs with UEFI only; build the media without "
-            "--define or --install for now.",
-            key="firmware",
-        )
+        raise InputError(f"{text}; setup would stop at the disk.", hint, key="firmware")
     return [f"{text}: the media are right, the domain is not ready to install with them."]
 
 
@@ -589,4 +600,5 @@ def run_build(
         domain_xml=ctx.domain_xml,
         out_dir=ctx.out_dir,
         installed=bool(ctx.domain_record.get("installed")),
+        install_blocked=None if (gap := _firmware_gap(ctx.config)) is None else gap[1],
     )

@@ -166,6 +166,7 @@ def test_a_uefi_build_warns_and_refuses_to_define_a_domain_that_boots_bios(
 ) -> None:
     result = build(tree.root, tmp_path / "out", profile="win2022-x64")
     assert any("does not select efi firmware yet" in w for w in result.manifest["warnings"])
+    assert result.install_blocked == "Use --set firmware=bios to install now."
     for acting in ({"define": True}, {"install": True}):
         with pytest.raises(InputError) as raised:
             build(
@@ -183,3 +184,7 @@ def test_a_uefi_build_warns_and_refuses_to_define_a_domain_that_boots_bios(
         build(tree.root, tmp_path / "never", profile="win2025-x64", define=True)
     bios = build(tree.root, tmp_path / "bios", profile="win2022-x64", sets=("firmware=bios",))
     assert not any("firmware" in w for w in bios.manifest["warnings"])
+    assert bios.install_blocked is None
+    uefi_only = build(tree.root, tmp_path / "2025", profile="win2025-x64")
+    assert uefi_only.install_blocked is not None
+    assert "installs with UEFI only" in uefi_only.install_blocked
