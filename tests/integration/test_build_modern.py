@@ -156,6 +156,20 @@ def test_2022_with_its_dvd_writes_the_answer_iso_and_the_drivers_iso(
     assert [t.text for t in root.iter(f"{NS}Type")] == ["EFI", "MSR", "Primary"]
     assert root.find(f".//{NS}DriverPaths") is None
     assert manifest["install_image"]["index"] == 3
+    # The manifest contract (docs/design.md §6).
+    assert set(manifest["install_image"]) == {
+        "index", "name", "display_name", "edition_id", "installation_type", "evaluation",
+        "version", "arch", "languages", "default_language",
+    }  # fmt: skip
+    assert set(manifest["drivers"]) == {
+        "source",
+        "storage_bus",
+        "selected",
+        "installers",
+        "rejected",
+    }
+    for installer in manifest["drivers"]["installers"]:
+        assert set(installer) == {"name", "description", "path", "size", "sha256"}
     assert manifest["install_image"]["edition_id"] == "ServerDatacenter"
     assert manifest["settings"]["image_name"] == "Windows Server 2022 SERVERDATACENTERCORE"
 
