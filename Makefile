@@ -6,7 +6,7 @@
 #   make lint         ruff, mypy --strict: needs the python tier only
 #   make check        lint, then test (what CI runs)
 #   make bench        speed and memory benchmarks
-#   make win2008-virtio WINDOWS_ISO=...   the main job (below)
+#   make win2008-virtio WINDOWS_ISO=...   the main job (below; win2003 ... win2025)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -30,9 +30,10 @@ $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),\
 DEBIAN_PYTHON := make python3-venv python3-dev gcc pkg-config libvirt-dev
 # oracles: the real tools the tests check pvinstall's output with (virt-xml-validate runs
 # xmllint; shfmt parses the .ci scripts for the programs they run; openssl signs the
-# fixture catalogs and reads catalogs and certificates back).
+# fixture catalogs and reads catalogs and certificates back; wimtools makes the fixture
+# DVDs' install.wim and checks the WIM reader, udftools reads UDF back).
 DEBIAN_ORACLES := mtools dosfstools genisoimage xorriso libvirt-clients libxml2-utils shfmt \
-	openssl
+	openssl wimtools udftools
 # hypervisor: what the integration tests boot guests on (qemu-system-x86 brings its
 # firmware, seabios and ipxe-qemu) and what the boot probe is built with.
 DEBIAN_HYPERVISOR := qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu \
@@ -43,7 +44,8 @@ DEBIAN_FOREIGN_ARCHS := i386
 
 .PHONY: setup setup-python setup-oracles setup-hypervisor debian-python libvirtd \
 	test test-unit test-integration test-boot check lint bench \
-	win2003-virtio win2008-virtio win2008r2-virtio clean
+	win2003-virtio win2008-virtio win2008r2-virtio win2012r2-virtio win2016-virtio \
+	win2019-virtio win2022-virtio win2025-virtio clean
 
 setup: setup-python setup-oracles setup-hypervisor
 
@@ -99,7 +101,8 @@ bench: setup
 # Without WINDOWS_ISO the media and domain.xml are built and nothing is installed. With
 # it, and CONNECT on this machine's qemu:///system, .ci/start-libvirtd first installs
 # and starts the system's libvirtd the ordinary way when it is not running.
-MAIN_JOB_TARGETS := win2003-virtio win2008-virtio win2008r2-virtio
+MAIN_JOB_TARGETS := win2003-virtio win2008-virtio win2008r2-virtio win2012r2-virtio \
+	win2016-virtio win2019-virtio win2022-virtio win2025-virtio
 MAIN_JOB_VARIABLES := ARCH WINDOWS_ISO VIRTIO_WIN CONFIG OUT NAME CONNECT DOMAIN_TYPE TIMEOUT
 CONNECT ?= qemu:///system
 # The recipes read these as environment variables ("$$VIRTIO_WIN"), never as text
@@ -115,6 +118,21 @@ win2008-virtio: setup-python
 
 win2008r2-virtio: setup-python
 	@$(call pvinstall_build,win2008r2,x64)
+
+win2012r2-virtio: setup-python
+	@$(call pvinstall_build,win2012r2,x64)
+
+win2016-virtio: setup-python
+	@$(call pvinstall_build,win2016,x64)
+
+win2019-virtio: setup-python
+	@$(call pvinstall_build,win2019,x64)
+
+win2022-virtio: setup-python
+	@$(call pvinstall_build,win2022,x64)
+
+win2025-virtio: setup-python
+	@$(call pvinstall_build,win2025,x64)
 
 # $(1) the release, $(2) its default ARCH. The recipe reports pvinstall's own exit code
 # (make itself can only exit 2 on failure).

@@ -20,6 +20,7 @@ from builder import pipeline, sources
 from builder.config import settings_help
 from builder.convert import steps as convert_steps
 from builder.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, InputError, PvError
+from builder.media.iso9660 import read_install_media
 from builder.monitor import choose_monitor
 from builder.virtio.facts import load_driver_facts
 from builder.virtio.packages import scan_json, scan_source
@@ -84,7 +85,7 @@ def profiles_command(json_output: JsonOption = False) -> None:
         [
             p.name,
             p.title,
-            f"NT {p.nt_version[0]}.{p.nt_version[1]}",
+            f"NT {p.version_text}",
             ", ".join(p.answer_files),
             p.virtio_win_folder,
             p.virtio_model,
@@ -147,11 +148,79 @@ _BUILD_EPILOG = (
 )
 
 
+@app.command("inspect")
+def inspect_command(
+    iso: Annotated[
+        Path,
+        typer.Argument(help="A Windows Server install DVD (2008 and later) or 2003 CD image."),
+    ],
+    json_output: JsonOption = False,
+) -> None:
+    """Show what pvinstall sees on a Windows install DVD or 2003 CD, read in place: the
+    release, the images of install.wim, the boot images, the profile it is for."""
+    document = read_install_media(iso).as_json()
+    if json_output:
+        _print_json(document)
+        return
+    _print_media(document)
+
+
+def _print_media(document: dict[str, Any]) -> None:
+    where = f"{document['path']} (label {document['label'] or '-'}"
+    where += ", UDF)" if document["udf"] else ", ISO 9660)"
+    profiles = ", ".join(document["profiles"]) or "none (no profile installs it)"
+    if document["setup"] == "windows-setup":
+        version = document["version"]
+        versions = ", ".join(version) if isinstance(version, list) else version
+        fmt = document["format"]
+        typer.echo(f"{where}: Windows Setup DVD")
+        typer.echo(f"  Windows {versions} {', '.join(document['arch'])}")
+        typer.echo(
+            f"  install image: {document['install_image']} ({fmt['kind']}, {fmt['compression']})"
+        )
+        typer.echo(f"  profile: {profiles}\n")
+        rows = [
+            [
+                str(i["index"]),
+                i["name"],
+                i["edition_id"],
+                i["installation_type"],
+                ", ".join(i["languages"]),
+            ]
+            for i in document["images"]
+        ]
+        typer.echo(_table(rows, ["INDEX", "NAME", "EDITION", "INSTALLATION", "LANGUAGES"]))
+    else:
+        typer.echo(f"{where}: Windows Server 2003 text-mode setup CD")
+        versions = ", ".join(f"NT {v}" for v in document["version"]) or "unknown"
+        sp = f" {document['service_pack']}" if document["service_pack"] else ""
+        typer.echo(f"  {versions}{sp} {document['arch']}, setup in {document['setup_dir']}")
+        typer.echo(f"  tag files: {', '.join(document['tags']) or 'none'}")
+        typer.echo(f"  profile: {profiles}")
+    typer.echo("\nBoot images (El Torito):")
+    for boot in document["boot"]:
+        file = boot["file"] or "(in no directory)"
+        size = f", {boot['size']} bytes" if boot["size"] is not None else ""
+        typer.echo(
+            f"  {boot['platform']:5} {boot['emulation']}, {boot['sectors']} sectors at LBA "
+            f"{boot['lba']}: {file}{size}"
+        )
+    if not document["boot"]:
+        typer.echo("  none: the disc does not boot")
+    if document["setup"] == "windows-setup":
+        state = "present" if document["efisys_noprompt"] else "missing"
+        typer.echo(f"efi/microsoft/boot/efisys_noprompt.bin: {state}")
+
+
 @app.command("build", epilog=_BUILD_EPILOG)
 def build_command(
     profile: Annotated[
-        str, typer.Argument(help="A profile (see `pvinstall profiles`) or osinfo id.")
-    ],
+        str | None,
+        typer.Argument(
+            help="A profile (see `pvinstall profiles`) or osinfo id; default: the one "
+            "--windows-iso is for."
+        ),
+    ] = None,
     *,
     arch: ArchOption = None,
     drivers: Annotated[
@@ -253,6 +322,12 @@ def build_command(
             "off, without install media: a golden template.",
             err=True,
         )
+    elif not options.acting and result.install_blocked is not None:
+        # The firmware warning above says why; the usual hint would be refused.
+        typer.echo(
+            f"pvinstall: the domain cannot install these media yet. {result.install_blocked}",
+            err=True,
+        )
     elif result.next_step:
         typer.echo(f"pvinstall: {result.next_step}", err=True)
 
@@ -305,6 +380,8 @@ def _print_selection(document: dict[str, Any], *, show_rejected: bool) -> None:
             test = " (self-signed)" if signer["self_signed"] else ""
             typer.echo(f"  {sha1}  {signer['subject']}{test}")
             typer.echo(f"      issued by {signer['issuer']}, serial {signer['serial']}")
+    for installer in document["installers"]:
+        typer.echo(f"installer {installer['name']}: {installer['path']}")
     rejected = document["rejected"]
     if show_rejected:
         typer.echo("\nRejected:")

@@ -15,13 +15,22 @@ import tomllib
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
 from builder.errors import InputError, Problem
-from builder.vm.devices import VIRTIO_MODELS
+from builder.vm.devices import VIRTIO_MODELS, Firmware, StorageBus
 from builder.windows import locales
-from builder.windows.profiles import AnswerText, Profile
+from builder.windows.install_media import (
+    ImageChoice,
+    InstallMedia,
+    check_media,
+    choose_image,
+    default_locale,
+)
+from builder.windows.profiles import AnswerText, DiskLayout, Edition, Profile
+from builder.windows.wim import WimImage
 
 ENV_PREFIX = "PVINSTALL_"
 # PVINSTALL_* variables that are not settings: pvinstall's own switches (the state
@@ -94,13 +103,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "edition",
         "str",
-        "standard, enterprise, datacenter or web: picks the image name and the default "
-        "KMS client key (default standard).",
+        "standard, enterprise, datacenter or web (2003 to 2008 R2); standard or datacenter "
+        "(2012 R2 and later): picks the image and the default KMS client key (default "
+        "standard).",
+    ),
+    Setting(
+        "server_core",
+        "bool",
+        "2012 R2 and later: true installs the edition's Server Core image, false (default) "
+        "the one with the desktop.",
     ),
     Setting(
         "image_name",
         "str",
-        "The install.wim image to install (/IMAGE/NAME), overriding the edition's.",
+        "The install.wim image to install (/IMAGE/NAME), overriding edition and "
+        "server_core; checked against --windows-iso.",
+    ),
+    Setting(
+        "image_index",
+        "int",
+        "The install.wim image to install by its index (/IMAGE/INDEX, from 1), overriding "
+        "the others; checked against --windows-iso.",
     ),
     Setting("full_name", "str", "Registered owner (default 'Administrator')."),
     Setting("organization", "str", "Registered organization (default empty)."),
@@ -163,8 +186,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "server_manager_at_logon",
         "bool",
-        "true keeps Server Manager and Initial Configuration Tasks opening at every logon "
-        "of 2008 / 2008 R2 (default false: the template does not open them).",
+        "true keeps Server Manager (and, on 2008 / 2008 R2, Initial Configuration Tasks) "
+        "opening at every logon (default false: the template does not open them).",
+    ),
+    Setting(
+        "storage_bus",
+        "str",
+        "virtio-blk (default: one virtio disk device each, driver viostor) or virtio-scsi "
+        "(2012 R2 and later: the disks on one virtio-scsi controller, driver vioscsi).",
+    ),
+    Setting(
+        "firmware",
+        "str",
+        "efi (the 2012 R2 and later default: GPT system disk) or bios (MBR; 2003 to 2022).",
     ),
     Setting(
         "virtio_model",
@@ -186,7 +220,9 @@ class BuildConfig:
     admin_password: Secret
     product_key: Secret | None
     edition: str
+    server_core: bool
     image_name: str | None
+    image_index: int | None
     full_name: str
     organization: str
     timezone: str
@@ -203,10 +239,19 @@ class BuildConfig:
     network: str
     storage_pool: str | None
     virtio_model: str | None
+    storage_bus: StorageBus
+    firmware: Firmware
+    image: WimImage | None = None  # the image of --windows-iso the build installs
+    warnings: tuple[str, ...] = field(default=(), compare=False)
     drivers: tuple[str, ...] | None = None  # None: every driver that fits
     sha2_media: bool = False
     server_manager_at_logon: bool = False
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def disk_layout(self) -> DiskLayout:
+        """How setup partitions the system disk for the chosen firmware."""
+        return self.profile.disk_layouts[self.firmware]
 
     @property
     def timezone_index(self) -> str:
@@ -231,6 +276,8 @@ class BuildConfig:
             value = getattr(self, setting.key)
             if setting.secret:
                 out[setting.key] = "(set)" if value else "(none)"
+            elif isinstance(value, StrEnum):
+                out[setting.key] = value.value
             elif isinstance(value, tuple):
                 out[setting.key] = list(value)
             else:
@@ -425,6 +472,14 @@ class _Validator:
             return default
         return value
 
+    def choice(self, key: str, default: str, allowed: Sequence[str], why: str) -> str:
+        """A setting that is one of `allowed` (`why` says whose list that is)."""
+        value = self.text(key, default, answer_file=False)
+        if value not in allowed and not self.problems_for(key):
+            self.fail(key, f"{value!r} is not one of {', '.join(allowed)} ({why}).")
+            return default
+        return value
+
     def integer(self, key: str, default: int, low: int, high: int, unit: str = "") -> int:
         value = self.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
@@ -442,8 +497,14 @@ def load_config(
     sets: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
     extra_problems: Callable[[], list[Problem]] | None = None,
+    media: InstallMedia | None = None,
 ) -> BuildConfig:
-    """Gather and validate the settings for `profile`; InputError lists every problem."""
+    """Gather and validate the settings for `profile`; InputError lists every problem.
+
+    With `media` (the user's install DVD, read in place), a profile that reads its
+    install image is checked against it, and the image is chosen from it: its edition
+    gives the KMS client key (none for evaluation media), its language the default locale.
+    """
     raw, problems = gather(config_file=config_file, sets=sets, environ=environ or {})
     for key, (_, origin, _) in sorted(raw.items()):
         if key not in SETTINGS_BY_KEY:
@@ -452,7 +513,7 @@ def load_config(
             problems.append(Problem(key, f"unknown setting (from {origin}).", hint))
     known = {k: v for k, v in raw.items() if k in SETTINGS_BY_KEY}
     check = _Validator(profile, known)
-    config = _validate(check)
+    config = _validate(check, media)
     problems += check.problems
     if extra_problems is not None:
         problems += extra_problems()
@@ -461,7 +522,7 @@ def load_config(
     return config
 
 
-def _validate(check: _Validator) -> BuildConfig | None:
+def _validate(check: _Validator, media: InstallMedia | None) -> BuildConfig | None:
     profile = check.profile
     computer_name = _computer_name(check)
     password = _admin_password(check)
@@ -472,9 +533,21 @@ def _validate(check: _Validator) -> BuildConfig | None:
             f"{edition!r} is not an edition of {profile.name}; choose one of "
             f"{', '.join(profile.editions)}.",
         )
-    edition_info = profile.editions.get(edition, profile.editions[profile.default_edition])
-    product_key = _product_key(check, edition_info.kms_key)
-    image_name = _image_name(check, edition, edition_info.image_name)
+        edition = profile.default_edition
+    server_core = _server_core(check)
+    image_index = _image_index(check)
+    choice = _image_choice(check, media, edition, server_core, image_index)
+    if choice is not None and choice.edition is not None:
+        edition = _edition_of_image(check, edition, choice)
+    edition_info = profile.editions[edition]
+    evaluation = choice is not None and choice.image.evaluation
+    product_key = _product_key(check, None if evaluation else edition_info.kms_key)
+    if choice is not None:
+        image_name: str | None = choice.image.name
+    elif image_index is not None:
+        image_name = None  # the index decides; without the DVD there is no name to check
+    else:
+        image_name = _image_name(check, edition, edition_info.image_for(server_core))
 
     full_name = check.text("full_name", "Administrator")
     if not full_name.strip():
@@ -486,7 +559,7 @@ def _validate(check: _Validator) -> BuildConfig | None:
         check.fail("organization", f"{len(organization)} characters; at most 63.")
 
     timezone = _timezone(check)
-    locale = _locale(check)
+    locale = _locale(check, choice.image if choice else None)
     workgroup = check.text("workgroup", "WORKGROUP")
     if not _NETBIOS.match(workgroup) and not check.problems_for("workgroup"):
         check.fail(
@@ -521,7 +594,9 @@ def _validate(check: _Validator) -> BuildConfig | None:
         admin_password=Secret(password),
         product_key=product_key,
         edition=edition,
+        server_core=server_core,
         image_name=image_name,
+        image_index=image_index,
         full_name=full_name,
         organization=organization,
         timezone=timezone,
@@ -535,6 +610,8 @@ def _validate(check: _Validator) -> BuildConfig | None:
         drivers=drivers,
         sha2_media=sha2_media,
         server_manager_at_logon=server_manager,
+        image=choice.image if choice else None,
+        warnings=_warnings(profile, domain["storage_bus"]),
         origins={k: v[1] for k, v in check.raw.items()},
     )
 
@@ -601,6 +678,84 @@ def _image_name(check: _Validator, edition: str, default: str | None) -> str | N
     return image_name
 
 
+def _server_core(check: _Validator) -> bool:
+    profile = check.profile
+    value = check.boolean("server_core", False)
+    if value and not profile.installation_types:
+        check.fail(
+            "server_core",
+            f"{profile.name} has no Server Core choice.",
+            "Name the image with image_name instead.",
+        )
+    return value
+
+
+def _image_index(check: _Validator) -> int | None:
+    if "image_index" not in check.raw:
+        return None
+    if not check.profile.installs_image:
+        check.fail(
+            "image_index",
+            f"{check.profile.title} installs from {check.profile.answer_text.file}, which has "
+            "no image to choose; leave it out.",
+        )
+        return None
+    return check.integer("image_index", 1, 1, 255)
+
+
+def _image_choice(
+    check: _Validator,
+    media: InstallMedia | None,
+    edition: str,
+    server_core: bool,
+    image_index: int | None,
+) -> ImageChoice | None:
+    """The DVD's image the build installs (None without a DVD or with a wrong one)."""
+    profile = check.profile
+    if media is None or not profile.reads_install_image:
+        return None
+    wrong = check_media(profile, media)
+    if wrong:
+        check.problems += wrong
+        return None
+    image_name = check.text("image_name", "") if "image_name" in check.raw else None
+    if check.problems_for("image_index") or check.problems_for("image_name"):
+        return None
+    found = choose_image(
+        profile,
+        media,
+        edition=edition,
+        server_core=server_core,
+        image_name=image_name or None,
+        image_index=image_index,
+    )
+    if isinstance(found, Problem):
+        check.fail(found.key, found.message, found.hint)
+        return None
+    return found
+
+
+def _edition_of_image(check: _Validator, edition: str, choice: ImageChoice) -> str:
+    """The edition of an image chosen by name or index, which must agree with an
+    `edition` the user gave."""
+    chosen: Edition | None = choice.edition
+    if chosen is None or chosen.name == edition:
+        return edition
+    if "edition" in check.raw and ("image_name" in check.raw or "image_index" in check.raw):
+        check.fail(
+            "edition",
+            f"{edition!r}, but the image chosen, {choice.image.name}, is the {chosen.name} "
+            f"edition ({choice.image.edition_id}).",
+            "Leave edition out, or choose an image of that edition.",
+        )
+    return chosen.name
+
+
+def _warnings(profile: Profile, storage_bus: StorageBus) -> tuple[str, ...]:
+    caveat = profile.storage_bus_caveats.get(storage_bus)
+    return (f"storage_bus = {storage_bus}: {caveat}",) if caveat else ()
+
+
 def _domain_settings(check: _Validator) -> dict[str, Any]:
     profile = check.profile
     memory = check.integer("memory_mib", profile.memory_mib, 1, 4 * 1024 * 1024, " MiB")
@@ -619,7 +774,21 @@ def _domain_settings(check: _Validator) -> dict[str, Any]:
             "virtio_model",
             f"{model!r} is not a virtio device model; use one of {', '.join(VIRTIO_MODELS)}.",
         )
+    bus = check.choice(
+        "storage_bus",
+        profile.storage_buses[0],
+        [b.value for b in profile.storage_buses],
+        f"the storage buses of {profile.name}",
+    )
+    firmware = check.choice(
+        "firmware",
+        profile.firmware,
+        [f.value for f in profile.firmwares],
+        f"what {profile.title} boots with",
+    )
     return {
+        "storage_bus": StorageBus(bus),
+        "firmware": Firmware(firmware),
         "memory_mib": memory,
         "vcpus": check.integer("vcpus", profile.vcpus, 1, 255),
         "disk_size_gib": check.integer(
@@ -675,8 +844,14 @@ def _timezone(check: _Validator) -> str:
     return resolved
 
 
-def _locale(check: _Validator) -> str:
-    value = check.text("locale", check.profile.default_locale)
+def _locale(check: _Validator, image: WimImage | None) -> str:
+    """The locale: the setting, else the language of the DVD's image, else the profile's
+    default. Setup shows its pages and the installed system in it, so with a DVD it must
+    be a language of the chosen image."""
+    fallback = check.profile.default_locale
+    if image is not None:
+        fallback = default_locale(image, check.profile.locales) or fallback
+    value = check.text("locale", fallback)
     if check.problems_for("locale"):
         return value
     canonical = locales.canonical(value, check.profile.locales)
@@ -687,6 +862,14 @@ def _locale(check: _Validator) -> str:
             "Use a name such as en-US, en-GB, de-DE or fr-FR.",
         )
         return value
+    languages = {language.casefold() for language in image.languages} if image else set()
+    if image is not None and canonical.casefold() not in languages:
+        check.fail(
+            "locale",
+            f"{canonical} is not a language of the image chosen ({image.name}: "
+            f"{', '.join(image.languages) or 'none listed'}).",
+            "Leave locale out to use the image's language, or give a DVD of that language.",
+        )
     return canonical
 
 

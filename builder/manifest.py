@@ -19,7 +19,7 @@ from typing import Any
 from builder import __version__
 from builder.config import BuildConfig
 from builder.media.files import PlannedFile
-from builder.virtio.selection import DriverSet, selected_json
+from builder.virtio.selection import DriverSet, installers_json, selected_json
 from builder.virtio.source import DriverSource
 
 CHUNK = 1024 * 1024
@@ -76,7 +76,9 @@ def drivers_json(drivers: DriverSet, digests: Mapping[str, str]) -> dict[str, An
         selected.append(entry)
     return {
         "source": dict(drivers.source),
+        "storage_bus": drivers.storage_bus.value,
         "selected": selected,
+        "installers": installers_json(drivers, digests),
         "rejected": [{"inf": r.inf, "reason": r.reason} for r in drivers.rejected],
     }
 
@@ -116,8 +118,12 @@ def build_manifest(
     outputs: Sequence[Mapping[str, Any]],
     domain: Mapping[str, Any],
     warnings: Sequence[str],
+    install_image: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest document (docs/design.md §6, the output directory contract)."""
+    """The manifest document (docs/design.md §6, the output directory contract).
+
+    `install_image` is the image of the user's DVD the build installs (None when no DVD
+    was read)."""
     return {
         "pvinstall": __version__,
         "profile": config.profile.name,
@@ -125,6 +131,7 @@ def build_manifest(
         "source_date_epoch": epoch,
         "settings": config.public_json(),
         "inputs": [i.as_json() for i in inputs],
+        "install_image": dict(install_image) if install_image is not None else None,
         "drivers": dict(drivers),
         "outputs": list(outputs),
         "domain": dict(domain),

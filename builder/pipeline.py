@@ -37,6 +37,7 @@ from builder.virtio.selection import DriverSet, select_drivers
 from builder.virtio.source import DriverSource
 from builder.virtio.trust import apply_signatures
 from builder.vm import domain, virt
+from builder.windows.install_media import InstallMedia, image_json, profiles_for
 from builder.windows.profiles import Profile, resolve_profile
 
 DOMAIN_XML = "domain.xml"
@@ -48,7 +49,7 @@ SERIAL_LOG = "serial.log"
 class BuildOptions:
     """What the command line asked for, besides the settings."""
 
-    profile: str
+    profile: str | None  # None: the profile --windows-iso is for
     arch: str | None = None
     drivers: str | None = None
     windows_iso: Path | None = None
@@ -91,6 +92,7 @@ class Context:
     drivers: DriverSet
     facts: DriverFacts
     windows_iso: Path | None
+    media: InstallMedia | None = None
     domain_type: str = "kvm"
     disks: domain.DiskPaths | None = None
     domain_xml: str = ""
@@ -124,6 +126,9 @@ class BuildResult:
     out_dir: Path
     installed: bool
     next_step: str | None = None
+    # What to do instead of --install while the domain cannot boot the build's
+    # firmware (None when it can).
+    install_blocked: str | None = None
 
 
 # -- validate everything first ---------------------------------------------------------------
@@ -161,7 +166,7 @@ def _option_problems(options: BuildOptions, profile: Profile) -> list[Problem]:
                 "Give it with --windows-iso (make: WINDOWS_ISO=...).",
             )
         )
-    if options.windows_iso is not None:
+    if options.windows_iso is not None and not profile.reads_install_image:
         path = options.windows_iso
         if not path.is_file():
             found.append(
@@ -204,18 +209,116 @@ def _option_problems(options: BuildOptions, profile: Profile) -> list[Problem]:
     return found
 
 
+def profile_from_media(media: InstallMedia, arch: str | None) -> Profile:
+    """The one profile a DVD or CD is for (`pvinstall build` without a profile);
+    InputError naming what the medium holds when there is none, or several."""
+    fitting = profiles_for(media)
+    found = [p for p in fitting if arch is None or arch in (p.arch_label, p.arch)]
+    if len(found) == 1:
+        return found[0]
+    if not found and fitting:
+        raise InputError(
+            f"{media.path} is for {', '.join(p.name for p in fitting)}, but --arch says {arch}.",
+            "Leave out --arch, or give the DVD of that architecture.",
+            key="--arch",
+        )
+    if not found:
+        raise InputError(
+            f"no profile of pvinstall installs what {media.path} holds: {media.holds()}.",
+            "Give a Windows Server DVD of a release `pvinstall profiles` lists, or name the "
+            "profile.",
+            key="--windows-iso",
+        )
+    raise InputError(
+        f"{media.path} fits several profiles ({', '.join(p.name for p in found)}).",
+        "Name the profile, or add --arch.",
+        key="--windows-iso",
+    )
+
+
+def _read_media(
+    options: BuildOptions, monitor: Monitor
+) -> tuple[Profile, InstallMedia | None, list[Problem]]:
+    """The profile (named, or the one --windows-iso is for) and, for a profile that reads
+    its install image, the DVD as read in place, with the problems reading it had."""
+    iso = options.windows_iso
+    if options.profile is None:
+        if iso is None:
+            raise InputError(
+                "no profile was given, and no --windows-iso to choose one from.",
+                "Name a profile (see `pvinstall profiles`), or give the install DVD with "
+                "--windows-iso.",
+                key="profile",
+            )
+        monitor.step("read install media", str(iso))
+        media = iso9660.read_install_media(iso)
+        profile = profile_from_media(media, options.arch)
+        monitor.info(f"{iso.name} holds {media.holds()}: profile {profile.name}")
+        return profile, media if profile.reads_install_image else None, []
+    profile = resolve_profile(options.profile, options.arch)
+    if iso is None or not profile.reads_install_image:
+        return profile, None, []
+    monitor.step("read install media", str(iso))
+    try:
+        return profile, iso9660.read_install_media(iso), []
+    except InputError as error:
+        return profile, None, list(error.problems)
+
+
+def _firmware_gap(config: BuildConfig) -> tuple[str, str] | None:
+    """Why the domain cannot install with the build's firmware yet, and what to do
+    instead (None when it can)."""
+    if config.firmware in domain.BOOTABLE_FIRMWARES:
+        return None
+    text = (
+        f"domain.xml does not select {config.firmware} firmware yet, so it boots BIOS while "
+        f"the answer file partitions the disk for {config.firmware} (GPT)"
+    )
+    hint = (
+        "Use --set firmware=bios to install now."
+        if "bios" in config.profile.firmwares
+        else f"{config.profile.name} installs with UEFI only; build the media without "
+        "--define or --install for now."
+    )
+    return text, hint
+
+
+def _firmware_warnings(options: BuildOptions, config: BuildConfig) -> list[str]:
+    """A build whose firmware the domain cannot boot yet: refused when it would define
+    or install, a warning when it only writes the media."""
+    gap = _firmware_gap(config)
+    if gap is None:
+        return []
+    text, hint = gap
+    if options.acting:
+        raise InputError(f"{text}; setup would stop at the disk.", hint, key="firmware")
+    return [f"{text}: the media are right, the domain is not ready to install with them."]
+
+
 def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor) -> Context:
     """Resolve and validate every input and select the drivers; InputError lists every
     problem. The returned context holds the driver source open: close it."""
-    profile = resolve_profile(options.profile, options.arch)
+    profile, media, media_problems = _read_media(options, monitor)
     path, source_problems = _locate_source(options, environ)
     config = load_config(
         profile,
         config_file=options.config_file,
         sets=options.sets,
         environ=environ,
-        extra_problems=lambda: [*source_problems, *_option_problems(options, profile)],
+        extra_problems=lambda: [
+            *media_problems,
+            *source_problems,
+            *_option_problems(options, profile),
+        ],
+        media=media,
     )
+    firmware_warnings = _firmware_warnings(options, config)
+    if config.image is not None:
+        monitor.info(
+            f"install image {config.image.index}: {config.image.name} "
+            f"({config.image.edition_id}, {config.image.installation_type}, "
+            f"{config.image.language})"
+        )
     if path is None:  # load_config has reported the source's problems with the others
         raise InputError.collect(source_problems)
     epoch = source_date_epoch(environ)
@@ -224,7 +327,9 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
     try:
         facts = load_driver_facts()
         scan = scan_source(source, facts)
-        drivers = select_drivers(scan, profile, facts, wanted=config.drivers)
+        drivers = select_drivers(
+            scan, profile, facts, wanted=config.drivers, storage_bus=config.storage_bus
+        )
         drivers = apply_signatures(
             drivers, read_catalogs(source, drivers), sha2_media=config.sha2_media
         )
@@ -235,7 +340,12 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
         signed = driver.signatures
         by = f", {signed.primary.digest} by {signed.primary.signer.display_name}" if signed else ""
         monitor.info(f"{driver.name}: {driver.inf_path} ({driver.driver_ver}{by})")
-    warnings = [*drivers.warnings, *_media_warnings(options, profile)]
+    warnings = [
+        *config.warnings,
+        *firmware_warnings,
+        *drivers.warnings,
+        *_media_warnings(options, profile),
+    ]
     for warning in warnings:
         monitor.warning(warning)
     name = options.name or default_name(profile)
@@ -250,6 +360,7 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
         drivers=drivers,
         facts=facts,
         windows_iso=options.windows_iso.absolute() if options.windows_iso else None,
+        media=media,
         warnings=warnings,
     )
 
@@ -278,8 +389,9 @@ def next_step(options: BuildOptions, profile: Profile, out_dir: Path) -> str | N
             "for a hands-off install, run the same command with --windows-iso CD.iso "
             "--install: the CD is remastered so that setup needs no F6."
         )
+    iso = "" if options.windows_iso else " --windows-iso ISO"
     return (
-        f"to install, run the same command with --windows-iso ISO --install (or define "
+        f"to install, run the same command with{iso} --install (or define "
         f"{out_dir / DOMAIN_XML} with virsh)."
     )
 
@@ -466,6 +578,7 @@ def write_manifest(ctx: Context, plan: BuildPlan, monitor: Monitor) -> dict[str,
         ],
         domain=ctx.domain_record,
         warnings=ctx.warnings,
+        install_image=image_json(ctx.config.image) if ctx.config.image else None,
     )
     with staging(ctx.out_dir) as stage:
         stage.write(MANIFEST, manifest_mod.manifest_bytes(document))
@@ -534,4 +647,5 @@ def run_build(
         out_dir=ctx.out_dir,
         installed=bool(ctx.domain_record.get("installed")),
         next_step=next_step(options, ctx.profile, ctx.out_dir),
+        install_blocked=None if (gap := _firmware_gap(ctx.config)) is None else gap[1],
     )

@@ -90,9 +90,12 @@ def find_source(
 
 
 def driver_digests(source: DriverSource, drivers: DriverSet) -> dict[str, str]:
-    """The sha256 of every file of the selected packages, by path in `source`: read once
-    here, at the edge, for the build id, the manifest and every medium's file list."""
-    return {f.path: source.sha256(f.path) for d in drivers.selected for f in d.files}
+    """The sha256 of every file of the selected packages and of every installer, by path
+    in `source`: read once here, at the edge, for the build id, the manifest and every
+    medium's file list."""
+    paths = [f.path for d in drivers.selected for f in d.files]
+    paths += [i.path for i in drivers.installers]
+    return {path: source.sha256(path) for path in paths}
 
 
 def read_catalogs(source: DriverSource, drivers: DriverSet) -> dict[str, bytes]:

@@ -148,6 +148,14 @@ NEEDS: Final[tuple[Need, ...]] = (
         "oracles",
         "signs the fixture catalogs; reads catalogs and certificates back",
     ),
+    Need(
+        "wimlib-imagex",
+        "wimtools",
+        "oracles",
+        "the fixture DVDs' install.wim; the oracle of the WIM reader",
+    ),
+    Need("mkfs.fat", "dosfstools", "oracles", "the fixture DVDs' efisys.bin images"),
+    Need("udfinfo", "udftools", "oracles", "reads the UDF side of DVDs back"),
     # -- hypervisor: QEMU, libvirtd, the boot probe -------------------------------------
     Need("qemu-system-x86_64", "qemu-system-x86", "hypervisor", "libvirtd runs x86_64 guests"),
     Need("qemu-system-i386", "qemu-system-x86", "hypervisor", "libvirtd runs i686 guests"),

@@ -2,13 +2,15 @@
 and the marker file it is found by (pure).
 
 The answer files start it (`drive_search` is what they need to find it on whatever
-letter Windows gave the drivers disc); it installs the remaining drivers, runs the
-user's first-logon commands and powers the guest off.
+letter Windows gave the drivers disc). It runs its steps in order, each logged with its
+exit code: the trusted-publisher import of the packages' signers, the driver packages,
+the installers (the QEMU guest agent, the virtio-win guest tools), then the user's
+first-logon commands and the power-off.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -61,12 +63,19 @@ def cmd_child_command(command: str) -> str:
 # The command that installs one package from its folder on the drivers disc, per
 # post-install method ({inf} is the INF glob, quoted where cmd needs it). NONE installs
 # nothing: on 2003, GUI-mode setup installed every package from OemPnPDriversPath.
+# pnputil of Windows 10 / Server 2016 and later takes /add-driver; -i -a is the syntax
+# of Vista to 8.1 / 2012 R2 (Microsoft's PnPUtil command syntax page).
 INSTALL_COMMANDS: Mapping[PostInstall, str | None] = MappingProxyType(
     {
         PostInstall.NONE: None,
         PostInstall.PNPUTIL_LEGACY: "pnputil -i -a {inf}",
+        PostInstall.PNPUTIL_ADD_DRIVER: "pnputil /add-driver {inf} /install",
     }
 )
+# An installer runs silently, without a restart (the power-off follows), with its own
+# verbose log next to the script's.
+MSI_COMMAND = "msiexec /i {msi} /qn /norestart /l*v {log}"
+MSI_LOG = "%SystemDrive%\\pvinstall-{name}.log"
 
 
 # The command that makes a package's signer a trusted publisher before the install
@@ -77,6 +86,7 @@ TRUST_COMMANDS: Mapping[PostInstall, str | None] = MappingProxyType(
     {
         PostInstall.NONE: None,
         PostInstall.PNPUTIL_LEGACY: "certutil -addstore -f TrustedPublisher {cer}",
+        PostInstall.PNPUTIL_ADD_DRIVER: "certutil -addstore -f TrustedPublisher {cer}",
     }
 )
 
@@ -90,7 +100,9 @@ RUN_ONCE_KEYS = (
 
 
 @dataclass(frozen=True)
-class _PostinstallDriver:
+class PostinstallStep:
+    """One logged step of the script."""
+
     name: str
     command: str  # as cmd runs it
     shown: str  # as the log says it
@@ -128,18 +140,35 @@ def _signer_label(signer: Signer) -> str:
     return f"{signer.sha1} {_log_safe(signer.display_name)}"
 
 
-def _postinstall_drivers(drivers: DriverSet) -> Iterable[_PostinstallDriver]:
+def driver_steps(drivers: DriverSet) -> tuple[PostinstallStep, ...]:
     command = INSTALL_COMMANDS[drivers.profile.post_install]
     if command is None:
         return ()
     # Every selected package, the answer medium's too: those are already in the driver
-    # store (windowsPE DriverPaths), and adding the same package again changes nothing,
-    # while it gives NetKVM a second chance if staging from A: failed.
+    # store (windowsPE), and adding the same package again changes nothing, while it
+    # gives NetKVM a second chance if staging it in windowsPE failed.
     found = []
     for driver in drivers.selected:
         inf = layout.iso_path_windows(driver, drivers.profile, "%PV_DRIVE%") + "\\*.inf"
         found.append(
-            _PostinstallDriver(driver.name, command.format(inf=f'"{inf}"'), command.format(inf=inf))
+            PostinstallStep(driver.name, command.format(inf=f'"{inf}"'), command.format(inf=inf))
+        )
+    return tuple(found)
+
+
+def installer_steps(drivers: DriverSet) -> tuple[PostinstallStep, ...]:
+    """The installers found for the profile (`DriverSet.installers`), from drivers.iso,
+    where they sit at their paths in the source."""
+    found = []
+    for installer in drivers.installers:
+        msi = "%PV_DRIVE%\\" + installer.path.replace("/", "\\")
+        log = MSI_LOG.format(name=installer.name)
+        found.append(
+            PostinstallStep(
+                installer.name,
+                MSI_COMMAND.format(msi=f'"{msi}"', log=f'"{log}"'),
+                MSI_COMMAND.format(msi=msi, log=log),
+            )
         )
     return tuple(found)
 
@@ -152,12 +181,13 @@ def render_postinstall(config: BuildConfig, drivers: DriverSet) -> dict[str, byt
     It first puts the distinct signer certificate of the packages into
     TrustedPublisher (`TRUST_COMMANDS`, from `layout.certificate_path`), then installs
     every selected package from the ISO with the profile's post-install method
-    (`INSTALL_COMMANDS`; none on 2003, where GUI-mode setup did it). Then the user's
-    `first_logon_commands`, each in its own cmd; where the answer file leaves its
-    other first-logon commands in RunOnce (2003's [GuiRunOnce]) it deletes them; then
-    the power-off that tells `pvinstall build --install` that setup has finished. Every
-    step's exit code is checked and a failure logged to `layout.POSTINSTALL_LOG` on the
-    installed system; none stops the power-off.
+    (`INSTALL_COMMANDS`; none on 2003, where GUI-mode setup did it), then each
+    installer found (`installer_steps`). Then the user's `first_logon_commands`, each
+    in its own cmd; where the answer file leaves its other first-logon commands in
+    RunOnce (2003's [GuiRunOnce]) it deletes them; then the power-off that tells
+    `pvinstall build --install` that setup has finished. Every step's exit code is
+    checked and a failure logged to `layout.POSTINSTALL_LOG` on the installed system;
+    none stops the power-off.
 
     Returns:
         `{layout.POSTINSTALL_SCRIPT: ASCII cmd script, CRLF, layout.MARKER_FILE: text,
@@ -170,7 +200,8 @@ def render_postinstall(config: BuildConfig, drivers: DriverSet) -> dict[str, byt
         "log": layout.POSTINSTALL_LOG,
         "marker": layout.MARKER_FILE,
         "trust": trust,
-        "drivers": _postinstall_drivers(drivers),
+        "drivers": driver_steps(drivers),
+        "installers": installer_steps(drivers),
         "commands": tuple(cmd_child_command(c) for c in config.first_logon_commands),
         "run_once_keys": RUN_ONCE_KEYS if profile.leaves_run_once else (),
         "run_once_match": RUN_ONCE_MATCH,

@@ -20,7 +20,8 @@ from builder.config import BuildConfig
 from builder.errors import BuildError
 from builder.media import layout
 from builder.virtio.selection import DriverSet
-from builder.windows.profiles import DiskLayout, Profile
+from builder.vm.devices import disk_targets, system_disk_number
+from builder.windows.profiles import DiskLayout, Profile, StorageRoute
 
 # The suffix Windows appends before encoding a password with PlainText=false
 # (docs/windows-2008.md §3): AdministratorPassword for UserAccounts, Password
@@ -235,32 +236,75 @@ class PartitionLayout:
     install_to: int  # InstallTo/PartitionID
 
 
-# The system disk of each disk layout (docs/windows-2008.md §2). MBR: one active primary
-# NTFS partition over the whole disk, Windows on it.
+# The system disk of each disk layout. MBR (docs/windows-2008.md §2): one active primary
+# NTFS partition over the whole disk, Windows on it. GPT (docs/windows-modern.md §5,
+# Microsoft's "UEFI/GPT-based hard drive partitions"): the EFI system partition, FAT32,
+# 260 MB (100 MB is the minimum, 260 MB what 4K-sector disks need); the Microsoft
+# reserved partition, 16 MB, unformatted; Windows, NTFS, on the rest.
 PARTITION_LAYOUTS: Mapping[DiskLayout, PartitionLayout] = MappingProxyType(
     {
         DiskLayout.MBR: PartitionLayout(
             partitions=(Partition(1, "Primary", True, None, "NTFS", "System", "C", active=True),),
             install_to=1,
         ),
+        DiskLayout.GPT: PartitionLayout(
+            partitions=(
+                Partition(1, "EFI", False, 260, "FAT32", "System", None, active=False),
+                Partition(2, "MSR", False, 16, None, None, None, active=False),
+                Partition(3, "Primary", True, None, "NTFS", "Windows", "C", active=False),
+            ),
+            install_to=3,
+        ),
     }
 )
 
 
-def partition_layout(profile: Profile) -> PartitionLayout:
-    """The partitions of the profile's disk layout; BuildError for one the table lacks."""
-    found = PARTITION_LAYOUTS.get(profile.disk_layout)
+def partition_layout(config: BuildConfig) -> PartitionLayout:
+    """The partitions of the build's disk layout; BuildError for one the table lacks."""
+    found = PARTITION_LAYOUTS.get(config.disk_layout)
     if found is None:
         raise BuildError(
-            f"autounattend.xml cannot partition a {profile.disk_layout} disk for "
-            f"{profile.name}: builder/answers/unattend.py has no partition layout for it.",
+            f"autounattend.xml cannot partition a {config.disk_layout} disk for "
+            f"{config.profile.name}: builder/answers/unattend.py has no partition layout "
+            "for it.",
             "Add the layout to PARTITION_LAYOUTS.",
         )
     return found
 
 
+# How the answer file names the image to install (InstallFrom/MetaData Key).
+IMAGE_BY_INDEX = "/IMAGE/INDEX"
+IMAGE_BY_NAME = "/IMAGE/NAME"
+
+
+def image_key(config: BuildConfig) -> tuple[str, str]:
+    """The InstallFrom MetaData (key, value): the index when the user gave one, else the
+    (validated) name."""
+    if config.image_index is not None:
+        return IMAGE_BY_INDEX, str(config.image_index)
+    if config.image_name is None:
+        raise BuildError(f"no image to install was chosen for {config.profile.name}.")
+    return IMAGE_BY_NAME, config.image_name
+
+
+def disk_id(config: BuildConfig) -> int:
+    """The system disk's DiskID: its number among the disks of the domain, derived from
+    the disk targets the domain gets (`vm.devices.disk_targets`)."""
+    return system_disk_number(disk_targets(config.storage_bus, 1 + len(config.data_disks)))
+
+
+def driver_paths(drivers: DriverSet) -> tuple[str, ...]:
+    """windowsPE DriverPaths: the answer floppy's folders (A: is always the floppy).
+    None for an answer ISO, whose letter is not known: Setup finds its $WinPEDriver$ on
+    whatever drive it is."""
+    if drivers.profile.storage_route is not StorageRoute.ANSWER_FLOPPY:
+        return ()
+    return tuple(layout.floppy_path_windows(d) for d in layout.answer_drivers(drivers))
+
+
 def _unattend_context(config: BuildConfig, drivers: DriverSet) -> dict[str, Any]:
     profile = config.profile
+    key, value = image_key(config)
     password = config.admin_password.reveal()
 
     def gated(config_pass: str, component: str, parent: str = "") -> tuple[GatedSetting, ...]:
@@ -274,13 +318,13 @@ def _unattend_context(config: BuildConfig, drivers: DriverSet) -> dict[str, Any]
         "arch": profile.arch,
         "locale": config.locale,
         "input_locale": config.input_locale,
-        "image_name": config.image_name,
+        "image_key": key,
+        "image_value": value,
+        "disk_id": disk_id(config),
         "product_key": config.product_key.reveal() if config.product_key else None,
         "full_name": config.full_name,
         "organization": config.organization,
-        "driver_paths": tuple(
-            layout.floppy_path_windows(d) for d in layout.floppy_drivers(drivers)
-        ),
+        "driver_paths": driver_paths(drivers),
         "computer_name": config.computer_name,
         "timezone": config.timezone,
         "workgroup": config.workgroup,
@@ -289,13 +333,13 @@ def _unattend_context(config: BuildConfig, drivers: DriverSet) -> dict[str, Any]
         "autologon_count": config.autologon_count,
         "gated": gated,
         "gated_components": components,
-        "disk": partition_layout(profile),
+        "disk": partition_layout(config),
         **drive_search(),
     }
 
 
 def render_autounattend(config: BuildConfig, drivers: DriverSet) -> bytes:
-    """`autounattend.xml` for a 2008-family profile, UTF-8."""
+    """`autounattend.xml` for a profile of Windows Setup (2008 and later), UTF-8."""
     text = render("autounattend.xml.j2", _unattend_context(config, drivers))
     return encode("autounattend.xml", text, "utf-8")
 

@@ -64,9 +64,9 @@ WINNT_DISK_LAYOUTS: frozenset[DiskLayout] = frozenset({DiskLayout.MBR})
 
 def render_winnt_sif(config: BuildConfig, drivers: DriverSet) -> bytes:
     """`winnt.sif` for a 2003 profile: Windows-1252, CRLF."""
-    if config.profile.disk_layout not in WINNT_DISK_LAYOUTS:
+    if config.disk_layout not in WINNT_DISK_LAYOUTS:
         raise BuildError(
-            f"winnt.sif cannot partition a {config.profile.disk_layout} disk for "
+            f"winnt.sif cannot partition a {config.disk_layout} disk for "
             f"{config.profile.name}; it repartitions MBR disks only."
         )
     return encode("winnt.sif", render("winnt.sif.j2", _winnt_context(config, drivers)), "cp1252")

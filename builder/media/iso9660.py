@@ -6,9 +6,13 @@ sensitive names such as `2k8R2`; virtio-win ISOs since 2020), else Joliet, else
 plain ISO 9660 (upper-case names, `;1` version suffix dropped). `IsoSource` is the
 driver source made of one.
 
-Writing: `write_drivers_iso` masters drivers.iso (ISO 9660 level 3 + Joliet + Rock
-Ridge) from an `IsoPlan`; `inspect_install_cd` checks the user's Windows Server 2003
-CD and `remaster_install_cd` applies an `InstallCdPlan` to it. pycdlib streams file
+Writing: `write_drivers_iso` masters drivers.iso and answer.iso (ISO 9660 level 3 +
+Joliet + Rock Ridge) from an `IsoPlan`; `inspect_install_cd` checks the user's Windows
+Server 2003 CD and `remaster_install_cd` applies an `InstallCdPlan` to it.
+
+Windows install media: `read_install_media` reads a Windows DVD (UDF) or a 2003 CD in
+place into an `InstallMedia`: install.wim's header and XML through pycdlib's stream,
+the El Torito entries, the setup folder. pycdlib streams file
 data at `write()` time: from the source CD for untouched files, and from the driver
 source for new ones (`PlannedFile.open`), so nothing is held in memory or extracted.
 pycdlib stamps records with `time.time()` and local time and UDF with `random`;
@@ -39,7 +43,9 @@ from builder.errors import BuildError, InputError
 from builder.media.files import IsoPlan, PlannedFile
 from builder.media.slipstream import SETUP_DIRS, TXTSETUP_SIF, InstallCdPlan, apply_sif_entries
 from builder.virtio.source import DriverSource, SourceEntry
+from builder.windows.install_media import WINDOWS_ISO_KEY, BootImage, InstallMedia
 from builder.windows.profiles import Arch, Profile, sibling
+from builder.windows.wim import WimError, WimInfo, read_wim
 
 SECTOR = 2048
 _PVD_OFFSET = 16 * SECTOR
@@ -502,7 +508,6 @@ def write_drivers_iso(plan: IsoPlan, out: Path, source: DriverSource, *, epoch: 
 
 # -- the Windows Server 2003 install CD ----------------------------------------------------
 
-WINDOWS_ISO_KEY = "--windows-iso"
 _NOT_A_CD_HINT = "Give the ISO image of a Windows Server 2003 (or 2003 R2 disc 1) install CD."
 
 
@@ -718,3 +723,267 @@ def remaster_install_cd(
                 for stream in editor.streams:
                     stream.close()
             image.close()
+
+
+# -- Windows install media, read in place ----------------------------------------------------
+
+_MEDIA_HINT = (
+    "Give the ISO image of a Windows Server install DVD (2008 and later) or of a Windows "
+    "Server 2003 CD."
+)
+# Every walk of a disc is bounded: a hostile image can claim any number of entries (a
+# real Server DVD has about a thousand).
+MAX_DISC_ENTRIES = 100_000
+# Where Windows Setup looks for the images it installs, in its order; the split-WIM part
+# is looked for only to say why it cannot be used.
+INSTALL_IMAGES = ("sources/install.wim", "sources/install.esd", "sources/install.swm")
+EFISYS_NOPROMPT = "efi/microsoft/boot/efisys_noprompt.bin"
+_PLATFORMS = {0x00: "bios", 0x01: "ppc", 0x02: "mac", 0xEF: "uefi"}
+_EMULATIONS = {
+    0: "no-emulation",
+    1: "floppy-1.2M",
+    2: "floppy-1.44M",
+    3: "floppy-2.88M",
+    4: "hard-disk",
+}
+
+
+@dataclass(frozen=True)
+class _DiscFile:
+    path: str  # as the disc spells it, without the leading '/'
+    size: int
+    lba: int | None  # first 2048-byte sector of its data (None: no data)
+
+
+def _open_media(path: Path) -> Any:
+    if not path.is_file():
+        raise InputError(
+            f"{path} {'is not a file' if path.exists() else 'does not exist'}.",
+            _MEDIA_HINT,
+            key=WINDOWS_ISO_KEY,
+        )
+    try:
+        image, _ = _open_checked(path, key=WINDOWS_ISO_KEY, not_iso_hint=_MEDIA_HINT)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}.", key=WINDOWS_ISO_KEY) from None
+    return image
+
+
+def _too_many(path: Path) -> InputError:
+    return InputError(
+        f"{path} lists more than {MAX_DISC_ENTRIES} files and folders; a Windows DVD has "
+        "about a thousand.",
+        "Check that the file is the install DVD.",
+        key=WINDOWS_ISO_KEY,
+    )
+
+
+def _udf_files(image: Any, path: Path) -> tuple[dict[str, _DiscFile], set[str]]:
+    """Every UDF file (keyed by its case-folded path: Windows looks names up
+    case-blind, pycdlib does not) and every folder (case-folded), bounded."""
+    files: dict[str, _DiscFile] = {}
+    folders: set[str] = set()
+    for top, dirs, names in image.walk(udf_path="/"):
+        base = top.strip("/")
+        for name in dirs:
+            folders.add(f"{base}/{name}".strip("/").casefold())
+        for name in names:
+            relative = f"{base}/{name}".strip("/")
+            record = image.get_record(udf_path=f"/{relative}")
+            size = int(record.get_data_length())
+            extents = image.get_file_byte_extents(udf_path=f"/{relative}") if size else []
+            lba = extents[0][0] // SECTOR if extents else None
+            files.setdefault(relative.casefold(), _DiscFile(relative, size, lba))
+        if len(files) + len(folders) > MAX_DISC_ENTRIES:
+            raise _too_many(path)
+    return files, folders
+
+
+def _iso9660_files(image: Any, path: Path) -> dict[str, _DiscFile]:
+    """Every ISO 9660 file of a disc without UDF (names without `;1`), bounded."""
+    files: dict[str, _DiscFile] = {}
+    for top, _dirs, names in image.walk(iso_path="/"):
+        for name in names:
+            relative = f"{top.strip('/')}/{name}".strip("/")
+            record = image.get_record(iso_path=f"/{relative}")
+            shown = relative.split(";", maxsplit=1)[0].rstrip(".")
+            files.setdefault(
+                shown.casefold(),
+                _DiscFile(shown, int(record.data_length), int(record.extent_location())),
+            )
+        if len(files) > MAX_DISC_ENTRIES:
+            raise _too_many(path)
+    return files
+
+
+def one_extent(extents: list[tuple[int, int]], size: int) -> bool:
+    """Whether a file's data extents are one contiguous run of `size` bytes (pure).
+
+    pycdlib reads a UDF file as one run from its first extent; a fragmented file would
+    be read wrongly without an error, so it is refused instead.
+    """
+    if not extents:
+        return size == 0
+    position = extents[0][0]
+    for offset, length in extents:
+        if offset != position:
+            return False
+        position += length
+    return position - extents[0][0] == size
+
+
+def _boot_images(image: Any, files: dict[str, _DiscFile]) -> tuple[BootImage, ...]:
+    catalog = image.eltorito_boot_catalog
+    if catalog is None:
+        return ()
+    by_lba = {f.lba: f for f in files.values() if f.lba is not None}
+    entries = [(catalog.validation_entry.platform_id, catalog.initial_entry)]
+    for section in catalog.sections[:64]:
+        entries += [(section.platform_id, e) for e in section.section_entries[:64]]
+    found = []
+    for platform, entry in entries:
+        if entry is None:
+            continue
+        file = by_lba.get(int(entry.load_rba))
+        found.append(
+            BootImage(
+                platform=_PLATFORMS.get(platform, f"{platform:#04x}"),
+                bootable=entry.boot_indicator == 0x88,
+                emulation=_EMULATIONS.get(entry.boot_media_type, str(entry.boot_media_type)),
+                load_segment=int(entry.load_segment),
+                sectors=int(entry.sector_count),
+                lba=int(entry.load_rba),
+                file=file.path if file else None,
+                size=file.size if file else None,
+            )
+        )
+    return tuple(found)
+
+
+def _root_listing(files: dict[str, _DiscFile], folders: set[str]) -> str:
+    names = sorted(
+        {f.path.split("/")[0] + ("/" if "/" in f.path else "") for f in files.values()}
+        | {f"{d.split('/')[0]}/" for d in folders}
+    )
+    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    return shown or "nothing"
+
+
+def _read_install_image(image: Any, path: Path, file: _DiscFile) -> WimInfo:
+    where = f"{path}:{file.path}"
+    extents = image.get_file_byte_extents(udf_path=f"/{file.path}")
+    if not one_extent(extents, file.size):
+        raise InputError(
+            f"{where} is stored in {len(extents)} separate pieces; pvinstall reads it in "
+            "place and can read only a file stored in one piece, as Microsoft's DVDs do.",
+            "Give the original DVD image, or remaster it so that the file is contiguous.",
+            key=WINDOWS_ISO_KEY,
+        )
+    with image.open_file_from_iso(udf_path=f"/{file.path}") as stream:
+        try:
+            return read_wim(stream, int(stream.length()))
+        except WimError as exc:
+            raise InputError(
+                f"{where}: {exc}.",
+                "Give the install DVD image as Microsoft ships it.",
+                key=WINDOWS_ISO_KEY,
+            ) from None
+
+
+def _read_setup_dvd(image: Any, path: Path, label: str) -> InstallMedia:
+    files, folders = _udf_files(image, path)
+    found = next((files[name] for name in INSTALL_IMAGES if name in files), None)
+    if found is None:
+        what = (
+            "sources/ folder" if "sources" not in folders else "sources/install.wim or install.esd"
+        )
+        raise InputError(
+            f"{path} has no {what}, so it is not a Windows Setup DVD (its root holds: "
+            f"{_root_listing(files, folders)}).",
+            _MEDIA_HINT,
+            key=WINDOWS_ISO_KEY,
+        )
+    wim = _read_install_image(image, path, found)
+    return InstallMedia(
+        path=path,
+        label=label,
+        setup="windows-setup",
+        udf=True,
+        install_image=found.path,
+        wim=wim,
+        setup_dir=None,
+        arch=None,
+        tags=(),
+        boot=_boot_images(image, files),
+        efisys_noprompt=EFISYS_NOPROMPT in files,
+    )
+
+
+def _read_textmode_cd(image: Any, path: Path, label: str) -> InstallMedia:
+    files = _iso9660_files(image, path)
+    found: list[Arch] = [
+        arch
+        for arch, folder in SETUP_DIRS.items()
+        if f"{folder}/{TXTSETUP_SIF}".casefold() in files
+    ]
+    if not found:
+        raise InputError(
+            f"{path} is neither a Windows Setup DVD (it has no UDF file system with "
+            f"sources/install.wim) nor a Windows Server 2003 CD (no I386 or AMD64 "
+            f"\\{TXTSETUP_SIF}); its root holds: {_root_listing(files, set())}.",
+            _MEDIA_HINT,
+            key=WINDOWS_ISO_KEY,
+        )
+    # An x64 CD also has an I386 folder (its 32-bit files), without a TXTSETUP.SIF.
+    arch: Arch = "amd64" if "amd64" in found else found[0]
+    folder = SETUP_DIRS[arch]
+    tags = tuple(
+        sorted(
+            f.path
+            for f in files.values()
+            if "/" not in f.path and f.path.upper().startswith("WIN51")
+        )
+    )
+    return InstallMedia(
+        path=path,
+        label=label,
+        setup="text-mode",
+        udf=False,
+        install_image=None,
+        wim=None,
+        setup_dir=folder,
+        arch=arch,
+        tags=tags,
+        boot=_boot_images(image, files),
+        efisys_noprompt=False,
+    )
+
+
+def read_install_media(path: Path) -> InstallMedia:
+    """What is on a Windows install DVD or a Windows Server 2003 CD, read in place.
+
+    A DVD (UDF, as every DVD of 2008 and later is): its `sources/install.wim` (or
+    `install.esd`; names case-blind, as Windows reads them) is read through pycdlib's
+    stream, its header and XML only (`windows.wim.read_wim`), never extracted; its El
+    Torito boot images and whether `efisys_noprompt.bin` is there. A CD without UDF: its
+    setup folder (I386 or AMD64 with TXTSETUP.SIF), WIN51 tag files and boot image.
+
+    Raises:
+        InputError (key `--windows-iso`): not a file, not an ISO, truncated, damaged,
+            neither kind of medium, a DVD without `sources/install.wim`, an install
+            image in pieces, or one Windows Setup cannot use (see `read_wim`).
+    """
+    image = _open_media(path)
+    try:
+        label = image.pvd.volume_identifier.decode("ascii", "replace").strip()
+        if image.has_udf():
+            return _read_setup_dvd(image, path, label)
+        return _read_textmode_cd(image, path, label)
+    except (*_READ_ERRORS, RecursionError) as exc:  # a hostile tree may nest without end
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(
+            f"{path} is damaged: {exc}.", "Copy the ISO image again.", key=WINDOWS_ISO_KEY
+        ) from None
+    finally:
+        image.close()

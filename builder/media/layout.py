@@ -1,4 +1,5 @@
-"""Where each file goes on the floppy, the drivers ISO and the 2003 install CD.
+"""Where each file goes on the floppy, the answer ISO, the drivers ISO and the 2003
+install CD.
 
 The answer files name these paths (what Windows reads) and the media writers
 create them (what is written); both ask here, so the two cannot disagree.
@@ -26,6 +27,11 @@ CERTIFICATE_DIR = "certs"
 F6_TAG_FILE = "DISK1"
 OEM_DRIVERS_DIR = "$OEM$/$1/Drivers"
 FLOPPY_LABEL = "PVINSTALL"
+ANSWER_ISO_LABEL = "PVANSWER"
+# Windows Setup (7 / 2008 R2 and later) loads, during windowsPE, the drivers below this
+# folder at the root of every drive it finds (docs/windows-modern.md §5): the answer
+# ISO's drivers reach setup without a path or a drive letter in the answer file.
+WINPE_DRIVERS_DIR = "$WinPEDriver$"
 # The drive letters the first-logon command looks for MARKER_FILE on. Windows assigns
 # CD-ROM letters at boot, in an order that depends on the hardware it found (MS "WinPE:
 # Identify drive letters with a script"), so every letter after the system disk is
@@ -83,6 +89,12 @@ def _driver_paths_drivers(drivers: DriverSet) -> tuple[SelectedDriver, ...]:
     )
 
 
+def _winpe_drivers(drivers: DriverSet) -> tuple[SelectedDriver, ...]:
+    # The system disk's storage driver only: Server 2025 setup is reported to fail with
+    # vioscsi loaded unattended, so the driver of the other bus stays out of windowsPE.
+    return (drivers.storage, *drivers.by_role("network"))
+
+
 @dataclass(frozen=True)
 class AnswerMedium:
     """What the answer medium carries besides the answer files, by storage route."""
@@ -93,20 +105,26 @@ class AnswerMedium:
 
 # Slipstream: the answer floppy is also the F6 disk, with the one storage driver
 # text-mode setup loads and the tag file it checks for to accept the disk. The answer
-# media of Windows Setup carry what windowsPE `DriverPaths` (or `$WinPEDriver$`) loads:
-# the boot-critical storage drivers and the network driver.
+# floppy of Windows Setup carries what windowsPE `DriverPaths` loads: the boot-critical
+# storage drivers and the network driver; the answer ISO what `$WinPEDriver$` loads: the
+# storage driver of the system disk's bus and the network driver.
 ANSWER_MEDIA: Mapping[StorageRoute, AnswerMedium] = MappingProxyType(
     {
         StorageRoute.SLIPSTREAM: AnswerMedium(_f6_disk_drivers, (F6_TAG_FILE,)),
         StorageRoute.ANSWER_FLOPPY: AnswerMedium(_driver_paths_drivers, ()),
-        StorageRoute.ANSWER_ISO: AnswerMedium(_driver_paths_drivers, ()),
+        StorageRoute.ANSWER_ISO: AnswerMedium(_winpe_drivers, ()),
     }
 )
 
 
-def floppy_drivers(drivers: DriverSet) -> tuple[SelectedDriver, ...]:
-    """The packages that go on the answer floppy (see `ANSWER_MEDIA`)."""
+def answer_drivers(drivers: DriverSet) -> tuple[SelectedDriver, ...]:
+    """The packages that go on the answer medium (see `ANSWER_MEDIA`)."""
     return ANSWER_MEDIA[drivers.profile.storage_route].drivers(drivers)
+
+
+def winpe_driver_folder(driver: SelectedDriver) -> str:
+    """The driver's folder on the answer ISO: `$WinPEDriver$/viostor`."""
+    return f"{WINPE_DRIVERS_DIR}/{driver.name}"
 
 
 def iso_folder(driver: SelectedDriver, profile: Profile) -> str:

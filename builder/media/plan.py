@@ -1,4 +1,4 @@
-"""What goes on the answer floppy and the drivers ISO (pure).
+"""What goes on the answer floppy, the answer ISO and the drivers ISO (pure).
 
 Each planner turns the `MediaInputs` (settings, selected drivers, rendered files) into
 its medium's plan: every file as its destination path and either its bytes or the path
@@ -74,13 +74,32 @@ def plan_answer_floppy(inputs: MediaInputs) -> FloppyPlan:
     )
 
 
+def plan_answer_disc(inputs: MediaInputs) -> IsoPlan:
+    """answer.iso of a build: `Autounattend.xml` at its root, where Setup's implicit
+    search finds it on a CD, and the drivers windowsPE needs in `$WinPEDriver$/<driver>/`
+    (`layout.ANSWER_MEDIA`), each package with its files at their paths relative to the
+    INF. Nothing on it names a drive letter."""
+    files = [PlannedFile.inline(layout.media_name(n), d) for n, d in inputs.answers.items()]
+    for driver in layout.answer_drivers(inputs.drivers):
+        folder = layout.winpe_driver_folder(driver)
+        files += [
+            PlannedFile.from_source(
+                f"{folder}/{layout.package_relative(driver, f)}", f.path, f.size
+            )
+            for f in driver.files
+        ]
+    return IsoPlan(label=layout.ANSWER_ISO_LABEL, files=_unique_sorted(files, "answer.iso"))
+
+
 def plan_drivers_disc(inputs: MediaInputs) -> IsoPlan:
     """drivers.iso of a build: the answer files and the post-install step at its root,
-    and every selected package in the virtio-win layout (`<driver>/<os>/<arch>`)."""
+    every selected package in the virtio-win layout (`<driver>/<os>/<arch>`), and the
+    installers the post-install step runs, at their paths in the source."""
     files = [
         PlannedFile.inline(layout.media_name(name), data)
         for name, data in [*inputs.answers.items(), *inputs.postinstall.items()]
     ]
+    files += [PlannedFile.from_source(i.path, i.path, i.size) for i in inputs.drivers.installers]
     return IsoPlan(
         label=inputs.config.drivers_iso_label,
         files=_unique_sorted([*files, *_packages(inputs.drivers)], "drivers.iso"),
@@ -134,7 +153,7 @@ def _floppy_overflow(
             f"{usage.root_entries} root directory entries where FAT12 allows "
             f"{geometry.root_entries}"
         )
-    optional = [d.name for d in layout.floppy_drivers(drivers) if not d.boot_critical]
+    optional = [d.name for d in layout.answer_drivers(drivers) if not d.boot_critical]
     leave = (
         f"leave {' or '.join(optional)} to drivers.iso (it is there too)"
         if optional

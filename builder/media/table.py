@@ -21,7 +21,12 @@ from builder.errors import BuildError
 from builder.media import fat, iso9660
 from builder.media.files import IsoPlan, PlannedFile
 from builder.media.floppy import FloppyPlan
-from builder.media.plan import MediaInputs, plan_answer_floppy, plan_drivers_disc
+from builder.media.plan import (
+    MediaInputs,
+    plan_answer_disc,
+    plan_answer_floppy,
+    plan_drivers_disc,
+)
 from builder.media.slipstream import InstallCdPlan, plan_install_cd
 from builder.virtio.source import DriverSource
 from builder.vm.devices import AttachedMedium, Removable
@@ -89,6 +94,17 @@ class AnswerFloppy(Builder[FloppyPlan]):
 class DriversDisc(Builder[IsoPlan]):
     def plan(self, inputs: MediaInputs) -> IsoPlan:
         return plan_drivers_disc(inputs)
+
+    def write(self, plan: IsoPlan, out: Path, inputs: WriteInputs) -> None:
+        iso9660.write_drivers_iso(plan, out, inputs.source, epoch=inputs.epoch)
+
+    def files(self, plan: IsoPlan) -> tuple[PlannedFile, ...]:
+        return plan.files
+
+
+class AnswerDisc(Builder[IsoPlan]):
+    def plan(self, inputs: MediaInputs) -> IsoPlan:
+        return plan_answer_disc(inputs)
 
     def write(self, plan: IsoPlan, out: Path, inputs: WriteInputs) -> None:
         iso9660.write_drivers_iso(plan, out, inputs.source, epoch=inputs.epoch)
@@ -175,6 +191,20 @@ MEDIA: tuple[Medium, ...] = (
         applies=lambda profile, _: profile.floppy_controller,
         builder=AnswerFloppy(),
         serves=StorageRoute.ANSWER_FLOPPY,
+    ),
+    # Machines without a floppy controller (q35): the answer file and windowsPE's drivers
+    # on a small CD; Setup searches every drive for both.
+    Medium(
+        name="answer.iso",
+        title="answer disc",
+        device="cdrom",
+        drive=2,
+        boot_order=None,
+        secret=True,
+        removed_after_install=True,
+        applies=lambda profile, _: profile.storage_route is StorageRoute.ANSWER_ISO,
+        builder=AnswerDisc(),
+        serves=StorageRoute.ANSWER_ISO,
     ),
     Medium(
         name="drivers.iso",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
@@ -81,6 +81,16 @@ class KnownBad:
 
 
 @dataclass(frozen=True)
+class InstallerInfo:
+    """An installer virtio-win ships besides the INF packages (an MSI the post-install
+    step runs silently), and where the source has it for each architecture."""
+
+    name: str
+    description: str
+    paths: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class DriverFacts:
     """The whole of drivers/catalog.toml.
 
@@ -95,6 +105,7 @@ class DriverFacts:
     pci_ids: Mapping[str, Mapping[PciIdSet, PciIds]]
     device_models: Mapping[str, Mapping[str, PciIdSet]]
     nt_versions: Mapping[str, str]
+    installers: Mapping[str, InstallerInfo] = field(default_factory=dict)
 
     def presented_ids(self, kind: str, model: str, machine: str) -> PciIds:
         """The PCI IDs QEMU presents for a virtio device of `kind` (virtio-blk) and libvirt
@@ -176,6 +187,16 @@ def parse_driver_facts(data: Mapping[str, Any]) -> DriverFacts:
             }
         ),
         nt_versions=MappingProxyType(dict(data.get("nt_versions", {}))),
+        installers=MappingProxyType(
+            {
+                name: InstallerInfo(
+                    name=name,
+                    description=raw.get("description", ""),
+                    paths=MappingProxyType(dict(raw["paths"])),
+                )
+                for name, raw in data.get("installers", {}).items()
+            }
+        ),
     )
 
 

@@ -87,11 +87,17 @@ class BrokenInf:
 
 @dataclass(frozen=True)
 class Scan:
-    """Every package of a source, and the INF files that could not be read."""
+    """Every package of a source, the INF files that could not be read, and every file
+    of the source by its case-folded path (for the installers, which are no packages)."""
 
     source: Mapping[str, str]
     packages: tuple[DriverPackage, ...]
     broken: tuple[BrokenInf, ...]
+    files: Mapping[str, SourceEntry] = field(default_factory=dict, repr=False)
+
+    def find(self, path: str) -> SourceEntry | None:
+        """The source's file at `path`, matched case-blind as Windows would."""
+        return self.files.get(path.casefold())
 
 
 def scan_source(source: DriverSource, facts: DriverFacts) -> Scan:
@@ -149,6 +155,7 @@ def scan_source(source: DriverSource, facts: DriverFacts) -> Scan:
         source=MappingProxyType(source.as_json()),
         packages=tuple(packages),
         broken=tuple(broken),
+        files=MappingProxyType({e.path.casefold(): e for e in reversed(files)}),
     )
 
 

@@ -1,7 +1,12 @@
 """Selecting the driver packages a profile needs, from a scan (pure).
 
-Selection is by what the INF declares (`inf.supports`); folder names are only a hint
-that breaks ties. Every INF not selected is listed with the reason.
+A package fits when what its INF declares (`inf.supports`: architecture, version and
+build) fits the profile. Among the packages that fit, the profile's `selection_rule`
+decides: the closest decoration (legacy profiles, whose folders each hold a build of
+their own), or first the package in the profile's own virtio-win folder (modern ones:
+virtio-win copies one build into several folders, see docs/virtio-win.md §6); folder
+names otherwise only break ties. Every INF not selected is listed with the reason. The
+installers the profile's post-install step runs (MSIs, not packages) are found too.
 """
 
 from __future__ import annotations
@@ -11,13 +16,14 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from builder.errors import InputError, Problem
+from builder.errors import BuildError, InputError, Problem
 from builder.virtio.facts import DriverFacts, DriverInfo, Role, load_driver_facts
 from builder.virtio.inf import Inf, Match, Service, declared, describe_decorations, supports
 from builder.virtio.packages import DriverPackage, PackageFile, Scan
 from builder.virtio.signatures import CatalogSignatures
 from builder.virtio.source import GET_VIRTIO_WIN
-from builder.windows.profiles import Profile, sibling
+from builder.vm.devices import STORAGE_DEVICE_KINDS, StorageBus
+from builder.windows.profiles import Profile, SelectionRule, sibling
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,11 @@ class SelectedDriver:
     @property
     def folder(self) -> str:
         return self.package.folder
+
+    @property
+    def device(self) -> str | None:
+        """The QEMU device kind the driver drives (virtio-blk), from the driver facts."""
+        return self.info.device if self.info else None
 
     @property
     def boot_critical(self) -> bool:
@@ -85,14 +96,28 @@ class Rejection:
 
 
 @dataclass(frozen=True)
+class SelectedInstaller:
+    """An installer of the source the post-install step runs (`[installers]` of the
+    driver facts): its path in the source and its size."""
+
+    name: str
+    description: str
+    path: str
+    size: int
+
+
+@dataclass(frozen=True)
 class DriverSet:
-    """The drivers selected for a profile, what was rejected and why, and warnings."""
+    """The drivers selected for a profile, what was rejected and why, and warnings; the
+    storage bus the system disk is on, and the installers found for the profile."""
 
     profile: Profile
     source: Mapping[str, str]
     selected: tuple[SelectedDriver, ...]
     rejected: tuple[Rejection, ...]
     warnings: tuple[str, ...]
+    storage_bus: StorageBus = StorageBus.VIRTIO_BLK
+    installers: tuple[SelectedInstaller, ...] = ()
 
     def get(self, name: str) -> SelectedDriver | None:
         for driver in self.selected:
@@ -105,12 +130,11 @@ class DriverSet:
 
     @property
     def storage(self) -> SelectedDriver:
-        """The boot storage driver (viostor): the one text-mode setup must know."""
+        """The boot storage driver of the storage bus (viostor for virtio-blk, vioscsi for
+        virtio-scsi): the one setup must have to see the system disk."""
+        kind = STORAGE_DEVICE_KINDS[self.storage_bus]
         for driver in self.selected:
-            if driver.role == "storage" and driver.boot_critical and driver.name == "viostor":
-                return driver
-        for driver in self.selected:
-            if driver.role == "storage" and driver.boot_critical:
+            if driver.role == "storage" and driver.boot_critical and driver.device == kind:
                 return driver
         raise InputError(
             f"no boot-critical storage driver was selected for {self.profile.name} from "
@@ -164,6 +188,36 @@ def other_windows_folder(folder: str, profile: Profile, facts: DriverFacts) -> s
     return None
 
 
+def in_own_folder(package: DriverPackage, profile: Profile, facts: DriverFacts) -> bool:
+    """Whether the package is in the profile's own virtio-win folder: its OS folder name
+    and an architecture folder name are both in its path (`viostor/2k22/amd64` in the ISO
+    and by-driver layouts, `amd64/2k22` in by-os)."""
+    parts = [p.lower() for p in package.folder.split("/")]
+    arch_names = [n.lower() for n in facts.arch_folders.get(profile.arch, ())]
+    return profile.os_folder.lower() in parts and any(n in parts for n in arch_names)
+
+
+def _in_driver_folder(package: DriverPackage) -> int:
+    """1 when a folder of the path is the driver's own (`viostor/2k22/amd64`), which the
+    ISO's root auto-detect copies (`amd64/2k22`) are not: the same package either way,
+    but the driver's folder is where virtio-win documents it."""
+    parts = {p.lower() for p in package.folder.split("/")}
+    folders = {f.lower() for f in package.info.folders} if package.info else set()
+    return 1 if parts & folders else 0
+
+
+def _rank(
+    package: DriverPackage, match: Match, profile: Profile, facts: DriverFacts
+) -> tuple[Any, ...]:
+    decoration = match.decoration.rank() if match.decoration else (0, 0, 0, 0, 0)
+    hint = _folder_hint(package, profile, facts)
+    version = _version_key(package.inf.driver_ver[1])
+    if profile.selection_rule is SelectionRule.OWN_FOLDER:
+        own = 1 if in_own_folder(package, profile, facts) else 0
+        return (own, decoration, _in_driver_folder(package), hint, version)
+    return (decoration, hint, version)
+
+
 def _version_key(version: str) -> tuple[int, ...]:
     numbers = []
     for part in version.split("."):
@@ -184,7 +238,7 @@ def why_unsupported(inf: Inf, profile: Profile, facts: DriverFacts) -> str:
         newer = ", ".join(d.raw for d in found.same_arch)
         return f"{newer} only: needs {facts.nt_name(needs)} (NT {needs[0]}.{needs[1]}) or later"
     return (
-        f"no models section applies to NT {profile.nt_version[0]}.{profile.nt_version[1]} "
+        f"no models section applies to NT {profile.version_text} "
         f"{profile.arch} ({describe_decorations(inf)})"
     )
 
@@ -194,13 +248,20 @@ def select_drivers(
     profile: Profile,
     facts: DriverFacts | None = None,
     wanted: Collection[str] | None = None,
+    *,
+    storage_bus: StorageBus = StorageBus.VIRTIO_BLK,
 ) -> DriverSet:
     """Choose, per driver, the package whose INF installs on `profile`.
 
-    Among the packages that install, the closest decoration wins, then the
-    folder names, then the newest DriverVer, then the path (so the result is
-    deterministic). `wanted` (the `drivers` setting) names the drivers to take;
-    None takes every driver with a package that fits.
+    A package installs when a decoration of its INF fits the profile's architecture,
+    NT version and build. Among those, the closest decoration wins (legacy profiles), or
+    first the one in the profile's own virtio-win folder (profiles of the `own-folder`
+    rule: when the source has that folder but not for a driver that is not required,
+    virtio-win did not build it for the release and it is left out; when the source has
+    no such folder at all, the closest decoration wins and one warning names the folders
+    used instead); then the folder names, then the newest DriverVer, then the path (so
+    the result is deterministic). `wanted` (the `drivers` setting) names the drivers to
+    take; None takes every driver with a package that fits.
 
     A chosen package that is incomplete (its INF names a file its folder lacks) is
     an InputError when the driver is required or boot-critical, and is left out
@@ -208,8 +269,9 @@ def select_drivers(
     as a 2003 build for 2008. A package taken from another Windows version's folder
     is a warning; an unreadable INF in the profile's own folder is an InputError when
     it leaves a required driver without a package of that folder, else a warning.
-    InputError also when a required driver (viostor, NetKVM) has no package for the
-    profile, or `wanted` names an unknown driver or leaves out a required one.
+    InputError also when a required driver (NetKVM, and the storage driver of
+    `storage_bus`) has no package for the profile, or `wanted` names an unknown driver
+    or leaves out a required one.
     """
     facts = facts or load_driver_facts()
     rejected: list[Rejection] = [
@@ -219,7 +281,7 @@ def select_drivers(
     unsupported: dict[str, list[DriverPackage]] = {}
     candidates = _candidates(scan, profile, facts, rejected, unsupported)
     if wanted is not None:
-        _check_wanted(scan, profile, facts, wanted, candidates)
+        _check_wanted(scan, profile, facts, wanted, candidates, storage_bus=storage_bus)
         chosen_names = {w.lower() for w in wanted}
         for name in [n for n in candidates if n.lower() not in chosen_names]:
             for candidate in candidates.pop(name):
@@ -229,11 +291,32 @@ def select_drivers(
 
     selected: list[SelectedDriver] = []
     problems: list[Problem] = []
+    own_rule = profile.selection_rule is SelectionRule.OWN_FOLDER
+    # Whether the source has the profile's folder at all: then a driver that is not in
+    # it is one virtio-win did not build for the release (qxl, a Windows 7 display
+    # driver, has no 2k22 folder), not a folder missing from the source.
+    has_own = own_rule and any(
+        in_own_folder(c.package, profile, facts) for found in candidates.values() for c in found
+    )
+    fallbacks: list[_Candidate] = []
     for name in sorted(candidates, key=str.lower):
         # Best rank first; among equals the lexically first path, for determinism.
         ordered = sorted(candidates[name], key=lambda c: c.package.inf_path)
         ordered.sort(key=lambda c: c.rank, reverse=True)
         best = ordered[0]
+        elsewhere = own_rule and not in_own_folder(best.package, profile, facts)
+        info = best.package.info
+        if elsewhere and has_own and info is not None and not _required(info, storage_bus):
+            rejected += [
+                Rejection(
+                    c.package.inf_path,
+                    f"virtio-win has no {profile.os_folder} build of {name}, so none is "
+                    f"installed on {profile.name} (the source's {profile.os_folder} folders "
+                    "hold the other drivers)",
+                )
+                for c in ordered
+            ]
+            continue
         for other in ordered[1:]:
             if other.missing:
                 reason = f"incomplete: missing {', '.join(other.missing)}"
@@ -260,7 +343,7 @@ def select_drivers(
                 problems.append(
                     _problem(
                         scan,
-                        text,
+                        f"{text}.",
                         "Every file the INF names must sit next to it; copy the "
                         "complete folder from a virtio-win release.",
                     )
@@ -271,13 +354,19 @@ def select_drivers(
                     "the complete folder from a virtio-win release to have it."
                 )
             continue
+        if elsewhere:
+            fallbacks.append(best)
         selected.append(driver)
 
-    problems += _unreadable_infs(scan, profile, facts, selected, warnings)
+    problems += _unreadable_infs(scan, profile, facts, selected, warnings, storage_bus=storage_bus)
     if problems:
         raise InputError.collect(problems)
-    _require(scan, profile, facts, selected, unsupported)
-    warnings += _fallback_warnings(profile, facts, selected)
+    _require(scan, profile, facts, selected, unsupported, storage_bus=storage_bus)
+    if fallbacks:
+        # One warning names every package not from the profile's own folder.
+        warnings.append(_not_own_folder(scan, profile, fallbacks))
+    else:
+        warnings += _fallback_warnings(profile, facts, selected)
     warnings += _known_bad_warnings(scan, profile, facts, selected)
     return DriverSet(
         profile=profile,
@@ -285,6 +374,8 @@ def select_drivers(
         selected=tuple(selected),
         rejected=tuple(sorted(rejected, key=lambda r: r.inf)),
         warnings=tuple(warnings),
+        storage_bus=storage_bus,
+        installers=find_installers(scan, profile, facts),
     )
 
 
@@ -305,19 +396,14 @@ def _candidates(
         if not package.info.install:
             rejected.append(Rejection(package.inf_path, f"{package.info.description}"))
             continue
-        match = supports(package.inf, profile.nt_version, profile.arch)
+        match = supports(package.inf, profile.nt_version, profile.arch, build=profile.build)
         if match is None:
             reason = why_unsupported(package.inf, profile, facts)
             rejected.append(Rejection(package.inf_path, reason))
             unsupported.setdefault(package.name, []).append(package)
             continue
         files, missing = package.files(profile.arch)
-        decoration_rank = match.decoration.rank() if match.decoration else (0, 0, 0, 0, 0)
-        rank = (
-            decoration_rank,
-            _folder_hint(package, profile, facts),
-            _version_key(package.inf.driver_ver[1]),
-        )
+        rank = _rank(package, match, profile, facts)
         candidates.setdefault(package.name, []).append(
             _Candidate(package, match, files, missing, rank)
         )
@@ -330,6 +416,8 @@ def _check_wanted(
     facts: DriverFacts,
     wanted: Collection[str],
     candidates: Mapping[str, Sequence[_Candidate]],
+    *,
+    storage_bus: StorageBus,
 ) -> None:
     """InputError (key `drivers`) for names that are no driver, or no driver with a
     package for the profile, and for a required driver left out."""
@@ -360,7 +448,7 @@ def _check_wanted(
             )
         )
     for info in facts.drivers.values():
-        if info.required and info.name.lower() not in chosen:
+        if _required(info, storage_bus) and info.name.lower() not in chosen:
             problems.append(
                 Problem(
                     "drivers",
@@ -378,6 +466,8 @@ def _unreadable_infs(
     facts: DriverFacts,
     selected: Sequence[SelectedDriver],
     warnings: list[str],
+    *,
+    storage_bus: StorageBus,
 ) -> list[Problem]:
     """INFs of a known driver that cannot be read, or that declare no models (a damaged
     file): a problem when one sits in the profile's own folder and leaves a required
@@ -400,7 +490,7 @@ def _unreadable_infs(
         own_folder = os_score > 0 and arch_score > 0
         driver = chosen.get(info.name)
         in_own = driver is not None and folder_hint(driver.folder, profile, facts)[0] > 0
-        if own_folder and info.required and not in_own:
+        if own_folder and _required(info, storage_bus) and not in_own:
             instead = (
                 f"; pvinstall does not take {driver.inf_path} (a build for another Windows "
                 "version) instead"
@@ -442,8 +532,48 @@ def _fallback_warnings(
     return warnings
 
 
+def _not_own_folder(scan: Scan, profile: Profile, fallbacks: Sequence[_Candidate]) -> str:
+    where = scan.source.get("path", "the driver source")
+    used = ", ".join(
+        f"{c.package.name} from {c.package.folder} ({c.match.decoration_text or 'undecorated'})"
+        for c in fallbacks
+    )
+    return (
+        f"{where} has no {profile.os_folder} folder for {profile.name}, so the closest "
+        f"decoration that fits Windows {profile.version_text} was used instead: {used}. "
+        f"virtio-win builds its {profile.os_folder} drivers for {profile.title}; use a "
+        "release that has that folder."
+    )
+
+
+def find_installers(
+    scan: Scan, profile: Profile, facts: DriverFacts
+) -> tuple[SelectedInstaller, ...]:
+    """The profile's installers the source has (an absent one is left out: the source
+    may predate it)."""
+    found = []
+    for name in profile.installers:
+        info = facts.installers.get(name)
+        if info is None:
+            raise BuildError(
+                f"{profile.name} runs the installer {name!r}, which drivers/catalog.toml "
+                "has no [installers] row for."
+            )
+        path = info.paths.get(profile.arch)
+        entry = scan.find(path) if path else None
+        if entry is not None:
+            found.append(SelectedInstaller(name, info.description, entry.path, entry.size))
+    return tuple(found)
+
+
 def _problem(scan: Scan, message: str, hint: str) -> Problem:
     return Problem(scan.source.get("path", "--drivers"), message, hint)
+
+
+def _required(info: DriverInfo, storage_bus: StorageBus) -> bool:
+    if info.role == "storage" and info.boot_critical:
+        return info.device == STORAGE_DEVICE_KINDS[storage_bus]
+    return info.required
 
 
 def _require(
@@ -452,16 +582,17 @@ def _require(
     facts: DriverFacts,
     selected: Sequence[SelectedDriver],
     unsupported: Mapping[str, Sequence[DriverPackage]],
+    *,
+    storage_bus: StorageBus,
 ) -> None:
     chosen = {d.name for d in selected}
     problems = []
     for info in facts.drivers.values():
-        if not info.required or info.name in chosen:
+        if not _required(info, storage_bus) or info.name in chosen:
             continue
         found = unsupported.get(info.name, [])
         where = scan.source.get("path", "the driver source")
-        version = f"{profile.nt_version[0]}.{profile.nt_version[1]}"
-        target = f"Windows {version} {profile.arch} ({profile.name})"
+        target = f"Windows {profile.version_text} {profile.arch} ({profile.name})"
         if not found:
             problems.append(
                 _problem(
@@ -550,6 +681,20 @@ def selected_json(driver: SelectedDriver, digests: Mapping[str, str]) -> dict[st
     }
 
 
+def installers_json(drivers: DriverSet, digests: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The installers found (`installers` of the manifest and of `drivers --json`)."""
+    return [
+        {
+            "name": i.name,
+            "description": i.description,
+            "path": i.path,
+            "size": i.size,
+            "sha256": digests[i.path],
+        }
+        for i in drivers.installers
+    ]
+
+
 def signatures_json(signatures: CatalogSignatures | None) -> dict[str, Any]:
     """`signer` and `digest` (of the first signature), every signature and every signer."""
     if signatures is None:
@@ -562,7 +707,9 @@ def driverset_json(drivers: DriverSet, digests: Mapping[str, str]) -> dict[str, 
     return {
         "source": dict(drivers.source),
         "profile": drivers.profile.name,
+        "storage_bus": drivers.storage_bus.value,
         "selected": [selected_json(d, digests) for d in drivers.selected],
+        "installers": installers_json(drivers, digests),
         "rejected": [{"inf": r.inf, "reason": r.reason} for r in drivers.rejected],
         "warnings": list(drivers.warnings),
     }

@@ -71,6 +71,22 @@ class Firmware(StrEnum):
     """What the machine boots with."""
 
     BIOS = "bios"
+    EFI = "efi"  # UEFI (OVMF)
+
+
+class StorageBus(StrEnum):
+    """Where the system disk sits: a virtio-blk device of its own (`vda`, driver
+    viostor), or a disk on a virtio-scsi controller (`sda`, driver vioscsi)."""
+
+    VIRTIO_BLK = "virtio-blk"
+    VIRTIO_SCSI = "virtio-scsi"
+
+
+# The [pci_ids] kind (drivers/catalog.toml) of the device each storage bus presents: a
+# virtio-blk device per disk, or one virtio-scsi controller for all of them.
+STORAGE_DEVICE_KINDS: Mapping[StorageBus, str] = MappingProxyType(
+    {StorageBus.VIRTIO_BLK: "virtio-blk", StorageBus.VIRTIO_SCSI: "virtio-scsi"}
+)
 
 
 # An i440fx guest has 32 slots on its PCI bus. The host bridge, the PIIX3 (ISA, IDE,
@@ -105,15 +121,50 @@ def check_pci_slots(users: Sequence[str], subject: str, *, key: str, hint: str) 
     )
 
 
-def disk_target(index: int) -> str:
-    """The virtio target of the index-th disk: vda ... vdz, vdaa, vdab ... (libvirt's rule)."""
+def disk_target(index: int, prefix: str = "vd") -> str:
+    """The target of the index-th disk: vda ... vdz, vdaa, vdab ... (libvirt's rule; `sd`
+    for SCSI and SATA)."""
     letters = ""
     number = index
     while True:
         letters = chr(ord("a") + number % 26) + letters
         number = number // 26 - 1
         if number < 0:
-            return f"vd{letters}"
+            return f"{prefix}{letters}"
+
+
+def target_index(target: str) -> int:
+    """The inverse of `disk_target`: `vdb` -> 1, `sdaa` -> 26."""
+    number = 0
+    for char in target[2:]:
+        number = number * 26 + ord(char) - ord("a") + 1
+    return number - 1
+
+
+# The libvirt bus and target prefix of the disks on each storage bus.
+DISK_BUSES: Mapping[StorageBus, tuple[str, str]] = MappingProxyType(
+    {StorageBus.VIRTIO_BLK: ("virtio", "vd"), StorageBus.VIRTIO_SCSI: ("scsi", "sd")}
+)
+
+
+def disk_targets(bus: StorageBus, disks: int) -> tuple[str, ...]:
+    """The targets of the system disk (first) and the data disks on `bus`."""
+    prefix = DISK_BUSES[bus][1]
+    return tuple(disk_target(i, prefix) for i in range(disks))
+
+
+def system_disk_number(targets: Sequence[str]) -> int:
+    """The number Windows gives the system disk (`targets[0]`) among the domain's disks,
+    which is autounattend.xml's `DiskID`.
+
+    Windows numbers the disks in the order it enumerates them: virtio-blk disks are PCI
+    devices, which libvirt addresses in the order of their targets (it keeps the disks
+    sorted by target); virtio-scsi disks are units of one controller, numbered by target
+    too. CD-ROM drives are not disks. So the system disk's number is its place among the
+    disks sorted by target.
+    """
+    ordered = sorted(targets, key=target_index)
+    return ordered.index(targets[0])
 
 
 # The attributes of <source> that name what a disk reads, by disk type (file, block,

@@ -31,13 +31,17 @@ from builder.virtio.facts import DriverFacts, PciIds
 from builder.virtio.selection import DriverSet, SelectedDriver
 from builder.vm import devices
 from builder.vm.devices import (
+    DISK_BUSES,
     DRIVE_TARGETS,
     PCI_SLOTS,
+    STORAGE_DEVICE_KINDS,
     VIRTIO_MODELS,
     AttachedMedium,
+    Firmware,
     Removable,
+    StorageBus,
     VirtioModel,
-    disk_target,
+    disk_targets,
 )
 from builder.windows.profiles import Profile
 
@@ -48,6 +52,20 @@ DOMAIN_TYPES = ("kvm", "qemu")
 # The libvirt guest architecture of a profile. 32-bit Windows gets a 32-bit CPU
 # (qemu32, no long mode), as on the hardware it was written for.
 GUEST_ARCH: Mapping[str, str] = MappingProxyType({"x86": "i686", "amd64": "x86_64"})
+
+# The firmware the domain boots with: the template selects none, so the machine's
+# default, SeaBIOS. A build for UEFI gets its media and its answer file (a GPT disk), but
+# a domain that boots them needs OVMF, which the domain does not select yet.
+BOOTABLE_FIRMWARES: frozenset[Firmware] = frozenset({Firmware.BIOS})
+
+# libvirt's model of a virtio-scsi controller for each virtio device model.
+SCSI_CONTROLLER_MODELS: Mapping[VirtioModel, str] = MappingProxyType(
+    {
+        "virtio": "virtio-scsi",
+        "virtio-transitional": "virtio-transitional",
+        "virtio-non-transitional": "virtio-non-transitional",
+    }
+)
 
 # The name also names the disk files and the output folder, and virsh resolves a
 # bare number or a UUID as a domain id before it tries names: keep to a safe set.
@@ -71,13 +89,15 @@ class MediaPaths:
 
 @dataclass(frozen=True)
 class Disk:
-    """A virtio disk: the system disk or a data disk."""
+    """A virtio disk: the system disk or a data disk, on its bus (`virtio`: a virtio-blk
+    device of its own; `scsi`: a unit of the virtio-scsi controller)."""
 
     role: Literal["system", "data"]
     target: str
     path: Path
     size_gib: int
     model: VirtioModel
+    bus: str = "virtio"
 
     @property
     def label(self) -> str:
@@ -139,20 +159,33 @@ class DomainPlan:
     usb_model: str
     nic: Nic
     serial_log: Path
+    storage_bus: StorageBus = StorageBus.VIRTIO_BLK
 
     @property
     def system_disk(self) -> Disk:
         return self.disks[0]
 
     @property
+    def scsi_controller(self) -> str | None:
+        """The libvirt model of the virtio-scsi controller the disks are on, if they are."""
+        if self.storage_bus is not StorageBus.VIRTIO_SCSI:
+            return None
+        return SCSI_CONTROLLER_MODELS[self.system_disk.model]
+
+    @property
     def virtio_devices(self) -> tuple[VirtioDevice, ...]:
-        found = [VirtioDevice("virtio-blk", d.model, d.label) for d in self.disks]
+        if self.storage_bus is StorageBus.VIRTIO_SCSI:
+            kind = STORAGE_DEVICE_KINDS[self.storage_bus]
+            found = [VirtioDevice(kind, self.system_disk.model, "virtio-scsi controller")]
+        else:
+            found = [VirtioDevice("virtio-blk", d.model, d.label) for d in self.disks]
         found.append(VirtioDevice("virtio-net", self.nic.model, self.nic.label))
         return tuple(found)
 
     @property
     def pci_devices(self) -> tuple[str, ...]:
-        """The devices that take a PCI slot of the 28: every virtio disk and the NIC.
+        """The devices that take a PCI slot of the 28: every virtio disk (or the one
+        virtio-scsi controller) and the NIC.
 
         The IDE and USB controllers are functions of the PIIX3, the VGA card has its
         own fixed slot, the floppy controller and serial port are ISA, and there is
@@ -233,9 +266,12 @@ def plan_domain(
     model = _virtio_model(profile, virtio_model or config.virtio_model)
     if len(media.data_disks) != len(config.data_disks):
         raise BuildError("the domain was planned with a path for each data disk missing.")
-    disks = [Disk("system", disk_target(0), media.system_disk, config.disk_size_gib, model)]
+    bus = DISK_BUSES[config.storage_bus][0]
+    # The same targets the answer file derives the system disk's DiskID from.
+    targets = disk_targets(config.storage_bus, 1 + len(config.data_disks))
+    disks = [Disk("system", targets[0], media.system_disk, config.disk_size_gib, model, bus)]
     disks += [
-        Disk("data", disk_target(i), path, size, model)
+        Disk("data", targets[i], path, size, model, bus)
         for i, (path, size) in enumerate(
             zip(media.data_disks, config.data_disks, strict=True), start=1
         )
@@ -253,16 +289,20 @@ def plan_domain(
         hyperv=profile.hyperv,
         osinfo_url=profile.osinfo_url,
         disks=tuple(disks),
-        drives=plan_drives(profile, media.media),
+        drives=plan_drives(profile, media.media, taken=frozenset(targets)),
         usb_model=profile.usb_model,
         nic=Nic(config.network, model),
         serial_log=media.serial_log,
+        storage_bus=config.storage_bus,
     )
 
 
-def plan_drives(profile: Profile, media: Sequence[AttachedMedium]) -> tuple[Drive, ...]:
+def plan_drives(
+    profile: Profile, media: Sequence[AttachedMedium], taken: frozenset[str] = frozenset()
+) -> tuple[Drive, ...]:
     """The removable drives of the domain: the CD-ROM drives on the profile's CD bus,
-    then the floppy drives, each kind in the order of its `drive` index.
+    then the floppy drives, each kind in the order of its `drive` index, on the targets
+    of its bus that the disks have not `taken` (SATA and SCSI both name theirs `sdX`).
 
     BuildError for a floppy on a machine without a floppy controller, a drive that two
     media claim, or more drives than the bus has (the media table would be wrong).
@@ -287,7 +327,7 @@ def plan_drives(profile: Profile, media: Sequence[AttachedMedium]) -> tuple[Driv
                 raise BuildError(
                     f"{medium.name} and {other.name} are both for {device} drive {medium.drive}."
                 )
-        targets = DRIVE_TARGETS[bus]
+        targets = tuple(t for t in DRIVE_TARGETS[bus] if t not in taken)
         if ours[-1].drive >= len(targets):
             raise BuildError(f"{ours[-1].name}: the {bus} bus has no drive {ours[-1].drive}.")
         drives += [Drive(device, bus, targets[m.drive], m.path, m.boot_order) for m in ours]

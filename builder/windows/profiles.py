@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from builder.errors import InputError
-from builder.vm.devices import CdBus, Firmware, VirtioModel
+from builder.vm.devices import CdBus, Firmware, StorageBus, VirtioModel
 from builder.windows import locales, timezones
 from builder.windows.timezones import TimeZoneTable
 
@@ -60,13 +60,26 @@ class DiskLayout(StrEnum):
     """The partition table setup writes on the system disk."""
 
     MBR = "mbr"
+    GPT = "gpt"  # UEFI: EFI system partition, MSR, Windows
 
 
 class PostInstall(StrEnum):
     """How the post-install script installs the driver packages at the first logon."""
 
     NONE = "none"  # GUI-mode setup installed them (winnt.sif OemPnPDriversPath)
-    PNPUTIL_LEGACY = "pnputil -i -a"  # Vista / 2008 / 2008 R2 syntax
+    PNPUTIL_LEGACY = "pnputil -i -a"  # Vista to 2012 R2 syntax
+    PNPUTIL_ADD_DRIVER = "pnputil /add-driver /install"  # Windows 10 / Server 2016 and later
+
+
+class SelectionRule(StrEnum):
+    """How the driver package of a profile is chosen among those whose INF fits it."""
+
+    # The closest decoration, then the folder names: each legacy folder has a build of
+    # its own, with its own decoration.
+    CLOSEST_DECORATION = "closest-decoration"
+    # The profile's own virtio-win folder first: virtio-win copies one modern build into
+    # several folders, and Windows' ranking would give 2022 the build made for 2025.
+    OWN_FOLDER = "own-folder"
 
 
 class SignaturePolicy(StrEnum):
@@ -149,11 +162,23 @@ ANSWER_FILES: Mapping[AnswerFormat, AnswerFiles] = MappingProxyType(
 
 @dataclass(frozen=True)
 class Edition:
-    """One edition of a release: the install.wim image name and the KMS client key (GVLK)."""
+    """One edition of a release: the install.wim image name (and, where the release has
+    Server Core images, the core image's name), its EDITIONID in the image's XML, and the
+    KMS client key (GVLK; the same for core and desktop)."""
 
     name: str
     image_name: str | None = None
     kms_key: str | None = None
+    core_image_name: str | None = None
+    edition_id: str = ""
+
+    def image_for(self, server_core: bool) -> str | None:
+        """The image name of the core or the desktop installation."""
+        return self.core_image_name if server_core else self.image_name
+
+
+# INSTALLATIONTYPE of the images, by whether they are Server Core (docs/windows-modern.md).
+InstallationTypes = Mapping[bool, str]
 
 
 @dataclass(frozen=True)
@@ -170,11 +195,16 @@ class Profile:
     storage_route: StorageRoute
     remasters_install_cd: bool  # whether the user's install CD is remastered
     machine: str  # libvirt machine type
-    firmware: Firmware
+    firmware: Firmware  # the default
+    firmwares: tuple[Firmware, ...]  # what the release boots with (the `firmware` setting)
+    tpm: bool  # whether the machine gets a TPM 2.0 by default
+    cpu_level: str | None  # the x86-64 level the release needs (x86-64-v2), None: any
     cd_bus: CdBus
     floppy_controller: bool  # whether the machine has a floppy controller
     usb_model: str  # the libvirt model of the USB controller
-    disk_layout: DiskLayout
+    disk_layouts: Mapping[Firmware, DiskLayout]  # the system disk's partitions by firmware
+    storage_buses: tuple[StorageBus, ...]  # the `storage_bus` setting; the first is default
+    storage_bus_caveats: Mapping[StorageBus, str]  # a warning for a bus known to fail
     virtio_model: VirtioModel  # libvirt's model for the virtio disks and NICs
     hyperv: bool  # Hyper-V enlightenments
     timezones: TimeZoneTable
@@ -186,10 +216,15 @@ class Profile:
     # The updates that give the release SHA-2 code signing (KB4474419) and their
     # prerequisites, for messages; empty when it has it or never checks.
     sha2_updates: tuple[str, ...]
+    installers: tuple[str, ...]  # [installers] of drivers/catalog.toml run after the drivers
     shutdown_command: str
     editions: Mapping[str, Edition]
     default_edition: str
     product_key_required: bool
+    installation_types: InstallationTypes  # empty: no `server_core` choice
+    reads_install_image: bool  # the user's DVD is read: checked, its image chosen from it
+    selection_rule: SelectionRule
+    build: int | None  # the NT build of the release's media (None: any build of nt_version)
     min_memory_mib: int
     memory_mib: int
     vcpus: int
@@ -204,6 +239,12 @@ class Profile:
     def arch_label(self) -> str:
         """The architecture as the profile name spells it (`x86` or `x64`)."""
         return "x64" if self.arch == "amd64" else "x86"
+
+    @property
+    def version_text(self) -> str:
+        """`10.0.20348`, or `6.1` where the profile takes any build."""
+        numbers = (*self.nt_version, *((self.build,) if self.build is not None else ()))
+        return ".".join(map(str, numbers))
 
     @property
     def virtio_win_folder(self) -> str:
@@ -241,6 +282,7 @@ class Profile:
             "family": self.family,
             "arch": self.arch,
             "nt_version": f"{self.nt_version[0]}.{self.nt_version[1]}",
+            "build": self.build,
             "answer_files": list(self.answer_files),
             "virtio_win_folder": self.virtio_win_folder,
             "storage_route": self.storage_route.value,
@@ -248,6 +290,11 @@ class Profile:
             "signature_policy": self.signature_policy.value,
             "machine": self.machine,
             "firmware": self.firmware.value,
+            "firmwares": [f.value for f in self.firmwares],
+            "tpm": self.tpm,
+            "cpu_level": self.cpu_level,
+            "storage_buses": [b.value for b in self.storage_buses],
+            "server_core": bool(self.installation_types),
             "virtio_model": self.virtio_model,
             "osinfo": [self.osinfo_id, *self.osinfo_aliases],
             "editions": sorted(self.editions),
@@ -294,6 +341,50 @@ _W2008R2 = _editions(
 )
 
 
+# Windows Server 2012 R2 and later: Standard and Datacenter, each with Server Core and
+# desktop images (INSTALLATIONTYPE "Server Core" / "Server"), named after the product
+# the way their install.wim names them; the KMS client keys of Microsoft's "KMS client
+# activation and product keys" page (docs/windows-modern.md §4). The same key serves
+# core and desktop.
+def _server_editions(product: str, standard_key: str, datacenter_key: str) -> Mapping[str, Edition]:
+    return _editions(
+        Edition(
+            "standard",
+            f"{product} SERVERSTANDARD",
+            standard_key,
+            core_image_name=f"{product} SERVERSTANDARDCORE",
+            edition_id="ServerStandard",
+        ),
+        Edition(
+            "datacenter",
+            f"{product} SERVERDATACENTER",
+            datacenter_key,
+            core_image_name=f"{product} SERVERDATACENTERCORE",
+            edition_id="ServerDatacenter",
+        ),
+    )
+
+
+_W2012R2 = _server_editions(
+    "Windows Server 2012 R2", "D2N9P-3P6X9-2R39C-7RTCD-MDVJX", "W3GGN-FT8W3-Y4M27-J84CP-Q3VJ9"
+)
+_W2016 = _server_editions(
+    "Windows Server 2016", "WC2BQ-8NRM3-FDDYY-2BFGV-KHKQY", "CB7KF-BWN84-R7R2Y-793K2-8XDDG"
+)
+_W2019 = _server_editions(
+    "Windows Server 2019", "N69G4-B89J2-4G8F4-WWYCC-J464C", "WMDGN-G9PQG-XVVXX-R3X43-63DFG"
+)
+_W2022 = _server_editions(
+    "Windows Server 2022", "VDYBN-27WPP-V4HQT-9VMD4-VMK7H", "WX4NM-KYWYW-QJJR4-XV3QB-6VM33"
+)
+_W2025 = _server_editions(
+    "Windows Server 2025", "TVRH6-WHNXV-R9WG3-9XRFY-MY832", "D764K-2NDRG-47T6Q-P8T8W-YP6DF"
+)
+_SERVER_INSTALLATION_TYPES: InstallationTypes = MappingProxyType(
+    {True: "Server Core", False: "Server"}
+)
+
+
 # -- the family rows ----------------------------------------------------------------------
 
 # Windows Server 2003 / 2003 R2: text-mode setup from a remastered CD (docs/windows-2003.md).
@@ -311,10 +402,15 @@ WIN2003_FAMILY = Profile(
     remasters_install_cd=True,
     machine="pc",
     firmware=Firmware.BIOS,
+    firmwares=(Firmware.BIOS,),
+    tpm=False,
+    cpu_level=None,
     cd_bus="ide",
     floppy_controller=True,
     usb_model="piix3-uhci",
-    disk_layout=DiskLayout.MBR,
+    disk_layouts=MappingProxyType({Firmware.BIOS: DiskLayout.MBR}),
+    storage_buses=(StorageBus.VIRTIO_BLK,),
+    storage_bus_caveats=MappingProxyType({}),
     virtio_model="virtio-transitional",
     hyperv=False,
     timezones=timezones.ZONES_2003,
@@ -324,10 +420,15 @@ WIN2003_FAMILY = Profile(
     post_install=PostInstall.NONE,
     signature_policy=SignaturePolicy.IGNORE,
     sha2_updates=(),
+    installers=(),
     shutdown_command="shutdown -s -t 0",
     editions=_W2003_X86,
     default_edition="standard",
     product_key_required=True,
+    installation_types=MappingProxyType({}),
+    reads_install_image=False,
+    selection_rule=SelectionRule.CLOSEST_DECORATION,
+    build=None,
     min_memory_mib=128,
     memory_mib=512,
     vcpus=1,
@@ -375,6 +476,69 @@ WIN2008_FAMILY = replace(
 )
 
 
+# Windows Server 2012 R2 and later (docs/windows-modern.md): Windows Setup from the
+# user's DVD, read in place to check it and choose the image; answered from a small
+# answer ISO (Autounattend.xml and $WinPEDriver$ at its root, found by Setup on any
+# drive, so no drive letter is named); q35 with UEFI (BIOS allowed up to 2022), modern
+# virtio devices, no floppy. The rows below differ in version, folder, post-install
+# method, TPM and CPU.
+WIN2012R2_FAMILY = replace(
+    WIN2008_FAMILY,
+    name="win2012r2",
+    title="Windows Server 2012 R2",
+    family="win2012r2",
+    arch="amd64",
+    nt_version=(6, 3),
+    build=9600,
+    os_folder="2k12R2",
+    storage_route=StorageRoute.ANSWER_ISO,
+    machine="q35",
+    firmware=Firmware.EFI,
+    firmwares=(Firmware.EFI, Firmware.BIOS),
+    cd_bus="sata",
+    floppy_controller=False,
+    usb_model="qemu-xhci",
+    disk_layouts=MappingProxyType({Firmware.EFI: DiskLayout.GPT, Firmware.BIOS: DiskLayout.MBR}),
+    storage_buses=(StorageBus.VIRTIO_BLK, StorageBus.VIRTIO_SCSI),
+    virtio_model="virtio",
+    timezones=timezones.ZONES_MODERN,
+    default_timezone="UTC",
+    post_install=PostInstall.PNPUTIL_LEGACY,
+    # Windows 8 / Server 2012 and later validate SHA-2 signatures out of the box.
+    signature_policy=SignaturePolicy.SHA2,
+    sha2_updates=(),
+    installers=("qemu-ga",),
+    editions=_W2012R2,
+    installation_types=_SERVER_INSTALLATION_TYPES,
+    reads_install_image=True,
+    selection_rule=SelectionRule.OWN_FOLDER,
+    min_memory_mib=512,
+    memory_mib=4096,
+    min_disk_gib=32,
+    disk_size_gib=64,
+    timeout_minutes=180,
+    osinfo_id="win2k12r2",
+    osinfo_url="http://microsoft.com/win/2k12r2",
+)
+
+# Windows Server 2016 and later: pnputil /add-driver, the guest tools MSI, a TPM 2.0.
+WIN2016_FAMILY = replace(
+    WIN2012R2_FAMILY,
+    name="win2016",
+    title="Windows Server 2016",
+    family="win2016",
+    nt_version=(10, 0),
+    build=14393,
+    os_folder="2k16",
+    tpm=True,
+    post_install=PostInstall.PNPUTIL_ADD_DRIVER,
+    installers=("qemu-ga", "guest-tools"),
+    editions=_W2016,
+    osinfo_id="win2k16",
+    osinfo_url="http://microsoft.com/win/2k16",
+)
+
+
 def release(family_row: Profile, arch: Arch, **changes: Any) -> Profile:
     """A release's profile: `family_row` with `changes`, named for `arch` (`win2008-x64`)."""
     row = replace(family_row, arch=arch, **changes)
@@ -398,6 +562,19 @@ def _check(profile: Profile) -> Profile:
             (
                 "its default locale is not in its locale table",
                 profile.default_locale not in profile.locales,
+            ),
+            (
+                "its default firmware is not one it boots with",
+                profile.firmware not in profile.firmwares,
+            ),
+            (
+                "it has no disk layout for a firmware it boots with",
+                any(f not in profile.disk_layouts for f in profile.firmwares),
+            ),
+            ("it has no storage bus", not profile.storage_buses),
+            (
+                "its install image is read but it names no release build",
+                profile.reads_install_image and profile.build is None,
             ),
             ("its memory is below its minimum", profile.memory_mib < profile.min_memory_mib),
             ("its disk is below its minimum", profile.disk_size_gib < profile.min_disk_gib),
@@ -431,6 +608,51 @@ PROFILES: Mapping[str, Profile] = MappingProxyType(
                 sha2_updates=("KB4474419", "KB4490628"),  # 2008 R2 SP1's servicing stack
                 osinfo_id="win2k8r2",
                 osinfo_url="http://microsoft.com/win/2k8r2",
+            ),
+            release(WIN2012R2_FAMILY, "amd64"),
+            release(WIN2016_FAMILY, "amd64"),
+            release(
+                WIN2016_FAMILY,
+                "amd64",
+                title="Windows Server 2019",
+                family="win2019",
+                build=17763,
+                os_folder="2k19",
+                editions=_W2019,
+                osinfo_id="win2k19",
+                osinfo_url="http://microsoft.com/win/2k19",
+            ),
+            release(
+                WIN2016_FAMILY,
+                "amd64",
+                title="Windows Server 2022",
+                family="win2022",
+                build=20348,
+                os_folder="2k22",
+                editions=_W2022,
+                osinfo_id="win2k22",
+                osinfo_url="http://microsoft.com/win/2k22",
+            ),
+            # 2025 needs x86-64-v2 (POPCNT, SSE4.2) and is installed with UEFI only.
+            release(
+                WIN2016_FAMILY,
+                "amd64",
+                title="Windows Server 2025",
+                family="win2025",
+                build=26100,
+                os_folder="2k25",
+                firmwares=(Firmware.EFI,),
+                cpu_level="x86-64-v2",
+                storage_bus_caveats=MappingProxyType(
+                    {
+                        StorageBus.VIRTIO_SCSI: "Windows Server 2025 setup is reported to "
+                        "fail with vioscsi loaded unattended (kvm-guest-drivers-windows issue "
+                        "1100, open); virtio-blk is the choice known to work"
+                    }
+                ),
+                editions=_W2025,
+                osinfo_id="win2k25",
+                osinfo_url="http://microsoft.com/win/2k25",
             ),
         )
     }

@@ -318,3 +318,22 @@ ZONES_2008R2 = TimeZoneTable(
     example=_NAME_EXAMPLE,
     later=(_AFTER_2008R2,),
 )
+
+# Windows Server 2012 R2 and later know every 2008 R2 zone (Windows keeps the retired
+# ones as "... - Old") and many that time zone updates added since. Which update reached
+# which release's media is not listed here, so the modern releases accept the zones
+# they all have, the 2008 R2 set, and say so for a later one.
+ZONES_MODERN = TimeZoneTable(
+    style="name",
+    names=NAMES_2008R2,
+    index=MappingProxyType({}),
+    example=_NAME_EXAMPLE,
+    later=(
+        LaterZones(
+            NAMES_AFTER_2008R2,
+            "{zone} came with a time zone update after Windows Server 2008 R2 SP1; pvinstall "
+            "does not record which later release's media have it, so it accepts the zones "
+            "every one of them has: pick the zone it was split from.",
+        ),
+    ),
+)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from builder.windows.profiles import PROFILES
 from tests.fixtures.virtio_win import write_modern_tree
 from tests.integration import probe
 
@@ -75,6 +76,31 @@ def _config_2003(tmp_path: Path) -> Path:
     config = tmp_path / "2003.toml"
     config.write_text('product_key = "QWERT-YUIOP-ASDFG-HJKLZ-XCVBN"\n')
     return config
+
+
+MODERN_TARGETS = {
+    "win2012r2-virtio": "win2012r2-x64",
+    "win2016-virtio": "win2016-x64",
+    "win2019-virtio": "win2019-x64",
+    "win2022-virtio": "win2022-x64",
+    "win2025-virtio": "win2025-x64",
+}
+
+
+@pytest.mark.parametrize("target", sorted(MODERN_TARGETS))
+def test_the_modern_targets_build_their_profile(target: str, tmp_path: Path) -> None:
+    drivers = write_modern_tree(
+        tmp_path / "vw",
+        drivers=["viostor", "NetKVM"],
+        oses=[PROFILES[MODERN_TARGETS[target]].os_folder],
+    ).root
+    out = tmp_path / "out"
+    done = make(target, tmp_path, VIRTIO_WIN=str(drivers), OUT=str(out))
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["profile"] == MODERN_TARGETS[target]
+    assert {"answer.iso", "drivers.iso", "autounattend.xml"} <= {p.name for p in out.iterdir()}
+    assert f"make {target} WINDOWS_ISO=" in done.stdout
 
 
 def test_invalid_input_reaches_the_user_with_pvinstall_s_exit_code(tmp_path: Path) -> None:

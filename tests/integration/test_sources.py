@@ -63,9 +63,13 @@ def test_iso_selection_equals_directory_selection(
             selection = select_drivers(scan, profile)
             got = {d.name: d.inf_path for d in selection.selected}
             if namespace == "iso9660":
-                # Plain ISO 9660 upper-cases names (and may shorten them).
+                # Plain ISO 9660 upper-cases names (and may shorten them); a name that is
+                # not made of d-characters (pvpanic-pci.inf, of the Win10 and Win11
+                # builds) becomes another (PVPANIC_PCI.INF) that names no known driver.
                 assert {k: v.upper() for k, v in got.items()} == {
-                    k: v.upper() for k, v in expected[name].items()
+                    k: v.upper()
+                    for k, v in expected[name].items()
+                    if "-" not in v.rpartition("/")[2]
                 }
             else:
                 assert got == expected[name], (name, style, tool)

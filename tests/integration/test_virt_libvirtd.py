@@ -27,9 +27,10 @@ import pytest
 from builder.config import BuildConfig
 from builder.errors import BuildError
 from builder.monitor import NullMonitor
-from builder.virtio.facts import PciIds, PciIdSet, load_driver_facts
+from builder.virtio.facts import PciIds, load_driver_facts
 from builder.virtio.selection import DriverSet
 from builder.vm import domain, existing, virt
+from builder.vm.devices import VirtioModel
 from builder.windows.profiles import PROFILES
 from tests.fixtures.domain_xml import removable_media
 from tests.integration import probe
@@ -355,36 +356,44 @@ _DEVICE_XML = {
     "virtio-net": "<interface type='user'><model type='{model}'/></interface>",
     "virtio-balloon": "<memballoon model='{model}'/>",
     "virtio-serial": "<controller type='virtio-serial' model='{model}'/>",
-    "virtio-scsi": "<controller type='scsi' model='{model}'/>",
+    "virtio-scsi": "<controller type='scsi' model='{scsi}'/>",
     "virtio-rng": "<rng model='{model}'><backend model='random'>/dev/urandom</backend></rng>",
 }
 
 
 @pytest.mark.boot
-@pytest.mark.parametrize("row", ["transitional_ids", "modern_ids"])
+@pytest.mark.parametrize(
+    ("machine", "model"),
+    [("pc", "virtio-transitional"), ("pc", "virtio-non-transitional"), ("q35", "virtio")],
+)
 def test_the_catalog_device_table_is_what_qemu_presents(
-    conn: virt.Connection, tmp_path: Path, row: PciIdSet
+    conn: virt.Connection, tmp_path: Path, machine: str, model: VirtioModel
 ) -> None:
-    """Every row of [pci_ids] against a booted guest: one device of each kind, with the
-    libvirt model that [device_models.pc] maps to the row."""
+    """Every row of [pci_ids] against a booted guest: one device of each kind, with a
+    libvirt model, on a machine, that [device_models] maps to the row (on q35 a plain
+    'virtio' device is modern-only)."""
     facts = load_driver_facts()
-    model = "virtio-transitional" if row == "transitional_ids" else "virtio-non-transitional"
-    assert facts.presented_ids("virtio-blk", model, "pc") == facts.pci_ids["virtio-blk"][row]
+    row = facts.device_models[machine][model]
+    assert facts.presented_ids("virtio-blk", model, machine) == facts.pci_ids["virtio-blk"][row]
     disk = tmp_path / "disk.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
     name = unique_domain_name("pvtable")
-    devices = "\n    ".join(x.format(model=model, disk=disk) for x in _DEVICE_XML.values())
+    devices = "\n    ".join(
+        x.format(model=model, scsi=domain.SCSI_CONTROLLER_MODELS[model], disk=disk)
+        for x in _DEVICE_XML.values()
+    )
     iso = probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="report")
+    cd_bus = {"pc": ("hda", "ide"), "q35": ("sda", "sata")}[machine]
     xml = f"""<domain type='qemu'>
   <name>{name}</name>
   <memory unit='MiB'>512</memory>
   <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <os><type arch='x86_64' machine='{machine}'>hvm</type></os>
   <features><acpi/></features>
   <on_poweroff>destroy</on_poweroff>
   <devices>
     <disk type='file' device='cdrom'><driver name='qemu' type='raw'/><source file='{iso}'/>
-      <target dev='hda' bus='ide'/><readonly/><boot order='1'/></disk>
+      <target dev='{cd_bus[0]}' bus='{cd_bus[1]}'/><readonly/><boot order='1'/></disk>
     {devices}
     <serial type='file'><source path='{tmp_path / "serial.log"}'/><target port='0'/></serial>
   </devices>

@@ -9,10 +9,14 @@ import pytest
 from builder.config import SETTINGS, Secret, load_config, settings_help
 from builder.errors import InputError
 from builder.windows.profiles import PROFILES
+from tests.unit.windows.common import media_of
 
 W2008 = PROFILES["win2008-x64"]
 W2008R2 = PROFILES["win2008r2-x64"]
 W2003 = PROFILES["win2003-x86"]
+W2022 = PROFILES["win2022-x64"]
+W2025 = PROFILES["win2025-x64"]
+W2012R2 = PROFILES["win2012r2-x64"]
 PASSWORD = ["admin_password=Sup3r-secret"]
 KEY_2003 = "product_key=ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"
 
@@ -158,6 +162,18 @@ BAD = [
     (W2008, ['sha2_media="true"'], "sha2_media", "true or false"),
     (W2008, ["server_manager_at_logon=on"], "server_manager_at_logon", "true or false"),
     (W2008, ["setwithoutequals"], "--set", "has no '='"),
+    (W2022, ["edition=enterprise"], "edition", "not an edition of win2022-x64"),
+    (W2022, ["server_core=yes"], "server_core", "must be true or false"),
+    (W2008, ["server_core=true"], "server_core", "has no Server Core choice"),
+    (W2022, ["image_index=0"], "image_index", "out of range"),
+    (W2022, ["image_index=first"], "image_index", "whole number"),
+    (W2003, [KEY_2003, "image_index=1"], "image_index", "has no image to choose"),
+    (W2022, ["storage_bus=ide"], "storage_bus", "not one of virtio-blk, virtio-scsi"),
+    (W2008, ["storage_bus=virtio-scsi"], "storage_bus", "not one of virtio-blk"),
+    (W2022, ["firmware=uefi"], "firmware", "not one of efi, bios"),
+    (W2025, ["firmware=bios"], "firmware", "not one of efi (what Windows Server 2025"),
+    (W2008, ["firmware=efi"], "firmware", "not one of bios"),
+    (W2022, ["timezone=Turkey Standard Time"], "timezone", "pick the zone it was split from"),
     (W2008, ["=value"], "--set", "no key"),
 ]
 
@@ -272,3 +288,135 @@ def test_pvinstall_s_own_environment_switches_are_not_settings() -> None:
     assert load_config(W2008, sets=PASSWORD, environ=harness).vcpus == W2008.vcpus
     with pytest.raises(InputError, match="require_real_tools: unknown setting"):
         load_config(W2008, sets=PASSWORD, environ={"PVINSTALL_REQUIRE_REAL_TOOLS": "1"})
+
+
+# -- the releases of 2012 R2 and later -------------------------------------------------------
+
+
+def test_defaults_for_2022() -> None:
+    config = load_config(W2022, sets=PASSWORD)
+    assert (config.edition, config.server_core) == ("standard", False)
+    assert config.image_name == "Windows Server 2022 SERVERSTANDARD"
+    assert config.image_index is None
+    assert config.product_key == Secret("VDYBN-27WPP-V4HQT-9VMD4-VMK7H")
+    assert (config.firmware, config.storage_bus, config.disk_layout) == (
+        "efi",
+        "virtio-blk",
+        "gpt",
+    )
+    assert config.timezone == "UTC" and config.locale == "en-US"
+    assert (config.memory_mib, config.disk_size_gib) == (4096, 64)
+    assert config.warnings == () and config.image is None
+    public = config.public_json()
+    assert (public["firmware"], public["storage_bus"], public["server_core"]) == (
+        "efi",
+        "virtio-blk",
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("profile", "items", "key", "expected"),
+    [
+        (W2022, ["server_core=true"], "image_name", "Windows Server 2022 SERVERSTANDARDCORE"),
+        (
+            W2022,
+            ["edition=datacenter", "server_core=true"],
+            "image_name",
+            "Windows Server 2022 SERVERDATACENTERCORE",
+        ),
+        (W2022, ["edition=datacenter"], "product_key", Secret("WX4NM-KYWYW-QJJR4-XV3QB-6VM33")),
+        (W2012R2, ["edition=datacenter"], "product_key", Secret("W3GGN-FT8W3-Y4M27-J84CP-Q3VJ9")),
+        (W2025, [], "product_key", Secret("TVRH6-WHNXV-R9WG3-9XRFY-MY832")),
+        # Without the DVD the index cannot be checked, and no name is guessed for it.
+        (W2022, ["image_index=3"], "image_name", None),
+        (W2022, ["image_index=3"], "image_index", 3),
+        (W2022, ["firmware=bios"], "disk_layout", "mbr"),
+        (W2012R2, ["storage_bus=virtio-scsi"], "storage_bus", "virtio-scsi"),
+        (W2022, ['image_name="My own image"'], "image_name", "My own image"),
+    ],
+)
+def test_good_modern_values(profile, items: list[str], key: str, expected: object) -> None:  # type: ignore[no-untyped-def]
+    config = load_config(profile, sets=[*PASSWORD, *items])
+    assert getattr(config, key) == expected
+
+
+def test_virtio_scsi_on_2025_gives_a_warning() -> None:
+    (warning,) = load_config(W2025, sets=[*PASSWORD, "storage_bus=virtio-scsi"]).warnings
+    assert "storage_bus = virtio-scsi" in warning and "issue 1100" in warning
+    assert load_config(W2022, sets=[*PASSWORD, "storage_bus=virtio-scsi"]).warnings == ()
+
+
+def test_the_environment_reads_booleans_as_toml() -> None:
+    environ = {"PVINSTALL_SERVER_CORE": "true"}
+    assert load_config(W2022, sets=PASSWORD, environ=environ).server_core is True
+
+
+# -- settings against the user's DVD ---------------------------------------------------------
+
+
+def test_the_dvd_chooses_the_image_and_its_edition_the_key() -> None:
+    media = media_of("2022")
+    config = load_config(W2022, sets=[*PASSWORD, "image_index=3"], media=media)
+    assert config.image is not None and config.image.index == 3
+    assert (config.edition, config.image_name, config.image_index) == (
+        "datacenter",
+        "Windows Server 2022 SERVERDATACENTERCORE",
+        3,
+    )
+    assert config.product_key == Secret("WX4NM-KYWYW-QJJR4-XV3QB-6VM33")
+    by_edition = load_config(W2022, sets=[*PASSWORD, "server_core=true"], media=media)
+    assert by_edition.image is not None and by_edition.image.index == 1
+
+
+def test_evaluation_media_get_no_key_unless_one_is_given() -> None:
+    media = media_of("2019", evaluation=True)
+    assert load_config(PROFILES["win2019-x64"], sets=PASSWORD, media=media).product_key is None
+    given = load_config(
+        PROFILES["win2019-x64"],
+        sets=[*PASSWORD, "product_key=ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"],
+        media=media,
+    )
+    assert given.product_key == Secret("ABCDE-FGHIJ-KLMNO-PQRST-UVWXY")
+
+
+def test_the_image_s_language_is_the_default_locale_and_bounds_the_setting() -> None:
+    media = media_of("2022", languages=("de-DE", "en-US"))
+    assert load_config(W2022, sets=PASSWORD, media=media).locale == "de-DE"
+    assert load_config(W2022, sets=[*PASSWORD, "locale=en-us"], media=media).locale == "en-US"
+    with pytest.raises(InputError) as caught:
+        load_config(W2022, sets=[*PASSWORD, "locale=fr-FR"], media=media)
+    assert "locale: fr-FR is not a language of the image chosen" in str(caught.value)
+
+
+BAD_WITH_DVD = [
+    # (profile, DVD release, settings, key, fragment)
+    (W2022, "2019", [], "--windows-iso", "holds Windows 10.0.17763 amd64"),
+    (W2025, "2022", [], "--windows-iso", "Use the win2022-x64 profile"),
+    (W2022, "2022", ["image_index=7"], "image_index", "7 is not an image of"),
+    (W2022, "2022", ["image_name=SERVERWEB"], "image_name", "'SERVERWEB' is not an image of"),
+    (
+        W2022,
+        "2022",
+        ["edition=standard", "image_index=4"],
+        "edition",
+        "is the datacenter edition (ServerDatacenter)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("profile", "release", "sets", "key", "fragment"), BAD_WITH_DVD)
+def test_settings_the_dvd_contradicts(  # type: ignore[no-untyped-def]
+    profile, release: str, sets: list[str], key: str, fragment: str
+) -> None:
+    with pytest.raises(InputError) as caught:
+        load_config(profile, sets=[*PASSWORD, *sets], media=media_of(release))
+    problems = {p.key: str(p) for p in caught.value.problems}
+    assert key in problems, problems
+    assert fragment in problems[key]
+
+
+def test_a_profile_that_does_not_read_its_dvd_ignores_it() -> None:
+    # 2008's DVD is attached as it is (the image name comes from the table).
+    config = load_config(W2008, sets=PASSWORD, media=media_of("2022"))
+    assert config.image is None and config.image_name == "Windows Longhorn SERVERSTANDARD"

@@ -13,6 +13,8 @@ from builder.errors import BuildError, InputError, Problem
 from builder.media import iso9660
 from builder.monitor import NullMonitor
 from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, Tree, remove_file, write_modern_tree
+from tests.fixtures.windows_dvd import dvd_for
+from tests.unit.windows.common import media_of
 
 ENVIRON = {"PVINSTALL_ADMIN_PASSWORD": "Sup3r-secret", "SOURCE_DATE_EPOCH": "1700000000"}
 
@@ -27,11 +29,11 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Tree:
 def build(
     drivers: Path, out: Path, environ: dict[str, str] | None = None, **options: object
 ) -> pipeline.BuildResult:
+    settings: dict[str, object] = {"profile": "win2008-x64", **options}
     opts = pipeline.BuildOptions(
-        profile="win2008-x64",
         drivers=str(drivers),
         out=out,
-        **options,  # type: ignore[arg-type]
+        **settings,  # type: ignore[arg-type]
     )
     return pipeline.run_build(opts, NullMonitor(), ENVIRON if environ is None else environ)
 
@@ -111,3 +113,78 @@ def test_a_failed_step_is_recorded_with_every_problem() -> None:
         {"key": "network", "message": "there is no network x.", "hint": "Use user."},
         {"key": "", "message": "and this", "hint": None},
     ]
+
+
+# -- the profile and the install DVD ---------------------------------------------------------
+
+
+def test_a_modern_build_writes_the_answer_iso_and_records_the_image(
+    tree: Tree, tmp_path: Path
+) -> None:
+    dvd = dvd_for("2022")
+    result = build(tree.root, tmp_path / "out", profile="win2022-x64", windows_iso=dvd.path)
+    names = {o["name"] for o in result.manifest["outputs"]}
+    assert names == {"autounattend.xml", "answer.iso", "drivers.iso", "domain.xml"}
+    assert result.manifest["install_image"]["name"] == "Windows Server 2022 SERVERSTANDARD"
+    assert result.manifest["install_image"]["index"] == 2
+
+
+def test_without_a_profile_the_dvd_names_it(tree: Tree, tmp_path: Path) -> None:
+    result = build(tree.root, tmp_path / "out", profile=None, windows_iso=dvd_for("2019").path)
+    assert result.manifest["profile"] == "win2019-x64"
+
+
+def test_without_a_profile_or_a_dvd_there_is_nothing_to_build(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as raised:
+        build(tmp_path, tmp_path / "out", profile=None)
+    assert raised.value.problems[0].key == "profile"
+    assert "no profile was given, and no --windows-iso" in str(raised.value)
+
+
+def test_a_dvd_problem_is_listed_with_the_setting_problems(tree: Tree, tmp_path: Path) -> None:
+    with pytest.raises(InputError) as raised:
+        build(
+            tree.root,
+            tmp_path / "out",
+            {"SOURCE_DATE_EPOCH": "1"},
+            profile="win2022-x64",
+            windows_iso=dvd_for("2022", kind="encrypted").path,
+        )
+    keys = {p.key for p in raised.value.problems}
+    assert {"--windows-iso", "admin_password"} <= keys
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_profile_of_a_medium() -> None:
+    assert pipeline.profile_from_media(media_of("2025"), None).name == "win2025-x64"
+    with pytest.raises(InputError, match="is for win2025-x64, but --arch says x86"):
+        pipeline.profile_from_media(media_of("2025"), "x86")
+
+
+def test_a_uefi_build_warns_and_refuses_to_define_a_domain_that_boots_bios(
+    tree: Tree, tmp_path: Path
+) -> None:
+    result = build(tree.root, tmp_path / "out", profile="win2022-x64")
+    assert any("does not select efi firmware yet" in w for w in result.manifest["warnings"])
+    assert result.install_blocked == "Use --set firmware=bios to install now."
+    for acting in ({"define": True}, {"install": True}):
+        with pytest.raises(InputError) as raised:
+            build(
+                tree.root,
+                tmp_path / "never",
+                None,
+                profile="win2022-x64",
+                windows_iso=dvd_for("2022").path,
+                **acting,
+            )
+        assert raised.value.problems[0].key == "firmware"
+        assert "--set firmware=bios" in str(raised.value)
+        assert not (tmp_path / "never").exists()
+    with pytest.raises(InputError, match="installs with UEFI only"):
+        build(tree.root, tmp_path / "never", profile="win2025-x64", define=True)
+    bios = build(tree.root, tmp_path / "bios", profile="win2022-x64", sets=("firmware=bios",))
+    assert not any("firmware" in w for w in bios.manifest["warnings"])
+    assert bios.install_blocked is None
+    uefi_only = build(tree.root, tmp_path / "2025", profile="win2025-x64")
+    assert uefi_only.install_blocked is not None
+    assert "installs with UEFI only" in uefi_only.install_blocked

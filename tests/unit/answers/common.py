@@ -21,7 +21,7 @@ from builder.media import table
 from builder.media.files import PlannedFile
 from builder.media.plan import MediaInputs
 from builder.virtio.selection import DriverSet
-from builder.windows.profiles import PROFILES, AnswerFormat
+from builder.windows.profiles import PROFILES, AnswerFormat, StorageRoute
 
 GOLDEN = Path(__file__).resolve().parents[3] / "tests" / "golden"
 REGENERATE = os.environ.get("PVTEST_REGENERATE_GOLDEN") == "1"
@@ -33,6 +33,11 @@ PASSWORD = "P@ssw0rd!"
 KEY_2003 = "ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"
 PROFILES_2008 = [p for p in PROFILES if PROFILES[p].answer_format is AnswerFormat.UNATTEND]
 PROFILES_2003 = [p for p in PROFILES if PROFILES[p].answer_format is AnswerFormat.WINNT]
+# Answered from the floppy (2008, 2008 R2) or from the answer ISO (2012 R2 and later).
+FLOPPY_ANSWERED = [
+    p for p in PROFILES_2008 if PROFILES[p].storage_route is StorageRoute.ANSWER_FLOPPY
+]
+ISO_ANSWERED = [p for p in PROFILES_2008 if PROFILES[p].storage_route is StorageRoute.ANSWER_ISO]
 
 GOLDEN_SETTINGS = [
     f"admin_password={PASSWORD}",
@@ -45,14 +50,34 @@ GOLDEN_SETTINGS = [
 ]
 
 
+def _golden_cases() -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+    """(folder under tests/golden, profile, extra settings): every profile; for the
+    releases with Server Core images, core and desktop, with each firmware they boot."""
+    cases: list[tuple[str, str, tuple[str, ...]]] = []
+    for name, profile in PROFILES.items():
+        kinds = (False, True) if profile.installation_types else (False,)
+        for core in kinds:
+            for firmware in profile.firmwares:
+                stem = name + ("-core" if core else "")
+                sets: tuple[str, ...] = ("server_core=true",) if core else ()
+                if firmware is not profile.firmware:
+                    stem += f"-{firmware}"
+                    sets += (f"firmware={firmware}",)
+                cases.append((stem, name, sets))
+    return tuple(cases)
+
+
+GOLDEN_CASES = _golden_cases()
+
+
 def config_for(profile: str, *sets: str, environ: dict[str, str] | None = None) -> BuildConfig:
     extra = [f"product_key={KEY_2003}"] if PROFILES[profile].product_key_required else []
     return load_config(PROFILES[profile], sets=[*extra, *sets], environ=environ)
 
 
-def golden_config(profile: str) -> BuildConfig:
+def golden_config(profile: str, *extra: str) -> BuildConfig:
     timezone = "110" if PROFILES[profile].timezones.style == "index" else "W. Europe Standard Time"
-    return config_for(profile, *GOLDEN_SETTINGS, f"timezone={timezone}")
+    return config_for(profile, *GOLDEN_SETTINGS, f"timezone={timezone}", *extra)
 
 
 def rendered(

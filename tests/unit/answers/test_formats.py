@@ -20,6 +20,7 @@ from builder.virtio.selection import DriverSet
 from builder.windows.profiles import PROFILES, PostInstall
 from tests.unit.answers.common import (
     GOLDEN,
+    GOLDEN_CASES,
     PASSWORD,
     REGENERATE,
     expected_encoding,
@@ -30,15 +31,21 @@ from tests.unit.answers.common import (
 # -- golden files ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("profile", list(PROFILES))
-def test_golden_files(profile: str, driversets: dict[str, DriverSet]) -> None:
+@pytest.mark.parametrize(
+    ("stem", "profile", "sets"), GOLDEN_CASES, ids=[c[0] for c in GOLDEN_CASES]
+)
+def test_golden_files(
+    stem: str, profile: str, sets: tuple[str, ...], driversets: dict[str, DriverSet]
+) -> None:
     # Text only: the certificates are the fixture's own (test_postinstall checks them).
     files = {
         name: data
-        for name, data in rendered(profile, driversets[profile]).items()
+        for name, data in rendered(
+            profile, driversets[profile], golden_config(profile, *sets)
+        ).items()
         if not name.startswith(f"{layout.CERTIFICATE_DIR}/")
     }
-    folder = GOLDEN / profile
+    folder = GOLDEN / stem
     if REGENERATE:
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.iterdir():
@@ -69,6 +76,15 @@ def test_settings_and_drivers_of_different_profiles_are_refused(
         formats.render_answer_files(golden_config("win2008-x64"), driversets["win2008r2-x64"])
     with pytest.raises(BuildError):
         postinstall.render_postinstall(golden_config("win2003-x86"), driversets["win2003-x64"])
+
+
+def test_the_golden_folders_are_exactly_the_cases() -> None:
+    folders = sorted(p.name for p in GOLDEN.iterdir() if p.is_dir() and p.name != "domain")
+    assert folders == sorted(c[0] for c in GOLDEN_CASES)
+    assert {"win2022-x64", "win2022-x64-core", "win2022-x64-bios", "win2022-x64-core-bios"} <= {
+        c[0] for c in GOLDEN_CASES
+    }
+    assert "win2025-x64-bios" not in {c[0] for c in GOLDEN_CASES}
 
 
 # -- secrets and the one Environment ---------------------------------------------------------

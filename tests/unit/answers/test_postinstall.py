@@ -17,6 +17,7 @@ from builder.virtio.signatures import read_catalog
 from builder.windows.profiles import PROFILES
 from tests.fixtures import signing
 from tests.unit.answers.common import (
+    FLOPPY_ANSWERED,
     PROFILES_2003,
     PROFILES_2008,
     medium,
@@ -38,9 +39,12 @@ def test_2008_script_installs_every_package_from_the_iso(
     installs = [line for line in lines if line.startswith("pnputil ")]
     assert len(installs) == len(drivers.selected)
     iso = {f.path for f in medium(plan(profile, drivers, files), "drivers.iso")}
+    command = postinstall.INSTALL_COMMANDS[PROFILES[profile].post_install]
+    assert command is not None
     for driver, line in zip(drivers.selected, installs, strict=True):
         folder = layout.iso_folder(driver, drivers.profile)
-        assert line.startswith(f'pnputil -i -a "%PV_DRIVE%\\{folder.replace("/", chr(92))}\\*.inf"')
+        inf = f'"%PV_DRIVE%\\{folder.replace("/", chr(92))}\\*.inf"'
+        assert line.startswith(command.format(inf=inf))
         assert any(p.startswith(folder + "/") and p.lower().endswith(".inf") for p in iso)
     assert 'set "PV_DRIVE=%~d0"' in lines
     assert [line for line in lines if line.strip()][-1] == "shutdown /s /t 0"
@@ -164,7 +168,9 @@ def test_2008_script_trusts_each_distinct_signer_before_the_first_pnputil(
         assert f'certutil -addstore -f TrustedPublisher "{windows}" >> "%PV_LOG%" 2>&1' in trusts
         # The path exists on drivers.iso and holds the signer's certificate.
         assert path in iso
-        assert iso[path].data == signer.der == signing.certificate_der("redhat-sha1")
+        assert iso[path].data == signer.der
+        if profile in FLOPPY_ANSWERED:  # the 2008-family fixture builds: Red Hat's
+            assert signer.der == signing.certificate_der("redhat-sha1")
 
 
 def test_several_signers_are_each_trusted_once_in_the_order_of_the_packages(

@@ -15,7 +15,9 @@ from builder.media import layout
 from builder.virtio.selection import DriverSet
 from builder.windows.profiles import PROFILES, DiskLayout, Profile
 from tests.unit.answers.common import (
+    FLOPPY_ANSWERED,
     GOLDEN_SETTINGS,
+    ISO_ANSWERED,
     PASSWORD,
     PROFILES_2008,
     WCM,
@@ -57,7 +59,7 @@ def test_every_component_carries_the_header(profile: str, driversets: dict[str, 
         assert component.nsmap.get("wcm") == WCM
 
 
-@pytest.mark.parametrize("profile", PROFILES_2008)
+@pytest.mark.parametrize("profile", FLOPPY_ANSWERED)
 def test_driver_paths_name_the_floppy_folders_only_in_windows_pe(
     profile: str, driversets: dict[str, DriverSet]
 ) -> None:
@@ -134,13 +136,13 @@ def test_settings_reach_their_elements(profile: str, driversets: dict[str, Drive
     assert text(setup, "UserData/Organization") == "Example Corp"
     assert config.product_key is not None
     assert text(setup, "UserData/ProductKey/Key") == config.product_key.reveal()
-    partition = setup.find(f".//{U}ModifyPartition")
-    assert partition is not None
-    assert (text(partition, "Format"), text(partition, "Letter"), text(partition, "Active")) == (
-        "NTFS",
-        "C",
-        "true",
-    )
+    windows = [p for p in setup.iterfind(f".//{U}ModifyPartition") if text(p, "Letter") == "C"]
+    assert len(windows) == 1
+    partition = windows[0]
+    active = None if PROFILES[profile].firmware.value == "efi" else "true"
+    assert (text(partition, "Format"), text(partition, "Active")) == ("NTFS", active)
+    install_to = text(setup, "ImageInstall/OSImage/InstallTo/PartitionID")
+    assert text(partition, "PartitionID") == install_to
     specialize = components(root, "specialize")
     assert text(specialize["Microsoft-Windows-Shell-Setup"], "ComputerName") == "PVGOLDEN"
     assert (
@@ -237,7 +239,7 @@ def test_the_auto_activation_switch_per_version(driversets: dict[str, DriverSet]
 def test_no_2012_era_oobe_key_reaches_2008_or_2008r2(driversets: dict[str, DriverSet]) -> None:
     newer = {s.name for s in unattend.GATED_SETTINGS if s.since >= (6, 2)}
     assert {"HideOnlineAccountScreens", "HideLocalAccountScreen"} <= newer
-    for profile in PROFILES_2008:
+    for profile in (p for p in PROFILES_2008 if PROFILES[p].nt_version < (6, 2)):
         data = formats.render_answer_files(golden_config(profile), driversets[profile])
         for name in newer:
             assert name.encode() not in data["autounattend.xml"]
@@ -364,4 +366,88 @@ def test_server_manager_and_initial_configuration_tasks_stay_closed_unless_kept(
             "true",
         ),
     }
+    if PROFILES[profile].nt_version > (6, 1):  # Initial Configuration Tasks is gone
+        wanted = {w for w in wanted if w[0] != "Microsoft-Windows-OutOfBoxExperience"}
     assert (wanted & settings) == (set() if keep else wanted)
+
+
+# -- the releases answered from the answer ISO ---------------------------------------------
+
+
+@pytest.mark.parametrize("profile", ISO_ANSWERED)
+def test_an_iso_answered_file_names_no_driver_path_and_no_drive_letter(
+    profile: str, driversets: dict[str, DriverSet]
+) -> None:
+    """Setup finds Autounattend.xml and $WinPEDriver$ on whatever drive the answer ISO
+    is: the file has no DriverPaths, and the only letter in it is the Windows
+    partition's C."""
+    root = unattend_root(profile, driversets)
+    assert root.findall(f".//{U}DriverPaths") == []
+    assert "Microsoft-Windows-PnpCustomizationsWinPE" not in components(root, "windowsPE")
+    data = formats.render_answer_files(golden_config(profile), driversets[profile])
+    text_of_file = data["autounattend.xml"].decode("utf-8")
+    assert not re.search(r"\b[A-Z]:\\", text_of_file.replace("%d:\\", ""))
+    assert [e.text for e in root.iter(f"{U}Letter")] == ["C"]
+
+
+@pytest.mark.parametrize("profile", ISO_ANSWERED)
+def test_uefi_gets_microsoft_s_gpt_layout_and_bios_the_mbr_one(
+    profile: str, driversets: dict[str, DriverSet]
+) -> None:
+    setup = components(unattend_root(profile, driversets), "windowsPE")["Microsoft-Windows-Setup"]
+    created = [
+        (text(c, "Order"), text(c, "Type"), text(c, "Size"), text(c, "Extend"))
+        for c in setup.iterfind(f".//{U}CreatePartition")
+    ]
+    # EFI system partition FAT32 260 MB, MSR 16 MB unformatted, Windows NTFS on the rest.
+    assert created == [
+        ("1", "EFI", "260", None),
+        ("2", "MSR", "16", None),
+        ("3", "Primary", None, "true"),
+    ]
+    formats_of = {
+        text(m, "PartitionID"): (text(m, "Format"), text(m, "Label"))
+        for m in setup.iterfind(f".//{U}ModifyPartition")
+    }
+    assert formats_of == {"1": ("FAT32", "System"), "3": ("NTFS", "Windows")}
+    assert text(setup, "ImageInstall/OSImage/InstallTo/PartitionID") == "3"
+    if "bios" not in PROFILES[profile].firmwares:
+        return
+    bios = config_for(profile, f"admin_password={PASSWORD}", "firmware=bios")
+    setup = components(unattend_root(profile, driversets, bios), "windowsPE")[
+        "Microsoft-Windows-Setup"
+    ]
+    assert [text(c, "Type") for c in setup.iterfind(f".//{U}CreatePartition")] == ["Primary"]
+    assert text(setup, "DiskConfiguration/Disk/ModifyPartitions/ModifyPartition/Active") == "true"
+
+
+def test_the_image_is_named_by_index_when_an_index_is_given(
+    driversets: dict[str, DriverSet],
+) -> None:
+    config = config_for("win2022-x64", f"admin_password={PASSWORD}", "image_index=3")
+    setup = components(unattend_root("win2022-x64", driversets, config), "windowsPE")[
+        "Microsoft-Windows-Setup"
+    ]
+    assert text(setup, "ImageInstall/OSImage/InstallFrom/MetaData/Key") == "/IMAGE/INDEX"
+    assert text(setup, "ImageInstall/OSImage/InstallFrom/MetaData/Value") == "3"
+    core = config_for("win2022-x64", f"admin_password={PASSWORD}", "server_core=true")
+    setup = components(unattend_root("win2022-x64", driversets, core), "windowsPE")[
+        "Microsoft-Windows-Setup"
+    ]
+    assert text(setup, "ImageInstall/OSImage/InstallFrom/MetaData/Value") == (
+        "Windows Server 2022 SERVERSTANDARDCORE"
+    )
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [(), ("data_disks=[20, 40]",), ("storage_bus=virtio-scsi", "data_disks=[20]")],
+)
+def test_disk_id_is_the_system_disk_s_number_among_the_domain_s_disks(
+    driversets: dict[str, DriverSet], sets: tuple[str, ...]
+) -> None:
+    config = config_for("win2022-x64", f"admin_password={PASSWORD}", *sets)
+    root = unattend_root("win2022-x64", driversets, config)
+    expected = str(unattend.disk_id(config))
+    ids = [e.text for e in root.iter(f"{U}DiskID")]
+    assert ids == [expected, expected] and expected == "0"

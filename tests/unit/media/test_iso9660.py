@@ -180,3 +180,21 @@ def test_names_that_map_to_one_identifier_both_survive(tmp_path: Path) -> None:
         assert roots[2:] == ["A_B", "A_B_1"]
     finally:
         image.close()
+
+
+@pytest.mark.parametrize(
+    ("extents", "size", "whole"),
+    [
+        ([(2048, 100)], 100, True),
+        ([(2048, 1024), (3072, 1024)], 2048, True),  # > 4 GiB files have several, in a run
+        ([(2048, 1024), (8192, 1024)], 2048, False),  # a gap: pycdlib would read wrongly
+        ([(8192, 1024), (2048, 1024)], 2048, False),
+        ([(2048, 1024)], 4096, False),  # shorter than the file says
+        ([], 0, True),
+        ([], 10, False),
+    ],
+)
+def test_an_install_image_is_read_only_when_it_is_one_run(
+    extents: list[tuple[int, int]], size: int, whole: bool
+) -> None:
+    assert iso9660.one_extent(extents, size) is whole

@@ -12,6 +12,7 @@ from builder.errors import BuildError, InputError
 from builder.media import layout
 from builder.media.plan import (
     MediaInputs,
+    plan_answer_disc,
     plan_answer_floppy,
     plan_drivers_disc,
     plan_drivers_iso,
@@ -20,6 +21,7 @@ from builder.virtio.facts import load_driver_facts
 from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
 from builder.virtio.source import DirectorySource
+from builder.vm.devices import StorageBus
 from builder.windows.profiles import PROFILES
 from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, Tree, write_modern_tree
 
@@ -195,3 +197,52 @@ def test_a_drivers_only_iso_has_the_packages_and_nothing_else(modern: Tree, prof
 def test_settings_and_drivers_of_two_profiles_are_refused(modern: Tree) -> None:
     with pytest.raises(BuildError, match="settings for win2008-x64 but drivers for win2003-x86"):
         MediaInputs(config_for("win2008-x64"), select(modern, "win2003-x86"), {}, {})
+
+
+# -- the answer ISO and the installers -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bus", "storage"), [("virtio-blk", "viostor"), ("virtio-scsi", "vioscsi")]
+)
+def test_the_answer_iso_has_the_answer_file_and_winpe_s_drivers_at_its_root(
+    modern: Tree, bus: str, storage: str
+) -> None:
+    drivers = select_drivers(
+        scan_source(DirectorySource(modern.root), load_driver_facts()),
+        PROFILES["win2022-x64"],
+        storage_bus=StorageBus(bus),
+    )
+    config = config_for("win2022-x64", f"storage_bus={bus}")
+    plan = plan_answer_disc(MediaInputs(config, drivers, ANSWERS_2008, POSTINSTALL))
+    assert plan.label == layout.ANSWER_ISO_LABEL == "PVANSWER"
+    by_path = {f.path: f for f in plan.files}
+    assert by_path["Autounattend.xml"].data == ANSWERS_2008["autounattend.xml"]
+    # The system disk's storage driver and NetKVM, each in $WinPEDriver$/<driver>/; not
+    # the other bus's driver, not the post-install step.
+    expected = {
+        f"$WinPEDriver$/{d.name}/{f.path.rpartition('/')[2]}": f.path
+        for d in drivers.selected
+        if d.name in (storage, "NetKVM")
+        for f in d.files
+    }
+    assert {p: f.source_path for p, f in by_path.items() if p != "Autounattend.xml"} == expected
+    assert all(f.path.startswith(("$WinPEDriver$/", "Autounattend.xml")) for f in plan.files)
+    assert {p.split("/")[1] for p in expected} == {storage, "NetKVM"}
+
+
+def test_the_drivers_iso_carries_the_installers_at_their_source_paths(modern: Tree) -> None:
+    drivers = select(modern, "win2022-x64")
+    plan = plan_drivers_disc(
+        MediaInputs(config_for("win2022-x64"), drivers, ANSWERS_2008, POSTINSTALL)
+    )
+    by_path = {f.path: f for f in plan.files}
+    for name in ("guest-agent/qemu-ga-x86_64.msi", "virtio-win-gt-x64.msi"):
+        assert by_path[name].source_path == name
+        assert by_path[name].size == modern.path(name).stat().st_size
+    legacy = plan_drivers_disc(
+        MediaInputs(
+            config_for("win2008r2-x64"), select(modern, "win2008r2-x64"), ANSWERS_2008, POSTINSTALL
+        )
+    )
+    assert not [f for f in legacy.files if f.path.endswith(".msi")]

@@ -53,6 +53,9 @@ def inputs(tree: Tree, profile: str) -> MediaInputs:
         ("win2003-x86", None, ["floppy.img", "drivers.iso", "Windows ISO"]),
         ("win2008-x64", CD, ["floppy.img", "drivers.iso", "Windows ISO"]),
         ("win2008r2-x64", None, ["floppy.img", "drivers.iso", "Windows ISO"]),
+        # No floppy on q35: the answer file and windowsPE's drivers on an answer ISO.
+        ("win2022-x64", CD, ["answer.iso", "drivers.iso", "Windows ISO"]),
+        ("win2012r2-x64", None, ["answer.iso", "drivers.iso", "Windows ISO"]),
     ],
 )
 def test_which_media_a_build_has(profile: str, windows_iso: Path | None, names: list[str]) -> None:
@@ -69,7 +72,7 @@ def test_which_media_a_build_has(profile: str, windows_iso: Path | None, names: 
 
 def test_what_pvinstall_writes_carries_the_answer_files_and_is_secret() -> None:
     written = [m for m in table.MEDIA if m.builder is not None]
-    assert [m.name for m in written] == ["floppy.img", "drivers.iso", "install.iso"]
+    assert [m.name for m in written] == ["floppy.img", "answer.iso", "drivers.iso", "install.iso"]
     assert all(m.secret and m.removed_after_install for m in written)
     # The user's ISO is not pvinstall's to make 0600, but it leaves the template too.
     (user,) = (m for m in table.MEDIA if m.builder is None)
@@ -97,8 +100,9 @@ def test_a_profile_whose_storage_route_no_medium_serves_is_refused() -> None:
     answer_iso = dataclasses.replace(
         PROFILES["win2008r2-x64"], storage_route=StorageRoute.ANSWER_ISO
     )
+    without = tuple(m for m in table.MEDIA if m.serves is not StorageRoute.ANSWER_ISO)
     with pytest.raises(BuildError, match="no medium of the media table carries the storage"):
-        table.media_for(answer_iso, None)
+        table.media_for(answer_iso, None, without)
     no_floppy = dataclasses.replace(PROFILES["win2008r2-x64"], floppy_controller=False)
     with pytest.raises(BuildError, match="answer-floppy"):
         table.media_for(no_floppy, None)
@@ -107,8 +111,9 @@ def test_a_profile_whose_storage_route_no_medium_serves_is_refused() -> None:
 def test_a_new_medium_is_one_row_and_leaves_with_the_others(tree: Tree) -> None:
     """An extra disc in a third CD-ROM drive: attached, and taken out after the install,
     with nothing else changed."""
+    drivers_disc = next(m for m in table.MEDIA if m.name == "drivers.iso")
     extra = dataclasses.replace(
-        table.MEDIA[1], name="tools.iso", title="tools disc", drive=2, serves=None
+        drivers_disc, name="tools.iso", title="tools disc", drive=2, serves=None
     )
     rows = (*table.MEDIA, extra)
     media = table.plan_media(inputs(tree, "win2008-x64"), CD, rows)

@@ -19,6 +19,7 @@ from builder.virtio.inf import supports
 from builder.virtio.packages import Scan, scan_source
 from builder.virtio.selection import driverset_json, select_drivers
 from builder.virtio.source import DirectorySource
+from builder.vm.devices import StorageBus
 from builder.windows.profiles import PROFILES, Profile
 from tests.fixtures.virtio_win import (
     Tree,
@@ -69,7 +70,17 @@ EXPECTED_FOLDER = {
     "win2008-x86": "2k8/x86",
     "win2008-x64": "2k8/amd64",
     "win2008r2-x64": "2k8R2/amd64",
+    "win2012r2-x64": "2k12R2/amd64",
+    "win2016-x64": "2k16/amd64",
+    "win2019-x64": "2k19/amd64",
+    "win2022-x64": "2k22/amd64",
+    "win2025-x64": "2k25/amd64",
 }
+
+
+def windows(profile: Profile) -> tuple[int, ...]:
+    """The profile's Windows as the fixture's ground truth compares versions."""
+    return (*profile.nt_version, *((profile.build,) if profile.build else ()))
 
 
 @pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
@@ -81,7 +92,7 @@ def test_selection_per_profile_modern_layout(modern: Tree, profile: Profile) -> 
         assert "vioscsi" not in names  # no 2003 build exists
     for driver in selection.selected:
         truth = modern.inf(driver.inf_path)
-        assert truth.supports(profile.nt_version, profile.arch)
+        assert truth.supports(windows(profile), profile.arch)
         assert driver.folder.endswith(EXPECTED_FOLDER[profile.name]), driver.inf_path
         assert sorted(f.path for f in driver.files) == sorted(truth.package_relpaths())
         assert driver.boot_critical == truth.boot_critical
@@ -230,7 +241,15 @@ def test_driverset_json_shape(modern: Tree) -> None:
     with open_source(modern.root) as source:
         selection = select_drivers(scan_source(source, FACTS), PROFILES["win2008-x64"], FACTS)
         document = driverset_json(selection, driver_digests(source, selection))
-    assert set(document) == {"source", "profile", "selected", "rejected", "warnings"}
+    assert set(document) == {
+        "source",
+        "profile",
+        "storage_bus",
+        "selected",
+        "installers",
+        "rejected",
+        "warnings",
+    }
     assert document["source"] == {
         "path": str(modern.root),
         "kind": "dir",
@@ -439,3 +458,170 @@ def test_a_damaged_inf_of_another_windows_version_does_not_matter(tmp_path: Path
     tree.path("viostor/2k3/amd64/viostor.inf").write_bytes(GARBAGE)
     selection = select_drivers(scan_dir(tree.root), PROFILES["win2008-x64"], FACTS)
     assert selection.warnings == ()
+
+
+# -- the modern profiles: build numbers and virtio-win's folder map ------------------------
+
+WIN10 = "NTamd64.10.0"
+WIN11 = "NTamd64.10.0...16299"
+MODERN = ("win2012r2-x64", "win2016-x64", "win2019-x64", "win2022-x64", "win2025-x64")
+# The decoration each release's own folder holds (filemap.py: Win10 build in
+# 2k16/2k19/2k22, Win11 in 2k25, the Windows 8.1 build in 2k12R2).
+OWN_DECORATION = {
+    "win2012r2-x64": "NTamd64.6.3",
+    "win2016-x64": WIN10,
+    "win2019-x64": WIN10,
+    "win2022-x64": WIN10,
+    "win2025-x64": WIN11,
+}
+
+
+def tree_with(tmp_path: Path, oses: tuple[str, ...], name: str = "vw") -> Tree:
+    return write_modern_tree(
+        tmp_path / name, drivers=("viostor", "vioscsi", "NetKVM", "Balloon", "qxl"), oses=oses
+    )
+
+
+@pytest.mark.parametrize("profile", MODERN)
+def test_each_release_takes_its_own_folder_and_its_build(modern: Tree, profile: str) -> None:
+    selection = select_drivers(scan_dir(modern.root), PROFILES[profile], FACTS)
+    folder = EXPECTED_FOLDER[profile]
+    assert selection.selected and selection.warnings == ()
+    for driver in selection.selected:
+        assert driver.info is not None
+        assert driver.folder.endswith(folder) and driver.folder.split("/")[0] in driver.info.folders
+        assert driver.match.decoration_text == OWN_DECORATION[profile]
+
+
+def test_windows_own_ranking_would_give_2022_the_win11_build(modern: Tree) -> None:
+    """Why the folder decides: for build 20348 both builds apply and Windows ranks the
+    Win11 one closer, but virtio-win made the Win10 build for 2022."""
+    by_path = {p.inf_path: p for p in scan_dir(modern.root).packages}
+    win10 = supports(by_path["viostor/2k22/amd64/viostor.inf"].inf, (10, 0), "amd64", build=20348)
+    win11 = supports(by_path["viostor/2k25/amd64/viostor.inf"].inf, (10, 0), "amd64", build=20348)
+    assert win10 is not None and win11 is not None
+    assert win11.decoration is not None and win10.decoration is not None
+    assert win11.decoration.rank() > win10.decoration.rank()
+    chosen = select_drivers(scan_dir(modern.root), PROFILES["win2022-x64"], FACTS).get("viostor")
+    assert chosen is not None and chosen.inf_path == "viostor/2k22/amd64/viostor.inf"
+
+
+def test_the_win11_build_does_not_fit_2016(tmp_path: Path) -> None:
+    # .10.0...16299 applies from build 16299 on; 2016 is 14393.
+    tree = tree_with(tmp_path, ("w11", "2k25"))
+    with pytest.raises(InputError) as caught:
+        select_drivers(scan_dir(tree.root), PROFILES["win2016-x64"], FACTS)
+    text = str(caught.value)
+    assert "no INF for viostor matches Windows 10.0.14393 amd64" in text
+    assert WIN11 in text and "2k16 folder" in text
+    selection = select_drivers(scan_dir(tree.root), PROFILES["win2019-x64"], FACTS)
+    assert {d.match.decoration_text for d in selection.selected} == {WIN11}
+
+
+def test_a_tree_without_2k22_takes_the_closest_fit_and_warns(tmp_path: Path) -> None:
+    tree = tree_with(tmp_path, ("w10", "2k16", "2k19", "w11", "2k25"))
+    selection = select_drivers(scan_dir(tree.root), PROFILES["win2022-x64"], FACTS)
+    viostor = selection.get("viostor")
+    assert viostor is not None
+    # The closest decoration that fits 20348 is the Win11 build; among its two folders
+    # the names decide nothing and the path does (2k25 before w11).
+    assert viostor.match.decoration_text == WIN11
+    assert viostor.folder == "viostor/2k25/amd64"
+    (warning,) = selection.warnings
+    assert f"{tree.root} has no 2k22 folder for win2022-x64" in warning
+    assert "viostor from viostor/2k25/amd64 (NTamd64.10.0...16299)" in warning
+    assert "NetKVM from NetKVM/2k25/amd64" in warning
+
+
+def test_2025_never_takes_2k19_or_2k22_while_2k25_exists(tmp_path: Path) -> None:
+    tree = tree_with(tmp_path, ("2k19", "2k22", "2k25"))
+    selection = select_drivers(scan_dir(tree.root), PROFILES["win2025-x64"], FACTS)
+    assert {d.folder.split("/")[1] for d in selection.selected} == {"2k25"}
+    assert selection.warnings == ()
+    reasons = {r.inf: r.reason for r in selection.rejected}
+    assert (
+        "viostor/2k25/amd64/viostor.inf is a closer match"
+        in reasons["viostor/2k22/amd64/viostor.inf"]
+    )
+    # Without 2k25 (nor w11) the Win10 build of 2k19/2k22 is the fit, with a warning.
+    older = tree_with(tmp_path, ("2k19", "2k22"), "older")
+    fallback = select_drivers(scan_dir(older.root), PROFILES["win2025-x64"], FACTS)
+    assert {d.match.decoration_text for d in fallback.selected} == {WIN10}
+    assert "has no 2k25 folder" in fallback.warnings[0]
+
+
+def test_a_driver_virtio_win_did_not_build_for_the_release_is_left_out(tmp_path: Path) -> None:
+    """qxl (XPDM, Windows 7) has no 2k22 folder while the tree has 2k22 for the other
+    drivers: it is rejected with the reason, not taken from 2k8R2 with a warning."""
+    tree = tree_with(tmp_path, ("2k8R2", "2k22"))
+    selection = select_drivers(scan_dir(tree.root), PROFILES["win2022-x64"], FACTS)
+    assert selection.get("qxl") is None and selection.warnings == ()
+    reason = {r.inf: r.reason for r in selection.rejected}["qxl/2k8R2/amd64/qxl.inf"]
+    assert "virtio-win has no 2k22 build of qxl" in reason
+    # The legacy rule takes the closest decoration, folders or not: 2008 R2 keeps qxl.
+    legacy = select_drivers(scan_dir(tree.root), PROFILES["win2008r2-x64"], FACTS)
+    assert legacy.get("qxl") is not None
+
+
+def test_the_root_auto_detect_copy_is_not_chosen(modern: Tree) -> None:
+    # amd64/2k22/viostor.inf is the same package as viostor/2k22/amd64/viostor.inf.
+    assert modern.select(driver="viostor", os_folder="2k22", auto_detect=True)
+    selection = select_drivers(scan_dir(modern.root), PROFILES["win2022-x64"], FACTS)
+    for name in ("viostor", "vioscsi"):
+        chosen = selection.get(name)
+        assert chosen is not None and chosen.folder == f"{name}/2k22/amd64"
+
+
+@pytest.mark.parametrize("profile", ["win2019-x64", "win2025-x64", "win2012r2-x64"])
+def test_the_by_os_layout(tmp_path: Path, profile: str) -> None:
+    tree = write_by_os_tree(tmp_path / "by-os")
+    selection = select_drivers(scan_dir(tree.root), PROFILES[profile], FACTS)
+    folder = f"amd64/{PROFILES[profile].os_folder}"
+    assert {d.folder for d in selection.selected} == {folder}
+    assert selection.warnings == ()
+
+
+def test_virtio_scsi_needs_vioscsi_and_makes_it_the_storage_driver(tmp_path: Path) -> None:
+    tree = tree_with(tmp_path, ("2k22",))
+    profile = PROFILES["win2022-x64"]
+    blk = select_drivers(scan_dir(tree.root), profile, FACTS)
+    scsi = select_drivers(scan_dir(tree.root), profile, FACTS, storage_bus=StorageBus.VIRTIO_SCSI)
+    assert (blk.storage.name, scsi.storage.name) == ("viostor", "vioscsi")
+    without = write_modern_tree(
+        tmp_path / "novioscsi", drivers=("viostor", "NetKVM"), oses=("2k22",)
+    )
+    with pytest.raises(InputError, match="no vioscsi driver in"):
+        select_drivers(scan_dir(without.root), profile, FACTS, storage_bus=StorageBus.VIRTIO_SCSI)
+    # viostor is not needed on virtio-scsi, nor vioscsi on virtio-blk.
+    no_viostor = write_modern_tree(
+        tmp_path / "noviostor", drivers=("vioscsi", "NetKVM"), oses=("2k22",)
+    )
+    select_drivers(scan_dir(no_viostor.root), profile, FACTS, storage_bus=StorageBus.VIRTIO_SCSI)
+    assert select_drivers(scan_dir(without.root), profile, FACTS).storage.name == "viostor"
+
+
+@pytest.mark.parametrize(
+    ("profile", "names"),
+    [
+        ("win2008r2-x64", []),
+        ("win2012r2-x64", ["qemu-ga"]),
+        ("win2016-x64", ["qemu-ga", "guest-tools"]),
+        ("win2025-x64", ["qemu-ga", "guest-tools"]),
+    ],
+)
+def test_the_installers_of_the_profile_are_found(
+    modern: Tree, profile: str, names: list[str]
+) -> None:
+    selection = select_drivers(scan_dir(modern.root), PROFILES[profile], FACTS)
+    assert [i.name for i in selection.installers] == names
+    paths = {i.name: i.path for i in selection.installers}
+    if "qemu-ga" in paths:
+        assert paths["qemu-ga"] == "guest-agent/qemu-ga-x86_64.msi"
+        assert modern.path(paths["qemu-ga"]).stat().st_size == selection.installers[0].size
+
+
+def test_an_installer_the_source_lacks_is_left_out(tmp_path: Path) -> None:
+    tree = tree_with(tmp_path, ("2k22",))
+    remove_file(tree, "virtio-win-gt-x64.msi")
+    selection = select_drivers(scan_dir(tree.root), PROFILES["win2022-x64"], FACTS)
+    assert [i.name for i in selection.installers] == ["qemu-ga"]

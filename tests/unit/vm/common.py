@@ -33,6 +33,8 @@ GOLDEN_CASES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
         ("network=user", "data_disks=[20, 40]", "memory_mib=4096", "vcpus=4"),
         "qemu",
     ),
+    # The disks on a virtio-scsi controller; the CD-ROM drives on SATA after them.
+    ("win2022-x64-scsi-data", "win2022-x64", ("storage_bus=virtio-scsi", "data_disks=[20]"), "kvm"),
 )
 
 FACTS = load_driver_facts()

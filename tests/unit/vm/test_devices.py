@@ -28,3 +28,16 @@ def test_the_source_of_a_disk_whatever_its_type() -> None:
         "<disk type='file' device='cdrom'><target dev='hdc'/></disk>": "",
     }
     assert {xml: devices.source_of(ET.fromstring(xml)) for xml in cases} == cases
+
+
+def test_disk_targets_per_storage_bus_and_the_system_disk_number() -> None:
+    blk = devices.disk_targets(devices.StorageBus.VIRTIO_BLK, 3)
+    scsi = devices.disk_targets(devices.StorageBus.VIRTIO_SCSI, 2)
+    assert (blk, scsi) == (("vda", "vdb", "vdc"), ("sda", "sdb"))
+    for index in (0, 1, 25, 26, 27, 701, 702):
+        assert devices.target_index(devices.disk_target(index)) == index
+        assert devices.target_index(devices.disk_target(index, "sd")) == index
+    # The system disk is targets[0]; Windows numbers the disks in target order.
+    assert devices.system_disk_number(blk) == 0
+    assert devices.system_disk_number(("vdb", "vda", "vdc")) == 1
+    assert devices.system_disk_number(("sdc", "sdab", "sda")) == 1

@@ -343,3 +343,58 @@ def test_the_template_renders_what_the_plan_says(drivers: Mapping[str, DriverSet
     ]
     assert root.find("./devices/disk[@device='floppy']") is None
     assert at(root, "./devices/controller[@type='usb']").get("model") == "qemu-xhci"
+
+
+# -- q35 and the storage buses -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", [None, "virtio-transitional", "virtio-non-transitional"])
+def test_the_modern_drivers_bind_every_model_q35_presents(
+    drivers: Mapping[str, DriverSet], model: str | None
+) -> None:
+    # On q35 'virtio' is modern-only (DEV_1042/DEV_1041); the Win10 INFs list both sets.
+    xml = render(drivers, "win2022-x64", virtio_model=model)
+    assert "machine='q35'" in xml
+
+
+def test_virtio_scsi_puts_the_disks_on_one_controller(drivers: Mapping[str, DriverSet]) -> None:
+    config = config_for("win2022-x64", "storage_bus=virtio-scsi", "data_disks=[20, 30]")
+    media = media_for(config, OUT, "pv")
+    plan = domain.plan_domain(config, media, name="pv", domain_type="kvm")
+    assert [(d.target, d.bus) for d in plan.disks] == [
+        ("sda", "scsi"),
+        ("sdb", "scsi"),
+        ("sdc", "scsi"),
+    ]
+    assert plan.scsi_controller == "virtio-scsi"
+    # One slot for the controller, one for the NIC, whatever the number of disks.
+    assert plan.pci_devices == ("virtio-scsi controller", "NIC on network default")
+    # The SATA CD-ROM drives take the sd targets after the disks.
+    assert [d.target for d in plan.drives] == ["sdd", "sde", "sdf"]
+    root = _root(
+        domain.domain_xml(
+            config, drivers["win2022-x64"], media, facts=FACTS, name="pv", domain_type="kvm"
+        )
+    )
+    assert at(root, "./devices/controller[@type='scsi']").get("model") == "virtio-scsi"
+    assert all(d.get("model") is None for d in root.iterfind("./devices/disk[@device='disk']"))
+    targets = [at(d, "target").get("dev") for d in root.iterfind("./devices/disk")]
+    assert len(targets) == len(set(targets))
+    # The device check asks for the driver of the controller: vioscsi.
+    without = dataclasses.replace(
+        drivers["win2022-x64"],
+        selected=tuple(d for d in drivers["win2022-x64"].selected if d.name != "vioscsi"),
+    )
+    with pytest.raises(
+        InputError, match=r"no driver for the virtio-scsi controller \(virtio-scsi\)"
+    ):
+        domain.domain_xml(config, without, media, facts=FACTS, name="pv", domain_type="kvm")
+
+
+def test_drives_skip_the_targets_the_disks_take() -> None:
+    media = (AttachedMedium("a.iso", "cdrom", 0, OUT / "a.iso"),)
+    q35 = PROFILES["win2022-x64"]
+    assert [d.target for d in domain.plan_drives(q35, media)] == ["sda"]
+    assert [d.target for d in domain.plan_drives(q35, media, taken=frozenset({"sda", "sdb"}))] == [
+        "sdc"
+    ]

@@ -25,6 +25,8 @@ from builder.windows.profiles import (
     STORAGE_ROUTE_PROSE,
     WIN2003_FAMILY,
     WIN2008_FAMILY,
+    WIN2012R2_FAMILY,
+    WIN2016_FAMILY,
     Profile,
     StorageRoute,
     _check,
@@ -70,6 +72,8 @@ def test_the_known_bad_releases_name_profile_folders() -> None:
 def test_family_rows_rebuild_the_releases() -> None:
     assert release(WIN2008_FAMILY, "amd64") == PROFILES["win2008-x64"]
     assert release(WIN2003_FAMILY, "x86") == PROFILES["win2003-x86"]
+    assert release(WIN2012R2_FAMILY, "amd64") == PROFILES["win2012r2-x64"]
+    assert release(WIN2016_FAMILY, "amd64") == PROFILES["win2016-x64"]
 
 
 def test_a_contradicting_row_is_refused() -> None:
@@ -188,3 +192,53 @@ def test_resolve_errors(name: str, arch: str | None, fragment: str) -> None:
         resolve_profile(name, arch)
     assert fragment in str(caught.value)
     assert caught.value.exit_code == 2
+
+
+def test_a_new_modern_release_is_one_row_and_runs_through_the_pure_core(
+    tmp_path: Path,
+) -> None:
+    """A hypothetical release of the 2016 family with a folder of its own, into which
+    virtio-win copies the Win11 build: one profile row and one driver-facts row, and it
+    gets its own folder's drivers, an answer ISO and a q35 domain."""
+    new = release(
+        WIN2016_FAMILY,
+        "amd64",
+        title="Windows Server 2028",
+        family="win2028",
+        build=30000,
+        os_folder="2k28",
+        osinfo_id="win2k28",
+        osinfo_url="http://microsoft.com/win/2k28",
+    )
+    base = load_driver_facts()
+    facts = dataclasses.replace(
+        base, os_folders=MappingProxyType({**base.os_folders, "2k28": ("2k28",)})
+    )
+    tree = write_modern_tree(
+        tmp_path / "vw",
+        drivers=["viostor", "NetKVM"],
+        oses=("2k22", "2k25"),
+        extra_os_folders={new.os_folder: "Win11"},
+    )
+    drivers = select_drivers(scan_source(DirectorySource(tree.root), facts), new, facts)
+    assert {d.folder for d in drivers.selected} == {"viostor/2k28/amd64", "NetKVM/2k28/amd64"}
+    assert drivers.warnings == ()
+    config = load_config(new, sets=["admin_password=Sup3r-secret", "server_core=true"])
+    assert config.image_name == "Windows Server 2016 SERVERSTANDARDCORE"  # the 2016 row's
+    answers = formats.render_answer_files(config, drivers)
+    post = postinstall.render_postinstall(config, drivers)
+    assert b"DriverPaths" not in answers["autounattend.xml"]
+    assert b"pnputil /add-driver" in post["POSTINST.CMD"]
+    media = table.plan_media(MediaInputs(config, drivers, answers, post), windows_iso=None)
+    answer = media.get("answer.iso")
+    assert answer is not None
+    assert "$WinPEDriver$/viostor/viostor.inf" in {f.path for f in answer.plan.files}
+    out = Path("/out")
+    paths = domain.MediaPaths(
+        media=media.attached(out, None),
+        system_disk=out / "new.qcow2",
+        data_disks=(),
+        serial_log=out / "serial.log",
+    )
+    xml = domain.domain_xml(config, drivers, paths, facts=facts, name="new", domain_type="kvm")
+    assert "machine='q35'" in xml and "answer.iso" in xml and "bus='sata'" in xml
