@@ -17,7 +17,13 @@ from builder.errors import InputError
 from builder.media.fat import FloppySource, looks_like_fat_image
 from builder.media.iso9660 import IsoSource, is_iso_image
 from builder.virtio.selection import DriverSet
-from builder.virtio.source import GET_VIRTIO_WIN, DirectorySource, DriverSource
+from builder.virtio.source import (
+    DEFAULT_LIMITS,
+    GET_VIRTIO_WIN,
+    DirectorySource,
+    DriverSource,
+    SourceLimits,
+)
 
 # After --drivers and $VIRTIO_WIN (docs/design.md §5, the command line).
 DEFAULT_SOURCES = (
@@ -88,7 +94,26 @@ def find_source(
     )
 
 
-def driver_digests(source: DriverSource, drivers: DriverSet) -> dict[str, str]:
+def driver_digests(
+    source: DriverSource, drivers: DriverSet, limits: SourceLimits = DEFAULT_LIMITS
+) -> dict[str, str]:
     """The sha256 of every file of the selected packages, by path in `source`: read once
-    here, at the edge, for the build id, the manifest and every medium's file list."""
-    return {f.path: source.sha256(f.path) for d in drivers.selected for f in d.files}
+    here, at the edge, for the build id, the manifest and every medium's file list.
+
+    InputError, before anything is read, when the packages together are larger than
+    `limits.selected_bytes` (real ones are a few MiB; a huge file named by an INF would
+    otherwise be copied onto the drivers ISO).
+    """
+    files = {f.path: f.size for d in drivers.selected for f in d.files}
+    total = sum(files.values())
+    if total > limits.selected_bytes:
+        largest = sorted(files, key=lambda p: files[p], reverse=True)[:3]
+        raise InputError(
+            f"the selected driver packages are {total} bytes together, more than the "
+            f"{limits.selected_bytes // 2**20} MiB a virtio-win release has; the largest: "
+            + ", ".join(f"{source.describe(p)} ({files[p]} bytes)" for p in largest)
+            + ".",
+            "Check that the source is a virtio-win release.",
+            key="--drivers",
+        )
+    return {path: source.sha256(path) for path in files}
