@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from builder.errors import InputError
-from builder.media.fat import FloppySource, looks_like_fat_image
+from builder.media.fat_reader import FloppySource, looks_like_fat_image
 from builder.media.iso9660 import IsoSource, is_iso_image
 from builder.virtio.selection import DriverSet
 from builder.virtio.source import (
@@ -23,6 +23,7 @@ from builder.virtio.source import (
     DirectorySource,
     DriverSource,
     SourceLimits,
+    unreadable,
 )
 
 # After --drivers and $VIRTIO_WIN (docs/design.md §5, the command line).
@@ -60,11 +61,7 @@ def open_source(path: Path) -> DriverSource:
         if looks_like_fat_image(path):
             return FloppySource(path)
     except OSError as exc:
-        raise InputError(
-            f"cannot read driver source {path}: {exc.strerror}.",
-            "Check the file's permissions.",
-            key="--drivers",
-        ) from None
+        raise unreadable(path, exc, key="--drivers") from None
     raise InputError(
         f"{path} is not an ISO 9660 image, a FAT floppy image or a directory.",
         f"Give a virtio-win ISO, a driver folder or a virtio-win .vfd image. {GET_VIRTIO_WIN}",

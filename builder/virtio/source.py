@@ -119,7 +119,7 @@ def check_name(source: Path, parent: str, name: str) -> None:
         )
 
 
-def unreadable(path: Path | str, exc: OSError) -> InputError:
+def unreadable(path: Path | str, exc: OSError, key: str = "") -> InputError:
     """The one error for a source file or folder the user running pvinstall cannot read."""
     reason = exc.strerror or str(exc)
     hint = (
@@ -128,7 +128,7 @@ def unreadable(path: Path | str, exc: OSError) -> InputError:
         if exc.errno in (errno.EACCES, errno.EPERM)
         else "Check the disk and the file."
     )
-    return InputError(f"cannot read {path}: {reason}.", hint, key=str(path))
+    return InputError(f"cannot read {path}: {reason}.", hint, key=key or str(path))
 
 
 @dataclass(frozen=True)
@@ -398,7 +398,7 @@ class DirectorySource(DriverSource):
                 elif stat.S_ISREG(info.st_mode):
                     found.append(_DirFile(path, info.st_size, target_parts, inode))
                 else:
-                    raise self._refused(path, f"is {_file_kind(info.st_mode)}, not a file")
+                    raise self._refused(path, f"is {mode_kind(info.st_mode)}, not a file")
         return found
 
     def _refused(self, path: str, what: str) -> InputError:
@@ -483,12 +483,17 @@ class DirectorySource(DriverSource):
         return child
 
 
-def _file_kind(mode: int) -> str:
-    """`a fifo`, `a socket`, ... for messages."""
-    kinds = {
-        stat.S_IFIFO: "a fifo (named pipe)",
-        stat.S_IFSOCK: "a socket",
-        stat.S_IFCHR: "a character device",
-        stat.S_IFBLK: "a block device",
-    }
-    return kinds.get(stat.S_IFMT(mode), f"an entry of type {stat.S_IFMT(mode):o}")
+_MODE_KINDS = {
+    stat.S_IFIFO: "a fifo (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFLNK: "a symbolic link",
+    stat.S_IFDIR: "a folder",
+    stat.S_IFREG: "a file",
+}
+
+
+def mode_kind(mode: int) -> str:
+    """What a POSIX mode says an entry is (`a fifo (named pipe)`, ...), for messages."""
+    return _MODE_KINDS.get(stat.S_IFMT(mode), f"an entry of type {stat.S_IFMT(mode):o}")

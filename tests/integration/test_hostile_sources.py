@@ -1,0 +1,452 @@
+"""Hostile driver sources, built into real media by real tools and given to the real
+command line: a directory with links out of itself, ISOs mastered by xorriso and
+genisoimage with Rock Ridge links and fifos, mtools floppies with looping chains, and
+files the user cannot read. Each is exit 2 with a sentence naming the path, nothing is
+written, and no byte of what lies outside the source reaches an output.
+
+Permission problems are real: as root, the command runs under `setpriv` without the
+capabilities that let root read any file (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from builder import cli
+from builder.media.fat_reader import FloppySource
+from tests.fixtures.virtio_win import (
+    Tree,
+    make_floppy_image,
+    make_iso,
+    write_floppy_tree,
+    write_modern_tree,
+)
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = b"root:$y$j9T$not-a-real-hash-but-a-secret:19000:0:99999:7:::\n"
+SYS = "viostor/2k8/amd64/viostor.sys"
+
+
+@pytest.fixture(autouse=True)
+def _environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    monkeypatch.setenv("PVINSTALL_ADMIN_PASSWORD", "Sup3r-Secr3t-pw")
+    monkeypatch.delenv("VIRTIO_WIN", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Tree:
+    """A small virtio-win tree, and beside it a secret it must never read."""
+    (tmp_path / "host").mkdir()
+    (tmp_path / "host" / "shadow").write_bytes(SECRET)
+    return write_modern_tree(tmp_path / "vw", drivers=("viostor", "NetKVM"), oses=("2k8",))
+
+
+def build(capsys: pytest.CaptureFixture[str], source: Path, out: Path) -> tuple[int, str]:
+    code = cli.main(["build", "win2008-x64", "--drivers", str(source), "--out", str(out)])
+    return code, capsys.readouterr().err
+
+
+def assert_refused(code: int, stderr: str, out: Path, *fragments: str) -> None:
+    assert code == 2, stderr
+    for fragment in fragments:
+        assert fragment in stderr, stderr
+    assert "Traceback" not in stderr and "internal error" not in stderr
+    assert SECRET.decode() not in stderr
+    assert not out.exists()
+
+
+# -- a directory never reads outside itself ---------------------------------------------
+
+
+def _to_host(tree: Tree) -> str:
+    return str(tree.root.parent / "host" / "shadow")
+
+
+def _link_out(tree: Tree) -> None:
+    target = tree.path(SYS)
+    target.unlink()
+    target.symlink_to(_to_host(tree))
+
+
+def _relative_link_out(tree: Tree) -> None:
+    target = tree.path(SYS)
+    target.unlink()
+    target.symlink_to("../../../../host/shadow")
+
+
+def _folder_link_out(tree: Tree) -> None:
+    folder = tree.path("viostor/2k8/amd64")
+    shutil.rmtree(folder)
+    folder.symlink_to(tree.root.parent / "host")
+
+
+def _self_loop(tree: Tree) -> None:
+    tree.path("viostor/2k8/amd64/again").symlink_to("again")
+
+
+def _folder_loop(tree: Tree) -> None:
+    tree.path("viostor/2k8/amd64/up").symlink_to("../..")
+
+
+def _fifo(tree: Tree) -> None:
+    target = tree.path(SYS)
+    target.unlink()
+    os.mkfifo(target)
+
+
+def _socket(tree: Tree) -> None:
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(tree.path("viostor/2k8/amd64/agent.sock")))
+
+
+DIRECTORY_CASES = [
+    (_link_out, SYS, "outside the driver source"),
+    (_relative_link_out, SYS, "outside the driver source"),
+    (_folder_link_out, "viostor/2k8/amd64", "outside the driver source"),
+    (_self_loop, "viostor/2k8/amd64/again", "in a loop"),
+    (_folder_loop, "viostor/2k8/amd64/up", "a loop"),
+    (_fifo, SYS, "is a fifo (named pipe), not a file"),
+    (_socket, "viostor/2k8/amd64/agent.sock", "is a socket, not a file"),
+]
+
+
+@pytest.mark.parametrize(("damage", "where", "fragment"), DIRECTORY_CASES)
+def test_a_directory_source_never_reads_outside_itself(
+    capsys: pytest.CaptureFixture[str],
+    tree: Tree,
+    tmp_path: Path,
+    damage: Callable[[Tree], None],
+    where: str,
+    fragment: str,
+) -> None:
+    damage(tree)
+    out = tmp_path / "out"
+    code, stderr = build(capsys, tree.root, out)
+    assert_refused(code, stderr, out, str(tree.path(where)), fragment)
+
+
+def test_links_inside_the_tree_build(
+    capsys: pytest.CaptureFixture[str], tree: Tree, tmp_path: Path
+) -> None:
+    """The sibling that works: a package whose files are links to files in the tree (as
+    a by-os tree next to its by-driver tree has) builds, with the files' bytes."""
+    data = tree.path(SYS).read_bytes()
+    (tree.root / "store").mkdir()
+    tree.path(SYS).rename(tree.root / "store" / "viostor.sys")
+    tree.path(SYS).symlink_to("../../../store/viostor.sys")
+    out = tmp_path / "out"
+    code, stderr = build(capsys, tree.root, out)
+    assert code == 0, stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    on_iso = next(
+        f["path"]
+        for o in manifest["outputs"]
+        if o["name"] == "drivers.iso"
+        for f in o["files"]
+        if f["path"].lower().endswith("amd64/viostor.sys")
+    )
+    back = tmp_path / "back.sys"
+    subprocess.run(
+        [
+            "xorriso",
+            "-osirrox",
+            "on",
+            "-indev",
+            str(out / "drivers.iso"),
+            "-extract",
+            f"/{on_iso}",
+            str(back),
+        ],
+        capture_output=True,
+        check=True,
+    )
+    assert back.read_bytes() == data
+
+
+# -- ISOs: Rock Ridge links and other entries that are not files --------------------------
+
+
+def _iso_link(root: Path, tree: Tree) -> None:
+    target = tree.path(SYS)
+    target.unlink()
+    target.symlink_to("/etc/shadow")
+
+
+def _iso_fifo(root: Path, tree: Tree) -> None:
+    target = tree.path(SYS)
+    target.unlink()
+    os.mkfifo(target)
+
+
+def _iso_device(root: Path, tree: Tree) -> None:
+    target = tree.path(SYS)
+    target.unlink()
+    os.mknod(target, 0o600 | 0o020000, os.makedev(1, 3))  # /dev/null's numbers
+
+
+ISO_CASES = [
+    (_iso_link, "is a Rock Ridge symbolic link to /etc/shadow"),
+    (_iso_fifo, "is listed as a file but is a fifo (named pipe)"),
+]
+if os.geteuid() == 0:  # only root may make a device node to master into an image
+    ISO_CASES.append((_iso_device, "is listed as a file but is a character device"))
+
+
+@pytest.mark.parametrize("tool", ["xorriso", "genisoimage"])
+@pytest.mark.parametrize(("damage", "fragment"), ISO_CASES)
+def test_an_iso_with_entries_that_are_not_files_is_refused(
+    capsys: pytest.CaptureFixture[str],
+    tree: Tree,
+    tmp_path: Path,
+    tool: str,
+    damage: Callable[[Path, Tree], None],
+    fragment: str,
+) -> None:
+    damage(tree.root, tree)
+    image = make_iso(tree, tmp_path / "vw.iso", style="joliet", tool=tool)  # type: ignore[arg-type]
+    out = tmp_path / "out"
+    code, stderr = build(capsys, image.path, out)
+    assert_refused(code, stderr, out, f"{image.path}:{SYS}", fragment)
+
+
+def test_an_iso_directory_that_loops_is_refused(
+    capsys: pytest.CaptureFixture[str], tree: Tree, tmp_path: Path
+) -> None:
+    """A directory record pointing at the root's extent (checked by pycdlib at open)."""
+    image = make_iso(tree, tmp_path / "vw.iso", style="plain", tool="genisoimage").path
+    data = bytearray(image.read_bytes())
+    root_extent = struct.unpack_from("<I", data, 16 * 2048 + 156 + 2)[0]
+    offset = root_extent * 2048
+    while data[offset]:
+        length = data[offset]
+        name = bytes(data[offset + 33 : offset + 33 + data[offset + 32]])
+        if name == b"VIOSTOR":
+            folder = struct.unpack_from("<I", data, offset + 2)[0]
+            break
+        offset += length
+    else:
+        raise AssertionError("no VIOSTOR folder in the root")
+    offset = folder * 2048
+    while data[offset]:
+        if bytes(data[offset + 33 : offset + 33 + data[offset + 32]]) == b"2K8":
+            struct.pack_into("<I", data, offset + 2, root_extent)
+            struct.pack_into(">I", data, offset + 6, root_extent)
+            break
+        offset += data[offset]
+    else:
+        raise AssertionError("no 2K8 folder in VIOSTOR")
+    image.write_bytes(data)
+    out = tmp_path / "out"
+    code, stderr = build(capsys, image, out)
+    assert_refused(code, stderr, out, str(image), "ISO Directory Records form a loop")
+
+
+# -- floppies: chains that loop, and images cut short ------------------------------------
+
+
+@pytest.fixture
+def floppy(tmp_path: Path) -> tuple[Path, Tree]:
+    tree = write_floppy_tree(tmp_path / "ftree", "amd64", oses=("Win2008",))
+    return make_floppy_image(tree, tmp_path / "v.vfd").path, tree
+
+
+def mshowfat(image: Path, path: str) -> list[int]:
+    """The clusters of `path` as mtools sees them (`<53-65>` ranges)."""
+    shown = subprocess.run(
+        ["mshowfat", "-i", str(image), f"::/{path}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
+    ).stdout
+    clusters: list[int] = []
+    for first, last in re.findall(r"<(\d+)(?:-(\d+))?>", shown):
+        clusters += range(int(first), int(last or first) + 1)
+    return clusters
+
+
+def set_fat12(image: Path, cluster: int, value: int) -> None:
+    """Set one FAT12 entry in every FAT copy (geometry from the boot sector)."""
+    data = bytearray(image.read_bytes())
+    bps, _, reserved, fats = struct.unpack_from("<HBHB", data, 11)
+    (fat_sectors,) = struct.unpack_from("<H", data, 22)
+    for copy in range(fats):
+        offset = (reserved + copy * fat_sectors) * bps + cluster * 3 // 2
+        pair = data[offset] | data[offset + 1] << 8
+        pair = (pair & 0x000F) | (value << 4) if cluster & 1 else (pair & 0xF000) | value
+        struct.pack_into("<H", data, offset, pair)
+    image.write_bytes(data)
+
+
+def test_a_floppy_reads_as_mtools_reads_it(floppy: tuple[Path, Tree]) -> None:
+    image, tree = floppy
+    with FloppySource(image) as source:
+        assert {f.path for f in source.files()} == set(tree.files)
+        for entry in source.files():
+            shown = subprocess.run(
+                ["mtype", "-i", str(image), f"::/{entry.path}"],
+                capture_output=True,
+                check=True,
+                env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
+            ).stdout
+            assert source.read_exact(entry.path, entry.size) == shown, entry.path
+
+
+def _limited_memory() -> None:
+    # The looping chain grew pyfatfs's memory by 45 MB/s; 1 GiB of address space is far
+    # more than pvinstall needs and far less than a runaway reader reaches in a minute.
+    resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))
+
+
+@pytest.mark.parametrize(
+    ("member", "index", "value", "fragment"),
+    [
+        # (what, which of its clusters, what its FAT entry becomes)
+        ("amd64/Win2008/viostor.sys", -2, "first", "has a cluster chain that loops"),
+        ("amd64/Win2008/viostor.sys", 1, "itself", "has a cluster chain that loops"),
+        ("amd64/Win2008/viostor.sys", -1, "first", "has a cluster chain longer than"),
+        ("amd64/Win2008/viostor.sys", -2, 4000, "in its chain, outside the volume"),
+        ("amd64/Win2008/viostor.inf", -1, 0, "has a free cluster in its chain"),
+        ("amd64/Win2008/viostor.cat", 0, 0xFF7, "has a bad cluster after"),
+        ("amd64/Win2008", -1, "first", "has a cluster chain that loops"),
+    ],
+)
+def test_a_floppy_with_a_broken_chain_is_refused_quickly(
+    floppy: tuple[Path, Tree],
+    tmp_path: Path,
+    member: str,
+    index: int,
+    value: int | str,
+    fragment: str,
+) -> None:
+    image, _ = floppy
+    clusters = mshowfat(image, member)
+    assert len(clusters) >= 2 or index in (0, -1), clusters
+    target = {"first": clusters[0], "itself": clusters[index]}.get(str(value), value)
+    set_fat12(image, clusters[index], int(target))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "builder",
+            "build",
+            "win2008-x64",
+            "--drivers",
+            str(image),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_limited_memory,
+        check=False,
+    )
+    assert_refused(done.returncode, done.stderr, out, str(image), fragment)
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.3, 0.9, 0.999])
+def test_a_truncated_floppy_is_refused(
+    capsys: pytest.CaptureFixture[str], floppy: tuple[Path, Tree], tmp_path: Path, keep: float
+) -> None:
+    image, _ = floppy
+    data = image.read_bytes()
+    image.write_bytes(data[: max(512, int(len(data) * keep))])
+    out = tmp_path / "out"
+    code, stderr = build(capsys, image, out)
+    assert_refused(code, stderr, out, str(image), "is truncated: its boot sector says")
+
+
+# -- files the user cannot read ---------------------------------------------------------
+
+
+def unprivileged(argv: list[str]) -> list[str]:
+    """`argv` run so that file permissions apply, even to root."""
+    if os.geteuid() != 0:
+        return argv
+    dropped = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={dropped}", f"--inh-caps={dropped}", *argv]
+
+
+def _unreadable_inf(tree: Tree, tmp_path: Path) -> tuple[Path, str]:
+    target = tree.path("viostor/2k8/amd64/viostor.inf")
+    target.chmod(0)
+    return tree.root, str(target)
+
+
+def _unreadable_sys(tree: Tree, tmp_path: Path) -> tuple[Path, str]:
+    target = tree.path(SYS)
+    target.chmod(0)
+    return tree.root, str(target)
+
+
+def _unreadable_folder(tree: Tree, tmp_path: Path) -> tuple[Path, str]:
+    target = tree.path("viostor/2k8")
+    target.chmod(0)
+    return tree.root, str(target)
+
+
+def _unreadable_iso(tree: Tree, tmp_path: Path) -> tuple[Path, str]:
+    image = make_iso(tree, tmp_path / "vw.iso").path
+    image.chmod(0)
+    return image, str(image)
+
+
+def _unreadable_floppy(tree: Tree, tmp_path: Path) -> tuple[Path, str]:
+    floppy_tree = write_floppy_tree(tmp_path / "ftree", "amd64", oses=("Win2008",))
+    image = make_floppy_image(floppy_tree, tmp_path / "v.vfd").path
+    image.chmod(0)
+    return image, str(image)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_unreadable_inf, _unreadable_sys, _unreadable_folder, _unreadable_iso, _unreadable_floppy],
+)
+def test_a_file_the_user_cannot_read_is_a_sentence(
+    tree: Tree, tmp_path: Path, make: Callable[[Tree, Path], tuple[Path, str]]
+) -> None:
+    source, unreadable = make(tree, tmp_path)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        unprivileged(
+            [
+                sys.executable,
+                "-m",
+                "builder",
+                "build",
+                "win2008-x64",
+                "--drivers",
+                str(source),
+                "--out",
+                str(out),
+            ]
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=REPO,
+        env={**os.environ, "PVINSTALL_ADMIN_PASSWORD": "Sup3r-Secr3t-pw"},
+    )
+    assert_refused(
+        done.returncode, done.stderr, out, f"cannot read {unreadable}: Permission denied"
+    )
+    assert "Check its permissions" in done.stderr
