@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from builder.errors import InputError
 from builder.virtio.facts import DriverFacts, DriverInfo
-from builder.virtio.inf import MAX_INF_BYTES, Inf, InfError, parse_inf
+from builder.virtio.inf import MAX_INF_BYTES, Inf, InfError, InfNameError, parse_inf
 from builder.virtio.source import (
     DEFAULT_LIMITS,
     GET_VIRTIO_WIN,
@@ -106,7 +106,8 @@ def scan_source(
     """Find every INF in `source` and make a package of each; reads only INF bytes.
 
     An INF that is too large or cannot be parsed is recorded as broken; a file the user
-    cannot read, and more INF bytes than `limits.scan_bytes` together, are InputErrors.
+    cannot read, an INF that names a file outside its folder, and more INF bytes than
+    `limits.scan_bytes` together, are InputErrors.
     """
     files = source.files()
     by_folder: dict[str, dict[str, SourceEntry]] = {}
@@ -145,6 +146,14 @@ def scan_source(
             )
         try:
             inf = parse_inf(source.read_exact(entry.path, entry.size), entry.path)
+        except InfNameError as exc:
+            # Not a damaged package to skip: a crafted one, so the source is refused.
+            raise InputError(
+                f"{source.describe(entry.path)} line {exc.line}: {exc.reason}.",
+                "This is not a genuine virtio-win release; use one from "
+                "https://fedorapeople.org/groups/virt/virtio-win/.",
+                key="--drivers",
+            ) from None
         except InfError as exc:
             broken.append(
                 BrokenInf(

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar, Literal, cast
 
-from builder.errors import BuildError, InputError
+from builder.errors import BuildError, InputError, shown
 
 SourceKind = Literal["iso", "dir", "floppy"]
 
@@ -111,7 +111,7 @@ def check_name(source: Path, parent: str, name: str) -> None:
     if bad:
         where = f"{parent}/" if parent else ""
         raise InputError(
-            f"{source} has an entry named {name!r} in {where or 'its root'}: a file name "
+            f"{source} has an entry named {shown(name)} in {where or 'its root'}: a file name "
             "cannot be empty, '.' or '..', or hold a '/', a '\\', a control character or "
             "bytes that are not UTF-8.",
             "The image is damaged or crafted; use a virtio-win release.",

@@ -28,6 +28,7 @@ from builder import cli
 from builder.media.fat_reader import FloppySource
 from tests.fixtures.virtio_win import (
     Tree,
+    edit_inf,
     make_floppy_image,
     make_iso,
     write_floppy_tree,
@@ -450,3 +451,35 @@ def test_a_file_the_user_cannot_read_is_a_sentence(
         done.returncode, done.stderr, out, f"cannot read {unreadable}: Permission denied"
     )
     assert "Check its permissions" in done.stderr
+
+
+# -- INF names that leave the package folder, on every kind of source ---------------------
+
+
+def _crafted_inf(tree: Tree) -> None:
+    edit_inf(tree, "viostor/2k8/amd64/viostor.inf", "viostor.sys = 1,,", "..\\..\\..\\x.sys = 1,,")
+
+
+@pytest.mark.parametrize("kind", ["dir", "iso", "floppy"])
+def test_an_inf_naming_files_outside_its_folder_is_refused_on_every_source(
+    capsys: pytest.CaptureFixture[str], tree: Tree, tmp_path: Path, kind: str
+) -> None:
+    if kind == "floppy":
+        floppy_tree = write_floppy_tree(tmp_path / "ftree", "amd64", oses=("Win2008",))
+        edit_inf(
+            floppy_tree, "amd64/Win2008/viostor.inf", "viostor.sys = 1,,", "..\\..\\..\\x.sys = 1,,"
+        )
+        source, inf = make_floppy_image(floppy_tree, tmp_path / "v.vfd").path, "amd64/Win2008"
+    else:
+        _crafted_inf(tree)
+        source, inf = tree.root, "viostor/2k8/amd64"
+        if kind == "iso":
+            source = make_iso(tree, tmp_path / "vw.iso").path
+    where = f"{source}:{inf}/viostor.inf" if kind != "dir" else f"{source}/{inf}/viostor.inf"
+    out = tmp_path / "out"
+    code, stderr = build(capsys, source, out)
+    assert_refused(
+        code, stderr, out, f"{where} line ", "[SourceDisksFiles] names '..\\..\\..\\x.sys'"
+    )
+    assert cli.main(["drivers", str(source)]) == 2
+    assert "'..' leads out of the package folder" in capsys.readouterr().err

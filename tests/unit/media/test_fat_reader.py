@@ -137,7 +137,7 @@ HOSTILE = [
     ),
     (_add("i386/Win2003", _named("../../etc/shadow")), "named '../../etc/shadow'", "list"),
     (_add("i386/Win2003", _named("..")), "named '..'", "list"),
-    (_add("i386/Win2003", _named("back\\slash.sys")), "named 'back\\\\slash.sys'", "list"),
+    (_add("i386/Win2003", _named("back\\slash.sys")), "named 'back\\slash.sys'", "list"),
     (_add("i386/Win2003", _named("bell\x07.sys")), "named 'bell\\x07.sys'", "list"),
     (
         _add("", lambda image, f: image.raw_entry(f, short_entry(b".          ", 0x10, 3, 0))),

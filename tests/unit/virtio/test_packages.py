@@ -16,10 +16,7 @@ from builder.virtio.facts import load_driver_facts
 from builder.virtio.inf import MAX_INF_BYTES
 from builder.virtio.packages import Scan, scan_source
 from builder.virtio.source import DirectorySource, SourceLimits
-from tests.fixtures.virtio_win import (
-    Tree,
-    write_modern_tree,
-)
+from tests.fixtures.virtio_win import Tree, edit_inf, write_modern_tree
 
 FACTS = load_driver_facts()
 
@@ -123,3 +120,27 @@ def test_an_inf_the_user_cannot_read_stops_the_scan(
     assert "cannot read" in str(raised.value) and "viostor.inf: Permission denied" in str(
         raised.value
     )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        ("viostor.sys = 1,,", "viostor.sys = 1,..\\..\\..\\NetKVM\\2k8\\amd64", "'..\\..\\..\\Ne"),
+        ("viostor.sys = 1,,", "..\\..\\x86\\viostor.sys = 1,,", "'..\\..\\x86\\viostor.sys'"),
+        ("viostor.sys = 1,,", "C:\\Windows\\viostor.sys = 1,,", "'C:\\Windows\\viostor.sys'"),
+        ("viostor.sys = 1,,", "/etc/shadow = 1,,", "'/etc/shadow'"),
+    ],
+)
+def test_an_inf_naming_files_outside_its_folder_refuses_the_source(
+    tmp_path: Path, old: str, new: str, named: str
+) -> None:
+    """Not skipped like a damaged INF: no genuine package does this, so nothing of the
+    source is trusted (the same on ISOs and floppies: tests/integration/)."""
+    tree = small_tree(tmp_path)
+    edit_inf(tree, "viostor/2k8/amd64/viostor.inf", old, new)
+    with pytest.raises(InputError) as raised:
+        scan_dir(tree.root)
+    message = str(raised.value)
+    assert f"{tree.path('viostor/2k8/amd64/viostor.inf')} line " in message
+    assert named in message
+    assert "not a genuine virtio-win release" in message
