@@ -465,6 +465,40 @@ def _check_package_names(path: str, sections: Mapping[str, tuple[InfLine, ...]])
                     )
 
 
+# -- writing INF-syntax text (txtsetup.oem, TXTSETUP.SIF) -------------------------------
+
+# What an unquoted token of INF syntax cannot hold: a blank (it would be trimmed or split
+# the token), `"` (quoting), `;` (a comment), `%` (a %string% reference), `,` (a field
+# separator), `=` (the key separator) and brackets (a section header).
+_TOKEN_SPECIALS = frozenset(' \t";%,=[]')
+
+
+def quoted(text: str) -> str:
+    """`text` as one quoted INF field that reads back as `text`: inside quotes `""` is a
+    literal quote and `%%` a literal percent, and `;` and `,` are plain text. Control
+    characters cannot be written at all: check `text_problem` first."""
+    return '"' + text.replace('"', '""').replace("%", "%%") + '"'
+
+
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot be a quoted field of an INF-syntax file, or None."""
+    controls = sorted({c for c in text if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F})
+    if controls:
+        return "it has control characters (" + ", ".join(f"U+{ord(c):04X}" for c in controls) + ")"
+    return None
+
+
+def token_problem(text: str) -> str | None:
+    """Why `text` cannot be an unquoted token of an INF-syntax file (a hardware ID, a
+    service or file name), or None: printable ASCII without blanks or specials."""
+    if not text:
+        return "it is empty"
+    bad = sorted({c for c in text if c in _TOKEN_SPECIALS or not " " < c < "\x7f"})
+    if bad:
+        return "it has " + ", ".join(repr(c) for c in bad) + ", which an unquoted field cannot hold"
+    return None
+
+
 # -- decoding ----------------------------------------------------------------------
 
 

@@ -5,10 +5,18 @@ from __future__ import annotations
 import codecs
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from builder.virtio.inf import Decoration, InfError, parse_inf, supports
+from builder.virtio.inf import (
+    Decoration,
+    InfError,
+    parse_inf,
+    quoted,
+    supports,
+    text_problem,
+    token_problem,
+)
 from tests.fuzzing import fuzz_settings
 
 VIOSTOR_2K8 = (
@@ -444,3 +452,56 @@ def test_a_name_that_leaves_the_package_folder_refuses_the_inf(
 def test_names_inside_the_package_folder_are_paths_below_it(body: str, paths: list[str]) -> None:
     inf = inf_text(FILES_INF.format(body=body))
     assert [f.path for f in inf.source_files("amd64")] == paths
+
+
+# -- writing INF-syntax text: quoted fields read back as written -------------------------------
+
+
+@fuzz_settings(400)
+@given(st.text(alphabet=st.characters(exclude_categories=("Cc", "Cs")), max_size=40))
+def test_fuzz_a_quoted_field_reads_back_as_written(text: str) -> None:
+    assume(text_problem(text) is None)
+    body = f'[Version]\r\nSignature="$Windows NT$"\r\n[Data]\r\nkey = {quoted(text)} ; comment\r\n'
+    inf = parse_inf(codecs.BOM_UTF16_LE + body.encode("utf-16-le"), "q.inf")
+    assert inf.value("data", "key") == text
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("PCI\\VEN_1AF4&DEV_1001", None),
+        ("*PNP0A03", None),
+        ("{4D36E97B-E325-11CE-BFC1-08002BE10318}", None),
+        ("", "it is empty"),
+        ("a=b", "'='"),
+        ('a"b', "'\"'"),
+        ("a;b", "';'"),
+        ("a%b", "'%'"),
+        ("a,b", "','"),
+        ("a b", "' '"),
+        ("[a]", "'['"),
+        ("caf\u00e9", "'\u00e9'"),
+        ("a\x00b", "'\\x00'"),
+    ],
+)
+def test_what_an_unquoted_token_can_hold(text: str, problem: str | None) -> None:
+    found = token_problem(text)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("Red Hat, Inc. \u00ae", None),
+        ("a\tb", "U+0009"),
+        ("a\r\nb", "U+000A, U+000D"),
+        ("\x85", "U+0085"),
+        ("\x7f", "U+007F"),
+    ],
+)
+def test_what_a_quoted_field_cannot_hold(text: str, problem: str | None) -> None:
+    found = text_problem(text)
+    assert (found is None) if problem is None else (found is not None and problem in found)
