@@ -224,12 +224,14 @@ class IsoReader:
                 budget.folder(display, depth + 1)
                 yield from self._walk(native, display, depth + 1, budget)
             else:
+                # pycdlib cuts a length that runs past the end of the image to what is
+                # left, which is negative when the extent itself lies past the end.
                 size = int(record.data_length)
-                end = int(record.extent_location()) * SECTOR + size
-                if size and end > self._image_bytes:
+                start = int(record.extent_location()) * SECTOR
+                if size < 0 or (size and start + size > self._image_bytes):
                     raise self._refused(
                         display,
-                        f"has its data at bytes up to {end}, past the end of the image "
+                        f"has its data at byte {start}, past the end of the image "
                         f"({self._image_bytes} bytes)",
                     )
                 yield IsoEntry(display, size, native)
@@ -253,7 +255,12 @@ class IsoReader:
 
     def open(self, entry: IsoEntry) -> IO[bytes]:
         """A read-only stream of one file's bytes, read from the image as consumed."""
-        return cast(IO[bytes], self._iso.open_file_from_iso(**self._kwargs(entry.native_path)))
+        try:
+            stream = self._iso.open_file_from_iso(**self._kwargs(entry.native_path))
+        except PyCdlibException as exc:
+            # A name that lists but does not look up again: the records disagree.
+            raise self._refused(entry.path, f"cannot be opened ({exc})") from None
+        return cast(IO[bytes], stream)
 
 
 class IsoSource(DriverSource):
