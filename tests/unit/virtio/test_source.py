@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import BuildError, InputError, shown
-from builder.virtio.source import DirectorySource, SourceLimits
+from builder.virtio.source import DEFAULT_LIMITS, DirectorySource, SourceLimits
 
 
 @pytest.fixture
@@ -293,3 +293,15 @@ def test_an_unreadable_file_is_a_sentence_naming_it(
         raised.value
     )
     assert "Check its permissions" in str(raised.value)
+
+
+def test_the_limits_are_the_ones_drivers_readme_states() -> None:
+    readme = (Path(__file__).resolve().parents[3] / "drivers" / "README.md").read_text()
+    text = " ".join(readme.split())
+    limits = DEFAULT_LIMITS
+    assert (
+        f"more than {limits.entries:,} files and folders, {limits.links:,} links, "
+        f"{limits.depth} levels, {limits.path_chars:,}-character paths, "
+        f"{limits.scan_bytes // 2**20} MiB of INF files, or "
+        f"{limits.selected_bytes // 2**30} GiB of selected packages" in text
+    )
