@@ -314,6 +314,9 @@ class _DirFile:
     inode: tuple[int, int]
 
 
+_LINKS_FOLLOWED = (
+    "a link is followed only to a file or folder inside the source, and never round a loop"
+)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
@@ -391,7 +394,9 @@ class DirectorySource(DriverSource):
                 inode = (info.st_dev, info.st_ino)
                 if stat.S_ISDIR(info.st_mode):
                     if inode in above:
-                        raise self._refused(path, "leads back to a folder above it (a loop)")
+                        raise self._refused(
+                            path, "leads back to a folder above it (a loop)", _LINKS_FOLLOWED
+                        )
                     budget.folder(path, len(path.split("/")))
                     target = str(Path(root, *target_parts))
                     pending.append((path, target, target_parts, above | {inode}))
@@ -401,9 +406,11 @@ class DirectorySource(DriverSource):
                     raise self._refused(path, f"is {mode_kind(info.st_mode)}, not a file")
         return found
 
-    def _refused(self, path: str, what: str) -> InputError:
+    def _refused(
+        self, path: str, what: str, why: str = "a driver source holds only folders and files"
+    ) -> InputError:
         return InputError(
-            f"{self.path / path} {what}: a driver source holds only folders and files.",
+            f"{self.path / path} {what}: {why}.",
             "Remove it, or copy the driver folder without it (cp -rL copies what links point to).",
             key=str(self.path / path),
         )
@@ -419,9 +426,11 @@ class DirectorySource(DriverSource):
             real = os.path.realpath(link, strict=True)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise self._refused(path, f"is a symbolic link to {target} in a loop") from None
+                raise self._refused(
+                    path, f"is a symbolic link to {target} in a loop", _LINKS_FOLLOWED
+                ) from None
             raise self._refused(
-                path, f"is a symbolic link to {target}, which does not exist"
+                path, f"is a symbolic link to {target}, which does not exist", _LINKS_FOLLOWED
             ) from None
         if os.path.commonpath([root, real]) != root:
             raise InputError(
