@@ -107,7 +107,8 @@ def driver_digests(
         largest = sorted(files, key=lambda p: files[p], reverse=True)[:3]
         raise InputError(
             f"the selected driver packages are {total} bytes together, more than the "
-            f"{limits.selected_bytes // 2**20} MiB a virtio-win release has; the largest: "
+            f"{limits.selected_bytes // 2**20} MiB pvinstall accepts (a virtio-win "
+            "release's are a few MiB); the largest: "
             + ", ".join(f"{source.describe(p)} ({files[p]} bytes)" for p in largest)
             + ".",
             "Check that the source is a virtio-win release.",

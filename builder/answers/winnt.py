@@ -22,6 +22,7 @@ from builder.media.slipstream import (
     checked_ansi,
     checked_quoted,
     checked_token,
+    storage_description,
     storage_sys_name,
 )
 from builder.numbers import parse_int
@@ -229,6 +230,7 @@ def f6_disk(drivers: DriverSet) -> F6Disk:
         relative = layout.package_relative(storage, file)
         sub, _, name = relative.rpartition("/")
         directory = folder + ("\\" + sub.replace("/", "\\") if sub else "")
+        directory = checked_token(storage.inf_path, "folder", directory)
         disk = disks.setdefault(directory, f"d{len(disks) + 1}")
         name = checked_token(storage.inf_path, "file name", name)
         files.append(OemFile(kind, disk, name, driver_key if kind == "driver" else ""))
@@ -248,7 +250,7 @@ def f6_disk(drivers: DriverSet) -> F6Disk:
             config_values = _config_values(inf, service)
             break
 
-    description = f"{_storage_description(storage)} ({profile.arch_label})"
+    description = f"{storage_description(storage)} ({profile.arch_label})"
     return F6Disk(
         source=_comment(storage.inf_path),
         driver_ver=_comment(storage.driver_ver),
@@ -260,13 +262,6 @@ def f6_disk(drivers: DriverSet) -> F6Disk:
         driver_key=driver_key,
         config_values=config_values,
     )
-
-
-def _storage_description(storage: SelectedDriver) -> str:
-    for model in storage.match.models:
-        if model.description.strip():
-            return model.description.strip()
-    return (storage.info.description if storage.info else storage.service_name).strip()
 
 
 def render_txtsetup_oem(config: BuildConfig, drivers: DriverSet) -> bytes:

@@ -179,7 +179,7 @@ class IsoReader:
 
     def _refused(self, path: str, what: str) -> InputError:
         return InputError(
-            f"{self.path}:{path} {what}; a driver source holds only folders and files.",
+            f"{self.path}:{path} {what}.",
             "The image is damaged or crafted; use a virtio-win release.",
             key=str(self.path),
         )
@@ -243,7 +243,11 @@ class IsoReader:
             return
         if rock_ridge.is_symlink():
             target = rock_ridge.symlink_path().decode("utf-8", "replace")
-            raise self._refused(display, f"is a Rock Ridge symbolic link to {target}")
+            raise self._refused(
+                display,
+                f"is a Rock Ridge symbolic link to {target}; a driver source holds only "
+                "folders and files, and never reads outside itself",
+            )
         try:
             mode = int(rock_ridge.get_file_mode())
         except PyCdlibException:
@@ -251,7 +255,11 @@ class IsoReader:
         expected = stat.S_ISDIR if record.is_dir() else stat.S_ISREG
         if not expected(mode):
             listed = "a folder" if record.is_dir() else "a file"
-            raise self._refused(display, f"is listed as {listed} but is {mode_kind(mode)}")
+            raise self._refused(
+                display,
+                f"is listed as {listed} but is {mode_kind(mode)}; a driver source holds only "
+                "folders and files",
+            )
 
     def open(self, entry: IsoEntry) -> IO[bytes]:
         """A read-only stream of one file's bytes, read from the image as consumed."""

@@ -80,7 +80,8 @@ def storage_sys_name(storage: SelectedDriver) -> str:
     return f"{storage.service_name.lower()}.sys"
 
 
-def _description(storage: SelectedDriver) -> str:
+def storage_description(storage: SelectedDriver) -> str:
+    """What setup shows for the storage driver: its first model's description."""
     for model in storage.match.models:
         if model.description.strip():
             return model.description.strip()
@@ -156,7 +157,7 @@ def sif_entries(storage: SelectedDriver, arch: Arch) -> tuple[SifEntry, ...]:
     ]
     entries.append(SifEntry("SCSI.Load", service, f"{sys_name},4"))
     entries.append(
-        SifEntry("SCSI", service, checked_quoted(inf, "description", _description(storage)))
+        SifEntry("SCSI", service, checked_quoted(inf, "description", storage_description(storage)))
     )
     return tuple(entries)
 
