@@ -10,6 +10,7 @@ capabilities that let root read any file (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import struct
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -455,31 +457,161 @@ def test_a_file_the_user_cannot_read_is_a_sentence(
 
 # -- INF names that leave the package folder, on every kind of source ---------------------
 
+# The package folder lies three levels below the root of a virtio-win tree (and of its
+# ISO) and two below the root of a floppy. `{up}` climbs to that root and `{file}` is a
+# real file there, so a reader that resolved the name would find something to copy.
+_LAYOUTS = {
+    "tree": ("viostor/2k8/amd64/viostor.inf", "..\\..\\..", "virtio-win_license.txt"),
+    "floppy": ("amd64/Win2008/viostor.inf", "..\\..", "txtsetup.oem"),
+}
+_FILES_LINE = "viostor.sys = 1,,"
+_DISK_LINE = '1 = %DiskId1%,,,""'
+_LEADS_OUT = "'..' leads out of the package folder"
+_SEPARATOR = "a file name there cannot hold a folder separator"
+_DRIVE = "a drive letter or ':' names another place"
 
-def _crafted_inf(tree: Tree) -> None:
-    edit_inf(tree, "viostor/2k8/amd64/viostor.inf", "viostor.sys = 1,,", "..\\..\\..\\x.sys = 1,,")
+# (id, edits of viostor.inf as (old, new) pairs, the section and the name the message
+# shows, why it is refused). The first edit's new line is the line the message names.
+CRAFTED_NAMES = [
+    ("parent-backslash", [(_FILES_LINE, "{up}\\{file} = 1,,")], "SourceDisksFiles",
+     "{up}\\{file}", _LEADS_OUT),
+    ("parent-slash", [(_FILES_LINE, "{up_slash}/{file} = 1,,")], "SourceDisksFiles",
+     "{up_slash}/{file}", _LEADS_OUT),
+    ("absolute", [(_FILES_LINE, "/etc/shadow = 1,,")], "SourceDisksFiles", "/etc/shadow",
+     _SEPARATOR),
+    ("rooted", [(_FILES_LINE, "\\{file} = 1,,")], "SourceDisksFiles", "\\{file}", _SEPARATOR),
+    ("drive-letter", [(_FILES_LINE, "C:\\Windows\\System32\\config\\SAM = 1,,")],
+     "SourceDisksFiles", "C:\\Windows\\System32\\config\\SAM", _DRIVE),
+    ("drive-relative", [(_FILES_LINE, "C:viostor.sys = 1,,")], "SourceDisksFiles",
+     "C:viostor.sys", _DRIVE),
+    ("subdir-parent", [(_FILES_LINE, "viostor.sys = 1,{up}")], "SourceDisksFiles", "{up}",
+     _LEADS_OUT),
+    ("subdir-inner-parent", [(_FILES_LINE, "viostor.sys = 1,sub\\..\\{up}")],
+     "SourceDisksFiles", "sub\\..\\{up}", _LEADS_OUT),
+    ("subdir-network", [(_FILES_LINE, "viostor.sys = 1,\\\\server\\share")],
+     "SourceDisksFiles", "\\\\server\\share", "it is a network path"),
+    ("disk-parent", [(_DISK_LINE, '1 = %DiskId1%,,,"{up}"')], "SourceDisksNames", "{up}",
+     _LEADS_OUT),
+    # (not `D:\`: a backslash at the end of a line continues it, by the INF rules)
+    ("disk-drive", [(_DISK_LINE, "1 = %DiskId1%,,,D:\\Windows")], "SourceDisksNames",
+     "D:\\Windows", _DRIVE),
+    ("disk-string", [(_DISK_LINE, "1 = %DiskId1%,,,%up%"),
+                     ("[Strings]", '[Strings]\r\nup = "{up}"')],
+     "SourceDisksNames", "{up}", _LEADS_OUT),
+]  # fmt: skip
+
+SOURCE_KINDS = ["dir", "iso-xorriso", "iso-genisoimage", "floppy"]
 
 
-@pytest.mark.parametrize("kind", ["dir", "iso", "floppy"])
+@dataclass(frozen=True)
+class Crafted:
+    """A source made with an edited viostor.inf."""
+
+    source: Path
+    tree: Tree  # what the source was made of
+    inf: str  # the INF's path in the tree
+    shown_as: str  # how messages name the INF
+    fill: dict[str, str]  # what `{up}`, `{up_slash}` and `{file}` were
+    line: int  # the INF's line the first edit made
+
+
+def crafted_source(kind: str, tree: Tree, tmp_path: Path, edits: list[tuple[str, str]]) -> Crafted:
+    """A source of `kind` whose viostor.inf has `edits`, with `{up}`, `{up_slash}` and
+    `{file}` filled in for its layout."""
+    if kind == "floppy":
+        tree = write_floppy_tree(tmp_path / "ftree", "amd64", oses=("Win2008",))
+    inf, up, file = _LAYOUTS["floppy" if kind == "floppy" else "tree"]
+    fill = {"up": up, "up_slash": up.replace("\\", "/"), "file": file}
+    assert tree.path(file).is_file()  # the name would lead to a real file
+    for old, new in edits:
+        edit_inf(tree, inf, old, new.format(**fill))
+    first = edits[0][1].format(**fill).split("\r\n")[0]
+    lines = tree.path(inf).read_bytes().decode("ascii").split("\r\n")
+    line = lines.index(first) + 1
+    if kind == "dir":
+        return Crafted(tree.root, tree, inf, str(tree.path(inf)), fill, line)
+    if kind == "floppy":
+        image = make_floppy_image(tree, tmp_path / "v.vfd").path
+    else:
+        tool = kind.removeprefix("iso-")
+        style = "modern" if tool == "xorriso" else "joliet-only"  # Rock Ridge, Joliet names
+        image = make_iso(tree, tmp_path / "vw.iso", style=style, tool=tool).path  # type: ignore[arg-type]
+    return Crafted(image, tree, inf, f"{image}:{inf}", fill, line)
+
+
+@pytest.mark.parametrize("kind", SOURCE_KINDS)
+@pytest.mark.parametrize(
+    ("edits", "section", "named", "reason"),
+    [pytest.param(*case[1:], id=case[0]) for case in CRAFTED_NAMES],
+)
 def test_an_inf_naming_files_outside_its_folder_is_refused_on_every_source(
+    capsys: pytest.CaptureFixture[str],
+    tree: Tree,
+    tmp_path: Path,
+    kind: str,
+    edits: list[tuple[str, str]],
+    section: str,
+    named: str,
+    reason: str,
+) -> None:
+    """Issue 18: crafted names in an INF on an ISO or a floppy were internal errors. Now
+    `build` and `drivers` refuse the source, naming the INF, its line and the name, and
+    nothing is written."""
+    crafted = crafted_source(kind, tree, tmp_path, edits)
+    out = tmp_path / "out"
+    code, stderr = build(capsys, crafted.source, out)
+    expected = (
+        f"{crafted.shown_as} line {crafted.line}: [{section}] names "
+        f"'{named.format(**crafted.fill)}': {reason}"
+    )
+    assert_refused(code, stderr, out, expected, "not a genuine virtio-win release")
+    assert cli.main(["drivers", str(crafted.source)]) == 2
+    stderr = capsys.readouterr().err
+    assert expected in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("kind", SOURCE_KINDS)
+@pytest.mark.parametrize(
+    "edits",
+    [
+        pytest.param([(_DISK_LINE, '1 = %DiskId1%,,,"\\"')], id="disk-root"),
+        pytest.param([(_DISK_LINE, '1 = %DiskId1%,,,".\\"')], id="disk-dot"),
+        pytest.param([(_FILES_LINE, "viostor.sys = 1,.")], id="subdir-dot"),
+    ],
+)
+def test_names_of_the_package_folder_itself_build(
+    capsys: pytest.CaptureFixture[str],
+    tree: Tree,
+    tmp_path: Path,
+    kind: str,
+    edits: list[tuple[str, str]],
+) -> None:
+    """The siblings that stay inside: a disk path of the package's own root (`\\`, `.\\`)
+    and a `.` subdir name the file next to the INF, and the build takes it."""
+    crafted = crafted_source(kind, tree, tmp_path, edits)
+    out = tmp_path / "out"
+    code, stderr = build(capsys, crafted.source, out)
+    assert code == 0, stderr
+    package_sys = crafted.tree.path(crafted.inf).with_name("viostor.sys").read_bytes()
+    manifest = json.loads((out / "manifest.json").read_text())
+    on_iso = [
+        f["sha256"]
+        for o in manifest["outputs"]
+        if o["name"] == "drivers.iso"
+        for f in o["files"]
+        if f["path"].lower().endswith("amd64/viostor.sys")
+    ]
+    assert on_iso == [hashlib.sha256(package_sys).hexdigest()]
+
+
+@pytest.mark.parametrize("kind", SOURCE_KINDS)
+def test_a_name_that_only_starts_with_dots_is_looked_for_in_the_package_folder(
     capsys: pytest.CaptureFixture[str], tree: Tree, tmp_path: Path, kind: str
 ) -> None:
-    if kind == "floppy":
-        floppy_tree = write_floppy_tree(tmp_path / "ftree", "amd64", oses=("Win2008",))
-        edit_inf(
-            floppy_tree, "amd64/Win2008/viostor.inf", "viostor.sys = 1,,", "..\\..\\..\\x.sys = 1,,"
-        )
-        source, inf = make_floppy_image(floppy_tree, tmp_path / "v.vfd").path, "amd64/Win2008"
-    else:
-        _crafted_inf(tree)
-        source, inf = tree.root, "viostor/2k8/amd64"
-        if kind == "iso":
-            source = make_iso(tree, tmp_path / "vw.iso").path
-    where = f"{source}:{inf}/viostor.inf" if kind != "dir" else f"{source}/{inf}/viostor.inf"
-    out = tmp_path / "out"
-    code, stderr = build(capsys, source, out)
-    assert_refused(
-        code, stderr, out, f"{where} line ", "[SourceDisksFiles] names '..\\..\\..\\x.sys'"
-    )
-    assert cli.main(["drivers", str(source)]) == 2
-    assert "'..' leads out of the package folder" in capsys.readouterr().err
+    """`..viostor.sys` is a file name, not a parent folder: the package is read, found
+    incomplete (its own problem, listed by `drivers`), and the source is not refused."""
+    crafted = crafted_source(kind, tree, tmp_path, [(_FILES_LINE, "..viostor.sys = 1,,")])
+    assert cli.main(["drivers", str(crafted.source)]) == 0
+    captured = capsys.readouterr()
+    assert "missing ..viostor.sys" in captured.out + captured.err
+    assert "not a genuine virtio-win release" not in captured.err
