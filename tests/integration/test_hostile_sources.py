@@ -118,6 +118,12 @@ def _socket(tree: Tree) -> None:
         listener.bind(str(tree.path("viostor/2k8/amd64/agent.sock")))
 
 
+def _device(tree: Tree) -> None:
+    target = tree.path(SYS)
+    target.unlink()
+    os.mknod(target, 0o600 | 0o020000, os.makedev(1, 3))  # /dev/null's numbers
+
+
 DIRECTORY_CASES = [
     (_link_out, SYS, "outside the driver source"),
     (_relative_link_out, SYS, "outside the driver source"),
@@ -127,6 +133,8 @@ DIRECTORY_CASES = [
     (_fifo, SYS, "is a fifo (named pipe), not a file"),
     (_socket, "viostor/2k8/amd64/agent.sock", "is a socket, not a file"),
 ]
+if os.geteuid() == 0:  # only root may make a device node
+    DIRECTORY_CASES.append((_device, SYS, "is a character device, not a file"))
 
 
 @pytest.mark.parametrize(("damage", "where", "fragment"), DIRECTORY_CASES)
