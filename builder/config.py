@@ -475,10 +475,11 @@ class _Validator:
     def choice(self, key: str, default: str, allowed: Sequence[str], why: str) -> str:
         """A setting that is one of `allowed` (`why` says whose list that is)."""
         value = self.text(key, default, answer_file=False)
-        if value not in allowed and not self.problems_for(key):
+        if value in allowed:
+            return value
+        if not self.problems_for(key):
             self.fail(key, f"{value!r} is not one of {', '.join(allowed)} ({why}).")
-            return default
-        return value
+        return default  # the problem is noted; the checks that follow see a valid value
 
     def integer(self, key: str, default: int, low: int, high: int, unit: str = "") -> int:
         value = self.get(key, default)

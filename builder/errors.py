@@ -106,6 +106,14 @@ class BuildError(PvError):
     kind = "build"
 
 
+def shown(text: str) -> str:
+    """A value read from a file, for a message: quoted as written (`'..\\x.sys'`), or
+    escaped like Python when it holds characters a terminal would not show."""
+    if text.isprintable():
+        return f"'{text}'"
+    return repr(text)
+
+
 def raise_problems(problems: Iterable[Problem]) -> None:
     """Raise one `InputError` carrying every problem, or return when there are none."""
     found = tuple(problems)

@@ -14,11 +14,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from builder.errors import InputError
-from builder.media.fat import FloppySource, looks_like_fat_image
+from builder.media.fat_reader import FloppySource, looks_like_fat_image
 from builder.media.iso9660 import IsoSource, is_iso_image
 from builder.virtio.selection import DriverSet
 from builder.virtio.signatures import MAX_CATALOG_BYTES
-from builder.virtio.source import GET_VIRTIO_WIN, DirectorySource, DriverSource
+from builder.virtio.source import (
+    DEFAULT_LIMITS,
+    GET_VIRTIO_WIN,
+    DirectorySource,
+    DriverSource,
+    SourceLimits,
+    unreadable,
+)
 
 # After --drivers and $VIRTIO_WIN (docs/design.md §5, the command line).
 DEFAULT_SOURCES = (
@@ -55,11 +62,7 @@ def open_source(path: Path) -> DriverSource:
         if looks_like_fat_image(path):
             return FloppySource(path)
     except OSError as exc:
-        raise InputError(
-            f"cannot read driver source {path}: {exc.strerror}.",
-            "Check the file's permissions.",
-            key="--drivers",
-        ) from None
+        raise unreadable(path, exc, key="--drivers") from None
     raise InputError(
         f"{path} is not an ISO 9660 image, a FAT floppy image or a directory.",
         f"Give a virtio-win ISO, a driver folder or a virtio-win .vfd image. {GET_VIRTIO_WIN}",
@@ -89,13 +92,32 @@ def find_source(
     )
 
 
-def driver_digests(source: DriverSource, drivers: DriverSet) -> dict[str, str]:
+def driver_digests(
+    source: DriverSource, drivers: DriverSet, limits: SourceLimits = DEFAULT_LIMITS
+) -> dict[str, str]:
     """The sha256 of every file of the selected packages and of every installer, by path
     in `source`: read once here, at the edge, for the build id, the manifest and every
-    medium's file list."""
-    paths = [f.path for d in drivers.selected for f in d.files]
-    paths += [i.path for i in drivers.installers]
-    return {path: source.sha256(path) for path in paths}
+    medium's file list.
+
+    InputError, before anything is read, when the packages and installers together are larger than
+    `limits.selected_bytes` (real ones are a few MiB; a huge file named by an INF would
+    otherwise be copied onto the drivers ISO).
+    """
+    files = {f.path: f.size for d in drivers.selected for f in d.files}
+    files.update({i.path: i.size for i in drivers.installers})
+    total = sum(files.values())
+    if total > limits.selected_bytes:
+        largest = sorted(files, key=lambda p: files[p], reverse=True)[:3]
+        raise InputError(
+            f"the selected driver packages are {total} bytes together, more than the "
+            f"{limits.selected_bytes // 2**20} MiB pvinstall accepts (a virtio-win "
+            "release's are a few MiB); the largest: "
+            + ", ".join(f"{source.describe(p)} ({files[p]} bytes)" for p in largest)
+            + ".",
+            "Check that the source is a virtio-win release.",
+            key="--drivers",
+        )
+    return {path: source.sha256(path) for path in files}
 
 
 def read_catalogs(source: DriverSource, drivers: DriverSet) -> dict[str, bytes]:

@@ -18,9 +18,15 @@ from builder.answers.postinstall import drive_search
 from builder.config import BuildConfig
 from builder.errors import BuildError
 from builder.media import layout
-from builder.media.slipstream import storage_sys_name
+from builder.media.slipstream import (
+    checked_ansi,
+    checked_quoted,
+    checked_token,
+    storage_description,
+    storage_sys_name,
+)
 from builder.numbers import parse_int
-from builder.virtio.inf import Inf, Service
+from builder.virtio.inf import Inf, Service, token_problem
 from builder.virtio.packages import PackageFile
 from builder.virtio.selection import DriverSet, SelectedDriver
 from builder.windows.profiles import Arch, DiskLayout
@@ -107,7 +113,9 @@ class OemFile:
 
 @dataclass(frozen=True)
 class F6Disk:
-    """What `txtsetup.oem` says, derived from the storage INF."""
+    """What `txtsetup.oem` says, derived from the storage INF: `description` is quoted
+    already, names and hardware IDs are checked tokens, `source` and `driver_ver` are
+    comment text."""
 
     source: str
     driver_ver: str
@@ -120,17 +128,25 @@ class F6Disk:
     config_values: tuple[str, ...]
 
 
-def _oem_text(text: str) -> str:
-    """Free text for a quoted txtsetup.oem field: no quotes, Windows-1252 only."""
-    cleaned = text.replace('"', "'").replace("\r", " ").replace("\n", " ").strip()
-    return cleaned.encode("cp1252", errors="replace").decode("cp1252")
+def _oem_quoted(inf_path: str, what: str, text: str) -> str:
+    """A quoted txtsetup.oem field (`""` for a quote, `%%` for a percent) in
+    Windows-1252; InputError naming the INF for what it cannot hold."""
+    return checked_quoted(inf_path, what, checked_ansi(inf_path, what, text))
 
 
-def _oem_field(text: str) -> str:
-    """A field quoted when it has to be (spaces, commas, '#', ';', '=')."""
-    if any(c in text for c in ' ,#;="'):
-        return f'"{_oem_text(text)}"'
-    return text
+def _oem_field(inf_path: str, what: str, text: str) -> str:
+    """A field as it is when it is a plain token, quoted when it has to be (spaces,
+    commas, `#`, `;`, `=`, quotes, `%`)."""
+    if token_problem(text) is None and "#" not in text:
+        return text
+    return _oem_quoted(inf_path, what, text)
+
+
+def _comment(text: str) -> str:
+    """Text for a `;` comment line: any character, but on one line and in Windows-1252
+    (a comment is never read, so what it cannot hold becomes `?` or a blank)."""
+    one_line = "".join(" " if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F else c for c in text)
+    return one_line.encode("cp1252", errors="replace").decode("cp1252")
 
 
 def _config_values(inf: Inf, service: Service) -> tuple[str, ...]:
@@ -165,10 +181,14 @@ def _config_values(inf: Inf, service: Service) -> tuple[str, ...]:
                     # txtsetup.oem REG_DWORD data is hexadecimal, without 0x.
                     value = f"{number:x}"
                 elif reg_type == "REG_MULTI_SZ":
-                    value = ",".join(f'"{_oem_text(item)}"' for item in fields[4:])
+                    value = ",".join(
+                        _oem_quoted(inf.path, "registry value", item) for item in fields[4:]
+                    )
                 else:
-                    value = f'"{_oem_text(data)}"'
-                lines.append(f"{_oem_field(subkey)},{_oem_field(name)},{reg_type},{value}")
+                    value = _oem_quoted(inf.path, "registry value", data)
+                key_path = _oem_field(inf.path, "registry key", subkey)
+                value_name = _oem_field(inf.path, "registry value name", name)
+                lines.append(f"{key_path},{value_name},{reg_type},{value}")
     return tuple(dict.fromkeys(lines))
 
 
@@ -188,7 +208,7 @@ def f6_disk(drivers: DriverSet) -> F6Disk:
     storage: SelectedDriver = drivers.storage
     inf = storage.package.inf
     sys_name = storage_sys_name(storage).lower()
-    driver_key = storage.service_name
+    driver_key = checked_token(storage.inf_path, "service name", storage.service_name)
     folder = "\\" + layout.floppy_folder(storage)
 
     disks: dict[str, str] = {}
@@ -210,14 +230,19 @@ def f6_disk(drivers: DriverSet) -> F6Disk:
         relative = layout.package_relative(storage, file)
         sub, _, name = relative.rpartition("/")
         directory = folder + ("\\" + sub.replace("/", "\\") if sub else "")
+        directory = checked_token(storage.inf_path, "folder", directory)
         disk = disks.setdefault(directory, f"d{len(disks) + 1}")
+        name = checked_token(storage.inf_path, "file name", name)
         files.append(OemFile(kind, disk, name, driver_key if kind == "driver" else ""))
 
     hardware_ids: dict[str, str] = {}
     for model in storage.match.models:
         model_service = _model_service(inf, model.install_section, storage.arch, driver_key)
+        model_service = checked_token(storage.inf_path, "service name", model_service)
         for hwid in model.hardware_ids:
-            hardware_ids.setdefault(hwid, model_service)
+            hardware_ids.setdefault(
+                checked_token(storage.inf_path, "hardware ID", hwid), model_service
+            )
 
     config_values: tuple[str, ...] = ()
     for service in storage.services:
@@ -225,11 +250,11 @@ def f6_disk(drivers: DriverSet) -> F6Disk:
             config_values = _config_values(inf, service)
             break
 
-    description = _storage_description(storage)
+    description = f"{storage_description(storage)} ({profile.arch_label})"
     return F6Disk(
-        source=_oem_text(storage.inf_path),
-        driver_ver=_oem_text(storage.driver_ver),
-        description=f"{description} ({profile.arch_label})",
+        source=_comment(storage.inf_path),
+        driver_ver=_comment(storage.driver_ver),
+        description=_oem_quoted(storage.inf_path, "description", description),
         option=F6_OPTIONS[profile.arch],
         disks=tuple((disk, directory) for directory, disk in disks.items()),
         files=tuple(files),
@@ -237,13 +262,6 @@ def f6_disk(drivers: DriverSet) -> F6Disk:
         driver_key=driver_key,
         config_values=config_values,
     )
-
-
-def _storage_description(storage: SelectedDriver) -> str:
-    for model in storage.match.models:
-        if model.description.strip():
-            return _oem_text(model.description)
-    return _oem_text(storage.info.description if storage.info else storage.service_name)
 
 
 def render_txtsetup_oem(config: BuildConfig, drivers: DriverSet) -> bytes:

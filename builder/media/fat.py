@@ -1,16 +1,14 @@
-"""FAT12 floppy images: the only module that imports pyfatfs.
+"""FAT12 floppy images, written: the only module that imports pyfatfs.
 
-Reading: `FloppyReader` lists and streams the files of a FAT floppy image, such
-as the legacy virtio-win `.vfd` images (`<i386|amd64>/<Win2003|Win2008|...>/`), and
-`FloppySource` is the driver source made of one.
-
-Writing: `write_floppy` makes the answer floppy of a `FloppyPlan` (`media/floppy.py`).
+`write_floppy` makes the answer floppy of a `FloppyPlan` (`media/floppy.py`).
 pyfatfs's own mkfs writes a boot sector that mtools and old Windows setup reject (zero
 heads and sectors per track, a wrong FAT head, 12 FAT sectors), so the blank image is
 built here with the standard geometry and pyfatfs only fills it, each file written once
 (rewriting a file corrupts its FAT chain). pyfatfs never reports a full disk (it grows
 the image instead): the plan has checked the capacity (`floppy.floppy_usage`), and the
-image's size is checked again after writing. See docs/libraries.md.
+image's size is checked again after writing. Floppy images from users are read by
+`media/fat_reader.py`, which checks every number pyfatfs would follow. See
+docs/libraries.md.
 """
 
 from __future__ import annotations
@@ -20,16 +18,14 @@ import struct
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import IO, Any
+from typing import Any
 
-from builder.errors import BuildError, InputError
+from builder.errors import BuildError
 from builder.media.floppy import SECTOR, FloppyGeometry, FloppyPlan, floppy_usage, geometry
 from builder.reproducible import FAT_EPOCH
-from builder.virtio.source import DriverSource, SourceEntry
+from builder.virtio.source import DriverSource
 
 
 def _pyfatfs() -> Any:
@@ -45,133 +41,6 @@ def _pyfatfs() -> Any:
     return SimpleNamespace(
         FSError=FSError, PyFATException=PyFATException, DosDateTime=DosDateTime, PyFatFS=PyFatFS
     )
-
-
-def looks_like_fat_image(path: Path) -> bool:
-    """Whether `path` starts with a plausible FAT boot sector (BPB)."""
-    with path.open("rb") as handle:
-        boot = handle.read(SECTOR)
-    if len(boot) < SECTOR:
-        return False
-    bytes_per_sector, sectors_per_cluster, reserved, fats = struct.unpack_from("<HBHB", boot, 11)
-    media = boot[21]
-    return (
-        bytes_per_sector in (512, 1024, 2048, 4096)
-        and sectors_per_cluster in (1, 2, 4, 8, 16, 32, 64, 128)
-        and reserved >= 1
-        and fats in (1, 2)
-        and media >= 0xF0
-        and boot[510:512] == b"\x55\xaa"
-    )
-
-
-@dataclass(frozen=True)
-class FloppyEntry:
-    """A file on the image: its path as Windows shows it, its size, and pyfatfs's path."""
-
-    path: str
-    size: int
-    native_path: str
-
-
-class FloppyReader:
-    """Read-only access to the files of a FAT floppy image."""
-
-    def __init__(self, path: Path) -> None:
-        lib = _pyfatfs()
-        self.path = path
-        errors = (lib.FSError, lib.PyFATException, OSError, ValueError, struct.error, IndexError)
-        try:
-            self._fs: Any = lib.PyFatFS(str(path), read_only=True, utc=True)
-        except errors as exc:
-            raise InputError(
-                f"{path} is not a readable FAT floppy image: {exc}.",
-                "Give a virtio-win .vfd image, an ISO or a driver folder.",
-                key=str(path),
-            ) from None
-        label = getattr(self._fs.fs, "bpb_header", {})
-        self.label = _volume_label(path) or str(label.get("BS_VolLab", b"") or "").strip()
-        self._entries: tuple[FloppyEntry, ...] | None = None
-
-    def __enter__(self) -> FloppyReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._fs.close()
-
-    def entries(self) -> tuple[FloppyEntry, ...]:
-        """Every file on the image, from the directory entries only."""
-        if self._entries is None:
-            found = list(self._walk(self._fs.fs.root_dir, "", ""))
-            self._entries = tuple(sorted(found, key=lambda e: e.path))
-        return self._entries
-
-    def _walk(self, directory: Any, display_dir: str, native_dir: str) -> Iterator[FloppyEntry]:
-        dirs, files, _ = directory.get_entries()
-        for entry in [*dirs, *files]:
-            display = _display_name(entry)
-            native = repr(entry)
-            display_path = f"{display_dir}/{display}" if display_dir else display
-            native_path = f"{native_dir}/{native}" if native_dir else native
-            if entry.is_directory():
-                yield from self._walk(entry, display_path, native_path)
-            else:
-                yield FloppyEntry(display_path, int(entry.filesize), native_path)
-
-    def open(self, entry: FloppyEntry) -> IO[bytes]:
-        stream: IO[bytes] = self._fs.openbin("/" + entry.native_path, "r")
-        return stream
-
-
-class FloppySource(DriverSource):
-    """A legacy virtio-win floppy image (`.vfd`) as a driver source, kept open."""
-
-    kind = "floppy"
-
-    def __init__(self, path: Path) -> None:
-        reader = FloppyReader(path)
-        super().__init__(path, reader.label)
-        self._reader = reader
-        self._entries = {e.path: e for e in reader.entries()}
-
-    def close(self) -> None:
-        self._reader.close()
-
-    def files(self) -> tuple[SourceEntry, ...]:
-        return tuple(SourceEntry(e.path, e.size) for e in self._entries.values())
-
-    def open(self, path: str) -> AbstractContextManager[IO[bytes]]:
-        return self._reader.open(self._entries[path])
-
-
-# Windows NT records "all lower case" for an 8.3 name's base (0x08) and extension
-# (0x10) in DIR_NTRes instead of adding a long name; mtools writes names that way.
-_NTRES_LOWER_BASE = 0x08
-_NTRES_LOWER_EXT = 0x10
-
-
-def _display_name(entry: Any) -> str:
-    if entry.lfn_entry is not None:
-        return str(entry.get_long_name())
-    short = str(entry.get_short_name())
-    base, dot, ext = short.partition(".")
-    if entry.ntres & _NTRES_LOWER_BASE:
-        base = base.lower()
-    if entry.ntres & _NTRES_LOWER_EXT:
-        ext = ext.lower()
-    return f"{base}{dot}{ext}"
-
-
-def _volume_label(path: Path) -> str:
-    """The label from the boot sector's extended BPB (FAT12/16)."""
-    with path.open("rb") as handle:
-        boot = handle.read(SECTOR)
-    if len(boot) >= 54 and boot[38] == 0x29:
-        return boot[43:54].decode("ascii", "replace").strip()
-    return ""
 
 
 # -- writing -------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import importlib
 import io
 import random
 import re
+import stat
 import struct
 import time
 from collections.abc import Iterator
@@ -42,7 +43,15 @@ from pycdlib.pycdlibexception import PyCdlibException
 from builder.errors import BuildError, InputError
 from builder.media.files import IsoPlan, PlannedFile
 from builder.media.slipstream import SETUP_DIRS, TXTSETUP_SIF, InstallCdPlan, apply_sif_entries
-from builder.virtio.source import DriverSource, SourceEntry
+from builder.virtio.source import (
+    DEFAULT_LIMITS,
+    DriverSource,
+    SourceEntry,
+    SourceLimits,
+    WalkBudget,
+    check_name,
+    mode_kind,
+)
 from builder.windows.install_media import WINDOWS_ISO_KEY, BootImage, InstallMedia
 from builder.windows.profiles import Arch, Profile, sibling
 from builder.windows.wim import WimError, WimInfo, read_wim
@@ -123,17 +132,24 @@ class IsoEntry:
 class IsoReader:
     """Read-only access to the files of an ISO image, streamed from the image file.
 
-    Use as a context manager; the image stays open until `close()`.
+    Use as a context manager; the image stays open until `close()`. The listing is
+    bounded (`SourceLimits`) and refuses, naming the path, what a driver source cannot
+    be: a Rock Ridge symbolic link (it could point anywhere, and reads as an empty
+    file), any other entry that is not a file or a folder (device, fifo, socket), a name
+    that is not one plain name, two entries of one name, and a file whose data lies
+    outside the image.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, limits: SourceLimits = DEFAULT_LIMITS) -> None:
         self.path = path
+        self._limits = limits
         self._iso, info = _open_checked(
             path,
             key=str(path),
             not_iso_hint="Give a virtio-win ISO, a driver folder or a virtio-win floppy image.",
         )
         self.label = info.label
+        self._image_bytes = path.stat().st_size
         self.namespace: Namespace
         if self._iso.has_rock_ridge():
             self.namespace = "rr"
@@ -156,8 +172,10 @@ class IsoReader:
         key = {"rr": "rr_path", "joliet": "joliet_path", "iso9660": "iso_path"}[self.namespace]
         return {key: native_path}
 
-    def _name(self, record: Any) -> str:
+    def _name(self, record: Any, listed_dir: str) -> str:
         if self.namespace == "rr":
+            if record.rock_ridge is None:
+                raise self._refused(listed_dir or "/", "has an entry without a Rock Ridge name")
             raw: bytes = record.rock_ridge.name()
             return raw.decode("utf-8", "replace")
         identifier: bytes = record.file_identifier()
@@ -165,13 +183,23 @@ class IsoReader:
             return identifier.decode("utf-16_be", "replace")
         return identifier.decode("ascii", "replace")
 
+    def _refused(self, path: str, what: str) -> InputError:
+        return InputError(
+            f"{self.path}:{path} {what}.",
+            "The image is damaged or crafted; use a virtio-win release.",
+            key=str(self.path),
+        )
+
     def entries(self) -> tuple[IsoEntry, ...]:
         """Every file on the image (directory records only; no file data is read)."""
         if self._entries is None:
-            self._entries = tuple(sorted(self._walk("/", ""), key=lambda e: e.path))
+            budget = WalkBudget(self.path, self._limits)
+            self._entries = tuple(sorted(self._walk("/", "", 0, budget), key=lambda e: e.path))
         return self._entries
 
-    def _walk(self, native_dir: str, display_dir: str) -> Iterator[IsoEntry]:
+    def _walk(
+        self, native_dir: str, display_dir: str, depth: int, budget: WalkBudget
+    ) -> Iterator[IsoEntry]:
         try:
             children = list(self._iso.list_children(**self._kwargs(native_dir)))
         except (PyCdlibException, UnicodeError) as exc:
@@ -180,25 +208,73 @@ class IsoReader:
                 "The image is damaged; copy it again.",
                 key=str(self.path),
             ) from None
+        seen: set[str] = set()
         for record in children:
             if record is None or record.is_dot() or record.is_dotdot():
                 continue
-            name = self._name(record)
+            name = self._name(record, display_dir)
             native_name = name
-            if self.namespace == "iso9660":
+            if self.namespace == "iso9660" and not record.is_dir():
                 # Plain ISO 9660 names carry the ";1" version; show them without it
                 # but keep the identifier to open the file.
-                name = name.split(";")[0].rstrip(".") if not record.is_dir() else name
-            native = f"{native_dir.rstrip('/')}/{native_name}"
+                name = name.split(";")[0].rstrip(".")
             display = f"{display_dir}/{name}" if display_dir else name
+            budget.entry(display)
+            check_name(self.path, display_dir, name)
+            if name in seen:
+                raise self._refused(display, "is there twice")
+            seen.add(name)
+            self._check_kind(record, display)
+            native = f"{native_dir.rstrip('/')}/{native_name}"
             if record.is_dir():
-                yield from self._walk(native, display)
+                budget.folder(display, depth + 1)
+                yield from self._walk(native, display, depth + 1, budget)
             else:
-                yield IsoEntry(display, int(record.data_length), native)
+                # pycdlib cuts a length that runs past the end of the image to what is
+                # left, which is negative when the extent itself lies past the end.
+                size = int(record.data_length)
+                start = int(record.extent_location()) * SECTOR
+                if size < 0 or (size and start + size > self._image_bytes):
+                    raise self._refused(
+                        display,
+                        f"has its data at byte {start}, past the end of the image "
+                        f"({self._image_bytes} bytes)",
+                    )
+                yield IsoEntry(display, size, native)
+
+    def _check_kind(self, record: Any, display: str) -> None:
+        """Refuse a Rock Ridge symbolic link and anything that is not a file or folder."""
+        rock_ridge = record.rock_ridge if self.namespace == "rr" else None
+        if rock_ridge is None:
+            return
+        if rock_ridge.is_symlink():
+            target = rock_ridge.symlink_path().decode("utf-8", "replace")
+            raise self._refused(
+                display,
+                f"is a Rock Ridge symbolic link to {target}; a driver source holds only "
+                "folders and files, and never reads outside itself",
+            )
+        try:
+            mode = int(rock_ridge.get_file_mode())
+        except PyCdlibException:
+            return  # no POSIX mode recorded: a plain file or folder
+        expected = stat.S_ISDIR if record.is_dir() else stat.S_ISREG
+        if not expected(mode):
+            listed = "a folder" if record.is_dir() else "a file"
+            raise self._refused(
+                display,
+                f"is listed as {listed} but is {mode_kind(mode)}; a driver source holds only "
+                "folders and files",
+            )
 
     def open(self, entry: IsoEntry) -> IO[bytes]:
         """A read-only stream of one file's bytes, read from the image as consumed."""
-        return cast(IO[bytes], self._iso.open_file_from_iso(**self._kwargs(entry.native_path)))
+        try:
+            stream = self._iso.open_file_from_iso(**self._kwargs(entry.native_path))
+        except PyCdlibException as exc:
+            # A name that lists but does not look up again: the records disagree.
+            raise self._refused(entry.path, f"cannot be opened ({exc})") from None
+        return cast(IO[bytes], stream)
 
 
 class IsoSource(DriverSource):
@@ -206,11 +282,16 @@ class IsoSource(DriverSource):
 
     kind = "iso"
 
-    def __init__(self, path: Path) -> None:
-        reader = IsoReader(path)
+    def __init__(self, path: Path, limits: SourceLimits = DEFAULT_LIMITS) -> None:
+        reader = IsoReader(path, limits)
+        try:
+            entries = reader.entries()
+        except BaseException:
+            reader.close()
+            raise
         super().__init__(path, reader.label)
         self._reader = reader
-        self._entries = {e.path: e for e in reader.entries()}
+        self._entries = {e.path: e for e in entries}
 
     def close(self) -> None:
         self._reader.close()

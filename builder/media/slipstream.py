@@ -10,15 +10,16 @@ device database that lets the disk boot after the first reboot), the service in
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
-from builder.errors import BuildError, InputError
+from builder.errors import BuildError, InputError, shown
 from builder.media import layout
 from builder.media.files import PlannedFile
-from builder.virtio.inf import strip_comment
+from builder.virtio.inf import quoted, strip_comment, text_problem, token_problem
 from builder.virtio.selection import DriverSet, SelectedDriver
 from builder.windows.profiles import Arch, Profile
 
@@ -79,53 +80,195 @@ def storage_sys_name(storage: SelectedDriver) -> str:
     return f"{storage.service_name.lower()}.sys"
 
 
-def _description(storage: SelectedDriver) -> str:
+def storage_description(storage: SelectedDriver) -> str:
+    """What setup shows for the storage driver: its first model's description."""
     for model in storage.match.models:
         if model.description.strip():
-            text = model.description
-            break
-    else:
-        text = storage.info.description if storage.info else storage.service_name
-    # The value is quoted in TXTSETUP.SIF; a quote inside would end it early.
-    return text.replace('"', "'").strip()
+            return model.description.strip()
+    return (storage.info.description if storage.info else storage.service_name).strip()
+
+
+def inf_value_error(inf_path: str, what: str, value: str, problem: str) -> InputError:
+    """The one error for a value of the storage INF that a text-mode setup file cannot
+    hold (txtsetup.oem and TXTSETUP.SIF are written from the INF)."""
+    return InputError(
+        f"{inf_path}: its {what} {shown(value)} cannot be written into the text-mode "
+        f"setup files: {problem}.",
+        "Use the storage driver of a virtio-win release; this INF is damaged or crafted.",
+        key="--drivers",
+    )
+
+
+def checked_token(inf_path: str, what: str, value: str) -> str:
+    """`value` when it can be an unquoted field (a hardware ID, a service or file name);
+    InputError naming the INF and the value when it cannot."""
+    problem = token_problem(value)
+    if problem is not None:
+        raise inf_value_error(inf_path, what, value, problem)
+    return value
+
+
+def checked_quoted(inf_path: str, what: str, value: str) -> str:
+    """`value` as a quoted field (`""` for a quote, `%%` for a percent); InputError for
+    control characters, which no field can hold."""
+    problem = text_problem(value)
+    if problem is not None:
+        raise inf_value_error(inf_path, what, value, problem)
+    return quoted(value)
+
+
+def checked_ansi(inf_path: str, what: str, value: str) -> str:
+    """`value` when Windows-1252 (the ANSI code page of the files setup reads) holds every
+    character; InputError naming the ones it cannot."""
+    bad = [c for c in dict.fromkeys(value) if not _in_cp1252(c)]
+    if bad:
+        raise inf_value_error(
+            inf_path,
+            what,
+            value,
+            "Windows-1252 cannot hold " + ", ".join(shown(c) for c in bad),
+        )
+    return value
+
+
+def _in_cp1252(char: str) -> bool:
+    try:
+        char.encode("cp1252")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def sif_entries(storage: SelectedDriver, arch: Arch) -> tuple[SifEntry, ...]:
-    """The four slipstream edits for `storage` on `arch` media, in file order."""
-    sys_name = storage_sys_name(storage)
-    service = storage.service_name
+    """The four slipstream edits for `storage` on `arch` media, in file order.
+
+    Every value comes from the INF: names and hardware IDs must be plain tokens (a
+    hardware ID is the key of its line and stays unquoted: a quoted key never matches
+    and the disk is silently not found after the first reboot), the description is
+    quoted. InputError, naming the INF and the value, for what cannot be written.
+    """
+    inf = storage.inf_path
+    sys_name = checked_token(inf, "driver file", storage_sys_name(storage))
+    service = checked_token(inf, "service name", storage.service_name)
     entries = [SifEntry(f"SourceDisksFiles.{arch}", sys_name, SOURCE_DISKS_FILES_VALUE)]
-    # The hardware ID is the key and stays unquoted: a quoted key never matches and the
-    # disk is silently not found after the first reboot.
     entries += [
-        SifEntry("HardwareIdsDatabase", hwid, f'"{service}"') for hwid in storage.hardware_ids
+        SifEntry("HardwareIdsDatabase", checked_token(inf, "hardware ID", hwid), quoted(service))
+        for hwid in storage.hardware_ids
     ]
     entries.append(SifEntry("SCSI.Load", service, f"{sys_name},4"))
-    entries.append(SifEntry("SCSI", service, f'"{_description(storage)}"'))
+    entries.append(
+        SifEntry("SCSI", service, checked_quoted(inf, "description", storage_description(storage)))
+    )
     return tuple(entries)
 
 
 # -- TXTSETUP.SIF text --------------------------------------------------------------------
 
-_HEADER = re.compile(rb"^\s*\[\s*([^\]]*?)\s*\]")
+
+@dataclass(frozen=True)
+class SifText:
+    """A TXTSETUP.SIF decoded in its own encoding, to be written back in it.
+
+    ANSI files (no byte-order mark) are held as latin-1, which maps every byte to one
+    character and back, so every original byte survives whatever code page it is in;
+    new lines are Windows-1252 (the ANSI code page of the CDs pvinstall targets). Files
+    with a byte-order mark are UTF-16 (LE or BE) or UTF-8 and keep it.
+    """
+
+    text: str
+    bom: bytes
+    codec: str  # the text <-> the file's bytes
+    new_lines: str  # what new lines are encoded in
+    label: str  # the encoding, for messages
+
+    def encode(self) -> bytes:
+        return self.bom + self.text.encode(self.codec)
+
+    def line(self, line: str) -> str:
+        """A new line as text of this file; InputError naming what it cannot hold."""
+        try:
+            data = line.encode(self.new_lines)
+        except UnicodeEncodeError:
+            bad = []
+            for char in line:
+                try:
+                    char.encode(self.new_lines)
+                except UnicodeEncodeError:
+                    bad.append(char)
+            raise InputError(
+                f"TXTSETUP.SIF is {self.label} text, which cannot hold "
+                + ", ".join(shown(c) for c in dict.fromkeys(bad))
+                + f" of the line {shown(line)} (written from the storage driver's INF).",
+                "Use the storage driver of a virtio-win release, or a CD whose TXTSETUP.SIF "
+                "can hold its description.",
+                key="--drivers",
+            ) from None
+        return data.decode(self.codec)
 
 
-def _section_of(line: bytes) -> str | None:
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8", "UTF-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16LE"),
+    (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16BE"),
+)
+
+
+def decode_sif(data: bytes) -> SifText:
+    """TXTSETUP.SIF as text in its own encoding; InputError when it is not text."""
+    for bom, codec, label in _BOMS:
+        if data.startswith(bom):
+            try:
+                text = data[len(bom) :].decode(codec)
+            except UnicodeDecodeError as exc:
+                raise InputError(
+                    f"TXTSETUP.SIF starts with a {label} byte-order mark but is not {label} "
+                    f"text (at byte {len(bom) + exc.start}).",
+                    "Give an image of the original Windows CD.",
+                    key="--windows-iso",
+                ) from None
+            return SifText(text, bom, codec, codec, label)
+    if b"\x00" in data:
+        raise InputError(
+            "TXTSETUP.SIF holds NUL bytes but no byte-order mark: it is neither ANSI text "
+            "nor UTF-16 text that setup can read.",
+            "Give an image of the original Windows CD.",
+            key="--windows-iso",
+        )
+    return SifText(data.decode("latin-1"), b"", "latin-1", "cp1252", "Windows-1252")
+
+
+# ASCII blanks only: held as latin-1, the cp1252 bytes A0 and 85 are not blanks.
+_HEADER = re.compile(r"^\s*\[\s*([^\]]*?)\s*\]", re.ASCII)
+# Only CR and LF end a line (str.splitlines would also split at \x85, which is a cp1252
+# character held as latin-1).
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+def _lines(text: str) -> list[str]:
+    return _LINE.findall(text)
+
+
+def _section_of(line: str) -> str | None:
     match = _HEADER.match(line)
-    return match.group(1).decode("latin-1").lower() if match else None
+    return match.group(1).lower() if match else None
 
 
-def _key_value(line: bytes) -> tuple[str, str] | None:
-    text = line.decode("latin-1").strip()
-    if not text or text.startswith(";") or "=" not in text:
-        return None
-    key, _, value = text.partition("=")
-    return _normal(key), _normal(strip_comment(value))
+def _key_value(line: str) -> tuple[str, str] | None:
+    """The normalised key and value of a `key = value` line (quotes respected: a `;` or
+    `=` inside quotes is text), or None for a comment, a blank or a value-only line."""
+    text = strip_comment(line).strip()
+    in_quote = False
+    for index, char in enumerate(text):
+        if char == '"':
+            in_quote = not in_quote
+        elif char == "=" and not in_quote:
+            return _normal(text[:index]), _normal(text[index + 1 :])
+    return None
 
 
 def _normal(text: str) -> str:
     """Compare keys and values as setup does: case-blind, quotes and blanks ignored."""
-    return re.sub(r"\s+", "", text.replace('"', "")).lower()
+    return re.sub(r"\s+", "", text.replace('"', ""), flags=re.ASCII).lower()
 
 
 def patch_txtsetup_sif(text: bytes, storage: SelectedDriver, arch: Arch) -> bytes:
@@ -133,24 +276,30 @@ def patch_txtsetup_sif(text: bytes, storage: SelectedDriver, arch: Arch) -> byte
 
     Each line goes right after the *first* header of its section (retail files repeat
     headers such as `[SourceDisksFiles]`); a section that does not exist is appended.
-    Every original byte is kept, and new lines use the file's line ending (CRLF on a
+    Every original byte is kept, the file stays in its encoding (ANSI, or UTF-16/UTF-8
+    with its byte-order mark), and new lines use the file's line ending (CRLF on a
     Windows CD: a stray LF makes setup report "txtsetup.sif is corrupt or missing").
     A line whose key is already present with the same value is not added again, so
     patching a patched file returns it unchanged.
 
     Raises:
         InputError: a key is already present with another value (the CD was slipstreamed
-            with a different driver).
+            with a different driver), the file is not text, or a new line has
+            characters the file's encoding cannot hold.
     """
     return apply_sif_entries(text, sif_entries(storage, arch))
 
 
-def apply_sif_entries(text: bytes, entries: Sequence[SifEntry]) -> bytes:
-    """`text` with `entries` added as `patch_txtsetup_sif` describes (pure, idempotent)."""
-    newline = b"\n" if b"\n" in text and b"\r\n" not in text else b"\r\n"
-    lines = text.splitlines(keepends=True)
+def apply_sif_entries(data: bytes, entries: Sequence[SifEntry]) -> bytes:
+    """`data` with `entries` added as `patch_txtsetup_sif` describes (pure, idempotent)."""
+    if not entries:
+        return data
+    sif = decode_sif(data)
+    text = sif.text
+    newline = "\n" if "\n" in text and "\r\n" not in text else "\r\n"
+    lines = _lines(text)
     first_header: dict[str, int] = {}
-    present: dict[tuple[str, str], tuple[str, bytes]] = {}
+    present: dict[tuple[str, str], tuple[str, str]] = {}
     section: str | None = None
     for index, line in enumerate(lines):
         name = _section_of(line)
@@ -162,43 +311,47 @@ def apply_sif_entries(text: bytes, entries: Sequence[SifEntry]) -> bytes:
             continue
         pair = _key_value(line)
         if pair is not None:
-            present.setdefault((section, pair[0]), (pair[1], line.rstrip(b"\r\n")))
+            present.setdefault((section, pair[0]), (pair[1], line.rstrip("\r\n")))
 
-    inserts: dict[int, list[bytes]] = {}
-    appended: dict[str, list[bytes]] = {}
+    inserts: dict[int, list[str]] = {}
+    appended: dict[str, list[str]] = {}
     for entry in entries:
         wanted = entry.section.lower()
-        found = present.get((wanted, _normal(entry.key)))
+        line = sif.line(entry.line)
+        pair = _key_value(line)
+        if pair is None:
+            raise BuildError(f"the TXTSETUP.SIF line {entry.line!r} has no key.")
+        found = present.get((wanted, pair[0]))
         if found is not None:
-            if found[0] == _normal(entry.value):
+            if found[0] == pair[1]:
                 continue
             raise InputError(
-                f"TXTSETUP.SIF already has [{entry.section}] "
-                f"{found[1].decode('latin-1').strip()!r}, not {entry.line!r}.",
+                f"TXTSETUP.SIF already has [{entry.section}] {shown(found[1].strip())}, "
+                f"not {shown(entry.line)}.",
                 "Give the original Windows CD, not one slipstreamed with another driver.",
                 key="--windows-iso",
             )
-        line = entry.line.encode("ascii") + newline
+        present[wanted, pair[0]] = (pair[1], line)
         if wanted in first_header:
-            inserts.setdefault(first_header[wanted], []).append(line)
+            inserts.setdefault(first_header[wanted], []).append(line + newline)
         else:
-            appended.setdefault(entry.section, []).append(line)
+            appended.setdefault(entry.section, []).append(line + newline)
 
-    out: list[bytes] = []
+    out: list[str] = []
     for index, line in enumerate(lines):
         out.append(line)
         if index in inserts:
-            if not line.endswith((b"\n", b"\r")):
+            if not line.endswith(("\n", "\r")):
                 out.append(newline)
             out.extend(inserts[index])
     if appended:
-        if lines and not lines[-1].endswith((b"\n", b"\r")):
+        if lines and not lines[-1].endswith(("\n", "\r")):
             out.append(newline)
         for name, new_lines in appended.items():
             out.append(newline)
-            out.append(f"[{name}]".encode("ascii") + newline)
+            out.append(sif.line(f"[{name}]") + newline)
             out.extend(new_lines)
-    return b"".join(out)
+    return replace(sif, text="".join(out)).encode()
 
 
 # -- the plan -------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from builder.errors import shown
 from builder.numbers import parse_int
 
 # The largest INF pvinstall reads: real ones are tens of KiB, the largest known a few
@@ -41,6 +42,11 @@ class InfError(ValueError):
         self.path = path
         self.line = line
         self.reason = message
+
+
+class InfNameError(InfError):
+    """An INF that names a package file outside its own folder (`..`, a drive letter, an
+    absolute path): no genuine driver package does, so the source is not trusted."""
 
 
 @dataclass(frozen=True)
@@ -269,10 +275,14 @@ class Inf:
     # -- generic access ------------------------------------------------------------
 
     def section(self, name: str) -> tuple[InfLine, ...]:
-        return self.sections.get(name.strip().lower(), ())
+        return self.sections.get(section_key(name), ())
 
     def has_section(self, name: str) -> bool:
-        return name.strip().lower() in self.sections
+        return section_key(name) in self.sections
+
+    def section_name(self, name: str) -> str:
+        """`name` as the INF's header spells it (`name` itself if there is none)."""
+        return self.section_names.get(section_key(name), name)
 
     def value(self, section: str, key: str) -> str | None:
         """The first field of `key` in `section` (case-insensitive), or None."""
@@ -299,7 +309,8 @@ class Inf:
                 continue
             ids = tuple(f for f in line.fields[1:] if f)
             if ids:
-                models.append(Model(line.key, line.fields[0], ids, line.lineno))
+                # A quoted install section may carry blanks ("` i`"); a header never does.
+                models.append(Model(line.key, line.fields[0].strip(), ids, line.lineno))
         return tuple(models)
 
     def all_hardware_ids(self) -> tuple[str, ...]:
@@ -317,7 +328,8 @@ class Inf:
     # -- files -------------------------------------------------------------------
 
     def source_files(self, arch: str) -> tuple[SourceDisksFile, ...]:
-        """Every file `[SourceDisksFiles]` and `[SourceDisksFiles.<arch>]` list, in order."""
+        """Every file `[SourceDisksFiles]` and `[SourceDisksFiles.<arch>]` list, in order,
+        at its path inside the package folder (`parse_inf` refused names that leave it)."""
         disk_paths: dict[str, str] = {}
         for name in ("sourcedisksnames", f"sourcedisksnames.{arch}"):
             for line in self.section(name):
@@ -333,8 +345,8 @@ class Inf:
                     continue
                 disk_id = line.fields[0] if line.key is not None and line.fields else ""
                 subdir = line.fields[1] if line.key is not None and len(line.fields) > 1 else ""
-                parts = [p for p in (disk_paths.get(disk_id, ""), subdir, filename) if p]
-                relative = "/".join(p.replace("\\", "/").strip("/") for p in parts)
+                parts = [*path_parts(disk_paths.get(disk_id, "")), *path_parts(subdir), filename]
+                relative = "/".join(parts)
                 files[relative.lower()] = SourceDisksFile(filename, disk_id, relative)
         return tuple(files.values())
 
@@ -347,7 +359,7 @@ class Inf:
         """
         for candidate in (f"{base}.nt{arch}", f"{base}.nt", base):
             if self.has_section(candidate):
-                return self.section_names[candidate.lower()]
+                return self.section_name(candidate)
         return base
 
     def services(self, install_section: str | None = None) -> tuple[Service, ...]:
@@ -384,6 +396,107 @@ class Inf:
             for service in self.services(section):
                 found.setdefault(service.name.lower(), service)
         return tuple(found.values())
+
+
+# -- names of the package's files ---------------------------------------------------
+
+
+def section_key(name: str) -> str:
+    """How section names compare: case-blind, without the blanks around them (a header
+    `[ Name ]` and a reference `" name"` mean the same section)."""
+    return name.strip().lower()
+
+
+_SEPARATORS = re.compile(r"[\\/]")
+
+
+def path_parts(path: str) -> list[str]:
+    """The folders of a `[SourceDisksNames]` path or a `[SourceDisksFiles]` subdir, below
+    the package folder: a leading `\\` means the package's own root, empty and `.` parts
+    are nothing."""
+    return [part for part in _SEPARATORS.split(path.strip()) if part not in ("", ".")]
+
+
+def unsafe_name_reason(text: str, *, folder: bool) -> str | None:
+    """Why a file name (or, with `folder`, a path) from `[SourceDisksFiles]` or
+    `[SourceDisksNames]` would leave the package folder, or None if it stays inside."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        return "it has a control character"
+    stripped = text.strip()
+    parts = _SEPARATORS.split(stripped)
+    if any(part.strip() == ".." for part in parts):
+        return "'..' leads out of the package folder"
+    if any(":" in part for part in parts):
+        return "a drive letter or ':' names another place"
+    if folder and stripped.startswith(("\\\\", "//")):
+        return "it is a network path"
+    if not folder and len(parts) > 1:
+        return "a file name there cannot hold a folder separator"
+    if not folder and stripped in ("", "."):
+        return "it names no file"
+    return None
+
+
+def _check_package_names(path: str, sections: Mapping[str, tuple[InfLine, ...]]) -> None:
+    """InfNameError for a `[SourceDisksFiles]` or `[SourceDisksNames]` name that leaves the
+    package folder: the files of a package are read only from inside it."""
+    for name in sorted(sections):
+        base = name.split(".", 1)[0]
+        if base not in ("sourcedisksfiles", "sourcedisksnames"):
+            continue
+        for line in sections[name]:
+            if base == "sourcedisksfiles":
+                names = [(line.key if line.key is not None else line.value, False)]
+                if line.key is not None and len(line.fields) > 1:
+                    names.append((line.fields[1], True))
+            else:
+                names = [(line.fields[3], True)] if len(line.fields) > 3 else []
+            for text, folder in names:
+                reason = unsafe_name_reason(text, folder=folder)
+                if reason is not None:
+                    header = (
+                        "SourceDisksNames" if base == "sourcedisksnames" else ("SourceDisksFiles")
+                    )
+                    raise InfNameError(
+                        path,
+                        f"[{header}] names {shown(text)}: {reason}; every file of a package "
+                        "comes from the INF's own folder",
+                        line.lineno,
+                    )
+
+
+# -- writing INF-syntax text (txtsetup.oem, TXTSETUP.SIF) -------------------------------
+
+# What an unquoted token of INF syntax cannot hold: a blank (it would be trimmed or split
+# the token), `"` (quoting), `;` (a comment), `%` (a %string% reference), `,` (a field
+# separator), `=` (the key separator) and brackets (a section header).
+_TOKEN_SPECIALS = frozenset(' \t";%,=[]')
+
+
+def quoted(text: str) -> str:
+    """`text` as one quoted INF field that reads back as `text`: inside quotes `""` is a
+    literal quote and `%%` a literal percent, and `;` and `,` are plain text. Control
+    characters cannot be written at all: check `text_problem` first."""
+    return '"' + text.replace('"', '""').replace("%", "%%") + '"'
+
+
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot be a quoted field of an INF-syntax file, or None."""
+    controls = sorted({c for c in text if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F})
+    if controls:
+        return "it has control characters (" + ", ".join(f"U+{ord(c):04X}" for c in controls) + ")"
+    return None
+
+
+def token_problem(text: str) -> str | None:
+    """Why `text` cannot be an unquoted token of an INF-syntax file (a hardware ID, a
+    service or file name), or None: printable ASCII without blanks or specials."""
+    if not text:
+        return "it is empty"
+    bad = sorted({c for c in text if c in _TOKEN_SPECIALS or not " " < c < "\x7f"})
+    if bad:
+        return "it has " + ", ".join(repr(c) for c in bad) + ", which an unquoted field cannot hold"
+    return None
 
 
 # -- decoding ----------------------------------------------------------------------
@@ -568,6 +681,7 @@ def parse_inf(data: bytes, path: str) -> Inf:
         else:
             sections[name] = tuple(_entry(t, n, strings) for t, n in lines)
 
+    _check_package_names(path, sections)
     inf = Inf(
         path=path,
         sections=MappingProxyType(sections),
@@ -687,7 +801,7 @@ def supports(
         match = Match(
             manufacturer=manufacturer.name,
             decoration=decoration,
-            models_section=inf.section_names.get(section.lower(), section),
+            models_section=inf.section_name(section),
             models=models,
         )
         if best is None or rank > best[0]:

@@ -13,8 +13,14 @@ from typing import Any, Literal
 
 from builder.errors import InputError
 from builder.virtio.facts import DriverFacts, DriverInfo
-from builder.virtio.inf import MAX_INF_BYTES, Inf, InfError, parse_inf
-from builder.virtio.source import GET_VIRTIO_WIN, DriverSource, SourceEntry
+from builder.virtio.inf import MAX_INF_BYTES, Inf, InfError, InfNameError, parse_inf
+from builder.virtio.source import (
+    DEFAULT_LIMITS,
+    GET_VIRTIO_WIN,
+    DriverSource,
+    SourceEntry,
+    SourceLimits,
+)
 
 
 @dataclass(frozen=True)
@@ -100,8 +106,15 @@ class Scan:
         return self.files.get(path.casefold())
 
 
-def scan_source(source: DriverSource, facts: DriverFacts) -> Scan:
-    """Find every INF in `source` and make a package of each; reads only INF bytes."""
+def scan_source(
+    source: DriverSource, facts: DriverFacts, limits: SourceLimits = DEFAULT_LIMITS
+) -> Scan:
+    """Find every INF in `source` and make a package of each; reads only INF bytes.
+
+    An INF that is too large or cannot be parsed is recorded as broken; a file the user
+    cannot read, an INF that names a file outside its folder, and more INF bytes than
+    `limits.scan_bytes` together, are InputErrors.
+    """
     files = source.files()
     by_folder: dict[str, dict[str, SourceEntry]] = {}
     for entry in files:
@@ -125,19 +138,34 @@ def scan_source(source: DriverSource, facts: DriverFacts) -> Scan:
         )
     packages: list[DriverPackage] = []
     broken: list[BrokenInf] = []
+    read = 0
     for entry in infs:
+        if entry.size > MAX_INF_BYTES:
+            broken.append(BrokenInf(entry.path, f"{entry.size} bytes is too large for an INF file"))
+            continue
+        read += entry.size
+        if read > limits.scan_bytes:
+            raise InputError(
+                f"{source.path} has more than {limits.scan_bytes // 2**20} MiB of INF files.",
+                "Check that the source is a virtio-win release.",
+                key="--drivers",
+            )
         try:
-            data = source.read_bytes(entry.path, MAX_INF_BYTES)
-            inf = parse_inf(data, entry.path)
+            inf = parse_inf(source.read_exact(entry.path, entry.size), entry.path)
+        except InfNameError as exc:
+            # Not a damaged package to skip: a crafted one, so the source is refused.
+            raise InputError(
+                f"{source.describe(entry.path)} line {exc.line}: {exc.reason}.",
+                "This is not a genuine virtio-win release; use one from "
+                "https://fedorapeople.org/groups/virt/virtio-win/.",
+                key="--drivers",
+            ) from None
         except InfError as exc:
             broken.append(
                 BrokenInf(
                     entry.path, exc.reason if exc.line is None else f"line {exc.line}: {exc.reason}"
                 )
             )
-            continue
-        except InputError as exc:
-            broken.append(BrokenInf(entry.path, exc.message))
             continue
         name = entry.path.rpartition("/")[2]
         info = facts.driver_for_inf(name)

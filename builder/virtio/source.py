@@ -6,13 +6,22 @@ Paths are relative, `/`-separated and spelled as the source spells them. A file'
 is known from the directory information alone; its bytes are read only when a medium
 is written or a digest is taken, and a file that no longer has the size the source
 listed is an error (the source changed during the build), however it is read.
+
+Sources come from users and may be hostile. Every reader walks its tree within
+`SourceLimits` (entries, depth, path length) with a `WalkBudget`, refuses names that
+could mean another place (`check_name`), and lists only regular files: a directory
+never reads outside itself (a symbolic link that leaves the tree, dangles or loops is
+an input error naming it) and opens each file beneath its root without following a
+link, checking that it is still the file it listed.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, ExitStack
@@ -20,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar, Literal, cast
 
-from builder.errors import BuildError, InputError
+from builder.errors import BuildError, InputError, shown
 
 SourceKind = Literal["iso", "dir", "floppy"]
 
@@ -31,6 +40,95 @@ GET_VIRTIO_WIN = (
 )
 
 CHUNK = 1024 * 1024
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SourceLimits:
+    """How far a walk over a source goes before the source is refused as not a driver
+    source. virtio-win ISOs hold about 3,000 entries at most six levels deep with paths
+    under 100 characters; the limits are far above that and far below what would take
+    a build minutes or gigabytes."""
+
+    entries: int = 50_000  # files and folders together
+    links: int = 20_000  # symbolic links followed (each costs a resolution)
+    depth: int = 32  # folders below the root
+    path_chars: int = 1024  # characters of a relative path
+    scan_bytes: int = 256 * MIB  # every INF file read by one scan, together
+    selected_bytes: int = 4096 * MIB  # every file of the selected packages, together
+
+
+DEFAULT_LIMITS = SourceLimits()
+
+_REFUSE_HINT = "Check that the source is a virtio-win release (an ISO, its files, or a .vfd)."
+
+
+class WalkBudget:
+    """What one walk over a source has seen, refused once it passes a limit."""
+
+    def __init__(self, source: Path, limits: SourceLimits = DEFAULT_LIMITS) -> None:
+        self._source = source
+        self._limits = limits
+        self._entries = 0
+        self._links = 0
+
+    def _refuse(self, what: str) -> InputError:
+        return InputError(f"{self._source} {what}.", _REFUSE_HINT, key=str(self._source))
+
+    def entry(self, path: str) -> None:
+        """Count one entry (file or folder) at relative `path`."""
+        self._entries += 1
+        if self._entries > self._limits.entries:
+            raise self._refuse(f"has more than {self._limits.entries} files and folders")
+        if len(path) > self._limits.path_chars:
+            raise self._refuse(
+                f"has a path longer than {self._limits.path_chars} characters ({path[:60]}...)"
+            )
+
+    def link(self, path: str) -> None:
+        """Count one symbolic link followed at `path`."""
+        self._links += 1
+        if self._links > self._limits.links:
+            raise self._refuse(f"has more than {self._limits.links} symbolic links")
+
+    def folder(self, path: str, depth: int) -> None:
+        """Enter folder `path`, `depth` levels below the root."""
+        if depth > self._limits.depth:
+            raise self._refuse(
+                f"has folders nested more than {self._limits.depth} deep ({path[:60]}...)"
+            )
+
+
+def check_name(source: Path, parent: str, name: str) -> None:
+    """Refuse a name that is not one plain name: empty, `.`, `..`, a separator, or a
+    control character. Such a name read as a path would mean another place."""
+    bad = (
+        name in ("", ".", "..")
+        or "/" in name
+        or "\\" in name
+        or any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in name)
+    )
+    if bad:
+        where = f"{parent}/" if parent else ""
+        raise InputError(
+            f"{source} has an entry named {shown(name)} in {where or 'its root'}: a file name "
+            "cannot be empty, '.' or '..', or hold a '/', a '\\', a control character or "
+            "bytes that are not UTF-8.",
+            "The image is damaged or crafted; use a virtio-win release.",
+            key=str(source),
+        )
+
+
+def unreadable(path: Path | str, exc: OSError, key: str = "") -> InputError:
+    """The one error for a source file or folder the user running pvinstall cannot read."""
+    reason = exc.strerror or str(exc)
+    hint = (
+        "Check its permissions: pvinstall reads every file of the driver source as the "
+        "user it runs as (chmod -R a+rX on the folder, or run as a user who can read it)."
+        if exc.errno in (errno.EACCES, errno.EPERM)
+        else "Check the disk and the file."
+    )
+    return InputError(f"cannot read {path}: {reason}.", hint, key=key or str(path))
 
 
 @dataclass(frozen=True)
@@ -208,33 +306,206 @@ class SizedStream(io.RawIOBase):
         super().close()
 
 
+@dataclass(frozen=True)
+class _DirFile:
+    """A regular file of a directory source: where it is listed, where it really is
+    (folder names below the root, no links), and the inode it was when listed."""
+
+    path: str
+    size: int
+    real_parts: tuple[str, ...]
+    inode: tuple[int, int]
+
+
+_LINKS_FOLLOWED = (
+    "a link is followed only to a file or folder inside the source, and never round a loop"
+)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+
 class DirectorySource(DriverSource):
     """A driver folder: an extracted ISO, `/usr/share/virtio-win/drivers/by-driver` or
-    `by-os`, or the pre-2015 `Wnet/Wlh/Win7` tree."""
+    `by-os`, or the pre-2015 `Wnet/Wlh/Win7` tree.
+
+    The folder is the boundary: a symbolic link is followed only when it resolves inside
+    the folder, to something that exists, without a loop; anything but folders and
+    regular files (fifos, sockets, devices) is refused by name. Files are opened one
+    folder at a time from the root with `O_NOFOLLOW`, and must be the inode listed, so a
+    link swapped in after the listing cannot lead outside either.
+    """
 
     kind = "dir"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, limits: SourceLimits = DEFAULT_LIMITS) -> None:
         super().__init__(path, path.name)
-        self._files: tuple[SourceEntry, ...] | None = None
+        self._limits = limits
+        self._listing: dict[str, _DirFile] | None = None
+        self._root: tuple[str, tuple[int, int]] | None = None
+
+    def _real_root(self) -> tuple[str, tuple[int, int]]:
+        if self._root is None:
+            try:
+                real = os.path.realpath(self.path, strict=True)
+                info = Path(real).stat()
+            except OSError as exc:
+                raise unreadable(self.path, exc) from None
+            if not stat.S_ISDIR(info.st_mode):
+                raise InputError(f"{self.path} is not a folder.", key=str(self.path))
+            self._root = (real, (info.st_dev, info.st_ino))
+        return self._root
 
     def files(self) -> tuple[SourceEntry, ...]:
-        if self._files is None:
-            found: list[SourceEntry] = []
-            for root, dirs, names in os.walk(self.path, followlinks=True):
-                dirs.sort()
-                base = Path(root)
-                for name in names:
-                    full = base / name
-                    try:
-                        if not full.is_file():
-                            continue
-                        size = full.stat().st_size
-                    except OSError:
-                        continue
-                    found.append(SourceEntry(full.relative_to(self.path).as_posix(), size))
-            self._files = tuple(sorted(found, key=lambda f: f.path))
-        return self._files
+        return tuple(SourceEntry(f.path, f.size) for f in self._files().values())
+
+    def _files(self) -> dict[str, _DirFile]:
+        if self._listing is None:
+            found = sorted(self._walk(), key=lambda f: f.path)
+            self._listing = {f.path: f for f in found}
+        return self._listing
+
+    def _walk(self) -> list[_DirFile]:
+        root, root_inode = self._real_root()
+        budget = WalkBudget(self.path, self._limits)
+        found: list[_DirFile] = []
+        # (listed path, real folder, its parts below the root, inodes of the folders
+        # above it and itself: a link back to one of them is a loop)
+        pending: list[tuple[str, str, tuple[str, ...], frozenset[tuple[int, int]]]] = [
+            ("", root, (), frozenset({root_inode}))
+        ]
+        while pending:
+            listed, real, parts, above = pending.pop()
+            try:
+                with os.scandir(real) as scan:
+                    entries = sorted(scan, key=lambda e: e.name)
+            except OSError as exc:
+                raise unreadable(self.path / listed if listed else self.path, exc) from None
+            for entry in entries:
+                path = f"{listed}/{entry.name}" if listed else entry.name
+                budget.entry(path)
+                check_name(self.path, listed, entry.name)
+                target_parts = (*parts, entry.name)
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError as exc:
+                    raise unreadable(self.path / path, exc) from None
+                if stat.S_ISLNK(info.st_mode):
+                    budget.link(path)
+                    target_parts, info = self._follow(path, entry.path, root)
+                inode = (info.st_dev, info.st_ino)
+                if stat.S_ISDIR(info.st_mode):
+                    if inode in above:
+                        raise self._refused(
+                            path, "leads back to a folder above it (a loop)", _LINKS_FOLLOWED
+                        )
+                    budget.folder(path, len(path.split("/")))
+                    target = str(Path(root, *target_parts))
+                    pending.append((path, target, target_parts, above | {inode}))
+                elif stat.S_ISREG(info.st_mode):
+                    found.append(_DirFile(path, info.st_size, target_parts, inode))
+                else:
+                    raise self._refused(path, f"is {mode_kind(info.st_mode)}, not a file")
+        return found
+
+    def _refused(
+        self, path: str, what: str, why: str = "a driver source holds only folders and files"
+    ) -> InputError:
+        return InputError(
+            f"{self.path / path} {what}: {why}.",
+            "Remove it, or copy the driver folder without it (cp -rL copies what links point to).",
+            key=str(self.path / path),
+        )
+
+    def _follow(self, path: str, link: str, root: str) -> tuple[tuple[str, ...], os.stat_result]:
+        """Where the link at `path` leads, as parts below the root, and what is there;
+        InputError when it leads outside the source, nowhere, or round in a loop."""
+        try:
+            target = str(Path(link).readlink())
+        except OSError as exc:
+            raise unreadable(self.path / path, exc) from None
+        try:
+            real = os.path.realpath(link, strict=True)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise self._refused(
+                    path, f"is a symbolic link to {target} in a loop", _LINKS_FOLLOWED
+                ) from None
+            raise self._refused(
+                path, f"is a symbolic link to {target}, which does not exist", _LINKS_FOLLOWED
+            ) from None
+        if os.path.commonpath([root, real]) != root:
+            raise InputError(
+                f"{self.path / path} is a symbolic link to {target}, outside the driver "
+                f"source {self.path}: a source never reads outside itself.",
+                "Copy the file into the source (cp -L), or give the folder that holds both "
+                "the link and what it points to.",
+                key=str(self.path / path),
+            )
+        parts = tuple(Path(real).relative_to(root).parts)
+        try:
+            info = Path(real).lstat()
+        except OSError as exc:
+            raise unreadable(self.path / path, exc) from None
+        return parts, info
 
     def open(self, path: str) -> AbstractContextManager[IO[bytes]]:
-        return (self.path / path).open("rb")
+        listed = self._files()[path]
+        fd = self._open_beneath(listed)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or (info.st_dev, info.st_ino) != listed.inode:
+                raise source_changed(self, path, "is no longer the file that was listed")
+        except BaseException:
+            os.close(fd)
+            raise
+        return os.fdopen(fd, "rb")
+
+    def _open_beneath(self, listed: _DirFile) -> int:
+        """A descriptor of the listed file, opened one folder at a time from the root
+        without following a link (openat with O_NOFOLLOW), so it is inside the source."""
+        root, root_inode = self._real_root()
+        where = self.path / listed.path
+        try:
+            fd = os.open(root, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+        except OSError as exc:
+            raise unreadable(self.path, exc) from None
+        try:
+            info = os.fstat(fd)
+            if (info.st_dev, info.st_ino) != root_inode:
+                raise source_changed(self, listed.path, "is in a folder that was replaced")
+            *folders, name = listed.real_parts
+            for folder in folders:
+                child = os.open(
+                    folder, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=fd
+                )
+                os.close(fd)
+                fd = child
+            # O_NONBLOCK: a fifo swapped in for the file must not block the open.
+            child = os.open(name, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise unreadable(where, exc) from None
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+                raise source_changed(self, listed.path, "was moved or replaced") from None
+            raise BuildError(f"cannot read {where}: {exc.strerror}.") from None
+        finally:
+            os.close(fd)
+        return child
+
+
+_MODE_KINDS = {
+    stat.S_IFIFO: "a fifo (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFLNK: "a symbolic link",
+    stat.S_IFDIR: "a folder",
+    stat.S_IFREG: "a file",
+}
+
+
+def mode_kind(mode: int) -> str:
+    """What a POSIX mode says an entry is (`a fifo (named pipe)`, ...), for messages."""
+    return _MODE_KINDS.get(stat.S_IFMT(mode), f"an entry of type {stat.S_IFMT(mode):o}")

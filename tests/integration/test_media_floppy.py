@@ -18,6 +18,7 @@ from builder.config import load_config
 from builder.errors import BuildError
 from builder.media import fat, layout
 from builder.media.fat import write_floppy
+from builder.media.fat_reader import FloppySource
 from builder.media.files import PlannedFile
 from builder.media.floppy import GEOMETRIES, FloppyPlan, floppy_usage
 from builder.media.plan import MediaInputs, plan_answer_floppy
@@ -98,6 +99,11 @@ def assert_reads_back(tree: Tree, plan: FloppyPlan, image: Path, tmp_path: Path)
         target = tmp_path / f"readback-{index}"
         run("mcopy", "-n", "-i", str(image), f"::/{planned.path}", str(target))
         assert target.read_bytes() == expected_bytes(tree, planned), planned.path
+    # pvinstall's own reader of driver floppies reads what mtools reads.
+    with FloppySource(image) as floppy:
+        assert {f.path for f in floppy.files()} == {f.path for f in plan.files}
+        for planned in plan.files:
+            assert floppy.read_exact(planned.path, planned.size) == expected_bytes(tree, planned)
 
 
 @pytest.mark.parametrize(

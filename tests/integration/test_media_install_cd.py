@@ -10,6 +10,7 @@ rest of the CD untouched. Bad Windows ISOs are refused before anything is writte
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import re
@@ -264,6 +265,28 @@ def test_new_names_follow_the_cd(
         extract(out, f"/AMD64/VIOSTOR.SYS{version}")
         == tree.path("viostor/2k3/amd64/viostor.sys").read_bytes()
     )
+
+
+def test_a_utf16_txtsetup_sif_stays_utf16(
+    drivers: dict[Arch, DriverSet], tree: Tree, tmp_path: Path
+) -> None:
+    """Issue 18: ASCII lines were inserted into UTF-16 text. The remastered file is
+    UTF-16LE with its byte-order mark, every original line kept, the four edits added."""
+    cd = build_windows_style_cd(tmp_path / "utf16.iso", arch="x86", txtsetup_utf16=True)
+    plan = plan_for(drivers, "x86")
+    inspect_install_cd(cd, PROFILES["win2003-x86"], plan)
+    out = tmp_path / "install.iso"
+    remaster_install_cd(cd, out, plan, DirectorySource(tree.root), epoch=EPOCH)
+    original = extract(cd, "/I386/TXTSETUP.SIF")
+    patched = extract(out, "/I386/TXTSETUP.SIF")
+    assert original.startswith(codecs.BOM_UTF16_LE) and patched.startswith(codecs.BOM_UTF16_LE)
+    before = original[2:].decode("utf-16-le").split("\r\n")
+    after = patched[2:].decode("utf-16-le").split("\r\n")
+    added = [line for line in after if line not in before]
+    assert len(after) == len(before) + len(added)
+    assert 'viostor = "Red Hat VirtIO SCSI controller"' in added
+    assert "viostor = viostor.sys,4" in added
+    assert len(added) == 3 + len(drivers["x86"].storage.hardware_ids)
 
 
 def test_wrong_architecture_is_refused(

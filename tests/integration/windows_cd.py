@@ -10,6 +10,7 @@ relaxed names, Joliet, no Rock Ridge, optionally a large file to measure streami
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import subprocess
@@ -38,6 +39,7 @@ def build_windows_style_cd(
     label: str | None = None,
     version_suffix: bool = False,
     rock_ridge: bool = False,
+    txtsetup_utf16: bool = False,
 ) -> Path:
     """Write a retail-shaped fake 2003 CD to `out`.
 
@@ -45,10 +47,16 @@ def build_windows_style_cd(
     tree, real zeros on the CD), for tests and benchmarks of memory use.
     `version_suffix` and `rock_ridge` make a CD that is *not* retail-shaped (`;1` names,
     Rock Ridge), to check that new names follow whatever the CD does.
+    `txtsetup_utf16` writes TXTSETUP.SIF as UTF-16LE with a byte-order mark (the form
+    setup also reads) instead of Windows-1252.
     """
     with tempfile.TemporaryDirectory(prefix="pvwincd-", dir=out.parent) as tmp_name:
         tree = Path(tmp_name) / "tree"
         fake_2003_tree(tree, arch=arch)
+        if txtsetup_utf16:
+            sif = tree / ("I386" if arch == "x86" else "AMD64") / "TXTSETUP.SIF"
+            text = sif.read_bytes().decode("cp1252")
+            sif.write_bytes(codecs.BOM_UTF16_LE + text.encode("utf-16-le"))
         (tree / BOOT_DIR).mkdir()
         (tree / BOOT_DIR / BOOT_IMAGE).write_bytes(boot_image())
         if payload_bytes:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from builder.config import SETTINGS, Secret, load_config, settings_help
 from builder.errors import InputError
 from builder.windows.profiles import PROFILES
+from tests.fuzzing import fuzz_settings
 from tests.unit.windows.common import media_of
 
 W2008 = PROFILES["win2008-x64"]
@@ -173,6 +177,9 @@ BAD = [
     (W2022, ["firmware=uefi"], "firmware", "not one of efi, bios"),
     (W2025, ["firmware=bios"], "firmware", "not one of efi (what Windows Server 2025"),
     (W2008, ["firmware=efi"], "firmware", "not one of bios"),
+    # A control character is said as such (the fuzzer found it ended in a ValueError).
+    (W2022, ['storage_bus="\u001f"'], "storage_bus", "control character"),
+    (W2022, ['firmware="bios\u0007"'], "firmware", "control character"),
     (W2022, ["timezone=Turkey Standard Time"], "timezone", "pick the zone it was split from"),
     (W2008, ["=value"], "--set", "no key"),
 ]
@@ -420,3 +427,80 @@ def test_a_profile_that_does_not_read_its_dvd_ignores_it() -> None:
     # 2008's DVD is attached as it is (the image name comes from the table).
     config = load_config(W2008, sets=PASSWORD, media=media_of("2022"))
     assert config.image is None and config.image_name == "Windows Longhorn SERVERSTANDARD"
+
+
+# -- fuzzing: whatever the settings say, a config or an InputError ------------------------------
+
+
+def _toml_float(number: float) -> str:
+    if number != number:
+        return "nan"
+    if number in (float("inf"), float("-inf")):
+        return "inf" if number > 0 else "-inf"
+    return repr(number)
+
+
+_TOML_SCALARS = st.one_of(
+    st.integers(-(2**70), 2**70).map(str),
+    st.floats().map(_toml_float),
+    st.booleans().map(lambda b: str(b).lower()),
+    st.text(max_size=30).map(json.dumps),  # a basic string (a lone surrogate is invalid TOML)
+    st.text(alphabet=st.characters(exclude_characters="'\r\n"), max_size=20).map(
+        lambda t: f"'{t}'"
+    ),
+    st.sampled_from(
+        ["1979-05-27", "07:32:00", "1979-05-27T07:32:00Z", '""', "''", "0x10", "1_000", "+1"]
+    ),
+)
+_TOML_VALUES = st.recursive(
+    _TOML_SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4).map(lambda items: "[" + ", ".join(items) + "]"),
+        st.dictionaries(st.from_regex(r"[a-z]{1,5}", fullmatch=True), inner, max_size=3).map(
+            lambda table: "{" + ", ".join(f"{k} = {v}" for k, v in table.items()) + "}"
+        ),
+    ),
+    max_leaves=8,
+)
+_KEYS = st.one_of(st.sampled_from(sorted(s.key for s in SETTINGS)), st.text(max_size=12))
+_RAW_TEXT = st.text(max_size=40)
+
+
+@fuzz_settings(300)
+@given(
+    st.sampled_from(sorted(PROFILES)),
+    st.lists(st.tuples(_KEYS, _TOML_VALUES), max_size=8),
+    st.lists(st.tuples(_KEYS, st.one_of(_TOML_VALUES, _RAW_TEXT)), max_size=6),
+    st.dictionaries(
+        st.sampled_from(sorted(s.key for s in SETTINGS)),
+        st.one_of(_TOML_VALUES, _RAW_TEXT),
+        max_size=4,
+    ),
+    st.one_of(st.none(), st.binary(max_size=200)),
+)
+def test_fuzz_settings_give_a_config_or_an_input_error(
+    tmp_path_factory: pytest.TempPathFactory,
+    profile: str,
+    file_lines: list[tuple[str, str]],
+    sets: list[tuple[str, str]],
+    environment: dict[str, str],
+    raw_file: bytes | None,
+) -> None:
+    """TOML files (well-formed or bytes), --set items and PVINSTALL_* variables of any
+    shape: load_config returns a config or raises InputError, nothing else."""
+    path = tmp_path_factory.mktemp("fuzz") / "settings.toml"
+    if raw_file is not None:
+        path.write_bytes(raw_file)
+    else:
+        text = "".join(f"{json.dumps(key)} = {value}\n" for key, value in file_lines)
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    environ = {f"PVINSTALL_{key.upper()}": value for key, value in environment.items()}
+    try:
+        load_config(
+            PROFILES[profile],
+            config_file=path,
+            sets=[f"{key}={value}" for key, value in sets],
+            environ=environ,
+        )
+    except InputError as error:
+        assert error.problems

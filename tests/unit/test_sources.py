@@ -9,7 +9,12 @@ import pytest
 
 from builder import sources
 from builder.errors import InputError
-from builder.virtio.source import DirectorySource
+from builder.virtio.facts import load_driver_facts
+from builder.virtio.packages import scan_source
+from builder.virtio.selection import select_drivers
+from builder.virtio.source import DirectorySource, SourceLimits
+from builder.windows.profiles import PROFILES
+from tests.fixtures.virtio_win import write_modern_tree
 
 
 def test_the_search_order() -> None:
@@ -37,3 +42,17 @@ def test_what_is_not_a_source(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="is not an ISO 9660 image, a FAT floppy image"):
         sources.open_source(text)
     assert isinstance(sources.open_source(tmp_path), DirectorySource)
+
+
+def test_the_selected_packages_are_bounded_before_anything_is_read(tmp_path: Path) -> None:
+    tree = write_modern_tree(tmp_path / "vw", drivers=("viostor", "NetKVM"))
+    source = DirectorySource(tree.root)
+    drivers = select_drivers(scan_source(source, load_driver_facts()), PROFILES["win2008-x64"])
+    total = sum(f.size for d in drivers.selected for f in d.files)
+    assert len(sources.driver_digests(source, drivers, SourceLimits(selected_bytes=total))) > 0
+    with pytest.raises(InputError) as raised:
+        sources.driver_digests(source, drivers, SourceLimits(selected_bytes=total - 1))
+    message = str(raised.value)
+    assert f"are {total} bytes together" in message
+    largest = max((f for d in drivers.selected for f in d.files), key=lambda f: f.size)
+    assert f"{source.describe(largest.path)} ({largest.size} bytes)" in message

@@ -191,3 +191,22 @@ def settle(profile: str, key: str, value: str) -> BuildConfig | None:
         if key == "admin_password" and len(value) > 2:
             assert value not in str(error)
         return None
+
+
+def unquote_inf(value: str) -> str:
+    """A quoted field read by the INF rules (written here, not the product's parser):
+    inside the quotes `""` is one quote and `%%` one percent."""
+    assert value.startswith('"') and value.endswith('"'), value
+    inner = value[1:-1]
+    out: list[str] = []
+    index = 0
+    while index < len(inner):
+        pair = inner[index : index + 2]
+        if pair in ('""', "%%"):
+            out.append(pair[0])
+            index += 2
+            continue
+        assert inner[index] not in '"%', f"a lone {inner[index]} in {value!r}"
+        out.append(inner[index])
+        index += 1
+    return "".join(out)

@@ -3,6 +3,7 @@ reader."""
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from builder.answers import formats, postinstall, winnt
+from builder.errors import InputError
 from builder.media import layout
 from builder.media.plan import MediaInputs, plan_answer_floppy
 from builder.virtio.facts import load_driver_facts
@@ -31,6 +33,7 @@ from tests.unit.answers.common import (
     section,
     settle,
     unquote,
+    unquote_inf,
 )
 
 # -- winnt.sif and txtsetup.oem: read back with an independent INI reader --------------------
@@ -253,6 +256,86 @@ def test_config_values_come_from_the_service_addreg() -> None:
         "Parameters\\PnpInterface,5,REG_DWORD,1",
         '"Interrupt Management\\Limits",Count,REG_DWORD,100',  # 256, in hex
         'Parameters,Name,REG_SZ,"a value"',
-        'Parameters,Path,REG_EXPAND_SZ,"%SystemRoot%\\x"',
+        # The INF's %%SystemRoot%% is a literal percent; written the same way again.
+        'Parameters,Path,REG_EXPAND_SZ,"%%SystemRoot%%\\x"',
         'Parameters,List,REG_MULTI_SZ,"a","b"',
     )
+
+
+# -- INF text that txtsetup.oem must quote, or cannot hold --------------------------------------
+
+STORAGE_INF = "viostor/2k3/x86/viostor.inf"
+DESCRIPTION_LINE = 'RHELScsi.DeviceDesc = "Red Hat VirtIO SCSI controller"'
+FIRST_ID = "PCI\\VEN_1AF4&DEV_1001&SUBSYS_00000000"
+
+
+def drivers_with(tmp_path: Path, old: str, new: str) -> DriverSet:
+    """The win2003-x86 drivers of a tree whose storage INF has `old` replaced by `new`
+    (saved as UTF-16LE with a byte-order mark, as INFs with non-ASCII text are)."""
+    tree = write_modern_tree(
+        tmp_path / "vw", drivers=["viostor", "NetKVM"], oses=["2k3"], arches=["x86"]
+    )
+    path = tree.path(STORAGE_INF)
+    text = path.read_bytes().decode("ascii")
+    assert old in text
+    path.write_bytes(codecs.BOM_UTF16_LE + text.replace(old, new).encode("utf-16-le"))
+    scan = scan_source(DirectorySource(tree.root), load_driver_facts())
+    return select_drivers(scan, PROFILES["win2003-x86"])
+
+
+def oem_of(drivers: DriverSet) -> bytes:
+    config = config_for("win2003-x86", f"admin_password={PASSWORD}")
+    return formats.render_answer_files(config, drivers)["txtsetup.oem"]
+
+
+@pytest.mark.parametrize(
+    ("description_in_inf", "reads_back"),
+    [
+        ('"Red Hat ""VirtIO"" SCSI"', 'Red Hat "VirtIO" SCSI'),
+        ('"100%% VirtIO; fast, small"', "100% VirtIO; fast, small"),
+        ('"Contr\u00f4leur VirtIO \u00ae"', "Contr\u00f4leur VirtIO \u00ae"),
+        ('"%%SystemRoot%% #1"', "%SystemRoot% #1"),
+    ],
+)
+def test_txtsetup_oem_quotes_the_description_by_the_inf_rules(
+    tmp_path: Path, description_in_inf: str, reads_back: str
+) -> None:
+    drivers = drivers_with(
+        tmp_path, DESCRIPTION_LINE, f"RHELScsi.DeviceDesc = {description_in_inf}"
+    )
+    data = formats.render_answer_files(
+        config_for("win2003-x86", f"admin_password={PASSWORD}"), drivers
+    )["txtsetup.oem"]
+    ini = read_ini(data)
+    assert unquote_inf(section(ini, "scsi")["WNET32"]) == f"{reads_back} (x86)"
+    disk_line = section(ini, "Disks")["d1"]
+    assert unquote_inf(disk_line[: disk_line.rindex('",') + 1]) == f"{reads_back} (x86)"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "named", "problem"),
+    [
+        (FIRST_ID, "PCI\\VEN_1AF4&DEV_1001=0", "hardware ID 'PCI\\VEN_1AF4&DEV_1001=0'", "'='"),
+        (FIRST_ID, '"PCI\\VEN_1AF4""x"', "hardware ID 'PCI\\VEN_1AF4\"x'", "'\"'"),
+        (FIRST_ID, '"PCI\\VEN_1AF4;x"', "hardware ID 'PCI\\VEN_1AF4;x'", "';'"),
+        (FIRST_ID, "PCI\\VEN_%%1AF4", "hardware ID 'PCI\\VEN_%1AF4'", "'%'"),
+        (FIRST_ID, '"PCI\\VEN 1AF4"', "hardware ID 'PCI\\VEN 1AF4'", "' '"),
+        (DESCRIPTION_LINE, 'RHELScsi.DeviceDesc = "VirtIO \u03a9"', "description", "'\u03a9'"),
+        (DESCRIPTION_LINE, 'RHELScsi.DeviceDesc = "Virt\tIO"', "description", "U+0009"),
+        (
+            'HKR, "Parameters", "BusType"',
+            'HKR, "Para\u4e2dmeters", "BusType"',
+            "registry key 'Para\u4e2dmeters'",
+            "'\u4e2d'",
+        ),
+    ],
+)
+def test_an_inf_value_txtsetup_oem_cannot_hold_is_refused_naming_the_inf(
+    tmp_path: Path, old: str, new: str, named: str, problem: str
+) -> None:
+    drivers = drivers_with(tmp_path, old, new)
+    with pytest.raises(InputError) as raised:
+        oem_of(drivers)
+    message = str(raised.value)
+    assert message.startswith(f"--drivers: {STORAGE_INF}: its {named}"), message
+    assert problem in message

@@ -7,18 +7,24 @@ tests/integration/test_media_drivers_iso.py and test_media_install_cd.py.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
+import re
+import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from builder.errors import BuildError
+from builder.errors import BuildError, InputError
 from builder.media import iso9660
 from builder.media.files import IsoPlan, PlannedFile
-from builder.virtio.source import DirectorySource
+from builder.virtio.source import DirectorySource, SourceLimits
+from tests.fuzzing import fuzz_settings
 
 
 @pytest.mark.parametrize(
@@ -198,3 +204,142 @@ def test_an_install_image_is_read_only_when_it_is_one_run(
     extents: list[tuple[int, int]], size: int, whole: bool
 ) -> None:
     assert iso9660.one_extent(extents, size) is whole
+
+
+# -- reading a hostile ISO: only InputError, in bounded time ----------------------------------
+
+_ISO_FILES = {
+    "viostor/2k8/amd64/viostor.inf": b'[Version]\r\nSignature="$Windows NT$"\r\n',
+    "viostor/2k8/amd64/viostor.sys": bytes(range(256)) * 12,
+    "NetKVM/2k8/amd64/netkvm.inf": b"[Version]\r\n",
+    "virtio-win_license.txt": b"license\r\n",
+}
+
+
+@pytest.fixture(scope="module")
+def small_iso(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A small drivers ISO (ISO 9660 + Joliet + Rock Ridge) written by pvinstall's own
+    writer; its reading back is checked with isoinfo in tests/integration/."""
+    out = tmp_path_factory.mktemp("iso") / "small.iso"
+    plan = IsoPlan(
+        "VIRTIO", tuple(PlannedFile.inline(path, data) for path, data in _ISO_FILES.items())
+    )
+    iso9660.write_drivers_iso(plan, out, DirectorySource(out.parent), epoch=1_700_000_000)
+    return out.read_bytes()
+
+
+def test_the_small_iso_reads_back(small_iso: bytes, tmp_path: Path) -> None:
+    image = tmp_path / "s.iso"
+    image.write_bytes(small_iso)
+    with iso9660.IsoSource(image) as source:
+        assert {f.path: source.read_exact(f.path, f.size) for f in source.files()} == _ISO_FILES
+
+
+@functools.cache
+def _structure(image: bytes) -> tuple[int, ...]:
+    """The offsets worth changing: the non-zero bytes of the volume descriptors, path
+    tables and directory records (the first sectors after the system area). Zero bytes
+    there are mostly padding, which pycdlib checks first."""
+    end = min(len(image), 48 * iso9660.SECTOR)
+    return tuple(i for i in range(16 * iso9660.SECTOR, end) if image[i])
+
+
+@fuzz_settings(100)
+@given(st.data())
+def test_fuzz_a_corrupt_iso_directory_only_raises_input_error(
+    small_iso: bytes, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    """Bytes changed in the volume descriptors, path tables and directory records (the
+    first sectors after the system area): listing and reading give the files, or an
+    InputError; never another exception, never a hang."""
+    changes = data.draw(
+        st.lists(
+            st.tuples(st.sampled_from(_structure(small_iso)), st.integers(0, 255)),
+            min_size=1,
+            max_size=8,
+        )
+    )
+    mutated = bytearray(small_iso)
+    for offset, value in changes:
+        mutated[offset] = value
+    image = tmp_path_factory.mktemp("fuzz") / "m.iso"
+    image.write_bytes(mutated)
+    with contextlib.suppress(InputError), iso9660.IsoSource(image) as source:
+        for entry in source.files():
+            with contextlib.suppress(InputError):
+                source.read_exact(entry.path, entry.size)
+
+
+_SYS = "viostor/2k8/amd64/viostor.sys"
+_INF = "viostor/2k8/amd64/viostor.inf"
+
+
+def _record_of(image: bytearray, identifier: bytes) -> int:
+    """The offset of the one directory record with this ISO 9660 identifier."""
+    found = [
+        i - 33
+        for i in range(len(image))
+        if image[i : i + len(identifier)] == identifier and image[i - 1] == len(identifier)
+    ]
+    assert len(found) == 1, (identifier, found)
+    return found[0]
+
+
+def _set_extent(identifier: bytes, sector: int) -> Callable[[bytearray], None]:
+    def damage(image: bytearray) -> None:
+        record = _record_of(image, identifier)
+        struct.pack_into("<I", image, record + 2, sector)
+        struct.pack_into(">I", image, record + 6, sector)
+
+    return damage
+
+
+def _rename_rr(old: bytes, new: bytes) -> Callable[[bytearray], None]:
+    """Change a Rock Ridge NM name in place (same length)."""
+
+    def damage(image: bytearray) -> None:
+        assert len(old) == len(new)
+        at = image.index(b"NM" + bytes([5 + len(old), 1, 0]) + old)
+        image[at + 5 : at + 5 + len(old)] = new
+
+    return damage
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        (_set_extent(b"VIOSTOR.SYS;1", 10_000), f"{_SYS} has its data at byte 20480000, past"),
+        (_rename_rr(b"viostor.sys", b"viostor.inf"), f"{_INF} is there twice"),
+        (_rename_rr(b"viostor.sys", b"vio/tor.sys"), "has an entry named 'vio/tor.sys'"),
+        (_rename_rr(b"viostor.sys", b"vio\\tor.sys"), "has an entry named 'vio\\tor.sys'"),
+        (_rename_rr(b"viostor.sys", b"vio\x01tor.sys"), "has an entry named 'vio\\x01tor.sys'"),
+    ],
+)
+def test_a_hostile_iso_directory_is_refused_naming_the_path(
+    small_iso: bytes, tmp_path: Path, damage: Callable[[bytearray], None], fragment: str
+) -> None:
+    image = bytearray(small_iso)
+    damage(image)
+    path = tmp_path / "hostile.iso"
+    path.write_bytes(image)
+    with pytest.raises(InputError) as raised:
+        iso9660.IsoSource(path)
+    assert fragment in str(raised.value)
+    assert str(path) in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("limits", "fragment"),
+    [
+        (SourceLimits(entries=5), "has more than 5 files and folders"),
+        (SourceLimits(depth=2), "has folders nested more than 2 deep"),
+        (SourceLimits(path_chars=25), "has a path longer than 25 characters"),
+    ],
+)
+def test_the_iso_walk_is_bounded(
+    small_iso: bytes, tmp_path: Path, limits: SourceLimits, fragment: str
+) -> None:
+    path = tmp_path / "s.iso"
+    path.write_bytes(small_iso)
+    with pytest.raises(InputError, match=re.escape(fragment)):
+        iso9660.IsoSource(path, limits)

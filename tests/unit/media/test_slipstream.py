@@ -7,24 +7,32 @@ generator, which is CRLF, cp1252 and repeats section headers like the retail fil
 
 from __future__ import annotations
 
+import codecs
 import re
+from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from builder.errors import InputError
 from builder.media.slipstream import (
     SOURCE_DISKS_FILES_VALUE,
+    SifEntry,
     apply_sif_entries,
     patch_txtsetup_sif,
     plan_install_cd,
     sif_entries,
 )
 from builder.virtio.facts import load_driver_facts
+from builder.virtio.inf import quoted
 from builder.virtio.packages import scan_source
-from builder.virtio.selection import DriverSet, select_drivers
+from builder.virtio.selection import DriverSet, SelectedDriver, select_drivers
 from builder.virtio.source import DirectorySource
 from builder.windows.profiles import PROFILES, Arch
 from tests.fixtures.virtio_win import write_modern_tree
+from tests.fuzzing import fuzz_settings
 from tests.integration.probe import fake_txtsetup_sif
 
 ARCHES: tuple[Arch, ...] = ("x86", "amd64")
@@ -231,3 +239,240 @@ def test_plan_adds_the_driver_winnt_sif_and_every_package(
     assert {d.name for d in drivers.selected} >= {"viostor", "NetKVM"}
     assert [f.path for f in plan.files] == sorted(by_path)
     assert plan.entries == sif_entries(drivers.storage, arch)
+
+
+# -- the file's own encoding (issue 18: UTF-16 text got ASCII lines inserted) ------------------
+
+ENCODINGS = [
+    # (name, how the fake SIF is encoded, how to decode the result)
+    ("ansi-crlf", lambda t: t.encode("cp1252"), lambda b: b.decode("cp1252")),
+    ("ansi-lf", lambda t: t.replace("\r\n", "\n").encode("cp1252"), lambda b: b.decode("cp1252")),
+    (
+        "utf16le-bom",
+        lambda t: codecs.BOM_UTF16_LE + t.encode("utf-16-le"),
+        lambda b: b.removeprefix(codecs.BOM_UTF16_LE).decode("utf-16-le"),
+    ),
+    (
+        "utf16be-bom",
+        lambda t: codecs.BOM_UTF16_BE + t.encode("utf-16-be"),
+        lambda b: b.removeprefix(codecs.BOM_UTF16_BE).decode("utf-16-be"),
+    ),
+    (
+        "utf8-bom",
+        lambda t: codecs.BOM_UTF8 + t.encode("utf-8"),
+        lambda b: b.removeprefix(codecs.BOM_UTF8).decode("utf-8"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "encode", "decode"), ENCODINGS, ids=[e[0] for e in ENCODINGS])
+def test_the_file_keeps_its_encoding_bom_and_line_ends(
+    driversets: dict[Arch, DriverSet],
+    name: str,
+    encode: Callable[[str], bytes],
+    decode: Callable[[bytes], str],
+) -> None:
+    storage = driversets["x86"].storage
+    text = fake_txtsetup_sif("x86").decode("cp1252")
+    original = encode(text)
+    patched = patch_txtsetup_sif(original, storage, "x86")
+    assert patched[:3] == original[:3]  # the byte-order mark, or the first bytes
+    before, after = decode(original), decode(patched)
+    eol = "\n" if name == "ansi-lf" else "\r\n"
+    assert after.count(eol) == before.count(eol) + 6
+    assert "\r" not in after.replace("\r\n", "") and "\n" not in after.replace(eol, "")
+    added = [line for line in after.split(eol) if line not in before.split(eol)]
+    assert 'viostor = "Red Hat VirtIO SCSI controller"' in added
+    assert f"viostor.sys = {SOURCE_DISKS_FILES_VALUE}" in added
+    assert "\u00e9" in after  # the original's non-ASCII text is intact
+    assert patch_txtsetup_sif(patched, storage, "x86") == patched
+
+
+def _with_model(storage: SelectedDriver, **fields: object) -> SelectedDriver:
+    """The storage driver with its models' description or hardware IDs replaced."""
+    models = tuple(replace(m, **fields) for m in storage.match.models)  # type: ignore[arg-type]
+    return replace(storage, match=replace(storage.match, models=models))
+
+
+@pytest.mark.parametrize(
+    ("description", "encoding", "written"),
+    [
+        ("Contr\u00f4leur SCSI VirtIO", "cp1252", "Contr\u00f4leur SCSI VirtIO".encode("cp1252")),
+        (
+            "Contr\u00f4leur SCSI VirtIO",
+            "utf-16-le",
+            "Contr\u00f4leur SCSI VirtIO".encode("utf-16-le"),
+        ),
+        (
+            "VirtIO \u03a9 \u4e2d\u6587",
+            "utf-16-le",
+            "VirtIO \u03a9 \u4e2d\u6587".encode("utf-16-le"),
+        ),
+        ('Say "hi"; 100% fast', "cp1252", b'"Say ""hi""; 100%% fast"'),
+    ],
+)
+def test_new_lines_are_written_in_the_file_s_encoding(
+    driversets: dict[Arch, DriverSet], description: str, encoding: str, written: bytes
+) -> None:
+    storage = _with_model(driversets["x86"].storage, description=description)
+    text = fake_txtsetup_sif("x86").decode("cp1252")
+    bom = codecs.BOM_UTF16_LE if encoding == "utf-16-le" else b""
+    patched = patch_txtsetup_sif(bom + text.encode(encoding), storage, "x86")
+    assert written in patched
+    assert patch_txtsetup_sif(patched, storage, "x86") == patched
+
+
+def test_characters_an_ansi_file_cannot_hold_are_refused_by_name(
+    driversets: dict[Arch, DriverSet],
+) -> None:
+    storage = _with_model(driversets["x86"].storage, description="VirtIO \u03a9 \u4e2d")
+    with pytest.raises(InputError) as raised:
+        patch_txtsetup_sif(fake_txtsetup_sif("x86"), storage, "x86")
+    message = str(raised.value)
+    assert "TXTSETUP.SIF is Windows-1252 text, which cannot hold '\u03a9', '\u4e2d'" in message
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (codecs.BOM_UTF16_LE + b"[\x00S", "starts with a UTF-16LE byte-order mark but is not"),
+        (codecs.BOM_UTF16_LE + "[SCSI]".encode("utf-16-le") + b"\x00", "is not UTF-16LE text"),
+        (codecs.BOM_UTF16_LE + b"\x00\xd8[\x00", "is not UTF-16LE text"),  # a lone surrogate
+        (codecs.BOM_UTF16_BE + b"\xdc\x00\x00[", "is not UTF-16BE text"),
+        (codecs.BOM_UTF8 + b"[SCSI]\r\n\xff\r\n", "is not UTF-8 text"),
+        ("[SCSI]\r\n".encode("utf-16-le"), "holds NUL bytes but no byte-order mark"),
+        (b"[SCSI]\r\nx = \x00\r\n", "holds NUL bytes but no byte-order mark"),
+    ],
+)
+def test_a_sif_that_is_not_text_in_any_encoding_is_refused(
+    driversets: dict[Arch, DriverSet], data: bytes, fragment: str
+) -> None:
+    with pytest.raises(InputError) as raised:
+        patch_txtsetup_sif(data, driversets["x86"].storage, "x86")
+    assert fragment in str(raised.value)
+    assert raised.value.problems[0].key == "--windows-iso"
+
+
+# -- INF values setup's parser would misread (issue 18: `=` in a hardware ID broke re-patching)
+
+BAD_INF_VALUES = [
+    (
+        "hardware_ids",
+        ("PCI\\VEN_1AF4&DEV_1001=X",),
+        "hardware ID 'PCI\\VEN_1AF4&DEV_1001=X'",
+        "'='",
+    ),
+    ("hardware_ids", ('PCI\\VEN_1AF4"x',), "hardware ID", "'\"'"),
+    ("hardware_ids", ("PCI\\VEN_1AF4;x",), "hardware ID", "';'"),
+    ("hardware_ids", ("PCI\\VEN_%x%",), "hardware ID", "'%'"),
+    ("hardware_ids", ("PCI\\VEN 1AF4",), "hardware ID", "' '"),
+    ("hardware_ids", ("PCI\\VEN_1AF4,x",), "hardware ID", "','"),
+    ("hardware_ids", ("PCI\\VEN_1AF4\u00e9",), "hardware ID", "'\u00e9'"),
+    ("hardware_ids", ("PCI\\VEN_1AF4\x07",), "hardware ID", "'\\x07'"),
+    ("description", "Red Hat\tVirtIO", "description", "control characters (U+0009)"),
+    ("description", "Red Hat\x85VirtIO", "description", "control characters (U+0085)"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "named", "problem"), BAD_INF_VALUES)
+def test_an_inf_value_setup_would_misread_is_refused_naming_the_inf(
+    driversets: dict[Arch, DriverSet], field: str, value: object, named: str, problem: str
+) -> None:
+    storage = _with_model(driversets["x86"].storage, **{field: value})
+    with pytest.raises(InputError) as raised:
+        sif_entries(storage, "x86")
+    message = str(raised.value)
+    assert message.startswith(f"--drivers: {storage.inf_path}: its {named}")
+    assert problem in message
+
+
+def test_a_service_name_setup_would_misread_is_refused(driversets: dict[Arch, DriverSet]) -> None:
+    storage = driversets["x86"].storage
+    service = replace(storage.services[0], name="vio stor")
+    odd = replace(storage, services=(service,))
+    if odd.service_name != "vio stor":
+        pytest.fail("the service name does not come from the services")
+    with pytest.raises(InputError, match="its service name 'vio stor'"):
+        sif_entries(odd, "x86")
+
+
+# -- properties: for any valid file and entries, idempotent, every byte and the encoding kept --
+
+_SIF_PIECES = st.sampled_from(
+    [
+        "[SCSI]",
+        "[SCSI.Load]",
+        "[ HardwareIdsDatabase ]",
+        "[SourceDisksFiles.x86]",
+        "[Strings]",
+        "atapi = atapi.sys,4",
+        'PCI\\VEN_8086&DEV_7111 = "pciide"',
+        'viostor = "Other, driver"',
+        'x = "a = b; c"',
+        "; a comment = with an equals sign",
+        "key",
+        "= value",
+        '"quoted=key" = v',
+        "caf\u00e9 = cr\u00e8me",
+        "\u20ac\u2026 = \u00a0",
+        "",
+        " ",
+        "\t",
+    ]
+)
+_TOKENS = st.text(
+    alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters=' ";%,=[]'),
+    min_size=1,
+    max_size=12,
+)
+_FREE_TEXT = st.text(
+    alphabet=st.characters(
+        codec="cp1252", exclude_categories=("Cc", "Cs"), exclude_characters="\x85\xa0"
+    ),
+    max_size=20,
+)
+_SECTIONS = st.sampled_from(["SCSI", "SCSI.Load", "HardwareIdsDatabase", "New.Section"])
+_ENTRIES = st.lists(
+    st.builds(
+        SifEntry,
+        _SECTIONS,
+        _TOKENS,
+        st.one_of(_TOKENS, _FREE_TEXT.map(quoted)),
+    ),
+    max_size=6,
+)
+_FILE_ENCODINGS = st.sampled_from(ENCODINGS)
+
+
+@fuzz_settings(300)
+@given(
+    st.lists(_SIF_PIECES, max_size=25),
+    st.sampled_from(["\r\n", "\n"]),
+    st.booleans(),
+    _FILE_ENCODINGS,
+    _ENTRIES,
+)
+def test_fuzz_the_sif_editor_is_idempotent_and_keeps_every_byte(
+    pieces: list[str],
+    eol: str,
+    final_newline: bool,
+    encoding: tuple[str, Callable[[str], bytes], Callable[[bytes], str]],
+    entries: list[SifEntry],
+) -> None:
+    name, encode, decode = encoding
+    text = eol.join(pieces) + (eol if final_newline and pieces else "")
+    original = encode(text.replace("\r\n", "\n") if name == "ansi-lf" else text)
+    try:
+        once = apply_sif_entries(original, entries)
+    except InputError:
+        return  # a key present with another value: refused, which is allowed
+    assert apply_sif_entries(once, entries) == once
+    # The encoding and its byte-order mark are kept, and every original line survives.
+    before, after = decode(original), decode(once)
+    old_lines, new_lines = before.splitlines(), after.splitlines()
+    position = 0
+    for line in new_lines:
+        if position < len(old_lines) and line == old_lines[position]:
+            position += 1
+    assert position == len(old_lines)
+    assert once.startswith(original[:2]) or not original

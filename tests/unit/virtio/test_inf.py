@@ -5,10 +5,19 @@ from __future__ import annotations
 import codecs
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from builder.virtio.inf import Decoration, InfError, parse_inf, supports
+from builder.virtio.inf import (
+    Decoration,
+    InfError,
+    parse_inf,
+    quoted,
+    supports,
+    text_problem,
+    token_problem,
+)
+from tests.fuzzing import fuzz_settings
 
 VIOSTOR_2K8 = (
     "; viostor.inf for Windows Server 2008\r\n"
@@ -286,7 +295,7 @@ def test_error_names_the_line() -> None:
         parse_inf(b'[Version]\r\nSignature="$Windows NT$"\r\n\r\n[Broken\r\n', "bad.inf")
 
 
-@settings(max_examples=400, deadline=None)
+@fuzz_settings(400)
 @given(st.binary(max_size=2048))
 def test_fuzz_arbitrary_bytes_only_raise_inferror(data: bytes) -> None:
     try:
@@ -329,11 +338,23 @@ _INF_PIECES = st.sampled_from(
         "DriverVer = 1/1/2000",
         "\t",
         " ",
+        # Found by the fuzzer once: a quoted install section with blanks (KeyError).
+        '%D% = " i", PCI\\VEN_1',
+        '%D% = "i ", PCI\\VEN_1',
+        "[i.NTamd64]",
+        "[i.NTamd64.Services]",
+        "[SourceDisksNames]",
+        "1 = d,,,\\x86",
+        "1 = d,,,..",
+        "x.sys = 1,..\\",
+        "..\\x.sys = 1",
+        "C:",
+        "\\\\srv",
     ]
 )
 
 
-@settings(max_examples=400, deadline=None)
+@fuzz_settings(400)
 @given(st.lists(st.lists(_INF_PIECES, max_size=6), max_size=30), st.sampled_from(["\r\n", "\n"]))
 def test_fuzz_inf_shaped_text_only_raises_inferror(lines: list[list[str]], eol: str) -> None:
     text = eol.join("".join(line) for line in lines)
@@ -346,3 +367,141 @@ def test_fuzz_inf_shaped_text_only_raises_inferror(lines: list[list[str]], eol: 
         if match is not None:
             inf.match_services(match, "amd64")
         inf.source_files("amd64")
+
+
+# -- install sections named with blanks (a KeyError once) ------------------------------------
+
+MODELS_WITH = (
+    '[Version]\r\nSignature="$Windows NT$"\r\n[Manufacturer]\r\nA = M,NTamd64.6.0\r\n'
+    "[M.NTamd64.6.0]\r\nD = {install}, PCI\\VEN_1AF4&DEV_1001\r\n"
+    "[{header}.NTamd64]\r\n[{header}.NTamd64.Services]\r\nAddService = viostor,2,svc\r\n"
+    "[svc]\r\nStartType = 0\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("install", "header"),
+    [('" i"', "i"), ('"i "', "i"), ('" i "', " I"), ("i", "i"), ('"i"', "I"), ("I", " i")],
+)
+def test_an_install_section_is_found_however_it_is_quoted_or_spaced(
+    install: str, header: str
+) -> None:
+    inf = inf_text(MODELS_WITH.format(install=install, header=header))
+    match = supports(inf, (6, 0), "amd64")
+    assert match is not None
+    assert [s.name for s in inf.match_services(match, "amd64")] == ["viostor"]
+    assert inf.install_section(match.models[0].install_section, "amd64").strip().lower() == (
+        "i.ntamd64"
+    )
+
+
+# -- [SourceDisksFiles] / [SourceDisksNames] names never leave the package folder -------------
+
+FILES_INF = '[Version]\r\nSignature="$Windows NT$"\r\n{body}'
+
+UNSAFE_NAMES = [
+    ("[SourceDisksFiles]\r\n..\\..\\shadow = 1\r\n", "'..\\..\\shadow'", "'..' leads out"),
+    ("[SourceDisksFiles]\r\n../shadow = 1\r\n", "'../shadow'", "'..' leads out"),
+    ("[SourceDisksFiles]\r\n/etc/shadow = 1\r\n", "'/etc/shadow'", "separator"),
+    ("[SourceDisksFiles]\r\n\\windows\\x.sys = 1\r\n", "x.sys'", "separator"),
+    ("[SourceDisksFiles]\r\nC:x.sys = 1\r\n", "'C:x.sys'", "drive letter"),
+    ("[SourceDisksFiles]\r\n.. = 1\r\n", "'..'", "'..' leads out"),
+    ("[SourceDisksFiles.amd64]\r\n..\r\n", "'..'", "'..' leads out"),
+    ("[SourceDisksFiles]\r\nx.sys = 1,..\\..\r\n", "'..\\..'", "'..' leads out"),
+    ("[SourceDisksFiles]\r\nx.sys = 1,sub\\..\\..\\..\r\n", "'sub", "'..' leads out"),
+    ("[SourceDisksFiles]\r\nx.sys = 1,\\\\server\\share\r\n", "server", "network path"),
+    ("[SourceDisksFiles]\r\nx.sys = 1,D:\\x\r\n", "'D:\\x'", "drive letter"),
+    ('[SourceDisksFiles]\r\n"x\tsys" = 1\r\n', "'x\\tsys'", "control character"),
+    ("[SourceDisksNames]\r\n1 = disk,,,..\\..\r\n", "'..\\..'", "'..' leads out"),
+    ("[SourceDisksNames.x86]\r\n1 = disk,,,C:\\Windows\r\n", "C:", "drive letter"),
+    ('[SourceDisksNames]\r\n1 = disk,,,".."\r\n', "'..'", "'..' leads out"),
+    ('[SourceDisksNames]\r\n1 = disk,,,%up%\r\n[Strings]\r\nup = "..\\.."\r\n', "'..", "'..'"),
+]
+
+
+@pytest.mark.parametrize(("body", "named", "reason"), UNSAFE_NAMES)
+def test_a_name_that_leaves_the_package_folder_refuses_the_inf(
+    body: str, named: str, reason: str
+) -> None:
+    with pytest.raises(InfError) as raised:
+        inf_text(FILES_INF.format(body=body), "viostor/2k8/amd64/viostor.inf")
+    message = str(raised.value)
+    assert message.startswith("viostor/2k8/amd64/viostor.inf line ")
+    assert named in message and reason in message
+    assert "every file of a package comes from the INF's own folder" in message
+
+
+@pytest.mark.parametrize(
+    ("body", "paths"),
+    [
+        ("[SourceDisksFiles]\r\nviostor.sys = 1,,\r\n", ["viostor.sys"]),
+        ("[SourceDisksFiles]\r\nx.dll = 1,sub\r\n", ["sub/x.dll"]),
+        ("[SourceDisksFiles]\r\nx.dll = 1,.\\sub\\\r\n", ["sub/x.dll"]),
+        (
+            "[SourceDisksNames]\r\n1 = d,,,\\amd64\r\n[SourceDisksFiles]\r\nx.sys=1\r\n",
+            ["amd64/x.sys"],
+        ),
+        ('[SourceDisksNames]\r\n1 = d,,,""\r\n[SourceDisksFiles]\r\nx.sys=1\r\n', ["x.sys"]),
+        (
+            '[SourceDisksNames]\r\n1 = d,,,"\\"\r\n[SourceDisksFiles]\r\nx.sys=1,a//b\r\n',
+            ["a/b/x.sys"],
+        ),
+        ("[SourceDisksFiles]\r\n..x.sys = 1\r\n", ["..x.sys"]),  # dots, not a parent folder
+    ],
+)
+def test_names_inside_the_package_folder_are_paths_below_it(body: str, paths: list[str]) -> None:
+    inf = inf_text(FILES_INF.format(body=body))
+    assert [f.path for f in inf.source_files("amd64")] == paths
+
+
+# -- writing INF-syntax text: quoted fields read back as written -------------------------------
+
+
+@fuzz_settings(400)
+@given(st.text(alphabet=st.characters(exclude_categories=("Cc", "Cs")), max_size=40))
+def test_fuzz_a_quoted_field_reads_back_as_written(text: str) -> None:
+    assume(text_problem(text) is None)
+    body = f'[Version]\r\nSignature="$Windows NT$"\r\n[Data]\r\nkey = {quoted(text)} ; comment\r\n'
+    inf = parse_inf(codecs.BOM_UTF16_LE + body.encode("utf-16-le"), "q.inf")
+    assert inf.value("data", "key") == text
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("PCI\\VEN_1AF4&DEV_1001", None),
+        ("*PNP0A03", None),
+        ("{4D36E97B-E325-11CE-BFC1-08002BE10318}", None),
+        ("", "it is empty"),
+        ("a=b", "'='"),
+        ('a"b', "'\"'"),
+        ("a;b", "';'"),
+        ("a%b", "'%'"),
+        ("a,b", "','"),
+        ("a b", "' '"),
+        ("[a]", "'['"),
+        ("caf\u00e9", "'\u00e9'"),
+        ("a\x00b", "'\\x00'"),
+    ],
+)
+def test_what_an_unquoted_token_can_hold(text: str, problem: str | None) -> None:
+    found = token_problem(text)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("Red Hat, Inc. \u00ae", None),
+        ("a\tb", "U+0009"),
+        ("a\r\nb", "U+000A, U+000D"),
+        ("\x85", "U+0085"),
+        ("\x7f", "U+007F"),
+    ],
+)
+def test_what_a_quoted_field_cannot_hold(text: str, problem: str | None) -> None:
+    found = text_problem(text)
+    assert (found is None) if problem is None else (found is not None and problem in found)

@@ -6,18 +6,17 @@ records what every INF it wrote declares, independently of the product's parser.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from builder.errors import InputError
 from builder.virtio.facts import load_driver_facts
+from builder.virtio.inf import MAX_INF_BYTES
 from builder.virtio.packages import Scan, scan_source
-from builder.virtio.source import DirectorySource
-from tests.fixtures.virtio_win import (
-    Tree,
-    write_modern_tree,
-)
+from builder.virtio.source import DirectorySource, SourceLimits
+from tests.fixtures.virtio_win import Tree, edit_inf, write_modern_tree
 
 FACTS = load_driver_facts()
 
@@ -69,3 +68,79 @@ def test_unreadable_inf_is_reported_not_fatal(tmp_path: Path) -> None:
     scan = scan_dir(tree.root)
     assert [b.path for b in scan.broken] == ["viostor/2k8/x86/broken.inf"]
     assert "NUL byte" in scan.broken[0].reason
+
+
+def test_an_oversized_inf_is_reported_without_being_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = small_tree(tmp_path)
+    big = tree.path("viostor/2k8/x86/huge.inf")
+    with big.open("wb") as handle:
+        handle.truncate(MAX_INF_BYTES + 1)  # sparse: nothing to read but its size
+    source = DirectorySource(tree.root)
+    real_read = source.read_exact
+
+    def read_exact(path: str, size: int) -> bytes:
+        assert path != "viostor/2k8/x86/huge.inf", "read an INF known to be too large"
+        return real_read(path, size)
+
+    monkeypatch.setattr(source, "read_exact", read_exact)
+    scan = scan_source(source, FACTS)
+    assert [(b.path, b.reason) for b in scan.broken] == [
+        ("viostor/2k8/x86/huge.inf", f"{MAX_INF_BYTES + 1} bytes is too large for an INF file")
+    ]
+
+
+def test_the_inf_bytes_of_one_scan_are_bounded(tmp_path: Path) -> None:
+    tree = small_tree(tmp_path)
+    total = sum(tree.path(t.relpath).stat().st_size for t in tree.infs)
+    scan_source(DirectorySource(tree.root), FACTS, SourceLimits(scan_bytes=total))
+    with pytest.raises(InputError, match="MiB of INF files"):
+        scan_source(DirectorySource(tree.root), FACTS, SourceLimits(scan_bytes=total - 1))
+
+
+def test_an_inf_the_user_cannot_read_stops_the_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a broken package to skip: a permission problem is the user's to fix, so the
+    scan stops with the file's name (a real denial: tests/integration/test_sources.py)."""
+    tree = small_tree(tmp_path)
+    source = DirectorySource(tree.root)
+    source.files()
+    real_open = os.open
+
+    def denied(path: str, flags: int, *args: object, **kwargs: object) -> int:
+        if path == "viostor.inf":
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", denied)
+    with pytest.raises(InputError) as raised:
+        scan_source(source, FACTS)
+    assert "cannot read" in str(raised.value) and "viostor.inf: Permission denied" in str(
+        raised.value
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        ("viostor.sys = 1,,", "viostor.sys = 1,..\\..\\..\\NetKVM\\2k8\\amd64", "'..\\..\\..\\Ne"),
+        ("viostor.sys = 1,,", "..\\..\\x86\\viostor.sys = 1,,", "'..\\..\\x86\\viostor.sys'"),
+        ("viostor.sys = 1,,", "C:\\Windows\\viostor.sys = 1,,", "'C:\\Windows\\viostor.sys'"),
+        ("viostor.sys = 1,,", "/etc/shadow = 1,,", "'/etc/shadow'"),
+    ],
+)
+def test_an_inf_naming_files_outside_its_folder_refuses_the_source(
+    tmp_path: Path, old: str, new: str, named: str
+) -> None:
+    """Not skipped like a damaged INF: no genuine package does this, so nothing of the
+    source is trusted (the same on ISOs and floppies: tests/integration/)."""
+    tree = small_tree(tmp_path)
+    edit_inf(tree, "viostor/2k8/amd64/viostor.inf", old, new)
+    with pytest.raises(InputError) as raised:
+        scan_dir(tree.root)
+    message = str(raised.value)
+    assert f"{tree.path('viostor/2k8/amd64/viostor.inf')} line " in message
+    assert named in message
+    assert "not a genuine virtio-win release" in message
