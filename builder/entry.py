@@ -1,0 +1,46 @@
+"""The console script's entry point (`pvinstall`, `python -m builder`).
+
+The stop signals are routed to `Interrupted` when this module is imported, before the
+command line and its libraries are (typer, rich, jinja2, libvirt take a noticeable
+fraction of a second): a Ctrl-C or SIGTERM during that time ends pvinstall with one line
+and exit code 130 or 143, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from builder import interrupts
+
+interrupts.install()
+
+
+def _interrupted_early(stop: interrupts.Interrupted, argv: list[str]) -> int:
+    """Report a stop signal the command line did not see."""
+    if "--json" in argv:
+        import json
+
+        document = {
+            "error": {
+                "kind": "interrupted",
+                "exit_code": stop.exit_code,
+                "problems": [{"key": "", "message": f"interrupted ({stop})", "hint": None}],
+            }
+        }
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    sys.stderr.write(f"pvinstall: interrupted ({stop})\n")
+    return stop.exit_code
+
+
+def main() -> int:
+    """Load the command line and run it; the exit code."""
+    interrupts.install()
+    argv = sys.argv[1:]
+    try:
+        from builder import cli
+
+        return cli.main(argv)
+    except interrupts.Interrupted as stop:
+        # Before the command line was loaded (or after it returned): it reports the
+        # signals that arrive while it runs.
+        return _interrupted_early(stop, argv)
