@@ -12,6 +12,7 @@ from builder import pipeline
 from builder.errors import BuildError, InputError, Problem
 from builder.media import iso9660
 from builder.monitor import NullMonitor
+from tests.fixtures.out_dir import complete_build, snapshot
 from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, Tree, remove_file, write_modern_tree
 
 ENVIRON = {"PVINSTALL_ADMIN_PASSWORD": "Sup3r-secret", "SOURCE_DATE_EPOCH": "1700000000"}
@@ -40,7 +41,8 @@ def test_a_build_writes_what_its_manifest_lists(tree: Tree, tmp_path: Path) -> N
     result = build(tree.root, tmp_path / "out")
     names = {o["name"] for o in result.manifest["outputs"]}
     assert names == {"autounattend.xml", "floppy.img", "drivers.iso", "domain.xml"}
-    assert {p.name for p in (tmp_path / "out").iterdir()} == names | {"manifest.json"}
+    assert {p.name for p in (tmp_path / "out").iterdir()} == names | {"manifest.json", ".pvinstall"}
+    assert complete_build(tmp_path / "out") == result.manifest
     assert result.manifest["domain"]["defined"] is False
 
 
@@ -87,15 +89,15 @@ def test_a_failed_write_leaves_out_as_it_was(
 ) -> None:
     out = tmp_path / "out"
     build(tree.root, out)
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = snapshot(out)
 
     def fail(*_: object, **__: object) -> None:
         raise BuildError("drivers.iso: pycdlib failed: disk full")
 
     monkeypatch.setattr(iso9660, "write_drivers_iso", fail)
     with pytest.raises(BuildError, match="disk full"):
-        build(tree.root, out)
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+        build(tree.root, out, sets=("computer_name=OTHER",))
+    assert snapshot(out) == before
 
 
 def test_a_failed_step_is_recorded_with_every_problem() -> None:
