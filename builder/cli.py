@@ -428,6 +428,14 @@ def attach_command(
     source: Annotated[
         Path | None, typer.Option("--source", help="disk: attach this existing image.")
     ] = None,
+    image_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="disk --source: raw or qcow2 (default: read from the image; a qcow2 "
+            "backing chain must stay in the image's folder).",
+        ),
+    ] = None,
     network: Annotated[
         str | None,
         typer.Option("--network", help="nic: a libvirt network, or 'user' (default: default)."),
@@ -455,6 +463,7 @@ def attach_command(
         arch=arch,
         size_gib=size,
         source=source,
+        image_format=image_format,
         network=network,
         out=out,
     )

@@ -995,8 +995,10 @@ def _detach_install_media(
     the persistent configuration (and works on drivers without device updates).
     """
     with _refused(f"detaching the install media of {name}", conn.uri):
+        # With its secrets: the redefinition must keep a VNC password someone set.
         stripped = existing.strip_install_media(
-            str(handle.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)), media
+            str(handle.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)),
+            media,
         )
         conn.handle.defineXMLFlags(stripped.xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
     final_xml = inactive_xml(conn, name)
@@ -1174,9 +1176,12 @@ class ExistingDomain:
     live_xml: str | None
 
 
-def existing_domain(conn: Connection, name: str) -> ExistingDomain:
+def existing_domain(conn: Connection, name: str, *, secure: bool = False) -> ExistingDomain:
     """The domain `name`; InputError (key DOMAIN) when there is none, or when it is
-    transient and so has no definition to change."""
+    transient and so has no definition to change.
+
+    `secure` reads the definitions with their secrets (VNC and SPICE passwords): what
+    is redefined from them, or backed up to be restored, must keep them."""
     handle = _lookup_domain(conn, name)
     if handle is None:
         with _refused("listing domains", conn.uri):
@@ -1196,9 +1201,10 @@ def existing_domain(conn: Connection, name: str) -> ExistingDomain:
                 f"> {name}.xml && virsh -c {conn.uri} define {name}.xml",
                 key="DOMAIN",
             )
-        xml = str(handle.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        flags = libvirt.VIR_DOMAIN_XML_SECURE if secure else 0
+        xml = str(handle.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | flags))
         running = bool(handle.isActive())
-        live_xml = str(handle.XMLDesc(0)) if running else None
+        live_xml = str(handle.XMLDesc(flags)) if running else None
     return ExistingDomain(name=name, xml=xml, running=running, live_xml=live_xml)
 
 
