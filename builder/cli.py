@@ -60,6 +60,7 @@ def _root(
 
 
 def _print_json(document: Any) -> None:
+    interrupts.finish()  # one document: a late Ctrl-C must not print a second one
     sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
 
 
@@ -239,6 +240,7 @@ def build_command(
     )
     monitor = choose_monitor(json_output=json_output)
     result = pipeline.run_build(options, monitor)
+    interrupts.finish()
     if json_output:
         _print_json(result.manifest)
         return
@@ -409,6 +411,7 @@ def convert_command(
         dry_run=dry_run,
     )
     outcome = convert_steps.run_convert(options, choose_monitor(json_output=json_output))
+    interrupts.finish()
     if json_output:
         _print_json(outcome.as_json())
         return
@@ -468,6 +471,7 @@ def attach_command(
         out=out,
     )
     outcome = convert_steps.run_attach(options, choose_monitor(json_output=json_output))
+    interrupts.finish()
     if json_output:
         _print_json(outcome.as_json())
         return
@@ -501,6 +505,7 @@ def _error_document(
 
 
 def _interrupted(*, json_output: bool) -> int:
+    interrupts.finish()
     code = interrupts.exit_code()
     signum = code - 128
     name = signal.Signals(signum).name if signum in signal.valid_signals() else "signal"
@@ -563,6 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     the error document for invalid input, a failure, a usage error, an internal error
     or an interruption (`error.kind`: input, build, usage, internal, interrupted)."""
     interrupts.install()
+    interrupts.reset()  # one run's work (tests run several in one process)
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     json_output = "--json" in args
@@ -570,6 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             result = app(args=args, prog_name="pvinstall", standalone_mode=False)
         except PvError as error:
+            interrupts.finish()
             if debug:
                 traceback.print_exc()
             _report(error, json_output=json_output)
@@ -579,8 +586,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except typer.Exit as done:
             return int(done.exit_code)
         except typer.TyperException as usage:
+            interrupts.finish()
             return _usage(usage, json_output=json_output)
         except Exception as unexpected:
+            interrupts.finish()
             if debug:
                 raise
             message = f"internal error: {type(unexpected).__name__}: {unexpected}"

@@ -8,15 +8,31 @@ and exit code 130 or 143, never a traceback.
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
 
-from builder import interrupts
+# First of all, before even builder.interrupts is imported: a stop signal is noted here,
+# and raised by main() once the handler that cleans up is in place.
+_early: list[int] = []
+
+
+def _note(signum: int, _frame: FrameType | None) -> None:
+    _early.append(signum)
+
+
+for _signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    if signal.getsignal(_signum) is not signal.SIG_IGN:
+        signal.signal(_signum, _note)
+
+from builder import interrupts  # noqa: E402 - after the signals are routed
 
 interrupts.install()
 
 
 def _interrupted_early(stop: interrupts.Interrupted, argv: list[str]) -> int:
     """Report a stop signal the command line did not see."""
+    interrupts.finish()
     if "--json" in argv:
         import json
 
@@ -37,6 +53,7 @@ def main() -> int:
     interrupts.install()
     argv = sys.argv[1:]
     try:
+        interrupts.raise_noted(_early)
         from builder import cli
 
         return cli.main(argv)

@@ -27,6 +27,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 _received: list[int] = []
 _deferring: list[bool] = []
+_finished: list[bool] = []
 
 
 class Interrupted(KeyboardInterrupt):
@@ -42,9 +43,18 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    if _finished:
+        return  # the work is done and being reported: nothing is left to stop
     _received.append(signum)
     if len(_received) == 1 and not _deferring:
         raise Interrupted(signum)
+
+
+def finish() -> None:
+    """The run's work is done (or has failed) and its result is being printed: a stop
+    signal from now on changes nothing, so that the result is the one reported (with
+    --json, the one document on stdout)."""
+    _finished.append(True)
 
 
 def install() -> None:
@@ -55,6 +65,14 @@ def install() -> None:
         # A signal the parent set to ignored (nohup, a shell's background job) stays so.
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _on_signal)
+
+
+def raise_noted(noted: list[int]) -> None:
+    """Raise `Interrupted` for the first of the signals noted before `install()` (the
+    entry point notes them while it loads this module)."""
+    if noted and not _received:
+        _received.extend(noted)
+        raise Interrupted(noted[0])
 
 
 def received() -> int | None:
@@ -69,8 +87,10 @@ def exit_code(default: int = 128 + signal.SIGINT) -> int:
 
 
 def reset() -> None:
-    """Forget the signals received (for tests that run several commands in one process)."""
+    """Forget the signals received and the end of the work (for tests that run several
+    commands in one process)."""
     _received.clear()
+    _finished.clear()
 
 
 @contextlib.contextmanager

@@ -118,6 +118,7 @@ NEEDS: Final[tuple[Need, ...]] = (
     ),
     # -- oracles: the tools the tests check output with --------------------------------
     Need("fsck.fat", "dosfstools", "oracles", "checks floppies"),
+    Need("mkfs.fat", "dosfstools", "oracles", "a FAT image whose copies differ (pyfatfs warns)"),
     Need("mformat", "mtools", "oracles", "fixture floppy images"),
     Need("mmd", "mtools", "oracles", "fixture floppy images"),
     Need("mcopy", "mtools", "oracles", "fixture floppy images; reads floppies back"),
@@ -205,6 +206,9 @@ NEEDS: Final[tuple[Need, ...]] = (
     ),
     Need("grep", "grep", "system", "the set-up scripts; virt-xml-validate"),
     Need("sh", "dash", "system", "tests of builder/tools.py run a failing shell command"),
+    Need("mount", "mount", "system", "the fault tests mount a small tmpfs (full, read-only)"),
+    Need("umount", "mount", "system", "the fault tests unmount their tmpfs"),
+    Need("chattr", "e2fsprogs", "system", "the fault tests make an --out immutable"),
     *(
         Need(name, "coreutils", "system", "the set-up scripts, the Makefile, the bench")
         for name in (

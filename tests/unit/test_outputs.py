@@ -347,3 +347,21 @@ def test_staging_removes_what_a_dead_run_staged(tmp_path: Path) -> None:
         stage.write("x.txt", b"x")
         stage.commit()
     assert sorted(p.name for p in out.iterdir()) == ["x.txt"]
+
+
+def test_the_logs_a_previous_build_named_go_with_it(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(out, {"a.txt": b"a"})
+    (out / "screenshot.png").write_bytes(b"\x89PNG of the last failed install")
+    (out / "serial.log").write_bytes(b"the domain's own log")
+    with OutputDir(out) as directory, directory.generation() as gen:
+        gen.write("a.txt", b"b")
+        gen.write("manifest.json", manifest("a.txt", build="b2"))
+        # Only what the pipeline says the previous manifest named, and only plain files.
+        directory.commit(gen, stale=["screenshot.png", "nothing-there.log"])
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".pvinstall",
+        "a.txt",
+        "manifest.json",
+        "serial.log",
+    ]
