@@ -29,8 +29,10 @@ $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),\
 # which compiles against libvirt-dev with gcc and pkg-config.
 DEBIAN_PYTHON := make python3-venv python3-dev gcc pkg-config libvirt-dev
 # oracles: the real tools the tests check pvinstall's output with (virt-xml-validate runs
-# xmllint; shfmt parses the .ci scripts for the programs they run).
-DEBIAN_ORACLES := mtools dosfstools genisoimage xorriso libvirt-clients libxml2-utils shfmt
+# xmllint; shfmt parses the .ci scripts for the programs they run; openssl checks the
+# manifest's keyed digests).
+DEBIAN_ORACLES := mtools dosfstools genisoimage xorriso libvirt-clients libxml2-utils shfmt \
+	openssl
 # hypervisor: what the integration tests boot guests on (qemu-system-x86 brings its
 # firmware, seabios and ipxe-qemu) and what the boot probe is built with.
 DEBIAN_HYPERVISOR := qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu \

@@ -335,6 +335,8 @@ def _hypervisor_problems(
             domain_type = virt.choose_domain_type(conn, options.domain_type, arch=arch)
         except InputError as error:
             found += error.problems
+        except BuildError as error:  # no guests there at all: said with the input's problems
+            found.append(Problem("--connect", error.message, error.hint))
     disks = None
     if not failed & {"storage_pool", "data_disks"}:
         try:

@@ -143,6 +143,7 @@ NEEDS: Final[tuple[Need, ...]] = (
         via="libvirt-clients",
     ),
     Need("shfmt", "shfmt", "oracles", "parses .ci scripts for the programs they run"),
+    Need("openssl", "openssl", "oracles", "checks the manifest's keyed digests (HMAC-SHA256)"),
     # -- hypervisor: QEMU, libvirtd, the boot probe -------------------------------------
     Need("qemu-system-x86_64", "qemu-system-x86", "hypervisor", "libvirtd runs x86_64 guests"),
     Need("qemu-system-i386", "qemu-system-x86", "hypervisor", "libvirtd runs i686 guests"),

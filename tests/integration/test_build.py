@@ -430,3 +430,34 @@ def test_interrupted_while_writing_exits_130_and_leaves_nothing(
     code, _, stderr = build(capsys, "win2008-x64", vw, out)
     assert code == 130 and "interrupted" in stderr
     assert not out.exists()
+
+
+def test_the_keyed_digests_check_out_with_openssl_and_the_config_file_is_keyed(
+    capsys: pytest.CaptureFixture[str], vw: Path, tmp_path: Path
+) -> None:
+    """The manifest's HMACs are what `openssl dgst -mac HMAC` computes with OUT's key (the
+    way docs/design.md tells a reader to check them), and the --config file, which may
+    hold the password, has no plain digest either."""
+    _need("openssl")
+    config = tmp_path / "settings.toml"
+    config.write_text(f'admin_password = "{PASSWORD}"\ncomputer_name = "KEYED"\n')
+    out = tmp_path / "out"
+    code, _, stderr = build(capsys, "win2008-x64", vw, out, "--config", str(config))
+    assert code == 0, stderr
+    manifest = complete_build(out)
+    key = (out / manifest["hmac_key"]).read_text().strip()
+    for record in manifest["outputs"]:
+        if "hmac_sha256" not in record:
+            continue
+        done = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-mac", "HMAC", "-macopt", f"hexkey:{key}",
+             str(out / record["name"])],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert done.stdout.split()[-1] == record["hmac_sha256"], record["name"]
+    (entry,) = [i for i in manifest["inputs"] if i["name"] == "config"]
+    assert "sha256" not in entry and sha256(config) not in json.dumps(manifest)
+    assert entry["hmac_sha256"] == hmac_sha256(config, bytes.fromhex(key))
+    # No plain digest of anything that carries the password is anywhere in the manifest.
+    for secret in ("autounattend.xml", "floppy.img", "drivers.iso"):
+        assert sha256(out / secret) not in json.dumps(manifest), secret

@@ -113,3 +113,56 @@ def test_a_failed_step_is_recorded_with_every_problem() -> None:
         {"key": "network", "message": "there is no network x.", "hint": "Use user."},
         {"key": "", "message": "and this", "hint": None},
     ]
+
+
+def test_every_problem_is_found_in_the_first_run(tree: Tree, tmp_path: Path) -> None:
+    """The issue's sequence (vcpus=0 hid a missing network and pool, which hid the PCI
+    budget, which hid SOURCE_DATE_EPOCH): all of them in one run, against libvirt's test
+    driver (the real libvirtd: tests/integration/test_virt_cli.py)."""
+    with pytest.raises(InputError) as raised:
+        build(
+            tree.root,
+            tmp_path / "out",
+            {**ENVIRON, "SOURCE_DATE_EPOCH": "yesterday"},
+            sets=(
+                "vcpus=0",
+                "network=nope-net",
+                "storage_pool=nope-pool",
+                "data_disks=[" + ",".join(["1"] * 27) + "]",
+            ),
+            define=True,
+            connect="test:///default",
+        )
+    keys = {p.key for p in raised.value.problems}
+    assert {"vcpus", "network", "storage_pool", "data_disks", "SOURCE_DATE_EPOCH"} <= keys
+    assert not (tmp_path / "out").exists()
+
+
+def test_both_device_checks_run_with_the_setting_problems(tmp_path: Path) -> None:
+    vw = write_modern_tree(tmp_path / "vw", drivers=["viostor", "NetKVM"], oses=["2k3"])
+    with pytest.raises(InputError) as raised:
+        pipeline.run_build(
+            pipeline.BuildOptions(
+                profile="win2003-x86",
+                drivers=str(vw.root),
+                out=tmp_path / "out",
+                sets=(
+                    "vcpus=0",
+                    "virtio_model=virtio-non-transitional",  # 2003's drivers do not bind it
+                    "data_disks=[" + ",".join(["1"] * 27) + "]",
+                ),
+            ),
+            NullMonitor(),
+            ENVIRON,
+        )
+    problems = {p.key: p.message for p in raised.value.problems}
+    assert {"vcpus", "virtio_model", "data_disks", "product_key"} <= set(problems)
+    assert "needs 29 PCI slots" in problems["data_disks"]
+    assert "viostor" in problems["virtio_model"]
+
+
+def test_a_check_whose_setting_is_wrong_does_not_run(tree: Tree, tmp_path: Path) -> None:
+    # A bad virtio_model is said once, by its own check, not again by the driver check.
+    with pytest.raises(InputError) as raised:
+        build(tree.root, tmp_path / "out", sets=("virtio_model=virtio-scsi",))
+    assert [p.key for p in raised.value.problems] == ["virtio_model"]
