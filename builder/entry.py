@@ -48,6 +48,15 @@ def _interrupted_early(stop: interrupts.Interrupted, argv: list[str]) -> int:
     return stop.exit_code
 
 
+def _ignore_stop_signals() -> None:
+    """The result is reported: a stop signal from now on changes nothing. (The
+    interpreter's shutdown resets a Python handler to the default action, and a late
+    Ctrl-C would end a finished run by the signal instead of its exit code; an ignored
+    signal stays ignored.)"""
+    for signum in interrupts.STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def main() -> int:
     """Load the command line and run it; the exit code."""
     interrupts.install()
@@ -56,8 +65,11 @@ def main() -> int:
         interrupts.raise_noted(_early)
         from builder import cli
 
-        return cli.main(argv)
+        code = cli.main(argv)
+        interrupts.finish()
     except interrupts.Interrupted as stop:
         # Before the command line was loaded (or after it returned): it reports the
         # signals that arrive while it runs.
-        return _interrupted_early(stop, argv)
+        code = _interrupted_early(stop, argv)
+    _ignore_stop_signals()
+    return code
