@@ -30,8 +30,9 @@ $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),\
 DEBIAN_PYTHON := make python3-venv python3-dev gcc pkg-config libvirt-dev
 # oracles: the real tools the tests check pvinstall's output with (virt-xml-validate runs
 # xmllint; shfmt parses the .ci scripts for the programs they run; openssl signs the
-# fixture catalogs and reads catalogs and certificates back; wimtools makes the fixture
-# DVDs' install.wim and checks the WIM reader, udftools reads UDF back).
+# fixture catalogs, reads catalogs and certificates back and checks the manifest's keyed
+# digests; wimtools makes the fixture DVDs' install.wim and checks the WIM reader,
+# udftools reads UDF back).
 DEBIAN_ORACLES := mtools dosfstools genisoimage xorriso libvirt-clients libxml2-utils shfmt \
 	openssl wimtools udftools
 # hypervisor: what the integration tests boot guests on (qemu-system-x86 brings its

@@ -8,6 +8,7 @@ or the error list); human progress and messages go to stderr.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -16,12 +17,12 @@ from typing import Annotated, Any
 
 import typer
 
-from builder import pipeline, sources
+from builder import interrupts, pipeline, sources
 from builder.config import settings_help
 from builder.convert import steps as convert_steps
 from builder.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, InputError, PvError
 from builder.media.iso9660 import read_install_media
-from builder.monitor import choose_monitor
+from builder.monitor import choose_monitor, route_warnings
 from builder.virtio.facts import load_driver_facts
 from builder.virtio.packages import scan_json, scan_source
 from builder.virtio.selection import driverset_json, select_drivers
@@ -61,6 +62,7 @@ def _root(
 
 
 def _print_json(document: Any) -> None:
+    interrupts.finish()  # one document: a late Ctrl-C must not print a second one
     sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
 
 
@@ -267,8 +269,13 @@ def build_command(
     replace: Annotated[
         bool,
         typer.Option(
-            "--replace", help="Undefine a domain of the same name and recreate its disks."
+            "--replace",
+            help="Undefine a shut-off domain of the same name and recreate its disks.",
         ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="With --replace: stop that domain first if it runs."),
     ] = False,
     connect: Annotated[str, typer.Option("--connect", help="libvirt URI.")] = DEFAULT_URI,
     domain_type: Annotated[
@@ -300,12 +307,14 @@ def build_command(
         define=define,
         install=install,
         replace=replace,
+        force=force,
         connect=connect,
         domain_type=domain_type,
         timeout_minutes=timeout,
     )
     monitor = choose_monitor(json_output=json_output)
     result = pipeline.run_build(options, monitor)
+    interrupts.finish()
     if json_output:
         _print_json(result.manifest)
         return
@@ -497,6 +506,7 @@ def convert_command(
         dry_run=dry_run,
     )
     outcome = convert_steps.run_convert(options, choose_monitor(json_output=json_output))
+    interrupts.finish()
     if json_output:
         _print_json(outcome.as_json())
         return
@@ -515,6 +525,14 @@ def attach_command(
     ] = None,
     source: Annotated[
         Path | None, typer.Option("--source", help="disk: attach this existing image.")
+    ] = None,
+    image_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="disk --source: raw or qcow2 (default: read from the image; a qcow2 "
+            "backing chain must stay in the image's folder).",
+        ),
     ] = None,
     network: Annotated[
         str | None,
@@ -543,10 +561,12 @@ def attach_command(
         arch=arch,
         size_gib=size,
         source=source,
+        image_format=image_format,
         network=network,
         out=out,
     )
     outcome = convert_steps.run_attach(options, choose_monitor(json_output=json_output))
+    interrupts.finish()
     if json_output:
         _print_json(outcome.as_json())
         return
@@ -566,42 +586,115 @@ def _report(error: PvError, *, json_output: bool) -> None:
         typer.echo(f"  - {problem}", err=True)
 
 
+def _error_document(
+    kind: str, exit_code: int, message: str, hint: str | None = None, key: str = ""
+) -> dict[str, Any]:
+    """The error document of --json for what is not a PvError (the same shape)."""
+    return {
+        "error": {
+            "kind": kind,
+            "exit_code": exit_code,
+            "problems": [{"key": key, "message": message, "hint": hint}],
+        }
+    }
+
+
+def _interrupted(*, json_output: bool) -> int:
+    interrupts.finish()
+    code = interrupts.exit_code()
+    signum = code - 128
+    name = signal.Signals(signum).name if signum in signal.valid_signals() else "signal"
+    message = f"interrupted ({name})"
+    if json_output:
+        _print_json(
+            _error_document(
+                "interrupted",
+                code,
+                message,
+                "OUT is as it was before, or holds the new build complete; the next run "
+                "removes what the interrupted one left.",
+            )
+        )
+    typer.echo(f"pvinstall: {message}", err=True)
+    return code
+
+
+def _usage_key(usage: typer.TyperException) -> str:
+    """The option or argument a usage error is about, when it says."""
+    for attribute in ("option_name", "param_hint"):
+        value = getattr(usage, attribute, None)
+        if isinstance(value, str) and value:
+            return value.strip("'\"")
+    param = getattr(usage, "param", None)
+    opts = getattr(param, "opts", None)
+    if isinstance(opts, list) and opts:
+        return str(opts[0])
+    return ""
+
+
+def _usage(usage: typer.TyperException, *, json_output: bool) -> int:
+    code = getattr(usage, "exit_code", EXIT_INVALID)
+    code = code if isinstance(code, int) else EXIT_INVALID
+    if json_output:
+        ctx = getattr(usage, "ctx", None)
+        command = getattr(ctx, "command_path", "pvinstall") if ctx is not None else "pvinstall"
+        _print_json(
+            _error_document(
+                "usage",
+                code,
+                usage.format_message(),
+                f"Try '{command} --help' for help.",
+                key=_usage_key(usage),
+            )
+        )
+    show = getattr(usage, "show", None)
+    if callable(show):
+        show()
+    else:
+        typer.echo(f"pvinstall: {usage.format_message()}", err=True)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI and return the exit code (the console script calls this)."""
+    """Run the CLI and return the exit code (the console script calls this through
+    builder/entry.py, which routes the stop signals first).
+
+    With --json exactly one document reaches stdout whatever happens: the result, or
+    the error document for invalid input, a failure, a usage error, an internal error
+    or an interruption (`error.kind`: input, build, usage, internal, interrupted)."""
+    interrupts.install()
+    interrupts.reset()  # one run's work (tests run several in one process)
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     json_output = "--json" in args
-    try:
-        result = app(args=args, prog_name="pvinstall", standalone_mode=False)
-    except PvError as error:
-        if debug:
-            traceback.print_exc()
-        _report(error, json_output=json_output)
-        return error.exit_code
-    except (KeyboardInterrupt, typer.Abort):
-        typer.echo("pvinstall: interrupted", err=True)
-        return EXIT_INTERRUPTED
-    except typer.Exit as done:
-        return int(done.exit_code)
-    except typer.TyperException as usage:
-        show = getattr(usage, "show", None)
-        if callable(show):
-            show()
-        else:
-            typer.echo(f"pvinstall: {usage}", err=True)
-        code = getattr(usage, "exit_code", EXIT_INVALID)
-        return int(code) if isinstance(code, int) else EXIT_INVALID
-    except Exception as unexpected:
-        if debug:
-            raise
-        typer.echo(
-            f"pvinstall: internal error: {type(unexpected).__name__}: {unexpected} "
-            "(run with --debug for a traceback, and please report it)",
-            err=True,
-        )
-        return EXIT_FAILED
+    with route_warnings(choose_monitor(json_output=json_output)):
+        try:
+            result = app(args=args, prog_name="pvinstall", standalone_mode=False)
+        except PvError as error:
+            interrupts.finish()
+            if debug:
+                traceback.print_exc()
+            _report(error, json_output=json_output)
+            return error.exit_code
+        except (KeyboardInterrupt, typer.Abort):
+            return _interrupted(json_output=json_output)
+        except typer.Exit as done:
+            return int(done.exit_code)
+        except typer.TyperException as usage:
+            interrupts.finish()
+            return _usage(usage, json_output=json_output)
+        except Exception as unexpected:
+            interrupts.finish()
+            if debug:
+                raise
+            message = f"internal error: {type(unexpected).__name__}: {unexpected}"
+            hint = "Run with --debug for a traceback, and please report it."
+            if json_output:
+                _print_json(_error_document("internal", EXIT_FAILED, message, hint))
+            typer.echo(f"pvinstall: {message} ({hint[0].lower()}{hint[1:-1]})", err=True)
+            return EXIT_FAILED
     code = int(result) if isinstance(result, int) else 0
     if code == EXIT_INTERRUPTED:
         # typer turns Ctrl-C inside a command into a quiet exit code 130.
-        typer.echo("pvinstall: interrupted", err=True)
+        return _interrupted(json_output=json_output)
     return code

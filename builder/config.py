@@ -71,20 +71,63 @@ Kind = Literal["str", "int", "bool", "str_list", "int_list", "size"]
 
 @dataclass(frozen=True)
 class Setting:
-    """One user setting: its key, type, help text, and whether it is a secret."""
+    """One user setting: its key, type, help text, whether it is a secret, the longest
+    value its format holds (`max_length` characters; for a list, of each item, with at
+    most `max_items` items), and whether an empty string means something."""
 
     key: str
     kind: Kind
     help: str
     secret: bool = False
+    max_length: int | None = None
+    max_items: int | None = None
+    may_be_empty: bool = False
+    length_rule: str = ""  # why `max_length`, for the message: "a NetBIOS name has at most 15"
+
+    def too_long(self, length: int) -> str:
+        """The sentence for a value of `length` characters over `max_length`."""
+        return f"{length} characters; {self.length_rule or f'at most {self.max_length}'}."
+
+    def help_line(self) -> str:
+        """The help text with the limits the validation enforces."""
+        limits = []
+        if self.max_items is not None:
+            limits.append(f"at most {self.max_items} items")
+        if self.max_length is not None:
+            each = "each " if self.kind == "str_list" else ""
+            limits.append(f"{each}at most {self.max_length} characters")
+        return f"{self.help} ({'; '.join(limits)}.)" if limits else self.help
+
+
+# The limits of the formats the settings go into (docs/design.md, the settings table).
+NETBIOS_MAX = 15  # a NetBIOS name (computer name, workgroup)
+PASSWORD_MAX = 127  # the longest password Windows' logon and `net user` accept
+# An install.wim image's <NAME>: the WIM XML sets no bound, so pvinstall takes the 255
+# characters of a file name, far above any name Microsoft's media use.
+WIM_NAME_MAX = 255
+OWNER_MAX = 63  # RegisteredOwner/Organization, FullName/OrgName
+# A first-logon command stands on one line of the post-install script; cmd reads at most
+# 8191 characters of a line, and the escaping for `cmd /s /c "..."` (a caret before a
+# special character, '%' doubled) can double a command, next to about 50 of the wrapper.
+COMMAND_MAX = 4000
+COMMANDS_MAX = 100
+# The Joliet volume descriptor holds 16 UCS-2 characters (ISO 9660's own label 32).
+ISO_LABEL_MAX = 16
+# libvirt keeps a network or pool in files named after it (NAME.xml; a network's dnsmasq
+# NAME.conf, NAME.hostsfile ...), and a file name has at most 255 bytes: 200 characters
+# (and bytes) leave room for the longest suffix.
+LIBVIRT_NAME_MAX = 200
+DRIVER_NAME_MAX = 32  # virtio-win's longest driver name is 13 (qemupciserial)
+MAX_DRIVER_NAMES = 64
 
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "computer_name",
         "str",
-        "NetBIOS computer name, at most 15 letters, digits, '-' or '_'; '*' for a random "
-        "name (default '*').",
+        "NetBIOS computer name: letters, digits, '-' or '_'; '*' for a random name (default '*').",
+        max_length=NETBIOS_MAX,
+        length_rule=f"a NetBIOS name has at most {NETBIOS_MAX}",
     ),
     Setting(
         "admin_password",
@@ -92,6 +135,8 @@ SETTINGS: tuple[Setting, ...] = (
         "Administrator password (required). Kept out of logs and the manifest; prefer "
         "PVINSTALL_ADMIN_PASSWORD or the config file to --set.",
         secret=True,
+        max_length=PASSWORD_MAX,
+        length_rule=f"Windows allows at most {PASSWORD_MAX}",
     ),
     Setting(
         "product_key",
@@ -99,6 +144,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Product key XXXXX-XXXXX-XXXXX-XXXXX-XXXXX. Required for 2003; for 2008 the "
         'edition\'s KMS client key by default, "" to leave it out (evaluation media).',
         secret=True,
+        may_be_empty=True,
     ),
     Setting(
         "edition",
@@ -118,6 +164,7 @@ SETTINGS: tuple[Setting, ...] = (
         "str",
         "The install.wim image to install (/IMAGE/NAME), overriding edition and "
         "server_core; checked against --windows-iso.",
+        max_length=WIM_NAME_MAX,
     ),
     Setting(
         "image_index",
@@ -125,8 +172,16 @@ SETTINGS: tuple[Setting, ...] = (
         "The install.wim image to install by its index (/IMAGE/INDEX, from 1), overriding "
         "the others; checked against --windows-iso.",
     ),
-    Setting("full_name", "str", "Registered owner (default 'Administrator')."),
-    Setting("organization", "str", "Registered organization (default empty)."),
+    Setting(
+        "full_name", "str", "Registered owner (default 'Administrator').", max_length=OWNER_MAX
+    ),
+    Setting(
+        "organization",
+        "str",
+        "Registered organization (default empty).",
+        max_length=OWNER_MAX,
+        may_be_empty=True,
+    ),
     Setting(
         "timezone",
         "str",
@@ -138,7 +193,13 @@ SETTINGS: tuple[Setting, ...] = (
         "str",
         "Locale for UI language, input, system and user locale, e.g. en-US (default).",
     ),
-    Setting("workgroup", "str", "Workgroup to join (default WORKGROUP)."),
+    Setting(
+        "workgroup",
+        "str",
+        "Workgroup to join, a NetBIOS name (default WORKGROUP).",
+        max_length=NETBIOS_MAX,
+        length_rule=f"a NetBIOS name has at most {NETBIOS_MAX}",
+    ),
     Setting(
         "autologon_count",
         "int",
@@ -151,9 +212,19 @@ SETTINGS: tuple[Setting, ...] = (
         "Commands run at the first logon, after the drivers are installed and before the "
         "guest powers off (a list of strings, ASCII; each runs as if typed at a cmd "
         "prompt).",
+        max_length=COMMAND_MAX,
+        max_items=COMMANDS_MAX,
+        length_rule=f"at most {COMMAND_MAX}, so that the script's line stays within cmd's "
+        "8191 characters",
     ),
     Setting("floppy_size", "size", "Answer floppy size: 1.44 (default) or 2.88 (MB)."),
-    Setting("drivers_iso_label", "str", "Volume label of drivers.iso (default PVDRIVERS)."),
+    Setting(
+        "drivers_iso_label",
+        "str",
+        "Volume label of drivers.iso: A-Z, 0-9 and '_' (default PVDRIVERS).",
+        max_length=ISO_LABEL_MAX,
+        length_rule=f"a Joliet volume label has at most {ISO_LABEL_MAX}",
+    ),
     Setting("memory_mib", "int", "Guest memory in MiB (profile default; at least its minimum)."),
     Setting("vcpus", "int", "Virtual CPUs (profile default)."),
     Setting("disk_size_gib", "int", "System disk size in GiB (profile default)."),
@@ -163,11 +234,14 @@ SETTINGS: tuple[Setting, ...] = (
         "str",
         "libvirt network for the virtio NIC (default 'default'), or 'user' for user-mode "
         "networking.",
+        max_length=LIBVIRT_NAME_MAX,
     ),
     Setting(
         "storage_pool",
         "str",
         "libvirt storage pool for the disks (default: qcow2 files next to the outputs).",
+        max_length=LIBVIRT_NAME_MAX,
+        may_be_empty=True,
     ),
     Setting(
         "drivers",
@@ -175,6 +249,8 @@ SETTINGS: tuple[Setting, ...] = (
         'The virtio drivers to put on the media, e.g. ["viostor", "NetKVM", '
         '"Balloon"] (default: every driver with a package for the profile). viostor and '
         "NetKVM are required; `pvinstall drivers --profile P` lists the names.",
+        max_length=DRIVER_NAME_MAX,
+        max_items=MAX_DRIVER_NAMES,
     ),
     Setting(
         "sha2_media",
@@ -206,6 +282,7 @@ SETTINGS: tuple[Setting, ...] = (
         "libvirt model of the virtio disks and NIC: virtio-transitional (the 2003 "
         "default: its drivers know only the transitional IDs), virtio (the 2008 "
         "default) or virtio-non-transitional. The selected drivers must bind to it.",
+        may_be_empty=True,
     ),
 )
 SETTINGS_BY_KEY: Mapping[str, Setting] = {s.key: s for s in SETTINGS}
@@ -354,13 +431,17 @@ def gather(
             values[key] = (_parse_value(text), f"${name}", text)
     for item in sets:
         if "=" not in item:
-            problems.append(Problem("--set", f"{item!r} has no '='.", "Write --set KEY=VALUE."))
+            problems.append(
+                Problem("--set", f"{shown_value(item)} has no '='.", "Write --set KEY=VALUE.")
+            )
             continue
         key, _, text = item.partition("=")
         key = key.strip()
         if not key:
             problems.append(
-                Problem("--set", f"{item!r} has no key before '='.", "Write --set KEY=VALUE.")
+                Problem(
+                    "--set", f"{shown_value(item)} has no key before '='.", "Write --set KEY=VALUE."
+                )
             )
             continue
         values[key] = (_parse_value(text), "--set", text)
@@ -371,7 +452,7 @@ def gather(
 
 _NETBIOS = re.compile(r"^[A-Za-z0-9_-]{1,15}$")
 _PRODUCT_KEY = re.compile(r"^[A-Z0-9]{5}(-[A-Z0-9]{5}){4}$")
-_ISO_LABEL = re.compile(r"^[A-Z0-9_]{1,32}$")
+_ISO_LABEL = re.compile(rf"^[A-Z0-9_]{{1,{ISO_LABEL_MAX}}}$")
 
 
 def _text_problem(
@@ -404,8 +485,19 @@ def _text_problem(
             return f"contains {shown}, which {rules.unencodable}"
     for char, why in rules.forbidden:
         if char in value:
+            if secret:  # say which characters are refused, not which one it holds
+                chars = " or ".join(repr(c) for c, _ in rules.forbidden)
+                return f"contains {chars}, which {rules.file} cannot hold"
             return f"contains {char!r}, which {why}"
     return None
+
+
+def shown_value(value: object, limit: int = 60) -> str:
+    """`repr(value)` for a message, cut after `limit` characters (a value may be huge)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _script_problem(value: str) -> str | None:
@@ -453,14 +545,31 @@ class _Validator:
             return text
         return value
 
-    def text(self, key: str, default: str, *, answer_file: bool = True) -> str:
+    def text(
+        self,
+        key: str,
+        default: str,
+        *,
+        answer_file: bool = True,
+        empty: str = "is empty.",
+    ) -> str:
+        """A string setting, checked against what its file holds (`answer_file`: the
+        profile's answer-file rules), its `max_length` and, unless it `may_be_empty`,
+        refused when empty (`empty` says why)."""
+        setting = SETTINGS_BY_KEY[key]
         value = self.get(key, default)
         if not isinstance(value, str):
-            self.fail(key, f"must be a string, not {type(value).__name__} {value!r}.")
+            shown = "" if setting.secret else f" {shown_value(value)}"
+            self.fail(key, f"must be a string, not {type(value).__name__}{shown}.")
             return default
-        secret = SETTINGS_BY_KEY[key].secret
+        if value == "" and not setting.may_be_empty:
+            self.fail(key, empty, "Give a value, or leave the setting out for its default.")
+            return value
+        if setting.max_length is not None and len(value) > setting.max_length:
+            self.fail(key, setting.too_long(len(value)), None if setting.secret else "Shorten it.")
+            return value
         rules = self.profile.answer_text if answer_file else None
-        problem = _text_problem(value, rules=rules, secret=secret)
+        problem = _text_problem(value, rules=rules, secret=setting.secret)
         if problem:
             self.fail(key, problem + ".", "Use plain printable characters.")
         return value
@@ -484,11 +593,43 @@ class _Validator:
     def integer(self, key: str, default: int, low: int, high: int, unit: str = "") -> int:
         value = self.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(key, f"must be a whole number, not {value!r}.")
+            self.fail(key, f"must be a whole number, not {shown_value(value)}.")
             return default
         if not low <= value <= high:
             self.fail(key, f"{value}{unit} is out of range; allowed {low}{unit} to {high}{unit}.")
         return value
+
+
+def validate_config(
+    profile: Profile,
+    *,
+    config_file: Path | None = None,
+    sets: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+    media: InstallMedia | None = None,
+) -> tuple[BuildConfig, list[Problem]]:
+    """Gather and validate the settings for `profile`: the config and every problem.
+
+    The config holds every value, a wrong one as it was given (or its default when it
+    has no usable type), so that the checks that need the settings (the domain's
+    devices, the hypervisor's network and pool) can run in the same pass; use it for
+    anything else only when there are no problems. `failed_keys` says which settings
+    have one."""
+    raw, problems = gather(config_file=config_file, sets=sets, environ=environ or {})
+    for key, (_, origin, _) in sorted(raw.items()):
+        if key not in SETTINGS_BY_KEY:
+            near = difflib.get_close_matches(key.replace("-", "_"), SETTINGS_BY_KEY, n=1)
+            hint = f"Did you mean {near[0]}?" if near else "See `pvinstall build --help`."
+            problems.append(Problem(key, f"unknown setting (from {origin}).", hint))
+    known = {k: v for k, v in raw.items() if k in SETTINGS_BY_KEY}
+    check = _Validator(profile, known)
+    config = _validate(check, media)
+    return config, [*problems, *check.problems]
+
+
+def failed_keys(problems: Sequence[Problem]) -> frozenset[str]:
+    """The settings (and options) the problems concern: `data_disks[1]` is `data_disks`."""
+    return frozenset(p.key.split("[", maxsplit=1)[0] for p in problems)
 
 
 def load_config(
@@ -506,34 +647,32 @@ def load_config(
     install image is checked against it, and the image is chosen from it: its edition
     gives the KMS client key (none for evaluation media), its language the default locale.
     """
-    raw, problems = gather(config_file=config_file, sets=sets, environ=environ or {})
-    for key, (_, origin, _) in sorted(raw.items()):
-        if key not in SETTINGS_BY_KEY:
-            near = difflib.get_close_matches(key.replace("-", "_"), SETTINGS_BY_KEY, n=1)
-            hint = f"Did you mean {near[0]}?" if near else "See `pvinstall build --help`."
-            problems.append(Problem(key, f"unknown setting (from {origin}).", hint))
-    known = {k: v for k, v in raw.items() if k in SETTINGS_BY_KEY}
-    check = _Validator(profile, known)
-    config = _validate(check, media)
-    problems += check.problems
+    config, problems = validate_config(
+        profile, config_file=config_file, sets=sets, environ=environ, media=media
+    )
     if extra_problems is not None:
         problems += extra_problems()
-    if problems or config is None:
+    if problems:
         raise InputError.collect(problems)
     return config
 
 
-def _validate(check: _Validator, media: InstallMedia | None) -> BuildConfig | None:
+def _validate(check: _Validator, media: InstallMedia | None) -> BuildConfig:
+    """The settings, each checked whatever the others are: every problem goes into
+    `check.problems`, and a value with a problem is kept as it is, or its default
+    where it has no usable type. The config is for the checks that follow (the drivers,
+    the domain, the hypervisor) and is used only when there are no problems."""
     profile = check.profile
     computer_name = _computer_name(check)
     password = _admin_password(check)
     edition = check.text("edition", profile.default_edition)
     if edition not in profile.editions:
-        check.fail(
-            "edition",
-            f"{edition!r} is not an edition of {profile.name}; choose one of "
-            f"{', '.join(profile.editions)}.",
-        )
+        if not check.problems_for("edition"):
+            check.fail(
+                "edition",
+                f"{shown_value(edition)} is not an edition of {profile.name}; choose one of "
+                f"{', '.join(profile.editions)}.",
+            )
         edition = profile.default_edition
     server_core = _server_core(check)
     image_index = _image_index(check)
@@ -550,14 +689,11 @@ def _validate(check: _Validator, media: InstallMedia | None) -> BuildConfig | No
     else:
         image_name = _image_name(check, edition, edition_info.image_for(server_core))
 
-    full_name = check.text("full_name", "Administrator")
-    if not full_name.strip():
-        check.fail("full_name", "is empty; Windows setup requires a registered owner.")
-    elif len(full_name) > 63:
-        check.fail("full_name", f"{len(full_name)} characters; at most 63.")
+    owner_empty = "is empty; Windows setup requires a registered owner."
+    full_name = check.text("full_name", "Administrator", empty=owner_empty)
+    if not full_name.strip() and not check.problems_for("full_name"):
+        check.fail("full_name", owner_empty)
     organization = check.text("organization", "")
-    if len(organization) > 63:
-        check.fail("organization", f"{len(organization)} characters; at most 63.")
 
     timezone = _timezone(check)
     locale = _locale(check, choice.image if choice else None)
@@ -565,7 +701,8 @@ def _validate(check: _Validator, media: InstallMedia | None) -> BuildConfig | No
     if not _NETBIOS.match(workgroup) and not check.problems_for("workgroup"):
         check.fail(
             "workgroup",
-            f"{workgroup!r} is not a NetBIOS name (at most 15 letters, digits, '-' or '_').",
+            f"{shown_value(workgroup)} is not a NetBIOS name (at most {NETBIOS_MAX} letters, "
+            "digits, '-' or '_').",
         )
     autologon = check.integer("autologon_count", 1, 0, 999)
     if autologon == 0:
@@ -581,14 +718,13 @@ def _validate(check: _Validator, media: InstallMedia | None) -> BuildConfig | No
     if not _ISO_LABEL.match(label) and not check.problems_for("drivers_iso_label"):
         check.fail(
             "drivers_iso_label",
-            f"{label!r}: an ISO 9660 volume label has 1 to 32 of A-Z, 0-9 and '_'.",
+            f"{shown_value(label)}: a volume label of drivers.iso has 1 to {ISO_LABEL_MAX} of A-Z, "
+            "0-9 and '_'.",
         )
     domain = _domain_settings(check)
     drivers = _driver_names(check)
     sha2_media = check.boolean("sha2_media", False)
     server_manager = check.boolean("server_manager_at_logon", False)
-    if check.problems:
-        return None
     return BuildConfig(
         profile=profile,
         computer_name=computer_name,
@@ -621,13 +757,11 @@ def _computer_name(check: _Validator) -> str:
     name = check.text("computer_name", "*")
     if name == "*" or check.problems_for("computer_name"):
         return name
-    if len(name) > 15:
-        check.fail("computer_name", f"{len(name)} characters; a NetBIOS name has at most 15.")
-    elif not _NETBIOS.match(name):
+    if not _NETBIOS.match(name):
         bad = sorted({c for c in name if not re.match(r"[A-Za-z0-9_-]", c)})
         check.fail(
             "computer_name",
-            f"{name!r} contains {' '.join(repr(c) for c in bad)}; use letters, digits, "
+            f"{shown_value(name)} contains {' '.join(repr(c) for c in bad)}; use letters, digits, "
             "'-' and '_' only, or '*' for a random name.",
         )
     elif name.isdigit():
@@ -636,20 +770,21 @@ def _computer_name(check: _Validator) -> str:
 
 
 def _admin_password(check: _Validator) -> str:
-    password = check.text("admin_password", "")
     if "admin_password" not in check.raw:
         check.fail(
             "admin_password",
             "not set.",
             "Give it in the --config file or as PVINSTALL_ADMIN_PASSWORD.",
         )
-    elif password == "":
-        check.fail(
-            "admin_password", "is empty; AutoLogon and the post-install step need a password."
-        )
-    elif len(password) > 127:
-        check.fail("admin_password", f"{len(password)} characters; Windows allows at most 127.")
-    elif password == check.profile.answer_text.no_password:
+        return ""
+    password = check.text(
+        "admin_password",
+        "",
+        empty="is empty; AutoLogon and the post-install step need a password.",
+    )
+    if check.problems_for("admin_password"):
+        return password
+    if password == check.profile.answer_text.no_password:
         # winnt.sif: AdminPassword=* means an empty password (docs/windows-2003.md §2).
         check.fail(
             "admin_password",
@@ -669,14 +804,14 @@ def _image_name(check: _Validator, edition: str, default: str | None) -> str | N
                 "image name; leave it out.",
             )
         return None
-    image_name = check.text("image_name", default or "")
-    if not image_name and not check.problems_for("image_name"):
-        check.fail(
-            "image_name",
-            f"no image name is known for the {edition} edition of {profile.name}.",
-            "Set image_name to the name `wiminfo install.wim` lists for it.",
-        )
-    return image_name
+    if "image_name" in check.raw or default:
+        return check.text("image_name", default or "")
+    check.fail(
+        "image_name",
+        f"no image name is known for the {edition} edition of {profile.name}.",
+        "Set image_name to the name `wiminfo install.wim` lists for it.",
+    )
+    return ""
 
 
 def _server_core(check: _Validator) -> bool:
@@ -766,14 +901,16 @@ def _domain_settings(check: _Validator) -> dict[str, Any]:
             f"{memory} MiB is below the {profile.min_memory_mib} MiB {profile.title} needs.",
         )
     network = check.text("network", "default", answer_file=False)
-    if not network.strip() or "/" in network or " " in network.strip():
-        check.fail("network", f"{network!r} is not a libvirt network name.")
+    _libvirt_name(check, "network", network)
     pool = check.text("storage_pool", "", answer_file=False)
+    if pool:
+        _libvirt_name(check, "storage_pool", pool)
     model = check.text("virtio_model", "", answer_file=False)
     if model and model not in VIRTIO_MODELS:
         check.fail(
             "virtio_model",
-            f"{model!r} is not a virtio device model; use one of {', '.join(VIRTIO_MODELS)}.",
+            f"{shown_value(model)} is not a virtio device model; use one of "
+            f"{', '.join(VIRTIO_MODELS)}.",
         )
     bus = check.choice(
         "storage_bus",
@@ -800,6 +937,22 @@ def _domain_settings(check: _Validator) -> dict[str, Any]:
         "storage_pool": pool or None,
         "virtio_model": model or None,
     }
+
+
+def _libvirt_name(check: _Validator, key: str, name: str) -> None:
+    """Refuse a network or pool name libvirt would refuse or trip over: a '/' (libvirt
+    keeps the object as NAME.xml), blanks around or inside it (virsh splits on them)."""
+    if check.problems_for(key):
+        return
+    size = len(name.encode("utf-8"))
+    if size > LIBVIRT_NAME_MAX:
+        check.fail(key, f"{size} bytes in UTF-8; at most {LIBVIRT_NAME_MAX}.", "Shorten it.")
+        return
+    bad = sorted({c for c in name if c == "/" or c.isspace()})
+    if bad:
+        shown = ", ".join("a blank" if c.isspace() else repr(c) for c in bad)
+        what = "network" if key == "network" else "storage pool"
+        check.fail(key, f"{shown_value(name)} is not a libvirt {what} name: it contains {shown}.")
 
 
 def _product_key(check: _Validator, kms_key: str | None) -> Secret | None:
@@ -838,7 +991,7 @@ def _timezone(check: _Validator) -> str:
     if resolved is None:
         check.fail(
             "timezone",
-            f"{value!r} is not a time zone {profile.title} knows.",
+            f"{shown_value(value)} is not a time zone {profile.title} knows.",
             profile.timezones.hint(value),
         )
         return value
@@ -859,7 +1012,7 @@ def _locale(check: _Validator, image: WimImage | None) -> str:
     if canonical is None:
         check.fail(
             "locale",
-            f"{value!r} is not a locale pvinstall knows.",
+            f"{shown_value(value)} is not a locale pvinstall knows.",
             "Use a name such as en-US, en-GB, de-DE or fr-FR.",
         )
         return value
@@ -875,27 +1028,39 @@ def _locale(check: _Validator, image: WimImage | None) -> str:
 
 
 def _string_list(check: _Validator, key: str) -> tuple[str, ...]:
+    setting = SETTINGS_BY_KEY[key]
     value = check.get(key, [])
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        check.fail(key, f"must be a list of strings, not {value!r}.")
+        check.fail(key, f"must be a list of strings, not {shown_value(value)}.")
         return ()
+    if setting.max_items is not None and len(value) > setting.max_items:
+        check.fail(
+            key,
+            f"{len(value)} items; at most {setting.max_items}.",
+            "Put the commands into a script and run that.",
+        )
+        return tuple(value)
     for index, item in enumerate(value):
         # The commands go into the post-install script on drivers.iso, not into
         # winnt.sif, so winnt.sif's rules do not apply; the script's do.
+        if setting.max_length is not None and len(item) > setting.max_length:
+            check.fail(
+                f"{key}[{index}]",
+                setting.too_long(len(item)),
+                "Put the command into a script and run that.",
+            )
+            continue
         problem = _script_problem(item)
         if problem:
             check.fail(f"{key}[{index}]", problem + ".")
         elif not item.strip():
             check.fail(f"{key}[{index}]", "is empty.")
-        elif len(item) > 1024:
-            check.fail(f"{key}[{index}]", f"{len(item)} characters; at most 1024.")
     return tuple(value)
 
 
-_DRIVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-MAX_DRIVER_NAMES = 64
+_DRIVER_NAME = re.compile(rf"^[A-Za-z0-9_-]{{1,{DRIVER_NAME_MAX}}}$")
 
 
 def _driver_names(check: _Validator) -> tuple[str, ...] | None:
@@ -919,7 +1084,8 @@ def _driver_names(check: _Validator) -> tuple[str, ...] | None:
         if not _DRIVER_NAME.match(item):
             check.fail(
                 f"drivers[{index}]",
-                f"{item[:40]!r} is not a driver name (1 to 32 letters, digits, '-' or '_').",
+                f"{item[:40]!r} is not a driver name (1 to {DRIVER_NAME_MAX} letters, digits, '-' "
+                "or '_').",
                 "`pvinstall drivers --profile P` lists the names.",
             )
         names.setdefault(item.lower(), item)
@@ -933,7 +1099,9 @@ def _int_list(check: _Validator, key: str, low: int, high: int) -> tuple[int, ..
     if not isinstance(value, list) or not all(
         isinstance(v, int) and not isinstance(v, bool) for v in value
     ):
-        check.fail(key, f"must be a list of whole numbers, e.g. [20, 40], not {value!r}.")
+        check.fail(
+            key, f"must be a list of whole numbers, e.g. [20, 40], not {shown_value(value)}."
+        )
         return ()
     for index, item in enumerate(value):
         if not low <= item <= high:
@@ -946,7 +1114,7 @@ def _floppy_size(check: _Validator) -> int:
     text = str(value).strip().lower().removesuffix("mb").strip()
     sizes = {"1.44": 1440, "1440": 1440, "2.88": 2880, "2880": 2880}
     if text not in sizes:
-        check.fail("floppy_size", f"{value!r}: a floppy is 1.44 or 2.88 (MB).")
+        check.fail("floppy_size", f"{shown_value(value)}: a floppy is 1.44 or 2.88 (MB).")
         return 1440
     return sizes[text]
 
@@ -954,4 +1122,4 @@ def _floppy_size(check: _Validator) -> int:
 def settings_help() -> str:
     """The settings table for `pvinstall build --help` and the README."""
     width = max(len(s.key) for s in SETTINGS)
-    return "\n".join(f"{s.key.ljust(width)}  {s.help}" for s in SETTINGS)
+    return "\n".join(f"{s.key.ljust(width)}  {s.help_line()}" for s in SETTINGS)

@@ -9,9 +9,13 @@ never pass secrets to a monitor; the pipeline only reports names, paths and size
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sys
 import time
+import warnings
+from collections.abc import Iterator
 from typing import Any, Protocol, TextIO
 
 
@@ -156,3 +160,41 @@ def choose_monitor(*, json_output: bool, stream: TextIO | None = None) -> Monito
     if out.isatty():
         return RichMonitor(out)
     return LogMonitor(out)
+
+
+class _ToMonitor(logging.Handler):
+    def __init__(self, monitor: Monitor) -> None:
+        super().__init__(logging.WARNING)
+        self._monitor = monitor
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._monitor.warning(f"{record.name}: {record.getMessage()}")
+
+
+@contextlib.contextmanager
+def route_warnings(monitor: Monitor) -> Iterator[None]:
+    """Inside the block, what libraries say through `warnings` or `logging` (pyfatfs
+    warns about a damaged FAT) reaches the user as the monitor's warnings: one line each,
+    a JSON line with --json, never Python's two-line warning text between them."""
+
+    def show(  # noqa: PLR0917 - warnings.showwarning's signature
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        del filename, lineno, file, line  # where in a library it warned is not the user's
+        monitor.warning(f"{category.__name__}: {message}")
+
+    handler = _ToMonitor(monitor)
+    root = logging.getLogger()
+    previous_show = warnings.showwarning
+    warnings.showwarning = show
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        warnings.showwarning = previous_show

@@ -3,9 +3,14 @@ answer files, plan the media, write the media and the domain XML, define and
 install, and write the manifest.
 
 Everything that can be wrong with the input is checked before the first byte is
-written (`prepare`, `plan_build`, `check_hypervisor`); the write step stages every
-file and renames them into OUT only when all of them were written, so a refused or
-failed build leaves OUT as it was.
+written, and in one pass (`prepare`: the settings, the options, SOURCE_DATE_EPOCH, the
+driver source, the domain's devices against the drivers and the PCI slots, and with
+--define or --install the hypervisor's network, pool, domain and disks), so that one
+run lists every problem. The outputs, the manifest last, are written into a new
+generation of OUT and committed in one rename (builder/outputs.py), so that OUT is
+the previous build or the new one at every instant; OUT is locked meanwhile. Define
+and install come after the commit and update the manifest with what happened, a
+failure or an interruption included.
 """
 
 from __future__ import annotations
@@ -13,22 +18,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+import signal
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 from typing import Any
 
-from builder import __version__, sources
+from builder import __version__, interrupts, sources
 from builder import manifest as manifest_mod
 from builder.answers.formats import render_answer_files
 from builder.answers.postinstall import render_postinstall
-from builder.config import BuildConfig, load_config
+from builder.config import BuildConfig, failed_keys, validate_config
 from builder.errors import BuildError, InputError, Problem, PvError
 from builder.media import iso9660
 from builder.media.plan import MediaInputs
 from builder.media.table import MediaPlan, WriteInputs, plan_media
 from builder.monitor import Monitor, format_elapsed
-from builder.outputs import Staging, staging
+from builder.outputs import Generation, OutputDir
 from builder.reproducible import build_id, source_date_epoch, volume_serial
 from builder.sources import driver_digests, find_source, open_source, read_catalogs
 from builder.virtio.facts import DriverFacts, load_driver_facts
@@ -43,6 +50,9 @@ from builder.windows.profiles import Profile, resolve_profile
 DOMAIN_XML = "domain.xml"
 MANIFEST = "manifest.json"
 SERIAL_LOG = "serial.log"
+# What a failed install keeps in OUT to show why (the manifest's domain record names
+# them); the next build's commit removes those a previous manifest named.
+INSTALL_LOGS = (virt.SCREENSHOT, virt.SERIAL_TAIL)
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,7 @@ class BuildOptions:
     define: bool = False
     install: bool = False
     replace: bool = False
+    force: bool = False
     connect: str = virt.DEFAULT_URI
     domain_type: str | None = None
     timeout_minutes: float | None = None
@@ -93,6 +104,7 @@ class Context:
     facts: DriverFacts
     windows_iso: Path | None
     media: InstallMedia | None = None
+    conn: virt.Connection | None = None
     domain_type: str = "kvm"
     disks: domain.DiskPaths | None = None
     domain_xml: str = ""
@@ -103,6 +115,14 @@ class Context:
     @property
     def timeout_minutes(self) -> float:
         return self.options.timeout_minutes or float(self.profile.timeout_minutes)
+
+    def close(self) -> None:
+        """Close the driver source and the hypervisor connection."""
+        try:
+            self.source.close()
+        finally:
+            if self.conn is not None:
+                self.conn.close()
 
 
 @dataclass(frozen=True)
@@ -155,7 +175,46 @@ def _locate_source(
     return path, []
 
 
-def _option_problems(options: BuildOptions, profile: Profile) -> list[Problem]:
+def _out_problems(out: Path) -> list[Problem]:
+    """--out must be a directory pvinstall can write, or one it can create."""
+    if out.exists() and not out.is_dir():
+        return [
+            Problem(
+                "--out", f"{out} exists and is not a directory.", "Choose another --out directory."
+            )
+        ]
+    existing = out
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return [
+            Problem(
+                "--out",
+                f"cannot create {out}: {existing} is not a directory.",
+                "Choose another --out directory.",
+            )
+        ]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        why = "it is on a read-only file system" if _read_only(existing) else "permission denied"
+        what = f"write to {out}" if existing == out else f"create {out} in {existing}"
+        return [
+            Problem(
+                "--out",
+                f"cannot {what}: {why}.",
+                "Choose a directory you can write to with --out.",
+            )
+        ]
+    return []
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _option_problems(options: BuildOptions, profile: Profile, out: Path) -> list[Problem]:
     """Problems with the command-line options (collected with the settings' problems)."""
     found: list[Problem] = []
     if options.install and options.windows_iso is None:
@@ -164,6 +223,14 @@ def _option_problems(options: BuildOptions, profile: Profile) -> list[Problem]:
                 "--install",
                 "needs the Windows install ISO to boot setup from.",
                 "Give it with --windows-iso (make: WINDOWS_ISO=...).",
+            )
+        )
+    if options.force and not options.replace:
+        found.append(
+            Problem(
+                "--force",
+                "stops a running domain only for --replace.",
+                "Add --replace, or leave --force out.",
             )
         )
     if options.windows_iso is not None and not profile.reads_install_image:
@@ -198,14 +265,44 @@ def _option_problems(options: BuildOptions, profile: Profile) -> list[Problem]:
                 "Give a positive number of minutes.",
             )
         )
-    if options.out is not None and options.out.exists() and not options.out.is_dir():
-        found.append(
-            Problem(
-                "--out",
-                f"{options.out} exists and is not a directory.",
-                "Choose another --out directory.",
-            )
-        )
+    return found + _out_problems(out)
+
+
+def _epoch(environ: Mapping[str, str]) -> tuple[int, list[Problem]]:
+    try:
+        return source_date_epoch(environ), []
+    except InputError as error:
+        return 0, list(error.problems)
+
+
+# Which settings each check of the domain reads: a check runs only when they are right.
+_DEVICE_CHECK_KEYS = {
+    "slots": frozenset({"data_disks"}),
+    "drivers": frozenset({"virtio_model"}),
+}
+
+
+def _device_problems(
+    config: BuildConfig, drivers: DriverSet, facts: DriverFacts, failed: frozenset[str]
+) -> list[Problem]:
+    """The domain's devices: within the 28 PCI slots, and each bound by a selected
+    driver. Run on the settings as given, before any output exists; each check only
+    when the settings it reads have no problem of their own."""
+    placeholder = Path("/pvinstall-check")
+    paths = domain.MediaPaths(
+        media=(),
+        system_disk=placeholder / "system.qcow2",
+        data_disks=tuple(placeholder / f"data{i}.qcow2" for i, _ in enumerate(config.data_disks)),
+        serial_log=placeholder / SERIAL_LOG,
+    )
+    if "virtio_model" in failed:
+        config = dataclasses_replace(config, virtio_model=None)
+    plan = domain.plan_domain(config, paths, name="pvinstall-check", domain_type="kvm")
+    found: list[Problem] = []
+    if not failed & _DEVICE_CHECK_KEYS["slots"]:
+        found += _problems(lambda: domain.check_slot_budget(plan))
+    if not failed & _DEVICE_CHECK_KEYS["drivers"]:
+        found += _problems(lambda: domain.check_device_drivers(plan, drivers, facts))
     return found
 
 
@@ -283,63 +380,190 @@ def _firmware_gap(config: BuildConfig) -> tuple[str, str] | None:
     return text, hint
 
 
-def _firmware_warnings(options: BuildOptions, config: BuildConfig) -> list[str]:
-    """A build whose firmware the domain cannot boot yet: refused when it would define
+def _firmware_check(options: BuildOptions, config: BuildConfig) -> tuple[list[str], list[Problem]]:
+    """A build whose firmware the domain cannot boot yet: a problem when it would define
     or install, a warning when it only writes the media."""
     gap = _firmware_gap(config)
     if gap is None:
-        return []
+        return [], []
     text, hint = gap
     if options.acting:
-        raise InputError(f"{text}; setup would stop at the disk.", hint, key="firmware")
-    return [f"{text}: the media are right, the domain is not ready to install with them."]
+        return [], [Problem("firmware", f"{text}; setup would stop at the disk.", hint)]
+    return [f"{text}: the media are right, the domain is not ready to install with them."], []
 
 
-def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor) -> Context:
-    """Resolve and validate every input and select the drivers; InputError lists every
-    problem. The returned context holds the driver source open: close it."""
-    profile, media, media_problems = _read_media(options, monitor)
-    path, source_problems = _locate_source(options, environ)
-    config = load_config(
-        profile,
-        config_file=options.config_file,
-        sets=options.sets,
-        environ=environ,
-        extra_problems=lambda: [
-            *media_problems,
-            *source_problems,
-            *_option_problems(options, profile),
-        ],
-        media=media,
+def _connect(
+    options: BuildOptions,
+) -> tuple[virt.Connection | None, list[Problem], BuildError | None]:
+    """The hypervisor (--define, --install): the connection, or the input problem with
+    --connect, or the failure to reach it (reported after the input problems)."""
+    if not options.acting:
+        return None, [], None
+    try:
+        return virt.connect(options.connect), [], None
+    except InputError as error:
+        return None, list(error.problems), None
+    except BuildError as error:
+        return None, [], error
+
+
+def _hypervisor_problems(
+    conn: virt.Connection,
+    options: BuildOptions,
+    *,
+    profile: Profile,
+    config: BuildConfig,
+    out: Path,
+    name: str,
+    failed: frozenset[str],
+) -> tuple[str, domain.DiskPaths | None, list[Problem]]:
+    """The domain type, the disks' paths and what the hypervisor would refuse: an
+    existing (or running, for --replace without --force) domain, a missing network or
+    pool, existing disks. Each check runs unless the setting it reads is wrong."""
+    found: list[Problem] = []
+    domain_type = options.domain_type or "kvm"
+    if "--domain-type" not in failed:
+        arch = domain.GUEST_ARCH[profile.arch]
+        try:
+            domain_type = virt.choose_domain_type(conn, options.domain_type, arch=arch)
+        except InputError as error:
+            found += error.problems
+        except BuildError as error:  # no guests there at all: said with the input's problems
+            found.append(Problem("--connect", error.message, error.hint))
+    disks = None
+    if not failed & {"storage_pool", "data_disks"}:
+        try:
+            disks = virt.disk_paths(conn, config, out, name)
+        except InputError as error:
+            found += error.problems
+    pool_failed = "storage_pool" in failed or any(p.key == "storage_pool" for p in found)
+    found += virt.define_problems(
+        conn,
+        None if "--name" in failed else name,
+        replace=options.replace,
+        force=options.force,
+        network=None if "network" in failed else config.network,
+        pool=None if pool_failed else config.storage_pool,
+        disks=disks,
     )
-    firmware_warnings = _firmware_warnings(options, config)
+    return domain_type, disks, found
+
+
+def _say_image(config: BuildConfig, monitor: Monitor) -> None:
     if config.image is not None:
         monitor.info(
             f"install image {config.image.index}: {config.image.name} "
             f"({config.image.edition_id}, {config.image.installation_type}, "
             f"{config.image.language})"
         )
-    if path is None:  # load_config has reported the source's problems with the others
-        raise InputError.collect(source_problems)
-    epoch = source_date_epoch(environ)
-    monitor.step("select drivers", f"for {profile.name} from {path}")
-    source = open_source(path)
-    try:
-        facts = load_driver_facts()
-        scan = scan_source(source, facts)
-        drivers = select_drivers(
-            scan, profile, facts, wanted=config.drivers, storage_bus=config.storage_bus
-        )
-        drivers = apply_signatures(
-            drivers, read_catalogs(source, drivers), sha2_media=config.sha2_media
-        )
-    except BaseException:
-        source.close()
-        raise
+
+
+def _say_drivers(drivers: DriverSet, monitor: Monitor) -> None:
     for driver in drivers.selected:
         signed = driver.signatures
         by = f", {signed.primary.digest} by {signed.primary.signer.display_name}" if signed else ""
         monitor.info(f"{driver.name}: {driver.inf_path} ({driver.driver_ver}{by})")
+
+
+def _open_source(path: Path, problems: list[Problem]) -> DriverSource | None:
+    """The driver source at `path`, or None with its problems added to `problems`."""
+    try:
+        return open_source(path)
+    except InputError as error:
+        problems += error.problems
+        return None
+
+
+def _select(
+    source: DriverSource,
+    profile: Profile,
+    facts: DriverFacts,
+    config: BuildConfig,
+    problems: list[Problem],
+) -> DriverSet | None:
+    """The drivers for the build, their signatures applied (None, with the problems
+    added to `problems`, when they cannot be chosen)."""
+    try:
+        drivers = select_drivers(
+            scan_source(source, facts),
+            profile,
+            facts,
+            wanted=config.drivers,
+            storage_bus=config.storage_bus,
+        )
+        return apply_signatures(
+            drivers, read_catalogs(source, drivers), sha2_media=config.sha2_media
+        )
+    except InputError as error:
+        problems += error.problems
+        return None
+
+
+def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor) -> Context:
+    """Resolve and validate every input and select the drivers, in one pass: InputError
+    lists every problem found. The returned context holds the driver source (and, with
+    --define or --install, the hypervisor connection) open: close it."""
+    profile, media, media_problems = _read_media(options, monitor)
+    name = options.name or default_name(profile)
+    out_dir = (options.out or default_out(name)).absolute()
+    path, problems = _locate_source(options, environ)
+    config, setting_problems = validate_config(
+        profile, config_file=options.config_file, sets=options.sets, environ=environ, media=media
+    )
+    problems = [
+        *setting_problems,
+        *media_problems,
+        *problems,
+        *_option_problems(options, profile, out_dir),
+    ]
+    firmware_warnings, firmware_problems = _firmware_check(options, config)
+    problems += firmware_problems
+    _say_image(config, monitor)
+    epoch, epoch_problems = _epoch(environ)
+    problems += epoch_problems
+    source: DriverSource | None = None
+    drivers: DriverSet | None = None
+    facts = load_driver_facts()
+    conn: virt.Connection | None = None
+    try:
+        if path is not None:
+            monitor.step("select drivers", f"for {profile.name} from {path}")
+            source = _open_source(path, problems)
+        if source is not None:
+            drivers = _select(source, profile, facts, config, problems)
+        failed = failed_keys(problems)
+        if drivers is not None:
+            problems += _device_problems(config, drivers, facts, failed)
+        conn, connect_problems, unreachable = _connect(options)
+        problems += connect_problems
+        domain_type, disks = options.domain_type or "kvm", None
+        if conn is not None:
+            monitor.step("check hypervisor", conn.uri)
+            domain_type, disks, found = _hypervisor_problems(
+                conn,
+                options,
+                profile=profile,
+                config=config,
+                out=out_dir,
+                name=name,
+                failed=failed,
+            )
+            problems += found
+        if problems:
+            if unreachable is not None:
+                problems.append(Problem("--connect", unreachable.message, unreachable.hint))
+            raise InputError.collect(problems)
+        if unreachable is not None:
+            raise unreachable
+        if source is None or drivers is None:
+            raise BuildError("the drivers were not selected, yet no problem was found.")
+    except BaseException:
+        if source is not None:
+            source.close()
+        if conn is not None:
+            conn.close()
+        raise
+    _say_drivers(drivers, monitor)
     warnings = [
         *config.warnings,
         *firmware_warnings,
@@ -348,12 +572,11 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
     ]
     for warning in warnings:
         monitor.warning(warning)
-    name = options.name or default_name(profile)
     return Context(
         options=options,
         profile=profile,
         config=config,
-        out_dir=(options.out or default_out(name)).absolute(),
+        out_dir=out_dir,
         name=name,
         epoch=epoch,
         source=source,
@@ -361,6 +584,9 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
         facts=facts,
         windows_iso=options.windows_iso.absolute() if options.windows_iso else None,
         media=media,
+        conn=conn,
+        domain_type=domain_type,
+        disks=disks,
         warnings=warnings,
     )
 
@@ -456,70 +682,76 @@ def make_domain_xml(ctx: Context, plan: BuildPlan, monitor: Monitor) -> None:
     )
 
 
-# -- the hypervisor, checked before writing --------------------------------------------------
+def output_names(ctx: Context, plan: BuildPlan) -> list[str]:
+    """Every file the build puts into OUT, in the order it is written (the manifest last)."""
+    names = sorted(plan.answers)
+    names += [planned.medium.name for planned in plan.media.planned]
+    return [*names, DOMAIN_XML, MANIFEST]
 
 
-def check_hypervisor(ctx: Context, conn: virt.Connection | None, monitor: Monitor) -> None:
-    """Pick the domain type and refuse what define would refuse (an existing domain or
-    disk, a missing network or pool), before anything is written."""
-    if conn is None:
-        # No hypervisor to ask: KVM is what a user's host has; --domain-type qemu
-        # writes a TCG domain.
-        ctx.domain_type = ctx.options.domain_type or "kvm"
-        return
-    monitor.step("check hypervisor", conn.uri)
-    arch = domain.GUEST_ARCH[ctx.profile.arch]
-    ctx.domain_type = virt.choose_domain_type(conn, ctx.options.domain_type, arch=arch)
-    ctx.disks = virt.disk_paths(conn, ctx.config, ctx.out_dir, ctx.name)
-    virt.check_can_define(
-        conn,
-        ctx.name,
-        replace=ctx.options.replace,
-        network=ctx.config.network,
-        pool=ctx.config.storage_pool,
-        disks=ctx.disks,
-    )
+def secret_outputs(ctx: Context, plan: BuildPlan) -> frozenset[str]:
+    """The outputs that hold or carry a secret: the answer files that hold one, and
+    every medium of the media table that carries them (mode 0600, keyed digests)."""
+    media = {p.medium.name for p in plan.media.planned if p.medium.secret}
+    return frozenset(ctx.profile.secret_answer_files) | media
+
+
+def expected_size(ctx: Context, plan: BuildPlan) -> int:
+    """About how much room the build takes in OUT (for the sentence of a full disk)."""
+    inputs = _write_inputs(ctx, plan)
+    size = sum(len(data) for data in plan.answers.values()) + len(ctx.domain_xml) + 64 * 1024
+    return size + sum(p.builder.estimated_size(p.plan, inputs) for p in plan.media.planned)
 
 
 # -- the I/O edge ----------------------------------------------------------------------------
 
 
-def write_outputs(ctx: Context, plan: BuildPlan, stage: Staging, monitor: Monitor) -> None:
-    """Write every output into the staging directory: the answer files, each medium of
-    the media table that applies, the domain XML. What holds a secret (the answer files
-    and every medium that carries them) is written with mode 0600."""
+def write_outputs(ctx: Context, plan: BuildPlan, gen: Generation, monitor: Monitor) -> None:
+    """Write every output into the new generation: the answer files, each medium of the
+    media table that applies, the domain XML. What holds a secret (the answer files and
+    every medium that carries them) is created with mode 0600."""
+    secret = secret_outputs(ctx, plan)
     for name, data in sorted(plan.answers.items()):
         monitor.step("write", name)
-        stage.write(name, data, secret=name in ctx.profile.secret_answer_files)
+        gen.write(name, data, secret=name in secret)
         ctx.written.append(name)
     inputs = _write_inputs(ctx, plan)
     for planned in plan.media.planned:
         medium = planned.medium
         monitor.step("write", f"{medium.name} ({medium.title})")
-        planned.builder.write(planned.plan, stage.file(medium.name, secret=medium.secret), inputs)
+        target = gen.file(medium.name, secret=medium.name in secret)
+        try:
+            planned.builder.write(planned.plan, target, inputs)
+        except OSError as error:
+            raise gen.out.error(medium.name, error) from None
         ctx.written.append(medium.name)
     monitor.step("write", DOMAIN_XML)
-    stage.write(DOMAIN_XML, ctx.domain_xml.encode("utf-8"))
+    gen.write(DOMAIN_XML, ctx.domain_xml.encode("utf-8"))
     ctx.written.append(DOMAIN_XML)
 
 
-def define_domain(ctx: Context, conn: virt.Connection, monitor: Monitor) -> None:
-    """Create the disks and define the domain; disk files created here are removed
-    again when the definition is refused."""
+def replace_and_define(ctx: Context, conn: virt.Connection, monitor: Monitor) -> None:
+    """Take an old domain of the name away (--replace: refused while it runs, unless
+    --force), then create the disks, then define the domain. The disks are touched only
+    once nothing uses them; the ones created here go again when the definition is
+    refused."""
+    if ctx.options.replace:
+        monitor.step("replace", f"{ctx.name} on {conn.uri}")
+        virt.replace_domain(conn, ctx.name, force=ctx.options.force)
     monitor.step("define", f"{ctx.name} on {conn.uri}")
     disks = virt.create_disks(
         conn, ctx.config, ctx.out_dir, ctx.name, monitor, replace=ctx.options.replace
     )
+    ctx.domain_record.update(disks=[str(p) for p in (disks[0], *disks[1])])
     try:
-        virt.define(conn, ctx.domain_xml, replace=ctx.options.replace)
+        virt.define(conn, ctx.domain_xml, replace=False)
     except BaseException:
         if ctx.config.storage_pool is None:
             for path in (disks[0], *disks[1]):
                 path.unlink(missing_ok=True)
+        ctx.domain_record.pop("disks", None)
         raise
-    ctx.domain_record.update(
-        defined=True, uri=conn.uri, disks=[str(p) for p in (disks[0], *disks[1])]
-    )
+    ctx.domain_record.update(defined=True, uri=conn.uri)
 
 
 def install_domain(ctx: Context, plan: BuildPlan, conn: virt.Connection, monitor: Monitor) -> None:
@@ -543,47 +775,63 @@ def install_domain(ctx: Context, plan: BuildPlan, conn: virt.Connection, monitor
     )
 
 
-def _medium_files(ctx: Context, plan: BuildPlan, name: str) -> list[dict[str, Any]] | None:
-    """What pvinstall put on the medium `name` (None for an output that is not one)."""
+def _medium_files(
+    ctx: Context, plan: BuildPlan, name: str, written: Path, key: bytes
+) -> list[dict[str, Any]] | None:
+    """What pvinstall put on the medium `name` (None for an output that is not one);
+    the answer files on it get keyed digests."""
     planned = plan.media.get(name)
     if planned is None:
         return None
     builder = planned.builder
-    files = manifest_mod.planned_files_json(builder.files(planned.plan), plan.digests)
+    secret = [plan.answers[n] for n in ctx.profile.secret_answer_files if n in plan.answers]
+    files = manifest_mod.planned_files_json(
+        builder.files(planned.plan), plan.digests, secrets=secret, key=key
+    )
     files += [
         {"path": f.path, "size": f.size, "sha256": f.sha256}
-        for f in builder.read_back(planned.plan, ctx.out_dir / name)
+        for f in builder.read_back(planned.plan, written)
     ]
     return sorted(files, key=lambda f: str(f["path"]).lower())
 
 
-def write_manifest(ctx: Context, plan: BuildPlan, monitor: Monitor) -> dict[str, Any]:
+def manifest_document(
+    ctx: Context, plan: BuildPlan, gen: Generation, key: bytes, monitor: Monitor
+) -> dict[str, Any]:
+    """The manifest of the outputs written into `gen` (read from there, named as they
+    will be in OUT). Secret outputs and the --config file get keyed digests."""
     monitor.step("write", MANIFEST)
     inputs = [manifest_mod.source_record(ctx.source, ctx.drivers, plan.digests)]
     if ctx.windows_iso is not None:
         inputs.append(manifest_mod.file_record("windows_iso", ctx.windows_iso, "iso"))
     if ctx.options.config_file is not None:
-        inputs.append(
-            manifest_mod.file_record("config", ctx.options.config_file.absolute(), "toml")
+        # A settings file may hold the password (and is never proven not to): keyed.
+        config_file = ctx.options.config_file.absolute()
+        inputs.append(manifest_mod.file_record("config", config_file, "toml", key=key))
+    secret = secret_outputs(ctx, plan)
+    outputs = []
+    for name in ctx.written:
+        written = gen.path / name
+        outputs.append(
+            manifest_mod.output_record(
+                name,
+                ctx.out_dir / name,
+                _medium_files(ctx, plan, name, written, key),
+                read_from=written,
+                key=key if name in secret else None,
+            )
         )
-    document = manifest_mod.build_manifest(
+    return manifest_mod.build_manifest(
         config=ctx.config,
         build_id=plan.build_id,
         epoch=ctx.epoch,
         inputs=inputs,
         drivers=manifest_mod.drivers_json(ctx.drivers, plan.digests),
-        outputs=[
-            manifest_mod.output_record(n, ctx.out_dir / n, _medium_files(ctx, plan, n))
-            for n in ctx.written
-        ],
+        outputs=outputs,
         domain=ctx.domain_record,
         warnings=ctx.warnings,
         install_image=image_json(ctx.config.image) if ctx.config.image else None,
     )
-    with staging(ctx.out_dir) as stage:
-        stage.write(MANIFEST, manifest_mod.manifest_bytes(document))
-        stage.commit()
-    return document
 
 
 def record_failure(record: dict[str, Any], error: PvError) -> None:
@@ -593,54 +841,103 @@ def record_failure(record: dict[str, Any], error: PvError) -> None:
     record["problems"] = [p.as_json() for p in error.problems]
 
 
+def record_interruption(record: dict[str, Any], stop: KeyboardInterrupt) -> None:
+    """An interrupted define or install in the manifest's domain record."""
+    signum = stop.signum if isinstance(stop, interrupts.Interrupted) else signal.SIGINT
+    record["interrupted"] = signal.Signals(signum).name
+    record["error"] = f"interrupted ({signal.Signals(signum).name})"
+
+
+def _kept_logs(ctx: Context) -> list[str]:
+    return [n for n in INSTALL_LOGS if (ctx.out_dir / n).is_file()]
+
+
+def _stale_logs(out: OutputDir) -> list[str]:
+    """What the previous build's failed install kept in OUT (its manifest names them)."""
+    previous = out.current_manifest() or {}
+    record = previous.get("domain")
+    logs = record.get("logs", []) if isinstance(record, dict) else []
+    return [n for n in INSTALL_LOGS if isinstance(logs, list) and n in logs]
+
+
 # -- the script ------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _hypervisor(options: BuildOptions) -> Iterator[virt.Connection | None]:
-    if not options.acting:
-        yield None
-        return
-    conn = virt.connect(options.connect)
+def _act(
+    ctx: Context,
+    plan: BuildPlan,
+    *,
+    conn: virt.Connection,
+    out: OutputDir,
+    document: dict[str, Any],
+    monitor: Monitor,
+) -> None:
+    """Define (and install) the committed build, updating its manifest after each step,
+    and after a failure or an interruption with what happened."""
+
+    def save() -> None:
+        document["domain"] = dict(ctx.domain_record)
+        out.replace_current(MANIFEST, manifest_mod.manifest_bytes(document), secret=True)
+
     try:
-        yield conn
-    finally:
-        conn.close()
+        replace_and_define(ctx, conn, monitor)
+        if ctx.options.install:
+            save()  # the domain is defined: say so before the long wait
+            install_domain(ctx, plan, conn, monitor)
+    except PvError as error:
+        record_failure(ctx.domain_record, error)
+        if logs := _kept_logs(ctx):
+            ctx.domain_record["logs"] = logs
+        with interrupts.deferred():
+            save()
+        raise
+    except KeyboardInterrupt as stop:
+        record_interruption(ctx.domain_record, stop)
+        with interrupts.deferred():
+            save()
+        raise
+    save()
 
 
 def run_build(
     options: BuildOptions, monitor: Monitor, environ: Mapping[str, str] | None = None
 ) -> BuildResult:
-    """Run the whole build (select → render → media → domain XML → define → install →
-    manifest). InputError before anything is written; BuildError when writing,
-    defining or installing fails (the manifest then records how far it got)."""
+    """Run the whole build (validate → select → render → media → domain XML → commit →
+    define → install). InputError before anything is written; BuildError when writing,
+    defining or installing fails (after the commit, the manifest records how far it
+    got)."""
     ctx = prepare(options, dict(os.environ if environ is None else environ), monitor)
-    with contextlib.closing(ctx.source):
+    with contextlib.closing(ctx):
         plan = plan_build(ctx, monitor)
-        with _hypervisor(options) as conn:
-            check_hypervisor(ctx, conn, monitor)
-            make_domain_xml(ctx, plan, monitor)
-            with staging(ctx.out_dir) as stage:
-                write_outputs(ctx, plan, stage, monitor)
-                stage.commit()
-            ctx.domain_record = {
-                "name": ctx.name,
-                "type": ctx.domain_type,
-                "xml": DOMAIN_XML,
-                "defined": False,
-                "installed": False,
-            }
-            if conn is not None:
-                try:
-                    define_domain(ctx, conn, monitor)
-                    if options.install:
-                        install_domain(ctx, plan, conn, monitor)
-                except BuildError as error:
-                    # The media are written; say in the manifest how far the build got.
-                    record_failure(ctx.domain_record, error)
-                    write_manifest(ctx, plan, monitor)
-                    raise
-        document = write_manifest(ctx, plan, monitor)
+        make_domain_xml(ctx, plan, monitor)
+        ctx.domain_record = {
+            "name": ctx.name,
+            "type": ctx.domain_type,
+            "xml": DOMAIN_XML,
+            "defined": False,
+            "installed": False,
+        }
+        with OutputDir(ctx.out_dir) as out:
+            out.check_names(output_names(ctx, plan))
+            if ctx.conn is not None and ctx.disks is not None and not options.replace:
+                # Again under the lock: another run may have made them meanwhile.
+                virt.check_can_define(
+                    ctx.conn,
+                    ctx.name,
+                    replace=False,
+                    network="user",
+                    pool=ctx.config.storage_pool,
+                    disks=ctx.disks,
+                )
+            out.expected_size = expected_size(ctx, plan)
+            stale = _stale_logs(out)
+            with out.generation() as gen:
+                write_outputs(ctx, plan, gen, monitor)
+                document = manifest_document(ctx, plan, gen, out.digest_key(), monitor)
+                gen.write(MANIFEST, manifest_mod.manifest_bytes(document), secret=True)
+                out.commit(gen, stale=stale)
+            if ctx.conn is not None:
+                _act(ctx, plan, conn=ctx.conn, out=out, document=document, monitor=monitor)
     return BuildResult(
         manifest=document,
         domain_xml=ctx.domain_xml,

@@ -12,6 +12,8 @@ from collections.abc import Generator
 
 import pytest
 
+from builder import interrupts
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(
@@ -27,3 +29,13 @@ def pytest_runtest_makereport(
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"integration test skipped where real tools are required: {reason}"
+
+
+@pytest.fixture(autouse=True)
+def _no_signal_of_an_earlier_test() -> Generator[None, None, None]:
+    """Each test starts with no stop signal noted and the work not finished: a command
+    run in this process (cli.main calls interrupts.finish()) would otherwise make a
+    later test's signal count for nothing."""
+    interrupts.reset()
+    yield
+    interrupts.reset()

@@ -118,6 +118,12 @@ NEEDS: Final[tuple[Need, ...]] = (
     ),
     # -- oracles: the tools the tests check output with --------------------------------
     Need("fsck.fat", "dosfstools", "oracles", "checks floppies"),
+    Need(
+        "mkfs.fat",
+        "dosfstools",
+        "oracles",
+        "a FAT image whose copies differ (pyfatfs warns); the fixture DVDs' efisys.bin images",
+    ),
     Need("mformat", "mtools", "oracles", "fixture floppy images"),
     Need("mmd", "mtools", "oracles", "fixture floppy images"),
     Need("mcopy", "mtools", "oracles", "fixture floppy images; reads floppies back"),
@@ -147,7 +153,8 @@ NEEDS: Final[tuple[Need, ...]] = (
         "openssl",
         "openssl",
         "oracles",
-        "signs the fixture catalogs; reads catalogs and certificates back",
+        "signs the fixture catalogs; reads catalogs and certificates back; checks the "
+        "manifest's keyed digests (HMAC-SHA256)",
     ),
     Need(
         "wimlib-imagex",
@@ -155,7 +162,6 @@ NEEDS: Final[tuple[Need, ...]] = (
         "oracles",
         "the fixture DVDs' install.wim; the oracle of the WIM reader",
     ),
-    Need("mkfs.fat", "dosfstools", "oracles", "the fixture DVDs' efisys.bin images"),
     Need("udfinfo", "udftools", "oracles", "reads the UDF side of DVDs back"),
     # -- hypervisor: QEMU, libvirtd, the boot probe -------------------------------------
     Need("qemu-system-x86_64", "qemu-system-x86", "hypervisor", "libvirtd runs x86_64 guests"),
@@ -226,6 +232,9 @@ NEEDS: Final[tuple[Need, ...]] = (
     ),
     Need("grep", "grep", "system", "the set-up scripts; virt-xml-validate"),
     Need("sh", "dash", "system", "tests of builder/tools.py run a failing shell command"),
+    Need("mount", "mount", "system", "the fault tests mount a small tmpfs (full, read-only)"),
+    Need("umount", "mount", "system", "the fault tests unmount their tmpfs"),
+    Need("chattr", "e2fsprogs", "system", "the fault tests make an --out immutable"),
     *(
         Need(name, "coreutils", "system", "the set-up scripts, the Makefile, the bench")
         for name in (

@@ -16,8 +16,8 @@ libvirt or the disk. `builder/convert/steps.py` carries the plans out.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -67,10 +67,30 @@ class StatePaths:
     drivers_iso: Path
 
 
+# Characters a file name keeps as they are; every other one is escaped as %XX (its UTF-8
+# bytes), '%' itself among them, so that two names never share a file (`rt-col a` is
+# `rt-col%20a`, `rt-col_a` stays `rt-col_a`).
+_STEM_KEEPS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.+-")
+# A longer stem keeps its start and ends in '~' and a digest of the whole name ('~' is
+# always escaped otherwise): the file names stay well within 255 bytes.
+MAX_STEM = 120
+
+
 def file_stem(name: str) -> str:
-    """`name` made safe as the start of a file name."""
-    # A libvirt name may hold characters a file name should not.
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", name).lstrip(".") or "domain"
+    """`name` as the start of a file name: injective (different names, different stems),
+    never hidden (a leading '.' is escaped), never a path (a '/' is escaped)."""
+    escaped = "".join(
+        char if char in _STEM_KEEPS else "".join(f"%{b:02X}" for b in char.encode("utf-8"))
+        for char in name
+    )
+    if escaped.startswith("."):
+        escaped = "%2E" + escaped[1:]
+    if not escaped:
+        return "%"  # libvirt names are never empty; this keeps the function total
+    if len(escaped) > MAX_STEM:
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+        escaped = f"{escaped[: MAX_STEM - 25]}~{digest}"
+    return escaped
 
 
 def state_paths(name: str, out: Path | None, environ: Mapping[str, str], home: Path) -> StatePaths:

@@ -32,6 +32,8 @@ from builder.vm import devices, disk_images, existing, virt
 from builder.windows.profiles import Profile
 
 Mode = Literal["staged", "finish", "drivers-installed", "rollback"]
+# The largest disk `attach --size` creates, as the build's data_disks setting.
+MAX_DISK_GIB = 65536
 DEFAULT_NETWORK = "default"  # as the build's `network` setting
 
 
@@ -160,7 +162,9 @@ def run_convert(
     env = os.environ if environ is None else environ
     paths = plans.state_paths(options.name, options.out, env, home or Path.home())
     with virt.connect(options.uri) as conn:
-        run = _Run(conn, virt.existing_domain(conn, options.name), paths, options, monitor, env)
+        # With its secrets (a VNC password): the new definition and the backup keep them.
+        guest = virt.existing_domain(conn, options.name, secure=True)
+        run = _Run(conn, guest, paths, options, monitor, env)
         if options.mode == "rollback":
             return _rollback(run)
         record = _read_record(paths)
@@ -209,7 +213,8 @@ def _outcome(
         running=run.guest.running,
         applied=applied,
         state_dir=run.paths.directory,
-        xml=xml,
+        # Shown on stdout: a VNC password the definition keeps says "(set)" only.
+        xml=existing.redact_secrets(xml) if xml else "",
         plan=plan,
         backup=backup,
         next_steps=steps,
@@ -313,7 +318,8 @@ def _write_phase_one_files(
             )
             disk_images.create_qcow2(stage.file(paths.temp_disk.name), f"{plans.TEMP_DISK_MIB}M")
         if not keep_backup:
-            stage.write(paths.backup.name, run.guest.xml.encode("utf-8"))
+            # The definition with its secrets: mode 0600.
+            stage.write(paths.backup.name, run.guest.xml.encode("utf-8"), secret=True)
         stage.write(paths.record.name, record.to_json().encode("utf-8"))
         placed = stage.commit()
     except BaseException:
@@ -391,7 +397,7 @@ def _switch(run: _Run) -> ConvertOutcome:
     if run.options.dry_run:
         return _outcome(run, plan.action, applied=False, xml=plan.xml, plan=plan)
     with outputs.staging(run.paths.directory) as stage:
-        stage.write(run.paths.backup.name, run.guest.xml.encode("utf-8"))
+        stage.write(run.paths.backup.name, run.guest.xml.encode("utf-8"), secret=True)
         stage.commit()
     virt.redefine(run.conn, plan.xml)
     return _outcome(
@@ -459,6 +465,7 @@ class AttachOptions:
     arch: str | None = None
     size_gib: int | None = None
     source: Path | None = None
+    image_format: str | None = None
     network: str | None = None
     out: Path | None = None
 
@@ -512,7 +519,19 @@ def _check_attach_options(options: AttachOptions) -> None:
                 "Use: pvinstall attach DOMAIN nic --network NAME",
                 key="--size",
             )
+        if options.image_format is not None:
+            raise InputError(
+                "--format is for disks (--source).",
+                "Use: pvinstall attach DOMAIN nic --network NAME",
+                key="--format",
+            )
         return
+    if options.image_format is not None and options.source is None:
+        raise InputError(
+            "--format says the format of an existing image (--source); --size creates qcow2.",
+            "Leave --format out, or attach an image with --source PATH --format FORMAT.",
+            key="--format",
+        )
     if options.network is not None:
         raise InputError(
             "--network is for NICs.",
@@ -526,10 +545,10 @@ def _check_attach_options(options: AttachOptions) -> None:
             "E.g. pvinstall attach DOMAIN disk --size 20",
             key="--size",
         )
-    if options.size_gib is not None and options.size_gib <= 0:
+    if options.size_gib is not None and not 1 <= options.size_gib <= MAX_DISK_GIB:
         raise InputError(
-            f"{options.size_gib} GiB is no disk size.",
-            "Give --size a positive number of GiB.",
+            f"{options.size_gib} GiB is out of range; a disk is 1 to {MAX_DISK_GIB} GiB.",
+            "Give --size a number of GiB in that range.",
             key="--size",
         )
     if (
@@ -589,9 +608,11 @@ def run_attach(
             plan = plans.plan_attach_nic(guest.xml, profile, network, guest.live_xml)
         elif options.source is not None:
             source = options.source.absolute()
-            plan = plans.plan_attach_disk(
-                guest.xml, profile, source, disk_images.image_format(source), guest.live_xml
-            )
+            # The format is read here and written into the device; QEMU never guesses.
+            image = disk_images.probe_image(source, options.image_format)
+            for backing, backing_format in image.chain:
+                monitor.info(f"backed by {backing} ({backing_format})")
+            plan = plans.plan_attach_disk(guest.xml, profile, source, image.format, guest.live_xml)
         else:
             roots = [existing.parse_xml(x) for x in (guest.xml, guest.live_xml) if x]
             target = plans.free_virtio_target(*roots)

@@ -79,6 +79,15 @@ class Builder(ABC, Generic[PlanT]):
         """Files of the written medium that were not planned byte for byte (read from it)."""
         return ()
 
+    def estimated_size(self, plan: PlanT, inputs: WriteInputs) -> int:
+        """About how many bytes the written medium takes (a full disk names it): its
+        files, each in whole 2 KiB sectors, and a MiB for the file system itself."""
+        return _sectors(self.files(plan)) + 1024 * 1024
+
+
+def _sectors(files: Sequence[PlannedFile]) -> int:
+    return sum(-(-f.size // 2048) * 2048 for f in files)
+
 
 class AnswerFloppy(Builder[FloppyPlan]):
     def plan(self, inputs: MediaInputs) -> FloppyPlan:
@@ -89,6 +98,9 @@ class AnswerFloppy(Builder[FloppyPlan]):
 
     def files(self, plan: FloppyPlan) -> tuple[PlannedFile, ...]:
         return plan.files
+
+    def estimated_size(self, plan: FloppyPlan, inputs: WriteInputs) -> int:
+        return plan.size_kib * 1024  # the image has its nominal size, however full
 
 
 class DriversDisc(Builder[IsoPlan]):
@@ -131,6 +143,10 @@ class RemasteredCd(Builder[InstallCdPlan]):
 
     def files(self, plan: InstallCdPlan) -> tuple[PlannedFile, ...]:
         return plan.files
+
+    def estimated_size(self, plan: InstallCdPlan, inputs: WriteInputs) -> int:
+        # The user's CD, copied, with the driver's files added.
+        return _windows_iso(inputs).stat().st_size + super().estimated_size(plan, inputs)
 
     def read_back(self, plan: InstallCdPlan, written: Path) -> tuple[WrittenFile, ...]:
         # The patched TXTSETUP.SIF is the user's with the driver's entries merged in.

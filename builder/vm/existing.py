@@ -21,6 +21,23 @@ def parse_xml(text: str) -> ET.Element:
     return ET.fromstring(text)  # noqa: S314
 
 
+# Attributes that hold a secret in a definition read with VIR_DOMAIN_XML_SECURE (the
+# VNC and SPICE passwords of <graphics>).
+SECRET_ATTRIBUTES = ("passwd",)
+
+
+def redact_secrets(xml: str) -> str:
+    """`xml` for showing (--dry-run, --json): each secret attribute says "(set)" only."""
+    root = parse_xml(xml)
+    changed = False
+    for element in root.iter():
+        for attribute in SECRET_ATTRIBUTES:
+            if attribute in element.attrib:
+                element.set(attribute, "(set)")
+                changed = True
+    return ET.tostring(root, encoding="unicode") if changed else xml
+
+
 # -- after the install -------------------------------------------------------------------
 
 

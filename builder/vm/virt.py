@@ -30,7 +30,7 @@ from typing import Any
 import libvirt
 
 from builder.config import BuildConfig
-from builder.errors import BuildError, InputError
+from builder.errors import BuildError, InputError, Problem, raise_problems
 from builder.monitor import Monitor, format_elapsed
 from builder.vm import disk_images, domain, existing
 from builder.vm.devices import AttachedMedium
@@ -360,6 +360,62 @@ def _existing_domain_error(conn: Connection, name: str) -> InputError:
     )
 
 
+def _problems_of(check: Any) -> list[Problem]:
+    try:
+        check()
+    except InputError as error:
+        return list(error.problems)
+    return []
+
+
+def _running_domain_error(conn: Connection, name: str) -> InputError:
+    return InputError(
+        f"the domain {name} is running on {conn.uri}; --replace stops a running guest only "
+        "when --force is given too.",
+        f"Shut it down first (virsh -c {conn.uri} shutdown {name}), or add --force to "
+        "stop it as if its power were cut.",
+        key="--replace",
+    )
+
+
+def define_problems(
+    conn: Connection,
+    name: str | None,
+    *,
+    replace: bool,
+    force: bool = False,
+    network: str | None,
+    pool: str | None,
+    disks: domain.DiskPaths | None = None,
+) -> list[Problem]:
+    """Everything that would make define or start fail, each checked whatever the others
+    found (None skips a check whose input is already known to be wrong): an existing
+    domain of that name (unless `replace`; a running one also needs `force`), existing
+    `disks` (unless `replace`), a missing or inactive libvirt network, a missing,
+    inactive or non-file storage pool."""
+    problems: list[Problem] = []
+    if name is not None:
+        handle = _lookup_domain(conn, name)
+        if handle is not None and not replace:
+            problems += _existing_domain_error(conn, name).problems
+        elif handle is not None and not force and _is_active(conn, handle, name):
+            problems += _running_domain_error(conn, name).problems
+    if network is not None and network != "user":
+        problems += _problems_of(lambda: _check_network(conn, network))
+    pool_ok = True
+    if pool is not None:
+        found = _problems_of(lambda: _pool_path(conn, pool))
+        problems += found
+        pool_ok = not found
+    if disks is not None and not replace and pool_ok:
+        for path in (disks[0], *disks[1]):
+            if pool is not None and _pool_volume(conn, pool, path.name) is not None:
+                problems += _existing_disk_error(f"{path.name} in the pool {pool}").problems
+            if pool is None and (path.exists() or path.is_symlink()):
+                problems += _existing_disk_error(str(path)).problems
+    return problems
+
+
 def check_can_define(
     conn: Connection,
     name: str,
@@ -368,24 +424,21 @@ def check_can_define(
     network: str,
     pool: str | None,
     disks: domain.DiskPaths | None = None,
+    force: bool = False,
 ) -> None:
-    """Refuse, before anything is written, what would make define or start fail:
-    an existing domain of that name or existing `disks` (unless `replace`), a
-    missing or inactive libvirt network, a missing, inactive or non-file storage
-    pool."""
+    """Refuse, before anything is written, what would make define or start fail (see
+    `define_problems`); InputError lists every problem."""
     domain.validate_domain_name(name)
-    if not replace and domain_exists(conn, name):
-        raise _existing_domain_error(conn, name)
-    if network != "user":
-        _check_network(conn, network)
-    if pool is not None:
-        _pool_path(conn, pool)
-    if disks is not None and not replace:
-        for path in (disks[0], *disks[1]):
-            if pool is not None and _pool_volume(conn, pool, path.name) is not None:
-                raise _existing_disk_error(f"{path.name} in the pool {pool}")
-            if pool is None and path.exists():
-                raise _existing_disk_error(str(path))
+    raise_problems(
+        define_problems(
+            conn, name, replace=replace, force=force, network=network, pool=pool, disks=disks
+        )
+    )
+
+
+def _is_active(conn: Connection, handle: Any, name: str) -> bool:
+    with _refused(f"reading the domain {name}", conn.uri):
+        return bool(handle.isActive())
 
 
 @dataclass(frozen=True)
@@ -575,21 +628,33 @@ def _create_pool_disks(
 # -- define ------------------------------------------------------------------------------
 
 
-def define(conn: Connection, xml: str, *, replace: bool) -> None:
+def define(conn: Connection, xml: str, *, replace: bool, force: bool = False) -> None:
     """Define the domain with libvirt's schema validation, so that XML libvirt does not
     know is an error rather than silently dropped.
 
     An existing domain of the same name is an InputError, unless `replace`: then it
-    is stopped and undefined first (with its snapshot and checkpoint metadata).
+    is undefined first (with its snapshot and checkpoint metadata), and stopped first
+    only with `force` (a running one is an InputError without it).
     """
     name = existing.describe_domain(xml).name
-    old = _lookup_domain(conn, name)
-    if old is not None:
-        if not replace:
-            raise _existing_domain_error(conn, name)
-        remove_domain(conn, name)
+    if replace:
+        replace_domain(conn, name, force=force)
+    elif _lookup_domain(conn, name) is not None:
+        raise _existing_domain_error(conn, name)
     with _refused(f"defining the domain {name}", conn.uri):
         conn.handle.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+
+
+def replace_domain(conn: Connection, name: str, *, force: bool) -> bool:
+    """Take the domain `name` away for a new one: refuse a running domain unless
+    `force`, then stop it and undefine it (its disks stay; the caller recreates them
+    only now that nothing uses them). False when there was none."""
+    handle = _lookup_domain(conn, name)
+    if handle is None:
+        return False
+    if _is_active(conn, handle, name) and not force:
+        raise _running_domain_error(conn, name)
+    return remove_domain(conn, name)
 
 
 def remove_domain(conn: Connection, name: str) -> bool:
@@ -930,8 +995,10 @@ def _detach_install_media(
     the persistent configuration (and works on drivers without device updates).
     """
     with _refused(f"detaching the install media of {name}", conn.uri):
+        # With its secrets: the redefinition must keep a VNC password someone set.
         stripped = existing.strip_install_media(
-            str(handle.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)), media
+            str(handle.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)),
+            media,
         )
         conn.handle.defineXMLFlags(stripped.xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
     final_xml = inactive_xml(conn, name)
@@ -1109,9 +1176,12 @@ class ExistingDomain:
     live_xml: str | None
 
 
-def existing_domain(conn: Connection, name: str) -> ExistingDomain:
+def existing_domain(conn: Connection, name: str, *, secure: bool = False) -> ExistingDomain:
     """The domain `name`; InputError (key DOMAIN) when there is none, or when it is
-    transient and so has no definition to change."""
+    transient and so has no definition to change.
+
+    `secure` reads the definitions with their secrets (VNC and SPICE passwords): what
+    is redefined from them, or backed up to be restored, must keep them."""
     handle = _lookup_domain(conn, name)
     if handle is None:
         with _refused("listing domains", conn.uri):
@@ -1131,9 +1201,10 @@ def existing_domain(conn: Connection, name: str) -> ExistingDomain:
                 f"> {name}.xml && virsh -c {conn.uri} define {name}.xml",
                 key="DOMAIN",
             )
-        xml = str(handle.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        flags = libvirt.VIR_DOMAIN_XML_SECURE if secure else 0
+        xml = str(handle.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | flags))
         running = bool(handle.isActive())
-        live_xml = str(handle.XMLDesc(0)) if running else None
+        live_xml = str(handle.XMLDesc(flags)) if running else None
     return ExistingDomain(name=name, xml=xml, running=running, live_xml=live_xml)
 
 

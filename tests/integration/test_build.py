@@ -5,6 +5,7 @@ refused with exit 2 and nothing written."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import pytest
 from builder import cli
 from builder.media import iso9660
 from builder.windows.profiles import PROFILES
+from tests.fixtures.out_dir import complete_build, snapshot
 from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, make_iso, write_modern_tree
 from tests.integration.windows_cd import build_windows_style_cd
 
@@ -74,6 +76,16 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def hmac_sha256(path: Path, key: bytes) -> str:
+    return hmac.new(key, path.read_bytes(), hashlib.sha256).hexdigest()
+
+
+def digest_of_bytes(data: bytes, entry: dict[str, object], key: bytes) -> bool:
+    if "sha256" in entry:
+        return hashlib.sha256(data).hexdigest() == entry["sha256"]
+    return hmac.new(key, data, hashlib.sha256).hexdigest() == entry["hmac_sha256"]
+
+
 def mtools_read(image: Path, path: str) -> bytes:
     return subprocess.run(
         ["mtype", "-i", str(image), f"::{path}"],
@@ -110,12 +122,14 @@ def test_build_writes_the_contract_outputs(
     assert stdout == ""
     family = "win2003" if profile.startswith("win2003") else "win2008"
     expected = {*ANSWERS[family], "floppy.img", "drivers.iso", "domain.xml", "manifest.json"}
-    assert {p.name for p in out.iterdir()} == expected  # no staging dir left behind
+    # The manifest's files and pvinstall's bookkeeping (the generations, the lock, the key).
+    assert {p.name for p in out.iterdir()} == expected | {".pvinstall"}
+    assert complete_build(out)["profile"] == profile
 
     # Secrets: the answer file that holds them and the media that carry it are 0600;
     # txtsetup.oem holds none.
     secret = "winnt.sif" if family == "win2003" else "autounattend.xml"
-    for name in (secret, "floppy.img", "drivers.iso"):
+    for name in (secret, "floppy.img", "drivers.iso", "manifest.json"):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o600, name
     assert PASSWORD not in (out / "domain.xml").read_text()
 
@@ -135,10 +149,20 @@ def test_build_writes_the_contract_outputs(
         assert driver["driver_ver"] and driver["hardware_ids"] and driver["files"]
     outputs = {o["name"]: o for o in manifest["outputs"]}
     assert set(outputs) == expected - {"manifest.json"}
+    # What holds or carries the password has no plain digest (it would be a verifier):
+    # an HMAC under OUT's own key, which the manifest does not hold.
+    key = bytes.fromhex((out / manifest["hmac_key"]).read_text().strip())
+    assert stat.S_IMODE((out / manifest["hmac_key"]).stat().st_mode) == 0o600
+    assert key.hex() not in (out / "manifest.json").read_text()
+    carries_secret = {secret, "floppy.img", "drivers.iso"}
     for name, record in outputs.items():
         assert record["path"] == str(out / name)
         assert record["size"] == (out / name).stat().st_size
-        assert record["sha256"] == sha256(out / name)
+        if name in carries_secret:
+            assert "sha256" not in record, name
+            assert record["hmac_sha256"] == hmac_sha256(out / name, key), name
+        else:
+            assert record["sha256"] == sha256(out / name)
     assert manifest["domain"] == {
         "name": f"pvinstall-{profile}",
         "type": "kvm",
@@ -152,7 +176,7 @@ def test_build_writes_the_contract_outputs(
     floppy_files = outputs["floppy.img"]["files"]
     for entry in floppy_files:
         data = mtools_read(out / "floppy.img", entry["path"])
-        assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["path"]
+        assert digest_of_bytes(data, entry, key), entry["path"]
     answer_on_floppy = "WINNT.SIF" if family == "win2003" else "Autounattend.xml"
     answer_name = "winnt.sif" if family == "win2003" else "autounattend.xml"
     assert mtools_read(out / "floppy.img", answer_on_floppy) == (out / answer_name).read_bytes()
@@ -161,9 +185,12 @@ def test_build_writes_the_contract_outputs(
     iso_files = {e["path"]: e for e in outputs["drivers.iso"]["files"]}
     for entry in list(iso_files.values())[:40]:
         data = xorriso_read(out / "drivers.iso", entry["path"], tmp_path)
-        assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["path"]
+        assert digest_of_bytes(data, entry, key), entry["path"]
     driver_shas = {f["sha256"] for d in selected.values() for f in d["files"]}
-    assert driver_shas <= {e["sha256"] for e in iso_files.values()}
+    assert driver_shas <= {e.get("sha256") for e in iso_files.values()}
+    # The answer files on the media are keyed; the driver files and the script are not.
+    keyed = {e["path"].lower() for e in [*floppy_files, *iso_files.values()] if "hmac_sha256" in e}
+    assert keyed and all(p.endswith((".sif", ".xml")) for p in keyed), keyed
 
     # The domain XML the manifest names is the one --print-xml prints.
     code, printed, _ = build(capsys, profile, vw, out, "--print-xml")
@@ -199,7 +226,7 @@ def test_2003_with_its_cd_writes_a_remastered_install_iso(
 
 def build_in_a_process(vw: Path, cd: Path, out: Path, **env: str) -> dict[str, bytes]:
     """`python -m builder build` in a process of its own into `out`; every output, by
-    name (`out` is emptied again, so the next build can use the same paths)."""
+    name (the next build into the same `out` replaces them)."""
     done = subprocess.run(
         [
             sys.executable,
@@ -225,15 +252,23 @@ def build_in_a_process(vw: Path, cd: Path, out: Path, **env: str) -> dict[str, b
         env={**os.environ, "SOURCE_DATE_EPOCH": EPOCH, "PVINSTALL_ADMIN_PASSWORD": PASSWORD, **env},
     )
     assert done.returncode == 0, done.stderr
-    outputs = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
-    shutil.rmtree(out)
-    return outputs
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name != ".pvinstall"}
+
+
+def without_keyed_digests(document: object) -> object:
+    """A manifest with its keyed digests (OUT's own key) taken out."""
+    if isinstance(document, dict):
+        return {k: without_keyed_digests(v) for k, v in document.items() if k != "hmac_sha256"}
+    if isinstance(document, list):
+        return [without_keyed_digests(v) for v in document]
+    return document
 
 
 def test_two_processes_give_the_same_bytes(vw: Path, cd_x86: Path, tmp_path: Path) -> None:
     """Same inputs and SOURCE_DATE_EPOCH: every output byte for byte the same, from two
     processes with different hash seeds and time zones (nothing may depend on set or
-    dict order, the clock or the local time)."""
+    dict order, the clock or the local time). The manifest too, into the same OUT (its
+    keyed digests are under OUT's key); into a fresh OUT only those differ."""
     out = tmp_path / "out"
     first = build_in_a_process(vw, cd_x86, out, PYTHONHASHSEED="1", TZ="UTC")
     second = build_in_a_process(vw, cd_x86, out, PYTHONHASHSEED="4242", TZ="Asia/Kathmandu")
@@ -248,6 +283,11 @@ def test_two_processes_give_the_same_bytes(vw: Path, cd_x86: Path, tmp_path: Pat
     }
     assert set(first) == set(second) == expected
     assert [name for name in sorted(first) if first[name] != second[name]] == []
+    shutil.rmtree(out)  # a fresh OUT has a key of its own
+    fresh = build_in_a_process(vw, cd_x86, out, PYTHONHASHSEED="7")
+    assert [name for name in sorted(first) if first[name] != fresh[name]] == ["manifest.json"]
+    old, new = (json.loads(d["manifest.json"]) for d in (first, fresh))
+    assert old != new and without_keyed_digests(old) == without_keyed_digests(new)
     # Another epoch dates the media otherwise.
     third = build_in_a_process(vw, cd_x86, out, SOURCE_DATE_EPOCH=str(int(EPOCH) + 86400))
     for name in ("floppy.img", "drivers.iso", "install.iso"):
@@ -375,10 +415,10 @@ def test_a_refused_build_leaves_an_existing_out_as_it_was(
 ) -> None:
     out = tmp_path / "out"
     assert build(capsys, "win2008-x64", vw, out)[0] == 0
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = snapshot(out)
     code, _, _ = build(capsys, "win2008-x64", vw, out, "--set", "floppy_size=9")
     assert code == 2
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert snapshot(out) == before
 
 
 def test_interrupted_while_writing_exits_130_and_leaves_nothing(
@@ -393,3 +433,34 @@ def test_interrupted_while_writing_exits_130_and_leaves_nothing(
     code, _, stderr = build(capsys, "win2008-x64", vw, out)
     assert code == 130 and "interrupted" in stderr
     assert not out.exists()
+
+
+def test_the_keyed_digests_check_out_with_openssl_and_the_config_file_is_keyed(
+    capsys: pytest.CaptureFixture[str], vw: Path, tmp_path: Path
+) -> None:
+    """The manifest's HMACs are what `openssl dgst -mac HMAC` computes with OUT's key (the
+    way docs/design.md tells a reader to check them), and the --config file, which may
+    hold the password, has no plain digest either."""
+    _need("openssl")
+    config = tmp_path / "settings.toml"
+    config.write_text(f'admin_password = "{PASSWORD}"\ncomputer_name = "KEYED"\n')
+    out = tmp_path / "out"
+    code, _, stderr = build(capsys, "win2008-x64", vw, out, "--config", str(config))
+    assert code == 0, stderr
+    manifest = complete_build(out)
+    key = (out / manifest["hmac_key"]).read_text().strip()
+    for record in manifest["outputs"]:
+        if "hmac_sha256" not in record:
+            continue
+        done = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-mac", "HMAC", "-macopt", f"hexkey:{key}",
+             str(out / record["name"])],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert done.stdout.split()[-1] == record["hmac_sha256"], record["name"]
+    (entry,) = [i for i in manifest["inputs"] if i["name"] == "config"]
+    assert "sha256" not in entry and sha256(config) not in json.dumps(manifest)
+    assert entry["hmac_sha256"] == hmac_sha256(config, bytes.fromhex(key))
+    # No plain digest of anything that carries the password is anywhere in the manifest.
+    for secret in ("autounattend.xml", "floppy.img", "drivers.iso"):
+        assert sha256(out / secret) not in json.dumps(manifest), secret

@@ -11,10 +11,12 @@ libvirt's schema, accepts it.
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import libvirt
 import pytest
@@ -48,11 +50,12 @@ def define_guest(
     osinfo: str = "2k8r2",
     nics: str = E1000,
     data_disk: bool = False,
+    vnc_password: str | None = None,
 ) -> Path:
     """A guest as virt-manager leaves one installed without virtio: IDE system disk, an
     empty IDE CD-ROM, an e1000 NIC, booting by <os><boot dev='hd'/>."""
     folder.mkdir(parents=True, exist_ok=True)
-    system = folder / f"{name}.qcow2"
+    system = folder / f"{name.replace(' ', '-')}.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(system), "64M"], check=True)
     data = ""
     if data_disk:
@@ -64,8 +67,9 @@ def define_guest(
             f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
             f"<source file='{folder / 'data.qcow2'}'/><target dev='hdb' bus='ide'/></disk>"
         )
+    passwd = f" passwd='{vnc_password}'" if vnc_password else ""
     xml = (
-        f"<domain type='qemu'><name>{name}</name>{OSINFO.format(osinfo)}"
+        f"<domain type='qemu'><name>{escape(name)}</name>{OSINFO.format(osinfo)}"
         "<memory unit='MiB'>64</memory><vcpu>1</vcpu>"
         "<os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>"
         "<features><acpi/></features><devices>"
@@ -73,7 +77,7 @@ def define_guest(
         f"<source file='{system}'/><target dev='hda' bus='ide'/></disk>{data}"
         "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>"
         "<target dev='hdc' bus='ide'/><readonly/></disk>"
-        f"{nics}<graphics type='vnc' autoport='yes'><listen type='address' "
+        f"{nics}<graphics type='vnc' autoport='yes'{passwd}><listen type='address' "
         "address='127.0.0.1'/></graphics></devices></domain>"
     )
     conn.handle.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
@@ -363,3 +367,119 @@ def test_connection_and_domain_refusals(
     for args, expected, fragment in cases:
         code, _, err = run(capsys, *args, "--out", str(tmp_path))
         assert (code, fragment in err) == (expected, True), (args, err)
+
+
+def secure_xml(conn: virt.Connection, name: str) -> str:
+    handle = conn.handle.lookupByName(name)
+    return str(handle.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE))
+
+
+def vnc_password(xml: str) -> str | None:
+    graphics = ET.fromstring(xml).find("./devices/graphics")
+    return graphics.get("passwd") if graphics is not None else None
+
+
+def test_convert_keeps_the_vnc_password_and_rollback_restores_it(
+    conn: virt.Connection,
+    uri: str,
+    name: str,
+    tmp_path: Path,
+    virtio_win: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    password = "vnc-s3cr"  # VNC passwords have at most 8 characters
+    define_guest(conn, name, tmp_path / "img", vnc_password=password)
+    original = secure_xml(conn, name)
+    assert vnc_password(original) == password
+    state = tmp_path / "state"
+    common = ("--connect", uri, "--out", str(state))
+
+    # What convert shows does not show the password; what it defines keeps it.
+    code, out, err = run(capsys, "convert", name, *common, "--dry-run", "--json")
+    assert code == 0, err
+    assert password not in out + err and 'passwd="(set)"' in json.loads(out)["xml"]
+    code, out, err = run(capsys, "convert", name, *common, "--drivers", str(virtio_win))
+    assert code == 0, err
+    assert password not in out + err
+    assert vnc_password(secure_xml(conn, name)) == password
+    backup = state / f"{name}.orig.xml"
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+    assert vnc_password(backup.read_text()) == password
+    start_once(conn, name)
+    code, _, err = run(capsys, "convert", name, *common, "--finish")
+    assert code == 0, err
+    assert vnc_password(secure_xml(conn, name)) == password
+    code, _, err = run(capsys, "convert", name, *common, "--rollback")
+    assert code == 0, err
+    assert secure_xml(conn, name) == original
+
+
+def test_two_domains_whose_names_a_file_name_would_merge_keep_their_own_state(
+    conn: virt.Connection, uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stem = unique_domain_name("rt-col")
+    names = (f"{stem} a", f"{stem}_a")
+    state = tmp_path / "state"
+    try:
+        for index, name in enumerate(names):
+            define_guest(conn, name, tmp_path / f"img{index}", osinfo="2k3")
+            code, _, err = run(
+                capsys,
+                "convert",
+                name,
+                "--connect",
+                uri,
+                "--out",
+                str(state),
+                "--drivers-installed",
+            )
+            assert code == 0, err
+        backups = sorted(p.name for p in state.iterdir())
+        assert backups == sorted([f"{stem}%20a.orig.xml", f"{stem}_a.orig.xml"])
+        for name in names:  # each rollback finds its own domain's backup
+            code, _, err = run(
+                capsys, "convert", name, "--connect", uri, "--out", str(state), "--rollback"
+            )
+            assert code == 0, err
+            assert "<target dev='hda' bus='ide'/>" in persistent(conn, name)
+    finally:
+        for name in names:
+            virt.remove_domain(conn, name)
+
+
+def test_attach_reads_the_format_and_refuses_a_backing_file_outside_the_folder(
+    conn: virt.Connection, uri: str, name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's image: a .raw file holding a qcow2 header backed by /etc/shadow. Guessed
+    as qcow2 it would give the guest the host's file; it is refused, and attached with
+    --format raw it is the file's own bytes. A new disk is private (0600)."""
+    define_guest(conn, name, tmp_path / "img", osinfo="2k3")
+    evil = tmp_path / "evil.raw"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "/etc/shadow", "-F", "raw",
+         str(evil), "16M"],
+        check=True,
+    )  # fmt: skip
+    before = persistent(conn, name)
+    code, out, err = run(
+        capsys, "attach", name, "disk", "--source", str(evil), "--connect", uri, "--json"
+    )
+    assert code == 2, err
+    problem = json.loads(out)["error"]["problems"][0]
+    assert problem["key"] == "--source" and "is backed by /etc/shadow" in problem["message"]
+    assert "--format raw" in problem["hint"]
+    assert persistent(conn, name) == before
+    code, _, err = run(
+        capsys, "attach", name, "disk", "--source", str(evil), "--format", "raw", "--connect", uri
+    )
+    assert code == 0, err
+    driver = ET.fromstring(persistent(conn, name)).find(
+        f"./devices/disk/source[@file='{evil}']/../driver"
+    )
+    assert driver is not None and driver.get("type") == "raw"
+    start_once(conn, name)  # QEMU opens it as raw: no backing file is followed
+    code, _, err = run(capsys, "attach", name, "disk", "--size", "1", "--connect", uri)
+    assert code == 0, err
+    created = next((tmp_path / "img").glob("*-vd*.qcow2"))
+    assert stat.S_IMODE(created.stat().st_mode) == 0o600
+    start_once(conn, name)  # libvirt gives QEMU the 0600 image for as long as it runs

@@ -11,6 +11,8 @@ pvinstall's code), and the media must hold the manifest's files byte for byte.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,9 +74,24 @@ def by_path(files: dict[str, probe.ProbeFile]) -> dict[str, str]:
     return {path.upper(): f.sha256 for path, f in files.items()}
 
 
-def manifest_files(manifest: dict[str, Any], output: str) -> dict[str, str]:
+def manifest_files(manifest: dict[str, Any], output: str, out: Path) -> dict[str, str]:
+    """The sha256 of each file on the medium `output`, as the manifest says it. An answer
+    file there has an HMAC under OUT's key instead (its sha256 would be a password
+    verifier): it stands for the answer file in OUT whose HMAC it is, and that file's
+    sha256 is what the guest must see."""
+    key = bytes.fromhex((out / manifest["hmac_key"]).read_text().strip())
+    answers = {}
+    for record in manifest["outputs"]:
+        if "hmac_sha256" in record and "files" not in record:  # an answer file, not a medium
+            data = (out / record["name"]).read_bytes()
+            keyed = hmac.new(key, data, hashlib.sha256).hexdigest()
+            assert keyed == record["hmac_sha256"], record["name"]
+            answers[keyed] = hashlib.sha256(data).hexdigest()
     record = next(o for o in manifest["outputs"] if o["name"] == output)
-    return {f["path"].upper(): f["sha256"] for f in record["files"]}
+    return {
+        f["path"].upper(): f["sha256"] if "sha256" in f else answers[f["hmac_sha256"]]
+        for f in record["files"]
+    }
 
 
 @pytest.mark.parametrize(
@@ -164,16 +181,16 @@ def test_install_boots_the_defined_domain_with_the_right_devices_and_media(
 
     # The floppy and the drivers CD hold exactly the manifest's files.
     assert report.floppy is not None
-    assert by_path(report.floppy) == manifest_files(manifest, "floppy.img")
+    assert by_path(report.floppy) == manifest_files(manifest, "floppy.img", out)
     drivers_cd = report.cdrom_with_label(manifest["settings"]["drivers_iso_label"])
     assert drivers_cd is not None
-    assert by_path(drivers_cd.files) == manifest_files(manifest, "drivers.iso")
+    assert by_path(drivers_cd.files) == manifest_files(manifest, "drivers.iso", out)
 
     if family_2003:
         # Setup booted from the remastered CD: the patched TXTSETUP.SIF and the driver.
         setup_dir = "I386" if arch == "x86" else "AMD64"
         install_cd = next(c for c in report.cdroms.values() if c is not drivers_cd and c.files)
         seen = by_path(install_cd.files)
-        added = manifest_files(manifest, "install.iso")
+        added = manifest_files(manifest, "install.iso", out)
         assert f"{setup_dir}/TXTSETUP.SIF" in added and f"{setup_dir}/VIOSTOR.SYS" in added
         assert {p: seen.get(p) for p in added} == added

@@ -16,6 +16,7 @@ import pytest
 from builder import cli
 from builder.vm import virt
 from tests.fixtures.domain_xml import removable_media
+from tests.fixtures.out_dir import complete_build, snapshot
 from tests.integration import probe
 from tests.integration.libvirt_env import unique_domain_name
 
@@ -76,9 +77,10 @@ def test_build_install_2003_succeeds_on_power_off(
     code = build("win2003-x64", virtio_win, cd, out, name, uri, "--timeout", "3")
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = complete_build(out)
     record = manifest["domain"]
     assert record["installed"] is True and record["media_attached"] == []
+    assert record["disks"] == [str(out / f"{name}.qcow2")]
     with virt.connect(uri) as conn:
         persistent = virt.inactive_xml(conn, name)
         assert virt.domain_state(conn, name) == ("shut off", "shutdown")
@@ -104,9 +106,10 @@ def test_build_install_timeout_saves_a_screenshot_and_exits_1(
     assert "screenshot.png" in captured.err and "Traceback" not in captured.err
     assert (out / "screenshot.png").read_bytes().startswith(b"\x89PNG")
     # The media were written; the manifest says how far the build got.
-    record = json.loads((out / "manifest.json").read_text())["domain"]
+    record = complete_build(out)["domain"]
     assert record["defined"] is True and record["installed"] is False
     assert "did not power off" in record["error"]
+    assert record["logs"] == ["screenshot.png"]  # the serial log is OUT's own serial.log
     (problem,) = record["problems"]
     assert problem["message"] in record["error"] and "screenshot" in problem["hint"]
     with virt.connect(uri) as conn:
@@ -160,3 +163,112 @@ def test_build_install_refusals(
     assert cli.main(define) == 2
     assert "already exists" in capsys.readouterr().err
     assert cli.main([*define, "--replace"]) == 0, capsys.readouterr().err
+
+
+def test_every_problem_is_found_in_one_run_against_libvirtd(
+    uri: str, virtio_win: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """vcpus=0 no longer hides the missing network and pool, nor they the PCI budget or
+    SOURCE_DATE_EPOCH: one run names them all."""
+    args = [
+        "build", "win2008r2-x64", "--drivers", str(virtio_win), "--out", str(tmp_path / "o"),
+        "--define", "--connect", uri, "--domain-type", "qemu", "--json",
+        "--set", "admin_password=x", "--set", "vcpus=0", "--set", "network=nope-pvinstall",
+        "--set", "storage_pool=nope-pvinstall",
+        "--set", "data_disks=[" + ",".join(["1"] * 27) + "]",
+    ]  # fmt: skip
+    import os
+
+    old = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = "not-a-number"
+    try:
+        code = cli.main(args)
+    finally:
+        if old is None:
+            del os.environ["SOURCE_DATE_EPOCH"]
+        else:
+            os.environ["SOURCE_DATE_EPOCH"] = old
+    out = capsys.readouterr().out
+    assert code == 2
+    problems = {p["key"]: p["message"] for p in json.loads(out)["error"]["problems"]}
+    assert {"vcpus", "network", "storage_pool", "data_disks", "SOURCE_DATE_EPOCH"} <= set(problems)
+    assert "no libvirt network named nope-pvinstall" in problems["network"]
+    assert "no storage pool named nope-pvinstall" in problems["storage_pool"]
+    assert not (tmp_path / "o").exists()
+
+
+def test_replace_refuses_a_running_domain_unless_force_and_touches_no_disk_before(
+    uri: str, virtio_win: Path, name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    define = [
+        "build", "win2008r2-x64", "--drivers", str(virtio_win), "--out", str(out),
+        "--name", name, "--define", "--connect", uri, "--domain-type", "qemu",
+        "--set", "admin_password=x", "--set", "network=user",
+    ]  # fmt: skip
+    assert cli.main(define) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    disk = out / f"{name}.qcow2"
+    with virt.connect(uri) as conn:
+        handle = conn.handle.lookupByName(name)
+        handle.create()  # running (in its BIOS: the disk is empty, the CD drive too)
+        try:
+            before = (disk.stat().st_ino, disk.stat().st_mtime_ns)
+            old = snapshot(out)
+            assert cli.main([*define, "--replace", "--set", "vcpus=1"]) == 2
+            err = capsys.readouterr().err
+            assert f"the domain {name} is running on {uri}" in err and "--force" in err
+            assert handle.isActive()  # still running, its disk untouched, OUT as it was
+            assert (disk.stat().st_ino, disk.stat().st_mtime_ns) == before
+            assert snapshot(out) == old
+            assert cli.main([*define, "--force"]) == 2
+            assert "--force: stops a running domain only for --replace" in capsys.readouterr().err
+            assert cli.main([*define, "--replace", "--force", "--set", "vcpus=1"]) == 0
+            capsys.readouterr()
+        finally:
+            if virt.domain_exists(conn, name) and conn.handle.lookupByName(name).isActive():
+                conn.handle.lookupByName(name).destroy()
+        assert virt.domain_state(conn, name) == ("shut off", "unknown")
+        assert "<vcpu placement='static'>1</vcpu>" in virt.inactive_xml(conn, name)
+    # Recreated (a new file, written anew), after the old domain was gone.
+    assert (disk.stat().st_ino, disk.stat().st_mtime_ns) != before
+    assert complete_build(out)["domain"]["defined"] is True
+
+
+def test_an_interrupted_install_is_recorded_in_the_manifest(
+    uri: str, virtio_win: Path, name: str, tmp_path: Path
+) -> None:
+    """SIGTERM while setup runs: the guest is stopped (it stays defined), the manifest of
+    the build says so, and pvinstall exits 143."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    hang = probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="hang")
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "pvinstall"), "build", "win2008r2-x64",
+            "--drivers", str(virtio_win), "--windows-iso", str(hang), "--out", str(out),
+            "--name", name, "--install", "--connect", uri, "--domain-type", "qemu",
+            "--timeout", "10", "--set", "admin_password=x", "--set", "network=user",
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"},
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    with virt.connect(uri) as conn:
+        while virt.domain_state(conn, name) != ("running", "1"):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 143, err
+        assert "Traceback" not in err and "pvinstall: interrupted (SIGTERM)" in err
+        assert virt.domain_state(conn, name) == ("shut off", "destroyed")
+    record = complete_build(out)["domain"]
+    assert record["defined"] is True and record["installed"] is False
+    assert record["interrupted"] == "SIGTERM" and record["error"] == "interrupted (SIGTERM)"

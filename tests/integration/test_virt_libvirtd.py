@@ -17,6 +17,7 @@ domains (i686, qemu32) are defined but not booted.
 from __future__ import annotations
 
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -190,6 +191,30 @@ def test_create_disks_with_qemu_img(conn: virt.Connection, tmp_path: Path) -> No
     before = paths[0].stat().st_ino
     virt.create_disks(conn, config, tmp_path, "pv", NullMonitor(), replace=True)
     assert paths[0].stat().st_ino != before or paths[0].stat().st_size < 1024**2
+    # A guest's disk is as private as its answer files.
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (paths[0], *paths[1])] == [0o600, 0o600]
+
+
+def test_pool_volumes_are_private_too(conn: virt.Connection, tmp_path: Path) -> None:
+    """Volumes created through a storage pool get libvirt's default volume mode, 0600."""
+    pool = unique_domain_name("pvpool")
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    handle = conn.handle.storagePoolDefineXML(
+        f"<pool type='dir'><name>{pool}</name><target><path>{folder}</path></target></pool>"
+    )
+    try:
+        handle.create()
+        config = config_for("win2008r2-x64", f"storage_pool={pool}", "data_disks=[1]")
+        system, data = virt.create_disks(conn, config, tmp_path / "out", "pvpool", NullMonitor())
+        assert system.parent == folder
+        assert [stat.S_IMODE(p.stat().st_mode) for p in (system, *data)] == [0o600, 0o600]
+    finally:
+        for volume in handle.listAllVolumes(0):
+            volume.delete(0)
+        if handle.isActive():
+            handle.destroy()
+        handle.undefine()
 
 
 def test_a_missing_network_at_start_is_a_sentence(

@@ -247,3 +247,93 @@ def test_every_setting_is_documented_in_build_help_and_the_readme(
         "--set",
     ):
         assert flag in out and flag in readme, flag
+
+
+# -- --json: exactly one document on stdout, whatever happens -----------------------------
+
+USAGE_ERRORS = [
+    (["convert", "--json"], "Missing argument"),
+    (["build", "win2008-x64", "--json", "--bogus"], "No such option: --bogus"),
+    (["build", "win2008-x64", "--json", "--timeout", "soon"], "Invalid value for '--timeout'"),
+    (["nosuch", "--json"], "No such command 'nosuch'"),
+    (["--json"], "No such option: --json"),
+    (["attach", "x", "disk", "--json", "--size", "many"], "Invalid value for '--size'"),
+]
+
+
+@pytest.mark.parametrize(("args", "words"), USAGE_ERRORS)
+def test_a_usage_error_with_json_is_one_error_document(
+    capsys: pytest.CaptureFixture[str], args: list[str], words: str
+) -> None:
+    code, out, err = run(capsys, *args)
+    assert code == 2
+    document = json.loads(out)  # one document, nothing else on stdout
+    error = document["error"]
+    assert (error["kind"], error["exit_code"]) == ("usage", 2)
+    (problem,) = error["problems"]
+    assert words in problem["message"] and "--help" in problem["hint"]
+    assert words in err  # and the person reading stderr sees click's usage text
+
+
+def test_an_internal_error_with_json_is_one_error_document(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from builder import pipeline
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(pipeline, "run_build", broken)
+    code, out, err = run(capsys, "build", "win2008-x64", "--json")
+    assert code == 1
+    error = json.loads(out)["error"]
+    assert error["kind"] == "internal" and error["exit_code"] == 1
+    assert error["problems"][0]["message"] == "internal error: RuntimeError: a bug"
+    assert "please report it" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("signum", "code"), [(2, 130), (15, 143)])
+def test_an_interruption_with_json_is_one_error_document(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, signum: int, code: int
+) -> None:
+    """(Real signals sent to a real process: tests/integration/test_out_faults.py.)"""
+    from builder import interrupts, pipeline
+
+    def stopped(*_: object, **__: object) -> None:
+        interrupts._received.append(signum)
+        raise interrupts.Interrupted(signum)
+
+    monkeypatch.setattr(pipeline, "run_build", stopped)
+    got, out, err = run(capsys, "build", "win2008-x64", "--json")
+    assert got == code
+    error = json.loads(out)["error"]
+    assert error["kind"] == "interrupted" and error["exit_code"] == code
+    assert err.strip().splitlines()[-1].startswith("pvinstall: interrupted (SIG")
+
+
+def test_warnings_of_libraries_are_json_lines_with_json(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tree: Tree, tmp_path: Path
+) -> None:
+    import warnings
+
+    from builder.media import fat
+
+    write_floppy = fat.write_floppy
+
+    def warning_writer(*args: object, **kwargs: object) -> None:
+        warnings.warn("Filesystem was not cleanly unmounted", UserWarning, stacklevel=1)
+        write_floppy(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fat, "write_floppy", warning_writer)
+    monkeypatch.setenv("PVINSTALL_ADMIN_PASSWORD", "pw")
+    code, out, err = run(
+        capsys, "build", "win2008-x64", "--drivers", str(tree.root), "--out", str(tmp_path / "o"),
+        "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    json.loads(out)
+    events = [json.loads(line) for line in err.splitlines()]  # every stderr line is JSON
+    assert {
+        "event": "warning",
+        "message": "UserWarning: Filesystem was not cleanly unmounted",
+    } in [{k: v for k, v in e.items() if k != "t"} for e in events]

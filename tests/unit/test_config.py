@@ -504,3 +504,152 @@ def test_fuzz_settings_give_a_config_or_an_input_error(
         )
     except InputError as error:
         assert error.problems
+
+
+# -- limits: every string setting has the bound of the format it goes into ---------------
+
+# (key, the longest value the format holds, a value one longer, the words of the refusal)
+LIMITS = [
+    ("computer_name", "A" * 15, "A" * 16, "16 characters; a NetBIOS name has at most 15"),
+    ("workgroup", "W" * 15, "W" * 16, "16 characters; a NetBIOS name has at most 15"),
+    ("admin_password", "p" * 127, "p" * 128, "128 characters; Windows allows at most 127"),
+    ("image_name", "I" * 255, "I" * 256, "256 characters; at most 255"),
+    ("full_name", "F" * 63, "F" * 64, "64 characters; at most 63"),
+    ("organization", "O" * 63, "O" * 64, "64 characters; at most 63"),
+    ("drivers_iso_label", "L" * 16, "L" * 17, "a Joliet volume label has at most 16"),
+    ("network", "n" * 200, "n" * 201, "201 characters; at most 200"),
+    ("storage_pool", "p" * 200, "p" * 201, "201 characters; at most 200"),
+]
+
+
+@pytest.mark.parametrize(("key", "longest", "too_long", "words"), LIMITS)
+def test_string_settings_stop_at_their_format_s_limit(
+    key: str, longest: str, too_long: str, words: str
+) -> None:
+    config = load_config(W2008, sets=[*PASSWORD, f"{key}={longest}"])
+    assert getattr(config, key) in (longest, Secret(longest))
+    with pytest.raises(InputError) as caught:
+        load_config(W2008, sets=[*PASSWORD, f"{key}={too_long}"])
+    problems = {p.key: str(p) for p in caught.value.problems}
+    assert words in problems[key]
+
+
+def test_a_huge_value_is_refused_by_its_length_and_not_echoed() -> None:
+    # The issue's 200,000-character image name built; now it is refused, and no message
+    # carries the value itself (nor any value of more than a few dozen characters).
+    huge = "x" * 200_000
+    for key in ("image_name", "timezone", "locale", "edition", "virtio_model", "network"):
+        with pytest.raises(InputError) as caught:
+            load_config(W2008, sets=[*PASSWORD, f"{key}={huge}"])
+        assert len(str(caught.value)) < 400, key
+
+
+def test_first_logon_commands_have_a_count_and_a_line_limit() -> None:
+    from builder.config import COMMAND_MAX, COMMANDS_MAX
+
+    many = "[" + ", ".join(['"echo x"'] * COMMANDS_MAX) + "]"
+    assert (
+        len(
+            load_config(
+                W2008, sets=[*PASSWORD, f"first_logon_commands={many}"]
+            ).first_logon_commands
+        )
+        == COMMANDS_MAX
+    )
+    too_many = "[" + ", ".join(['"echo x"'] * (COMMANDS_MAX + 1)) + "]"
+    with pytest.raises(InputError, match=f"{COMMANDS_MAX + 1} items; at most {COMMANDS_MAX}"):
+        load_config(W2008, sets=[*PASSWORD, f"first_logon_commands={too_many}"])
+    longest = "echo " + "x" * (COMMAND_MAX - 5)
+    load_config(W2008, sets=[*PASSWORD, f"first_logon_commands={longest}"])
+    with pytest.raises(InputError, match=r"first_logon_commands\[0\]: 4001 characters.*8191"):
+        load_config(W2008, sets=[*PASSWORD, f"first_logon_commands={longest}x"])
+
+
+def test_the_longest_command_still_fits_cmd_s_line_when_every_character_is_escaped() -> None:
+    from builder.answers.postinstall import cmd_child_command
+    from builder.config import COMMAND_MAX
+    from builder.media import layout
+
+    # '%' is doubled everywhere: the worst case.
+    escaped = cmd_child_command("%" * COMMAND_MAX)
+    log = layout.POSTINSTALL_LOG.replace("%SystemDrive%", "C:")
+    line = f'cmd /s /c "{escaped}" >> "{log}" 2>&1'
+    assert len(line) <= 8191
+
+
+# Empty values: said to be empty, never "'' contains" or "'' is not a ...".
+EMPTY = [
+    (W2008, "computer_name"),
+    (W2008, "workgroup"),
+    (W2008, "edition"),
+    (W2008, "image_name"),
+    (W2008, "timezone"),
+    (W2008, "locale"),
+    (W2008, "drivers_iso_label"),
+    (W2008, "network"),
+    (W2008, "full_name"),
+    (W2008, "admin_password"),
+    (W2003, "computer_name"),
+    (W2003, "full_name"),
+    (W2022, "storage_bus"),
+    (W2022, "firmware"),
+    (W2022, "edition"),
+]
+
+
+@pytest.mark.parametrize(("profile", "key"), EMPTY)
+def test_an_empty_value_is_said_to_be_empty(profile, key: str) -> None:  # type: ignore[no-untyped-def]
+    sets = [*PASSWORD, KEY_2003] if profile is W2003 else list(PASSWORD)
+    with pytest.raises(InputError) as caught:
+        load_config(profile, sets=[*sets, f'{key}=""'])
+    problems = [p for p in caught.value.problems if p.key == key]
+    assert len(problems) == 1, caught.value.problems
+    assert problems[0].message.startswith("is empty"), problems[0]
+    assert "''" not in str(problems[0])
+
+
+@pytest.mark.parametrize("key", ["organization", "storage_pool", "virtio_model", "product_key"])
+def test_settings_whose_empty_value_means_something_take_it(key: str) -> None:
+    load_config(W2008, sets=[*PASSWORD, f'{key}=""'])
+
+
+def test_a_secret_of_the_wrong_type_is_not_shown(tmp_path: Path) -> None:
+    file = tmp_path / "c.toml"
+    file.write_text("admin_password = 918273645\n")
+    with pytest.raises(InputError) as caught:
+        load_config(W2008, config_file=file)
+    assert "918273645" not in str(caught.value)
+    assert "must be a string, not int" in str(caught.value)
+
+
+def test_a_forbidden_character_of_a_secret_is_not_named() -> None:
+    # A password with '%' and one with '"' get the same sentence: it does not tell which.
+    messages = set()
+    for password in ("50%off", 'say"hi'):
+        with pytest.raises(InputError) as caught:
+            load_config(W2003, sets=[f"admin_password={password}", KEY_2003])
+        (problem,) = [p for p in caught.value.problems if p.key == "admin_password"]
+        messages.add(problem.message)
+    assert messages == {"contains '\"' or '%', which winnt.sif cannot hold."}
+
+
+def test_every_limit_is_in_the_help_and_the_readme() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    text = settings_help()
+    for setting in SETTINGS:
+        if setting.max_length is None:
+            continue
+        assert f"at most {setting.max_length} characters" in setting.help_line()
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{setting.key}`"))
+        assert str(setting.max_length) in row, setting.key
+    assert "at most 4000 characters" in text
+
+
+def test_validation_gives_a_config_with_every_problem() -> None:
+    from builder.config import failed_keys, validate_config
+
+    config, problems = validate_config(
+        W2008, sets=[*PASSWORD, "vcpus=0", "data_disks=[1, 2]", "network=a b"]
+    )
+    assert failed_keys(problems) == {"vcpus", "network"}
+    assert config.data_disks == (1, 2)  # the checks that need it can still run

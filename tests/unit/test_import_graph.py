@@ -20,8 +20,14 @@ ONE_IMPORTER = {
     "builder.virtio.signatures": {"asn1crypto"},
 }
 # Imports allowed inside a function, each for start-up time: pyfatfs imports
-# pkg_resources (0.2 s and a warning), rich is needed only on a terminal.
-LAZY = {"builder.media.fat": {"pyfatfs", "fs"}, "builder.monitor": {"rich"}}
+# pkg_resources (0.2 s and a warning), rich is needed only on a terminal; the entry
+# point routes the stop signals before it loads the command line (and json, for a
+# signal that comes first).
+LAZY = {
+    "builder.media.fat": {"pyfatfs", "fs"},
+    "builder.monitor": {"rich"},
+    "builder.entry": {"builder", "json"},
+}
 
 
 def module_name(path: Path) -> str:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import subprocess
+import warnings
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +18,7 @@ from builder.monitor import (
     RichMonitor,
     choose_monitor,
     format_elapsed,
+    route_warnings,
 )
 
 
@@ -69,3 +74,37 @@ def test_quiet_monitor_only_warns() -> None:
 )
 def test_format_elapsed(seconds: float, text: str) -> None:
     assert format_elapsed(seconds) == text
+
+
+def test_library_warnings_become_monitor_lines(tmp_path: Path) -> None:
+    """pyfatfs warns (warnings.warn) about a FAT whose copies differ; inside
+    route_warnings that is one JSON line like every other, not Python's two lines."""
+    image = tmp_path / "two-fats.img"
+    subprocess.run(
+        ["mkfs.fat", "-C", "-F", "12", "-f", "2", str(image), "1440"],
+        check=True,
+        capture_output=True,
+    )
+    data = bytearray(image.read_bytes())
+    sectors_per_fat = int.from_bytes(data[22:24], "little")
+    second_fat = (1 + sectors_per_fat) * 512
+    data[second_fat + 3] ^= 0xFF  # the second copy no longer equals the first
+    image.write_bytes(bytes(data))
+
+    stream = io.StringIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with route_warnings(JsonMonitor(stream)):
+            from pyfatfs.PyFat import PyFat  # the real library, as builder/media/fat.py runs it
+
+            fat = PyFat()
+            fat.open(str(image), read_only=True)
+            fat.close()
+            logging.getLogger("fs.osfs").warning("a library's %s", "log line")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["warning"] * len(lines)
+    messages = [line["message"] for line in lines]
+    assert any("FATs differ" in m for m in messages), messages
+    assert "fs.osfs: a library's log line" in messages
+    # Outside the block, warnings are Python's again.
+    assert warnings.showwarning.__module__ == "warnings"

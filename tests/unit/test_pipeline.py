@@ -12,6 +12,7 @@ from builder import pipeline
 from builder.errors import BuildError, InputError, Problem
 from builder.media import iso9660
 from builder.monitor import NullMonitor
+from tests.fixtures.out_dir import complete_build, snapshot
 from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, Tree, remove_file, write_modern_tree
 from tests.fixtures.windows_dvd import dvd_for
 from tests.unit.windows.common import media_of
@@ -42,7 +43,8 @@ def test_a_build_writes_what_its_manifest_lists(tree: Tree, tmp_path: Path) -> N
     result = build(tree.root, tmp_path / "out")
     names = {o["name"] for o in result.manifest["outputs"]}
     assert names == {"autounattend.xml", "floppy.img", "drivers.iso", "domain.xml"}
-    assert {p.name for p in (tmp_path / "out").iterdir()} == names | {"manifest.json"}
+    assert {p.name for p in (tmp_path / "out").iterdir()} == names | {"manifest.json", ".pvinstall"}
+    assert complete_build(tmp_path / "out") == result.manifest
     assert result.manifest["domain"]["defined"] is False
 
 
@@ -89,15 +91,15 @@ def test_a_failed_write_leaves_out_as_it_was(
 ) -> None:
     out = tmp_path / "out"
     build(tree.root, out)
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = snapshot(out)
 
     def fail(*_: object, **__: object) -> None:
         raise BuildError("drivers.iso: pycdlib failed: disk full")
 
     monkeypatch.setattr(iso9660, "write_drivers_iso", fail)
     with pytest.raises(BuildError, match="disk full"):
-        build(tree.root, out)
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+        build(tree.root, out, sets=("computer_name=OTHER",))
+    assert snapshot(out) == before
 
 
 def test_a_failed_step_is_recorded_with_every_problem() -> None:
@@ -188,3 +190,56 @@ def test_a_uefi_build_warns_and_refuses_to_define_a_domain_that_boots_bios(
     uefi_only = build(tree.root, tmp_path / "2025", profile="win2025-x64")
     assert uefi_only.install_blocked is not None
     assert "installs with UEFI only" in uefi_only.install_blocked
+
+
+def test_every_problem_is_found_in_the_first_run(tree: Tree, tmp_path: Path) -> None:
+    """The issue's sequence (vcpus=0 hid a missing network and pool, which hid the PCI
+    budget, which hid SOURCE_DATE_EPOCH): all of them in one run, against libvirt's test
+    driver (the real libvirtd: tests/integration/test_virt_cli.py)."""
+    with pytest.raises(InputError) as raised:
+        build(
+            tree.root,
+            tmp_path / "out",
+            {**ENVIRON, "SOURCE_DATE_EPOCH": "yesterday"},
+            sets=(
+                "vcpus=0",
+                "network=nope-net",
+                "storage_pool=nope-pool",
+                "data_disks=[" + ",".join(["1"] * 27) + "]",
+            ),
+            define=True,
+            connect="test:///default",
+        )
+    keys = {p.key for p in raised.value.problems}
+    assert {"vcpus", "network", "storage_pool", "data_disks", "SOURCE_DATE_EPOCH"} <= keys
+    assert not (tmp_path / "out").exists()
+
+
+def test_both_device_checks_run_with_the_setting_problems(tmp_path: Path) -> None:
+    vw = write_modern_tree(tmp_path / "vw", drivers=["viostor", "NetKVM"], oses=["2k3"])
+    with pytest.raises(InputError) as raised:
+        pipeline.run_build(
+            pipeline.BuildOptions(
+                profile="win2003-x86",
+                drivers=str(vw.root),
+                out=tmp_path / "out",
+                sets=(
+                    "vcpus=0",
+                    "virtio_model=virtio-non-transitional",  # 2003's drivers do not bind it
+                    "data_disks=[" + ",".join(["1"] * 27) + "]",
+                ),
+            ),
+            NullMonitor(),
+            ENVIRON,
+        )
+    problems = {p.key: p.message for p in raised.value.problems}
+    assert {"vcpus", "virtio_model", "data_disks", "product_key"} <= set(problems)
+    assert "needs 29 PCI slots" in problems["data_disks"]
+    assert "viostor" in problems["virtio_model"]
+
+
+def test_a_check_whose_setting_is_wrong_does_not_run(tree: Tree, tmp_path: Path) -> None:
+    # A bad virtio_model is said once, by its own check, not again by the driver check.
+    with pytest.raises(InputError) as raised:
+        build(tree.root, tmp_path / "out", sets=("virtio_model=virtio-scsi",))
+    assert [p.key for p in raised.value.problems] == ["virtio_model"]

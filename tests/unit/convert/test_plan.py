@@ -430,19 +430,50 @@ def test_guest_profile(
     [
         (Path("/o"), {"PVINSTALL_STATE_DIR": "/s"}, "/o"),
         (None, {"PVINSTALL_STATE_DIR": "/s", "XDG_STATE_HOME": "/x"}, "/s"),
-        (None, {"XDG_STATE_HOME": "/x"}, "/x/pvinstall/my_vm"),
-        (None, {}, "/home/u/.local/state/pvinstall/my_vm"),
+        (None, {"XDG_STATE_HOME": "/x"}, "/x/pvinstall/my%20vm"),
+        (None, {}, "/home/u/.local/state/pvinstall/my%20vm"),
     ],
 )
 def test_state_paths(out: Path | None, environ: dict[str, str], expected: str) -> None:
     paths = convert.state_paths("my vm", out, environ, Path("/home/u"))
     assert paths.directory == Path(expected)
     assert [p.name for p in (paths.backup, paths.record, paths.temp_disk, paths.drivers_iso)] == [
-        "my_vm.orig.xml",
-        "my_vm.convert.json",
-        "my_vm-viostor.qcow2",
-        "my_vm-drivers.iso",
+        "my%20vm.orig.xml",
+        "my%20vm.convert.json",
+        "my%20vm-viostor.qcow2",
+        "my%20vm-drivers.iso",
     ]
+
+
+# Names libvirt allows that a careless file name would merge (issue 18, item 9).
+COLLIDING = [
+    ("rt-col a", "rt-col_a"),
+    ("rt-col/a", "rt-col_a"),
+    ("a%20b", "a b"),
+    (".hidden", "%2Ehidden"),
+    ("caf\u00e9", "caf_"),
+    ("x" * 300, "x" * 299 + "y"),
+    ("x" * 300, "x" * 95 + "~"),
+    ("", "%"),
+]
+
+
+@pytest.mark.parametrize(("first", "second"), COLLIDING)
+def test_state_file_names_are_injective(first: str, second: str) -> None:
+    paths = [convert.state_paths(n, None, {}, Path("/home/u")) for n in (first, second)]
+    assert paths[0].directory != paths[1].directory
+    assert paths[0].backup.name != paths[1].backup.name
+    for path in paths:
+        name = path.backup.name
+        assert "/" not in name and not name.startswith(".") and len(name.encode()) <= 255
+
+
+def test_file_stems_of_many_names_never_collide() -> None:
+    names = ["a b", "a_b", "a%b", "a%25b", "a-b", "a.b", "a+b", ".a", "%2Ea", "\u00e9", "%C3%A9"]
+    names += [f"x{chr(c)}" for c in range(32, 127)]
+    stems = [convert.file_stem(n) for n in names]
+    assert len(set(stems)) == len(names)
+    assert all(set(s) <= set(convert._STEM_KEEPS) | {"%", "~"} for s in stems)
 
 
 def test_the_record_round_trips_and_refuses_what_it_did_not_write(tmp_path: Path) -> None:

@@ -120,14 +120,19 @@ def test_an_existing_name_is_refused_unless_replace(
         virt.check_can_define(conn, name, replace=False, network="user", pool=None)
     assert raised.value.problems[0].key == "--name"
     virt.check_can_define(conn, name, replace=True, network="user", pool=None)
-    # --replace stops a running domain and defines the new XML in its place.
+    # --replace refuses a running domain; with --force it stops it and defines the new
+    # XML in its place.
     lookup(conn, name).create()
     old_uuid = lookup(conn, name).UUIDString()
-    virt.define(
-        conn,
-        xml.replace("<vcpu placement='static'>2<", "<vcpu placement='static'>3<"),
-        replace=True,
-    )
+    new_xml = xml.replace("<vcpu placement='static'>2<", "<vcpu placement='static'>3<")
+    with pytest.raises(InputError, match=r"is running on .*only when --force") as refused:
+        virt.define(conn, new_xml, replace=True)
+    assert refused.value.problems[0].key == "--replace"
+    with pytest.raises(InputError, match="--force"):
+        virt.check_can_define(conn, name, replace=True, network="user", pool=None)
+    assert lookup(conn, name).isActive() and lookup(conn, name).UUIDString() == old_uuid
+    virt.check_can_define(conn, name, replace=True, force=True, network="user", pool=None)
+    virt.define(conn, new_xml, replace=True, force=True)
     handle = lookup(conn, name)
     assert not handle.isActive()
     assert handle.UUIDString() != old_uuid
