@@ -835,10 +835,12 @@ def install(
     watcher = _StopEvents(conn, handle, enabled=events)
     try:
         start = time.monotonic()
-        with _refused(f"starting the domain {name}", conn.uri):
-            handle.create()
-        _announce(conn, handle, name, monitor)
         try:
+            # A stop signal can arrive the moment create() returns (Python runs its
+            # handler then): from here on it stops the guest too.
+            with _refused(f"starting the domain {name}", conn.uri):
+                handle.create()
+            _announce(conn, handle, name, monitor)
             outcome = _wait_for_power_off(
                 handle,
                 watcher,

@@ -7,6 +7,7 @@ written. No boot: the machine these profiles run on is not built here."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import stat
 import subprocess
@@ -17,6 +18,7 @@ from lxml import etree
 
 from builder import cli
 from builder.windows.profiles import PROFILES
+from tests.fixtures.out_dir import read_key
 from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, make_iso, write_modern_tree
 from tests.fixtures.windows_dvd import DvdSpec, WimSpec, dvd_for, windows_dvd
 from tests.integration.windows_cd import build_windows_style_cd
@@ -103,7 +105,7 @@ def test_2022_with_its_dvd_writes_the_answer_iso_and_the_drivers_iso(
         "--out", str(out), "--set", "server_core=true", "--set", "edition=datacenter",
     )  # fmt: skip
     assert code == 0, stderr
-    names = {p.name for p in out.iterdir()}
+    names = {p.name for p in out.iterdir() if p.name != ".pvinstall"}  # its bookkeeping
     assert names == {"autounattend.xml", "answer.iso", "drivers.iso", "domain.xml", "manifest.json"}
     for secret in ("autounattend.xml", "answer.iso", "drivers.iso"):
         assert stat.S_IMODE((out / secret).stat().st_mode) == 0o600, secret
@@ -123,14 +125,20 @@ def test_2022_with_its_dvd_writes_the_answer_iso_and_the_drivers_iso(
     outputs = {o["name"]: o for o in manifest["outputs"]}
     on_answer = {f["path"]: f for f in outputs["answer.iso"]["files"]}
     assert set(on_answer) == set(xorriso_files(answer))
+    key = read_key(out)
+    assert key is not None
     for path, entry in on_answer.items():
         data = xorriso_read(answer, path, tmp_path)
-        assert hashlib.sha256(data).hexdigest() == entry["sha256"], path
+        if "sha256" in entry:
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"], path
+        else:  # the answer file: keyed (it holds the password)
+            assert path == "Autounattend.xml" and "sha256" not in entry
+            assert hmac.new(key, data, hashlib.sha256).hexdigest() == entry["hmac_sha256"]
     # The drivers in $WinPEDriver$ are the selected packages of 2k22, byte for byte.
     viostor = next(d for d in manifest["drivers"]["selected"] if d["name"] == "viostor")
     assert viostor["os_folder"] == "viostor/2k22/amd64"
     assert viostor["decoration"] == "NTamd64.10.0"
-    assert {f["sha256"] for f in viostor["files"]} <= {f["sha256"] for f in on_answer.values()}
+    assert {f["sha256"] for f in viostor["files"]} <= {f.get("sha256") for f in on_answer.values()}
 
     # The drivers ISO: the packages, the post-install step and the installers.
     on_drivers = {f["path"]: f for f in outputs["drivers.iso"]["files"]}
