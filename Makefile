@@ -30,13 +30,16 @@ $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),\
 DEBIAN_PYTHON := make python3-venv python3-dev gcc pkg-config libvirt-dev
 # oracles: the real tools the tests check pvinstall's output with (virt-xml-validate runs
 # xmllint; shfmt parses the .ci scripts for the programs they run; wimtools makes the
-# fixture DVDs' install.wim and checks the WIM reader, udftools reads UDF back).
+# fixture DVDs' install.wim and checks the WIM reader, udftools reads UDF back;
+# qemu-utils makes the DVD's overlay, which a modern build writes, and reads it back).
 DEBIAN_ORACLES := mtools dosfstools genisoimage xorriso libvirt-clients libxml2-utils shfmt \
-	wimtools udftools
+	wimtools udftools qemu-utils
 # hypervisor: what the integration tests boot guests on (qemu-system-x86 brings its
-# firmware, seabios and ipxe-qemu) and what the boot probe is built with.
-DEBIAN_HYPERVISOR := qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu \
-	libvirt-clients zstd
+# firmware, seabios and ipxe-qemu; ovmf the UEFI firmware with Secure Boot, swtpm and
+# swtpm-tools the TPM 2.0) and what the boot probes are built with (sbsigntool checks
+# the Secure Boot probe's signatures).
+DEBIAN_HYPERVISOR := qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu \
+	libvirt-clients zstd ovmf swtpm swtpm-tools sbsigntool
 # The 32-bit boot probe (i686 guests) is made of i386 packages fetched by `apt-get
 # download` (tests/integration/probe.py): dpkg must know i386 and apt have its lists.
 DEBIAN_FOREIGN_ARCHS := i386

@@ -36,6 +36,7 @@ from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
 from builder.virtio.source import DriverSource
 from builder.vm import domain, virt
+from builder.vm.devices import CPU_LEVELS
 from builder.windows.install_media import InstallMedia, image_json, profiles_for
 from builder.windows.profiles import Profile, resolve_profile
 
@@ -93,6 +94,8 @@ class Context:
     windows_iso: Path | None
     media: InstallMedia | None = None
     domain_type: str = "kvm"
+    # The x86-64 level of each CPU model (pvinstall's table, and what the host says).
+    cpu_levels: Mapping[str, int] = field(default_factory=lambda: dict(CPU_LEVELS))
     disks: domain.DiskPaths | None = None
     domain_xml: str = ""
     domain_record: dict[str, Any] = field(default_factory=dict)
@@ -260,28 +263,6 @@ def _read_media(
         return profile, None, list(error.problems)
 
 
-def _firmware_warnings(options: BuildOptions, config: BuildConfig) -> list[str]:
-    """A build whose firmware the domain cannot boot yet: refused when it would define
-    or install, a warning when it only writes the media."""
-    if config.firmware in domain.BOOTABLE_FIRMWARES:
-        return []
-    text = (
-        f"domain.xml does not select {config.firmware} firmware yet, so it boots BIOS while "
-        f"the answer file partitions the disk for {config.firmware} (GPT)"
-    )
-    if options.acting:
-        bios = "bios" in config.profile.firmwares
-        raise InputError(
-            f"{text}; setup would stop at the disk.",
-            "Use --set firmware=bios to install now"
-            if bios
-            else f"{config.profile.name} installs with UEFI only; build the media without "
-            "--define or --install for now.",
-            key="firmware",
-        )
-    return [f"{text}: the media are right, the domain is not ready to install with them."]
-
-
 def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor) -> Context:
     """Resolve and validate every input and select the drivers; InputError lists every
     problem. The returned context holds the driver source open: close it."""
@@ -299,7 +280,6 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
         ],
         media=media,
     )
-    firmware_warnings = _firmware_warnings(options, config)
     if config.image is not None:
         monitor.info(
             f"install image {config.image.index}: {config.image.name} "
@@ -320,7 +300,7 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
         raise
     for driver in drivers.selected:
         monitor.info(f"{driver.name}: {driver.inf_path} ({driver.driver_ver})")
-    for warning in (*config.warnings, *firmware_warnings, *drivers.warnings):
+    for warning in (*config.warnings, *drivers.warnings):
         monitor.warning(warning)
     name = options.name or default_name(profile)
     return Context(
@@ -335,7 +315,7 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
         facts=facts,
         windows_iso=options.windows_iso.absolute() if options.windows_iso else None,
         media=media,
-        warnings=[*config.warnings, *firmware_warnings, *drivers.warnings],
+        warnings=[*config.warnings, *drivers.warnings],
     )
 
 
@@ -350,7 +330,9 @@ def plan_build(ctx: Context, monitor: Monitor) -> BuildPlan:
     answers = render_answer_files(ctx.config, ctx.drivers)
     postinstall = render_postinstall(ctx.config, ctx.drivers)
     monitor.step("plan media")
-    media = plan_media(MediaInputs(ctx.config, ctx.drivers, answers, postinstall), ctx.windows_iso)
+    media = plan_media(
+        MediaInputs(ctx.config, ctx.drivers, answers, postinstall, ctx.media), ctx.windows_iso
+    )
     digests = driver_digests(ctx.source, ctx.drivers)
     # The build id names the public inputs: it also seeds the floppy's volume id, so
     # no secret (not even hashed) goes into it.
@@ -396,6 +378,7 @@ def make_domain_xml(ctx: Context, plan: BuildPlan, monitor: Monitor) -> None:
         facts=ctx.facts,
         name=ctx.name,
         domain_type=ctx.domain_type,
+        cpu_levels=ctx.cpu_levels,
     )
 
 
@@ -413,6 +396,7 @@ def check_hypervisor(ctx: Context, conn: virt.Connection | None, monitor: Monito
     monitor.step("check hypervisor", conn.uri)
     arch = domain.GUEST_ARCH[ctx.profile.arch]
     ctx.domain_type = virt.choose_domain_type(conn, ctx.options.domain_type, arch=arch)
+    ctx.cpu_levels = virt.check_machine(conn, ctx.config, domain_type=ctx.domain_type, arch=arch)
     ctx.disks = virt.disk_paths(conn, ctx.config, ctx.out_dir, ctx.name)
     virt.check_can_define(
         conn,
