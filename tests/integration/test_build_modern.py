@@ -285,6 +285,36 @@ def _bad_dvds(tmp_path: Path) -> list[tuple[str, list[str], str]]:
             "not a language of the image",
         ),
         ("win2025-x64", ["--set", "firmware=bios"], "firmware:"),
+        ("win2025-x64", ["--set", "firmware=bios"], "installs with efi only; 'bios' is refused"),
+        # The machine: Secure Boot needs UEFI, 2025 needs POPCNT and SSE4.2.
+        (
+            "win2022-x64",
+            ["--set", "firmware=bios", "--set", "secure_boot=true"],
+            "secure_boot: true needs UEFI",
+        ),
+        (
+            "win2012r2-x64",
+            ["--set", "firmware=bios", "--set", "secure_boot=true"],
+            "SeaBIOS, which has no Secure Boot",
+        ),
+        ("win2025-x64", ["--set", "cpu_model=qemu64"], "cpu_model: qemu64 is an x86-64-v1 CPU"),
+        ("win2025-x64", ["--set", "cpu_model=Penryn"], "without POPCNT, SSE4.2"),
+        ("win2025-x64", ["--set", "cpu_model="], "no POPCNT, no SSE4.2"),
+        (
+            "win2025-x64",
+            ["--set", "cpu_model=GraniteRapids"],
+            "does not know whether GraniteRapids has them",
+        ),
+        (
+            "win2022-x64",
+            ["--set", "cpu_model=host-passthrough", "--domain-type", "qemu"],
+            "host-passthrough needs KVM",
+        ),
+        (
+            "win2022-x64",
+            ["--windows-iso", str(dvd_for("2022", noprompt=False).path)],
+            "has no efi/microsoft/boot/efisys_noprompt.bin",
+        ),
         ("win2022-x64", ["--set", "storage_bus=nvme"], "storage_bus:"),
         (
             "",
