@@ -104,9 +104,18 @@ def test_2022_with_its_dvd_writes_the_answer_iso_and_the_drivers_iso(
     )  # fmt: skip
     assert code == 0, stderr
     names = {p.name for p in out.iterdir()}
-    assert names == {"autounattend.xml", "answer.iso", "drivers.iso", "domain.xml", "manifest.json"}
+    assert names == {
+        "autounattend.xml",
+        "answer.iso",
+        "drivers.iso",
+        "install-dvd.qcow2",
+        "domain.xml",
+        "manifest.json",
+    }
     for secret in ("autounattend.xml", "answer.iso", "drivers.iso"):
         assert stat.S_IMODE((out / secret).stat().st_mode) == 0o600, secret
+    # The DVD's overlay holds no secret (docs/windows-modern.md §8).
+    assert stat.S_IMODE((out / "install-dvd.qcow2").stat().st_mode) != 0o600
 
     # The answer ISO: Autounattend.xml and $WinPEDriver$ at its root, as Windows reads it.
     answer = out / "answer.iso"
@@ -172,8 +181,9 @@ def test_2022_with_its_dvd_writes_the_answer_iso_and_the_drivers_iso(
         d.find("source").get("file"): d.find("target").get("bus")  # type: ignore[union-attr]
         for d in xml.iterfind("./devices/disk[@device='cdrom']")
     }
+    # The DVD through its overlay (the ISO as its backing file).
     assert cdroms == {
-        str(dvd.path): "sata",
+        str(out / "install-dvd.qcow2"): "sata",
         str(out / "drivers.iso"): "sata",
         str(out / "answer.iso"): "sata",
     }
