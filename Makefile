@@ -32,13 +32,16 @@ DEBIAN_PYTHON := make python3-venv python3-dev gcc pkg-config libvirt-dev
 # xmllint; shfmt parses the .ci scripts for the programs they run; openssl signs the
 # fixture catalogs, reads catalogs and certificates back and checks the manifest's keyed
 # digests; wimtools makes the fixture DVDs' install.wim and checks the WIM reader,
-# udftools reads UDF back).
+# udftools reads UDF back; qemu-utils makes the DVD's overlay, which a modern build
+# writes, and reads it back).
 DEBIAN_ORACLES := mtools dosfstools genisoimage xorriso libvirt-clients libxml2-utils shfmt \
-	openssl wimtools udftools
+	openssl wimtools udftools qemu-utils
 # hypervisor: what the integration tests boot guests on (qemu-system-x86 brings its
-# firmware, seabios and ipxe-qemu) and what the boot probe is built with.
-DEBIAN_HYPERVISOR := qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu \
-	libvirt-clients zstd
+# firmware, seabios and ipxe-qemu; ovmf the UEFI firmware with Secure Boot, swtpm and
+# swtpm-tools the TPM 2.0) and what the boot probes are built with (sbsigntool checks
+# the Secure Boot probe's signatures).
+DEBIAN_HYPERVISOR := qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu \
+	libvirt-clients zstd ovmf swtpm swtpm-tools sbsigntool
 # The 32-bit boot probe (i686 guests) is made of i386 packages fetched by `apt-get
 # download` (tests/integration/probe.py): dpkg must know i386 and apt have its lists.
 DEBIAN_FOREIGN_ARCHS := i386

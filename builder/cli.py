@@ -331,12 +331,6 @@ def build_command(
             "off, without install media: a golden template.",
             err=True,
         )
-    elif not options.acting and result.install_blocked is not None:
-        # The firmware warning above says why; the usual hint would be refused.
-        typer.echo(
-            f"pvinstall: the domain cannot install these media yet. {result.install_blocked}",
-            err=True,
-        )
     elif result.next_step:
         typer.echo(f"pvinstall: {result.next_step}", err=True)
 

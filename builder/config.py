@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from builder.errors import InputError, Problem
-from builder.vm.devices import VIRTIO_MODELS, Firmware, StorageBus
+from builder.vm.devices import (
+    CPU_LEVEL_FLAGS,
+    CPU_LEVELS,
+    VIRTIO_MODELS,
+    Firmware,
+    StorageBus,
+    cpu_level_number,
+)
 from builder.windows import locales
 from builder.windows.install_media import (
     ImageChoice,
@@ -119,6 +126,7 @@ ISO_LABEL_MAX = 16
 LIBVIRT_NAME_MAX = 200
 DRIVER_NAME_MAX = 32  # virtio-win's longest driver name is 13 (qemupciserial)
 MAX_DRIVER_NAMES = 64
+CPU_MODEL_MAX = 64  # QEMU's model names are short; libvirt's cpu_map has none over 32
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -277,6 +285,25 @@ SETTINGS: tuple[Setting, ...] = (
         "efi (the 2012 R2 and later default: GPT system disk) or bios (MBR; 2003 to 2022).",
     ),
     Setting(
+        "secure_boot",
+        "bool",
+        "UEFI Secure Boot with the Microsoft keys (default true from 2016 on; needs "
+        'firmware = "efi").',
+    ),
+    Setting(
+        "tpm",
+        "bool",
+        "A TPM 2.0 (tpm-crb, emulated by swtpm on the host; default true from 2016 on).",
+    ),
+    Setting(
+        "cpu_model",
+        "str",
+        "The guest's CPU: a QEMU model name (default Nehalem from 2012 R2 on, the oldest "
+        "with POPCNT and SSE4.2, which 2025 needs), or host-model / host-passthrough (KVM).",
+        max_length=CPU_MODEL_MAX,
+        may_be_empty=True,
+    ),
+    Setting(
         "virtio_model",
         "str",
         "libvirt model of the virtio disks and NIC: virtio-transitional (the 2003 "
@@ -318,6 +345,9 @@ class BuildConfig:
     virtio_model: str | None
     storage_bus: StorageBus
     firmware: Firmware
+    secure_boot: bool = False
+    tpm: bool = False
+    cpu_model: str | None = None
     image: WimImage | None = None  # the image of --windows-iso the build installs
     warnings: tuple[str, ...] = field(default=(), compare=False)
     drivers: tuple[str, ...] | None = None  # None: every driver that fits
@@ -918,15 +948,13 @@ def _domain_settings(check: _Validator) -> dict[str, Any]:
         [b.value for b in profile.storage_buses],
         f"the storage buses of {profile.name}",
     )
-    firmware = check.choice(
-        "firmware",
-        profile.firmware,
-        [f.value for f in profile.firmwares],
-        f"what {profile.title} boots with",
-    )
+    firmware = _firmware(check)
     return {
         "storage_bus": StorageBus(bus),
-        "firmware": Firmware(firmware),
+        "firmware": firmware,
+        "secure_boot": _secure_boot(check, firmware),
+        "tpm": check.boolean("tpm", profile.tpm),
+        "cpu_model": _cpu_model(check),
         "memory_mib": memory,
         "vcpus": check.integer("vcpus", profile.vcpus, 1, 255),
         "disk_size_gib": check.integer(
@@ -953,6 +981,78 @@ def _libvirt_name(check: _Validator, key: str, name: str) -> None:
         shown = ", ".join("a blank" if c.isspace() else repr(c) for c in bad)
         what = "network" if key == "network" else "storage pool"
         check.fail(key, f"{shown_value(name)} is not a libvirt {what} name: it contains {shown}.")
+
+
+def _firmware(check: _Validator) -> Firmware:
+    profile = check.profile
+    allowed = [f.value for f in profile.firmwares]
+    value = check.text("firmware", profile.firmware.value, answer_file=False)
+    if check.problems_for("firmware"):
+        return profile.firmware
+    if value not in allowed:
+        known = value in [f.value for f in Firmware]
+        check.fail(
+            "firmware",
+            f"{profile.title} installs with {' or '.join(allowed)} only; {value!r} is refused."
+            if known
+            else f"{value!r} is not one of {', '.join(allowed)} (what {profile.title} boots with).",
+            f"Leave firmware out ({profile.firmware.value}).",
+        )
+        return profile.firmware
+    return Firmware(value)
+
+
+def _secure_boot(check: _Validator, firmware: Firmware) -> bool:
+    """Secure Boot: the profile's default under UEFI, never under BIOS, where asking for
+    it is refused (SeaBIOS has no Secure Boot)."""
+    default = check.profile.secure_boot and firmware is Firmware.EFI
+    value = check.boolean("secure_boot", default)
+    if value and firmware is not Firmware.EFI:
+        check.fail(
+            "secure_boot",
+            f'true needs UEFI, but firmware = "{firmware.value}" boots SeaBIOS, which has no '
+            "Secure Boot.",
+            'Set firmware = "efi", or leave secure_boot out.',
+        )
+        return False
+    return value
+
+
+_CPU_MODEL = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{CPU_MODEL_MAX - 1}}}$")
+
+
+def _cpu_model(check: _Validator) -> str | None:
+    """The CPU model: a name, or host-model / host-passthrough. A release that needs an
+    x86-64 level refuses a model pvinstall knows to be below it; a model it does not know
+    is asked of the host when the domain is defined."""
+    profile = check.profile
+    value = check.text("cpu_model", profile.cpu_model or "", answer_file=False)
+    if check.problems_for("cpu_model"):
+        return profile.cpu_model
+    if not value:
+        if profile.cpu_level:
+            check.fail(
+                "cpu_model",
+                f"is empty, which leaves QEMU's default CPU (qemu64: no POPCNT, no SSE4.2), "
+                f"but {profile.title} needs {profile.cpu_level}.",
+                f"Leave cpu_model out ({profile.cpu_model}).",
+            )
+        return None
+    if not _CPU_MODEL.match(value):
+        check.fail("cpu_model", f"{value!r} is not a CPU model name.", "Use e.g. Nehalem.")
+        return profile.cpu_model
+    needed = cpu_level_number(profile.cpu_level)
+    level = CPU_LEVELS.get(value)
+    if needed and level is not None and level < needed:
+        flags = ", ".join(f.upper() for f in CPU_LEVEL_FLAGS[needed][:2])
+        check.fail(
+            "cpu_model",
+            f"{value} is an x86-64-v{level} CPU without {flags}; {profile.title} needs "
+            f"{profile.cpu_level} and does not boot on it.",
+            f"Use {profile.cpu_model} or a newer model (Westmere, SandyBridge, Haswell, "
+            "EPYC ...), or host-passthrough on KVM.",
+        )
+    return value
 
 
 def _product_key(check: _Validator, kms_key: str | None) -> Secret | None:

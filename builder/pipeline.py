@@ -44,6 +44,7 @@ from builder.virtio.selection import DriverSet, select_drivers
 from builder.virtio.source import DriverSource
 from builder.virtio.trust import apply_signatures
 from builder.vm import domain, virt
+from builder.vm.devices import CPU_LEVELS
 from builder.windows.install_media import InstallMedia, image_json, profiles_for
 from builder.windows.profiles import Profile, resolve_profile
 
@@ -106,6 +107,8 @@ class Context:
     media: InstallMedia | None = None
     conn: virt.Connection | None = None
     domain_type: str = "kvm"
+    # The x86-64 level of each CPU model (pvinstall's table, and what the host says).
+    cpu_levels: Mapping[str, int] = field(default_factory=lambda: dict(CPU_LEVELS))
     disks: domain.DiskPaths | None = None
     domain_xml: str = ""
     domain_record: dict[str, Any] = field(default_factory=dict)
@@ -146,9 +149,6 @@ class BuildResult:
     out_dir: Path
     installed: bool
     next_step: str | None = None
-    # What to do instead of --install while the domain cannot boot the build's
-    # firmware (None when it can).
-    install_blocked: str | None = None
 
 
 # -- validate everything first ---------------------------------------------------------------
@@ -362,34 +362,8 @@ def _read_media(
         return profile, None, list(error.problems)
 
 
-def _firmware_gap(config: BuildConfig) -> tuple[str, str] | None:
-    """Why the domain cannot install with the build's firmware yet, and what to do
-    instead (None when it can)."""
-    if config.firmware in domain.BOOTABLE_FIRMWARES:
-        return None
-    text = (
-        f"domain.xml does not select {config.firmware} firmware yet, so it boots BIOS while "
-        f"the answer file partitions the disk for {config.firmware} (GPT)"
-    )
-    hint = (
-        "Use --set firmware=bios to install now."
-        if "bios" in config.profile.firmwares
-        else f"{config.profile.name} installs with UEFI only; build the media without "
-        "--define or --install for now."
-    )
-    return text, hint
-
-
-def _firmware_check(options: BuildOptions, config: BuildConfig) -> tuple[list[str], list[Problem]]:
-    """A build whose firmware the domain cannot boot yet: a problem when it would define
-    or install, a warning when it only writes the media."""
-    gap = _firmware_gap(config)
-    if gap is None:
-        return [], []
-    text, hint = gap
-    if options.acting:
-        return [], [Problem("firmware", f"{text}; setup would stop at the disk.", hint)]
-    return [f"{text}: the media are right, the domain is not ready to install with them."], []
+# The settings the machine check reads: it runs only when they are right.
+MACHINE_KEYS = frozenset({"firmware", "secure_boot", "tpm", "cpu_model", "--domain-type"})
 
 
 def _connect(
@@ -416,10 +390,12 @@ def _hypervisor_problems(
     out: Path,
     name: str,
     failed: frozenset[str],
-) -> tuple[str, domain.DiskPaths | None, list[Problem]]:
-    """The domain type, the disks' paths and what the hypervisor would refuse: an
-    existing (or running, for --replace without --force) domain, a missing network or
-    pool, existing disks. Each check runs unless the setting it reads is wrong."""
+) -> tuple[str, Mapping[str, int], domain.DiskPaths | None, list[Problem]]:
+    """The domain type, the x86-64 level of the CPU models, the disks' paths and what the
+    hypervisor would refuse: a machine it cannot run (UEFI without OVMF, a TPM without
+    swtpm, a CPU model below the release's level), an existing (or running, for
+    --replace without --force) domain, a missing network or pool, existing disks. Each
+    check runs unless the setting it reads is wrong."""
     found: list[Problem] = []
     domain_type = options.domain_type or "kvm"
     if "--domain-type" not in failed:
@@ -430,6 +406,14 @@ def _hypervisor_problems(
             found += error.problems
         except BuildError as error:  # no guests there at all: said with the input's problems
             found.append(Problem("--connect", error.message, error.hint))
+    cpu_levels: Mapping[str, int] = dict(CPU_LEVELS)
+    if not failed & MACHINE_KEYS:
+        try:
+            cpu_levels = virt.check_machine(
+                conn, config, domain_type=domain_type, arch=domain.GUEST_ARCH[profile.arch]
+            )
+        except InputError as error:
+            found += error.problems
     disks = None
     if not failed & {"storage_pool", "data_disks"}:
         try:
@@ -446,7 +430,7 @@ def _hypervisor_problems(
         pool=None if pool_failed else config.storage_pool,
         disks=disks,
     )
-    return domain_type, disks, found
+    return domain_type, cpu_levels, disks, found
 
 
 def _say_image(config: BuildConfig, monitor: Monitor) -> None:
@@ -516,8 +500,6 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
         *problems,
         *_option_problems(options, profile, out_dir),
     ]
-    firmware_warnings, firmware_problems = _firmware_check(options, config)
-    problems += firmware_problems
     _say_image(config, monitor)
     epoch, epoch_problems = _epoch(environ)
     problems += epoch_problems
@@ -537,9 +519,10 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
         conn, connect_problems, unreachable = _connect(options)
         problems += connect_problems
         domain_type, disks = options.domain_type or "kvm", None
+        cpu_levels: Mapping[str, int] = dict(CPU_LEVELS)
         if conn is not None:
             monitor.step("check hypervisor", conn.uri)
-            domain_type, disks, found = _hypervisor_problems(
+            domain_type, cpu_levels, disks, found = _hypervisor_problems(
                 conn,
                 options,
                 profile=profile,
@@ -566,7 +549,6 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
     _say_drivers(drivers, monitor)
     warnings = [
         *config.warnings,
-        *firmware_warnings,
         *drivers.warnings,
         *_media_warnings(options, profile),
     ]
@@ -586,6 +568,7 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
         media=media,
         conn=conn,
         domain_type=domain_type,
+        cpu_levels=cpu_levels,
         disks=disks,
         warnings=warnings,
     )
@@ -633,7 +616,9 @@ def plan_build(ctx: Context, monitor: Monitor) -> BuildPlan:
     answers = render_answer_files(ctx.config, ctx.drivers)
     postinstall = render_postinstall(ctx.config, ctx.drivers)
     monitor.step("plan media")
-    media = plan_media(MediaInputs(ctx.config, ctx.drivers, answers, postinstall), ctx.windows_iso)
+    media = plan_media(
+        MediaInputs(ctx.config, ctx.drivers, answers, postinstall, ctx.media), ctx.windows_iso
+    )
     digests = driver_digests(ctx.source, ctx.drivers)
     # The build id names the public inputs: it also seeds the floppy's volume id, so
     # no secret (not even hashed) goes into it.
@@ -679,6 +664,7 @@ def make_domain_xml(ctx: Context, plan: BuildPlan, monitor: Monitor) -> None:
         facts=ctx.facts,
         name=ctx.name,
         domain_type=ctx.domain_type,
+        cpu_levels=ctx.cpu_levels,
     )
 
 
@@ -944,5 +930,4 @@ def run_build(
         out_dir=ctx.out_dir,
         installed=bool(ctx.domain_record.get("installed")),
         next_step=next_step(options, ctx.profile, ctx.out_dir),
-        install_blocked=None if (gap := _firmware_gap(ctx.config)) is None else gap[1],
     )

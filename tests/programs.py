@@ -163,6 +163,13 @@ NEEDS: Final[tuple[Need, ...]] = (
         "the fixture DVDs' install.wim; the oracle of the WIM reader",
     ),
     Need("udfinfo", "udftools", "oracles", "reads the UDF side of DVDs back"),
+    Need(
+        "qemu-img",
+        "qemu-utils",
+        "oracles",
+        "pvinstall creates disks and the DVD's overlay; tests read them",
+    ),
+    Need("qemu-io", "qemu-utils", "oracles", "pvinstall writes the DVD overlay's boot catalog"),
     # -- hypervisor: QEMU, libvirtd, the boot probe -------------------------------------
     Need("qemu-system-x86_64", "qemu-system-x86", "hypervisor", "libvirtd runs x86_64 guests"),
     Need("qemu-system-i386", "qemu-system-x86", "hypervisor", "libvirtd runs i686 guests"),
@@ -180,7 +187,21 @@ NEEDS: Final[tuple[Need, ...]] = (
         "QEMU's option ROM for virtio NICs",
         via="qemu-system-x86",
     ),
-    Need("qemu-img", "qemu-utils", "hypervisor", "pvinstall creates disks; tests read them"),
+    Need(
+        "/usr/share/OVMF/OVMF_CODE_4M.ms.fd",
+        "ovmf",
+        "hypervisor",
+        "UEFI with Secure Boot and Microsoft's keys for q35 guests",
+    ),
+    Need(
+        "/usr/share/qemu/firmware/40-edk2-x86_64-secure-enrolled.json",
+        "ovmf",
+        "hypervisor",
+        "the firmware descriptor libvirt picks OVMF by",
+    ),
+    Need("swtpm", "swtpm", "hypervisor", "libvirtd emulates the guests' TPM 2.0 with it"),
+    Need("swtpm_setup", "swtpm-tools", "hypervisor", "libvirtd manufactures the vTPM with it"),
+    Need("sbverify", "sbsigntool", "hypervisor", "the Secure Boot probe's signatures, checked"),
     Need("libvirtd", "libvirt-daemon", "hypervisor", ".ci/setup-libvirtd starts it"),
     Need("virtlogd", "libvirt-daemon", "hypervisor", "libvirtd writes serial logs through it"),
     Need(

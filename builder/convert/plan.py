@@ -368,6 +368,7 @@ def _slot_check(root: ET.Element, name: str, *, what: str) -> int:
         f"{name} {what}",
         key="DOMAIN",
         hint=devices.SLOT_HINTS["existing"],
+        machine=existing.machine_of(root),
     )
 
 
@@ -659,6 +660,7 @@ class AttachPlan:
     target: str | None
     model: VirtioModel
     pci_slots: int
+    pci_budget: int = devices.PCI_SLOTS
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -668,14 +670,20 @@ class AttachPlan:
             "target": self.target,
             "model": self.model,
             "pci_slots": self.pci_slots,
+            "pci_budget": self.pci_budget,
         }
 
 
 def _attach_slot_check(roots: Iterable[ET.Element], name: str, what: str) -> int:
     """The slots taken after adding one device; InputError when none is free."""
+    roots = list(roots)
     taken = max((existing.pci_slot_users(root) for root in roots), key=len)
     return devices.check_pci_slots(
-        (*taken, what), f"{name} with {what}", key="DOMAIN", hint=devices.SLOT_HINTS["existing"]
+        (*taken, what),
+        f"{name} with {what}",
+        key="DOMAIN",
+        hint=devices.SLOT_HINTS["existing"],
+        machine=existing.machine_of(roots[0]),
     )
 
 
@@ -701,6 +709,7 @@ def plan_attach_disk(
         target=target,
         model=model,
         pci_slots=slots,
+        pci_budget=devices.pci_budget(existing.machine_of(roots[0])),
     )
 
 
@@ -727,4 +736,5 @@ def plan_attach_nic(
         target=None,
         model=model,
         pci_slots=slots,
+        pci_budget=devices.pci_budget(existing.machine_of(roots[0])),
     )

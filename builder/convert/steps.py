@@ -28,7 +28,7 @@ from builder.reproducible import source_date_epoch
 from builder.virtio.facts import load_driver_facts
 from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
-from builder.vm import devices, disk_images, existing, virt
+from builder.vm import disk_images, existing, virt
 from builder.windows.profiles import Profile
 
 Mode = Literal["staged", "finish", "drivers-installed", "rollback"]
@@ -491,7 +491,7 @@ class AttachOutcome:
         driver = "viostor" if plan.kind == "disk" else "NetKVM"
         lines = [
             f"attached the {plan.label} to {plan.domain} {where}; {plan.pci_slots} of "
-            f"{devices.PCI_SLOTS} PCI slots are taken."
+            f"{plan.pci_budget} PCI slots are taken."
         ]
         if self.created is not None:
             lines.append(f"  created {self.created}")

@@ -71,3 +71,16 @@ class IsoPlan:
 
     label: str
     files: tuple[PlannedFile, ...]
+
+
+@dataclass(frozen=True)
+class OverlayPlan:
+    """A copy-on-write overlay of the user's DVD (qcow2 over the raw ISO) that differs
+    from it in `patched_sector` alone, written at byte `offset` (the boot catalog: its
+    UEFI entry points at efisys_noprompt.bin). `patched_sector` None: the overlay
+    changes nothing (a BIOS build of a DVD without efisys_noprompt.bin). `note` says what
+    was changed, for the progress output."""
+
+    offset: int
+    patched_sector: bytes | None = field(repr=False)
+    note: str

@@ -41,6 +41,7 @@ import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
 from builder.errors import BuildError, InputError
+from builder.media import eltorito
 from builder.media.files import IsoPlan, PlannedFile
 from builder.media.slipstream import SETUP_DIRS, TXTSETUP_SIF, InstallCdPlan, apply_sif_entries
 from builder.virtio.source import (
@@ -52,7 +53,7 @@ from builder.virtio.source import (
     check_name,
     mode_kind,
 )
-from builder.windows.install_media import WINDOWS_ISO_KEY, BootImage, InstallMedia
+from builder.windows.install_media import WINDOWS_ISO_KEY, BootImage, DiscExtent, InstallMedia
 from builder.windows.profiles import Arch, Profile, sibling
 from builder.windows.wim import WimError, WimInfo, read_wim
 
@@ -985,6 +986,7 @@ def _read_setup_dvd(image: Any, path: Path, label: str) -> InstallMedia:
             key=WINDOWS_ISO_KEY,
         )
     wim = _read_install_image(image, path, found)
+    boot_record, catalog = _read_boot_catalog(path)
     return InstallMedia(
         path=path,
         label=label,
@@ -997,7 +999,31 @@ def _read_setup_dvd(image: Any, path: Path, label: str) -> InstallMedia:
         tags=(),
         boot=_boot_images(image, files),
         efisys_noprompt=EFISYS_NOPROMPT in files,
+        boot_record=boot_record,
+        boot_catalog=catalog,
+        noprompt=_extent(image, files.get(EFISYS_NOPROMPT)),
     )
+
+
+def _read_boot_catalog(path: Path) -> tuple[bytes, tuple[int, bytes] | None]:
+    """The El Torito boot record (sector 17) and, when it is one, the catalog's sector
+    with its number: two small reads of the DVD, for the no-prompt overlay."""
+    with path.open("rb") as disc:
+        disc.seek(eltorito.BOOT_RECORD_SECTOR * SECTOR)
+        record = disc.read(SECTOR)
+        try:
+            lba = eltorito.catalog_lba(record)
+        except eltorito.CatalogError:
+            return record, None
+        disc.seek(lba * SECTOR)
+        return record, (lba, disc.read(SECTOR))
+
+
+def _extent(image: Any, file: _DiscFile | None) -> DiscExtent | None:
+    if file is None or file.lba is None:
+        return None
+    extents = image.get_file_byte_extents(udf_path=f"/{file.path}")
+    return DiscExtent(file.path, file.lba, file.size, one_extent(extents, file.size))
 
 
 def _read_textmode_cd(image: Any, path: Path, label: str) -> InstallMedia:

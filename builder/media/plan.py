@@ -17,10 +17,12 @@ from dataclasses import dataclass
 
 from builder.config import BuildConfig
 from builder.errors import BuildError, InputError
-from builder.media import floppy, layout
-from builder.media.files import IsoPlan, PlannedFile
+from builder.media import eltorito, floppy, layout
+from builder.media.files import IsoPlan, OverlayPlan, PlannedFile
 from builder.media.floppy import FloppyPlan
 from builder.virtio.selection import DriverSet
+from builder.vm.devices import Firmware
+from builder.windows.install_media import WINDOWS_ISO_KEY, InstallMedia
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class MediaInputs:
     drivers: DriverSet
     answers: Mapping[str, bytes]
     postinstall: Mapping[str, bytes]
+    install_media: InstallMedia | None = None  # the user's DVD as read in place
 
     def __post_init__(self) -> None:
         if self.config.profile.name != self.drivers.profile.name:
@@ -176,3 +179,76 @@ def plan_drivers_iso(drivers: DriverSet, label: str) -> IsoPlan:
     (`<driver>/<os>/<arch>`), no answer files. For guests installed without virtio
     that need the drivers afterwards (`pvinstall convert`)."""
     return IsoPlan(label=label, files=_unique_sorted(_packages(drivers), "drivers ISO"))
+
+
+_NOPROMPT_HINT = (
+    "Give the DVD as Microsoft ships it (every Windows Server DVD since 2012 R2 has "
+    'efi/microsoft/boot/efisys_noprompt.bin), or install with firmware = "bios".'
+)
+
+
+def plan_install_dvd_overlay(inputs: MediaInputs) -> OverlayPlan:
+    """The overlay through which the domain reads the user's DVD: its boot catalog with
+    the UEFI entry on efisys_noprompt.bin, so that UEFI boots Setup without "Press any
+    key to boot from CD or DVD" (media/eltorito.py). Nothing else differs.
+
+    Raises:
+        InputError (key `--windows-iso`), for a UEFI build: the DVD has no El Torito
+            catalog, one that does not parse, no UEFI entry, no efisys_noprompt.bin, or
+            one stored in pieces. A BIOS build boots the BIOS entry and gets an overlay
+            that changes nothing when the DVD cannot have the change.
+    """
+    media = inputs.install_media
+    if media is None:
+        raise BuildError("the DVD's overlay was planned without the DVD read in place.")
+    uefi = inputs.config.firmware is Firmware.EFI
+    try:
+        offset, sector, note = _point_at_noprompt(media)
+    except InputError:
+        if uefi:
+            raise
+        return OverlayPlan(0, None, "the DVD's boot catalog as it is (BIOS boots its BIOS entry)")
+    return OverlayPlan(offset, sector, note)
+
+
+def _point_at_noprompt(media: InstallMedia) -> tuple[int, bytes, str]:
+    where = f"{media.path}"
+    try:
+        if media.boot_catalog is None:
+            eltorito.catalog_lba(media.boot_record)  # raises, saying why
+            raise eltorito.CatalogError("the DVD has no El Torito boot catalog")
+        lba, sector = media.boot_catalog
+        entry = eltorito.uefi_entry(eltorito.parse_catalog(sector))
+    except eltorito.CatalogError as exc:
+        raise InputError(
+            f"{where}: {exc}, so UEFI cannot boot it.", _NOPROMPT_HINT, key=WINDOWS_ISO_KEY
+        ) from None
+    if entry is None:
+        raise InputError(
+            f"{where} has no UEFI boot entry (El Torito platform 0xEF): UEFI cannot boot it.",
+            _NOPROMPT_HINT,
+            key=WINDOWS_ISO_KEY,
+        )
+    noprompt = media.noprompt
+    if noprompt is None:
+        raise InputError(
+            f"{where} has no efi/microsoft/boot/efisys_noprompt.bin, the UEFI boot image "
+            'without "Press any key to boot from CD or DVD"; with efisys.bin Setup would '
+            "wait for a key nobody presses.",
+            _NOPROMPT_HINT,
+            key=WINDOWS_ISO_KEY,
+        )
+    if not noprompt.contiguous or noprompt.size == 0:
+        raise InputError(
+            f"{where}:{noprompt.path} is "
+            + ("empty" if noprompt.size == 0 else "stored in pieces")
+            + ", so a boot entry cannot point at it.",
+            _NOPROMPT_HINT,
+            key=WINDOWS_ISO_KEY,
+        )
+    patched = eltorito.point_uefi_entry(sector, entry, lba=noprompt.lba, size=noprompt.size)
+    note = (
+        f"boot catalog (sector {lba}): the UEFI entry boots {noprompt.path} "
+        f"(sector {noprompt.lba}) instead of sector {entry.load_rba}"
+    )
+    return lba * eltorito.SECTOR, patched, note

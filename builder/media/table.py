@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from builder.errors import BuildError
-from builder.media import fat, iso9660
-from builder.media.files import IsoPlan, PlannedFile
+from builder.media import fat, iso9660, overlay
+from builder.media.files import IsoPlan, OverlayPlan, PlannedFile
 from builder.media.floppy import FloppyPlan
 from builder.media.plan import (
     MediaInputs,
     plan_answer_disc,
     plan_answer_floppy,
     plan_drivers_disc,
+    plan_install_dvd_overlay,
 )
 from builder.media.slipstream import InstallCdPlan, plan_install_cd
 from builder.virtio.source import DriverSource
@@ -155,6 +156,20 @@ class RemasteredCd(Builder[InstallCdPlan]):
             return (WrittenFile(sif, cd.size(sif), cd.sha256(sif)),)
 
 
+class InstallDvdOverlay(Builder[OverlayPlan]):
+    def plan(self, inputs: MediaInputs) -> OverlayPlan:
+        return plan_install_dvd_overlay(inputs)
+
+    def check(self, plan: OverlayPlan, inputs: WriteInputs) -> str | None:
+        return f"install DVD overlay: {plan.note}"
+
+    def write(self, plan: OverlayPlan, out: Path, inputs: WriteInputs) -> None:
+        overlay.write_install_dvd_overlay(plan, out, backing=_windows_iso(inputs).absolute())
+
+    def files(self, plan: OverlayPlan) -> tuple[PlannedFile, ...]:
+        return ()
+
+
 def _windows_iso(inputs: WriteInputs) -> Path:
     if inputs.windows_iso is None:
         raise BuildError("the install CD was planned without a Windows ISO to remaster.")
@@ -184,6 +199,7 @@ class Medium:
     applies: Applies
     builder: Builder[Any] | None
     serves: StorageRoute | None = None
+    image_format: str = "raw"  # how QEMU reads the file (never left to guess)
 
     def path(self, out_dir: Path, windows_iso: Path | None) -> Path | None:
         """Where the domain finds the medium (None: the drive stays empty)."""
@@ -192,6 +208,10 @@ class Medium:
 
 def _remasters(profile: Profile, windows_iso: Path | None) -> bool:
     return profile.remasters_install_cd and windows_iso is not None
+
+
+def _overlays(profile: Profile, windows_iso: Path | None) -> bool:
+    return profile.reads_install_image and windows_iso is not None
 
 
 MEDIA: tuple[Medium, ...] = (
@@ -247,6 +267,21 @@ MEDIA: tuple[Medium, ...] = (
         builder=RemasteredCd(),
         serves=StorageRoute.SLIPSTREAM,
     ),
+    # The user's DVD of 2012 R2 and later, read through a copy-on-write overlay whose
+    # boot catalog boots efisys_noprompt.bin: no "Press any key" under UEFI, the ISO
+    # untouched (media/eltorito.py).
+    Medium(
+        name="install-dvd.qcow2",
+        title="the user's install DVD, booting without a keypress (overlay)",
+        device="cdrom",
+        drive=0,
+        boot_order=2,
+        secret=False,
+        removed_after_install=True,
+        applies=_overlays,
+        builder=InstallDvdOverlay(),
+        image_format="qcow2",
+    ),
     Medium(
         name="Windows ISO",
         title="the user's install medium",
@@ -255,7 +290,7 @@ MEDIA: tuple[Medium, ...] = (
         boot_order=2,
         secret=False,
         removed_after_install=True,
-        applies=lambda profile, iso: not _remasters(profile, iso),
+        applies=lambda profile, iso: not _remasters(profile, iso) and not _overlays(profile, iso),
         builder=None,
     ),
 )
@@ -286,7 +321,14 @@ def attach(
 ) -> tuple[AttachedMedium, ...]:
     """`media` as the domain's removable drives see them, where libvirt will find them."""
     return tuple(
-        AttachedMedium(m.name, m.device, m.drive, m.path(out_dir, windows_iso), m.boot_order)
+        AttachedMedium(
+            m.name,
+            m.device,
+            m.drive,
+            m.path(out_dir, windows_iso),
+            m.boot_order,
+            m.image_format if m.builder is not None else "raw",
+        )
         for m in media
     )
 

@@ -65,6 +65,7 @@ class AttachedMedium:
     drive: int
     path: Path | None
     boot_order: int | None = None
+    image_format: str = "raw"  # how QEMU reads the file: raw, or qcow2 for an overlay
 
 
 class Firmware(StrEnum):
@@ -72,6 +73,97 @@ class Firmware(StrEnum):
 
     BIOS = "bios"
     EFI = "efi"  # UEFI (OVMF)
+
+
+# The CPU models pvinstall knows, by the x86-64 level their QEMU definition reaches
+# (POPCNT, SSE4.2, SSSE3, CMPXCHG16B and LAHF/SAHF make x86-64-v2; AVX2, BMI, FMA, MOVBE
+# v3). QEMU 7.2 has no x86-64-v2 model of its own: Nehalem is the oldest named model
+# with the v2 set, and the one the TCG accelerator runs (docs/windows-modern.md §7).
+# Models not in the table are asked of the host's libvirt (its expanded features).
+CPU_LEVELS: Mapping[str, int] = MappingProxyType(
+    {
+        "qemu64": 1,
+        "kvm64": 1,
+        "qemu32": 0,
+        "kvm32": 0,
+        "pentium": 0,
+        "pentium2": 0,
+        "pentium3": 0,
+        "n270": 0,
+        "coreduo": 0,
+        "core2duo": 1,
+        "athlon": 0,
+        "phenom": 1,
+        "Conroe": 1,
+        "Penryn": 1,
+        "Opteron_G1": 1,
+        "Opteron_G2": 1,
+        "Opteron_G3": 1,
+        "Nehalem": 2,
+        "Westmere": 2,
+        "SandyBridge": 2,
+        "IvyBridge": 2,
+        "Opteron_G4": 2,
+        "Opteron_G5": 2,
+        "Haswell": 3,
+        "Broadwell": 3,
+        "Skylake-Client": 3,
+        "Skylake-Server": 3,
+        "Cascadelake-Server": 3,
+        "Cooperlake": 3,
+        "Icelake-Server": 3,
+        "SapphireRapids": 3,
+        "EPYC": 3,
+        "EPYC-Rome": 3,
+        "EPYC-Milan": 3,
+        "Dhyana": 3,
+    }
+)
+# The CPU flags of each level above v1, as Linux's /proc/cpuinfo and libvirt name them.
+CPU_LEVEL_FLAGS: Mapping[int, tuple[str, ...]] = MappingProxyType(
+    {2: ("popcnt", "sse4.2", "sse4.1", "ssse3", "cx16", "lahf_lm")}
+)
+# The <cpu> modes that take the host's CPU rather than a named model: only on request
+# (`cpu_model`), because they follow the host (migration, nested and emulated KVM).
+HOST_CPU_MODES = ("host-model", "host-passthrough")
+
+
+def cpu_level_number(level: str | None) -> int:
+    """`x86-64-v2` -> 2; None (any CPU) -> 0."""
+    return int(level.rsplit("v", 1)[1]) if level else 0
+
+
+# Hyper-V enlightenments by domain type. KVM gets the set Windows Server 2016 and later
+# use (stimer needs synic, vpindex and the Hyper-V clock; tlbflush and ipi need
+# vpindex). Under TCG (type qemu) QEMU refuses vpindex and everything that needs it
+# ("kernel doesn't allow setting HyperV VP_INDEX"), and Windows sees none of the others
+# anyway, so that domain keeps the set every NT 6.x guest has had.
+HypervFeature = tuple[str, Mapping[str, str]]
+_ON: Mapping[str, str] = MappingProxyType({"state": "on"})
+HYPERV_BASIC: tuple[HypervFeature, ...] = (
+    ("relaxed", _ON),
+    ("vapic", _ON),
+    ("spinlocks", MappingProxyType({"state": "on", "retries": "8191"})),
+)
+HYPERV_MODERN_KVM: tuple[HypervFeature, ...] = (
+    *HYPERV_BASIC,
+    ("vpindex", _ON),
+    ("runtime", _ON),
+    ("synic", _ON),
+    ("stimer", _ON),
+    ("reset", _ON),
+    ("frequencies", _ON),
+    ("tlbflush", _ON),
+    ("ipi", _ON),
+)
+HYPERV_SETS: Mapping[tuple[str, bool], tuple[HypervFeature, ...]] = MappingProxyType(
+    {
+        ("kvm", False): HYPERV_BASIC,
+        ("qemu", False): HYPERV_BASIC,
+        ("kvm", True): HYPERV_MODERN_KVM,
+        ("qemu", True): HYPERV_BASIC,
+    }
+)
 
 
 class StorageBus(StrEnum):
@@ -96,6 +188,31 @@ STORAGE_DEVICE_KINDS: Mapping[StorageBus, str] = MappingProxyType(
 # template it defines can always take a balloon later.
 PCI_SLOTS = 28
 
+# A q35 guest's PCIe devices each sit behind a PCIe root port of their own. The root
+# ports are functions of the slots of pcie-root: 32 slots, less the host bridge (00.0),
+# the VGA card (01.0) and the ICH9's functions (1f.x: LPC, SATA, SMBus), leave 29
+# slots of 8 ports each, 232 ports; libvirt keeps one of them free for hot-plugging and
+# refuses a definition that needs more (checked on libvirt 9.0: 231 endpoints define,
+# 232 do not). docs/windows-modern.md §7.
+Q35_ROOT_PORTS = 29 * 8
+Q35_PCIE_DEVICES = Q35_ROOT_PORTS - 1
+
+# The budget of PCI devices by machine type (libvirt's machine names, `pc-q35-7.2`,
+# are matched by their family: see `machine_family`).
+PCI_BUDGETS: Mapping[str, int] = MappingProxyType({"pc": PCI_SLOTS, "q35": Q35_PCIE_DEVICES})
+
+
+def machine_family(machine: str) -> str:
+    """`q35` for q35 and its versions (`pc-q35-7.2`), else `pc` (i440fx: `pc`,
+    `pc-i440fx-7.2`)."""
+    return "q35" if machine == "q35" or machine.startswith("pc-q35") else "pc"
+
+
+def pci_budget(machine: str) -> int:
+    """How many PCI devices a guest of `machine` takes besides its built-in ones."""
+    return PCI_BUDGETS[machine_family(machine)]
+
+
 # What to do about too many devices, by what is being done.
 SLOT_HINTS: Mapping[str, str] = MappingProxyType(
     {
@@ -106,16 +223,23 @@ SLOT_HINTS: Mapping[str, str] = MappingProxyType(
 )
 
 
-def check_pci_slots(users: Sequence[str], subject: str, *, key: str, hint: str) -> int:
-    """The slots `users` (one label per device that takes a PCI slot) need; InputError
-    when that is more than a guest has. The one slot check of pvinstall: a planned
-    domain, a converted guest, an attached device."""
-    if len(users) <= PCI_SLOTS:
+def check_pci_slots(
+    users: Sequence[str], subject: str, *, key: str, hint: str, machine: str = "pc"
+) -> int:
+    """The slots `users` (one label per device that takes a PCI slot, or on q35 a PCIe
+    root port) need; InputError when that is more than a guest of `machine` has. The one
+    slot check of pvinstall: a planned domain, a converted guest, an attached device."""
+    budget = pci_budget(machine)
+    if len(users) <= budget:
         return len(users)
     shown = ", ".join(users[:8]) + (f" and {len(users) - 8} more" if len(users) > 8 else "")
+    where = (
+        f"a q35 guest has {budget} PCIe root ports for its devices"
+        if machine_family(machine) == "q35"
+        else f"a guest has {budget} for additional devices"
+    )
     raise InputError(
-        f"{subject} needs {len(users)} PCI slots, but a guest has {PCI_SLOTS} for additional "
-        f"devices ({shown}).",
+        f"{subject} needs {len(users)} PCI slots, but {where} ({shown}).",
         hint,
         key=key,
     )

@@ -33,7 +33,6 @@ from builder.vm import devices
 from builder.vm.devices import (
     DISK_BUSES,
     DRIVE_TARGETS,
-    PCI_SLOTS,
     STORAGE_DEVICE_KINDS,
     VIRTIO_MODELS,
     AttachedMedium,
@@ -53,10 +52,11 @@ DOMAIN_TYPES = ("kvm", "qemu")
 # (qemu32, no long mode), as on the hardware it was written for.
 GUEST_ARCH: Mapping[str, str] = MappingProxyType({"x86": "i686", "amd64": "x86_64"})
 
-# The firmware the domain boots with: the template selects none, so the machine's
-# default, SeaBIOS. A build for UEFI gets its media and its answer file (a GPT disk), but
-# a domain that boots them needs OVMF, which the domain does not select yet.
-BOOTABLE_FIRMWARES: frozenset[Firmware] = frozenset({Firmware.BIOS})
+# The guest agent's virtio-serial port: the name qemu-ga looks for.
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
+# The installer that puts the guest agent into the guest: a profile that runs it gets
+# the channel.
+GUEST_AGENT_INSTALLER = "qemu-ga"
 
 # libvirt's model of a virtio-scsi controller for each virtio device model.
 SCSI_CONTROLLER_MODELS: Mapping[VirtioModel, str] = MappingProxyType(
@@ -103,6 +103,12 @@ class Disk:
     def label(self) -> str:
         return f"{self.role} disk {self.target}"
 
+    @property
+    def alias(self) -> str:
+        """The device's user alias (libvirt's `ua-` names), for QEMU properties libvirt
+        has no element for."""
+        return f"ua-disk-{self.target}"
+
 
 @dataclass(frozen=True)
 class Drive:
@@ -113,6 +119,7 @@ class Drive:
     target: str
     path: Path | None
     boot_order: int | None
+    image_format: str = "raw"  # what QEMU reads the file as (never guessed)
 
 
 @dataclass(frozen=True)
@@ -138,6 +145,20 @@ class VirtioDevice:
     kind: str  # a [pci_ids] key of drivers/catalog.toml: virtio-blk, virtio-net
     model: VirtioModel
     label: str
+    # Whether a driver must have been selected for it: setup needs the disk's and the
+    # NIC's; the guest agent's port works once its driver is installed, when the source
+    # has one (and the check holds that driver to the device then).
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class CpuPlan:
+    """The guest's CPU: a named model (`custom`, exact, no fallback to another model)
+    with the flags the release needs required, or one of the host modes."""
+
+    mode: Literal["custom", "host-model", "host-passthrough"]
+    model: str | None
+    required_flags: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -160,6 +181,33 @@ class DomainPlan:
     nic: Nic
     serial_log: Path
     storage_bus: StorageBus = StorageBus.VIRTIO_BLK
+    firmware: Firmware = Firmware.BIOS
+    secure_boot: bool = False
+    tpm: bool = False
+    cpu: CpuPlan | None = None
+    hyperv_features: tuple[devices.HypervFeature, ...] = ()
+    guest_agent: bool = False
+    discard_granularity: int | None = None
+
+    @property
+    def efi(self) -> bool:
+        return self.firmware is Firmware.EFI
+
+    @property
+    def smm(self) -> bool:
+        """Secure Boot's variable store is protected by SMM: OVMF's Secure Boot build
+        requires it."""
+        return self.secure_boot
+
+    @property
+    def hypervclock(self) -> bool:
+        """The Hyper-V reference clock, which the synthetic timers need."""
+        return any(name == "stimer" for name, _ in self.hyperv_features)
+
+    @property
+    def overridden_disks(self) -> tuple[Disk, ...]:
+        """The disks whose QEMU device gets properties libvirt has no element for."""
+        return self.disks if self.discard_granularity else ()
 
     @property
     def system_disk(self) -> Disk:
@@ -180,18 +228,29 @@ class DomainPlan:
         else:
             found = [VirtioDevice("virtio-blk", d.model, d.label) for d in self.disks]
         found.append(VirtioDevice("virtio-net", self.nic.model, self.nic.label))
+        if self.guest_agent:
+            found.append(
+                VirtioDevice(
+                    "virtio-serial", self.nic.model, "virtio-serial controller", required=False
+                )
+            )
         return tuple(found)
 
     @property
     def pci_devices(self) -> tuple[str, ...]:
-        """The devices that take a PCI slot of the 28: every virtio disk (or the one
-        virtio-scsi controller) and the NIC.
+        """The devices that take a PCI slot (i440fx: one of the 28) or a PCIe root port
+        (q35): every virtio disk (or the one virtio-scsi controller), the NIC, the
+        guest agent's virtio-serial controller, and an xHCI USB controller.
 
-        The IDE and USB controllers are functions of the PIIX3, the VGA card has its
-        own fixed slot, the floppy controller and serial port are ISA, and there is
-        no balloon.
+        On i440fx the IDE and USB controllers are functions of the PIIX3; on q35 the
+        SATA controller is a function of the ICH9. The VGA card has its own fixed slot,
+        the floppy controller, serial port and TPM are ISA or platform devices, and there
+        is no balloon.
         """
-        return tuple(d.label for d in self.virtio_devices)
+        found = [d.label for d in self.virtio_devices]
+        if self.usb_model == "qemu-xhci":
+            found.append("USB controller (qemu-xhci)")
+        return tuple(found)
 
 
 # -- names -------------------------------------------------------------------------------
@@ -254,15 +313,19 @@ def plan_domain(
     name: str,
     domain_type: str,
     virtio_model: str | None = None,
+    cpu_levels: Mapping[str, int] = devices.CPU_LEVELS,
 ) -> DomainPlan:
     """Decide every device of the domain from the settings and the media paths.
 
     `virtio_model` (else the `virtio_model` setting) overrides the profile's model of
-    the virtio disks and NIC; the driver check still has the last word.
+    the virtio disks and NIC; the driver check still has the last word. `cpu_levels`
+    says which x86-64 level each CPU model reaches (pvinstall's table, plus what the
+    host said about a model it does not know).
     """
     profile = config.profile
     validate_domain_name(name)
     validate_domain_type(domain_type)
+    cpu = plan_cpu(config, domain_type, cpu_levels)
     model = _virtio_model(profile, virtio_model or config.virtio_model)
     if len(media.data_disks) != len(config.data_disks):
         raise BuildError("the domain was planned with a path for each data disk missing.")
@@ -294,7 +357,59 @@ def plan_domain(
         nic=Nic(config.network, model),
         serial_log=media.serial_log,
         storage_bus=config.storage_bus,
+        firmware=config.firmware,
+        secure_boot=config.secure_boot,
+        tpm=config.tpm,
+        cpu=cpu,
+        hyperv_features=(
+            devices.HYPERV_SETS[(domain_type, profile.hyperv_modern)] if profile.hyperv else ()
+        ),
+        guest_agent=GUEST_AGENT_INSTALLER in profile.installers,
+        discard_granularity=profile.discard_granularity,
     )
+
+
+def plan_cpu(
+    config: BuildConfig, domain_type: str, cpu_levels: Mapping[str, int] = devices.CPU_LEVELS
+) -> CpuPlan | None:
+    """The guest's CPU (None: the hypervisor's default, QEMU's qemu64).
+
+    InputError (key `cpu_model`) for host-passthrough under TCG (there is no host CPU to
+    pass through), and for a release that needs an x86-64 level with a model that
+    `cpu_levels` puts below it or does not know.
+    """
+    profile = config.profile
+    model = config.cpu_model
+    needed = devices.cpu_level_number(profile.cpu_level)
+    if model is None:
+        return None
+    if model in devices.HOST_CPU_MODES:
+        if model == "host-passthrough" and domain_type == "qemu":
+            raise InputError(
+                "host-passthrough needs KVM: a TCG (domain type qemu) guest has no host CPU "
+                "to pass through.",
+                f"Use a named model (cpu_model = {profile.cpu_model or 'Nehalem'}) with "
+                "--domain-type qemu.",
+                key="cpu_model",
+            )
+        return CpuPlan("host-model" if model == "host-model" else "host-passthrough", None, ())
+    level = cpu_levels.get(model)
+    if needed and (level is None or level < needed):
+        flags = ", ".join(f.upper() for f in devices.CPU_LEVEL_FLAGS[needed][:2])
+        raise InputError(
+            f"{profile.title} needs an {profile.cpu_level} CPU ({flags}), and "
+            + (
+                f"{model} is x86-64-v{level}."
+                if level is not None
+                else f"pvinstall does not know whether {model} has them."
+            ),
+            "Use a model pvinstall knows (Nehalem or newer), or give --connect so that the "
+            "host's libvirt says which features the model has."
+            if level is None
+            else f"Use {profile.cpu_model or 'Nehalem'} or a newer model.",
+            key="cpu_model",
+        )
+    return CpuPlan("custom", model, devices.CPU_LEVEL_FLAGS.get(needed, ())[:2])
 
 
 def plan_drives(
@@ -330,7 +445,9 @@ def plan_drives(
         targets = tuple(t for t in DRIVE_TARGETS[bus] if t not in taken)
         if ours[-1].drive >= len(targets):
             raise BuildError(f"{ours[-1].name}: the {bus} bus has no drive {ours[-1].drive}.")
-        drives += [Drive(device, bus, targets[m.drive], m.path, m.boot_order) for m in ours]
+        drives += [
+            Drive(device, bus, targets[m.drive], m.path, m.boot_order, m.image_format) for m in ours
+        ]
     return tuple(drives)
 
 
@@ -351,19 +468,22 @@ def _virtio_model(profile: Profile, override: str | None) -> VirtioModel:
 
 
 def count_pci_slots(plan: DomainPlan) -> int:
-    """How many of the guest's 28 PCI slots the domain's devices take."""
+    """How many of the guest's PCI slots (q35: PCIe root ports) the domain's devices take."""
     return len(plan.pci_devices)
 
 
 def check_slot_budget(plan: DomainPlan) -> None:
-    """Refuse a domain that needs more than the 28 PCI slots (InputError naming the count)."""
+    """Refuse a domain that needs more PCI slots than its machine has (28 on i440fx,
+    231 PCIe root ports on q35: devices.PCI_BUDGETS); InputError naming the count."""
     data = sum(1 for d in plan.disks if d.role == "data")
-    fits = max(data - (count_pci_slots(plan) - PCI_SLOTS), 0)
+    budget = devices.pci_budget(plan.machine)
+    fits = max(data - (count_pci_slots(plan) - budget), 0)
     devices.check_pci_slots(
         plan.pci_devices,
         "the domain",
         key="data_disks",
         hint=f"{devices.SLOT_HINTS['build']} Use at most {fits} data disks.",
+        machine=plan.machine,
     )
 
 
@@ -380,6 +500,8 @@ def check_device_drivers(plan: DomainPlan, drivers: DriverSet, facts: DriverFact
     for device in plan.virtio_devices:
         ids = facts.presented_ids(device.kind, device.model, plan.machine)
         candidates = [d for d in drivers.selected if d.info and d.info.device == device.kind]
+        if not candidates and not device.required:
+            continue
         if not candidates:
             problems.append(
                 f"no driver for the {device.label} ({device.kind}) was selected "
@@ -418,7 +540,7 @@ def _binds(driver: SelectedDriver, ids: PciIds) -> bool:
 
 def render_domain_xml(plan: DomainPlan) -> str:
     """The libvirt domain XML of a plan (templates/domain.xml.j2, autoescaped)."""
-    return render(TEMPLATE, {"plan": plan})
+    return render(TEMPLATE, {"plan": plan, "guest_agent_channel": GUEST_AGENT_CHANNEL})
 
 
 def domain_xml(
@@ -430,6 +552,7 @@ def domain_xml(
     name: str,
     domain_type: str,
     virtio_model: str | None = None,
+    cpu_levels: Mapping[str, int] = devices.CPU_LEVELS,
 ) -> str:
     """The domain XML for `config`, after the slot budget and the driver check.
 
@@ -437,7 +560,14 @@ def domain_xml(
     or a virtio device the selected drivers do not bind to. Deterministic: no UUID
     and no MAC address (libvirt assigns them when the domain is defined).
     """
-    plan = plan_domain(config, media, name=name, domain_type=domain_type, virtio_model=virtio_model)
+    plan = plan_domain(
+        config,
+        media,
+        name=name,
+        domain_type=domain_type,
+        virtio_model=virtio_model,
+        cpu_levels=cpu_levels,
+    )
     check_slot_budget(plan)
     check_device_drivers(plan, drivers, facts)
     return render_domain_xml(plan)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.numbers import parse_int
-from builder.vm.devices import AFTER_INSTALL, AttachedMedium, source_of
+from builder.vm.devices import AFTER_INSTALL, AttachedMedium, machine_family, source_of
 
 
 def parse_xml(text: str) -> ET.Element:
@@ -178,6 +178,20 @@ def osinfo_url(root: ET.Element) -> str | None:
     return found.get("id") if found is not None else None
 
 
+def _ich9_function(device: ET.Element) -> bool:
+    """A q35 device that is part of the ICH9 (slot 0x1f of the root bus), which takes
+    no root port: the first SATA controller, whatever its address says."""
+    if device.tag == "controller" and device.get("type") == "sata" and device.get("index") == "0":
+        return True
+    address = device.find("address")
+    return (
+        address is not None
+        and address.get("type") == "pci"
+        and _address_part(address.get("bus", "0")) == 0
+        and _address_part(address.get("slot", "0")) == 0x1F
+    )
+
+
 def _takes_pci_slot(device: ET.Element) -> bool:
     tag = device.tag
     if tag in _PCI_DEVICE_TAGS:
@@ -216,23 +230,34 @@ def _address_part(text: str) -> int | str:
     return text if number is None else number
 
 
-def pci_slot_users(root: ET.Element) -> tuple[str, ...]:
-    """The devices of a domain XML that take one of the guest's 28 PCI slots, one label
-    per slot (the rule of `check_slot_budget`, for any domain).
+def machine_of(root: ET.Element) -> str:
+    """The machine type of a domain XML (`pc-q35-7.2`, `q35`; `pc` when it names none)."""
+    os_type = root.find("./os/type")
+    return (os_type.get("machine") if os_type is not None else None) or "pc"
 
-    Not counted: the PCI root and bridges, the PIIX3's functions (IDE, USB UHCI), the
-    primary video card and the memory balloon the 28 leave room for. Devices that share a slot
+
+def pci_slot_users(root: ET.Element) -> tuple[str, ...]:
+    """The devices of a domain XML that take one of the guest's PCI slots (i440fx: one of
+    the 28; q35: a PCIe root port), one label per slot (the rule of
+    `check_slot_budget`, for any domain; devices.PCI_BUDGETS has the numbers).
+
+    Not counted: the PCI root, bridges and root ports, the PIIX3's functions (IDE, USB
+    UHCI) or on q35 the ICH9's (the first SATA controller, at 00:1f), the primary video
+    card and the memory balloon the 28 leave room for. Devices that share a slot
     (multifunction) count once; a device without an address yet counts when it is a
     PCI device (virtio disk, NIC, ...).
     """
     devices = root.find("devices")
     if devices is None:
         return ()
+    q35 = machine_family(machine_of(root)) == "q35"
     slots: dict[tuple[int | str, ...], str] = {}
     labels: list[str] = []
     primary_video = devices.find("video")
     for device in devices:
         if device is primary_video or device.tag == "memballoon":
+            continue
+        if q35 and _ich9_function(device):
             continue
         if not _takes_pci_slot(device):
             continue

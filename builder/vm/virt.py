@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import re
+import shutil
 import threading
 import time
 import urllib.parse
+import xml.etree.ElementTree as ET
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +35,8 @@ import libvirt
 from builder.config import BuildConfig
 from builder.errors import BuildError, InputError, Problem, raise_problems
 from builder.monitor import Monitor, format_elapsed
-from builder.vm import disk_images, domain, existing
-from builder.vm.devices import AttachedMedium
+from builder.vm import devices, disk_images, domain, existing
+from builder.vm.devices import AttachedMedium, Firmware
 
 DEFAULT_URI = "qemu:///system"
 SCREENSHOT = "screenshot.png"
@@ -330,6 +333,165 @@ def choose_domain_type(conn: Connection, forced: str | None, *, arch: str | None
     raise BuildError(
         f"{conn.uri} offers neither kvm nor qemu guests for {'/'.join(arches)}.",
         "Install qemu-system-x86 on the host, or connect to another hypervisor.",
+    )
+
+
+# -- what the machine needs of the host ----------------------------------------------------
+
+# The Debian packages that give a host what the modern machine needs.
+OVMF_PACKAGE = "ovmf"
+SWTPM_PROGRAMS = (("swtpm", "swtpm"), ("swtpm_setup", "swtpm-tools"))
+
+
+def _is_local(uri: str) -> bool:
+    host = urllib.parse.urlsplit(uri).hostname
+    return host in (None, "", "localhost", "127.0.0.1", "::1")
+
+
+def _enum_values(caps: ET.Element, path: str, name: str) -> set[str]:
+    return {v.text or "" for v in caps.iterfind(f"{path}/enum[@name='{name}']/value")}
+
+
+def machine_problems(
+    caps_xml: str, *, efi: bool, secure_boot: bool, tpm: bool, where: str
+) -> list[str]:
+    """What a host's domain capabilities (`virsh domcapabilities`) say it lacks for the
+    machine (pure): UEFI firmware, its Secure Boot build, an emulated TPM 2.0."""
+    caps = existing.parse_xml(caps_xml)
+    problems = []
+    if efi and "efi" not in _enum_values(caps, "os", "firmware"):
+        problems.append(
+            f"{where} has no UEFI firmware for this machine: install {OVMF_PACKAGE} there"
+        )
+    elif secure_boot and "yes" not in _enum_values(caps, "os/loader", "secure"):
+        problems.append(
+            f"{where} has no Secure Boot build of the UEFI firmware: install {OVMF_PACKAGE} "
+            "there (or set secure_boot = false)"
+        )
+    if tpm:
+        tpm_caps = caps.find("devices/tpm")
+        emulated = (
+            tpm_caps is not None
+            and tpm_caps.get("supported") == "yes"
+            and "emulator" in _enum_values(tpm_caps, ".", "backendModel")
+            and "tpm-crb" in _enum_values(tpm_caps, ".", "model")
+        )
+        if not emulated:
+            problems.append(
+                f"{where} cannot emulate a TPM 2.0 (libvirt finds no swtpm): install swtpm "
+                "and swtpm-tools there (or set tpm = false)"
+            )
+    return problems
+
+
+def missing_swtpm(search_path: str | None = None) -> list[str]:
+    """The swtpm programs this machine lacks, each with its package (for a local host)."""
+    path = search_path if search_path is not None else _libvirtd_path()
+    return [
+        f"{program} (package {package})"
+        for program, package in SWTPM_PROGRAMS
+        if shutil.which(program, path=path) is None
+    ]
+
+
+def _libvirtd_path() -> str:
+    # libvirtd looks swtpm up on its own PATH, which has the sbin directories too.
+    extra = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+    return os.pathsep.join([*os.environ.get("PATH", "").split(os.pathsep), *extra])
+
+
+def check_machine(
+    conn: Connection,
+    config: BuildConfig,
+    *,
+    domain_type: str,
+    arch: str,
+    search_path: str | None = None,
+) -> Mapping[str, int]:
+    """Refuse, before anything is written, a machine the host cannot run: UEFI without
+    OVMF, Secure Boot without its build, a TPM without swtpm (on this machine: the
+    programs themselves; on a remote host: what its libvirt says), each a sentence
+    naming the package. Returns the x86-64 level of every CPU model pvinstall knows, and
+    of the domain's own model when pvinstall does not know it (the host's libvirt
+    expands its features)."""
+    profile = config.profile
+    efi = config.firmware is Firmware.EFI
+    problems: list[str] = []
+    if config.tpm and _is_local(conn.uri):
+        missing = missing_swtpm(search_path)
+        if missing:
+            problems.append(
+                f"tpm = true needs swtpm, the TPM emulator libvirt starts for the guest, but "
+                f"this machine has no {' and no '.join(missing)}: install them with apt-get "
+                "install swtpm swtpm-tools (or set tpm = false)"
+            )
+    if efi or config.tpm:
+        caps_xml = _domain_capabilities(
+            conn, arch=arch, machine=profile.machine, virttype=domain_type
+        )
+        if caps_xml is not None:
+            found = machine_problems(
+                caps_xml,
+                efi=efi,
+                secure_boot=config.secure_boot,
+                tpm=config.tpm and not problems,
+                where=conn.uri,
+            )
+            problems += found
+    if problems:
+        raise InputError.collect(
+            [Problem("firmware" if "UEFI" in p else "tpm", p + ".") for p in problems]
+        )
+    levels = dict(devices.CPU_LEVELS)
+    model = config.cpu_model
+    if model and model not in levels and model not in devices.HOST_CPU_MODES:
+        flags = _cpu_model_features(
+            conn, model, arch=arch, machine=profile.machine, virttype=domain_type
+        )
+        if flags is not None:
+            two = devices.CPU_LEVEL_FLAGS[2]
+            levels[model] = 2 if all(f in flags for f in two) else 1
+    return levels
+
+
+def _domain_capabilities(conn: Connection, *, arch: str, machine: str, virttype: str) -> str | None:
+    try:
+        return str(conn.handle.getDomainCapabilities(None, arch, machine, virttype, 0))
+    except libvirt.libvirtError as error:
+        if _code(error) in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
+            return None  # a driver without domain capabilities (the test driver)
+        raise BuildError(
+            f"reading the domain capabilities of {conn.uri} failed: {_message(error)}."
+        ) from None
+
+
+def _cpu_model_features(
+    conn: Connection, model: str, *, arch: str, machine: str, virttype: str
+) -> frozenset[str] | None:
+    """The features of CPU model `model` as the host's libvirt defines them (expanded);
+    None when the driver cannot say. InputError for a model the host does not know."""
+    cpu = ET.Element("cpu", mode="custom", match="exact")
+    ET.SubElement(cpu, "model").text = model
+    try:
+        expanded = conn.handle.baselineHypervisorCPU(
+            None,
+            arch,
+            machine,
+            virttype,
+            [ET.tostring(cpu, encoding="unicode")],
+            libvirt.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES,
+        )
+    except libvirt.libvirtError as error:
+        if _code(error) in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
+            return None
+        raise InputError(
+            f"{conn.uri} does not know the CPU model {model!r}: {_message(error)}.",
+            "Use a model `virsh cpu-models x86_64` lists, e.g. Nehalem.",
+            key="cpu_model",
+        ) from None
+    root = existing.parse_xml(str(expanded))
+    return frozenset(
+        f.get("name", "") for f in root.iterfind("feature") if f.get("policy") != "disable"
     )
 
 
@@ -670,10 +832,18 @@ def remove_domain(conn: Connection, name: str) -> bool:
 
 
 def _undefine(handle: Any) -> None:
-    # Saved state and snapshot/checkpoint metadata would block a plain undefine;
-    # drivers that do not know a flag refuse it, so fall back flag by flag.
+    # Saved state and snapshot/checkpoint metadata would block a plain undefine, and so
+    # would a UEFI domain's NVRAM (its variable store); the TPM's state goes with the
+    # domain too. Drivers that do not know a flag refuse it, so fall back flag by flag.
     base = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-    for flags in (base | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA, base):
+    machine = libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_TPM
+    checkpoints = libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+    for flags in (
+        base | checkpoints | machine,
+        base | checkpoints | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM,
+        base | checkpoints,
+        base,
+    ):
         try:
             handle.undefineFlags(flags)
             return

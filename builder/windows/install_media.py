@@ -52,6 +52,17 @@ class BootImage:
 
 
 @dataclass(frozen=True)
+class DiscExtent:
+    """Where a file's data is on the disc: its first sector, its size, and whether it is
+    one contiguous run (the only kind a boot entry can point at)."""
+
+    path: str
+    lba: int
+    size: int
+    contiguous: bool
+
+
+@dataclass(frozen=True)
 class InstallMedia:
     """What pvinstall sees on a Windows install DVD or a Windows Server 2003 CD."""
 
@@ -66,6 +77,12 @@ class InstallMedia:
     tags: tuple[str, ...]  # a 2003 CD's WIN51* tag files
     boot: tuple[BootImage, ...]
     efisys_noprompt: bool  # efi/microsoft/boot/efisys_noprompt.bin is on the DVD
+    # The raw sectors the no-prompt overlay is planned from (media/eltorito.py): the El
+    # Torito boot record (sector 17), the catalog's sector and where it is, and
+    # efisys_noprompt.bin's data.
+    boot_record: bytes = b""
+    boot_catalog: tuple[int, bytes] | None = None
+    noprompt: DiscExtent | None = None
 
     @property
     def service_pack(self) -> str | None:

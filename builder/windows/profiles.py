@@ -20,7 +20,14 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from builder.errors import InputError
-from builder.vm.devices import CdBus, Firmware, StorageBus, VirtioModel
+from builder.vm.devices import (
+    CPU_LEVELS,
+    CdBus,
+    Firmware,
+    StorageBus,
+    VirtioModel,
+    cpu_level_number,
+)
 from builder.windows import locales, timezones
 from builder.windows.timezones import TimeZoneTable
 
@@ -199,6 +206,10 @@ class Profile:
     firmwares: tuple[Firmware, ...]  # what the release boots with (the `firmware` setting)
     tpm: bool  # whether the machine gets a TPM 2.0 by default
     cpu_level: str | None  # the x86-64 level the release needs (x86-64-v2), None: any
+    secure_boot: bool  # whether UEFI boots with Secure Boot (Microsoft's keys) by default
+    cpu_model: str | None  # the named CPU model of the domain (None: the hypervisor's default)
+    hyperv_modern: bool  # the full Hyper-V set where the hypervisor has it (KVM)
+    discard_granularity: int | None  # bytes, for the virtio disks' trim (None: QEMU's)
     cd_bus: CdBus
     floppy_controller: bool  # whether the machine has a floppy controller
     usb_model: str  # the libvirt model of the USB controller
@@ -293,6 +304,8 @@ class Profile:
             "firmwares": [f.value for f in self.firmwares],
             "tpm": self.tpm,
             "cpu_level": self.cpu_level,
+            "secure_boot": self.secure_boot,
+            "cpu_model": self.cpu_model,
             "storage_buses": [b.value for b in self.storage_buses],
             "server_core": bool(self.installation_types),
             "virtio_model": self.virtio_model,
@@ -405,6 +418,10 @@ WIN2003_FAMILY = Profile(
     firmwares=(Firmware.BIOS,),
     tpm=False,
     cpu_level=None,
+    secure_boot=False,
+    cpu_model=None,
+    hyperv_modern=False,
+    discard_granularity=None,
     cd_bus="ide",
     floppy_controller=True,
     usb_model="piix3-uhci",
@@ -495,6 +512,17 @@ WIN2012R2_FAMILY = replace(
     machine="q35",
     firmware=Firmware.EFI,
     firmwares=(Firmware.EFI, Firmware.BIOS),
+    # UEFI without Secure Boot: virtio-win's 2k12R2 drivers are test-signed since
+    # 0.1.217, and Secure Boot keeps test-signed drivers from loading (Setup would see
+    # no disk). `secure_boot = true` is allowed for older, WHQL-signed drivers.
+    secure_boot=False,
+    # A named model of the x86-64-v2 level, the same under KVM and TCG (QEMU's default,
+    # qemu64, lacks POPCNT and SSE4.2; host-model follows the host).
+    cpu_model="Nehalem",
+    hyperv_modern=True,
+    # viostor's trim works with a granularity of 32 KiB or more; 64 KiB is qcow2's
+    # cluster size (docs/windows-modern.md §7).
+    discard_granularity=65536,
     cd_bus="sata",
     floppy_controller=False,
     usb_model="qemu-xhci",
@@ -521,7 +549,8 @@ WIN2012R2_FAMILY = replace(
     osinfo_url="http://microsoft.com/win/2k12r2",
 )
 
-# Windows Server 2016 and later: pnputil /add-driver, the guest tools MSI, a TPM 2.0.
+# Windows Server 2016 and later: pnputil /add-driver, the guest tools MSI, a TPM 2.0,
+# Secure Boot.
 WIN2016_FAMILY = replace(
     WIN2012R2_FAMILY,
     name="win2016",
@@ -531,6 +560,9 @@ WIN2016_FAMILY = replace(
     build=14393,
     os_folder="2k16",
     tpm=True,
+    # Secure Boot with the Microsoft keys OVMF enrolls; its db holds the 2011 CAs that
+    # sign these releases' boot loaders (docs/windows-modern.md §7).
+    secure_boot=True,
     post_install=PostInstall.PNPUTIL_ADD_DRIVER,
     installers=("qemu-ga", "guest-tools"),
     editions=_W2016,
@@ -572,6 +604,15 @@ def _check(profile: Profile) -> Profile:
                 any(f not in profile.disk_layouts for f in profile.firmwares),
             ),
             ("it has no storage bus", not profile.storage_buses),
+            (
+                "it boots with Secure Boot by default but not with UEFI",
+                profile.secure_boot and profile.firmware is not Firmware.EFI,
+            ),
+            (
+                "its CPU model is below the x86-64 level it needs",
+                profile.cpu_model is not None
+                and cpu_level_number(profile.cpu_level) > CPU_LEVELS.get(profile.cpu_model, 0),
+            ),
             (
                 "its install image is read but it names no release build",
                 profile.reads_install_image and profile.build is None,

@@ -35,6 +35,13 @@ DEFAULT_FATAL_MARKERS: tuple[str, ...] = (
     "No bootable device",
     "Boot failed: could not read the boot disk",
 )
+# OVMF refusing an EFI binary under Secure Boot, and grub (through shim) a kernel.
+SECURE_BOOT_REFUSALS: tuple[str, ...] = (
+    "Access Denied",
+    "Security Violation",
+    "bad shim signature",
+    "No bootable option or device was found",
+)
 
 # Importing builder.virt registered the handler that keeps libvirt from printing
 # the errors we catch (e.g. lookupByName for a domain that does not exist).
@@ -193,7 +200,11 @@ def boot_domain(
             if dom.isActive():
                 dom.destroy()
             if not keep_defined:
-                dom.undefine()
+                # A UEFI domain's variable store and a TPM's state go with it; a plain
+                # undefine refuses a domain with NVRAM.
+                dom.undefineFlags(
+                    libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_TPM
+                )
     finally:
         conn.close()
 

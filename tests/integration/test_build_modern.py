@@ -106,9 +106,18 @@ def test_2022_with_its_dvd_writes_the_answer_iso_and_the_drivers_iso(
     )  # fmt: skip
     assert code == 0, stderr
     names = {p.name for p in out.iterdir() if p.name != ".pvinstall"}  # its bookkeeping
-    assert names == {"autounattend.xml", "answer.iso", "drivers.iso", "domain.xml", "manifest.json"}
+    assert names == {
+        "autounattend.xml",
+        "answer.iso",
+        "drivers.iso",
+        "install-dvd.qcow2",
+        "domain.xml",
+        "manifest.json",
+    }
     for secret in ("autounattend.xml", "answer.iso", "drivers.iso"):
         assert stat.S_IMODE((out / secret).stat().st_mode) == 0o600, secret
+    # The DVD's overlay holds no secret (docs/windows-modern.md §8).
+    assert stat.S_IMODE((out / "install-dvd.qcow2").stat().st_mode) != 0o600
 
     # The answer ISO: Autounattend.xml and $WinPEDriver$ at its root, as Windows reads it.
     answer = out / "answer.iso"
@@ -194,8 +203,9 @@ def test_2022_with_its_dvd_writes_the_answer_iso_and_the_drivers_iso(
         d.find("source").get("file"): d.find("target").get("bus")  # type: ignore[union-attr]
         for d in xml.iterfind("./devices/disk[@device='cdrom']")
     }
+    # The DVD through its overlay (the ISO as its backing file).
     assert cdroms == {
-        str(dvd.path): "sata",
+        str(out / "install-dvd.qcow2"): "sata",
         str(out / "drivers.iso"): "sata",
         str(out / "answer.iso"): "sata",
     }
@@ -307,6 +317,36 @@ def _bad_dvds(tmp_path: Path) -> list[tuple[str, list[str], str]]:
             "not a language of the image",
         ),
         ("win2025-x64", ["--set", "firmware=bios"], "firmware:"),
+        ("win2025-x64", ["--set", "firmware=bios"], "installs with efi only; 'bios' is refused"),
+        # The machine: Secure Boot needs UEFI, 2025 needs POPCNT and SSE4.2.
+        (
+            "win2022-x64",
+            ["--set", "firmware=bios", "--set", "secure_boot=true"],
+            "secure_boot: true needs UEFI",
+        ),
+        (
+            "win2012r2-x64",
+            ["--set", "firmware=bios", "--set", "secure_boot=true"],
+            "SeaBIOS, which has no Secure Boot",
+        ),
+        ("win2025-x64", ["--set", "cpu_model=qemu64"], "cpu_model: qemu64 is an x86-64-v1 CPU"),
+        ("win2025-x64", ["--set", "cpu_model=Penryn"], "without POPCNT, SSE4.2"),
+        ("win2025-x64", ["--set", "cpu_model="], "no POPCNT, no SSE4.2"),
+        (
+            "win2025-x64",
+            ["--set", "cpu_model=GraniteRapids"],
+            "does not know whether GraniteRapids has them",
+        ),
+        (
+            "win2022-x64",
+            ["--set", "cpu_model=host-passthrough", "--domain-type", "qemu"],
+            "host-passthrough needs KVM",
+        ),
+        (
+            "win2022-x64",
+            ["--windows-iso", str(dvd_for("2022", noprompt=False).path)],
+            "has no efi/microsoft/boot/efisys_noprompt.bin",
+        ),
         ("win2022-x64", ["--set", "storage_bus=nvme"], "storage_bus:"),
         (
             "",

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.config import BuildConfig
-from builder.errors import BuildError
+from builder.config import BuildConfig, load_config
+from builder.errors import BuildError, InputError
 from builder.monitor import NullMonitor
 from builder.virtio.facts import PciIds, load_driver_facts
 from builder.virtio.selection import DriverSet
@@ -164,8 +164,46 @@ def test_qemu_driver_defines_every_golden_domain(conn: virt.Connection, golden: 
         f"<name>{name}</name>",
     )
     try:
-        virt.define(conn, xml.replace("<domain type='kvm'>", "<domain type='qemu'>"), replace=False)
+        virt.define(conn, xml.replace("<domain type='kvm'", "<domain type='qemu'"), replace=False)
         assert virt.domain_state(conn, name) is not None
+    finally:
+        virt.remove_domain(conn, name)
+
+
+@pytest.mark.parametrize(("data_disks", "defines"), [(227, True), (228, False)])
+def test_libvirt_takes_231_pcie_devices_on_q35_and_no_more(
+    conn: virt.Connection, data_disks: int, defines: bool
+) -> None:
+    """The q35 budget (docs/windows-modern.md §7) against libvirt's own addressing: the
+    2022 domain with 227 data disks has 231 PCIe devices (with the NIC, the xHCI and
+    the guest agent's controller) and defines; one more disk and libvirt finds no slot
+    for a root port, as pvinstall's check says before it gets there."""
+    name = unique_domain_name("pvt-i16-slots")
+    sizes = ", ".join(["1"] * data_disks)
+    config = load_config(
+        PROFILES["win2022-x64"], sets=["admin_password=x", "network=user", f"data_disks=[{sizes}]"]
+    )
+    out = Path("/nonexistent/pvinstall-slots")
+    system, data = domain.default_disk_paths(config, out, name)
+    media = domain.MediaPaths((), system, data, out / "serial.log")
+    plan = domain.plan_domain(config, media, name=name, domain_type="qemu")
+    xml = domain.render_domain_xml(plan)
+    assert domain.count_pci_slots(plan) == data_disks + 4
+    if defines:
+        domain.check_slot_budget(plan)
+    else:
+        with pytest.raises(InputError, match="231 PCIe root ports"):
+            domain.check_slot_budget(plan)
+    try:
+        if defines:
+            virt.define(conn, xml, replace=False)
+            live = existing.parse_xml(virt.inactive_xml(conn, name))
+            ports = live.findall("./devices/controller[@model='pcie-root-port']")
+            assert len(ports) == 232  # one per device and libvirt's spare
+            assert len(existing.pci_slot_users(live)) == 231
+        else:
+            with pytest.raises(BuildError, match="PCI"):
+                virt.define(conn, xml, replace=False)
     finally:
         virt.remove_domain(conn, name)
 

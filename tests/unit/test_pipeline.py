@@ -12,6 +12,7 @@ from builder import pipeline
 from builder.errors import BuildError, InputError, Problem
 from builder.media import iso9660
 from builder.monitor import NullMonitor
+from builder.vm import existing
 from tests.fixtures.out_dir import complete_build, snapshot
 from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, Tree, remove_file, write_modern_tree
 from tests.fixtures.windows_dvd import dvd_for
@@ -126,7 +127,13 @@ def test_a_modern_build_writes_the_answer_iso_and_records_the_image(
     dvd = dvd_for("2022")
     result = build(tree.root, tmp_path / "out", profile="win2022-x64", windows_iso=dvd.path)
     names = {o["name"] for o in result.manifest["outputs"]}
-    assert names == {"autounattend.xml", "answer.iso", "drivers.iso", "domain.xml"}
+    assert names == {
+        "autounattend.xml",
+        "answer.iso",
+        "drivers.iso",
+        "install-dvd.qcow2",
+        "domain.xml",
+    }
     assert result.manifest["install_image"]["name"] == "Windows Server 2022 SERVERSTANDARD"
     assert result.manifest["install_image"]["index"] == 2
 
@@ -163,33 +170,37 @@ def test_the_profile_of_a_medium() -> None:
         pipeline.profile_from_media(media_of("2025"), "x86")
 
 
-def test_a_uefi_build_warns_and_refuses_to_define_a_domain_that_boots_bios(
+def test_a_uefi_build_boots_the_dvd_through_the_overlay_and_without_warning(
     tree: Tree, tmp_path: Path
 ) -> None:
-    result = build(tree.root, tmp_path / "out", profile="win2022-x64")
-    assert any("does not select efi firmware yet" in w for w in result.manifest["warnings"])
-    assert result.install_blocked == "Use --set firmware=bios to install now."
-    for acting in ({"define": True}, {"install": True}):
-        with pytest.raises(InputError) as raised:
-            build(
-                tree.root,
-                tmp_path / "never",
-                None,
-                profile="win2022-x64",
-                windows_iso=dvd_for("2022").path,
-                **acting,
-            )
-        assert raised.value.problems[0].key == "firmware"
-        assert "--set firmware=bios" in str(raised.value)
-        assert not (tmp_path / "never").exists()
-    with pytest.raises(InputError, match="installs with UEFI only"):
-        build(tree.root, tmp_path / "never", profile="win2025-x64", define=True)
-    bios = build(tree.root, tmp_path / "bios", profile="win2022-x64", sets=("firmware=bios",))
+    dvd = dvd_for("2022")
+    result = build(tree.root, tmp_path / "out", profile="win2022-x64", windows_iso=dvd.path)
+    assert not any("firmware" in w for w in result.manifest["warnings"])
+    overlay = tmp_path / "out" / "install-dvd.qcow2"
+    record = next(o for o in result.manifest["outputs"] if o["name"] == "install-dvd.qcow2")
+    assert record["size"] == overlay.stat().st_size
+    # The domain boots the overlay from SATA, as qcow2, after the disk.
+    root = existing.parse_xml((tmp_path / "out" / "domain.xml").read_text())
+    (cd,) = (d for d in root.iterfind("./devices/disk") if d.find("boot[@order='2']") is not None)
+    assert cd.find("source").get("file") == str(overlay)  # type: ignore[union-attr]
+    assert cd.find("driver").get("type") == "qcow2"  # type: ignore[union-attr]
+    assert cd.find("target").get("bus") == "sata"  # type: ignore[union-attr]
+    # A DVD without efisys_noprompt.bin cannot boot UEFI without the prompt: refused,
+    # nothing written; with BIOS it boots its BIOS entry.
+    bare = dvd_for("2022", noprompt=False)
+    with pytest.raises(InputError, match=r"efisys_noprompt\.bin") as raised:
+        build(tree.root, tmp_path / "never", profile="win2022-x64", windows_iso=bare.path)
+    assert raised.value.problems[0].key == "--windows-iso"
+    assert not (tmp_path / "never").exists()
+    bios = build(
+        tree.root,
+        tmp_path / "bios",
+        profile="win2022-x64",
+        windows_iso=bare.path,
+        sets=("firmware=bios",),
+    )
+    assert (tmp_path / "bios" / "install-dvd.qcow2").is_file()
     assert not any("firmware" in w for w in bios.manifest["warnings"])
-    assert bios.install_blocked is None
-    uefi_only = build(tree.root, tmp_path / "2025", profile="win2025-x64")
-    assert uefi_only.install_blocked is not None
-    assert "installs with UEFI only" in uefi_only.install_blocked
 
 
 def test_every_problem_is_found_in_the_first_run(tree: Tree, tmp_path: Path) -> None:

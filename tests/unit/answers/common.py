@@ -22,6 +22,7 @@ from builder.media.files import PlannedFile
 from builder.media.plan import MediaInputs
 from builder.virtio.selection import DriverSet
 from builder.windows.profiles import PROFILES, AnswerFormat, StorageRoute
+from tests.unit.windows.common import boot_only_media
 
 GOLDEN = Path(__file__).resolve().parents[3] / "tests" / "golden"
 REGENERATE = os.environ.get("PVTEST_REGENERATE_GOLDEN") == "1"
@@ -94,7 +95,8 @@ def plan(profile: str, drivers: DriverSet, files: dict[str, bytes]) -> table.Med
     """The media of a build with the user's CD given (so that 2003 remasters it)."""
     answers = {k: v for k, v in files.items() if k in PROFILES[profile].answer_files}
     post = {k: v for k, v in files.items() if k not in answers}
-    inputs = MediaInputs(golden_config(profile), drivers, answers, post)
+    dvd = boot_only_media() if PROFILES[profile].reads_install_image else None
+    inputs = MediaInputs(golden_config(profile), drivers, answers, post, dvd)
     return table.plan_media(inputs, windows_iso=Path("/cd/windows.iso"))
 
 

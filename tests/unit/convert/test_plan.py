@@ -356,6 +356,30 @@ def test_attach_counts_the_slots(virtio_nics: int, expected: int | None) -> None
     assert convert.plan_attach_nic(xml, W2K8R2, "user").pci_slots == expected
 
 
+@pytest.mark.parametrize(("virtio_nics", "expected"), [(226, 229), (228, 231), (229, None)])
+def test_attach_counts_root_ports_on_q35(virtio_nics: int, expected: int | None) -> None:
+    # What libvirt puts in a q35 domain: the ICH9's SATA controller at 00:1f.2 and the
+    # root ports take none; the xHCI and the virtio-serial controller take one each.
+    nics = "".join(
+        "<interface type='user'><model type='virtio'/></interface>" for _ in range(virtio_nics)
+    )
+    fixed = (
+        "<controller type='sata' index='0'><address type='pci' domain='0x0000' bus='0x00' "
+        "slot='0x1f' function='0x2'/></controller>"
+        "<controller type='pci' index='0' model='pcie-root'/>"
+        "<controller type='pci' index='1' model='pcie-root-port'/>"
+        "<controller type='usb' index='0' model='qemu-xhci'/>"
+        "<controller type='virtio-serial' index='0'/><video/><memballoon model='none'/>"
+    )
+    xml = guest(IDE_BOOT.replace("bus='ide'", "bus='sata'") + nics + fixed, machine="pc-q35-7.2")
+    if expected is None:
+        with pytest.raises(InputError, match="needs 232 PCI slots, but a q35 guest has 231"):
+            convert.plan_attach_nic(xml, W2K8R2, "user")
+        return
+    plan = convert.plan_attach_nic(xml, W2K8R2, "user")
+    assert (plan.pci_slots, plan.pci_budget) == (expected, 231)
+
+
 # -- attach ------------------------------------------------------------------------------
 
 

@@ -3,27 +3,32 @@ floppy capacity check that runs before anything is written."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from builder.config import BuildConfig, load_config
 from builder.errors import BuildError, InputError
-from builder.media import layout
+from builder.media import eltorito, layout
 from builder.media.plan import (
     MediaInputs,
     plan_answer_disc,
     plan_answer_floppy,
     plan_drivers_disc,
     plan_drivers_iso,
+    plan_install_dvd_overlay,
 )
 from builder.virtio.facts import load_driver_facts
 from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
 from builder.virtio.source import DirectorySource
 from builder.vm.devices import StorageBus
+from builder.windows.install_media import InstallMedia
 from builder.windows.profiles import PROFILES
+from tests.fixtures.el_torito import microsoft_catalog
 from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, Tree, write_modern_tree
+from tests.unit.windows.common import CATALOG_LBA, NOPROMPT, boot_only_media
 
 PASSWORD = "admin_password=Sup3r-secret"
 KEY_2003 = "product_key=ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"
@@ -246,3 +251,57 @@ def test_the_drivers_iso_carries_the_installers_at_their_source_paths(modern: Tr
         )
     )
     assert not [f for f in legacy.files if f.path.endswith(".msi")]
+
+
+# -- the DVD's overlay: the UEFI entry on efisys_noprompt.bin ---------------------------
+
+
+def overlay_inputs(tree: Tree, dvd: InstallMedia, *sets: str) -> MediaInputs:
+    return MediaInputs(config_for("win2022-x64", *sets), select(tree, "win2022-x64"), {}, {}, dvd)
+
+
+def test_the_overlay_points_the_uefi_entry_at_efisys_noprompt(modern: Tree) -> None:
+    plan = plan_install_dvd_overlay(overlay_inputs(modern, boot_only_media()))
+    assert plan.offset == CATALOG_LBA * 2048
+    assert plan.patched_sector is not None
+    entries = eltorito.parse_catalog(plan.patched_sector)
+    original = eltorito.parse_catalog(microsoft_catalog().sector)
+    assert entries[0] == original[0]  # the BIOS entry as it was
+    assert (entries[1].platform, entries[1].load_rba) == (0xEF, NOPROMPT.lba)
+    assert "efisys_noprompt.bin" in plan.note
+
+
+def _no_uefi() -> tuple[int, bytes]:
+    sector = bytearray(microsoft_catalog().sector)
+    sector[64:128] = bytes(64)  # the UEFI section header and entry gone
+    return CATALOG_LBA, bytes(sector)
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"boot_record": b"\0" * 2048, "boot_catalog": None}, "not an El Torito boot record"),
+        ({"boot_catalog": (CATALOG_LBA, b"\0" * 2048)}, "no validation entry"),
+        ({"boot_catalog": _no_uefi()}, "no UEFI boot entry"),
+        ({"noprompt": None, "efisys_noprompt": False}, "has no efi/microsoft/boot/efisys_noprompt"),
+        ({"noprompt": dataclasses.replace(NOPROMPT, contiguous=False)}, "stored in pieces"),
+        ({"noprompt": dataclasses.replace(NOPROMPT, size=0)}, "is empty"),
+    ],
+)
+def test_a_dvd_uefi_cannot_boot_without_the_prompt_is_refused(
+    modern: Tree, changes: dict[str, object], says: str
+) -> None:
+    dvd = boot_only_media(**changes)
+    with pytest.raises(InputError, match=says) as raised:
+        plan_install_dvd_overlay(overlay_inputs(modern, dvd))
+    assert raised.value.problems[0].key == "--windows-iso"
+    assert str(dvd.path) in raised.value.problems[0].message
+    # A BIOS build boots the BIOS entry: the same DVD is fine, the overlay unchanged.
+    bios = plan_install_dvd_overlay(overlay_inputs(modern, dvd, "firmware=bios"))
+    assert bios.patched_sector is None
+
+
+def test_the_overlay_needs_the_dvd_read(modern: Tree) -> None:
+    inputs = dataclasses.replace(overlay_inputs(modern, boot_only_media()), install_media=None)
+    with pytest.raises(BuildError):
+        plan_install_dvd_overlay(inputs)

@@ -54,7 +54,8 @@ def inputs(tree: Tree, profile: str) -> MediaInputs:
         ("win2008-x64", CD, ["floppy.img", "drivers.iso", "Windows ISO"]),
         ("win2008r2-x64", None, ["floppy.img", "drivers.iso", "Windows ISO"]),
         # No floppy on q35: the answer file and windowsPE's drivers on an answer ISO.
-        ("win2022-x64", CD, ["answer.iso", "drivers.iso", "Windows ISO"]),
+        # The DVD through the overlay that boots efisys_noprompt.bin.
+        ("win2022-x64", CD, ["answer.iso", "drivers.iso", "install-dvd.qcow2"]),
         ("win2012r2-x64", None, ["answer.iso", "drivers.iso", "Windows ISO"]),
     ],
 )
@@ -66,17 +67,37 @@ def test_which_media_a_build_has(profile: str, windows_iso: Path | None, names: 
     (install,) = (m for m in media if (m.device, m.drive) == ("cdrom", 0))
     assert install.boot_order == 2
     attached = {a.name: a.path for a in table.attach(media, OUT, windows_iso)}
-    expected_install = OUT / "install.iso" if "install.iso" in names else windows_iso
+    written = next((n for n in ("install.iso", "install-dvd.qcow2") if n in names), None)
+    expected_install = OUT / written if written else windows_iso
     assert attached[install.name] == expected_install
 
 
 def test_what_pvinstall_writes_carries_the_answer_files_and_is_secret() -> None:
     written = [m for m in table.MEDIA if m.builder is not None]
-    assert [m.name for m in written] == ["floppy.img", "answer.iso", "drivers.iso", "install.iso"]
-    assert all(m.secret and m.removed_after_install for m in written)
+    assert [m.name for m in written] == [
+        "floppy.img",
+        "answer.iso",
+        "drivers.iso",
+        "install.iso",
+        "install-dvd.qcow2",
+    ]
+    assert all(m.removed_after_install for m in written)
+    # The overlay holds the user's DVD, no secret; the rest carry the answer files.
+    assert [m.name for m in written if not m.secret] == ["install-dvd.qcow2"]
     # The user's ISO is not pvinstall's to make 0600, but it leaves the template too.
     (user,) = (m for m in table.MEDIA if m.builder is None)
     assert not user.secret and user.removed_after_install
+
+
+def test_the_dvd_overlay_is_read_as_qcow2_and_everything_else_as_raw() -> None:
+    attached = table.attach(table.media_for(PROFILES["win2022-x64"], CD), OUT, CD)
+    assert {(m.name, m.image_format) for m in attached} == {
+        ("answer.iso", "raw"),
+        ("drivers.iso", "raw"),
+        ("install-dvd.qcow2", "qcow2"),
+    }
+    dvd = next(m for m in attached if m.name == "install-dvd.qcow2")
+    assert (dvd.path, dvd.drive, dvd.boot_order) == (OUT / "install-dvd.qcow2", 0, 2)
 
 
 def test_the_2003_cd_is_planned_only_when_given(tree: Tree) -> None:

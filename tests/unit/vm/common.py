@@ -26,6 +26,11 @@ KEY_2003 = "product_key=ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"
 # Golden cases: (file stem, profile, settings, domain type).
 GOLDEN_CASES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     *((name, name, (), "kvm") for name in PROFILES),
+    # The modern machine under TCG differs: Hyper-V without vpindex and what needs it.
+    *((f"{name}-qemu", name, (), "qemu") for name, p in PROFILES.items() if p.machine == "q35"),
+    # UEFI without Secure Boot and TPM, and BIOS, on 2022.
+    ("win2022-x64-no-secure-boot", "win2022-x64", ("secure_boot=false", "tpm=false"), "kvm"),
+    ("win2022-x64-bios", "win2022-x64", ("firmware=bios",), "kvm"),
     ("win2003-x64-qemu-user-data", "win2003-x64", ("network=user", "data_disks=[20, 40]"), "qemu"),
     (
         "win2008r2-x64-qemu-user-data",

@@ -102,7 +102,26 @@ def test_the_domain_follows_the_profile_row(drivers: Mapping[str, DriverSet], pr
     assert at(root, "./devices/controller[@type='usb']").get("model") == p.usb_model
     # Nothing libvirt assigns at define time: the file is the same for the same inputs.
     assert root.find("uuid") is None and root.find("./devices/interface/mac") is None
-    assert root.find("cpu") is None  # no host-model / host-passthrough
+    # The machine: UEFI with the row's Secure Boot (SMM with it), its TPM, its CPU.
+    os_element = at(root, "os")
+    assert os_element.get("firmware") == ("efi" if p.firmware.value == "efi" else None)
+    secure = {f.get("name"): f.get("enabled") for f in os_element.iterfind("./firmware/feature")}
+    if p.firmware.value == "efi":
+        on = "yes" if p.secure_boot else "no"
+        assert secure == {"secure-boot": on, "enrolled-keys": on}
+    assert (features.find("smm") is not None) == p.secure_boot
+    assert (root.find("./devices/tpm") is not None) == p.tpm
+    cpu = root.find("cpu")
+    if p.cpu_model is None:
+        assert cpu is None  # QEMU's default: no host-model / host-passthrough
+    else:
+        assert cpu is not None and at(cpu, "model").text == p.cpu_model
+        required = {f.get("name") for f in cpu.iterfind("feature[@policy='require']")}
+        assert required == ({"popcnt", "sse4.2"} if p.cpu_level else set())
+    channel = root.find("./devices/channel/target")
+    assert (channel is not None) == ("qemu-ga" in p.installers)
+    override = root.find("{http://libvirt.org/schemas/domain/qemu/1.0}override")
+    assert (override is not None) == (p.discard_granularity is not None)
 
 
 def test_user_network_and_data_disks(drivers: Mapping[str, DriverSet]) -> None:
@@ -177,6 +196,164 @@ def test_slot_budget(
     assert raised.value.problems[0].key == "data_disks"
     with pytest.raises(InputError, match=error):
         render(drivers, "win2008r2-x64", *sets)
+
+
+@pytest.mark.parametrize(
+    ("data_disks", "slots", "error"),
+    [
+        # The system disk, the NIC, the guest agent's virtio-serial and the xHCI: 4.
+        (0, 4, None),
+        (227, 231, None),
+        (228, 232, "needs 232 PCI slots"),
+    ],
+)
+def test_the_q35_budget_is_one_root_port_per_device(
+    data_disks: int, slots: int, error: str | None
+) -> None:
+    sets = (f"data_disks=[{', '.join(['1'] * data_disks)}]",) if data_disks else ()
+    config = config_for("win2022-x64", *sets)
+    plan = domain.plan_domain(config, media_for(config, OUT, "pv"), name="pv", domain_type="kvm")
+    assert domain.count_pci_slots(plan) == slots
+    if error is None:
+        domain.check_slot_budget(plan)
+        return
+    with pytest.raises(InputError) as raised:
+        domain.check_slot_budget(plan)
+    message = str(raised.value)
+    assert error in message and "231 PCIe root ports" in message
+    assert "at most 227 data disks" in message
+
+
+def test_the_budget_follows_the_machine_family() -> None:
+    assert [devices.machine_family(m) for m in ("pc", "pc-i440fx-7.2", "q35", "pc-q35-7.2")] == [
+        "pc",
+        "pc",
+        "q35",
+        "q35",
+    ]
+    assert devices.pci_budget("pc-q35-7.2") == 29 * 8 - 1 == 231
+    assert devices.pci_budget("pc-i440fx-7.2") == 28
+
+
+# -- the machine: firmware, CPU, Hyper-V, TPM, the guest agent, discard --------------------
+
+
+def _plan(
+    profile: str, *sets: str, domain_type: str = "kvm", **kwargs: object
+) -> domain.DomainPlan:
+    config = config_for(profile, *sets)
+    return domain.plan_domain(
+        config,
+        media_for(config, OUT, "pv"),
+        name="pv",
+        domain_type=domain_type,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_hyperv_under_tcg_keeps_the_set_qemu_accepts() -> None:
+    kvm = [name for name, _ in _plan("win2022-x64").hyperv_features]
+    tcg = [name for name, _ in _plan("win2022-x64", domain_type="qemu").hyperv_features]
+    assert {"vpindex", "synic", "stimer", "tlbflush", "ipi"} <= set(kvm)
+    assert tcg == ["relaxed", "vapic", "spinlocks"]
+    # stimer needs the Hyper-V clock: the KVM domain has it, the TCG one not.
+    assert (
+        _plan("win2022-x64").hypervclock
+        and not _plan("win2022-x64", domain_type="qemu").hypervclock
+    )
+    # 2008 R2 keeps the basic set under KVM too.
+    assert [n for n, _ in _plan("win2008r2-x64").hyperv_features] == [
+        "relaxed",
+        "vapic",
+        "spinlocks",
+    ]
+    assert _plan("win2003-x86", "product_key=ABCDE-FGHIJ-KLMNO-PQRST-UVWXY").hyperv_features == ()
+
+
+@pytest.mark.parametrize(
+    ("sets", "domain_type", "levels", "error"),
+    [
+        (("cpu_model=host-passthrough",), "qemu", None, "host-passthrough needs KVM"),
+        (("cpu_model=GraniteRapids",), "kvm", None, "does not know whether GraniteRapids"),
+        (("cpu_model=OldThing",), "kvm", {"OldThing": 1}, "OldThing is x86-64-v1"),
+    ],
+)
+def test_a_cpu_the_domain_cannot_have_is_refused(
+    sets: tuple[str, ...], domain_type: str, levels: dict[str, int] | None, error: str
+) -> None:
+    extra = {"cpu_levels": {**devices.CPU_LEVELS, **levels}} if levels else {}
+    with pytest.raises(InputError, match=error) as raised:
+        _plan("win2025-x64", *sets, domain_type=domain_type, **extra)
+    assert raised.value.problems[0].key == "cpu_model"
+
+
+def test_a_cpu_model_the_host_vouches_for_is_taken() -> None:
+    levels = {**devices.CPU_LEVELS, "GraniteRapids": 3}
+    plan = _plan("win2025-x64", "cpu_model=GraniteRapids", cpu_levels=levels)
+    assert plan.cpu == domain.CpuPlan("custom", "GraniteRapids", ("popcnt", "sse4.2"))
+    # A release without a level takes a model pvinstall does not know as it is.
+    assert _plan("win2022-x64", "cpu_model=GraniteRapids").cpu == domain.CpuPlan(
+        "custom", "GraniteRapids", ()
+    )
+    host = _plan("win2025-x64", "cpu_model=host-model", domain_type="qemu").cpu
+    assert host == domain.CpuPlan("host-model", None, ())
+
+
+def test_secure_boot_off_keeps_uefi_and_asks_for_the_plain_firmware(
+    drivers: Mapping[str, DriverSet],
+) -> None:
+    root = _root(render(drivers, "win2022-x64", "secure_boot=false", "tpm=false"))
+    assert at(root, "os").get("firmware") == "efi"
+    assert {f.get("name"): f.get("enabled") for f in root.iterfind("./os/firmware/feature")} == {
+        "secure-boot": "no",
+        "enrolled-keys": "no",
+    }
+    assert root.find("./features/smm") is None and root.find("./devices/tpm") is None
+    bios = _root(render(drivers, "win2022-x64", "firmware=bios"))
+    assert at(bios, "os").get("firmware") is None and bios.find("./os/firmware") is None
+    assert at(bios, "./devices/tpm").get("model") == "tpm-crb"
+
+
+def test_discard_granularity_is_set_on_every_virtio_disk(drivers: Mapping[str, DriverSet]) -> None:
+    qemu = "{http://libvirt.org/schemas/domain/qemu/1.0}"
+    for sets in ((), ("storage_bus=virtio-scsi",)):
+        root = _root(render(drivers, "win2022-x64", "data_disks=[20]", *sets))
+        aliases = [
+            at(d, "alias").get("name") for d in root.iterfind("./devices/disk[@device='disk']")
+        ]
+        overridden = [d.get("alias") for d in root.iterfind(f"./{qemu}override/{qemu}device")]
+        assert overridden == aliases and len(aliases) == 2
+        values = {
+            p.get("value")
+            for p in root.iterfind(f"./{qemu}override/{qemu}device/{qemu}frontend/{qemu}property")
+        }
+        assert values == {"65536"}
+        assert all(
+            at(d, "driver").get("discard") == "unmap"
+            for d in root.iterfind("./devices/disk[@device='disk']")
+        )
+
+
+def test_the_guest_agent_channel_needs_vioserial_only_when_it_was_selected(
+    drivers: Mapping[str, DriverSet],
+) -> None:
+    config = config_for("win2022-x64")
+    media = media_for(config, OUT, "pv")
+    selected = drivers["win2022-x64"]
+    serial = [d for d in selected.selected if d.info and d.info.device == "virtio-serial"]
+    assert serial, "the fixture tree has vioserial"
+    without = dataclasses.replace(
+        selected, selected=tuple(d for d in selected.selected if d not in serial)
+    )
+    domain.domain_xml(config, without, media, facts=FACTS, name="pv", domain_type="kvm")
+    domain.domain_xml(config, selected, media, facts=FACTS, name="pv", domain_type="kvm")
+    plan = domain.plan_domain(config, media, name="pv", domain_type="kvm")
+    (port,) = (d for d in plan.virtio_devices if d.kind == "virtio-serial")
+    assert not port.required and port.model == "virtio"
+    # On q35 model virtio presents the modern ID, which the selected vioserial lists.
+    ids = FACTS.presented_ids("virtio-serial", "virtio", "q35").hardware_ids()
+    assert ids[0] == "PCI\\VEN_1AF4&DEV_1043&SUBSYS_11001AF4&REV_01"
+    assert any(h.upper() in {i.upper() for i in serial[0].hardware_ids} for h in ids)
 
 
 # -- the driver <-> device check ---------------------------------------------------------
@@ -367,8 +544,14 @@ def test_virtio_scsi_puts_the_disks_on_one_controller(drivers: Mapping[str, Driv
         ("sdc", "scsi"),
     ]
     assert plan.scsi_controller == "virtio-scsi"
-    # One slot for the controller, one for the NIC, whatever the number of disks.
-    assert plan.pci_devices == ("virtio-scsi controller", "NIC on network default")
+    # One slot for the controller, one for the NIC, whatever the number of disks; the
+    # guest agent's port and the xHCI take a root port each.
+    assert plan.pci_devices == (
+        "virtio-scsi controller",
+        "NIC on network default",
+        "virtio-serial controller",
+        "USB controller (qemu-xhci)",
+    )
     # The SATA CD-ROM drives take the sd targets after the disks.
     assert [d.target for d in plan.drives] == ["sdd", "sde", "sdf"]
     root = _root(

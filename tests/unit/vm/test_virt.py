@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from pathlib import Path
 
 import pytest
 
@@ -187,3 +188,63 @@ def test_connect_error_sentences(
     assert fragment in str(error)
     if "permission" in fragment:
         assert "libvirt group" in str(error)
+
+
+# -- what the machine needs of the host (domain capabilities, swtpm) ------------------------
+
+_CAPS = """<domainCapabilities>
+  <os supported='yes'>
+    <enum name='firmware'>{firmware}</enum>
+    <loader supported='yes'><enum name='secure'>{secure}</enum></loader>
+  </os>
+  <devices>
+    <tpm supported='{tpm}'>
+      <enum name='model'><value>tpm-tis</value>{crb}</enum>
+      <enum name='backendModel'><value>passthrough</value>{emulator}</enum>
+    </tpm>
+  </devices>
+</domainCapabilities>"""
+_FULL = {
+    "firmware": "<value>efi</value>",
+    "secure": "<value>yes</value><value>no</value>",
+    "tpm": "yes",
+    "crb": "<value>tpm-crb</value>",
+    "emulator": "<value>emulator</value>",
+}
+
+
+@pytest.mark.parametrize(
+    ("changes", "wanted", "problems"),
+    [
+        ({}, {}, []),
+        ({"firmware": ""}, {}, ["no UEFI firmware for this machine: install ovmf"]),
+        ({"secure": "<value>no</value>"}, {}, ["no Secure Boot build", "secure_boot = false"]),
+        ({"secure": "<value>no</value>"}, {"secure_boot": False}, []),
+        ({"firmware": ""}, {"efi": False, "secure_boot": False}, []),
+        ({"emulator": ""}, {}, ["cannot emulate a TPM 2.0", "install swtpm and swtpm-tools"]),
+        ({"tpm": "no"}, {}, ["cannot emulate a TPM 2.0"]),
+        ({"crb": ""}, {}, ["cannot emulate a TPM 2.0"]),
+        ({"emulator": ""}, {"tpm": False}, []),
+    ],
+)
+def test_what_the_domain_capabilities_say_a_host_lacks(
+    changes: dict[str, str], wanted: dict[str, bool], problems: list[str]
+) -> None:
+    caps = _CAPS.format(**{**_FULL, **changes})
+    options = {"efi": True, "secure_boot": True, "tpm": True, **wanted}
+    found = virt.machine_problems(caps, where="qemu+ssh://host/system", **options)
+    assert len(found) == (1 if problems else 0), found
+    for fragment in problems:
+        assert fragment in found[0]
+    assert all("qemu+ssh://host/system" in p for p in found)
+
+
+def test_missing_swtpm_names_each_program_and_its_package(tmp_path: Path) -> None:
+    assert virt.missing_swtpm(str(tmp_path)) == [
+        "swtpm (package swtpm)",
+        "swtpm_setup (package swtpm-tools)",
+    ]
+    for program in ("swtpm", "swtpm_setup"):
+        (tmp_path / program).write_text("#!/bin/sh\n")
+        (tmp_path / program).chmod(0o755)
+    assert virt.missing_swtpm(str(tmp_path)) == []

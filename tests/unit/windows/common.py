@@ -3,10 +3,12 @@ real WIM (wimlib-imagex, tests/fixtures/windows_dvd.py), without the DVD around 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from builder.windows.install_media import InstallMedia
+from builder.windows.install_media import DiscExtent, InstallMedia
 from builder.windows.wim import read_wim
+from tests.fixtures.el_torito import boot_record, microsoft_catalog
 from tests.fixtures.windows_dvd import RELEASES, WimSpec, windows_wim
 
 ISO = Path("/srv/iso/windows.iso")
@@ -30,4 +32,34 @@ def media_of(release: str, **changes: object) -> InstallMedia:
         tags=(),
         boot=(),
         efisys_noprompt=True,
+        boot_record=boot_record(CATALOG_LBA),
+        boot_catalog=(CATALOG_LBA, microsoft_catalog().sector),
+        noprompt=NOPROMPT,
     )
+
+
+# Where the fake DVD's catalog and efisys_noprompt.bin are (sectors).
+CATALOG_LBA = 299
+NOPROMPT = DiscExtent("efi/microsoft/boot/efisys_noprompt.bin", 1024, 1474560, True)
+
+
+def boot_only_media(**changes: object) -> InstallMedia:
+    """A DVD as the reader describes it, for what needs only its boot sectors (the
+    no-prompt overlay's plan): no install.wim read."""
+    media = InstallMedia(
+        path=ISO,
+        label="SSS_X64FRE_EN-US_DV9",
+        setup="windows-setup",
+        udf=True,
+        install_image="sources/install.wim",
+        wim=None,
+        setup_dir=None,
+        arch=None,
+        tags=(),
+        boot=(),
+        efisys_noprompt=True,
+        boot_record=boot_record(CATALOG_LBA),
+        boot_catalog=(CATALOG_LBA, microsoft_catalog().sector),
+        noprompt=NOPROMPT,
+    )
+    return dataclasses.replace(media, **changes)  # type: ignore[arg-type]
