@@ -297,6 +297,11 @@ def _device_problems(
     )
     if "virtio_model" in failed:
         config = dataclasses_replace(config, virtio_model=None)
+    # The devices do not depend on the CPU, which `_cpu_problems` checks once the host
+    # has said what its models are; a firmware with a problem of its own is the profile's.
+    config = dataclasses_replace(config, cpu_model=config.profile.cpu_model)
+    if "firmware" in failed:
+        config = dataclasses_replace(config, firmware=config.profile.firmware)
     plan = domain.plan_domain(config, paths, name="pvinstall-check", domain_type="kvm")
     found: list[Problem] = []
     if not failed & _DEVICE_CHECK_KEYS["slots"]:
@@ -304,6 +309,16 @@ def _device_problems(
     if not failed & _DEVICE_CHECK_KEYS["drivers"]:
         found += _problems(lambda: domain.check_device_drivers(plan, drivers, facts))
     return found
+
+
+def _cpu_problems(
+    config: BuildConfig, domain_type: str, cpu_levels: Mapping[str, int], failed: frozenset[str]
+) -> list[Problem]:
+    """The guest's CPU against the release's x86-64 level, with the levels the host's
+    libvirt gave (or pvinstall's table without a connection)."""
+    if failed & MACHINE_KEYS:
+        return []
+    return _problems(lambda: domain.plan_cpu(config, domain_type, cpu_levels))
 
 
 def profile_from_media(media: InstallMedia, arch: str | None) -> Profile:
@@ -532,6 +547,7 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
                 failed=failed,
             )
             problems += found
+        problems += _cpu_problems(config, domain_type, cpu_levels, failed)
         if problems:
             if unreachable is not None:
                 problems.append(Problem("--connect", unreachable.message, unreachable.hint))

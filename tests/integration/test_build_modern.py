@@ -379,9 +379,8 @@ def test_virtio_scsi_on_2025_builds_with_a_warning(
         "--set", "storage_bus=virtio-scsi",
     )  # fmt: skip
     assert code == 0, stderr
-    # The domain boots BIOS until the machine selects UEFI: no "--install" hint then.
-    assert "cannot install these media yet" in stderr and "installs with UEFI only" in stderr
-    assert "run the same command" not in stderr
+    assert "run the same command with --install" not in stderr  # no --windows-iso given
+    assert "run the same command with --windows-iso ISO --install" in stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert any("issue 1100" in w for w in manifest["warnings"])
     assert manifest["drivers"]["storage_bus"] == "virtio-scsi"

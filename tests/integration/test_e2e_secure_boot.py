@@ -25,7 +25,6 @@ import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -37,6 +36,7 @@ from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, make_iso, write_modern
 from tests.fixtures.windows_dvd import WindowsDvd, dvd_for
 from tests.integration import probe, sbprobe
 from tests.integration.libvirt_env import SECURE_BOOT_REFUSALS, boot_domain, unique_domain_name
+from tests.integration.test_e2e_probe import manifest_files
 
 pytestmark = [pytest.mark.integration, pytest.mark.boot]
 
@@ -96,11 +96,6 @@ def windows_hardware_ids(dev: probe.PciDevice) -> set[str]:
         f"{base}&REV_{rev}",
         base,
     }
-
-
-def manifest_files(manifest: dict[str, Any], output: str) -> dict[str, str]:
-    record = next(o for o in manifest["outputs"] if o["name"] == output)
-    return {f["path"].upper(): f["sha256"] for f in record["files"]}
 
 
 def by_path(files: dict[str, probe.ProbeFile]) -> dict[str, str]:
@@ -188,11 +183,11 @@ def test_install_boots_the_profile_s_domain_with_secure_boot_tpm_and_its_devices
     # the system disk on virtio, writable, trimmed at 64 KiB; no floppy anywhere.
     answer = base.cdrom_with_label("PVANSWER")
     assert answer is not None
-    assert by_path(answer.files) == manifest_files(manifest, "answer.iso")
+    assert by_path(answer.files) == manifest_files(manifest, "answer.iso", out)
     assert report.blocks[answer.dev].transport == "sata"
     drivers_cd = base.cdrom_with_label(manifest["settings"]["drivers_iso_label"])
     assert drivers_cd is not None and report.blocks[drivers_cd.dev].transport == "sata"
-    assert by_path(drivers_cd.files) == manifest_files(manifest, "drivers.iso")
+    assert by_path(drivers_cd.files) == manifest_files(manifest, "drivers.iso", out)
     assert report.blocks["vda"].transport == "virtio-blk"
     assert report.blocks["vda"].discard_granularity == row.discard_granularity
     assert base.disks["vda"].writable
