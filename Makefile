@@ -32,9 +32,10 @@ DEBIAN_PYTHON := make python3-venv python3-dev gcc pkg-config libvirt-dev
 # xmllint; shfmt parses the .ci scripts for the programs they run; openssl signs the
 # fixture catalogs, reads catalogs and certificates back and checks the manifest's keyed
 # digests; wimtools makes the fixture DVDs' install.wim and checks the WIM reader,
-# udftools reads UDF back).
+# udftools reads UDF back; cabextract is what pvinstall itself takes Sysprep out of a
+# 2003 CD's DEPLOY.CAB with, gcab makes the fixture cabinets).
 DEBIAN_ORACLES := mtools dosfstools genisoimage xorriso libvirt-clients libxml2-utils shfmt \
-	openssl wimtools udftools
+	openssl wimtools udftools cabextract gcab
 # hypervisor: what the integration tests boot guests on (qemu-system-x86 brings its
 # firmware, seabios and ipxe-qemu) and what the boot probe is built with.
 DEBIAN_HYPERVISOR := qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu \

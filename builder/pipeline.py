@@ -29,9 +29,10 @@ from builder import __version__, interrupts, sources
 from builder import manifest as manifest_mod
 from builder.answers.formats import render_answer_files
 from builder.answers.postinstall import render_postinstall
+from builder.answers.sysprep import render_sysprep
 from builder.config import BuildConfig, failed_keys, validate_config
 from builder.errors import BuildError, InputError, Problem, PvError
-from builder.media import iso9660
+from builder.media import cabinet, iso9660
 from builder.media.plan import MediaInputs
 from builder.media.table import MediaPlan, WriteInputs, plan_media
 from builder.monitor import Monitor, format_elapsed
@@ -135,6 +136,13 @@ class BuildPlan:
     media: MediaPlan
     digests: Mapping[str, str]
     build_id: str
+    # The clones' answer file (generalized builds), by its name in OUT.
+    sysprep: Mapping[str, bytes] = field(default_factory=dict)
+
+    @property
+    def rendered(self) -> dict[str, bytes]:
+        """Every rendered file that goes into OUT as it is, by name."""
+        return {**self.answers, **self.sysprep}
 
 
 @dataclass(frozen=True)
@@ -632,8 +640,11 @@ def plan_build(ctx: Context, monitor: Monitor) -> BuildPlan:
     monitor.step("render answer files", ", ".join(ctx.profile.answer_files))
     answers = render_answer_files(ctx.config, ctx.drivers)
     postinstall = render_postinstall(ctx.config, ctx.drivers)
+    sysprep = render_sysprep(ctx.config, ctx.drivers)
+    tools = _sysprep_tools(ctx, monitor)
     monitor.step("plan media")
-    media = plan_media(MediaInputs(ctx.config, ctx.drivers, answers, postinstall), ctx.windows_iso)
+    inputs = MediaInputs(ctx.config, ctx.drivers, answers, postinstall, sysprep, tools)
+    media = plan_media(inputs, ctx.windows_iso)
     digests = driver_digests(ctx.source, ctx.drivers)
     # The build id names the public inputs: it also seeds the floppy's volume id, so
     # no secret (not even hashed) goes into it.
@@ -646,12 +657,24 @@ def plan_build(ctx: Context, monitor: Monitor) -> BuildPlan:
             *(f"{f.path}:{digests[f.path]}" for d in ctx.drivers.selected for f in d.files),
         ]
     )
-    plan = BuildPlan(answers, postinstall, media, digests, identity)
+    plan = BuildPlan(answers, postinstall, media, digests, identity, sysprep)
     for planned in media.planned:
         note = planned.builder.check(planned.plan, _write_inputs(ctx, plan))
         if note:
             monitor.info(note)
     return plan
+
+
+def _sysprep_tools(ctx: Context, monitor: Monitor) -> dict[str, bytes]:
+    """Sysprep out of the install CD's cabinet, for a generalized build of a release
+    that has no Sysprep installed (2003) and a CD to remaster: read in place."""
+    sysprep = ctx.profile.sysprep
+    if not ctx.config.generalize or sysprep.tools_cabinet is None or ctx.windows_iso is None:
+        return {}
+    monitor.step("read Sysprep", f"{sysprep.tools_cabinet.replace('/', chr(92))} of the CD")
+    found = cabinet.sysprep_tools(ctx.windows_iso, ctx.profile)
+    monitor.info(", ".join(f"{name} ({len(data)} bytes)" for name, data in found.items()))
+    return found
 
 
 def _write_inputs(ctx: Context, plan: BuildPlan) -> WriteInputs:
@@ -684,7 +707,7 @@ def make_domain_xml(ctx: Context, plan: BuildPlan, monitor: Monitor) -> None:
 
 def output_names(ctx: Context, plan: BuildPlan) -> list[str]:
     """Every file the build puts into OUT, in the order it is written (the manifest last)."""
-    names = sorted(plan.answers)
+    names = sorted(plan.rendered)
     names += [planned.medium.name for planned in plan.media.planned]
     return [*names, DOMAIN_XML, MANIFEST]
 
@@ -693,13 +716,13 @@ def secret_outputs(ctx: Context, plan: BuildPlan) -> frozenset[str]:
     """The outputs that hold or carry a secret: the answer files that hold one, and
     every medium of the media table that carries them (mode 0600, keyed digests)."""
     media = {p.medium.name for p in plan.media.planned if p.medium.secret}
-    return frozenset(ctx.profile.secret_answer_files) | media
+    return frozenset(ctx.profile.secret_answer_files) | frozenset(plan.sysprep) | media
 
 
 def expected_size(ctx: Context, plan: BuildPlan) -> int:
     """About how much room the build takes in OUT (for the sentence of a full disk)."""
     inputs = _write_inputs(ctx, plan)
-    size = sum(len(data) for data in plan.answers.values()) + len(ctx.domain_xml) + 64 * 1024
+    size = sum(len(data) for data in plan.rendered.values()) + len(ctx.domain_xml) + 64 * 1024
     return size + sum(p.builder.estimated_size(p.plan, inputs) for p in plan.media.planned)
 
 
@@ -711,7 +734,7 @@ def write_outputs(ctx: Context, plan: BuildPlan, gen: Generation, monitor: Monit
     media table that applies, the domain XML. What holds a secret (the answer files and
     every medium that carries them) is created with mode 0600."""
     secret = secret_outputs(ctx, plan)
-    for name, data in sorted(plan.answers.items()):
+    for name, data in sorted(plan.rendered.items()):
         monitor.step("write", name)
         gen.write(name, data, secret=name in secret)
         ctx.written.append(name)
@@ -785,6 +808,7 @@ def _medium_files(
         return None
     builder = planned.builder
     secret = [plan.answers[n] for n in ctx.profile.secret_answer_files if n in plan.answers]
+    secret += plan.sysprep.values()
     files = manifest_mod.planned_files_json(
         builder.files(planned.plan), plan.digests, secrets=secret, key=key
     )

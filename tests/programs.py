@@ -163,6 +163,14 @@ NEEDS: Final[tuple[Need, ...]] = (
         "the fixture DVDs' install.wim; the oracle of the WIM reader",
     ),
     Need("udfinfo", "udftools", "oracles", "reads the UDF side of DVDs back"),
+    Need(
+        "cabextract",
+        "cabextract",
+        "oracles",
+        "pvinstall takes Sysprep out of a 2003 CD's DEPLOY.CAB (libmspack: MSZIP, LZX, "
+        "Quantum); tests list cabinets with it",
+    ),
+    Need("gcab", "gcab", "oracles", "makes the fixture CDs' DEPLOY.CAB (MSZIP)"),
     # -- hypervisor: QEMU, libvirtd, the boot probe -------------------------------------
     Need("qemu-system-x86_64", "qemu-system-x86", "hypervisor", "libvirtd runs x86_64 guests"),
     Need("qemu-system-i386", "qemu-system-x86", "hypervisor", "libvirtd runs i686 guests"),

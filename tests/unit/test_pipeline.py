@@ -42,7 +42,13 @@ def build(
 def test_a_build_writes_what_its_manifest_lists(tree: Tree, tmp_path: Path) -> None:
     result = build(tree.root, tmp_path / "out")
     names = {o["name"] for o in result.manifest["outputs"]}
-    assert names == {"autounattend.xml", "floppy.img", "drivers.iso", "domain.xml"}
+    assert names == {
+        "autounattend.xml",
+        "sysprep-unattend.xml",
+        "floppy.img",
+        "drivers.iso",
+        "domain.xml",
+    }
     assert {p.name for p in (tmp_path / "out").iterdir()} == names | {"manifest.json", ".pvinstall"}
     assert complete_build(tmp_path / "out") == result.manifest
     assert result.manifest["domain"]["defined"] is False
@@ -126,7 +132,13 @@ def test_a_modern_build_writes_the_answer_iso_and_records_the_image(
     dvd = dvd_for("2022")
     result = build(tree.root, tmp_path / "out", profile="win2022-x64", windows_iso=dvd.path)
     names = {o["name"] for o in result.manifest["outputs"]}
-    assert names == {"autounattend.xml", "answer.iso", "drivers.iso", "domain.xml"}
+    assert names == {
+        "autounattend.xml",
+        "sysprep-unattend.xml",
+        "answer.iso",
+        "drivers.iso",
+        "domain.xml",
+    }
     assert result.manifest["install_image"]["name"] == "Windows Server 2022 SERVERSTANDARD"
     assert result.manifest["install_image"]["index"] == 2
 
