@@ -188,7 +188,13 @@ NEEDS: Final[tuple[Need, ...]] = (
         "QEMU's option ROM for virtio NICs",
         via="qemu-system-x86",
     ),
-    Need("qemu-img", "qemu-utils", "hypervisor", "pvinstall creates disks; tests read them"),
+    Need(
+        "qemu-img",
+        "qemu-utils",
+        "hypervisor",
+        "pvinstall creates, exports and clones disks; tests read them",
+    ),
+    Need("qemu-io", "qemu-utils", "hypervisor", "tests read sectors of template disks"),
     Need("libvirtd", "libvirt-daemon", "hypervisor", ".ci/setup-libvirtd starts it"),
     Need("virtlogd", "libvirt-daemon", "hypervisor", "libvirtd writes serial logs through it"),
     Need(

@@ -44,8 +44,7 @@ CLONE_SETTINGS: tuple[GatedSetting, ...] = (
         "{skip_rearm}",
         (6, 0),
         (6, 0),
-        "MS unattend reference, Microsoft-Windows-Security-Licensing-SLC: Vista and "
-        "Server 2008",
+        "MS unattend reference, Microsoft-Windows-Security-Licensing-SLC: Vista and Server 2008",
     ),
     GatedSetting(
         "generalize",
@@ -115,9 +114,12 @@ def clone_components(profile: Profile, config: BuildConfig, config_pass: str) ->
     """Components of `config_pass` made only of gated settings that `profile` knows."""
     found: dict[str, None] = {}
     for setting in (*GATED_SETTINGS, *CLONE_SETTINGS):
-        if setting.config_pass == config_pass and setting.parent == "":
-            if clone_settings(profile, config, config_pass, setting.component):
-                found.setdefault(setting.component, None)
+        if (
+            setting.config_pass == config_pass
+            and setting.parent == ""
+            and clone_settings(profile, config, config_pass, setting.component)
+        ):
+            found.setdefault(setting.component, None)
     return tuple(found)
 
 

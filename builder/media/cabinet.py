@@ -72,9 +72,7 @@ def sysprep_tools(cd: Path, profile: Profile) -> dict[str, bytes]:
         cabinet = Path(folder) / "deploy.cab"
         fd = os.open(cabinet, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as handle:
-            size = iso9660.copy_cd_file(
-                cd, sysprep.tools_cabinet, handle, limit=MAX_CABINET_BYTES
-            )
+            size = iso9660.copy_cd_file(cd, sysprep.tools_cabinet, handle, limit=MAX_CABINET_BYTES)
         if size is None:
             raise _missing(cd, shown, profile)
         try:

@@ -104,8 +104,15 @@ def test_2022_with_its_dvd_writes_the_answer_iso_and_the_drivers_iso(
     )  # fmt: skip
     assert code == 0, stderr
     names = {p.name for p in out.iterdir()}
-    assert names == {"autounattend.xml", "answer.iso", "drivers.iso", "domain.xml", "manifest.json"}
-    for secret in ("autounattend.xml", "answer.iso", "drivers.iso"):
+    assert names == {
+        "autounattend.xml",
+        "sysprep-unattend.xml",
+        "answer.iso",
+        "drivers.iso",
+        "domain.xml",
+        "manifest.json",
+    }
+    for secret in ("autounattend.xml", "sysprep-unattend.xml", "answer.iso", "drivers.iso"):
         assert stat.S_IMODE((out / secret).stat().st_mode) == 0o600, secret
 
     # The answer ISO: Autounattend.xml and $WinPEDriver$ at its root, as Windows reads it.
