@@ -105,6 +105,7 @@ def test_2022_with_its_dvd_writes_the_answer_iso_and_the_drivers_iso(
     assert code == 0, stderr
     names = {p.name for p in out.iterdir()}
     assert names == {
+        ".pvinstall",
         "autounattend.xml",
         "sysprep-unattend.xml",
         "answer.iso",

@@ -17,6 +17,11 @@ from pathlib import Path
 import pytest
 
 from builder import cli
+from builder.answers.unattend import (
+    ACCOUNT_PASSWORD_SUFFIX,
+    ADMIN_PASSWORD_SUFFIX,
+    encode_password,
+)
 from builder.windows.profiles import PROFILES
 from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, make_iso, write_modern_tree
 from tests.integration import probe
@@ -215,6 +220,17 @@ def test_the_clones_answer_file_is_on_drivers_iso_and_sysprep_ends_the_script(
         args += ["--set", "firmware=bios"]
     code, _, stderr = build(capsys, *args)
     assert code == 0, stderr
+    # The password, in clear or as either unattend encoding, is in no log and no
+    # manifest; the files that hold it have no plain digest there.
+    manifest_text = (out / "manifest.json").read_text()
+    for secret in (
+        PASSWORD,
+        encode_password(PASSWORD, ADMIN_PASSWORD_SUFFIX),
+        encode_password(PASSWORD, ACCOUNT_PASSWORD_SUFFIX),
+    ):
+        assert secret not in stderr and secret not in manifest_text
+    for name in ("sysprep-unattend.xml", "autounattend.xml", "drivers.iso"):
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() not in manifest_text
     on_disc = xorriso_read(out / "drivers.iso", "SYSPREP.XML", tmp_path)
     assert on_disc == (out / "sysprep-unattend.xml").read_bytes()
     assert oct((out / "sysprep-unattend.xml").stat().st_mode & 0o777) == "0o600"

@@ -228,3 +228,64 @@ def test_install_exports_a_template_and_clone_boots_a_linked_clone_of_it(
     code = cli.main(["clone", str(tmp_path / "nothing"), "pvt-i14-none", "--connect", uri])
     assert code == 2
     assert "unknown template" in capsys.readouterr().err
+
+
+def test_export_only_leaves_a_raw_template_and_no_domain(
+    uri: str,
+    virtio_win_iso: Path,
+    names: tuple[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PVINSTALL_ADMIN_PASSWORD", PASSWORD)
+    build_name, _ = names
+    windows_iso = probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="template", arch="amd64")
+    out = tmp_path / "out"
+    code = cli.main(
+        [
+            "build",
+            PROFILE,
+            "--drivers",
+            str(virtio_win_iso),
+            "--windows-iso",
+            str(windows_iso),
+            "--out",
+            str(out),
+            "--name",
+            build_name,
+            "--install",
+            "--export-only",
+            "--connect",
+            uri,
+            "--domain-type",
+            "qemu",
+            "--timeout",
+            "6",
+            "--set",
+            "network=user",
+            "--set",
+            "disk_size_gib=10",
+            "--set",
+            "export=raw",
+            "--json",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    manifest = json.loads(captured.out)
+    template = manifest["template"]
+    disk = out / "template.raw"
+    assert template["disk"] == "template.raw" and template["format"] == "raw"
+    assert qemu_img_info(disk)["format"] == "raw"
+    assert template["virtual_size"] == disk.stat().st_size == 10 * 2**30
+    assert disk.stat().st_blocks * 512 < disk.stat().st_size  # sparse
+    assert template["sha256"] == sha256(disk)
+    marker = sector(disk, "raw", probe.TEMPLATE_MARKER_SECTOR)
+    assert marker.startswith(probe.TEMPLATE_MARKER.encode())
+    # --export-only: the domain and its disk are gone, the manifest says so.
+    assert manifest["domain"]["removed"] is True and manifest["domain"]["defined"] is False
+    assert "disks" not in manifest["domain"]
+    assert not (out / f"{build_name}.qcow2").exists()
+    with virt.connect(uri) as conn:
+        assert not virt.domain_exists(conn, build_name)
