@@ -33,9 +33,10 @@ DEBIAN_PYTHON := make python3-venv python3-dev gcc pkg-config libvirt-dev
 # fixture catalogs, reads catalogs and certificates back and checks the manifest's keyed
 # digests; wimtools makes the fixture DVDs' install.wim and checks the WIM reader,
 # udftools reads UDF back; qemu-utils makes the DVD's overlay, which a modern build
-# writes, and reads it back).
+# writes, and reads it back; cabextract is what pvinstall itself takes Sysprep out of a
+# 2003 CD's DEPLOY.CAB with, gcab makes the fixture cabinets).
 DEBIAN_ORACLES := mtools dosfstools genisoimage xorriso libvirt-clients libxml2-utils shfmt \
-	openssl wimtools udftools qemu-utils
+	openssl wimtools udftools qemu-utils cabextract gcab
 # hypervisor: what the integration tests boot guests on (qemu-system-x86 brings its
 # firmware, seabios and ipxe-qemu; ovmf the UEFI firmware with Secure Boot, swtpm and
 # swtpm-tools the TPM 2.0) and what the boot probes are built with (sbsigntool checks

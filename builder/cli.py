@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from builder import clone as clone_mod
 from builder import interrupts, pipeline, sources
 from builder.config import settings_help
 from builder.convert import steps as convert_steps
@@ -286,9 +287,17 @@ def build_command(
         float | None,
         typer.Option("--timeout", help="Minutes to wait for setup (profile default: 120)."),
     ] = None,
+    export_only: Annotated[
+        bool,
+        typer.Option(
+            "--export-only",
+            help="With --install: undefine the domain and remove its disks once the "
+            "template is exported.",
+        ),
+    ] = False,
 ) -> None:
     """Write the answer files, driver media and domain XML for a hands-off install;
-    with --define or --install, also act on libvirt."""
+    with --define or --install, also act on libvirt (and export the template)."""
     if json_output and print_xml:
         raise InputError(
             "--json and --print-xml both print on stdout.",
@@ -308,6 +317,7 @@ def build_command(
         install=install,
         replace=replace,
         force=force,
+        export_only=export_only,
         connect=connect,
         domain_type=domain_type,
         timeout_minutes=timeout,
@@ -325,7 +335,21 @@ def build_command(
         f"pvinstall: wrote {len(result.manifest['outputs'])} files and manifest.json to {where}",
         err=True,
     )
-    if result.installed:
+    template = result.manifest.get("template")
+    if result.installed and template:
+        kept = (
+            "removed (--export-only)"
+            if result.manifest["domain"].get("removed")
+            else "defined, shut off, without install media"
+        )
+        typer.echo(
+            f"pvinstall: template {where / template['disk']} ({template['format']}, "
+            f"{'generalized' if template['generalized'] else 'not generalized'}); "
+            f"{result.manifest['domain']['name']} is {kept}. Clone it with: pvinstall "
+            f"clone {where} NAME",
+            err=True,
+        )
+    elif result.installed:
         typer.echo(
             f"pvinstall: {result.manifest['domain']['name']} is installed and shut "
             "off, without install media: a golden template.",
@@ -565,6 +589,51 @@ def attach_command(
         _print_json(outcome.as_json())
         return
     _print_outcome(outcome.summary())
+
+
+@app.command("clone")
+def clone_command(
+    template: Annotated[
+        str,
+        typer.Argument(
+            help="An OUT directory of `pvinstall build --install`, or a shut-off domain.",
+            metavar="TEMPLATE",
+            show_default=False,
+        ),
+    ],
+    name: Annotated[
+        str, typer.Argument(help="The clone's domain name.", metavar="NAME", show_default=False)
+    ],
+    *,
+    connect: ConnectOption = DEFAULT_URI,
+    full: Annotated[
+        bool,
+        typer.Option("--full", help="Copy the template instead of a linked qcow2 overlay."),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where the clone's disks go (default out/NAME)."),
+    ] = None,
+    start: Annotated[bool, typer.Option("--start", help="Start the clone once defined.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Define a new domain from a golden template: a linked clone (a qcow2 overlay on the
+    read-only template disk) or, with --full, a copy; its own name, UUID and MACs."""
+    options = clone_mod.CloneOptions(
+        template=template, name=name, connect=connect, full=full, out=out, start=start
+    )
+    document = clone_mod.run_clone(options, choose_monitor(json_output=json_output))
+    interrupts.finish()
+    if json_output:
+        _print_json(document)
+        return
+    kind = "linked clone of" if document["linked"] else "copy of"
+    typer.echo(
+        f"pvinstall: {name} is defined on {document['uri']}, a {kind} "
+        f"{document['template']['disk']} (disk {document['disk']})"
+        + ("; started." if start else "."),
+        err=True,
+    )
 
 
 def _report(error: PvError, *, json_output: bool) -> None:

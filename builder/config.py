@@ -127,6 +127,12 @@ LIBVIRT_NAME_MAX = 200
 DRIVER_NAME_MAX = 32  # virtio-win's longest driver name is 13 (qemupciserial)
 MAX_DRIVER_NAMES = 64
 CPU_MODEL_MAX = 64  # QEMU's model names are short; libvirt's cpu_map has none over 32
+# An unattend FirstLogonCommands CommandLine (and a sysprep.inf [GuiRunOnce] line) holds
+# at most 1024 characters (Microsoft's unattend reference, SynchronousCommand).
+CLONE_COMMAND_MAX = 1024
+CLONE_COMMANDS_MAX = 50
+# What `export` writes (the template disk's format), in the order the help names them.
+EXPORT_FORMATS = ("qcow2", "raw", "none")
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -311,6 +317,49 @@ SETTINGS: tuple[Setting, ...] = (
         "default) or virtio-non-transitional. The selected drivers must bind to it.",
         may_be_empty=True,
     ),
+    Setting(
+        "generalize",
+        "bool",
+        "true (default) ends the install with Sysprep, so that every clone of the template "
+        "gets its own SID and name (2003: the tools from the CD's SUPPORT\\TOOLS\\DEPLOY.CAB); "
+        "false powers off without it (the template is then a copy of one machine).",
+    ),
+    Setting(
+        "persist_device_installs",
+        "bool",
+        "2008 and later: true (default) keeps the installed virtio devices across Sysprep "
+        "(PersistAllDeviceInstalls; clones run on the same virtio hardware), false lets "
+        "each clone detect them again.",
+    ),
+    Setting(
+        "skip_rearm",
+        "bool",
+        "2008 and later: true keeps the licensing state through Sysprep (SkipRearm=1, "
+        "no rearm used up); false (default) rearms it, as Microsoft's default does.",
+    ),
+    Setting(
+        "clone_computer_name",
+        "str",
+        "The computer name of the clones' first boot: '*' (default) for a random one "
+        "each, or a NetBIOS name.",
+        max_length=NETBIOS_MAX,
+        length_rule=f"a NetBIOS name has at most {NETBIOS_MAX}",
+    ),
+    Setting(
+        "clone_first_logon_commands",
+        "str_list",
+        "Commands each clone runs at its first logon (Administrator logs on once "
+        "automatically when there are any); ASCII.",
+        max_length=CLONE_COMMAND_MAX,
+        max_items=CLONE_COMMANDS_MAX,
+        length_rule=f"an unattend CommandLine has at most {CLONE_COMMAND_MAX}",
+    ),
+    Setting(
+        "export",
+        "str",
+        "With --install, the template disk written to OUT once the guest is off: qcow2 "
+        "(default: OUT/template.qcow2, compressed), raw (OUT/template.raw, sparse) or none.",
+    ),
 )
 SETTINGS_BY_KEY: Mapping[str, Setting] = {s.key: s for s in SETTINGS}
 
@@ -353,6 +402,12 @@ class BuildConfig:
     drivers: tuple[str, ...] | None = None  # None: every driver that fits
     sha2_media: bool = False
     server_manager_at_logon: bool = False
+    generalize: bool = True
+    persist_device_installs: bool = True
+    skip_rearm: bool = False
+    clone_computer_name: str = "*"
+    clone_first_logon_commands: tuple[str, ...] = ()
+    export: str = "qcow2"
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -755,6 +810,7 @@ def _validate(check: _Validator, media: InstallMedia | None) -> BuildConfig:
     drivers = _driver_names(check)
     sha2_media = check.boolean("sha2_media", False)
     server_manager = check.boolean("server_manager_at_logon", False)
+    clone = _clone_settings(check)
     return BuildConfig(
         profile=profile,
         computer_name=computer_name,
@@ -777,25 +833,70 @@ def _validate(check: _Validator, media: InstallMedia | None) -> BuildConfig:
         drivers=drivers,
         sha2_media=sha2_media,
         server_manager_at_logon=server_manager,
+        **clone,
         image=choice.image if choice else None,
         warnings=_warnings(profile, domain["storage_bus"]),
         origins={k: v[1] for k, v in check.raw.items()},
     )
 
 
-def _computer_name(check: _Validator) -> str:
-    name = check.text("computer_name", "*")
-    if name == "*" or check.problems_for("computer_name"):
+def _clone_settings(check: _Validator) -> dict[str, Any]:
+    """The template's settings: Sysprep and what the clones' first boot answers, and the
+    export of the template disk."""
+    profile = check.profile
+    generalize = check.boolean("generalize", True)
+    persist = check.boolean("persist_device_installs", True)
+    skip_rearm = check.boolean("skip_rearm", False)
+    if not generalize:
+        for key in ("persist_device_installs", "skip_rearm", "clone_computer_name"):
+            if key in check.raw:
+                check.fail(
+                    key,
+                    "applies to Sysprep, and generalize = false leaves Sysprep out.",
+                    f"Leave {key} out, or set generalize = true.",
+                )
+    if generalize and not profile.sysprep.generalize_pass:
+        for key in ("persist_device_installs", "skip_rearm"):
+            if key in check.raw:
+                check.fail(
+                    key,
+                    f"is a setting of the unattend Sysprep of 2008 and later; {profile.title} "
+                    f"is generalized with {profile.sysprep.answer_file}, which has none.",
+                    "Leave it out.",
+                )
+    name = _computer_name(check, "clone_computer_name")
+    commands = _string_list(check, "clone_first_logon_commands", rules=profile.answer_text)
+    if commands and not generalize:
+        check.fail(
+            "clone_first_logon_commands",
+            "run at a clone's first boot, which only Sysprep answers; generalize = false "
+            "leaves Sysprep out.",
+            "Set generalize = true, or leave clone_first_logon_commands out.",
+        )
+    export = check.choice("export", "qcow2", EXPORT_FORMATS, "the template disk's formats")
+    return {
+        "generalize": generalize,
+        "persist_device_installs": persist,
+        "skip_rearm": skip_rearm,
+        "clone_computer_name": name,
+        "clone_first_logon_commands": commands,
+        "export": export,
+    }
+
+
+def _computer_name(check: _Validator, key: str = "computer_name") -> str:
+    name = check.text(key, "*")
+    if name == "*" or check.problems_for(key):
         return name
     if not _NETBIOS.match(name):
         bad = sorted({c for c in name if not re.match(r"[A-Za-z0-9_-]", c)})
         check.fail(
-            "computer_name",
+            key,
             f"{shown_value(name)} contains {' '.join(repr(c) for c in bad)}; use letters, digits, "
             "'-' and '_' only, or '*' for a random name.",
         )
     elif name.isdigit():
-        check.fail("computer_name", "a computer name cannot be only digits.")
+        check.fail(key, "a computer name cannot be only digits.")
     return name
 
 
@@ -1127,7 +1228,12 @@ def _locale(check: _Validator, image: WimImage | None) -> str:
     return canonical
 
 
-def _string_list(check: _Validator, key: str) -> tuple[str, ...]:
+def _string_list(
+    check: _Validator, key: str, *, rules: AnswerText | None = None
+) -> tuple[str, ...]:
+    """A list of commands. Without `rules` they go into the post-install cmd script
+    (its rules apply); with them, into an answer file (the profile's text rules: a
+    sysprep.inf line is Windows-1252 and quoted), and run by Windows itself."""
     setting = SETTINGS_BY_KEY[key]
     value = check.get(key, [])
     if isinstance(value, str):
@@ -1153,6 +1259,8 @@ def _string_list(check: _Validator, key: str) -> tuple[str, ...]:
             )
             continue
         problem = _script_problem(item)
+        if problem is None and rules is not None:
+            problem = _text_problem(item, rules=rules)
         if problem:
             check.fail(f"{key}[{index}]", problem + ".")
         elif not item.strip():

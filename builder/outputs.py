@@ -465,6 +465,24 @@ class OutputDir:
             if self.current_generation() != gen.path:
                 _remove_tree(gen.path)
 
+    @contextlib.contextmanager
+    def successor(self) -> Iterator[Generation]:
+        """A new generation that starts as the current build without its manifest:
+        every file hard-linked, none copied (OUT's generations share one file system),
+        for adding files to a committed build (the exported template) with the same
+        one-rename commit. Removed again unless committed when the block ends."""
+        current = self.current_generation()
+        if current is None:
+            raise BuildError(f"{self.path} has no build to add to.")
+        with self.generation() as gen:
+            for name in sorted(self.current_names() - {MANIFEST}):
+                try:
+                    os.link(current / name, gen.path / name, follow_symlinks=False)
+                except OSError as error:
+                    raise self.error(name, error) from None
+                gen.names.append(name)
+            yield gen
+
     def commit(self, gen: Generation, *, stale: Iterable[str] = ()) -> None:
         """Make `gen` the build OUT shows, all of its names at once.
 

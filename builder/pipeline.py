@@ -28,10 +28,11 @@ from typing import Any
 from builder import __version__, interrupts, sources
 from builder import manifest as manifest_mod
 from builder.answers.formats import render_answer_files
-from builder.answers.postinstall import render_postinstall
+from builder.answers.postinstall import SYSPREP_FAILED_LINE, render_postinstall
+from builder.answers.sysprep import render_sysprep
 from builder.config import BuildConfig, failed_keys, validate_config
 from builder.errors import BuildError, InputError, Problem, PvError
-from builder.media import iso9660
+from builder.media import cabinet, iso9660
 from builder.media.plan import MediaInputs
 from builder.media.table import MediaPlan, WriteInputs, plan_media
 from builder.monitor import Monitor, format_elapsed
@@ -43,13 +44,16 @@ from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
 from builder.virtio.source import DriverSource
 from builder.virtio.trust import apply_signatures
-from builder.vm import domain, virt
+from builder.vm import disk_images, domain, existing, virt
 from builder.vm.devices import CPU_LEVELS
 from builder.windows.install_media import InstallMedia, image_json, profiles_for
 from builder.windows.profiles import Profile, resolve_profile
 
 DOMAIN_XML = "domain.xml"
 MANIFEST = "manifest.json"
+TEMPLATE_XML = "template.xml"
+# The exported template disk, by the `export` setting (none: no file).
+TEMPLATE_DISKS = {"qcow2": "template.qcow2", "raw": "template.raw"}
 SERIAL_LOG = "serial.log"
 # What a failed install keeps in OUT to show why (the manifest's domain record names
 # them); the next build's commit removes those a previous manifest named.
@@ -72,6 +76,7 @@ class BuildOptions:
     install: bool = False
     replace: bool = False
     force: bool = False
+    export_only: bool = False
     connect: str = virt.DEFAULT_URI
     domain_type: str | None = None
     timeout_minutes: float | None = None
@@ -114,6 +119,7 @@ class Context:
     domain_record: dict[str, Any] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    final_xml: str = ""  # the installed domain, its install media out
 
     @property
     def timeout_minutes(self) -> float:
@@ -138,6 +144,13 @@ class BuildPlan:
     media: MediaPlan
     digests: Mapping[str, str]
     build_id: str
+    # The clones' answer file (generalized builds), by its name in OUT.
+    sysprep: Mapping[str, bytes] = field(default_factory=dict)
+
+    @property
+    def rendered(self) -> dict[str, bytes]:
+        """Every rendered file that goes into OUT as it is, by name."""
+        return {**self.answers, **self.sysprep}
 
 
 @dataclass(frozen=True)
@@ -223,6 +236,14 @@ def _option_problems(options: BuildOptions, profile: Profile, out: Path) -> list
                 "--install",
                 "needs the Windows install ISO to boot setup from.",
                 "Give it with --windows-iso (make: WINDOWS_ISO=...).",
+            )
+        )
+    if options.export_only and not options.install:
+        found.append(
+            Problem(
+                "--export-only",
+                "removes the installed domain after exporting its template, so it needs --install.",
+                "Add --install, or leave --export-only out.",
             )
         )
     if options.force and not options.replace:
@@ -631,10 +652,19 @@ def plan_build(ctx: Context, monitor: Monitor) -> BuildPlan:
     monitor.step("render answer files", ", ".join(ctx.profile.answer_files))
     answers = render_answer_files(ctx.config, ctx.drivers)
     postinstall = render_postinstall(ctx.config, ctx.drivers)
+    sysprep = render_sysprep(ctx.config, ctx.drivers)
+    tools = _sysprep_tools(ctx, monitor)
     monitor.step("plan media")
-    media = plan_media(
-        MediaInputs(ctx.config, ctx.drivers, answers, postinstall, ctx.media), ctx.windows_iso
+    inputs = MediaInputs(
+        ctx.config,
+        ctx.drivers,
+        answers,
+        postinstall,
+        ctx.media,
+        sysprep=sysprep,
+        sysprep_tools=tools,
     )
+    media = plan_media(inputs, ctx.windows_iso)
     digests = driver_digests(ctx.source, ctx.drivers)
     # The build id names the public inputs: it also seeds the floppy's volume id, so
     # no secret (not even hashed) goes into it.
@@ -647,12 +677,24 @@ def plan_build(ctx: Context, monitor: Monitor) -> BuildPlan:
             *(f"{f.path}:{digests[f.path]}" for d in ctx.drivers.selected for f in d.files),
         ]
     )
-    plan = BuildPlan(answers, postinstall, media, digests, identity)
+    plan = BuildPlan(answers, postinstall, media, digests, identity, sysprep)
     for planned in media.planned:
         note = planned.builder.check(planned.plan, _write_inputs(ctx, plan))
         if note:
             monitor.info(note)
     return plan
+
+
+def _sysprep_tools(ctx: Context, monitor: Monitor) -> dict[str, bytes]:
+    """Sysprep out of the install CD's cabinet, for a generalized build of a release
+    that has no Sysprep installed (2003) and a CD to remaster: read in place."""
+    sysprep = ctx.profile.sysprep
+    if not ctx.config.generalize or sysprep.tools_cabinet is None or ctx.windows_iso is None:
+        return {}
+    monitor.step("read Sysprep", f"{sysprep.tools_cabinet.replace('/', chr(92))} of the CD")
+    found = cabinet.sysprep_tools(ctx.windows_iso, ctx.profile)
+    monitor.info(", ".join(f"{name} ({len(data)} bytes)" for name, data in found.items()))
+    return found
 
 
 def _write_inputs(ctx: Context, plan: BuildPlan) -> WriteInputs:
@@ -686,7 +728,7 @@ def make_domain_xml(ctx: Context, plan: BuildPlan, monitor: Monitor) -> None:
 
 def output_names(ctx: Context, plan: BuildPlan) -> list[str]:
     """Every file the build puts into OUT, in the order it is written (the manifest last)."""
-    names = sorted(plan.answers)
+    names = sorted(plan.rendered)
     names += [planned.medium.name for planned in plan.media.planned]
     return [*names, DOMAIN_XML, MANIFEST]
 
@@ -695,13 +737,13 @@ def secret_outputs(ctx: Context, plan: BuildPlan) -> frozenset[str]:
     """The outputs that hold or carry a secret: the answer files that hold one, and
     every medium of the media table that carries them (mode 0600, keyed digests)."""
     media = {p.medium.name for p in plan.media.planned if p.medium.secret}
-    return frozenset(ctx.profile.secret_answer_files) | media
+    return frozenset(ctx.profile.secret_answer_files) | frozenset(plan.sysprep) | media
 
 
 def expected_size(ctx: Context, plan: BuildPlan) -> int:
     """About how much room the build takes in OUT (for the sentence of a full disk)."""
     inputs = _write_inputs(ctx, plan)
-    size = sum(len(data) for data in plan.answers.values()) + len(ctx.domain_xml) + 64 * 1024
+    size = sum(len(data) for data in plan.rendered.values()) + len(ctx.domain_xml) + 64 * 1024
     return size + sum(p.builder.estimated_size(p.plan, inputs) for p in plan.media.planned)
 
 
@@ -713,7 +755,7 @@ def write_outputs(ctx: Context, plan: BuildPlan, gen: Generation, monitor: Monit
     media table that applies, the domain XML. What holds a secret (the answer files and
     every medium that carries them) is created with mode 0600."""
     secret = secret_outputs(ctx, plan)
-    for name, data in sorted(plan.answers.items()):
+    for name, data in sorted(plan.rendered.items()):
         monitor.step("write", name)
         gen.write(name, data, secret=name in secret)
         ctx.written.append(name)
@@ -769,7 +811,8 @@ def install_domain(ctx: Context, plan: BuildPlan, conn: virt.Connection, monitor
         monitor=monitor,
     )
     record = result.as_json()
-    record.pop("final_xml")  # the template's XML is libvirt's to keep, not the manifest's
+    # The template's XML is libvirt's to keep (and template.xml's), not the manifest's.
+    ctx.final_xml = record.pop("final_xml")
     ctx.domain_record.update(installed=True, **record)
     monitor.info(
         f"installed in {format_elapsed(result.seconds)}; removed "
@@ -787,6 +830,7 @@ def _medium_files(
         return None
     builder = planned.builder
     secret = [plan.answers[n] for n in ctx.profile.secret_answer_files if n in plan.answers]
+    secret += plan.sysprep.values()
     files = manifest_mod.planned_files_json(
         builder.files(planned.plan), plan.digests, secrets=secret, key=key
     )
@@ -833,6 +877,105 @@ def manifest_document(
         domain=ctx.domain_record,
         warnings=ctx.warnings,
         install_image=image_json(ctx.config.image) if ctx.config.image else None,
+    )
+
+
+def _sysprep_failed(ctx: Context) -> bool:
+    """Whether the guest said on its serial port that Sysprep failed (the post-install
+    script's `SYSPREP_FAILED_LINE`), in the last 64 KiB of serial.log."""
+    try:
+        with (ctx.out_dir / SERIAL_LOG).open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(handle.tell() - 65536, 0))
+            return SYSPREP_FAILED_LINE.encode() in handle.read()
+    except OSError:
+        return False
+
+
+def check_generalized(ctx: Context) -> None:
+    """BuildError when the build was to be generalized and the guest said Sysprep failed:
+    that disk is no template to clone."""
+    if ctx.config.generalize and _sysprep_failed(ctx):
+        raise BuildError(
+            f"Sysprep failed in {ctx.name}: the guest powered off without being generalized, "
+            "so no template was exported.",
+            "Its log is C:\\pvinstall-postinst.log on the system disk (and Sysprep's own in "
+            "%WINDIR%\\System32\\sysprep\\Panther); build with generalize = false for a "
+            "template that is not generalized.",
+        )
+
+
+def export_template(
+    ctx: Context,
+    conn: virt.Connection,
+    out: OutputDir,
+    document: dict[str, Any],
+    monitor: Monitor,
+) -> None:
+    """Write the template disk (compressed qcow2, or sparse raw) and template.xml from
+    the powered-off domain, and commit them with the manifest in a new generation of
+    OUT (the build's other files are hard-linked into it, nothing copied twice)."""
+    disks = ctx.domain_record.get("disks") or []
+    name = TEMPLATE_DISKS.get(ctx.config.export)
+    if name is None or not disks:
+        return
+    source = Path(disks[0])
+    image_format = ctx.config.export
+    monitor.step("export", f"{source} -> {name} ({image_format})")
+    shown = [-10.0]
+
+    def progress(percent: float) -> None:
+        if percent >= shown[0] + 10 or percent >= 100 > shown[0]:
+            shown[0] = percent
+            monitor.info(f"export {name}: {percent:.0f}%")
+
+    with out.successor() as gen:
+        target = gen.path / name
+        out.expected_size = source.stat().st_size
+        disk_images.convert(
+            source,
+            "qcow2",
+            target,
+            image_format,
+            compress=image_format == "qcow2",
+            on_progress=progress,
+        )
+        gen.names.append(name)
+        info = disk_images.image_info(target, image_format)
+        xml = existing.template_xml(ctx.final_xml, ctx.out_dir / name, image_format)
+        gen.write(TEMPLATE_XML, xml.encode("utf-8"))
+        outputs = [o for o in document["outputs"] if o.get("name") not in (name, TEMPLATE_XML)]
+        disk_record = manifest_mod.output_record(name, ctx.out_dir / name, read_from=target)
+        outputs += [
+            disk_record,
+            manifest_mod.output_record(
+                TEMPLATE_XML, ctx.out_dir / TEMPLATE_XML, read_from=gen.path / TEMPLATE_XML
+            ),
+        ]
+        document["outputs"] = outputs
+        document["template"] = {
+            "disk": name,
+            "format": info.format,
+            "size": disk_record["size"],
+            "virtual_size": info.virtual_size,
+            "sha256": disk_record["sha256"],
+            "generalized": ctx.config.generalize,
+            "xml": TEMPLATE_XML,
+            "data_disks": list(ctx.config.data_disks),
+            "exported_from": str(source),
+        }
+        if ctx.options.export_only:
+            monitor.step("remove", f"{ctx.name} and its disks (--export-only)")
+            virt.remove_domain(conn, ctx.name)
+            virt.remove_disks(conn, ctx.config.storage_pool, [Path(d) for d in disks])
+            ctx.domain_record.update(defined=False, removed=True)
+            ctx.domain_record.pop("disks", None)
+        document["domain"] = dict(ctx.domain_record)
+        gen.write(MANIFEST, manifest_mod.manifest_bytes(document), secret=True)
+        out.commit(gen)
+    monitor.info(
+        f"template {name}: {virt.format_size(disk_record['size'])} "
+        f"({'generalized' if ctx.config.generalize else 'NOT generalized'})"
     )
 
 
@@ -886,6 +1029,9 @@ def _act(
         if ctx.options.install:
             save()  # the domain is defined: say so before the long wait
             install_domain(ctx, plan, conn, monitor)
+            check_generalized(ctx)
+            save()
+            export_template(ctx, conn, out, document, monitor)
     except PvError as error:
         record_failure(ctx.domain_record, error)
         if logs := _kept_logs(ctx):

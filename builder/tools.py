@@ -6,9 +6,10 @@ becomes a `BuildError` sentence that names the program and quotes its last outpu
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from builder.errors import BuildError
@@ -56,3 +57,36 @@ def run(
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
         raise BuildError(f"{argv[0]} failed with exit code {done.returncode}: {' / '.join(tail)}")
     return done.stdout
+
+
+def run_with_progress(
+    argv: Sequence[str | Path],
+    *,
+    package: str,
+    on_line: Callable[[str], None],
+) -> None:
+    """Run a program that reports progress on stdout (`qemu-img convert -p` ends each
+    report with a carriage return): each report goes to `on_line` as it comes. stderr
+    is kept for the error, as in `run`."""
+    program = find_program(str(argv[0]), package)
+    args = [program, *(str(a) for a in argv[1:])]
+    with subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+    ) as process:
+        assert process.stdout is not None
+        pending = ""
+        try:
+            while chunk := process.stdout.read(64):
+                pending += chunk
+                *lines, pending = re.split(r"[\r\n]", pending)
+                for line in lines:
+                    if line.strip():
+                        on_line(line.strip())
+        except BaseException:
+            process.kill()
+            raise
+        stderr = process.stderr.read() if process.stderr is not None else ""
+        code = process.wait()
+    if code != 0:
+        tail = stderr.strip().splitlines()[-5:]
+        raise BuildError(f"{argv[0]} failed with exit code {code}: {' / '.join(tail)}")

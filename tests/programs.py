@@ -167,9 +167,22 @@ NEEDS: Final[tuple[Need, ...]] = (
         "qemu-img",
         "qemu-utils",
         "oracles",
-        "pvinstall creates disks and the DVD's overlay; tests read them",
+        "pvinstall creates disks, the DVD's overlay, exports and clones; tests read them",
     ),
-    Need("qemu-io", "qemu-utils", "oracles", "pvinstall writes the DVD overlay's boot catalog"),
+    Need(
+        "qemu-io",
+        "qemu-utils",
+        "oracles",
+        "pvinstall writes the DVD overlay's boot catalog; tests read sectors of templates",
+    ),
+    Need(
+        "cabextract",
+        "cabextract",
+        "oracles",
+        "pvinstall takes Sysprep out of a 2003 CD's DEPLOY.CAB (libmspack: MSZIP, LZX, "
+        "Quantum); tests list cabinets with it",
+    ),
+    Need("gcab", "gcab", "oracles", "makes the fixture CDs' DEPLOY.CAB (MSZIP)"),
     # -- hypervisor: QEMU, libvirtd, the boot probe -------------------------------------
     Need("qemu-system-x86_64", "qemu-system-x86", "hypervisor", "libvirtd runs x86_64 guests"),
     Need("qemu-system-i386", "qemu-system-x86", "hypervisor", "libvirtd runs i686 guests"),

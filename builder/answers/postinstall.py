@@ -173,6 +173,36 @@ def installer_steps(drivers: DriverSet) -> tuple[PostinstallStep, ...]:
     return tuple(found)
 
 
+# What the script writes to the guest's first serial port (the build's serial.log)
+# when Sysprep fails, before it powers the guest off: the build reads it there and
+# fails instead of exporting a template that is not generalized.
+SYSPREP_FAILED_LINE = "PVINSTALL-SYSPREP-FAILED"
+
+
+@dataclass(frozen=True)
+class SysprepStep:
+    """The script's last step when the build is generalized: Sysprep, which shuts the
+    guest down itself."""
+
+    executable: str
+    command: str
+
+
+def sysprep_step(config: BuildConfig) -> SysprepStep | None:
+    """The Sysprep command of the profile (None: `generalize = false`). 2008 and later
+    get the clones' unattend file from drivers.iso; /mode:vm (2012 and later) only when
+    the clones keep the template's devices."""
+    if not config.generalize:
+        return None
+    sysprep = config.profile.sysprep
+    arguments = sysprep.arguments
+    if sysprep.vm_mode and config.persist_device_installs:
+        arguments += " /mode:vm"
+    if sysprep.medium == "drivers.iso":
+        arguments += " /unattend:%PV_DRIVE%\\" + sysprep.media_path.replace("/", "\\")
+    return SysprepStep(sysprep.executable, f'"{sysprep.executable}" {arguments}')
+
+
 def render_postinstall(config: BuildConfig, drivers: DriverSet) -> dict[str, bytes]:
     """The post-install step on drivers.iso: the script, its marker and the
     certificates it trusts, by path on the disc.
@@ -187,7 +217,9 @@ def render_postinstall(config: BuildConfig, drivers: DriverSet) -> dict[str, byt
     RunOnce (2003's [GuiRunOnce]) it deletes them; then the power-off that tells
     `pvinstall build --install` that setup has finished. Every step's exit code is
     checked and a failure logged to `layout.POSTINSTALL_LOG` on the installed system;
-    none stops the power-off.
+    none stops the power-off. With `generalize` (the default) Sysprep takes the
+    power-off's place (`sysprep_step`); when it fails the script says so on COM1
+    (`SYSPREP_FAILED_LINE`, the build's serial.log) and powers off.
 
     Returns:
         `{layout.POSTINSTALL_SCRIPT: ASCII cmd script, CRLF, layout.MARKER_FILE: text,
@@ -206,6 +238,8 @@ def render_postinstall(config: BuildConfig, drivers: DriverSet) -> dict[str, byt
         "run_once_keys": RUN_ONCE_KEYS if profile.leaves_run_once else (),
         "run_once_match": RUN_ONCE_MATCH,
         "shutdown": profile.shutdown_command,
+        "sysprep": sysprep_step(config),
+        "sysprep_failed": SYSPREP_FAILED_LINE,
     }
     script = encode(layout.POSTINSTALL_SCRIPT, render("postinst.cmd.j2", context), "ascii")
     marker = crlf(f"pvinstall drivers disc for {profile.name}\n").encode("ascii")

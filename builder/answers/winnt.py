@@ -32,7 +32,7 @@ from builder.virtio.selection import DriverSet, SelectedDriver
 from builder.windows.profiles import Arch, DiskLayout
 
 
-def _sif_quoted(key: str, value: str) -> str:
+def sif_quoted(key: str, value: str) -> str:
     """`"value"` for winnt.sif. A quoted value cannot hold a quote, a line break or (the
     INF parser expands %name%) a percent sign; builder.config refuses those first."""
     if any(c in value for c in '"%\r\n'):
@@ -45,16 +45,16 @@ def _winnt_context(config: BuildConfig, drivers: DriverSet) -> dict[str, Any]:
         raise BuildError("Windows Server 2003 needs a product key; the settings have none.")
     return {
         "profile": config.profile,
-        "oem_pnp_drivers_path": _sif_quoted(
+        "oem_pnp_drivers_path": sif_quoted(
             "OemPnPDriversPath", ";".join(layout.oem_pnp_path(d) for d in drivers.selected)
         ),
-        "admin_password": _sif_quoted("admin_password", config.admin_password.reveal()),
+        "admin_password": sif_quoted("admin_password", config.admin_password.reveal()),
         "timezone_index": config.timezone_index,
         "autologon_count": config.autologon_count,
-        "product_key": _sif_quoted("product_key", config.product_key.reveal()),
-        "full_name": _sif_quoted("full_name", config.full_name),
+        "product_key": sif_quoted("product_key", config.product_key.reveal()),
+        "full_name": sif_quoted("full_name", config.full_name),
         "organization": (
-            _sif_quoted("organization", config.organization) if config.organization else None
+            sif_quoted("organization", config.organization) if config.organization else None
         ),
         "computer_name": config.computer_name,
         "workgroup": config.workgroup,

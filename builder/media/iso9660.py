@@ -755,6 +755,48 @@ def inspect_install_cd(
         image.close()
 
 
+def copy_cd_file(path: Path, wanted: str, out: IO[bytes], *, limit: int) -> int | None:
+    """Copy the file `wanted` (`SUPPORT/TOOLS/DEPLOY.CAB`, found case-blind, with or
+    without `;1`) of the 2003 CD `path` into `out`, read in place: the CD is never
+    extracted. Returns its size, or None when the CD has no such file; InputError when
+    it is larger than `limit` bytes or the CD is damaged."""
+    image = _open_windows_iso(path)
+    try:
+        editor = _Editor(
+            image, _Conventions(relaxed=True, version=False, joliet=False, rock_ridge=False)
+        )
+        folder = "/"
+        *parents, name = wanted.split("/")
+        for part in parents:
+            entry = editor._listing(folder).get(_identifier_key(part, True))
+            if entry is None or not entry[1]:
+                return None
+            folder = editor._join(folder, entry[0])
+        found = editor._listing(folder).get(_identifier_key(name, False))
+        if found is None or found[1]:
+            return None
+        iso_path = editor._join(folder, found[0])
+        record = image.get_record(iso_path=iso_path)
+        size = int(record.data_length)
+        if size > limit:
+            raise InputError(
+                f"{path}: {wanted} is {size} bytes; the one of a Windows Server 2003 CD has "
+                f"about 1 MB (pvinstall reads at most {limit // 2**20} MiB of it).",
+                _NOT_A_CD_HINT,
+                key=WINDOWS_ISO_KEY,
+            )
+        image.get_file_from_iso_fp(out, iso_path=iso_path)
+        return size
+    except _READ_ERRORS as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(
+            f"{path} is damaged: {exc}.", "Copy the ISO image again.", key=WINDOWS_ISO_KEY
+        ) from None
+    finally:
+        image.close()
+
+
 def remaster_install_cd(
     windows_iso: Path, out: Path, plan: InstallCdPlan, source: DriverSource, *, epoch: int
 ) -> None:

@@ -13,7 +13,8 @@ says which media a build has and which planner and writer each one uses.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from builder.config import BuildConfig
 from builder.errors import BuildError, InputError
@@ -28,13 +29,30 @@ from builder.windows.install_media import WINDOWS_ISO_KEY, InstallMedia
 @dataclass(frozen=True)
 class MediaInputs:
     """What a build's media are planned from, all of it data: the settings, the selected
-    drivers, and the rendered answer files and post-install step (by name)."""
+    drivers, and the rendered answer files and post-install step (by name); for a
+    generalized build the clones' answer file (`sysprep`, by its name in OUT) and, for
+    2003, the Sysprep programs out of the CD's cabinet (`sysprep_tools`, by name)."""
 
     config: BuildConfig
     drivers: DriverSet
     answers: Mapping[str, bytes]
     postinstall: Mapping[str, bytes]
     install_media: InstallMedia | None = None  # the user's DVD as read in place
+    sysprep: Mapping[str, bytes] = field(default_factory=lambda: MappingProxyType({}))
+    sysprep_tools: Mapping[str, bytes] = field(default_factory=lambda: MappingProxyType({}))
+
+    def sysprep_files(self, medium: str) -> tuple[PlannedFile, ...]:
+        """What of Sysprep goes on `medium` (the profile's `sysprep.medium`): the
+        clones' answer file at its media path, and the Sysprep programs beside it."""
+        sysprep = self.config.profile.sysprep
+        if sysprep.medium != medium:
+            return ()
+        files = [PlannedFile.inline(sysprep.media_path, data) for data in self.sysprep.values()]
+        files += [
+            PlannedFile.inline(f"{sysprep.tools_dir}/{name.upper()}", data)
+            for name, data in sorted(self.sysprep_tools.items())
+        ]
+        return tuple(files)
 
     def __post_init__(self) -> None:
         if self.config.profile.name != self.drivers.profile.name:
@@ -103,6 +121,7 @@ def plan_drivers_disc(inputs: MediaInputs) -> IsoPlan:
         for name, data in [*inputs.answers.items(), *inputs.postinstall.items()]
     ]
     files += [PlannedFile.from_source(i.path, i.path, i.size) for i in inputs.drivers.installers]
+    files += inputs.sysprep_files("drivers.iso")
     return IsoPlan(
         label=inputs.config.drivers_iso_label,
         files=_unique_sorted([*files, *_packages(inputs.drivers)], "drivers.iso"),

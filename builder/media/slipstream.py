@@ -357,12 +357,15 @@ def apply_sif_entries(data: bytes, entries: Sequence[SifEntry]) -> bytes:
 # -- the plan -------------------------------------------------------------------------------
 
 
-def plan_install_cd(drivers: DriverSet, answers: Mapping[str, bytes]) -> InstallCdPlan:
+def plan_install_cd(
+    drivers: DriverSet, answers: Mapping[str, bytes], extra: Sequence[PlannedFile] = ()
+) -> InstallCdPlan:
     """The edits that turn the user's 2003 CD into an F6-free unattended one (pure).
 
     Adds the storage driver's `.sys` (the build for the CD's architecture) and
-    `WINNT.SIF` to the setup folder, and every selected package under
-    `$OEM$/$1/Drivers/<driver>/`, the folders `OemPnPDriversPath` names.
+    `WINNT.SIF` to the setup folder, every selected package under
+    `$OEM$/$1/Drivers/<driver>/`, the folders `OemPnPDriversPath` names, and the
+    `extra` files (a generalized build's `$OEM$/$1/sysprep/`: sysprep.inf and Sysprep).
     """
     profile = drivers.profile
     if not profile.remasters_install_cd:
@@ -394,6 +397,7 @@ def plan_install_cd(drivers: DriverSet, answers: Mapping[str, bytes]) -> Install
             )
             for f in driver.files
         ]
+    files += extra
     return InstallCdPlan(
         profile=profile,
         arch=profile.arch,

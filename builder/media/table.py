@@ -128,7 +128,7 @@ class AnswerDisc(Builder[IsoPlan]):
 
 class RemasteredCd(Builder[InstallCdPlan]):
     def plan(self, inputs: MediaInputs) -> InstallCdPlan:
-        return plan_install_cd(inputs.drivers, inputs.answers)
+        return plan_install_cd(inputs.drivers, inputs.answers, inputs.sysprep_files("install.iso"))
 
     def check(self, plan: InstallCdPlan, inputs: WriteInputs) -> str | None:
         # A CD of the other architecture, or one that is not a 2003 CD, is refused

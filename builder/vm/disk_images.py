@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,108 @@ def create_qcow2(path: Path, size: str) -> None:
         with contextlib.suppress(OSError):
             path.unlink()
         raise
+
+
+def _new_private_file(path: Path) -> None:
+    """Create `path` empty with mode 0600 (O_EXCL: nothing is overwritten)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, IMAGE_MODE)
+    except FileExistsError:
+        raise InputError(
+            f"{path} exists already.", "Choose another name, or move it away.", key="NAME"
+        ) from None
+    except OSError as error:
+        raise BuildError(f"cannot create the disk image {path}: {error.strerror}.") from None
+    try:
+        os.fchmod(fd, IMAGE_MODE)
+    finally:
+        os.close(fd)
+
+
+_PROGRESS = re.compile(r"\(\s*(\d+(?:\.\d+)?)/100%\)")
+
+
+def convert(
+    source: Path,
+    source_format: str,
+    target: Path,
+    target_format: str,
+    *,
+    compress: bool,
+    on_progress: Callable[[float], None] | None = None,
+) -> None:
+    """Copy a disk image into a new file `target` (mode 0600) of `target_format`:
+    `compress` writes compressed qcow2 clusters (`qemu-img convert -c`), raw is sparse.
+    The source's format is given, never probed. `on_progress` gets the percentage
+    qemu-img reports. The target goes again when the copy fails."""
+    _new_private_file(target)
+    argv: list[str | Path] = ["qemu-img", "convert", "-p", "-f", source_format]
+    argv += ["-O", target_format, *(["-c"] if compress else [])]
+    argv += [source, target]
+
+    def line(text: str) -> None:
+        match = _PROGRESS.search(text)
+        if match and on_progress is not None:
+            on_progress(float(match.group(1)))
+
+    try:
+        tools.run_with_progress(argv, package="qemu-utils", on_line=line)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            target.unlink()
+        raise
+
+
+def create_overlay(path: Path, backing: Path, backing_format: str) -> None:
+    """A qcow2 overlay `path` (mode 0600) on `backing`, which it names by its absolute
+    path and format: QEMU reads the template through it and writes only the overlay."""
+    _new_private_file(path)
+    try:
+        tools.run(
+            [
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                backing_format,
+                "-b",
+                backing.absolute(),
+                path,
+            ],
+            package="qemu-utils",
+        )
+    except BaseException:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What qemu-img says of an image, read as the format it is said to be."""
+
+    format: str
+    virtual_size: int
+    actual_size: int
+    backing_file: str | None
+    backing_format: str | None
+
+
+def image_info(path: Path, image_format: str | None = None) -> ImageInfo:
+    """The format, virtual size, allocated size and backing file of an image."""
+    info = _info(path, image_format)
+    backing = info.get("full-backing-filename") or info.get("backing-filename")
+    return ImageInfo(
+        format=str(info["format"]),
+        virtual_size=int(info.get("virtual-size", 0)),
+        actual_size=int(info.get("actual-size", 0)),
+        backing_file=str(backing) if backing else None,
+        backing_format=str(info["backing-filename-format"])
+        if info.get("backing-filename-format")
+        else None,
+    )
 
 
 def _info(path: Path, image_format: str | None) -> dict[str, Any]:

@@ -137,6 +137,121 @@ def describe_domain(xml: str) -> DomainFacts:
     )
 
 
+# -- templates and clones ----------------------------------------------------------------
+
+# What is the template machine's own and not its clones': libvirt gives each clone a new
+# UUID and MAC addresses, and a UEFI clone its own NVRAM and TPM state (from the
+# firmware's template VARS) when these are left out.
+_MACHINE_OWN = ("uuid",)
+
+
+def _disks(root: ET.Element) -> list[ET.Element]:
+    return [d for d in root.iterfind("./devices/disk") if d.get("device") == "disk"]
+
+
+def _set_file_source(disk: ET.Element, path: Path, image_format: str) -> None:
+    """Point a file disk at `path`, with its format said (QEMU never guesses), and no
+    backing chain in the XML (libvirt reads the overlay's recorded one)."""
+    disk.set("type", "file")
+    for child in list(disk):
+        if child.tag in ("source", "backingStore"):
+            disk.remove(child)
+    driver = disk.find("driver")
+    if driver is None:
+        driver = ET.Element("driver", {"name": "qemu"})
+        disk.insert(0, driver)
+    driver.set("type", image_format)
+    source = ET.Element("source", {"file": str(path)})
+    disk.insert(list(disk).index(driver) + 1, source)
+
+
+def template_xml(xml: str, template_disk: Path, image_format: str) -> str:
+    """The domain of a template, ready for clones: the installed domain (`xml`, its
+    install media taken out) without UUID, MAC addresses, NVRAM and TPM state paths,
+    removable media or disk sources other than the system disk, which is the exported
+    `template_disk`. The data disks stay, without sources: each clone gets empty ones."""
+    root = parse_xml(xml)
+    for tag in _MACHINE_OWN:
+        for element in root.findall(tag):
+            root.remove(element)
+    os_element = root.find("os")
+    if os_element is not None:
+        for nvram in os_element.findall("nvram"):
+            os_element.remove(nvram)
+    for interface in root.iterfind("./devices/interface"):
+        for mac in interface.findall("mac"):
+            interface.remove(mac)
+    for tpm in root.iterfind("./devices/tpm"):
+        for backend in tpm.findall("backend"):
+            for state in backend.findall("source"):
+                backend.remove(state)
+    disks = _disks(root)
+    for disk in root.iterfind("./devices/disk"):
+        if disk.get("device") != "disk":
+            for source in disk.findall("source"):
+                disk.remove(source)
+    for index, disk in enumerate(disks):
+        if index == 0:
+            _set_file_source(disk, template_disk, image_format)
+        else:
+            for child in list(disk):
+                if child.tag in ("source", "backingStore"):
+                    disk.remove(child)
+    return ET.tostring(root, encoding="unicode") + "\n"
+
+
+def data_disk_count(xml: str) -> int:
+    """How many disks besides the system disk a domain (or template) has."""
+    return max(len(_disks(parse_xml(xml))) - 1, 0)
+
+
+def clone_xml(
+    xml: str,
+    *,
+    name: str,
+    system_disk: Path,
+    data_disks: Sequence[Path],
+    serial_log: Path | None,
+) -> str:
+    """A clone's domain from a template's (`template_xml`, or a defined template
+    domain): its own name, its disks (a qcow2 overlay or copy, and new data disks), its
+    own serial log; no UUID and no MACs, so that libvirt gives it its own. Every device
+    of the template stays."""
+    root = parse_xml(xml)
+    name_element = root.find("name")
+    if name_element is None:
+        name_element = ET.SubElement(root, "name")
+    name_element.text = name
+    for tag in (*_MACHINE_OWN, "title"):
+        for element in root.findall(tag):
+            root.remove(element)
+    os_element = root.find("os")
+    if os_element is not None:
+        for nvram in os_element.findall("nvram"):
+            os_element.remove(nvram)
+    for interface in root.iterfind("./devices/interface"):
+        for mac in interface.findall("mac"):
+            interface.remove(mac)
+    for tpm in root.iterfind("./devices/tpm"):
+        for backend in tpm.findall("backend"):
+            for state in backend.findall("source"):
+                backend.remove(state)
+    disks = _disks(root)
+    if len(data_disks) != len(disks) - 1:
+        raise ValueError(f"{len(disks) - 1} data disks in the template, {len(data_disks)} given")
+    for disk, path in zip(disks, (system_disk, *data_disks), strict=True):
+        _set_file_source(disk, path, "qcow2")
+    for serial in root.iterfind("./devices/serial"):
+        source = serial.find("source")
+        if serial.get("type") == "file" and source is not None:
+            if serial_log is None:
+                serial.set("type", "pty")
+                serial.remove(source)
+            else:
+                source.set("path", str(serial_log))
+    return ET.tostring(root, encoding="unicode") + "\n"
+
+
 # -- existing domains (convert, attach) --------------------------------------------------
 
 # libosinfo names Windows releases http://microsoft.com/win/<release>; pvinstall's

@@ -1422,3 +1422,26 @@ def check_attach_network(conn: Connection, network: str) -> None:
         "user-mode network."
     )
     raise InputError(problem.message, hint, key="--network")
+
+
+# -- templates and clones ----------------------------------------------------------------
+
+
+def remove_disks(conn: Connection, pool: str | None, paths: Sequence[Path]) -> None:
+    """Delete a removed domain's disks: the files, or the volumes of its storage pool."""
+    for path in paths:
+        if pool is None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            continue
+        with _refused(f"deleting the volume {path}", conn.uri):
+            conn.handle.storageVolLookupByPath(str(path)).delete(0)
+
+
+def start(conn: Connection, name: str) -> None:
+    """Start the defined domain `name`."""
+    handle = _lookup_domain(conn, name)
+    if handle is None:
+        raise BuildError(f"there is no domain {name} on {conn.uri} to start.")
+    with _refused(f"starting the domain {name}", conn.uri):
+        handle.create()

@@ -168,6 +168,60 @@ ANSWER_FILES: Mapping[AnswerFormat, AnswerFiles] = MappingProxyType(
 
 
 @dataclass(frozen=True)
+class Sysprep:
+    """How a release is generalized at the end of its install (the `generalize`
+    setting), and how the clones' first boot is answered (docs/golden-templates.md).
+
+    `answer_file` is the rendered answer file of the clones' first boot (in OUT, mode
+    0600), `medium` and `media_path` where the guest finds it; `executable` and
+    `arguments` the post-install script's last step instead of the power-off (Sysprep
+    shuts the guest down itself). `vm_mode` adds /mode:vm (Windows 8 / Server 2012 and
+    later) when the clones keep the template's devices. A release without Sysprep on the
+    installed system takes `tools` from the install CD's cabinet `tools_cabinet` into
+    `tools_dir` on the remastered CD. `generalize_pass` says whether the answer file has
+    a generalize pass (PersistAllDeviceInstalls, SkipRearm).
+    """
+
+    answer_file: str
+    medium: str
+    media_path: str
+    executable: str
+    arguments: str
+    generalize_pass: bool
+    vm_mode: bool = False
+    tools_cabinet: str | None = None
+    tools: tuple[str, ...] = ()
+    tools_dir: str = ""
+
+
+# Windows Server 2003: Sysprep comes from SUPPORT\TOOLS\DEPLOY.CAB of the CD; the
+# remastered CD's $OEM$\$1\sysprep lands in C:\sysprep with sysprep.inf, which
+# answers Mini-Setup. factory.exe is not run, but Sysprep's folder is documented with it.
+SYSPREP_2003 = Sysprep(
+    answer_file="sysprep.inf",
+    medium="install.iso",
+    media_path="$OEM$/$1/sysprep/SYSPREP.INF",
+    executable="%SystemDrive%\\sysprep\\sysprep.exe",
+    arguments="-reseal -mini -quiet -shutdown",
+    generalize_pass=False,
+    tools_cabinet="SUPPORT/TOOLS/DEPLOY.CAB",
+    tools=("sysprep.exe", "setupcl.exe", "factory.exe"),
+    tools_dir="$OEM$/$1/sysprep",
+)
+# Windows Server 2008 and later: Sysprep is in System32; the unattend file it is given
+# is cached as %WINDIR%\Panther\unattend.xml and answers the clones' specialize and
+# oobeSystem passes, so drivers.iso may go once the install is over.
+SYSPREP_2008 = Sysprep(
+    answer_file="sysprep-unattend.xml",
+    medium="drivers.iso",
+    media_path="SYSPREP.XML",
+    executable="%WINDIR%\\System32\\sysprep\\sysprep.exe",
+    arguments="/generalize /oobe /shutdown /quiet",
+    generalize_pass=True,
+)
+
+
+@dataclass(frozen=True)
 class Edition:
     """One edition of a release: the install.wim image name (and, where the release has
     Server Core images, the core image's name), its EDITIONID in the image's XML, and the
@@ -229,6 +283,7 @@ class Profile:
     sha2_updates: tuple[str, ...]
     installers: tuple[str, ...]  # [installers] of drivers/catalog.toml run after the drivers
     shutdown_command: str
+    sysprep: Sysprep
     editions: Mapping[str, Edition]
     default_edition: str
     product_key_required: bool
@@ -439,6 +494,7 @@ WIN2003_FAMILY = Profile(
     sha2_updates=(),
     installers=(),
     shutdown_command="shutdown -s -t 0",
+    sysprep=SYSPREP_2003,
     editions=_W2003_X86,
     default_edition="standard",
     product_key_required=True,
@@ -480,6 +536,7 @@ WIN2008_FAMILY = replace(
     signature_policy=SignaturePolicy.SHA1_FOR_BOOT,
     sha2_updates=("KB4474419", "KB4493730"),
     shutdown_command="shutdown /s /t 0",
+    sysprep=SYSPREP_2008,
     editions=_W2008,
     product_key_required=False,
     min_memory_mib=512,
@@ -536,6 +593,9 @@ WIN2012R2_FAMILY = replace(
     signature_policy=SignaturePolicy.SHA2,
     sha2_updates=(),
     installers=("qemu-ga",),
+    # /mode:vm: the clones run on the same hypervisor and virtio devices (Windows 8 /
+    # Server 2012 and later; it skips the hardware detection of the clones' first boot).
+    sysprep=replace(SYSPREP_2008, vm_mode=True),
     editions=_W2012R2,
     installation_types=_SERVER_INSTALLATION_TYPES,
     reads_install_image=True,

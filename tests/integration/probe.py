@@ -31,6 +31,7 @@ CR -> ``%0D``; everything else is as Linux shows it, UTF-8)::
     PVPROBE cdrom <dev> file <path> <size> <sha256>
     PVPROBE disk <dev> <size_bytes> writable yes|no
     PVPROBE hang
+    PVPROBE template written|clone|failed
     PVPROBE end
 
 Hex ids are lowercase without ``0x`` (``1af4 1001 1af4 0002 00 010000``). Paths are
@@ -76,7 +77,7 @@ from urllib.parse import unquote
 
 # Bump when the probe's layout or behaviour changes in a way the cache key does not
 # already capture (the init script, module list and versions are hashed anyway).
-PROBE_FORMAT_VERSION = 1
+PROBE_FORMAT_VERSION = 2
 
 DEFAULT_CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "probe"
 
@@ -117,8 +118,15 @@ OPTIONAL_MODULES = ("virtio_scsi", "ahci")
 # insmod does not read module options from the kernel command line.
 MODULE_PARAMS: Mapping[str, str] = {"scsi_mod": "scan=sync"}
 
-ProbeMode = Literal["report", "hang"]
-PROBE_MODES: tuple[ProbeMode, ...] = ("report", "hang")
+ProbeMode = Literal["report", "hang", "template"]
+PROBE_MODES: tuple[ProbeMode, ...] = ("report", "hang", "template")
+# The template mode (stands for Windows setup + Sysprep in the export and clone tests):
+# the probe copies its own hybrid CD onto the system disk (so that the disk boots, as
+# an installed system does), writes TEMPLATE_MARKER at TEMPLATE_MARKER_SECTOR and
+# reports "template written"; booted from that disk (a clone), it finds the marker and
+# reports "template clone". Both then report as usual and power off.
+TEMPLATE_MARKER = "PVPROBE-TEMPLATE-MARKER-1"
+TEMPLATE_MARKER_SECTOR = 1048576  # 512 MiB in: past the probe's CD image
 
 # Every timestamp in the initramfs and ISOs (2005-03-30 00:00:00 UTC, 2003 SP1 era).
 FIXED_EPOCH = 1112140800
@@ -296,6 +304,32 @@ for b in /sys/block/vd* /sys/block/sd* /sys/block/hd*; do
     say disk "$dev" $((sectors * 512)) writable "$writable"
 done
 
+if [ "$mode" = template ]; then
+    tmark="@TEMPLATE_MARKER@"
+    tsector=@TEMPLATE_MARKER_SECTOR@
+    got="$(dd if=/dev/vda bs=512 skip="$tsector" count=1 2>/dev/null | head -c "${#tmark}")"
+    if [ "$got" = "$tmark" ]; then
+        say template clone
+    else
+        src=
+        for b in /sys/block/sr*; do
+            [ -e "$b" ] || continue
+            dev="${b##*/}"
+            label="$(dd if="/dev/$dev" bs=2048 skip=16 count=1 2>/dev/null \
+                     | dd bs=1 skip=40 count=32 2>/dev/null)"
+            label="${label%"${label##*[! ]}"}"
+            if [ "$label" = "@PROBE_ISO_LABEL@" ]; then src="/dev/$dev"; break; fi
+        done
+        if [ -n "$src" ] && dd if="$src" of=/dev/vda bs=65536 conv=fsync 2>/dev/null \
+            && printf '%s' "$tmark" | dd of=/dev/vda bs=512 seek="$tsector" count=1 \
+                   conv=notrunc,sync,fsync 2>/dev/null; then
+            say template written
+        else
+            say template failed
+        fi
+    fi
+fi
+
 say end
 sync
 # Let the UART drain before the power goes.
@@ -303,6 +337,13 @@ sleep 1
 poweroff -f
 while :; do sleep 3600; done
 """
+
+
+INIT_SCRIPT = (
+    INIT_SCRIPT.replace("@TEMPLATE_MARKER@", TEMPLATE_MARKER)
+    .replace("@TEMPLATE_MARKER_SECTOR@", str(TEMPLATE_MARKER_SECTOR))
+    .replace("@PROBE_ISO_LABEL@", PROBE_ISO_LABEL)
+)
 
 
 def isolinux_cfg(mode: ProbeMode) -> str:
@@ -698,6 +739,7 @@ class ProbeBootFiles:
     initrd: Path
     isolinux_bin: Path
     ldlinux_c32: Path
+    isohybrid_mbr: Path  # isolinux's MBR for a CD image that boots as a disk too
     arch: ProbeArch = "amd64"
     packages: Mapping[str, str] = field(default_factory=dict)
     kernel_release: str = ""
@@ -715,6 +757,7 @@ def _load_boot_files(directory: Path) -> ProbeBootFiles | None:
         initrd=directory / "initrd.gz",
         isolinux_bin=directory / "isolinux.bin",
         ldlinux_c32=directory / "ldlinux.c32",
+        isohybrid_mbr=directory / "isohdpfx.bin",
         arch=meta["arch"],
         packages=meta["packages"],
         kernel_release=meta["kernel_release"],
@@ -767,6 +810,10 @@ def build_probe_boot_files(
             (staging / "initrd.gz").write_bytes(initrd)
             shutil.copyfile(isolinux_bin, staging / "isolinux.bin")
             shutil.copyfile(ldlinux, staging / "ldlinux.c32")
+            shutil.copyfile(
+                _first_existing(root, ("usr/lib/ISOLINUX/isohdpfx.bin",), "isohdpfx.bin"),
+                staging / "isohdpfx.bin",
+            )
             manifest = {
                 "arch": arch,
                 "packages": dict(sorted(packages.items())),
@@ -811,7 +858,7 @@ def _stage_boot_files(boot: ProbeBootFiles, tree: Path, mode: ProbeMode) -> None
     (bootdir / "ISOLINUX.CFG").write_text(isolinux_cfg(mode))
 
 
-def make_iso(tree: Path, out: Path, *, label: str) -> Path:
+def make_iso(tree: Path, out: Path, *, label: str, hybrid_mbr: Path | None = None) -> Path:
     """Write a bootable (isolinux, El Torito no-emulation) ISO of ``tree`` with xorriso.
 
     Windows-CD style: ISO9660 level 2 names without ``;1`` (-N), relaxed names, no
@@ -851,6 +898,7 @@ def make_iso(tree: Path, out: Path, *, label: str) -> Path:
             "-boot-load-size",
             "4",
             "-boot-info-table",
+            *(["-isohybrid-mbr", str(hybrid_mbr)] if hybrid_mbr is not None else []),
             str(tree),
         ],
         env=env,
@@ -874,7 +922,9 @@ def build_probe_iso(
         with tempfile.TemporaryDirectory(prefix="pvprobe-iso-") as tmp_name:
             tree = Path(tmp_name) / "tree"
             _stage_boot_files(boot, tree, mode)
-            return make_iso(tree, iso, label=PROBE_ISO_LABEL)
+            # The template mode copies this CD onto the system disk, which must boot.
+            hybrid = boot.isohybrid_mbr if mode == "template" else None
+            return make_iso(tree, iso, label=PROBE_ISO_LABEL, hybrid_mbr=hybrid)
 
 
 # --------------------------------------------------------------------------- fake 2003 CD
@@ -1130,8 +1180,36 @@ def _fake_dosnet_inf(arch: Arch) -> bytes:
     return ("\r\n".join(lines) + "\r\n").encode("cp1252")
 
 
-def fake_2003_tree(tree: Path, *, arch: Arch) -> dict[str, bytes]:
-    """Write the Windows part of a fake 2003 CD into ``tree``; returns path -> bytes."""
+# SUPPORT/TOOLS/DEPLOY.CAB of the fake 2003 CDs: the Deployment Tools' members (Sysprep
+# and what pvinstall leaves in the cabinet), deterministic bytes, in a real MSZIP
+# cabinet made by gcab.
+DEPLOY_CAB = "SUPPORT/TOOLS/DEPLOY.CAB"
+DEPLOY_MEMBERS: Mapping[str, bytes] = MappingProxyType(
+    {
+        name: b"MZ fake " + name.encode() + b"\0" + hashlib.sha256(name.encode()).digest() * 64
+        for name in ("sysprep.exe", "setupcl.exe", "factory.exe", "setupmgr.exe", "deploy.chm")
+    }
+)
+
+
+def make_cabinet(members: Mapping[str, bytes], out: Path) -> bytes:
+    """An MSZIP cabinet of `members` (name -> bytes) made by gcab, with fixed times so
+    that the same members give the same bytes; returns them."""
+    with tempfile.TemporaryDirectory(prefix="pvcab-") as folder:
+        names = []
+        for name, data in members.items():
+            path = Path(folder) / name
+            path.write_bytes(data)
+            os.utime(path, (FIXED_EPOCH, FIXED_EPOCH))
+            names.append(name)
+        out.unlink(missing_ok=True)
+        _run(["gcab", "-c", "-z", str(out.absolute()), *names], cwd=Path(folder))
+    return out.read_bytes()
+
+
+def fake_2003_tree(tree: Path, *, arch: Arch, deploy_cab: bool = True) -> dict[str, bytes]:
+    """Write the Windows part of a fake 2003 CD into ``tree``; returns path -> bytes.
+    ``deploy_cab`` False leaves out SUPPORT/TOOLS/DEPLOY.CAB (Sysprep)."""
     if arch not in ("x86", "amd64"):
         raise ValueError(f"arch must be 'x86' or 'amd64', not {arch!r}")
     setup_dir = "I386" if arch == "x86" else "AMD64"
@@ -1166,6 +1244,9 @@ def fake_2003_tree(tree: Path, *, arch: Arch) -> dict[str, bytes]:
         path = tree / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+    if deploy_cab:
+        (tree / DEPLOY_CAB).parent.mkdir(parents=True, exist_ok=True)
+        files[DEPLOY_CAB] = make_cabinet(DEPLOY_MEMBERS, tree / DEPLOY_CAB)
     return files
 
 
@@ -1180,6 +1261,7 @@ def build_fake_2003_cd(
     arch: Arch,
     mode: ProbeMode = "report",
     label: str | None = None,
+    deploy_cab: bool = True,
 ) -> Path:
     """A bootable fake Windows Server 2003 install CD that boots the probe.
 
@@ -1195,7 +1277,7 @@ def build_fake_2003_cd(
     with tempfile.TemporaryDirectory(prefix="pvprobe-2003-") as tmp_name:
         tree = Path(tmp_name) / "tree"
         _stage_boot_files(boot, tree, mode)
-        fake_2003_tree(tree, arch=arch)
+        fake_2003_tree(tree, arch=arch, deploy_cab=deploy_cab)
         return make_iso(tree, out, label=label or default_2003_label(arch))
 
 
@@ -1266,6 +1348,7 @@ class ProbeReport:
     floppy: dict[str, ProbeFile] | None = None  # None: no floppy (or never reported)
     cdroms: dict[str, CdRom] = field(default_factory=dict)
     disks: dict[str, Disk] = field(default_factory=dict)
+    template: str | None = None  # template mode: written, clone or failed
     hang: bool = False
     ended: bool = False
     unparsed: list[str] = field(default_factory=list)
@@ -1328,6 +1411,8 @@ def _apply(report: ProbeReport, kind: str, rest: list[str]) -> None:
             raise ValueError("bad cdrom line")
     elif kind == "disk" and len(rest) == 4 and rest[2] == "writable" and rest[3] in ("yes", "no"):
         report.disks[rest[0]] = Disk(rest[0], int(rest[1]), rest[3] == "yes")
+    elif kind == "template" and len(rest) == 1 and rest[0] in ("written", "clone", "failed"):
+        report.template = rest[0]
     elif kind == "hang" and not rest:
         report.hang = True
     elif kind == "end" and not rest:

@@ -29,7 +29,11 @@ REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "Sup3r-Secr3t-pw"
 KEY_2003 = "QWERT-YUIOP-ASDFG-HJKLZ-XCVBN"
 EPOCH = "1700000000"
-ANSWERS = {"win2003": {"winnt.sif", "txtsetup.oem"}, "win2008": {"autounattend.xml"}}
+# The answer files, and the clones' answer file of a generalized build (the default).
+ANSWERS = {
+    "win2003": {"winnt.sif", "txtsetup.oem", "sysprep.inf"},
+    "win2008": {"autounattend.xml", "sysprep-unattend.xml"},
+}
 
 
 def _need(*tools: str) -> None:
@@ -128,8 +132,12 @@ def test_build_writes_the_contract_outputs(
 
     # Secrets: the answer file that holds them and the media that carry it are 0600;
     # txtsetup.oem holds none.
-    secret = "winnt.sif" if family == "win2003" else "autounattend.xml"
-    for name in (secret, "floppy.img", "drivers.iso", "manifest.json"):
+    secrets: tuple[str, ...] = (
+        ("winnt.sif", "sysprep.inf")
+        if family == "win2003"
+        else ("autounattend.xml", "sysprep-unattend.xml")
+    )
+    for name in (*secrets, "floppy.img", "drivers.iso", "manifest.json"):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o600, name
     assert PASSWORD not in (out / "domain.xml").read_text()
 
@@ -154,7 +162,7 @@ def test_build_writes_the_contract_outputs(
     key = bytes.fromhex((out / manifest["hmac_key"]).read_text().strip())
     assert stat.S_IMODE((out / manifest["hmac_key"]).stat().st_mode) == 0o600
     assert key.hex() not in (out / "manifest.json").read_text()
-    carries_secret = {secret, "floppy.img", "drivers.iso"}
+    carries_secret = {*secrets, "floppy.img", "drivers.iso"}
     for name, record in outputs.items():
         assert record["path"] == str(out / name)
         assert record["size"] == (out / name).stat().st_size
@@ -275,6 +283,7 @@ def test_two_processes_give_the_same_bytes(vw: Path, cd_x86: Path, tmp_path: Pat
     expected = {
         "winnt.sif",
         "txtsetup.oem",
+        "sysprep.inf",
         "floppy.img",
         "drivers.iso",
         "install.iso",

@@ -105,16 +105,18 @@ def test_2022_with_its_dvd_writes_the_answer_iso_and_the_drivers_iso(
         "--out", str(out), "--set", "server_core=true", "--set", "edition=datacenter",
     )  # fmt: skip
     assert code == 0, stderr
-    names = {p.name for p in out.iterdir() if p.name != ".pvinstall"}  # its bookkeeping
+    names = {p.name for p in out.iterdir()}
     assert names == {
+        ".pvinstall",
         "autounattend.xml",
+        "sysprep-unattend.xml",
         "answer.iso",
         "drivers.iso",
         "install-dvd.qcow2",
         "domain.xml",
         "manifest.json",
     }
-    for secret in ("autounattend.xml", "answer.iso", "drivers.iso"):
+    for secret in ("autounattend.xml", "sysprep-unattend.xml", "answer.iso", "drivers.iso"):
         assert stat.S_IMODE((out / secret).stat().st_mode) == 0o600, secret
     # The DVD's overlay holds no secret (docs/windows-modern.md §8).
     assert stat.S_IMODE((out / "install-dvd.qcow2").stat().st_mode) != 0o600

@@ -237,9 +237,11 @@ def test_a_2008_build_over_a_2003_one_leaves_only_its_own_files(vw: Path, tmp_pa
         "floppy.img",
         "manifest.json",
         "notes.txt",
+        "sysprep-unattend.xml",
     ]
     complete_build(out, others=frozenset({"notes.txt"}))
     assert not list((out / ".pvinstall").rglob("winnt.sif"))  # the old password is gone
+    assert not list((out / ".pvinstall").rglob("sysprep.inf"))
 
 
 # -- full, read-only and immutable file systems -------------------------------------------

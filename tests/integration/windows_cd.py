@@ -40,6 +40,7 @@ def build_windows_style_cd(
     version_suffix: bool = False,
     rock_ridge: bool = False,
     txtsetup_utf16: bool = False,
+    deploy_cab: bool = True,
 ) -> Path:
     """Write a retail-shaped fake 2003 CD to `out`.
 
@@ -52,7 +53,7 @@ def build_windows_style_cd(
     """
     with tempfile.TemporaryDirectory(prefix="pvwincd-", dir=out.parent) as tmp_name:
         tree = Path(tmp_name) / "tree"
-        fake_2003_tree(tree, arch=arch)
+        fake_2003_tree(tree, arch=arch, deploy_cab=deploy_cab)
         if txtsetup_utf16:
             sif = tree / ("I386" if arch == "x86" else "AMD64") / "TXTSETUP.SIF"
             text = sif.read_bytes().decode("cp1252")

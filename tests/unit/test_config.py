@@ -120,6 +120,61 @@ def test_2003_timezone_accepts_index_and_name() -> None:
 
 
 BAD = [
+    # The template's settings, and their siblings.
+    (W2008, ["generalize=maybe"], "generalize", "true or false"),
+    (W2008, ["persist_device_installs=1"], "persist_device_installs", "true or false"),
+    (W2008, ["skip_rearm=yes"], "skip_rearm", "true or false"),
+    (W2008, ["generalize=false", "skip_rearm=true"], "skip_rearm", "leaves Sysprep out"),
+    (
+        W2008,
+        ["generalize=false", "persist_device_installs=false"],
+        "persist_device_installs",
+        "leaves Sysprep out",
+    ),
+    (W2008, ["generalize=false", "clone_computer_name=X"], "clone_computer_name", "leaves"),
+    (W2003, [KEY_2003, "skip_rearm=true"], "skip_rearm", "sysprep.inf, which has none"),
+    (
+        W2003,
+        [KEY_2003, "persist_device_installs=false"],
+        "persist_device_installs",
+        "sysprep.inf, which has none",
+    ),
+    (W2008, ["clone_computer_name=a b"], "clone_computer_name", "contains ' '"),
+    (W2008, ["clone_computer_name=12345"], "clone_computer_name", "only digits"),
+    (W2008, ["clone_computer_name=ABCDEFGHIJKLMNOP"], "clone_computer_name", "at most 15"),
+    (
+        W2008,
+        ["generalize=false", 'clone_first_logon_commands=["x"]'],
+        "clone_first_logon_commands",
+        "leaves Sysprep out",
+    ),
+    (W2008, ['clone_first_logon_commands=["ok", ""]'], "clone_first_logon_commands[1]", "empty"),
+    (
+        W2008,
+        ["clone_first_logon_commands=caf\u00e9"],
+        "clone_first_logon_commands[0]",
+        "ASCII",
+    ),
+    (
+        W2003,
+        [KEY_2003, 'clone_first_logon_commands=["echo \\"q\\""]'],
+        "clone_first_logon_commands[0]",
+        "cannot be quoted in winnt.sif",
+    ),
+    (
+        W2003,
+        [KEY_2003, "clone_first_logon_commands=echo %PATH%"],
+        "clone_first_logon_commands[0]",
+        "%variable%",
+    ),
+    (
+        W2008,
+        ["clone_first_logon_commands=[" + '"x", ' * 51 + "]"],
+        "clone_first_logon_commands",
+        "at most 50",
+    ),
+    (W2008, ["export=vmdk"], "export", "not one of qcow2, raw, none"),
+    (W2008, ["export="], "export", "is empty"),
     # (profile, settings, key, fragment)
     (W2008, ["computer_name=ABCDEFGHIJKLMNOP"], "computer_name", "16 characters; a NetBIOS name"),
     (W2008, ["computer_name=a<b"], "computer_name", "'<'"),

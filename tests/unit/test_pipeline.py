@@ -43,7 +43,13 @@ def build(
 def test_a_build_writes_what_its_manifest_lists(tree: Tree, tmp_path: Path) -> None:
     result = build(tree.root, tmp_path / "out")
     names = {o["name"] for o in result.manifest["outputs"]}
-    assert names == {"autounattend.xml", "floppy.img", "drivers.iso", "domain.xml"}
+    assert names == {
+        "autounattend.xml",
+        "sysprep-unattend.xml",
+        "floppy.img",
+        "drivers.iso",
+        "domain.xml",
+    }
     assert {p.name for p in (tmp_path / "out").iterdir()} == names | {"manifest.json", ".pvinstall"}
     assert complete_build(tmp_path / "out") == result.manifest
     assert result.manifest["domain"]["defined"] is False
@@ -129,6 +135,7 @@ def test_a_modern_build_writes_the_answer_iso_and_records_the_image(
     names = {o["name"] for o in result.manifest["outputs"]}
     assert names == {
         "autounattend.xml",
+        "sysprep-unattend.xml",
         "answer.iso",
         "drivers.iso",
         "install-dvd.qcow2",
@@ -254,3 +261,23 @@ def test_a_check_whose_setting_is_wrong_does_not_run(tree: Tree, tmp_path: Path)
     with pytest.raises(InputError) as raised:
         build(tree.root, tmp_path / "out", sets=("virtio_model=virtio-scsi",))
     assert [p.key for p in raised.value.problems] == ["virtio_model"]
+
+
+def test_a_sysprep_failure_on_the_serial_port_fails_the_build(tree: Tree, tmp_path: Path) -> None:
+    from builder.answers.postinstall import SYSPREP_FAILED_LINE
+    from builder.errors import BuildError
+
+    result = build(tree.root, tmp_path / "out")
+    options = pipeline.BuildOptions(
+        profile="win2008-x64", drivers=str(tree.root), out=tmp_path / "out"
+    )
+    ctx = pipeline.prepare(options, ENVIRON, NullMonitor())
+    try:
+        serial = result.out_dir / pipeline.SERIAL_LOG
+        serial.write_bytes(b"noise\r\n" * 20000 + SYSPREP_FAILED_LINE.encode() + b"\r\n")
+        with pytest.raises(BuildError, match="Sysprep failed in pvinstall-win2008-x64"):
+            pipeline.check_generalized(ctx)
+        serial.write_bytes(b"PVINSTALL powering off\r\n")
+        pipeline.check_generalized(ctx)  # no failure said: nothing to refuse
+    finally:
+        ctx.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from builder.answers import formats, postinstall
+from builder.answers import formats, postinstall, sysprep
 from builder.config import BuildConfig, load_config
 from builder.errors import InputError
 from builder.media import table
@@ -48,6 +48,7 @@ GOLDEN_SETTINGS = [
     "autologon_count=2",
     'first_logon_commands=["echo golden > %SystemDrive%\\\\golden.txt", '
     '"\\"C:\\\\Program Files\\\\tool.exe\\" /q \\"a & b\\""]',
+    'clone_first_logon_commands=["net user Administrator /active:yes", "echo <clone> & ver"]',
 ]
 
 
@@ -88,15 +89,17 @@ def rendered(
     return {
         **formats.render_answer_files(config, drivers),
         **postinstall.render_postinstall(config, drivers),
+        **sysprep.render_sysprep(config, drivers),
     }
 
 
 def plan(profile: str, drivers: DriverSet, files: dict[str, bytes]) -> table.MediaPlan:
     """The media of a build with the user's CD given (so that 2003 remasters it)."""
     answers = {k: v for k, v in files.items() if k in PROFILES[profile].answer_files}
-    post = {k: v for k, v in files.items() if k not in answers}
+    clones = {k: v for k, v in files.items() if k == PROFILES[profile].sysprep.answer_file}
+    post = {k: v for k, v in files.items() if k not in answers and k not in clones}
     dvd = boot_only_media() if PROFILES[profile].reads_install_image else None
-    inputs = MediaInputs(golden_config(profile), drivers, answers, post, dvd)
+    inputs = MediaInputs(golden_config(profile), drivers, answers, post, dvd, clones)
     return table.plan_media(inputs, windows_iso=Path("/cd/windows.iso"))
 
 

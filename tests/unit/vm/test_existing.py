@@ -144,3 +144,86 @@ def test_osinfo_url_is_read_from_the_metadata(drivers: Mapping[str, DriverSet]) 
     root = ET.fromstring(render(drivers, "win2003-x86"))
     assert existing.osinfo_url(root) == "http://microsoft.com/win/2k3"
     assert existing.osinfo_url(ET.fromstring("<domain/>")) is None
+
+
+# -- templates and clones ------------------------------------------------------------
+
+INSTALLED = """<domain type='kvm'>
+  <name>pv</name>
+  <uuid>6f1c1b2e-0000-4000-8000-000000000001</uuid>
+  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+    <nvram>/var/lib/libvirt/qemu/nvram/pv_VARS.fd</nvram>
+  </os>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='/out/pv.qcow2'/>
+      <target dev='vda' bus='virtio'/>
+      <boot order='1'/>
+    </disk>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='/out/pv-data1.qcow2'/>
+      <target dev='vdb' bus='virtio'/>
+    </disk>
+    <disk type='file' device='cdrom'>
+      <driver name='qemu' type='raw'/>
+      <source file='/out/drivers.iso'/>
+      <target dev='sda' bus='sata'/>
+    </disk>
+    <interface type='network'>
+      <mac address='52:54:00:aa:bb:cc'/>
+      <source network='default'/>
+      <model type='virtio'/>
+    </interface>
+    <serial type='file'><source path='/out/serial.log'/><target port='0'/></serial>
+    <tpm model='tpm-crb'>
+      <backend type='emulator' version='2.0'><source type='dir' path='/x'/></backend>
+    </tpm>
+  </devices>
+</domain>
+"""
+
+
+def test_template_xml_leaves_out_what_is_the_machine_s_own() -> None:
+    from pathlib import Path
+
+    root = existing.parse_xml(
+        existing.template_xml(INSTALLED, Path("/out/template.qcow2"), "qcow2")
+    )
+    assert root.find("uuid") is None and root.find("os/nvram") is None
+    assert root.find("devices/interface/mac") is None
+    assert root.find("devices/tpm/backend/source") is None
+    disks = root.findall("devices/disk")
+    assert [next((x.get("file") for x in d.iter("source")), None) for d in disks] == [
+        "/out/template.qcow2",
+        None,
+        None,
+    ]
+    assert disks[0].findtext("driver") is not None
+    assert at(disks[0], "driver").get("type") == "qcow2"
+    assert disks[0].find("boot") is not None  # the devices stay as they were
+
+
+def test_clone_xml_renames_and_points_at_the_clone_s_disks() -> None:
+    from pathlib import Path
+
+    template = existing.template_xml(INSTALLED, Path("/out/template.qcow2"), "qcow2")
+    xml = existing.clone_xml(
+        template,
+        name="clone1",
+        system_disk=Path("/c/clone1.qcow2"),
+        data_disks=(Path("/c/clone1-data1.qcow2"),),
+        serial_log=Path("/c/clone1-serial.log"),
+    )
+    root = existing.parse_xml(xml)
+    assert root.findtext("name") == "clone1" and root.find("uuid") is None
+    sources = [at(d, "source").get("file") for d in root.findall("devices/disk[@device='disk']")]
+    assert sources == ["/c/clone1.qcow2", "/c/clone1-data1.qcow2"]
+    assert at(root, "devices/serial/source").get("path") == "/c/clone1-serial.log"
+    assert existing.data_disk_count(xml) == 1
+    with pytest.raises(ValueError, match="1 data disks"):
+        existing.clone_xml(
+            template, name="c", system_disk=Path("/c.qcow2"), data_disks=(), serial_log=None
+        )
