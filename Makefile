@@ -36,9 +36,11 @@ DEBIAN_PYTHON := make python3-venv python3-dev gcc pkg-config libvirt-dev
 DEBIAN_ORACLES := mtools dosfstools genisoimage xorriso libvirt-clients libxml2-utils shfmt \
 	openssl wimtools udftools
 # hypervisor: what the integration tests boot guests on (qemu-system-x86 brings its
-# firmware, seabios and ipxe-qemu) and what the boot probe is built with.
+# firmware, seabios and ipxe-qemu), what the boot probe is built with, and the sshd on
+# 127.0.0.1 that the remote-host tests reach libvirtd through (qemu+ssh; the host side
+# runs libvirt-daemon's virt-ssh-helper).
 DEBIAN_HYPERVISOR := qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu \
-	libvirt-clients zstd
+	libvirt-clients zstd openssh-server
 # The 32-bit boot probe (i686 guests) is made of i386 packages fetched by `apt-get
 # download` (tests/integration/probe.py): dpkg must know i386 and apt have its lists.
 DEBIAN_FOREIGN_ARCHS := i386
