@@ -244,6 +244,13 @@ SETTINGS: tuple[Setting, ...] = (
         may_be_empty=True,
     ),
     Setting(
+        "remote",
+        "bool",
+        "true when the libvirt host of --connect does not share this machine's files though "
+        "its URI names no host: the media are then uploaded into storage_pool as for a URI "
+        "with a host part (default false).",
+    ),
+    Setting(
         "drivers",
         "str_list",
         'The virtio drivers to put on the media, e.g. ["viostor", "NetKVM", '
@@ -323,6 +330,7 @@ class BuildConfig:
     drivers: tuple[str, ...] | None = None  # None: every driver that fits
     sha2_media: bool = False
     server_manager_at_logon: bool = False
+    remote: bool = False  # the host does not share the client's files (see vm/remote.py)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -725,6 +733,7 @@ def _validate(check: _Validator, media: InstallMedia | None) -> BuildConfig:
     drivers = _driver_names(check)
     sha2_media = check.boolean("sha2_media", False)
     server_manager = check.boolean("server_manager_at_logon", False)
+    remote = check.boolean("remote", False)
     return BuildConfig(
         profile=profile,
         computer_name=computer_name,
@@ -747,6 +756,7 @@ def _validate(check: _Validator, media: InstallMedia | None) -> BuildConfig:
         drivers=drivers,
         sha2_media=sha2_media,
         server_manager_at_logon=server_manager,
+        remote=remote,
         image=choice.image if choice else None,
         warnings=_warnings(profile, domain["storage_bus"]),
         origins={k: v[1] for k, v in check.raw.items()},
