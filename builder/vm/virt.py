@@ -789,7 +789,7 @@ def upload_volume(
                 with contextlib.suppress(libvirt.libvirtError):
                     stream.abort()
             _delete_after_failure(conn, pool, volume, vol)
-            if isinstance(failure, libvirt.libvirtError | _ShortUpload):
+            if isinstance(failure, libvirt.libvirtError | _ShortUploadError):
                 why = _message(failure) if isinstance(failure, libvirt.libvirtError) else failure
                 raise BuildError(
                     f"uploading {path} into the volume {volume} of {pool} on {conn.uri} "
@@ -816,13 +816,13 @@ def _check_landed(pool: Any, vol: Any, sent: int) -> None:
     pool.refresh(0)
     allocation = int(vol.info()[2])
     if allocation < sent and int(pool.info()[3]) == 0:
-        raise _ShortUpload(
+        raise _ShortUploadError(
             f"No space left on device: the pool is full, and the volume holds "
             f"{allocation} of the {sent} bytes sent"
         )
 
 
-class _ShortUpload(Exception):
+class _ShortUploadError(Exception):
     """The host took fewer bytes than were sent and did not say so."""
 
 
