@@ -330,7 +330,8 @@ def _connect_error(uri: str, error: Any) -> InputError | BuildError:
         )
     if _is_permission(error):
         return BuildError(f"permission denied connecting to {uri} ({text}).", _PERMISSION_HINT)
-    if remote.uri_has_host(uri) and error.get_error_domain() == libvirt.VIR_FROM_RPC:
+    ssh = "ssh" in uri.partition("://")[0].lower()
+    if ssh and remote.uri_has_host(uri) and error.get_error_domain() == libvirt.VIR_FROM_RPC:
         # The transport failed: libvirt wraps what ssh (or the helper) said.
         return BuildError(
             f"cannot reach libvirt at {uri}: {remote.ssh_reason(text)}.",

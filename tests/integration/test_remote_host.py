@@ -119,7 +119,7 @@ def test_a_remote_install_uploads_reads_the_console_and_cleans_up(
     monkeypatch.setenv("PVINSTALL_STORAGE_POOL", remote_pool)
     out = tmp_path / "out"
 
-    def run(*args: str) -> tuple[int, Any, str]:
+    def rebuild(*args: str) -> tuple[int, Any, str]:
         return build(capsys, *args, drivers=virtio_win_iso, out=out, name=name, connect=remote_uri)
 
     media = {f"{name}-floppy.img", f"{name}-drivers.iso", f"{name}-windows.iso"}
@@ -135,7 +135,7 @@ def test_a_remote_install_uploads_reads_the_console_and_cleans_up(
     raw.close()
 
     # --define: the media are uploaded and the domain names volumes only.
-    code, manifest, err = run("--windows-iso", str(windows_iso), "--define")
+    code, manifest, err = rebuild("--windows-iso", str(windows_iso), "--define")
     assert code == 0, err
     record = manifest["domain"]
     assert record["volumes"]["pool"] == remote_pool and record["volumes"]["deleted"] is False
@@ -167,7 +167,7 @@ def test_a_remote_install_uploads_reads_the_console_and_cleans_up(
 
     # --install --replace: the volumes this OUT's build made are replaced, then the
     # probe boots from them, its console comes over the connection, and they go.
-    code, manifest, err = run(
+    code, manifest, err = rebuild(
         "--windows-iso", str(windows_iso), "--install", "--replace", "--timeout", "4"
     )
     assert code == 0, err
