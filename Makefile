@@ -39,10 +39,11 @@ DEBIAN_ORACLES := mtools dosfstools genisoimage xorriso libvirt-clients libxml2-
 	openssl wimtools udftools qemu-utils cabextract gcab
 # hypervisor: what the integration tests boot guests on (qemu-system-x86 brings its
 # firmware, seabios and ipxe-qemu; ovmf the UEFI firmware with Secure Boot, swtpm and
-# swtpm-tools the TPM 2.0) and what the boot probes are built with (sbsigntool checks
-# the Secure Boot probe's signatures).
+# swtpm-tools the TPM 2.0), what the boot probes are built with (sbsigntool checks the
+# Secure Boot probe's signatures), and the sshd on 127.0.0.1 that the remote-host tests
+# reach libvirtd through (qemu+ssh; the host side runs libvirt-daemon's virt-ssh-helper).
 DEBIAN_HYPERVISOR := qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu \
-	libvirt-clients zstd ovmf swtpm swtpm-tools sbsigntool
+	libvirt-clients zstd ovmf swtpm swtpm-tools sbsigntool openssh-server
 # The 32-bit boot probe (i686 guests) is made of i386 packages fetched by `apt-get
 # download` (tests/integration/probe.py): dpkg must know i386 and apt have its lists.
 DEBIAN_FOREIGN_ARCHS := i386

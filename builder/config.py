@@ -258,6 +258,13 @@ SETTINGS: tuple[Setting, ...] = (
         may_be_empty=True,
     ),
     Setting(
+        "remote",
+        "bool",
+        "true when the libvirt host of --connect does not share this machine's files though "
+        "its URI names no host: the media are then uploaded into storage_pool as for a URI "
+        "with a host part (default false).",
+    ),
+    Setting(
         "drivers",
         "str_list",
         'The virtio drivers to put on the media, e.g. ["viostor", "NetKVM", '
@@ -408,6 +415,7 @@ class BuildConfig:
     clone_computer_name: str = "*"
     clone_first_logon_commands: tuple[str, ...] = ()
     export: str = "qcow2"
+    remote: bool = False  # the host does not share the client's files (see vm/remote.py)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -811,6 +819,7 @@ def _validate(check: _Validator, media: InstallMedia | None) -> BuildConfig:
     sha2_media = check.boolean("sha2_media", False)
     server_manager = check.boolean("server_manager_at_logon", False)
     clone = _clone_settings(check)
+    remote = check.boolean("remote", False)
     return BuildConfig(
         profile=profile,
         computer_name=computer_name,
@@ -834,6 +843,7 @@ def _validate(check: _Validator, media: InstallMedia | None) -> BuildConfig:
         sha2_media=sha2_media,
         server_manager_at_logon=server_manager,
         **clone,
+        remote=remote,
         image=choice.image if choice else None,
         warnings=_warnings(profile, domain["storage_bus"]),
         origins={k: v[1] for k, v in check.raw.items()},

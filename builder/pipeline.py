@@ -34,7 +34,7 @@ from builder.config import BuildConfig, failed_keys, validate_config
 from builder.errors import BuildError, InputError, Problem, PvError
 from builder.media import cabinet, iso9660
 from builder.media.plan import MediaInputs
-from builder.media.table import MediaPlan, WriteInputs, plan_media
+from builder.media.table import MediaPlan, WriteInputs, media_for, plan_media
 from builder.monitor import Monitor, format_elapsed
 from builder.outputs import Generation, OutputDir
 from builder.reproducible import build_id, source_date_epoch, volume_serial
@@ -44,8 +44,8 @@ from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
 from builder.virtio.source import DriverSource
 from builder.virtio.trust import apply_signatures
-from builder.vm import disk_images, domain, existing, virt
-from builder.vm.devices import CPU_LEVELS
+from builder.vm import disk_images, domain, existing, remote, transfer, virt
+from builder.vm.devices import CPU_LEVELS, AttachedMedium
 from builder.windows.install_media import InstallMedia, image_json, profiles_for
 from builder.windows.profiles import Profile, resolve_profile
 
@@ -115,6 +115,10 @@ class Context:
     # The x86-64 level of each CPU model (pvinstall's table, and what the host says).
     cpu_levels: Mapping[str, int] = field(default_factory=lambda: dict(CPU_LEVELS))
     disks: domain.DiskPaths | None = None
+    # A remote host (vm/remote.py): the media become volumes of storage_pool, and the
+    # volumes an earlier build into this OUT made (which --replace may replace).
+    remote: bool = False
+    replaceable_volumes: frozenset[str] = frozenset()
     domain_xml: str = ""
     domain_record: dict[str, Any] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
@@ -426,12 +430,16 @@ def _hypervisor_problems(
     out: Path,
     name: str,
     failed: frozenset[str],
+    volumes: tuple[str, ...] = (),
+    replaceable: frozenset[str] = frozenset(),
 ) -> tuple[str, Mapping[str, int], domain.DiskPaths | None, list[Problem]]:
     """The domain type, the x86-64 level of the CPU models, the disks' paths and what the
     hypervisor would refuse: a machine it cannot run (UEFI without OVMF, a TPM without
     swtpm, a CPU model below the release's level), an existing (or running, for
-    --replace without --force) domain, a missing network or pool, existing disks. Each
-    check runs unless the setting it reads is wrong."""
+    --replace without --force) domain, a missing network or pool, existing disks,
+    existing media `volumes` of a remote build (with --replace only those in
+    `replaceable`). Each check runs unless the setting it reads is wrong. A remote
+    build's disks are named by their volumes."""
     found: list[Problem] = []
     domain_type = options.domain_type or "kvm"
     if "--domain-type" not in failed:
@@ -456,6 +464,9 @@ def _hypervisor_problems(
             disks = virt.disk_paths(conn, config, out, name)
         except InputError as error:
             found += error.problems
+        if disks is not None and volumes:
+            system, data = domain.disk_file_names(config, name)
+            disks = Path(system), tuple(Path(d) for d in data)
     pool_failed = "storage_pool" in failed or any(p.key == "storage_pool" for p in found)
     found += virt.define_problems(
         conn,
@@ -465,8 +476,92 @@ def _hypervisor_problems(
         network=None if "network" in failed else config.network,
         pool=None if pool_failed else config.storage_pool,
         disks=disks,
+        volumes=volumes,
+        replaceable=replaceable,
     )
     return domain_type, cpu_levels, disks, found
+
+
+def media_volumes(profile: Profile, windows_iso: Path | None, name: str) -> tuple[str, ...]:
+    """The volumes a remote build of `name` uploads its media into, in the media
+    table's order (the user's Windows ISO included, when the build attaches it)."""
+    return tuple(
+        remote.media_volume_name(name, m.name, written=m.builder is not None)
+        for m in media_for(profile, windows_iso)
+        if m.builder is not None or windows_iso is not None
+    )
+
+
+def _remote_problems(options: BuildOptions, config: BuildConfig) -> tuple[bool, list[Problem]]:
+    """Whether the build acts on a remote host, and the setting it then needs."""
+    if not options.acting or not remote.is_remote(options.connect, config.remote):
+        return False, []
+    found = []
+    if config.profile.reads_install_image and options.windows_iso is not None:
+        # The overlay's backing file is this machine's ISO: the host would need the DVD
+        # as a volume and an overlay rebased onto it, which pvinstall does not do yet.
+        found.append(
+            Problem(
+                "--connect",
+                f"{config.profile.title} boots its DVD through a copy-on-write overlay of "
+                f"{options.windows_iso}, which the remote host of {options.connect} cannot "
+                "read: remote builds of 2012 R2 and later are not supported yet.",
+                "Build on the host itself (--connect qemu:///system there), or write the "
+                "media here without --define/--install and copy OUT to the host.",
+            )
+        )
+    if config.storage_pool is not None:
+        return True, found
+    return True, [
+        *found,
+        Problem(
+            "storage_pool",
+            f"a build on the remote host of {options.connect} needs a storage pool there: "
+            "its media and disks are uploaded into it as volumes, since the host cannot "
+            "read this machine's files.",
+            f"Set storage_pool to a pool of that host (virsh -c {options.connect} "
+            "pool-list --all), e.g. --set storage_pool=default.",
+        ),
+    ]
+
+
+def recorded_volumes(manifest: Mapping[str, object] | None, pool: str | None) -> frozenset[str]:
+    """The media volumes of `pool` that the build of `manifest` (OUT's current one)
+    made: a remote --replace may delete those, and no others."""
+    record = (manifest or {}).get("domain")
+    volumes = record.get("volumes") if isinstance(record, dict) else None
+    if not isinstance(volumes, dict) or volumes.get("pool") != pool:
+        return frozenset()
+    media = volumes.get("media")
+    if not isinstance(media, list):
+        return frozenset()
+    return frozenset(v for v in media if isinstance(v, str))
+
+
+@dataclass(frozen=True)
+class _RemoteInputs:
+    """A build's remote host, as prepare sees it: whether there is one, what it needs,
+    the media volumes, and which of them an earlier build into OUT made."""
+
+    remote: bool
+    problems: list[Problem]
+    volumes: tuple[str, ...]
+    replaceable: frozenset[str]
+
+
+def _remote_inputs(
+    options: BuildOptions, config: BuildConfig, profile: Profile, name: str, out_dir: Path
+) -> _RemoteInputs:
+    is_remote, problems = _remote_problems(options, config)
+    if not is_remote:
+        return _RemoteInputs(False, problems, (), frozenset())
+    previous = OutputDir(out_dir).current_manifest()  # read again under the lock
+    return _RemoteInputs(
+        True,
+        problems,
+        media_volumes(profile, options.windows_iso, name),
+        recorded_volumes(previous, config.storage_pool),
+    )
 
 
 def _say_image(config: BuildConfig, monitor: Monitor) -> None:
@@ -530,11 +625,13 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
     config, setting_problems = validate_config(
         profile, config_file=options.config_file, sets=options.sets, environ=environ, media=media
     )
+    hosted = _remote_inputs(options, config, profile, name, out_dir)
     problems = [
         *setting_problems,
         *media_problems,
         *problems,
         *_option_problems(options, profile, out_dir),
+        *hosted.problems,
     ]
     _say_image(config, monitor)
     epoch, epoch_problems = _epoch(environ)
@@ -565,7 +662,9 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
                 config=config,
                 out=out_dir,
                 name=name,
-                failed=failed,
+                failed=failed | frozenset(p.key for p in hosted.problems),
+                volumes=hosted.volumes,
+                replaceable=hosted.replaceable,
             )
             problems += found
         problems += _cpu_problems(config, domain_type, cpu_levels, failed)
@@ -607,6 +706,8 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
         domain_type=domain_type,
         cpu_levels=cpu_levels,
         disks=disks,
+        remote=hosted.remote,
+        replaceable_volumes=hosted.replaceable,
         warnings=warnings,
     )
 
@@ -702,13 +803,55 @@ def _write_inputs(ctx: Context, plan: BuildPlan) -> WriteInputs:
 
 
 def media_paths(ctx: Context, plan: BuildPlan) -> domain.MediaPaths:
-    """Where the domain finds its media and disks (absolute paths)."""
+    """Where the domain finds its media and disks: absolute paths, or on a remote host
+    the volumes of the storage pool (and a serial console read over the connection)."""
+    if ctx.remote:
+        system_volume, data_volumes = domain.disk_file_names(ctx.config, ctx.name)
+        return domain.MediaPaths(
+            media=_attached(ctx, plan),
+            system_disk=Path(system_volume),
+            data_disks=tuple(Path(d) for d in data_volumes),
+            serial_log=None,
+            pool=ctx.config.storage_pool,
+        )
     system, data = ctx.disks or domain.default_disk_paths(ctx.config, ctx.out_dir, ctx.name)
     return domain.MediaPaths(
         media=plan.media.attached(ctx.out_dir, ctx.windows_iso),
         system_disk=system,
         data_disks=data,
         serial_log=ctx.out_dir / SERIAL_LOG,
+    )
+
+
+def _as_volume(ctx: Context, plan: BuildPlan, medium: AttachedMedium) -> AttachedMedium:
+    """A medium of a remote build: its path is the name of its volume."""
+    if medium.path is None:
+        return medium
+    written = plan.media.get(medium.name) is not None
+    volume = remote.media_volume_name(ctx.name, medium.name, written=written)
+    return dataclasses_replace(medium, path=Path(volume))
+
+
+def _attached(ctx: Context, plan: BuildPlan) -> tuple[AttachedMedium, ...]:
+    """The domain's media: files in OUT, or a remote build's volumes."""
+    media = plan.media.attached(ctx.out_dir, ctx.windows_iso)
+    return tuple(_as_volume(ctx, plan, m) for m in media) if ctx.remote else media
+
+
+def _install_media(ctx: Context, plan: BuildPlan) -> tuple[AttachedMedium, ...]:
+    """The media the install takes out of the domain, as the domain names them."""
+    media = plan.media.removed_after_install(ctx.out_dir, ctx.windows_iso)
+    return tuple(_as_volume(ctx, plan, m) for m in media) if ctx.remote else media
+
+
+def uploads(ctx: Context, plan: BuildPlan) -> tuple[remote.Upload, ...]:
+    """What a remote build uploads: each medium of the domain (read through OUT's
+    names, so from the committed build), as the volume the domain names."""
+    local = plan.media.attached(ctx.out_dir, ctx.windows_iso)
+    return tuple(
+        remote.Upload(medium=m.name, path=m.path, volume=str(v.path))
+        for m, v in zip(local, _attached(ctx, plan), strict=True)
+        if m.path is not None and v.path is not None
     )
 
 
@@ -774,7 +917,9 @@ def write_outputs(ctx: Context, plan: BuildPlan, gen: Generation, monitor: Monit
     ctx.written.append(DOMAIN_XML)
 
 
-def replace_and_define(ctx: Context, conn: virt.Connection, monitor: Monitor) -> None:
+def replace_and_define(
+    ctx: Context, plan: BuildPlan, conn: virt.Connection, monitor: Monitor
+) -> None:
     """Take an old domain of the name away (--replace: refused while it runs, unless
     --force), then create the disks, then define the domain. The disks are touched only
     once nothing uses them; the ones created here go again when the definition is
@@ -782,20 +927,45 @@ def replace_and_define(ctx: Context, conn: virt.Connection, monitor: Monitor) ->
     if ctx.options.replace:
         monitor.step("replace", f"{ctx.name} on {conn.uri}")
         virt.replace_domain(conn, ctx.name, force=ctx.options.force)
-    monitor.step("define", f"{ctx.name} on {conn.uri}")
-    disks = virt.create_disks(
-        conn, ctx.config, ctx.out_dir, ctx.name, monitor, replace=ctx.options.replace
-    )
-    ctx.domain_record.update(disks=[str(p) for p in (disks[0], *disks[1])])
+    uploaded = _upload_media(ctx, plan, conn, monitor) if ctx.remote else ()
     try:
-        virt.define(conn, ctx.domain_xml, replace=False)
+        monitor.step("define", f"{ctx.name} on {conn.uri}")
+        disks = virt.create_disks(
+            conn, ctx.config, ctx.out_dir, ctx.name, monitor, replace=ctx.options.replace
+        )
+        ctx.domain_record.update(disks=[str(p) for p in (disks[0], *disks[1])])
+        try:
+            virt.define(conn, ctx.domain_xml, replace=False)
+        except BaseException:
+            if ctx.config.storage_pool is None:
+                for path in (disks[0], *disks[1]):
+                    path.unlink(missing_ok=True)
+            ctx.domain_record.pop("disks", None)
+            raise
     except BaseException:
-        if ctx.config.storage_pool is None:
-            for path in (disks[0], *disks[1]):
-                path.unlink(missing_ok=True)
-        ctx.domain_record.pop("disks", None)
+        if uploaded and ctx.config.storage_pool is not None:
+            transfer.delete_all(conn, ctx.config.storage_pool, uploaded, monitor, quiet=True)
+            ctx.domain_record.pop("volumes", None)
         raise
     ctx.domain_record.update(defined=True, uri=conn.uri)
+
+
+def _upload_media(
+    ctx: Context, plan: BuildPlan, conn: virt.Connection, monitor: Monitor
+) -> tuple[str, ...]:
+    """Upload the media of a remote build into its pool. With --replace the volumes the
+    previous build into this OUT made go first (the domain that used them is gone);
+    others of the same names were refused before anything was written."""
+    pool = ctx.config.storage_pool
+    if pool is None:
+        raise BuildError("a remote build got as far as its uploads without a storage pool.")
+    wanted = uploads(ctx, plan)
+    if ctx.options.replace:
+        old = [u.volume for u in wanted if u.volume in ctx.replaceable_volumes]
+        transfer.delete_all(conn, pool, old, monitor)
+    done = transfer.upload_all(conn, pool, wanted, monitor)
+    ctx.domain_record["volumes"] = {"pool": pool, "media": list(done), "deleted": False}
+    return done
 
 
 def install_domain(ctx: Context, plan: BuildPlan, conn: virt.Connection, monitor: Monitor) -> None:
@@ -805,15 +975,22 @@ def install_domain(ctx: Context, plan: BuildPlan, conn: virt.Connection, monitor
     result = virt.install(
         conn,
         ctx.name,
-        media=plan.media.removed_after_install(ctx.out_dir, ctx.windows_iso),
+        media=_install_media(ctx, plan),
         timeout_minutes=minutes,
         out_dir=ctx.out_dir,
         monitor=monitor,
+        console_log=ctx.out_dir / SERIAL_LOG if ctx.remote else None,
     )
     record = result.as_json()
     # The template's XML is libvirt's to keep (and template.xml's), not the manifest's.
     ctx.final_xml = record.pop("final_xml")
     ctx.domain_record.update(installed=True, **record)
+    volumes = ctx.domain_record.get("volumes")
+    if ctx.remote and isinstance(volumes, dict) and ctx.config.storage_pool is not None:
+        # The template no longer refers to them (the install took them out).
+        monitor.step("delete media volumes", ", ".join(volumes["media"]))
+        transfer.delete_all(conn, ctx.config.storage_pool, volumes["media"], monitor)
+        volumes["deleted"] = True
     monitor.info(
         f"installed in {format_elapsed(result.seconds)}; removed "
         f"{', '.join(result.removed_media) or 'no media'} from {ctx.name}"
@@ -931,15 +1108,25 @@ def export_template(
 
     with out.successor() as gen:
         target = gen.path / name
+        if ctx.remote and ctx.config.storage_pool is not None:
+            # The host's file is out of reach: its volume comes down first (sparse),
+            # into the new generation, and goes once the template is written.
+            local = gen.path / f".{source.name}.download"
+            transfer.download(conn, ctx.config.storage_pool, source.name, local, monitor)
+            source = local
         out.expected_size = source.stat().st_size
-        disk_images.convert(
-            source,
-            "qcow2",
-            target,
-            image_format,
-            compress=image_format == "qcow2",
-            on_progress=progress,
-        )
+        try:
+            disk_images.convert(
+                source,
+                "qcow2",
+                target,
+                image_format,
+                compress=image_format == "qcow2",
+                on_progress=progress,
+            )
+        finally:
+            if source.parent == gen.path:
+                source.unlink(missing_ok=True)
         gen.names.append(name)
         info = disk_images.image_info(target, image_format)
         xml = existing.template_xml(ctx.final_xml, ctx.out_dir / name, image_format)
@@ -1025,7 +1212,7 @@ def _act(
         out.replace_current(MANIFEST, manifest_mod.manifest_bytes(document), secret=True)
 
     try:
-        replace_and_define(ctx, conn, monitor)
+        replace_and_define(ctx, plan, conn, monitor)
         if ctx.options.install:
             save()  # the domain is defined: say so before the long wait
             install_domain(ctx, plan, conn, monitor)
@@ -1067,6 +1254,11 @@ def run_build(
         }
         with OutputDir(ctx.out_dir) as out:
             out.check_names(output_names(ctx, plan))
+            if ctx.remote:
+                # Under the lock: the volumes OUT's build made, which --replace may replace.
+                ctx.replaceable_volumes = recorded_volumes(
+                    out.current_manifest(), ctx.config.storage_pool
+                )
             if ctx.conn is not None and ctx.disks is not None and not options.replace:
                 # Again under the lock: another run may have made them meanwhile.
                 virt.check_can_define(
@@ -1076,6 +1268,9 @@ def run_build(
                     network="user",
                     pool=ctx.config.storage_pool,
                     disks=ctx.disks,
+                    volumes=media_volumes(ctx.profile, ctx.windows_iso, ctx.name)
+                    if ctx.remote
+                    else (),
                 )
             out.expected_size = expected_size(ctx, plan)
             stale = _stale_logs(out)

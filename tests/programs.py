@@ -225,6 +225,27 @@ NEEDS: Final[tuple[Need, ...]] = (
     ),
     Need("virsh", "libvirt-clients", "hypervisor", ".ci/setup-libvirtd asks the daemon"),
     Need("zstd", "zstd", "hypervisor", "the boot probe unpacks .ko.zst kernel modules"),
+    Need("sshd", "openssh-server", "hypervisor", "the remote-host tests' sshd on 127.0.0.1"),
+    Need(
+        "ssh-keygen",
+        "openssh-client",
+        "hypervisor",
+        "the remote-host tests make their host and client keys",
+        via="openssh-server",
+    ),
+    Need(
+        "ssh",
+        "openssh-client",
+        "hypervisor",
+        "libvirt's qemu+ssh transport runs it (the remote-host tests)",
+        via="openssh-server",
+    ),
+    Need(
+        "virt-ssh-helper",
+        "libvirt-daemon",
+        "hypervisor",
+        "the host end of a qemu+ssh connection",
+    ),
     # -- host: the main job's libvirtd (.ci/start-libvirtd) ------------------------------
     Need(
         "/usr/share/libvirt/networks/default.xml",

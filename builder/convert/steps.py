@@ -28,7 +28,7 @@ from builder.reproducible import source_date_epoch
 from builder.virtio.facts import load_driver_facts
 from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
-from builder.vm import disk_images, existing, virt
+from builder.vm import disk_images, existing, remote, virt
 from builder.windows.profiles import Profile
 
 Mode = Literal["staged", "finish", "drivers-installed", "rollback"]
@@ -152,6 +152,18 @@ class _Run:
     environ: Mapping[str, str]
 
 
+def _refuse_remote(uri: str, command: str) -> None:
+    """convert and attach write the drivers ISO and new disks as files of this machine,
+    which a remote host cannot read: refused before anything is touched."""
+    if remote.uri_has_host(uri):
+        raise InputError(
+            f"pvinstall {command} works on a host that shares this machine's files; {uri} "
+            "names a remote host.",
+            f"Run pvinstall {command} on that host (--connect qemu:///system there).",
+            key="--connect",
+        )
+
+
 def run_convert(
     options: ConvertOptions,
     monitor: Monitor,
@@ -161,6 +173,7 @@ def run_convert(
     """Carry out one step of `pvinstall convert` (see builder/convert/plan.py)."""
     env = os.environ if environ is None else environ
     paths = plans.state_paths(options.name, options.out, env, home or Path.home())
+    _refuse_remote(options.uri, "convert")
     with virt.connect(options.uri) as conn:
         # With its secrets (a VNC password): the new definition and the backup keep them.
         guest = virt.existing_domain(conn, options.name, secure=True)
@@ -597,6 +610,7 @@ def run_attach(
     where the hypervisor allows."""
     env = os.environ if environ is None else environ
     _check_attach_options(options)
+    _refuse_remote(options.uri, "attach")
     with virt.connect(options.uri) as conn:
         guest = virt.existing_domain(conn, options.name)
         profile = plans.guest_profile(guest.xml, options.profile, options.arch)

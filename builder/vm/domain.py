@@ -79,12 +79,18 @@ DiskPaths = tuple[Path, tuple[Path, ...]]
 @dataclass(frozen=True)
 class MediaPaths:
     """Where the files the domain uses are (absolute paths, as libvirt will open them):
-    the media for its removable drives (from the media table), its disks, its serial log."""
+    the media for its removable drives (from the media table), its disks, its serial log.
+
+    With `pool` (a remote host) every path is instead the name of a volume in that
+    storage pool (`<disk type='volume'>`), and `serial_log` is None: the serial port
+    is a pty that pvinstall reads over the connection. Nothing then names a client
+    file."""
 
     media: tuple[AttachedMedium, ...]
     system_disk: Path
     data_disks: tuple[Path, ...]
-    serial_log: Path
+    serial_log: Path | None
+    pool: str | None = None
 
 
 @dataclass(frozen=True)
@@ -179,7 +185,7 @@ class DomainPlan:
     drives: tuple[Drive, ...]
     usb_model: str
     nic: Nic
-    serial_log: Path
+    serial_log: Path | None  # None: a pty serial port and console, read over libvirt
     storage_bus: StorageBus = StorageBus.VIRTIO_BLK
     firmware: Firmware = Firmware.BIOS
     secure_boot: bool = False
@@ -208,6 +214,8 @@ class DomainPlan:
     def overridden_disks(self) -> tuple[Disk, ...]:
         """The disks whose QEMU device gets properties libvirt has no element for."""
         return self.disks if self.discard_granularity else ()
+
+    pool: str | None = None  # the storage pool whose volumes the disks and media are
 
     @property
     def system_disk(self) -> Disk:
@@ -366,6 +374,7 @@ def plan_domain(
         ),
         guest_agent=GUEST_AGENT_INSTALLER in profile.installers,
         discard_granularity=profile.discard_granularity,
+        pool=media.pool,
     )
 
 

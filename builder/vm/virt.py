@@ -14,6 +14,7 @@ module and never leak out except through the `Connection` wrapper.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import re
@@ -23,7 +24,7 @@ import time
 import urllib.parse
 import xml.etree.ElementTree as ET
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,13 +36,18 @@ import libvirt
 from builder.config import BuildConfig
 from builder.errors import BuildError, InputError, Problem, raise_problems
 from builder.monitor import Monitor, format_elapsed
-from builder.vm import devices, disk_images, domain, existing
+from builder.vm import devices, disk_images, domain, existing, remote
 from builder.vm.devices import AttachedMedium, Firmware
 
 DEFAULT_URI = "qemu:///system"
 SCREENSHOT = "screenshot.png"
 SERIAL_TAIL = "serial-tail.log"
 SERIAL_TAIL_BYTES = 64 * 1024
+# How long opening a remote connection may take: libvirt gives ssh no ConnectTimeout,
+# so a port that accepts and never answers would hang the build for ever.
+CONNECT_TIMEOUT_SECONDS = 30.0
+# One send() of a stream takes at most 32 MiB; smaller pieces keep the progress moving.
+STREAM_CHUNK = 4 * 1024 * 1024
 
 # Pool types whose volumes are plain files a <disk type='file'> can name.
 FILE_POOL_TYPES = ("dir", "fs", "netfs")
@@ -238,12 +244,52 @@ def connect(uri: str = DEFAULT_URI) -> Connection:
     _check_uri(uri)
     _start_event_loop()
     try:
-        handle = libvirt.open(uri)
+        if remote.uri_has_host(uri):
+            handle = _open_bounded(uri, CONNECT_TIMEOUT_SECONDS)
+        else:
+            handle = libvirt.open(uri)
     except libvirt.libvirtError as error:
         raise _connect_error(uri, error) from None
     if handle is None:  # old bindings return None instead of raising
         raise BuildError(f"cannot connect to {uri}.")
     return Connection(handle, uri)
+
+
+def _open_bounded(uri: str, seconds: float) -> Any:
+    """libvirt.open(uri) on a thread of its own, given up after `seconds`: a host that
+    accepts the connection and never answers would block open() for ever. A late
+    answer after the bound is closed again by the thread."""
+    done = threading.Event()
+    lock = threading.Lock()
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            handle = libvirt.open(uri)
+        except libvirt.libvirtError as error:
+            result["error"] = error
+            handle = None
+        with lock:
+            if result.get("abandoned") and handle is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    handle.close()
+                return
+            result["handle"] = handle
+        done.set()
+
+    threading.Thread(target=run, name="libvirt-connect", daemon=True).start()
+    if not done.wait(seconds):
+        with lock:
+            if not done.is_set():
+                result["abandoned"] = True
+                raise BuildError(
+                    f"cannot reach libvirt at {uri}: no answer within {seconds:g} seconds.",
+                    "Check the host name and port of the URI, and that sshd and libvirtd "
+                    "answer there (e.g. ssh -p PORT user@host virsh version).",
+                )
+    if "error" in result:
+        raise result["error"]
+    return result.get("handle")
 
 
 def _check_uri(uri: str) -> None:
@@ -286,6 +332,14 @@ def _connect_error(uri: str, error: Any) -> InputError | BuildError:
         )
     if _is_permission(error):
         return BuildError(f"permission denied connecting to {uri} ({text}).", _PERMISSION_HINT)
+    ssh = "ssh" in uri.partition("://")[0].lower()
+    if ssh and remote.uri_has_host(uri) and error.get_error_domain() == libvirt.VIR_FROM_RPC:
+        # The transport failed: libvirt wraps what ssh (or the helper) said.
+        return BuildError(
+            f"cannot reach libvirt at {uri}: {remote.ssh_reason(text)}.",
+            "Check the user, the keyfile= and the host key of the URI (ssh must log in "
+            "without a prompt), and that libvirtd runs on the host.",
+        )
     return BuildError(
         f"cannot reach libvirt at {uri}: {text}.",
         "Check that libvirtd runs there (as root: .ci/setup-libvirtd starts one without "
@@ -549,12 +603,16 @@ def define_problems(
     network: str | None,
     pool: str | None,
     disks: domain.DiskPaths | None = None,
+    volumes: Sequence[str] = (),
+    replaceable: frozenset[str] = frozenset(),
 ) -> list[Problem]:
     """Everything that would make define or start fail, each checked whatever the others
     found (None skips a check whose input is already known to be wrong): an existing
     domain of that name (unless `replace`; a running one also needs `force`), existing
     `disks` (unless `replace`), a missing or inactive libvirt network, a missing,
-    inactive or non-file storage pool."""
+    inactive or non-file storage pool, and existing media `volumes` of a remote build
+    in the pool (with `replace` only those in `replaceable`, the volumes an earlier
+    build into the same OUT made, may be there: pvinstall replaces no others)."""
     problems: list[Problem] = []
     if name is not None:
         handle = _lookup_domain(conn, name)
@@ -575,7 +633,30 @@ def define_problems(
                 problems += _existing_disk_error(f"{path.name} in the pool {pool}").problems
             if pool is None and (path.exists() or path.is_symlink()):
                 problems += _existing_disk_error(str(path)).problems
+    if pool is not None and pool_ok:
+        for volume in volumes:
+            if (replace and volume in replaceable) or _pool_volume(conn, pool, volume) is None:
+                continue
+            problems.append(_existing_volume_problem(conn, pool, volume, replace=replace))
     return problems
+
+
+def _existing_volume_problem(conn: Connection, pool: str, volume: str, *, replace: bool) -> Problem:
+    if replace:
+        return Problem(
+            "--replace",
+            f"the volume {volume} in the storage pool {pool} on {conn.uri} exists, and no "
+            "build in this --out made it: pvinstall replaces only volumes it made.",
+            f"Delete it yourself (virsh -c {conn.uri} vol-delete --pool {pool} {volume}) if "
+            "it may go, or choose another --name.",
+        )
+    return Problem(
+        "--name",
+        f"the volume {volume} already exists in the storage pool {pool} on {conn.uri} "
+        "(from an earlier build?).",
+        "Add --replace to replace the volumes an earlier build into this --out made, or "
+        "choose another --name.",
+    )
 
 
 def check_can_define(
@@ -587,13 +668,23 @@ def check_can_define(
     pool: str | None,
     disks: domain.DiskPaths | None = None,
     force: bool = False,
+    volumes: Sequence[str] = (),
+    replaceable: frozenset[str] = frozenset(),
 ) -> None:
     """Refuse, before anything is written, what would make define or start fail (see
     `define_problems`); InputError lists every problem."""
     domain.validate_domain_name(name)
     raise_problems(
         define_problems(
-            conn, name, replace=replace, force=force, network=network, pool=pool, disks=disks
+            conn,
+            name,
+            replace=replace,
+            force=force,
+            network=network,
+            pool=pool,
+            disks=disks,
+            volumes=volumes,
+            replaceable=replaceable,
         )
     )
 
@@ -787,6 +878,234 @@ def _create_pool_disks(
     return paths[0], tuple(paths[1:])
 
 
+# -- volumes: uploads and downloads over the connection ---------------------------------------
+
+Progress = Callable[[int], None]
+
+
+def pool_room(conn: Connection, pool: str) -> int:
+    """The bytes free in the storage pool `pool`, as the host sees them now (libvirt
+    caches the figure until the pool is refreshed)."""
+    handle = _storage_pool(conn, pool)
+    with _refused(f"reading the storage pool {pool}", conn.uri):
+        handle.refresh(0)
+        return int(handle.info()[3])
+
+
+def volume_names(conn: Connection, pool: str) -> tuple[str, ...]:
+    """The volumes of the storage pool `pool`, sorted."""
+    handle = _storage_pool(conn, pool)
+    with _refused(f"listing the volumes of {pool}", conn.uri):
+        handle.refresh(0)
+        return tuple(sorted(str(v.name()) for v in handle.listAllVolumes(0)))
+
+
+def _new_volume_xml(name: str, capacity: int, fmt: str) -> str:
+    # Allocation 0: the upload decides what the host allocates (holes stay holes).
+    return (
+        "<volume><name>" + _xml_text(name) + f"</name><capacity unit='bytes'>{capacity}</capacity>"
+        "<allocation unit='bytes'>0</allocation>"
+        f"<target><format type='{fmt}'/></target></volume>"
+    )
+
+
+def _xml_text(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def upload_volume(
+    conn: Connection,
+    pool: str,
+    volume: str,
+    path: Path,
+    *,
+    fmt: str = "raw",
+    progress: Progress | None = None,
+) -> None:
+    """Create the volume `volume` in `pool` and send the client file `path` into it over
+    the connection, holes as holes (libvirt's sparse stream). The volume must not exist:
+    an upload into an old volume would keep its bytes under the holes and past the end.
+
+    On any failure (the pool full, the file unreadable, the connection lost, Ctrl-C)
+    the stream is aborted and the volume deleted, so no partial volume is left; then
+    BuildError (or the KeyboardInterrupt) goes on.
+    """
+    handle = _storage_pool(conn, pool)
+    try:
+        source = path.open("rb")
+    except OSError as error:
+        raise BuildError(f"cannot read {path} to upload it: {error.strerror}.") from None
+    with source:
+        size = os.fstat(source.fileno()).st_size
+        with _refused(f"creating the volume {volume} in {pool}", conn.uri):
+            vol = handle.createXML(_new_volume_xml(volume, size, fmt), 0)
+        stream = None
+        try:
+            stream = conn.handle.newStream(0)
+            vol.upload(stream, 0, size, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM)
+            sent = _send_sparse(stream, source.fileno(), size, progress)
+            stream.finish()
+            _check_landed(handle, vol, sent)
+        except BaseException as failure:
+            if stream is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    stream.abort()
+            _delete_after_failure(conn, pool, volume, vol)
+            if isinstance(failure, libvirt.libvirtError | _ShortUploadError):
+                why = _message(failure) if isinstance(failure, libvirt.libvirtError) else failure
+                raise BuildError(
+                    f"uploading {path} into the volume {volume} of {pool} on {conn.uri} "
+                    f"failed: {why}.",
+                    "The volume was deleted again. Make room in the pool (or choose "
+                    "another storage_pool) and run the build again.",
+                ) from None
+            if isinstance(failure, OSError):
+                raise BuildError(
+                    f"reading {path} to upload it failed: {failure.strerror}; the volume "
+                    f"{volume} was deleted again."
+                ) from None
+            raise
+
+
+def _check_landed(pool: Any, vol: Any, sent: int) -> None:
+    """Refuse an upload the host lost the end of without saying so.
+
+    The host writes what a stream brings behind the stream's back: a pool that runs
+    full reports ENOSPC at a later send(), and when the last few MiB are what did not
+    fit, finish() succeeds and the volume is short. That leaves a full pool and a
+    volume that holds fewer bytes than were sent (on a file system that does not
+    compress, which a full one cannot be told apart from)."""
+    pool.refresh(0)
+    allocation = int(vol.info()[2])
+    if allocation < sent and int(pool.info()[3]) == 0:
+        raise _ShortUploadError(
+            f"No space left on device: the pool is full, and the volume holds "
+            f"{allocation} of the {sent} bytes sent"
+        )
+
+
+class _ShortUploadError(Exception):
+    """The host took fewer bytes than were sent and did not say so."""
+
+
+def _send_sparse(stream: Any, fd: int, size: int, progress: Progress | None) -> int:
+    """Send the file's data sections and tell the host about its holes; the data bytes
+    sent."""
+    sent = 0
+    offset = 0
+    while offset < size:
+        data = _next_data(fd, offset, size)
+        if data > offset:
+            stream.sendHole(data - offset, 0)
+            offset = data
+            continue
+        end = _next_hole(fd, offset, size)
+        while offset < end:
+            chunk = os.pread(fd, min(STREAM_CHUNK, end - offset), offset)
+            if not chunk:
+                raise OSError(errno.EIO, "the file got shorter while it was sent")
+            stream.send(chunk)
+            offset += len(chunk)
+            sent += len(chunk)
+            if progress is not None:
+                progress(offset)
+    return sent
+
+
+def _next_data(fd: int, offset: int, size: int) -> int:
+    try:
+        return os.lseek(fd, offset, os.SEEK_DATA)
+    except OSError as error:
+        if error.errno == errno.ENXIO:  # only a hole from here to the end
+            return size
+        if error.errno == errno.EINVAL:  # a file system that cannot say: all data
+            return offset
+        raise
+
+
+def _next_hole(fd: int, offset: int, size: int) -> int:
+    try:
+        return min(os.lseek(fd, offset, os.SEEK_HOLE), size)
+    except OSError as error:
+        if error.errno == errno.EINVAL:
+            return size
+        raise
+
+
+def _delete_after_failure(conn: Connection, pool: str, volume: str, vol: Any) -> None:
+    """Delete a volume whose upload failed; through a fresh connection when the old one
+    died with the upload (the partial volume stays on the host otherwise)."""
+    try:
+        vol.delete(0)
+        return
+    except libvirt.libvirtError:
+        pass
+    with contextlib.suppress(BuildError, InputError), connect(conn.uri) as fresh:
+        delete_volume(fresh, pool, volume)
+
+
+def delete_volume(conn: Connection, pool: str, volume: str) -> bool:
+    """Delete the volume `volume` of `pool`; False when there is none."""
+    found = _pool_volume(conn, pool, volume, refresh=False)
+    if found is None:
+        return False
+    with _refused(f"deleting the volume {volume} of {pool}", conn.uri):
+        found.delete(0)
+    return True
+
+
+def download_volume(
+    conn: Connection, pool: str, volume: str, dest: Path, *, progress: Progress | None = None
+) -> int:
+    """Download the volume `volume` of `pool` into the client file `dest` (created; it
+    must not exist), holes as holes; returns its size. A failed download leaves no
+    `dest`. What export uses for the system disk of a remote template."""
+    found = _pool_volume(conn, pool, volume)
+    if found is None:
+        raise BuildError(f"there is no volume {volume} in the storage pool {pool} on {conn.uri}.")
+    try:
+        target = dest.open("xb")
+    except OSError as error:
+        raise BuildError(f"cannot create {dest} to download into: {error.strerror}.") from None
+    stream = None
+    try:
+        with target:
+            stream = conn.handle.newStream(0)
+            found.download(stream, 0, 0, libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM)
+            received = 0
+            while True:
+                got = stream.recvFlags(STREAM_CHUNK, libvirt.VIR_STREAM_RECV_STOP_AT_HOLE)
+                if got == -3:  # a hole: skip it in the file too
+                    length = int(stream.recvHole(0))
+                    target.seek(length, os.SEEK_CUR)
+                    received += length
+                    continue
+                if not isinstance(got, bytes):
+                    raise BuildError(f"downloading {volume}: the stream said {got!r}.")
+                if not got:
+                    break
+                target.write(got)
+                received += len(got)
+                if progress is not None:
+                    progress(received)
+            target.truncate()  # a hole at the end still counts to the size
+            stream.finish()
+            return received
+    except BaseException as failure:
+        if stream is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+        dest.unlink(missing_ok=True)
+        if isinstance(failure, libvirt.libvirtError):
+            raise BuildError(
+                f"downloading the volume {volume} of {pool} from {conn.uri} failed: "
+                f"{_message(failure)}."
+            ) from None
+        if isinstance(failure, OSError):
+            raise BuildError(f"writing {dest} failed: {failure.strerror}.") from None
+        raise
+
+
 # -- define ------------------------------------------------------------------------------
 
 
@@ -951,6 +1270,96 @@ class _StopEvents:
             self._callback_id = None
 
 
+class _Console:
+    """The guest's serial console, read over the connection into a client file.
+
+    A non-blocking stream served by the event loop: a thread blocked in recv() on a
+    quiet console stalls other calls on the same connection for seconds. The guest
+    is started paused and resumed only once the stream is open, since what a pty
+    prints while nobody reads it is lost. The stream ends (EOF) at the guest's
+    power-off.
+    """
+
+    _EVENTS = (
+        libvirt.VIR_STREAM_EVENT_READABLE
+        | libvirt.VIR_STREAM_EVENT_ERROR
+        | libvirt.VIR_STREAM_EVENT_HANGUP
+    )
+
+    def __init__(self, conn: Connection, handle: Any, log: Path) -> None:
+        self._lock = threading.Lock()
+        self._ended = threading.Event()
+        self.problem: str | None = None
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.unlink(missing_ok=True)  # an old log would describe another run
+        self._file = log.open("wb")
+        self._stream = conn.handle.newStream(libvirt.VIR_STREAM_NONBLOCK)
+        try:
+            handle.openConsole(None, self._stream, 0)
+            self._stream.eventAddCallback(self._EVENTS, self._readable, None)
+        except BaseException:
+            self._file.close()
+            with contextlib.suppress(libvirt.libvirtError):
+                self._stream.abort()
+            raise
+
+    def _readable(self, stream: Any, _events: int, _opaque: object) -> None:
+        with self._lock:
+            if self._ended.is_set():
+                return
+            try:
+                while True:
+                    got = stream.recv(64 * 1024)
+                    if got == -2:  # nothing more for now
+                        return
+                    if not got:
+                        self._end(finish=True)
+                        return
+                    self._file.write(got)
+                    self._file.flush()
+            except (libvirt.libvirtError, OSError) as error:
+                self.problem = str(error)
+                self._end(finish=False)
+
+    def _end(self, *, finish: bool) -> None:
+        self._ended.set()
+        with contextlib.suppress(libvirt.libvirtError):
+            self._stream.eventRemoveCallback()
+        with contextlib.suppress(libvirt.libvirtError):
+            if finish:
+                self._stream.finish()
+            else:
+                self._stream.abort()
+        self._file.close()
+
+    def close(self, wait: float) -> None:
+        """Stop reading, after waiting up to `wait` seconds for the guest's last bytes."""
+        self._ended.wait(wait)
+        with self._lock:
+            if not self._ended.is_set():
+                self._end(finish=False)
+
+
+def _start(conn: Connection, handle: Any, name: str, console_log: Path | None) -> _Console | None:
+    """Start the domain; with `console_log`, paused first, so that the console reader
+    is there before the guest's first byte."""
+    if console_log is None:
+        with _refused(f"starting the domain {name}", conn.uri):
+            handle.create()
+        return None
+    with _refused(f"starting the domain {name}", conn.uri):
+        handle.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+    try:
+        with _refused(f"opening the serial console of {name}", conn.uri):
+            console = _Console(conn, handle, console_log)
+        with _refused(f"resuming the domain {name}", conn.uri):
+            handle.resume()
+    except BaseException:
+        _destroy_quietly(handle)
+        raise
+    return console
+
+
 def install(
     conn: Connection,
     name: str,
@@ -962,6 +1371,7 @@ def install(
     status_seconds: float = 10.0,
     poll_seconds: float = 2.0,
     events: bool = True,
+    console_log: Path | None = None,
 ) -> InstallResult:
     """Start the defined domain `name` and wait until the guest powers itself off.
 
@@ -976,6 +1386,10 @@ def install(
     and the serial log's tail are kept in `out_dir`, the domain is destroyed (it
     stays defined), and BuildError says where they are. Ctrl-C destroys the guest
     and re-raises KeyboardInterrupt.
+
+    `console_log` (a remote host, whose files the client cannot read): the guest's
+    serial console (a pty) is read over the connection into that client file, from
+    its first byte on; it is the serial log of the messages and the kept tail.
     """
     if timeout_minutes <= 0:
         raise InputError(
@@ -996,6 +1410,8 @@ def install(
                 f"Stop it (virsh -c {conn.uri} destroy {name}) or use --replace.",
             )
         facts = existing.describe_domain(str(handle.XMLDesc(0)))
+    if console_log is not None:
+        facts = dataclasses.replace(facts, serial_log=console_log)
     if facts.install_cd is None:
         raise InputError(
             f"the domain {name} has no install CD to boot setup from.",
@@ -1003,13 +1419,13 @@ def install(
             key="--install",
         )
     watcher = _StopEvents(conn, handle, enabled=events)
+    console: _Console | None = None
     try:
         start = time.monotonic()
         try:
             # A stop signal can arrive the moment create() returns (Python runs its
             # handler then): from here on it stops the guest too.
-            with _refused(f"starting the domain {name}", conn.uri):
-                handle.create()
+            console = _start(conn, handle, name, console_log)
             _announce(conn, handle, name, monitor)
             outcome = _wait_for_power_off(
                 handle,
@@ -1028,6 +1444,11 @@ def install(
         seconds = time.monotonic() - start
     finally:
         watcher.close()
+        if console is not None:
+            # EOF comes with the power-off; a guest still running has no last bytes.
+            console.close(wait=5.0 if not _is_running_quietly(handle) else 0.0)
+            if console.problem:
+                monitor.warning(f"the serial console of {name} broke off: {console.problem}")
     if not outcome.ok:
         raise _install_failed(
             conn,
@@ -1148,6 +1569,13 @@ def format_size(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def _is_running_quietly(handle: Any) -> bool:
+    try:
+        return bool(handle.isActive())
+    except libvirt.libvirtError:
+        return False
 
 
 def _destroy_quietly(handle: Any) -> None:

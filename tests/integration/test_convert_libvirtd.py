@@ -343,6 +343,10 @@ def test_attach_refusals(
         conn.handle.networkLookupByName(network).undefine()
 
 
+# A local URI whose daemon socket is not there.
+UNREACHABLE = "qemu+unix:///system?socket=/nonexistent/pvinstall-libvirt-sock"
+
+
 def test_connection_and_domain_refusals(
     uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -353,14 +357,17 @@ def test_connection_and_domain_refusals(
             "there is no domain named pvinstall-no-such-domain",
         ),
         (
-            ["convert", "x", "--connect", "qemu+tcp://127.0.0.1:1/system"],
+            ["convert", "x", "--connect", UNREACHABLE],
             1,
-            "cannot reach libvirt at qemu+tcp://127.0.0.1:1/system",
+            f"cannot reach libvirt at {UNREACHABLE}",
         ),
+        (["attach", "x", "nic", "--connect", UNREACHABLE], 1, "cannot reach libvirt"),
+        # They write files of this machine, which a remote host cannot read.
+        (["convert", "x", "--connect", "qemu+tcp://127.0.0.1:1/system"], 2, "names a remote host"),
         (
             ["attach", "x", "nic", "--connect", "qemu+tcp://127.0.0.1:1/system"],
-            1,
-            "cannot reach libvirt",
+            2,
+            "names a remote host",
         ),
         (["convert", "x", "--connect", "::::"], 2, "is not a libvirt URI"),
     ]

@@ -129,6 +129,8 @@ def test_without_any_driver_source_it_names_the_search_order(tmp_path: Path) -> 
 
 def test_a_failed_build_is_reported_as_pvinstall_s_exit_1(virtio_win: Path, tmp_path: Path) -> None:
     iso = probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="report")
+    config = tmp_path / "remote.toml"  # a remote host needs a pool for the uploads
+    config.write_text('storage_pool = "default"\n')
     done = make(
         "win2008r2-virtio",
         tmp_path,
@@ -136,6 +138,7 @@ def test_a_failed_build_is_reported_as_pvinstall_s_exit_1(virtio_win: Path, tmp_
         OUT=str(tmp_path / "out"),
         WINDOWS_ISO=str(iso),
         CONNECT="qemu+tcp://127.0.0.1:1/system",
+        CONFIG=str(config),
     )
     assert done.returncode == 2  # make's own status for any failed recipe
     assert "cannot reach libvirt" in done.stderr

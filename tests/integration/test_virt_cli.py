@@ -138,7 +138,13 @@ def test_build_install_refusals(
     cases = [
         (["--install", "--connect", uri], 2, "needs the Windows install ISO"),
         (["--define", "--connect", "::::"], 2, "is not a libvirt URI"),
-        (["--define", "--connect", "qemu+tcp://127.0.0.1:1/system"], 1, "cannot reach libvirt"),
+        (
+            ["--define", "--connect", "qemu+tcp://127.0.0.1:1/system", "--set", "storage_pool=p"],
+            1,
+            "cannot reach libvirt",
+        ),
+        # A remote host needs a pool for the uploads, whether or not it answers.
+        (["--define", "--connect", "qemu+tcp://127.0.0.1:1/system"], 2, "needs a storage pool"),
         (["--define", "--connect", uri, "--name", "a/b"], 2, "not a usable domain name"),
         (
             ["--define", "--connect", uri, "--set", "data_disks=[" + ",".join(["1"] * 27) + "]"],

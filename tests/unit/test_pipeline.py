@@ -281,3 +281,23 @@ def test_a_sysprep_failure_on_the_serial_port_fails_the_build(tree: Tree, tmp_pa
         pipeline.check_generalized(ctx)  # no failure said: nothing to refuse
     finally:
         ctx.close()
+
+
+def test_a_remote_build_of_a_modern_dvd_is_refused_before_anything_is_written(
+    tree: Tree, tmp_path: Path
+) -> None:
+    # The DVD's overlay names this machine's ISO as its backing file: a remote host could
+    # not read it. Said with the other problems, before any connection is trusted.
+    with pytest.raises(InputError) as raised:
+        build(
+            tree.root,
+            tmp_path / "out",
+            profile="win2022-x64",
+            windows_iso=dvd_for("2022").path,
+            sets=("storage_pool=default",),
+            define=True,
+            connect="qemu+ssh://nobody@127.0.0.1:1/system",
+        )
+    said = [p.message for p in raised.value.problems if p.key == "--connect"]
+    assert any("remote builds of 2012 R2 and later are not supported yet" in m for m in said)
+    assert not (tmp_path / "out").exists()

@@ -7,6 +7,7 @@ Regenerate the golden files with PVTEST_REGENERATE_GOLDEN=1.
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -581,3 +582,46 @@ def test_drives_skip_the_targets_the_disks_take() -> None:
     assert [d.target for d in domain.plan_drives(q35, media, taken=frozenset({"sda", "sdb"}))] == [
         "sdc"
     ]
+
+
+# -- a remote host: volumes of its pool, a pty console ----------------------------------
+
+
+@pytest.mark.parametrize("profile", ["win2003-x86", "win2008r2-x64", "win2022-x64"])
+def test_a_remote_domain_names_only_volumes_of_its_pool(
+    drivers: Mapping[str, DriverSet], profile: str, tmp_path: Path
+) -> None:
+    config = config_for(profile, "data_disks=[5]")
+    local = media_for(config, OUT, "pv")
+    media = domain.MediaPaths(
+        media=tuple(
+            dataclasses.replace(m, path=Path(f"pv-{m.name}")) if m.path else m for m in local.media
+        ),
+        system_disk=Path("pv.qcow2"),
+        data_disks=(Path("pv-data1.qcow2"),),
+        serial_log=None,
+        pool="pool-on-host",
+    )
+    xml = domain.domain_xml(
+        config, drivers[profile], media, facts=FACTS, name="pv", domain_type="kvm"
+    )
+    root = _root(xml)
+    disks = list(root.iterfind("./devices/disk"))
+    assert disks and all(d.get("type") == "volume" for d in disks)
+    sources = [d.find("source") for d in disks]
+    named = {(s.get("pool"), s.get("volume")) for s in sources if s is not None}
+    expected = {("pool-on-host", f"pv-{m.name}") for m in local.media if m.path}
+    assert named == expected | {("pool-on-host", "pv.qcow2"), ("pool-on-host", "pv-data1.qcow2")}
+    # The format is never left to a probe of the volume's bytes.
+    assert all(at(d, "driver").get("type") in ("raw", "qcow2") for d in disks)
+    # Nothing names a file of the client: the serial port is a pty read as the console.
+    assert " file=" not in xml and str(OUT) not in xml
+    assert at(root, "./devices/serial").get("type") == "pty"
+    assert at(root, "./devices/console").get("type") == "pty"
+    # libvirt's own schema takes it (the oracle tier's virt-xml-validate).
+    written = tmp_path / "remote.xml"
+    written.write_text(xml, encoding="utf-8")
+    checked = subprocess.run(
+        ["virt-xml-validate", str(written), "domain"], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stderr + checked.stdout

@@ -1,0 +1,448 @@
+"""Builds on a remote libvirt host (docs/remote.md), for real: the real libvirtd reached
+over qemu+ssh through a private sshd on 127.0.0.1 (tests/integration/remote_host.py),
+its storage pools made over that connection and never written by the test itself,
+uploads read back by downloading them, and the boot probe standing in for setup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import subprocess
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+from builder import cli
+from builder.errors import BuildError
+from builder.monitor import NullMonitor
+from builder.vm import transfer, virt
+from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, make_iso, write_modern_tree
+from tests.integration import probe, remote_host
+from tests.integration.remote_host import Sshd
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "remote-Passw0rd"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def virtio_win_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("vw")
+    tree = write_modern_tree(base / "tree", oses=PROFILE_OS_FOLDERS)
+    return make_iso(tree, base / "virtio-win.iso").path
+
+
+@pytest.fixture(scope="module")
+def windows_iso() -> Path:
+    return probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="report", arch="amd64")
+
+
+@pytest.fixture
+def name(uri: str) -> Iterator[str]:
+    value = remote_host.unique("dom")
+    yield value
+    with virt.connect(uri) as conn:
+        virt.remove_domain(conn, value)
+
+
+def build(
+    capsys: pytest.CaptureFixture[str],
+    *args: str,
+    drivers: Path,
+    out: Path,
+    name: str,
+    connect: str,
+) -> tuple[int, Any, str]:
+    code = cli.main(
+        [
+            "build",
+            "win2008-x64",
+            "--drivers",
+            str(drivers),
+            "--out",
+            str(out),
+            "--name",
+            name,
+            "--connect",
+            connect,
+            "--domain-type",
+            "qemu",
+            "--set",
+            "network=user",
+            "--json",
+            *args,
+        ]
+    )
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out), captured.err
+
+
+def disks_of(xml: str) -> list[ET.Element]:
+    return list(ET.fromstring(xml).iterfind("./devices/disk"))
+
+
+def download(conn: virt.Connection, pool: str, volume: str, dest: Path) -> Path:
+    transfer.download(conn, pool, volume, dest, NullMonitor())
+    return dest
+
+
+# -- end to end ------------------------------------------------------------------------------
+
+
+@pytest.mark.boot
+def test_a_remote_install_uploads_reads_the_console_and_cleans_up(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    remote_uri: str,
+    remote_pool: str,
+    virtio_win_iso: Path,
+    windows_iso: Path,
+    name: str,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("PVINSTALL_ADMIN_PASSWORD", PASSWORD)
+    monkeypatch.setenv("PVINSTALL_STORAGE_POOL", remote_pool)
+    out = tmp_path / "out"
+
+    def rebuild(*args: str) -> tuple[int, Any, str]:
+        return build(capsys, *args, drivers=virtio_win_iso, out=out, name=name, connect=remote_uri)
+
+    media = {f"{name}-floppy.img", f"{name}-drivers.iso", f"{name}-windows.iso"}
+
+    # Someone else's volume in the same pool: no run of pvinstall touches it.
+    other = f"{name}-other.img"
+    raw = libvirt.open(remote_uri)
+    raw.storagePoolLookupByName(remote_pool).createXML(
+        f"<volume><name>{other}</name><capacity>1048576</capacity>"
+        "<target><format type='raw'/></target></volume>",
+        0,
+    )
+    raw.close()
+
+    # --define: the media are uploaded and the domain names volumes only.
+    code, manifest, err = rebuild("--windows-iso", str(windows_iso), "--define")
+    assert code == 0, err
+    record = manifest["domain"]
+    assert record["volumes"]["pool"] == remote_pool and record["volumes"]["deleted"] is False
+    assert set(record["volumes"]["media"]) == media
+    with virt.connect(remote_uri) as conn:
+        defined = virt.inactive_xml(conn, name)
+        for disk in disks_of(defined):
+            source = disk.find("source")
+            assert disk.get("type") == "volume", ET.tostring(disk)
+            if source is not None:
+                assert source.get("pool") == remote_pool and source.get("file") is None
+        assert str(tmp_path) not in defined
+        serial = ET.fromstring(defined).find("./devices/serial")
+        assert serial is not None and serial.get("type") == "pty"
+        assert remote_host_volumes(remote_uri, remote_pool) == {
+            *media,
+            f"{name}.qcow2",
+            other,
+        }
+        # The uploads hold exactly OUT's files (and the user's ISO), read back.
+        back = tmp_path / "back"
+        back.mkdir()
+        for medium, volume in (
+            (out / "floppy.img", f"{name}-floppy.img"),
+            (out / "drivers.iso", f"{name}-drivers.iso"),
+            (windows_iso, f"{name}-windows.iso"),
+        ):
+            assert sha256(download(conn, remote_pool, volume, back / volume)) == sha256(medium)
+
+    # --install --replace: the volumes this OUT's build made are replaced, then the
+    # probe boots from them, its console comes over the connection, and they go.
+    code, manifest, err = rebuild(
+        "--windows-iso", str(windows_iso), "--install", "--replace", "--timeout", "4"
+    )
+    assert code == 0, err
+    record = manifest["domain"]
+    assert record["installed"] is True and record["shutoff_reason"] == "shutdown"
+    assert record["volumes"]["deleted"] is True
+    assert set(record["volumes"]["media"]) == media
+    report = probe.parse_probe_log((out / "serial.log").read_text(errors="replace"))
+    assert report.started and report.ended and not report.unparsed
+    # The guest read the uploaded drivers CD: the manifest's files, byte for byte.
+    drivers_cd = report.cdrom_with_label(manifest["settings"]["drivers_iso_label"])
+    assert drivers_cd is not None and drivers_cd.files
+    assert remote_host_volumes(remote_uri, remote_pool) == {f"{name}.qcow2", other}
+    with virt.connect(remote_uri) as conn:
+        template = virt.inactive_xml(conn, name)
+        assert all(
+            d.find("source") is None for d in disks_of(template) if d.get("device") != "disk"
+        )
+        # The system disk comes back over the connection as the host has it.
+        pool_path = Path(
+            ET.fromstring(libvirt_pool_xml(remote_uri, remote_pool)).findtext("./target/path") or ""
+        )
+        got = download(conn, remote_pool, f"{name}.qcow2", tmp_path / "system.qcow2")
+        assert sha256(got) == sha256(pool_path / f"{name}.qcow2")
+        info = subprocess.run(
+            ["qemu-img", "info", "--output=json", "-f", "qcow2", str(got)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert json.loads(info.stdout)["format"] == "qcow2"
+
+
+def remote_host_volumes(uri: str, pool: str) -> set[str]:
+    conn = libvirt.open(uri)
+    try:
+        return remote_host.volume_names(conn, pool)
+    finally:
+        conn.close()
+
+
+def libvirt_pool_xml(uri: str, pool: str) -> str:
+    conn = libvirt.open(uri)
+    try:
+        return str(conn.storagePoolLookupByName(pool).XMLDesc(0))
+    finally:
+        conn.close()
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def inactive_pool(remote_uri: str, tmp_path: Path) -> Iterator[str]:
+    name = remote_host.unique("inactive")
+    conn = libvirt.open(remote_uri)
+    try:
+        conn.storagePoolDefineXML(
+            f"<pool type='dir'><name>{name}</name><target><path>{tmp_path / 'p'}</path>"
+            "</target></pool>",
+            0,
+        )
+        yield name
+        remote_host.remove_pool(conn, name)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def small_pool(remote_uri: str, tmp_path: Path) -> Iterator[str]:
+    """A directory pool on a 4 MiB tmpfs: no room for a probe ISO of 10 MiB."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "pvt-i17", str(mount)], check=True)
+    name = remote_host.unique("small")
+    conn = libvirt.open(remote_uri)
+    try:
+        remote_host.create_dir_pool(conn, name, mount)
+        yield name
+        remote_host.remove_pool(conn, name)
+    finally:
+        conn.close()
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "key", "fragment"),
+    [
+        ("no pool setting", 2, "storage_pool", "needs a storage pool there"),
+        ("missing pool", 2, "storage_pool", "there is no storage pool named"),
+        ("inactive pool", 2, "storage_pool", "is not active"),
+        ("no room", 1, None, "free, but the media take"),
+        ("clashing volume", 2, "--name", "already exists in the storage pool"),
+        ("clash with --replace", 2, "--replace", "no build in this --out made it"),
+    ],
+)
+def test_remote_builds_refuse_what_the_host_cannot_take(
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    remote_uri: str,
+    virtio_win_iso: Path,
+    windows_iso: Path,
+    name: str,
+    tmp_path: Path,
+    case: str,
+    code: int,
+    key: str | None,
+    fragment: str,
+) -> None:
+    monkeypatch.setenv("PVINSTALL_ADMIN_PASSWORD", PASSWORD)
+    pool: str | None = None
+    extra: list[str] = []
+    if case == "missing pool":
+        pool = remote_host.unique("absent")
+    elif case == "inactive pool":
+        pool = request.getfixturevalue("inactive_pool")
+    elif case == "no room":
+        pool = request.getfixturevalue("small_pool")
+    elif case.startswith("clash"):
+        pool = request.getfixturevalue("remote_pool")
+        conn = libvirt.open(remote_uri)
+        conn.storagePoolLookupByName(pool).createXML(
+            f"<volume><name>{name}-drivers.iso</name><capacity>4096</capacity>"
+            "<target><format type='raw'/></target></volume>",
+            0,
+        )
+        conn.close()
+        extra = ["--replace"] if "replace" in case else []
+    if pool is None:
+        monkeypatch.delenv("PVINSTALL_STORAGE_POOL", raising=False)
+    else:
+        monkeypatch.setenv("PVINSTALL_STORAGE_POOL", pool)
+    out = tmp_path / "out"
+    got, document, err = build(
+        capsys,
+        "--windows-iso",
+        str(windows_iso),
+        "--install",
+        *extra,
+        drivers=virtio_win_iso,
+        out=out,
+        name=name,
+        connect=remote_uri,
+    )
+    assert got == code, err
+    error = document["error"]
+    assert any(fragment in p["message"] for p in error["problems"]), error
+    if key is not None:
+        assert key in {p["key"] for p in error["problems"]}, error
+    with virt.connect(remote_uri) as conn:
+        assert not virt.domain_exists(conn, name)
+    if case == "no room" or case.startswith("clash"):
+        # Nothing of the build is left in the pool (a clash keeps only the other volume).
+        left = remote_host_volumes(remote_uri, pool or "")
+        assert left <= {f"{name}-drivers.iso"}, left
+    if code == 2:
+        assert not (out / "manifest.json").exists()
+
+
+def test_a_failed_upload_leaves_no_partial_volume(
+    remote_uri: str, small_pool: str, tmp_path: Path
+) -> None:
+    """The room check passed (or was raced): the host fails the upload at its full
+    tmpfs, and the volume goes again."""
+    big = tmp_path / "big.img"
+    with big.open("wb") as handle:
+        for _ in range(8):
+            handle.write(b"\xa5" * (1 << 20))
+    with virt.connect(remote_uri) as conn:
+        with pytest.raises(BuildError, match="No space left on device") as failed:
+            virt.upload_volume(conn, small_pool, "pvt-big.img", big)
+        assert "deleted again" in str(failed.value.hint)
+        assert virt.volume_names(conn, small_pool) == ()
+        assert virt.pool_room(conn, small_pool) > 3 * (1 << 20)
+
+
+def test_a_sparse_file_round_trips_with_its_holes(
+    remote_uri: str, remote_pool: str, tmp_path: Path
+) -> None:
+    sparse = tmp_path / "sparse.img"
+    with sparse.open("wb") as handle:
+        handle.truncate(64 << 20)
+        handle.seek(20 << 20)
+        handle.write(b"data" * 4096)
+    with virt.connect(remote_uri) as conn:
+        virt.upload_volume(conn, remote_pool, "pvt-sparse.img", sparse)
+        back = tmp_path / "back.img"
+        assert virt.download_volume(conn, remote_pool, "pvt-sparse.img", back) == 64 << 20
+    assert sha256(back) == sha256(sparse)
+    assert back.stat().st_blocks * 512 < 8 << 20  # the holes stayed holes
+
+
+# -- the connection --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never says a word."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield int(listener.getsockname()[1])
+    stop.set()
+    thread.join()
+    for peer in accepted:
+        peer.close()
+    listener.close()
+
+
+@pytest.mark.parametrize(
+    ("case", "fragment"),
+    [
+        ("wrong key", "root@127.0.0.1: Permission denied (publickey)"),
+        ("closed port", "Connection refused"),
+        ("silent port", "no answer within 3 seconds"),
+    ],
+)
+def test_an_ssh_connection_that_fails_is_a_sentence(
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    sshd: Sshd,
+    virtio_win_iso: Path,
+    tmp_path: Path,
+    case: str,
+    fragment: str,
+) -> None:
+    monkeypatch.setenv("PVINSTALL_ADMIN_PASSWORD", PASSWORD)
+    monkeypatch.setattr(virt, "CONNECT_TIMEOUT_SECONDS", 3.0)
+    if case == "wrong key":
+        uri = sshd.uri(key=sshd.wrong_key)
+    elif case == "closed port":
+        uri = sshd.uri(port=remote_host.free_port())
+    else:
+        uri = sshd.uri(port=request.getfixturevalue("silent_port"))
+    got, document, err = build(
+        capsys,
+        "--define",
+        "--set",
+        "storage_pool=default",
+        drivers=virtio_win_iso,
+        out=tmp_path / "out",
+        name=remote_host.unique("dom"),
+        connect=uri,
+    )
+    assert got == 1, err
+    error = document["error"]
+    message = error["problems"][0]["message"]
+    assert message.startswith(f"cannot reach libvirt at {uri}: "), message
+    assert fragment in message
+    assert "Cannot recv data" not in message and "Connection reset by peer" not in message
+
+
+def test_convert_and_attach_refuse_a_remote_host(
+    capsys: pytest.CaptureFixture[str], remote_uri: str
+) -> None:
+    for args in (
+        ["convert", "pvt-i17-any", "--connect", remote_uri, "--json"],
+        ["attach", "pvt-i17-any", "disk", "--size", "1", "--connect", remote_uri, "--json"],
+    ):
+        assert cli.main(args) == 2
+        error = json.loads(capsys.readouterr().out)["error"]
+        assert error["problems"][0]["key"] == "--connect"
+        assert "names a remote host" in error["problems"][0]["message"]
