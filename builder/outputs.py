@@ -285,31 +285,37 @@ class Generation:
         self.path = path
         self.names: list[str] = []
 
-    def file(self, name: str, *, secret: bool = False) -> Path:
-        """A path to write `name` to; a secret file is created with mode 0600 first, so
-        its bytes are never readable by others, not even for a moment."""
+    def create(self, name: str, *, secret: bool = False) -> int:
+        """Create `name` (it must not exist) and return its descriptor, open for writing.
+        The file is made once, with its mode: a secret file 0600 from the first moment,
+        and never truncated (on ext4 a truncated file is flushed when it is closed)."""
         if "/" in name or name in ("", ".", "..") or name.startswith("."):
             raise BuildError(f"{name!r} is not a name for a file in OUT.")
-        path = self.path / name
-        if secret:
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            except OSError as error:
-                raise self.out.error(name, error) from None
-            os.close(fd)
-        if name not in self.names:
-            self.names.append(name)
-        return path
-
-    def write(self, name: str, data: bytes, *, secret: bool = False) -> Path:
-        path = self.file(name, secret=secret)
         try:
-            with path.open("r+b" if secret else "wb") as handle:
-                handle.write(data)
-                handle.truncate()
+            fd = os.open(
+                self.path / name,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
+                0o600 if secret else 0o666,
+            )
         except OSError as error:
             raise self.out.error(name, error) from None
-        return path
+        if name not in self.names:
+            self.names.append(name)
+        return fd
+
+    def write(self, name: str, data: bytes, *, secret: bool = False) -> Path:
+        """Create `name` holding `data` (written in one go; the caller has the bytes, so
+        their digest needs no read-back)."""
+        fd = self.create(name, secret=secret)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as error:
+            raise self.out.error(name, error) from None
+        finally:
+            os.close(fd)
+        return self.path / name
 
 
 class OutputDir:

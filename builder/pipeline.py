@@ -23,17 +23,24 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from dataclasses import replace as dataclasses_replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from builder import __version__, interrupts, sources
 from builder import manifest as manifest_mod
 from builder.answers.formats import render_answer_files
 from builder.answers.postinstall import render_postinstall
 from builder.config import BuildConfig, failed_keys, validate_config
+from builder.digests import HashingWriter, bytes_digest, file_digest
 from builder.errors import BuildError, InputError, Problem, PvError
 from builder.media import iso9660
 from builder.media.plan import MediaInputs
-from builder.media.table import MediaPlan, WriteInputs, plan_media
+from builder.media.table import (
+    WINDOWS_ISO_INPUT,
+    MediaPlan,
+    WriteInputs,
+    WrittenMedium,
+    plan_media,
+)
 from builder.monitor import Monitor, format_elapsed
 from builder.outputs import Generation, OutputDir
 from builder.reproducible import build_id, source_date_epoch, volume_serial
@@ -74,6 +81,10 @@ class BuildOptions:
     connect: str = virt.DEFAULT_URI
     domain_type: str | None = None
     timeout_minutes: float | None = None
+    # The sha256 of every input image, each read whole for it (docs/design.md §6).
+    hash_inputs: bool = False
+    # Reuse OUT's build when nothing it was made from changed (--no-cache: never).
+    use_cache: bool = True
 
     @property
     def acting(self) -> bool:
@@ -110,6 +121,12 @@ class Context:
     domain_xml: str = ""
     domain_record: dict[str, Any] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
+    # name -> (size, digest, files on it): each taken from the bytes as they were written
+    output_facts: dict[str, tuple[int, dict[str, str], list[dict[str, Any]] | None]] = field(
+        default_factory=dict
+    )
+    # input name -> sha256 of the inputs a writer read whole on the way (the 2003 CD)
+    input_sha256: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -706,28 +723,40 @@ def expected_size(ctx: Context, plan: BuildPlan) -> int:
 # -- the I/O edge ----------------------------------------------------------------------------
 
 
-def write_outputs(ctx: Context, plan: BuildPlan, gen: Generation, monitor: Monitor) -> None:
+def write_outputs(
+    ctx: Context, plan: BuildPlan, gen: Generation, key: bytes, monitor: Monitor
+) -> None:
     """Write every output into the new generation: the answer files, each medium of the
     media table that applies, the domain XML. What holds a secret (the answer files and
-    every medium that carries them) is created with mode 0600."""
+    every medium that carries them) is created with mode 0600 and gets a digest keyed
+    with `key`. Every digest is taken from the bytes as they are written."""
     secret = secret_outputs(ctx, plan)
-    for name, data in sorted(plan.answers.items()):
+
+    def write_bytes(name: str, data: bytes) -> None:
         monitor.step("write", name)
         gen.write(name, data, secret=name in secret)
+        digest = bytes_digest(data, key if name in secret else None)
+        ctx.output_facts[name] = (len(data), digest, None)
         ctx.written.append(name)
+
+    for name, data in sorted(plan.answers.items()):
+        write_bytes(name, data)
     inputs = _write_inputs(ctx, plan)
     for planned in plan.media.planned:
         medium = planned.medium
         monitor.step("write", f"{medium.name} ({medium.title})")
-        target = gen.file(medium.name, secret=medium.name in secret)
-        try:
-            planned.builder.write(planned.plan, target, inputs)
-        except OSError as error:
-            raise gen.out.error(medium.name, error) from None
+        is_secret = medium.name in secret
+        fd = gen.create(medium.name, secret=is_secret)
+        with HashingWriter(fd, gen.path / medium.name, key if is_secret else None) as target:
+            try:
+                written = planned.builder.write(planned.plan, cast(IO[bytes], target), inputs)
+            except OSError as error:
+                raise gen.out.error(medium.name, error) from None
+            files = _medium_files(ctx, plan, medium.name, written, key)
+            ctx.output_facts[medium.name] = (target.size, target.digest(), files)
+        ctx.input_sha256.update(written.input_sha256)
         ctx.written.append(medium.name)
-    monitor.step("write", DOMAIN_XML)
-    gen.write(DOMAIN_XML, ctx.domain_xml.encode("utf-8"))
-    ctx.written.append(DOMAIN_XML)
+    write_bytes(DOMAIN_XML, ctx.domain_xml.encode("utf-8"))
 
 
 def replace_and_define(ctx: Context, conn: virt.Connection, monitor: Monitor) -> None:
@@ -776,56 +805,67 @@ def install_domain(ctx: Context, plan: BuildPlan, conn: virt.Connection, monitor
 
 
 def _medium_files(
-    ctx: Context, plan: BuildPlan, name: str, written: Path, key: bytes
-) -> list[dict[str, Any]] | None:
-    """What pvinstall put on the medium `name` (None for an output that is not one);
-    the answer files on it get keyed digests."""
+    ctx: Context, plan: BuildPlan, name: str, written: WrittenMedium, key: bytes
+) -> list[dict[str, Any]]:
+    """What pvinstall put on the medium `name`; the answer files on it get keyed
+    digests, the files its writer made (the patched TXTSETUP.SIF) the digest of the
+    bytes it wrote."""
     planned = plan.media.get(name)
     if planned is None:
-        return None
-    builder = planned.builder
+        raise BuildError(f"{name} is not a medium of this build.")
     secret = [plan.answers[n] for n in ctx.profile.secret_answer_files if n in plan.answers]
     files = manifest_mod.planned_files_json(
-        builder.files(planned.plan), plan.digests, secrets=secret, key=key
+        planned.builder.files(planned.plan), plan.digests, secrets=secret, key=key
     )
-    files += [
-        {"path": f.path, "size": f.size, "sha256": f.sha256}
-        for f in builder.read_back(planned.plan, written)
-    ]
+    files += [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in written.files]
     return sorted(files, key=lambda f: str(f["path"]).lower())
 
 
-def manifest_document(
-    ctx: Context, plan: BuildPlan, gen: Generation, key: bytes, monitor: Monitor
-) -> dict[str, Any]:
-    """The manifest of the outputs written into `gen` (read from there, named as they
-    will be in OUT). Secret outputs and the --config file get keyed digests."""
-    monitor.step("write", MANIFEST)
-    inputs = [manifest_mod.source_record(ctx.source, ctx.drivers, plan.digests)]
+def input_records(ctx: Context, plan: BuildPlan, key: bytes) -> list[manifest_mod.InputRecord]:
+    """The inputs as the manifest lists them. An image read in place is known by its
+    identity (and the digests of the files used from it); the 2003 CD has the sha256
+    taken while it was remastered; --hash-inputs reads every image whole for its own."""
+    hash_inputs = ctx.options.hash_inputs
+    records = [
+        manifest_mod.source_record(ctx.source, ctx.drivers, plan.digests, hash_inputs=hash_inputs)
+    ]
     if ctx.windows_iso is not None:
-        inputs.append(manifest_mod.file_record("windows_iso", ctx.windows_iso, "iso"))
+        sha256 = ctx.input_sha256.get(WINDOWS_ISO_INPUT)
+        if sha256 is None and hash_inputs:
+            sha256 = file_digest(ctx.windows_iso)["sha256"]
+        info = iso9660.read_volume_info(ctx.windows_iso)
+        records.append(
+            manifest_mod.image_record(
+                WINDOWS_ISO_INPUT,
+                ctx.windows_iso,
+                "iso",
+                info.label if info else "",
+                sha256=sha256,
+            )
+        )
     if ctx.options.config_file is not None:
         # A settings file may hold the password (and is never proven not to): keyed.
         config_file = ctx.options.config_file.absolute()
-        inputs.append(manifest_mod.file_record("config", config_file, "toml", key=key))
-    secret = secret_outputs(ctx, plan)
+        records.append(manifest_mod.file_record("config", config_file, "toml", key=key))
+    return records
+
+
+def manifest_document(
+    ctx: Context, plan: BuildPlan, key: bytes, monitor: Monitor
+) -> dict[str, Any]:
+    """The manifest of the outputs written (named as they will be in OUT), from what
+    their writers saw: nothing is read back. Secret outputs and the --config file get
+    keyed digests."""
+    monitor.step("write", MANIFEST)
     outputs = []
     for name in ctx.written:
-        written = gen.path / name
-        outputs.append(
-            manifest_mod.output_record(
-                name,
-                ctx.out_dir / name,
-                _medium_files(ctx, plan, name, written, key),
-                read_from=written,
-                key=key if name in secret else None,
-            )
-        )
+        size, digest, files = ctx.output_facts[name]
+        outputs.append(manifest_mod.output_record(name, ctx.out_dir / name, size, digest, files))
     return manifest_mod.build_manifest(
         config=ctx.config,
         build_id=plan.build_id,
         epoch=ctx.epoch,
-        inputs=inputs,
+        inputs=input_records(ctx, plan, key),
         drivers=manifest_mod.drivers_json(ctx.drivers, plan.digests),
         outputs=outputs,
         domain=ctx.domain_record,
@@ -932,8 +972,9 @@ def run_build(
             out.expected_size = expected_size(ctx, plan)
             stale = _stale_logs(out)
             with out.generation() as gen:
-                write_outputs(ctx, plan, gen, monitor)
-                document = manifest_document(ctx, plan, gen, out.digest_key(), monitor)
+                key = out.digest_key()
+                write_outputs(ctx, plan, gen, key, monitor)
+                document = manifest_document(ctx, plan, key, monitor)
                 gen.write(MANIFEST, manifest_mod.manifest_bytes(document), secret=True)
                 out.commit(gen, stale=stale)
             if ctx.conn is not None:

@@ -23,6 +23,7 @@ docs/libraries.md.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import io
 import os
@@ -36,13 +37,14 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from time import struct_time
-from typing import IO, Any, Literal, cast
+from typing import IO, Any, BinaryIO, Literal, cast
 
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
+from builder.digests import HashingReader
 from builder.errors import BuildError, InputError
-from builder.media.files import IsoPlan, PlannedFile
+from builder.media.files import WRITE_BLOCK, IsoPlan, PlannedFile, output_stream
 from builder.media.slipstream import SETUP_DIRS, TXTSETUP_SIF, InstallCdPlan, apply_sif_entries
 from builder.virtio.source import (
     DEFAULT_LIMITS,
@@ -91,7 +93,9 @@ def is_iso_image(path: Path) -> bool:
 _READ_ERRORS = (PyCdlibException, OSError, struct.error, ValueError, IndexError, KeyError)
 
 
-def _open_checked(path: Path, *, key: str, not_iso_hint: str) -> tuple[Any, VolumeInfo]:
+def _open_checked(
+    path: Path, *, key: str, not_iso_hint: str, stream: IO[bytes] | None = None
+) -> tuple[Any, VolumeInfo]:
     """Open an ISO with pycdlib after the cheap checks; InputError when it is not one, is
     truncated, or pycdlib cannot parse it."""
     info = read_volume_info(path)
@@ -111,7 +115,10 @@ def _open_checked(path: Path, *, key: str, not_iso_hint: str) -> tuple[Any, Volu
         )
     image = pycdlib.PyCdlib()
     try:
-        image.open(str(path))
+        if stream is None:
+            image.open(str(path))
+        else:
+            image.open_fp(cast(BinaryIO, stream))
     except _READ_ERRORS as exc:
         raise InputError(
             f"{path} is not a readable ISO 9660 image: {exc}.",
@@ -791,29 +798,35 @@ class _Editor:
         )
 
 
-def _write_image(image: Any, out: Path, editor: _Editor) -> None:
-    """Master `image` to `out`, streaming every file; remove `out` if that fails."""
+def _write_image(image: Any, out: Path | IO[bytes], editor: _Editor) -> None:
+    """Master `image` to `out` (a path, removed again if that fails, or a new file's
+    stream), streaming every file in 1 MiB blocks."""
     try:
-        image.write(str(out))
-    except BaseException as exc:
-        out.unlink(missing_ok=True)
-        if isinstance(exc, PyCdlibException):
-            raise BuildError(f"{out.name}: pycdlib failed: {exc}") from exc
-        raise
+        with output_stream(out) as stream:
+            image.write_fp(stream, blocksize=WRITE_BLOCK)
+    except PyCdlibException as exc:
+        raise BuildError(f"{_output_name(out)}: pycdlib failed: {exc}") from exc
     finally:
         for stream in editor.streams:
             stream.close()
 
 
+def _output_name(out: Path | IO[bytes]) -> str:
+    return out.name if isinstance(out, Path) else Path(str(getattr(out, "path", "image"))).name
+
+
 # -- drivers.iso ---------------------------------------------------------------------------
 
 
-def write_drivers_iso(plan: IsoPlan, out: Path, source: DriverSource, *, epoch: int) -> None:
+def write_drivers_iso(
+    plan: IsoPlan, out: Path | IO[bytes], source: DriverSource, *, epoch: int
+) -> None:
     """Write drivers.iso (ISO 9660 level 3 + Joliet + Rock Ridge) from its plan.
 
     Args:
         plan: the drivers ISO part of the media plan (label and files).
-        out: the image to create; removed again if writing fails.
+        out: the image to create (removed again if writing fails), or the stream of a
+            new file to write it into.
         source: where `source_path` files are streamed from (never extracted, never
             read whole).
         epoch: SOURCE_DATE_EPOCH, the date of the volume and of every record.
@@ -968,7 +981,7 @@ def _read_small(image: Any, iso_path: str, limit: int = 16 * 2**20) -> bytes:
     return buffer.getvalue()
 
 
-def _open_windows_iso(path: Path) -> Any:
+def _open_windows_iso(path: Path, stream: IO[bytes] | None = None) -> Any:
     if not path.is_file():
         raise InputError(
             f"{path} {'is not a file' if path.exists() else 'does not exist'}.",
@@ -976,10 +989,23 @@ def _open_windows_iso(path: Path) -> Any:
             key=WINDOWS_ISO_KEY,
         )
     try:
-        image, _ = _open_checked(path, key=WINDOWS_ISO_KEY, not_iso_hint=_NOT_A_CD_HINT)
+        image, _ = _open_checked(
+            path, key=WINDOWS_ISO_KEY, not_iso_hint=_NOT_A_CD_HINT, stream=stream
+        )
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}.", key=WINDOWS_ISO_KEY) from None
     return image
+
+
+@dataclass(frozen=True)
+class RemasteredCd:
+    """What remastering saw on the way: the sha256 of the user's CD (hashed as it was
+    copied) and the patched TXTSETUP.SIF as written (its path on the CD, size, sha256)."""
+
+    cd_sha256: str
+    txtsetup_path: str
+    txtsetup_size: int
+    txtsetup_sha256: str
 
 
 def inspect_install_cd(
@@ -1011,8 +1037,13 @@ def inspect_install_cd(
 
 
 def remaster_install_cd(
-    windows_iso: Path, out: Path, plan: InstallCdPlan, source: DriverSource, *, epoch: int
-) -> None:
+    windows_iso: Path,
+    out: Path | IO[bytes],
+    plan: InstallCdPlan,
+    source: DriverSource,
+    *,
+    epoch: int,
+) -> RemasteredCd:
     """Write `out`: the user's 2003 CD with the driver slipstreamed (streamed, deterministic).
 
     Patches the setup folder's TXTSETUP.SIF, adds the plan's files (or replaces them, so
@@ -1022,14 +1053,23 @@ def remaster_install_cd(
     names follow the CD: no `;1` when it has none, Joliet names when it has Joliet.
 
     Args:
-        windows_iso: the user's CD image (checked again; see `inspect_install_cd`).
-        out: the image to create; removed again if writing fails.
+        windows_iso: the user's CD image (checked again; see `inspect_install_cd`). It
+            is read once: pycdlib's reads are hashed as they pass (`HashingReader`),
+            and only the sectors it skips are read besides.
+        out: the image to create (removed again if writing fails), or the stream of a
+            new file to write it into.
         plan: the CD edits (`slipstream.plan_install_cd`).
         source: where the driver files are streamed from.
         epoch: SOURCE_DATE_EPOCH, the date of new records and of the volume.
     """
-    with _pinned_clock(epoch):
-        image = _open_windows_iso(windows_iso)
+    try:
+        reader = HashingReader(windows_iso)
+    except OSError as exc:
+        raise InputError(
+            f"cannot read {windows_iso}: {exc.strerror}.", key=WINDOWS_ISO_KEY
+        ) from None
+    with _pinned_clock(epoch), reader:
+        image = _open_windows_iso(windows_iso, cast(IO[bytes], reader))
         editor: _Editor | None = None
         try:
             info = _examine(image, windows_iso, plan.profile)
@@ -1060,6 +1100,19 @@ def remaster_install_cd(
                 for stream in editor.streams:
                     stream.close()
             image.close()
+        try:
+            cd_digest = reader.digest()["sha256"]
+        except OSError as exc:
+            raise BuildError(
+                f"{windows_iso} changed while it was remastered: {exc}.",
+                "Build again from a CD image nothing writes to meanwhile.",
+            ) from None
+    return RemasteredCd(
+        cd_sha256=cd_digest,
+        txtsetup_path=plan.txtsetup_path,
+        txtsetup_size=len(patched),
+        txtsetup_sha256=hashlib.sha256(patched).hexdigest(),
+    )
 
 
 # -- Windows install media, read in place ----------------------------------------------------
