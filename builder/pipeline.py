@@ -16,6 +16,9 @@ failure or an interruption included.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -42,13 +45,13 @@ from builder.media.table import (
     plan_media,
 )
 from builder.monitor import Monitor, format_elapsed
-from builder.outputs import Generation, OutputDir
+from builder.outputs import STATE_DIR, Generation, OutputDir, file_identity
 from builder.reproducible import build_id, source_date_epoch, volume_serial
 from builder.sources import driver_digests, find_source, open_source, read_catalogs
 from builder.virtio.facts import DriverFacts, load_driver_facts
 from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
-from builder.virtio.source import DriverSource
+from builder.virtio.source import DEFAULT_LIMITS, DriverSource
 from builder.virtio.trust import apply_signatures
 from builder.vm import domain, virt
 from builder.windows.install_media import InstallMedia, image_json, profiles_for
@@ -900,6 +903,182 @@ def _stale_logs(out: OutputDir) -> list[str]:
     return [n for n in INSTALL_LOGS if isinstance(logs, list) and n in logs]
 
 
+# -- the build cache ------------------------------------------------------------------------
+
+# Outputs up to this size are hashed again before a build is reused; a larger one (a
+# remastered CD) is trusted by its file identity, which any write to it changes.
+VERIFY_BYTES = 64 * 2**20
+_PACKAGE = Path(__file__).resolve().parent
+# The environment variables a build reads (settings, the driver source, the clock).
+_READ_VARIABLES = ("VIRTIO_WIN", "SOURCE_DATE_EPOCH")
+
+
+def _stat_identity(path: Path) -> list[int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
+
+
+def _tree_identity(root: Path, limit: int) -> list[list[Any]] | None:
+    """Every entry below a folder by its lstat (and a link by its text), bounded: None
+    past `limit` entries or at an entry that cannot be read."""
+    found: list[list[Any]] = []
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        try:
+            with os.scandir(folder) as scan:
+                entries = sorted(scan, key=lambda e: e.name)
+            for entry in entries:
+                if len(found) >= limit:
+                    return None
+                info = entry.stat(follow_symlinks=False)
+                path = Path(entry.path)
+                link = str(path.readlink()) if entry.is_symlink() else None
+                facts = [info.st_mode, info.st_ino, info.st_size, info.st_mtime_ns]
+                found.append([str(path.relative_to(root)), *facts, info.st_ctime_ns, link])
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+        except OSError:
+            return None
+    return found
+
+
+def _input_identity(path: Path) -> Any:
+    """An input as it is on disk, without reading it (None: it cannot be told)."""
+    if path.is_dir():
+        tree = _tree_identity(path, DEFAULT_LIMITS.entries)
+        return None if tree is None else [_stat_identity(path), tree]
+    return _stat_identity(path)
+
+
+def cache_material(options: BuildOptions, environ: Mapping[str, str]) -> bytes | None:
+    """What a build is made from, as bytes to key the cache with: pvinstall itself (its
+    version and the identity of its files, templates and driver facts), the options, the
+    environment it reads, and the identity of every input (taken before any of them is
+    read, so that an input changed during the build never matches). None: the build is
+    not cached (it acts on a hypervisor, or an input cannot be told)."""
+    if options.acting:
+        return None
+    try:
+        source = find_source(options.drivers, environ)
+    except InputError:
+        return None
+    inputs: list[Path] = [source]
+    if options.windows_iso is not None:
+        inputs.append(options.windows_iso)
+    if options.config_file is not None:
+        inputs.append(options.config_file)
+    identities = [[str(p.absolute()), _input_identity(p)] for p in inputs]
+    if any(identity is None for _, identity in identities):
+        return None
+    code = [
+        [str(p.relative_to(_PACKAGE)), _stat_identity(p)]
+        for p in sorted(_PACKAGE.rglob("*"))
+        if "__pycache__" not in p.parts and p.is_file()
+    ]
+    fields = dataclasses.asdict(options)
+    fields.pop("use_cache")
+    material = {
+        "pvinstall": __version__,
+        "code": code,
+        "cwd": str(Path.cwd()),
+        "options": {k: str(v) for k, v in sorted(fields.items())},
+        "environ": sorted(
+            (k, v) for k, v in environ.items() if k.startswith("PVINSTALL_") or k in _READ_VARIABLES
+        ),
+        "inputs": identities,
+    }
+    return json.dumps(material, sort_keys=True).encode("utf-8")
+
+
+def cache_key(material: bytes, key: bytes) -> str:
+    """The cache key: keyed with OUT's digest key, because the material holds the
+    settings as given, the password among them."""
+    return hmac.new(key, material, hashlib.sha256).hexdigest()
+
+
+def _reusable(out: OutputDir, record: Mapping[str, Any], key: bytes) -> dict[str, Any] | None:
+    """The manifest of the build OUT shows, when every file of it is still what was
+    written: each name links into the current generation, each file has the identity
+    recorded after the commit and the manifest's size, and each output up to
+    VERIFY_BYTES the manifest's digest. None otherwise."""
+    current = out.current_generation()
+    manifest = out.current_manifest()
+    files = record.get("files")
+    outputs = manifest.get("outputs") if manifest else None
+    if current is None or manifest is None or not isinstance(files, dict):
+        return None
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        return None
+    names = {MANIFEST, *(str(o.get("name")) for o in outputs)}
+    if set(files) != names:
+        return None
+    for name in names:
+        if not out.shows(name) or file_identity(current / name) != files[name]:
+            return None
+    for output in outputs:
+        identity = files[output["name"]]
+        if output.get("size") != identity["size"]:
+            return None
+        if identity["size"] <= VERIFY_BYTES:
+            keyed = "hmac_sha256" in output
+            field_name = "hmac_sha256" if keyed else "sha256"
+            digest = file_digest(current / output["name"], key if keyed else None)
+            if digest[field_name] != output.get(field_name):
+                return None
+    return manifest
+
+
+def _cache_profile(options: BuildOptions) -> Profile | None:
+    try:
+        if options.profile is not None:
+            return resolve_profile(options.profile, options.arch)
+        if options.windows_iso is not None:
+            media = iso9660.read_install_media(options.windows_iso)
+            return profile_from_media(media, options.arch)
+    except InputError:
+        return None
+    return None
+
+
+def cached_build(options: BuildOptions, material: bytes, monitor: Monitor) -> BuildResult | None:
+    """The build OUT already holds, when nothing it was made from changed and its files
+    are verified against its manifest (None: build it)."""
+    profile = _cache_profile(options)
+    if profile is None:
+        return None
+    name = options.name or default_name(profile)
+    out_dir = (options.out or default_out(name)).absolute()
+    if not (out_dir / STATE_DIR).is_dir():
+        return None
+    with OutputDir(out_dir) as out:
+        record = out.cache_record()
+        if record is None or record.get("key") != cache_key(material, out.digest_key()):
+            return None
+        manifest = _reusable(out, record, out.digest_key())
+        current = out.current_generation()
+        if manifest is None or current is None:
+            return None
+        domain_xml = (current / DOMAIN_XML).read_text(encoding="utf-8")
+    monitor.info(
+        f"{out_dir} already holds this build: nothing it is made from changed, and its "
+        "files are as the manifest lists them (--no-cache builds it again)"
+    )
+    for warning in manifest.get("warnings", []):
+        monitor.warning(str(warning))
+    return BuildResult(
+        manifest=manifest,
+        domain_xml=domain_xml,
+        out_dir=out_dir,
+        installed=False,
+        next_step=record.get("next_step"),
+        install_blocked=record.get("install_blocked"),
+    )
+
+
 # -- the script ------------------------------------------------------------------------------
 
 
@@ -946,7 +1125,13 @@ def run_build(
     define → install). InputError before anything is written; BuildError when writing,
     defining or installing fails (after the commit, the manifest records how far it
     got)."""
-    ctx = prepare(options, dict(os.environ if environ is None else environ), monitor)
+    environ = dict(os.environ if environ is None else environ)
+    material = cache_material(options, environ)
+    if material is not None and options.use_cache:
+        cached = cached_build(options, material, monitor)
+        if cached is not None:
+            return cached
+    ctx = prepare(options, environ, monitor)
     with contextlib.closing(ctx):
         plan = plan_build(ctx, monitor)
         make_domain_xml(ctx, plan, monitor)
@@ -977,6 +1162,17 @@ def run_build(
                 document = manifest_document(ctx, plan, key, monitor)
                 gen.write(MANIFEST, manifest_mod.manifest_bytes(document), secret=True)
                 out.commit(gen, stale=stale)
+            blocked = _firmware_gap(ctx.config)
+            if material is None:
+                out.forget_cache()
+            else:
+                out.save_cache(
+                    {
+                        "key": cache_key(material, key),
+                        "next_step": next_step(options, ctx.profile, ctx.out_dir),
+                        "install_blocked": None if blocked is None else blocked[1],
+                    }
+                )
             if ctx.conn is not None:
                 _act(ctx, plan, conn=ctx.conn, out=out, document=document, monitor=monitor)
     return BuildResult(

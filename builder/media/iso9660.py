@@ -802,6 +802,7 @@ def _write_image(image: Any, out: Path | IO[bytes], editor: _Editor) -> None:
     """Master `image` to `out` (a path, removed again if that fails, or a new file's
     stream), streaming every file in 1 MiB blocks."""
     try:
+        _data_in_image_order(image)
         with output_stream(out) as stream:
             image.write_fp(stream, blocksize=WRITE_BLOCK)
     except PyCdlibException as exc:
@@ -809,6 +810,20 @@ def _write_image(image: Any, out: Path | IO[bytes], editor: _Editor) -> None:
     finally:
         for stream in editor.streams:
             stream.close()
+
+
+def _data_in_image_order(image: Any) -> None:
+    """Make pycdlib write the files' data in the order it lies in the image.
+
+    pycdlib writes the data in the order of its inode list, which after an edit (a
+    remastered CD) is not the order of the image: a file near the start may come last,
+    after the whole CD has gone by, and the image could then be hashed only by reading
+    it back. The extents are assigned first (what `write_fp` would do itself), then the
+    list is sorted by them: the bytes written are the same, only their order changes.
+    """
+    if image._needs_reshuffle:  # pycdlib has no public way to lay the image out now
+        image._reshuffle_extents()
+    image.inodes.sort(key=lambda inode: inode.extent_location())
 
 
 def _output_name(out: Path | IO[bytes]) -> str:
