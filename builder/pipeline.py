@@ -54,6 +54,7 @@ from builder.virtio.selection import DriverSet, select_drivers
 from builder.virtio.source import DEFAULT_LIMITS, DriverSource
 from builder.virtio.trust import apply_signatures
 from builder.vm import domain, virt
+from builder.vm.devices import DEFAULT_URI
 from builder.windows.install_media import InstallMedia, image_json, profiles_for
 from builder.windows.profiles import Profile, resolve_profile
 
@@ -81,7 +82,7 @@ class BuildOptions:
     install: bool = False
     replace: bool = False
     force: bool = False
-    connect: str = virt.DEFAULT_URI
+    connect: str = DEFAULT_URI
     domain_type: str | None = None
     timeout_minutes: float | None = None
     # The sha256 of every input image, each read whole for it (docs/design.md §6).
@@ -169,6 +170,8 @@ class BuildResult:
     # What to do instead of --install while the domain cannot boot the build's
     # firmware (None when it can).
     install_blocked: str | None = None
+    # Whether OUT already held this build (the cache), and nothing was written.
+    reused: bool = False
 
 
 # -- validate everything first ---------------------------------------------------------------
@@ -1076,6 +1079,7 @@ def cached_build(options: BuildOptions, material: bytes, monitor: Monitor) -> Bu
         installed=False,
         next_step=record.get("next_step"),
         install_blocked=record.get("install_blocked"),
+        reused=True,
     )
 
 

@@ -33,9 +33,8 @@ from builder.config import BuildConfig
 from builder.errors import BuildError, InputError, Problem, raise_problems
 from builder.monitor import Monitor, format_elapsed
 from builder.vm import disk_images, domain, existing
-from builder.vm.devices import AttachedMedium
+from builder.vm.devices import DEFAULT_URI, AttachedMedium
 
-DEFAULT_URI = "qemu:///system"
 SCREENSHOT = "screenshot.png"
 SERIAL_TAIL = "serial-tail.log"
 SERIAL_TAIL_BYTES = 64 * 1024

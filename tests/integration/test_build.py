@@ -281,6 +281,8 @@ def build_in_a_process(vw: Path, cd: Path, out: Path, **env: str) -> dict[str, b
             f"product_key={KEY_2003}",
             "--set",
             "computer_name=GOLD",
+            # Built again for real: unchanged inputs would otherwise reuse OUT's build.
+            "--no-cache",
         ],
         capture_output=True,
         text=True,
