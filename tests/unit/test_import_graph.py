@@ -140,13 +140,13 @@ def test_the_command_line_starts_without_the_lazy_libraries() -> None:
 # writes a floppy; jinja2 only a build; pycdlib only what reads a Windows medium or
 # writes an ISO (a virtio-win ISO is read without it); rich only on a terminal.
 _HEAVY = ("libvirt", "pyfatfs", "fs", "jinja2", "pycdlib", "rich")
-_RUN_AND_REPORT = """
+_RUN_AND_REPORT = f"""
 import json, sys
 from builder import cli
 code = cli.main(sys.argv[1:])
-heavy = sorted({m.split('.')[0] for m in sys.modules} & set(%r))
-print(json.dumps({"code": code, "loaded": heavy}), file=sys.stderr)
-""" % (_HEAVY,)
+heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({_HEAVY!r}))
+print(json.dumps({{"code": code, "loaded": heavy}}), file=sys.stderr)
+"""
 
 
 def _loaded(*argv: str, cwd: Path) -> tuple[int, list[str]]:
