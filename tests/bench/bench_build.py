@@ -160,7 +160,7 @@ def extract_and_pack(
 
 def xorriso_remaster(cd: Path, work: Path, out: Path) -> str:
     """The same CD edit with xorriso: map VIOSTOR.SYS and the patched TXTSETUP.SIF in,
-    keep the boot image (the two files taken from pvinstall's install.iso)."""
+    keep the boot image as it is (the two files taken from pvinstall's install.iso)."""
     for name in ("VIOSTOR.SYS", "TXTSETUP.SIF"):
         subprocess.run(
             ["xorriso", "-osirrox", "on", "-indev", str(out / "install.iso"),
@@ -169,7 +169,7 @@ def xorriso_remaster(cd: Path, work: Path, out: Path) -> str:
         )  # fmt: skip
     return (
         f"rm -f {work}/remastered.iso; xorriso -indev {cd} -outdev {work}/remastered.iso "
-        f"-boot_image any replay -map {work}/VIOSTOR.SYS /I386/VIOSTOR.SYS "
+        f"-boot_image any keep -map {work}/VIOSTOR.SYS /I386/VIOSTOR.SYS "
         f"-map {work}/TXTSETUP.SIF /I386/TXTSETUP.SIF -commit >/dev/null 2>&1"
     )
 
