@@ -148,13 +148,17 @@ def extract_and_pack(
         + " ".join(f"-extract /{f} {work}/x/{f}" for f in folders)
         + " >/dev/null 2>&1"
     )
-    copies = " ".join(f"{work}/x/{f}" for f in boot)
+    floppy = f"{work}/floppy.img"
+    names = [(f, f.split("/")[0]) for f in boot]
+    copies = "; ".join(
+        f"mmd -i {floppy} ::/{name}; mcopy -i {floppy} {work}/x/{f}/* ::/{name}/"
+        for f, name in names
+    )
+    grafts = " ".join(f"{f}={work}/x/{f}" for f in folders)
     return (
-        f"rm -rf {work}/x {work}/floppy.img {work}/drivers.iso; {extract}; "
-        f"mkfs.fat -C {work}/floppy.img 1440 >/dev/null; "
-        f"mcopy -s -i {work}/floppy.img {copies} ::/; "
-        f"genisoimage -quiet -J -r -o {work}/drivers.iso "
-        + " ".join(f"{work}/x/{f}" for f in folders)
+        f"rm -rf {work}/x {floppy} {work}/drivers.iso; {extract}; "
+        f"mkfs.fat -C {floppy} 1440 >/dev/null; {copies}; "
+        f"genisoimage -quiet -J -r -graft-points -o {work}/drivers.iso {grafts}"
     )
 
 
