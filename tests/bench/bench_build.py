@@ -2,7 +2,7 @@
 
 Each case runs pvinstall (`python -m builder`) and its peer as fresh processes, in
 pairs, three times; the table shows the medians, the ratio pvinstall/peer, and the peak
-RSS of each (GNU time's maximum resident set). The machine is shared and noisy: only
+RSS of each (the maximum resident set wait4 reports). The machine is shared and noisy: only
 ratios measured side by side mean anything, and nothing here is asserted.
 
 - `build win2003-x86` with a ~700 MB CD vs `cp` of the CD, and vs an xorriso remaster
@@ -27,7 +27,7 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,18 +49,18 @@ ENV = {
 
 
 def timed(argv: Sequence[str], cwd: Path | None = None) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of one run, by GNU time's rusage of the process tree."""
-    with tempfile.NamedTemporaryFile("r") as report:
-        subprocess.run(
-            ["/usr/bin/time", "-o", report.name, "-f", "%e %M", *argv],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=ENV,
-            cwd=cwd,
-        )
-        wall, rss = report.read().split()[-2:]
-    return float(wall), int(rss) / 1024
+    """(wall seconds, peak RSS MiB) of one run; wait4 gives the peak of the process and
+    of the processes it waited for (a pipeline's tools)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=cwd
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, list(argv))
+    return wall, usage.ru_maxrss / 1024
 
 
 def sh(script: str) -> list[str]:
