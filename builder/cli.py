@@ -13,25 +13,25 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from builder import clone as clone_mod
-from builder import interrupts, pipeline, sources
+from builder import interrupts
 from builder.config import settings_help
-from builder.convert import steps as convert_steps
 from builder.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, InputError, PvError
-from builder.media.iso9660 import read_install_media
 from builder.monitor import choose_monitor, route_warnings
-from builder.virtio.facts import load_driver_facts
-from builder.virtio.packages import scan_json, scan_source
-from builder.virtio.selection import driverset_json, select_drivers
-from builder.virtio.trust import apply_signatures
-from builder.vm.virt import DEFAULT_URI
+from builder.vm.devices import DEFAULT_URI
 from builder.windows.profiles import PROFILES, resolve_profile
 
+if TYPE_CHECKING:
+    from builder.convert.steps import Mode
+
+# Each command imports what it runs when it runs (`pvinstall --help`, `profiles`,
+# `drivers` and `inspect` never load libvirt, jinja2 or pycdlib's writers), and the help
+# is plain text: rich alone takes a tenth of a second to import.
 app = typer.Typer(
+    rich_markup_mode=None,
     name="pvinstall",
     help="Unattended Windows Server installs on KVM/libvirt with virtio drivers from the "
     "first boot.",
@@ -120,6 +120,12 @@ def drivers_command(
     json_output: JsonOption = False,
 ) -> None:
     """List the driver packages in a source, or the selection for a profile."""
+    from builder import sources
+    from builder.virtio.facts import load_driver_facts
+    from builder.virtio.packages import scan_json, scan_source
+    from builder.virtio.selection import driverset_json, select_drivers
+    from builder.virtio.trust import apply_signatures
+
     target = resolve_profile(profile, arch) if profile else None
     path = sources.find_source(source)
     facts = load_driver_facts()
@@ -161,6 +167,8 @@ def inspect_command(
 ) -> None:
     """Show what pvinstall sees on a Windows install DVD or 2003 CD, read in place: the
     release, the images of install.wim, the boot images, the profile it is for."""
+    from builder.media.iso9660 import read_install_media
+
     document = read_install_media(iso).as_json()
     if json_output:
         _print_json(document)
@@ -295,9 +303,29 @@ def build_command(
             "template is exported.",
         ),
     ] = False,
+    hash_inputs: Annotated[
+        bool,
+        typer.Option(
+            "--hash-inputs",
+            help="Also record the sha256 of every input image, each read whole for it "
+            "(otherwise an image read in place is recorded by its size, mtime and volume "
+            "id, and the digests of the files used from it).",
+        ),
+    ] = False,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Build again even when OUT already holds the build of these inputs and settings.",
+        ),
+    ] = False,
 ) -> None:
     """Write the answer files, driver media and domain XML for a hands-off install;
-    with --define or --install, also act on libvirt (and export the template)."""
+    with --define or --install, also act on libvirt (and export the template). A build
+    whose inputs and settings did not change reuses OUT's outputs, verified against its
+    manifest."""
+    from builder import pipeline
+
     if json_output and print_xml:
         raise InputError(
             "--json and --print-xml both print on stdout.",
@@ -321,6 +349,8 @@ def build_command(
         connect=connect,
         domain_type=domain_type,
         timeout_minutes=timeout,
+        hash_inputs=hash_inputs,
+        use_cache=not no_cache,
     )
     monitor = choose_monitor(json_output=json_output)
     result = pipeline.run_build(options, monitor)
@@ -331,10 +361,18 @@ def build_command(
     if print_xml:
         sys.stdout.write(result.domain_xml)
     where = result.out_dir
-    typer.echo(
-        f"pvinstall: wrote {len(result.manifest['outputs'])} files and manifest.json to {where}",
-        err=True,
-    )
+    if result.reused:
+        typer.echo(
+            f"pvinstall: {where} already holds this build: nothing it is made from changed, "
+            "and its files are as its manifest lists them (--no-cache builds it again)",
+            err=True,
+        )
+    else:
+        typer.echo(
+            f"pvinstall: wrote {len(result.manifest['outputs'])} files and manifest.json "
+            f"to {where}",
+            err=True,
+        )
     template = result.manifest.get("template")
     if result.installed and template:
         kept = (
@@ -491,6 +529,8 @@ def convert_command(
 ) -> None:
     """Switch an existing guest's IDE/SATA/SCSI disks and e1000/rtl8139 NICs to virtio,
     safely: staged by default (the boot disk moves once Windows has the driver)."""
+    from builder.convert import steps as convert_steps
+
     modes = [
         flag
         for flag, on in (
@@ -506,7 +546,7 @@ def convert_command(
             "Give one of --finish, --drivers-installed and --rollback.",
             key=modes[1],
         )
-    mode: convert_steps.Mode = "staged"
+    mode: Mode = "staged"
     if finish:
         mode = "finish"
     elif drivers_installed:
@@ -569,6 +609,8 @@ def attach_command(
 ) -> None:
     """Add a virtio disk or NIC (the model for the guest's Windows) within the 28 PCI slots,
     to the definition and, where the hypervisor allows, to the running guest."""
+    from builder.convert import steps as convert_steps
+
     if kind not in ("disk", "nic"):
         raise InputError(f"cannot attach {kind!r}.", "Attach a disk or a nic.", key="KIND")
     options = convert_steps.AttachOptions(
@@ -619,6 +661,8 @@ def clone_command(
 ) -> None:
     """Define a new domain from a golden template: a linked clone (a qcow2 overlay on the
     read-only template disk) or, with --full, a copy; its own name, UUID and MACs."""
+    from builder import clone as clone_mod
+
     options = clone_mod.CloneOptions(
         template=template, name=name, connect=connect, full=full, out=out, start=start
     )

@@ -24,6 +24,7 @@ from typing import Any
 from builder.errors import BuildError, InputError, Problem
 from builder.monitor import Monitor
 from builder.vm import devices, disk_images, domain, existing, virt
+from builder.vm.devices import DEFAULT_URI
 
 MANIFEST = "manifest.json"
 # The template disk is never written again: read-only for its owner (libvirt gives QEMU
@@ -43,7 +44,7 @@ class CloneOptions:
 
     template: str
     name: str
-    connect: str = virt.DEFAULT_URI
+    connect: str = DEFAULT_URI
     full: bool = False
     out: Path | None = None
     start: bool = False

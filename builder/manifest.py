@@ -1,6 +1,7 @@
 """manifest.json: what went into a build and what came out (the contract of docs/design.md §6).
 
-Profile, inputs (path, sha256), the install image of the DVD, the selected drivers (name,
+Profile, inputs (path, sha256; an image read in place by its identity and the digest of
+the files used from it), the install image of the DVD, the selected drivers (name,
 INF path, OS folder, arch, DriverVer, hardware IDs, files, catalog, signer and digest,
 every signature) and installers, the outputs (name, path, size, sha256), warnings and
 SOURCE_DATE_EPOCH. Settings appear
@@ -27,86 +28,113 @@ from typing import Any
 
 from builder import __version__
 from builder.config import BuildConfig
+from builder.digests import file_digest
 from builder.media.files import PlannedFile
 from builder.virtio.selection import DriverSet, installers_json, selected_json
 from builder.virtio.source import DriverSource
 
-CHUNK = 1024 * 1024
 # Where the key of the keyed digests is, relative to OUT (the manifest names it).
 KEY_FILE = ".pvinstall/hmac.key"
-
-
-def sha256_file(path: Path) -> str:
-    """The sha256 of a file, streamed (an install ISO is several GB)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def hmac_file(path: Path, key: bytes) -> str:
-    """The HMAC-SHA256 of a file under `key`, streamed."""
-    digest = hmac.new(key, digestmod=hashlib.sha256)
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def hmac_bytes(data: bytes, key: bytes) -> str:
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
-def file_digest(path: Path, key: bytes | None) -> dict[str, str]:
-    """`{"sha256": ...}`, or `{"hmac_sha256": ...}` under `key` for what holds a secret."""
-    if key is None:
-        return {"sha256": sha256_file(path)}
-    return {"hmac_sha256": hmac_file(path, key)}
+@dataclass(frozen=True)
+class Identity:
+    """An image as it is on disk, known without reading it: its size, modification
+    time and volume id. A changed file has another identity (its sha256 is taken only
+    with --hash-inputs)."""
+
+    size: int
+    mtime_ns: int
+    volume_id: str
+
+    @classmethod
+    def of(cls, path: Path, volume_id: str) -> Identity:
+        info = path.stat()
+        return cls(info.st_size, info.st_mtime_ns, volume_id)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"size": self.size, "mtime_ns": self.mtime_ns, "volume_id": self.volume_id}
 
 
 @dataclass(frozen=True)
 class InputRecord:
-    """An input file: its digest is `sha256`, or `hmac_sha256` when `keyed` (it holds a
-    secret)."""
+    """An input file: its digest is `sha256` (None: not read whole, see `identity`), or
+    `hmac_sha256` when `keyed` (it holds a secret). An image read in place has its
+    `identity`, and `files_sha256`, the digest of the files used from it."""
 
     name: str
     path: str
     kind: str
-    digest: str
+    digest: str | None
     keyed: bool = False
+    identity: Identity | None = None
+    files_sha256: str | None = None
 
     @property
     def sha256(self) -> str | None:
         return None if self.keyed else self.digest
 
-    def as_json(self) -> dict[str, str]:
-        field = "hmac_sha256" if self.keyed else "sha256"
-        return {"name": self.name, "path": self.path, "kind": self.kind, field: self.digest}
+    def as_json(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"name": self.name, "path": self.path, "kind": self.kind}
+        if self.digest is not None:
+            record["hmac_sha256" if self.keyed else "sha256"] = self.digest
+        if self.identity is not None:
+            record["identity"] = self.identity.as_json()
+        if self.files_sha256 is not None:
+            record["files_sha256"] = self.files_sha256
+        return record
+
+
+def files_digest(drivers: DriverSet, digests: Mapping[str, str]) -> str:
+    """The digest of the selected files of a source: each file's path and sha256 (in
+    `digests`), in selection order."""
+    digest = hashlib.sha256()
+    for driver in drivers.selected:
+        for file in driver.files:
+            digest.update(f"{file.path}\0{digests[file.path]}\n".encode())
+    return digest.hexdigest()
 
 
 def source_record(
-    source: DriverSource, drivers: DriverSet, digests: Mapping[str, str]
+    source: DriverSource,
+    drivers: DriverSet,
+    digests: Mapping[str, str],
+    *,
+    hash_inputs: bool = False,
 ) -> InputRecord:
-    """The driver source as an input. An image is hashed whole; a directory has no
-    bytes of its own, so its digest covers the selected files (path and the sha256 in
-    `digests`)."""
+    """The driver source as an input. A directory has no bytes of its own: its digest
+    covers the selected files (path and the sha256 in `digests`). An image is read in
+    place, only the files selection needs: its identity and the digest of those files,
+    and its own sha256 only with `hash_inputs` (a full read of the image)."""
+    used = files_digest(drivers, digests)
     if source.kind == "dir":
-        digest = hashlib.sha256()
-        for driver in drivers.selected:
-            for file in driver.files:
-                digest.update(f"{file.path}\0{digests[file.path]}\n".encode())
-        checksum = digest.hexdigest()
-    else:
-        checksum = sha256_file(source.path)
-    return InputRecord("drivers", str(source.path), source.kind, checksum)
+        return InputRecord("drivers", str(source.path), source.kind, used)
+    return InputRecord(
+        "drivers",
+        str(source.path),
+        source.kind,
+        file_digest(source.path)["sha256"] if hash_inputs else None,
+        identity=Identity.of(source.path, source.label),
+        files_sha256=used,
+    )
 
 
 def file_record(name: str, path: Path, kind: str, *, key: bytes | None = None) -> InputRecord:
-    """An input file; with `key` (it may hold a secret) its digest is keyed."""
-    if key is None:
-        return InputRecord(name, str(path), kind, sha256_file(path))
-    return InputRecord(name, str(path), kind, hmac_file(path, key), keyed=True)
+    """An input file hashed whole; with `key` (it may hold a secret) its digest is keyed."""
+    digest = file_digest(path, key)
+    return InputRecord(name, str(path), kind, next(iter(digest.values())), keyed=key is not None)
+
+
+def image_record(
+    name: str, path: Path, kind: str, volume_id: str, *, sha256: str | None = None
+) -> InputRecord:
+    """An image known by its identity, with its sha256 when it was read whole anyway
+    (a CD hashed while it was remastered) or on request (--hash-inputs)."""
+    return InputRecord(name, str(path), kind, sha256, identity=Identity.of(path, volume_id))
 
 
 def drivers_json(drivers: DriverSet, digests: Mapping[str, str]) -> dict[str, Any]:
@@ -129,21 +157,14 @@ def drivers_json(drivers: DriverSet, digests: Mapping[str, str]) -> dict[str, An
 def output_record(
     name: str,
     path: Path,
+    size: int,
+    digest: Mapping[str, str],
     files: Sequence[Mapping[str, Any]] | None = None,
-    *,
-    read_from: Path | None = None,
-    key: bytes | None = None,
 ) -> dict[str, Any]:
-    """One output file at `path` (read from `read_from`, where it is written before the
-    commit); for a medium also the files pvinstall put on it. With `key` (the file holds
-    or carries a secret) its digest is keyed."""
-    source = read_from or path
-    record: dict[str, Any] = {
-        "name": name,
-        "path": str(path),
-        "size": source.stat().st_size,
-        **file_digest(source, key),
-    }
+    """One output file at `path`, of `size` bytes, with its digest as its writer took
+    it (`sha256`, or `hmac_sha256` for what holds or carries a secret); for a medium
+    also the files pvinstall put on it (pure: nothing is read back)."""
+    record: dict[str, Any] = {"name": name, "path": str(path), "size": size, **digest}
     if files is not None:
         record["files"] = [dict(f) for f in files]
     return record

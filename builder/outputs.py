@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from builder import interrupts
 from builder.errors import BuildError, InputError
@@ -42,6 +43,7 @@ CURRENT = "current"
 GENERATION_PREFIX = "gen-"
 STAGE_PREFIX = "stage-"
 KEY_FILE = "hmac.key"
+CACHE_FILE = "cache.json"
 MANIFEST = "manifest.json"
 # The staging folders of pvinstall before the generations (tempfile.mkdtemp's names):
 # removed like stale generations.
@@ -285,31 +287,37 @@ class Generation:
         self.path = path
         self.names: list[str] = []
 
-    def file(self, name: str, *, secret: bool = False) -> Path:
-        """A path to write `name` to; a secret file is created with mode 0600 first, so
-        its bytes are never readable by others, not even for a moment."""
+    def create(self, name: str, *, secret: bool = False) -> int:
+        """Create `name` (it must not exist) and return its descriptor, open for writing.
+        The file is made once, with its mode: a secret file 0600 from the first moment,
+        and never truncated (on ext4 a truncated file is flushed when it is closed)."""
         if "/" in name or name in ("", ".", "..") or name.startswith("."):
             raise BuildError(f"{name!r} is not a name for a file in OUT.")
-        path = self.path / name
-        if secret:
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            except OSError as error:
-                raise self.out.error(name, error) from None
-            os.close(fd)
-        if name not in self.names:
-            self.names.append(name)
-        return path
-
-    def write(self, name: str, data: bytes, *, secret: bool = False) -> Path:
-        path = self.file(name, secret=secret)
         try:
-            with path.open("r+b" if secret else "wb") as handle:
-                handle.write(data)
-                handle.truncate()
+            fd = os.open(
+                self.path / name,
+                os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
+                0o600 if secret else 0o666,
+            )
         except OSError as error:
             raise self.out.error(name, error) from None
-        return path
+        if name not in self.names:
+            self.names.append(name)
+        return fd
+
+    def write(self, name: str, data: bytes, *, secret: bool = False) -> Path:
+        """Create `name` holding `data` (written in one go; the caller has the bytes, so
+        their digest needs no read-back)."""
+        fd = self.create(name, secret=secret)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as error:
+            raise self.out.error(name, error) from None
+        finally:
+            os.close(fd)
+        return self.path / name
 
 
 class OutputDir:
@@ -431,6 +439,10 @@ class OutputDir:
             return str(link.readlink()) == _link_target(name)
         except OSError:
             return False
+
+    def shows(self, name: str) -> bool:
+        """Whether OUT/`name` is pvinstall's link into the build OUT shows."""
+        return self._ours(name)
 
     def check_names(self, names: Iterable[str]) -> None:
         """Refuse, before anything is written, a build whose files would replace
@@ -592,6 +604,47 @@ class OutputDir:
             raise self.error(f"{STATE_DIR}/{KEY_FILE}", error) from None
         return key
 
+    # -- the build cache ---------------------------------------------------------------
+
+    def cache_record(self) -> dict[str, Any] | None:
+        """What the build OUT shows was made from (`save_cache`), or None: no record,
+        or one of another generation."""
+        current = self.current_generation()
+        path = self.state / CACHE_FILE
+        if current is None or path.is_symlink():
+            return None
+        try:
+            with path.open("rb") as handle:
+                record = json.loads(handle.read(1024 * 1024))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("generation") != current.name:
+            return None
+        return record
+
+    def save_cache(self, record: dict[str, Any]) -> None:
+        """Remember what the build OUT shows was made from, with the identity of each of
+        its files (`file_identity`). Not synced: a record lost in a crash costs one
+        rebuild, nothing else."""
+        current = self.current_generation()
+        if current is None:
+            return
+        files = {name: file_identity(current / name) for name in sorted(self.current_names())}
+        document = {**record, "generation": current.name, "files": files}
+        temporary = self.state / f".{CACHE_FILE}.pvinstall-new-{secrets.token_hex(6)}"
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(document, handle, sort_keys=True)
+            temporary.replace(self.state / CACHE_FILE)
+        except OSError:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+
+    def forget_cache(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.state / CACHE_FILE).unlink()
+
     # -- what dead runs left -----------------------------------------------------------
 
     def sweep(self) -> None:
@@ -648,6 +701,22 @@ class OutputDir:
             if self.current_generation() != gen.path:
                 _remove_tree(gen.path)
             raise self.error(f"the files of the earlier build in {self.path}", error) from None
+
+
+def file_identity(path: Path) -> dict[str, int] | None:
+    """A file as it is on disk, without reading it: inode, size, modification and
+    change times. Writing to the file changes its change time, and nobody can set that
+    back (None: no such file)."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return None
+    return {
+        "ino": info.st_ino,
+        "size": info.st_size,
+        "mtime_ns": info.st_mtime_ns,
+        "ctime_ns": info.st_ctime_ns,
+    }
 
 
 def _read_manifest(path: Path) -> dict[str, object] | None:

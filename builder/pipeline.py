@@ -16,6 +16,9 @@ failure or an interruption included.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -23,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from dataclasses import replace as dataclasses_replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from builder import __version__, interrupts, sources
 from builder import manifest as manifest_mod
@@ -31,21 +34,29 @@ from builder.answers.formats import render_answer_files
 from builder.answers.postinstall import SYSPREP_FAILED_LINE, render_postinstall
 from builder.answers.sysprep import render_sysprep
 from builder.config import BuildConfig, failed_keys, validate_config
+from builder.digests import HashingWriter, bytes_digest, file_digest
 from builder.errors import BuildError, InputError, Problem, PvError
 from builder.media import cabinet, iso9660
 from builder.media.plan import MediaInputs
-from builder.media.table import MediaPlan, WriteInputs, media_for, plan_media
+from builder.media.table import (
+    WINDOWS_ISO_INPUT,
+    MediaPlan,
+    WriteInputs,
+    WrittenMedium,
+    media_for,
+    plan_media,
+)
 from builder.monitor import Monitor, format_elapsed
-from builder.outputs import Generation, OutputDir
+from builder.outputs import STATE_DIR, Generation, OutputDir, file_identity
 from builder.reproducible import build_id, source_date_epoch, volume_serial
 from builder.sources import driver_digests, find_source, open_source, read_catalogs
 from builder.virtio.facts import DriverFacts, load_driver_facts
 from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
-from builder.virtio.source import DriverSource
+from builder.virtio.source import DEFAULT_LIMITS, DriverSource
 from builder.virtio.trust import apply_signatures
 from builder.vm import disk_images, domain, existing, remote, transfer, virt
-from builder.vm.devices import CPU_LEVELS, AttachedMedium
+from builder.vm.devices import CPU_LEVELS, DEFAULT_URI, AttachedMedium
 from builder.windows.install_media import InstallMedia, image_json, profiles_for
 from builder.windows.profiles import Profile, resolve_profile
 
@@ -77,9 +88,13 @@ class BuildOptions:
     replace: bool = False
     force: bool = False
     export_only: bool = False
-    connect: str = virt.DEFAULT_URI
+    connect: str = DEFAULT_URI
     domain_type: str | None = None
     timeout_minutes: float | None = None
+    # The sha256 of every input image, each read whole for it (docs/design.md §6).
+    hash_inputs: bool = False
+    # Reuse OUT's build when nothing it was made from changed (--no-cache: never).
+    use_cache: bool = True
 
     @property
     def acting(self) -> bool:
@@ -122,6 +137,12 @@ class Context:
     domain_xml: str = ""
     domain_record: dict[str, Any] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
+    # name -> (size, digest, files on it): each taken from the bytes as they were written
+    output_facts: dict[str, tuple[int, dict[str, str], list[dict[str, Any]] | None]] = field(
+        default_factory=dict
+    )
+    # input name -> sha256 of the inputs a writer read whole on the way (the 2003 CD)
+    input_sha256: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     final_xml: str = ""  # the installed domain, its install media out
 
@@ -166,6 +187,8 @@ class BuildResult:
     out_dir: Path
     installed: bool
     next_step: str | None = None
+    # Whether OUT already held this build (the cache), and nothing was written.
+    reused: bool = False
 
 
 # -- validate everything first ---------------------------------------------------------------
@@ -893,28 +916,40 @@ def expected_size(ctx: Context, plan: BuildPlan) -> int:
 # -- the I/O edge ----------------------------------------------------------------------------
 
 
-def write_outputs(ctx: Context, plan: BuildPlan, gen: Generation, monitor: Monitor) -> None:
+def write_outputs(
+    ctx: Context, plan: BuildPlan, gen: Generation, key: bytes, monitor: Monitor
+) -> None:
     """Write every output into the new generation: the answer files, each medium of the
     media table that applies, the domain XML. What holds a secret (the answer files and
-    every medium that carries them) is created with mode 0600."""
+    every medium that carries them) is created with mode 0600 and gets a digest keyed
+    with `key`. Every digest is taken from the bytes as they are written."""
     secret = secret_outputs(ctx, plan)
-    for name, data in sorted(plan.rendered.items()):
+
+    def write_bytes(name: str, data: bytes) -> None:
         monitor.step("write", name)
         gen.write(name, data, secret=name in secret)
+        digest = bytes_digest(data, key if name in secret else None)
+        ctx.output_facts[name] = (len(data), digest, None)
         ctx.written.append(name)
+
+    for name, data in sorted(plan.rendered.items()):
+        write_bytes(name, data)
     inputs = _write_inputs(ctx, plan)
     for planned in plan.media.planned:
         medium = planned.medium
         monitor.step("write", f"{medium.name} ({medium.title})")
-        target = gen.file(medium.name, secret=medium.name in secret)
-        try:
-            planned.builder.write(planned.plan, target, inputs)
-        except OSError as error:
-            raise gen.out.error(medium.name, error) from None
+        is_secret = medium.name in secret
+        fd = gen.create(medium.name, secret=is_secret)
+        with HashingWriter(fd, gen.path / medium.name, key if is_secret else None) as target:
+            try:
+                written = planned.builder.write(planned.plan, cast(IO[bytes], target), inputs)
+            except OSError as error:
+                raise gen.out.error(medium.name, error) from None
+            files = _medium_files(ctx, plan, medium.name, written, key)
+            ctx.output_facts[medium.name] = (target.size, target.digest(), files)
+        ctx.input_sha256.update(written.input_sha256)
         ctx.written.append(medium.name)
-    monitor.step("write", DOMAIN_XML)
-    gen.write(DOMAIN_XML, ctx.domain_xml.encode("utf-8"))
-    ctx.written.append(DOMAIN_XML)
+    write_bytes(DOMAIN_XML, ctx.domain_xml.encode("utf-8"))
 
 
 def replace_and_define(
@@ -998,57 +1033,68 @@ def install_domain(ctx: Context, plan: BuildPlan, conn: virt.Connection, monitor
 
 
 def _medium_files(
-    ctx: Context, plan: BuildPlan, name: str, written: Path, key: bytes
-) -> list[dict[str, Any]] | None:
-    """What pvinstall put on the medium `name` (None for an output that is not one);
-    the answer files on it get keyed digests."""
+    ctx: Context, plan: BuildPlan, name: str, written: WrittenMedium, key: bytes
+) -> list[dict[str, Any]]:
+    """What pvinstall put on the medium `name`; the answer files on it get keyed
+    digests, the files its writer made (the patched TXTSETUP.SIF) the digest of the
+    bytes it wrote."""
     planned = plan.media.get(name)
     if planned is None:
-        return None
-    builder = planned.builder
+        raise BuildError(f"{name} is not a medium of this build.")
     secret = [plan.answers[n] for n in ctx.profile.secret_answer_files if n in plan.answers]
     secret += plan.sysprep.values()
     files = manifest_mod.planned_files_json(
-        builder.files(planned.plan), plan.digests, secrets=secret, key=key
+        planned.builder.files(planned.plan), plan.digests, secrets=secret, key=key
     )
-    files += [
-        {"path": f.path, "size": f.size, "sha256": f.sha256}
-        for f in builder.read_back(planned.plan, written)
-    ]
+    files += [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in written.files]
     return sorted(files, key=lambda f: str(f["path"]).lower())
 
 
-def manifest_document(
-    ctx: Context, plan: BuildPlan, gen: Generation, key: bytes, monitor: Monitor
-) -> dict[str, Any]:
-    """The manifest of the outputs written into `gen` (read from there, named as they
-    will be in OUT). Secret outputs and the --config file get keyed digests."""
-    monitor.step("write", MANIFEST)
-    inputs = [manifest_mod.source_record(ctx.source, ctx.drivers, plan.digests)]
+def input_records(ctx: Context, plan: BuildPlan, key: bytes) -> list[manifest_mod.InputRecord]:
+    """The inputs as the manifest lists them. An image read in place is known by its
+    identity (and the digests of the files used from it); the 2003 CD has the sha256
+    taken while it was remastered; --hash-inputs reads every image whole for its own."""
+    hash_inputs = ctx.options.hash_inputs
+    records = [
+        manifest_mod.source_record(ctx.source, ctx.drivers, plan.digests, hash_inputs=hash_inputs)
+    ]
     if ctx.windows_iso is not None:
-        inputs.append(manifest_mod.file_record("windows_iso", ctx.windows_iso, "iso"))
+        sha256 = ctx.input_sha256.get(WINDOWS_ISO_INPUT)
+        if sha256 is None and hash_inputs:
+            sha256 = file_digest(ctx.windows_iso)["sha256"]
+        info = iso9660.read_volume_info(ctx.windows_iso)
+        records.append(
+            manifest_mod.image_record(
+                WINDOWS_ISO_INPUT,
+                ctx.windows_iso,
+                "iso",
+                info.label if info else "",
+                sha256=sha256,
+            )
+        )
     if ctx.options.config_file is not None:
         # A settings file may hold the password (and is never proven not to): keyed.
         config_file = ctx.options.config_file.absolute()
-        inputs.append(manifest_mod.file_record("config", config_file, "toml", key=key))
-    secret = secret_outputs(ctx, plan)
+        records.append(manifest_mod.file_record("config", config_file, "toml", key=key))
+    return records
+
+
+def manifest_document(
+    ctx: Context, plan: BuildPlan, key: bytes, monitor: Monitor
+) -> dict[str, Any]:
+    """The manifest of the outputs written (named as they will be in OUT), from what
+    their writers saw: nothing is read back. Secret outputs and the --config file get
+    keyed digests."""
+    monitor.step("write", MANIFEST)
     outputs = []
     for name in ctx.written:
-        written = gen.path / name
-        outputs.append(
-            manifest_mod.output_record(
-                name,
-                ctx.out_dir / name,
-                _medium_files(ctx, plan, name, written, key),
-                read_from=written,
-                key=key if name in secret else None,
-            )
-        )
+        size, digest, files = ctx.output_facts[name]
+        outputs.append(manifest_mod.output_record(name, ctx.out_dir / name, size, digest, files))
     return manifest_mod.build_manifest(
         config=ctx.config,
         build_id=plan.build_id,
         epoch=ctx.epoch,
-        inputs=inputs,
+        inputs=input_records(ctx, plan, key),
         drivers=manifest_mod.drivers_json(ctx.drivers, plan.digests),
         outputs=outputs,
         domain=ctx.domain_record,
@@ -1130,13 +1176,18 @@ def export_template(
         gen.names.append(name)
         info = disk_images.image_info(target, image_format)
         xml = existing.template_xml(ctx.final_xml, ctx.out_dir / name, image_format)
-        gen.write(TEMPLATE_XML, xml.encode("utf-8"))
+        xml_bytes = xml.encode("utf-8")
+        gen.write(TEMPLATE_XML, xml_bytes)
         outputs = [o for o in document["outputs"] if o.get("name") not in (name, TEMPLATE_XML)]
-        disk_record = manifest_mod.output_record(name, ctx.out_dir / name, read_from=target)
+        # qemu-img wrote the disk: its digest is one read of what it wrote (the template
+        # keeps a plain sha256, docs/design.md §6).
+        disk_record = manifest_mod.output_record(
+            name, ctx.out_dir / name, target.stat().st_size, file_digest(target)
+        )
         outputs += [
             disk_record,
             manifest_mod.output_record(
-                TEMPLATE_XML, ctx.out_dir / TEMPLATE_XML, read_from=gen.path / TEMPLATE_XML
+                TEMPLATE_XML, ctx.out_dir / TEMPLATE_XML, len(xml_bytes), bytes_digest(xml_bytes)
             ),
         ]
         document["outputs"] = outputs
@@ -1192,6 +1243,182 @@ def _stale_logs(out: OutputDir) -> list[str]:
     return [n for n in INSTALL_LOGS if isinstance(logs, list) and n in logs]
 
 
+# -- the build cache ------------------------------------------------------------------------
+
+# Outputs up to this size are hashed again before a build is reused; a larger one (a
+# remastered CD) is trusted by its file identity, which any write to it changes.
+VERIFY_BYTES = 64 * 2**20
+_PACKAGE = Path(__file__).resolve().parent
+# The environment variables a build reads (settings, the driver source, the clock).
+_READ_VARIABLES = ("VIRTIO_WIN", "SOURCE_DATE_EPOCH")
+
+
+def _stat_identity(path: Path) -> list[int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
+
+
+def _tree_identity(root: Path, limit: int) -> list[list[Any]] | None:
+    """Every entry below a folder by its lstat (and a link by its text), bounded: None
+    past `limit` entries or at an entry that cannot be read."""
+    found: list[list[Any]] = []
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        try:
+            with os.scandir(folder) as scan:
+                entries = sorted(scan, key=lambda e: e.name)
+            for entry in entries:
+                if len(found) >= limit:
+                    return None
+                info = entry.stat(follow_symlinks=False)
+                path = Path(entry.path)
+                link = str(path.readlink()) if entry.is_symlink() else None
+                facts = [info.st_mode, info.st_ino, info.st_size, info.st_mtime_ns]
+                found.append([str(path.relative_to(root)), *facts, info.st_ctime_ns, link])
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+        except OSError:
+            return None
+    return found
+
+
+def _input_identity(path: Path) -> Any:
+    """An input as it is on disk, without reading it (None: it cannot be told)."""
+    if path.is_dir():
+        tree = _tree_identity(path, DEFAULT_LIMITS.entries)
+        return None if tree is None else [_stat_identity(path), tree]
+    return _stat_identity(path)
+
+
+def cache_material(options: BuildOptions, environ: Mapping[str, str]) -> bytes | None:
+    """What a build is made from, as bytes to key the cache with: pvinstall itself (its
+    version and the identity of its files, templates and driver facts), the options, the
+    environment it reads, and the identity of every input (taken before any of them is
+    read, so that an input changed during the build never matches). None: the build is
+    not cached (it acts on a hypervisor, or an input cannot be told)."""
+    if options.acting:
+        return None
+    try:
+        source = find_source(options.drivers, environ)
+    except InputError:
+        return None
+    inputs: list[Path] = [source]
+    if options.windows_iso is not None:
+        inputs.append(options.windows_iso)
+    if options.config_file is not None:
+        inputs.append(options.config_file)
+    identities = [[str(p.absolute()), _input_identity(p)] for p in inputs]
+    if any(identity is None for _, identity in identities):
+        return None
+    code = [
+        [str(p.relative_to(_PACKAGE)), _stat_identity(p)]
+        for p in sorted(_PACKAGE.rglob("*"))
+        if "__pycache__" not in p.parts and p.is_file()
+    ]
+    fields = dataclasses.asdict(options)
+    fields.pop("use_cache")
+    material = {
+        "pvinstall": __version__,
+        "code": code,
+        "cwd": str(Path.cwd()),
+        "options": {k: str(v) for k, v in sorted(fields.items())},
+        "environ": sorted(
+            (k, v) for k, v in environ.items() if k.startswith("PVINSTALL_") or k in _READ_VARIABLES
+        ),
+        "inputs": identities,
+    }
+    return json.dumps(material, sort_keys=True).encode("utf-8")
+
+
+def cache_key(material: bytes, key: bytes) -> str:
+    """The cache key: keyed with OUT's digest key, because the material holds the
+    settings as given, the password among them."""
+    return hmac.new(key, material, hashlib.sha256).hexdigest()
+
+
+def _reusable(out: OutputDir, record: Mapping[str, Any], key: bytes) -> dict[str, Any] | None:
+    """The manifest of the build OUT shows, when every file of it is still what was
+    written: each name links into the current generation, each file has the identity
+    recorded after the commit and the manifest's size, and each output up to
+    VERIFY_BYTES the manifest's digest. None otherwise."""
+    current = out.current_generation()
+    manifest = out.current_manifest()
+    files = record.get("files")
+    outputs = manifest.get("outputs") if manifest else None
+    if current is None or manifest is None or not isinstance(files, dict):
+        return None
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        return None
+    names = {MANIFEST, *(str(o.get("name")) for o in outputs)}
+    if set(files) != names:
+        return None
+    for name in names:
+        if not out.shows(name) or file_identity(current / name) != files[name]:
+            return None
+    for output in outputs:
+        identity = files[output["name"]]
+        if output.get("size") != identity["size"]:
+            return None
+        if identity["size"] <= VERIFY_BYTES:
+            keyed = "hmac_sha256" in output
+            field_name = "hmac_sha256" if keyed else "sha256"
+            digest = file_digest(current / output["name"], key if keyed else None)
+            if digest[field_name] != output.get(field_name):
+                return None
+    return manifest
+
+
+def _cache_profile(options: BuildOptions) -> Profile | None:
+    try:
+        if options.profile is not None:
+            return resolve_profile(options.profile, options.arch)
+        if options.windows_iso is not None:
+            media = iso9660.read_install_media(options.windows_iso)
+            return profile_from_media(media, options.arch)
+    except InputError:
+        return None
+    return None
+
+
+def cached_build(options: BuildOptions, material: bytes, monitor: Monitor) -> BuildResult | None:
+    """The build OUT already holds, when nothing it was made from changed and its files
+    are verified against its manifest (None: build it)."""
+    profile = _cache_profile(options)
+    if profile is None:
+        return None
+    name = options.name or default_name(profile)
+    out_dir = (options.out or default_out(name)).absolute()
+    if not (out_dir / STATE_DIR).is_dir():
+        return None
+    with OutputDir(out_dir) as out:
+        record = out.cache_record()
+        if record is None or record.get("key") != cache_key(material, out.digest_key()):
+            return None
+        manifest = _reusable(out, record, out.digest_key())
+        current = out.current_generation()
+        if manifest is None or current is None:
+            return None
+        domain_xml = (current / DOMAIN_XML).read_text(encoding="utf-8")
+    monitor.info(
+        f"{out_dir} already holds this build: nothing it is made from changed, and its "
+        "files are as the manifest lists them (--no-cache builds it again)"
+    )
+    for warning in manifest.get("warnings", []):
+        monitor.warning(str(warning))
+    return BuildResult(
+        manifest=manifest,
+        domain_xml=domain_xml,
+        out_dir=out_dir,
+        installed=False,
+        next_step=record.get("next_step"),
+        reused=True,
+    )
+
+
 # -- the script ------------------------------------------------------------------------------
 
 
@@ -1241,7 +1468,13 @@ def run_build(
     define → install). InputError before anything is written; BuildError when writing,
     defining or installing fails (after the commit, the manifest records how far it
     got)."""
-    ctx = prepare(options, dict(os.environ if environ is None else environ), monitor)
+    environ = dict(os.environ if environ is None else environ)
+    material = cache_material(options, environ)
+    if material is not None and options.use_cache:
+        cached = cached_build(options, material, monitor)
+        if cached is not None:
+            return cached
+    ctx = prepare(options, environ, monitor)
     with contextlib.closing(ctx):
         plan = plan_build(ctx, monitor)
         make_domain_xml(ctx, plan, monitor)
@@ -1275,10 +1508,20 @@ def run_build(
             out.expected_size = expected_size(ctx, plan)
             stale = _stale_logs(out)
             with out.generation() as gen:
-                write_outputs(ctx, plan, gen, monitor)
-                document = manifest_document(ctx, plan, gen, out.digest_key(), monitor)
+                key = out.digest_key()
+                write_outputs(ctx, plan, gen, key, monitor)
+                document = manifest_document(ctx, plan, key, monitor)
                 gen.write(MANIFEST, manifest_mod.manifest_bytes(document), secret=True)
                 out.commit(gen, stale=stale)
+            if material is None:
+                out.forget_cache()
+            else:
+                out.save_cache(
+                    {
+                        "key": cache_key(material, key),
+                        "next_step": next_step(options, ctx.profile, ctx.out_dir),
+                    }
+                )
             if ctx.conn is not None:
                 _act(ctx, plan, conn=ctx.conn, out=out, document=document, monitor=monitor)
     return BuildResult(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from builder.errors import InputError
 from builder.media.fat_reader import FloppySource, looks_like_fat_image
-from builder.media.iso9660 import IsoSource, is_iso_image
+from builder.media.iso_reader import IsoSource, is_iso_image
 from builder.virtio.selection import DriverSet
 from builder.virtio.signatures import MAX_CATALOG_BYTES
 from builder.virtio.source import (

@@ -29,6 +29,7 @@ from builder.virtio.facts import load_driver_facts
 from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
 from builder.vm import disk_images, existing, remote, virt
+from builder.vm.devices import DEFAULT_URI
 from builder.windows.profiles import Profile
 
 Mode = Literal["staged", "finish", "drivers-installed", "rollback"]
@@ -42,7 +43,7 @@ class ConvertOptions:
     """What the user asked `pvinstall convert` for."""
 
     name: str
-    uri: str = virt.DEFAULT_URI
+    uri: str = DEFAULT_URI
     profile: str | None = None
     arch: str | None = None
     drivers: str | None = None
@@ -120,7 +121,7 @@ class ConvertOutcome:
 def _again(options: ConvertOptions, flag: str) -> str:
     """The command line that continues this conversion."""
     words = ["pvinstall", "convert", options.name, flag]
-    if options.uri != virt.DEFAULT_URI:
+    if options.uri != DEFAULT_URI:
         words += ["--connect", options.uri]
     if options.out is not None:
         words += ["--out", str(options.out)]
@@ -473,7 +474,7 @@ class AttachOptions:
 
     name: str
     kind: Literal["disk", "nic"]
-    uri: str = virt.DEFAULT_URI
+    uri: str = DEFAULT_URI
     profile: str | None = None
     arch: str | None = None
     size_gib: int | None = None

@@ -14,15 +14,17 @@ docs/libraries.md.
 from __future__ import annotations
 
 import contextlib
+import io
 import struct
 import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import IO, Any
 
 from builder.errors import BuildError
+from builder.media.files import output_stream
 from builder.media.floppy import SECTOR, FloppyGeometry, FloppyPlan, floppy_usage, geometry
 from builder.reproducible import FAT_EPOCH
 from builder.virtio.source import DriverSource
@@ -37,9 +39,12 @@ def _pyfatfs() -> Any:
         from fs.errors import FSError
         from pyfatfs import PyFATException
         from pyfatfs.DosDateTime import DosDateTime
-        from pyfatfs.PyFatFS import PyFatFS
+        from pyfatfs.PyFatFS import PyFatBytesIOFS
     return SimpleNamespace(
-        FSError=FSError, PyFATException=PyFATException, DosDateTime=DosDateTime, PyFatFS=PyFatFS
+        FSError=FSError,
+        PyFATException=PyFATException,
+        DosDateTime=DosDateTime,
+        PyFatBytesIOFS=PyFatBytesIOFS,
     )
 
 
@@ -188,13 +193,17 @@ def _pinned_fat_clock(epoch: int) -> Iterator[None]:
 
 
 def write_floppy(
-    plan: FloppyPlan, out: Path, source: DriverSource, *, epoch: int, serial: int
+    plan: FloppyPlan, out: Path | IO[bytes], source: DriverSource, *, epoch: int, serial: int
 ) -> None:
     """Write the answer floppy image `out` (FAT12, nominal size, deterministic).
 
+    The image is made in memory (1.44 or 2.88 MB) and written in one piece, so that
+    its digest is taken from the bytes written, never read back.
+
     Args:
         plan: the floppy part of the media plan (its capacity already checked).
-        out: the image to create; removed again if writing fails.
+        out: the image to create (removed again if writing fails), or the stream of a
+            new file to write it into.
         source: where `source_path` files are read from.
         epoch: SOURCE_DATE_EPOCH, the date of every directory entry.
         serial: the volume serial number (derived from the build id).
@@ -202,30 +211,36 @@ def write_floppy(
     Raises:
         BuildError: pyfatfs failed, or the image did not come out at its nominal size.
     """
+    name = out.name if isinstance(out, Path) else Path(str(getattr(out, "path", "floppy"))).name
     geo = geometry(plan.size_kib)
     usage = floppy_usage(((f.path, f.size) for f in plan.files), geo)
     if not usage.fits:
-        raise BuildError(f"{out.name}: the planned files do not fit ({usage}).")
-    try:
-        out.write_bytes(blank_image(geo, plan.label, serial, epoch))
-        _fill(out, plan, source, epoch)
-        size = out.stat().st_size
-        if size != geo.size:
-            # pyfatfs grows a full image instead of failing.
-            raise BuildError(
-                f"{out.name} came out at {size} bytes instead of {geo.size}: the files "
-                "overflowed the floppy although the plan said they fit."
-            )
-    except BaseException:
-        out.unlink(missing_ok=True)
-        raise
+        raise BuildError(f"{name}: the planned files do not fit ({usage}).")
+    image = _KeptImage(blank_image(geo, plan.label, serial, epoch))
+    _fill(image, name, plan, source, epoch)
+    data = image.getvalue()
+    if len(data) != geo.size:
+        # pyfatfs grows a full image instead of failing.
+        raise BuildError(
+            f"{name} came out at {len(data)} bytes instead of {geo.size}: the files "
+            "overflowed the floppy although the plan said they fit."
+        )
+    with output_stream(out) as stream:
+        stream.write(data)
 
 
-def _fill(out: Path, plan: FloppyPlan, source: DriverSource, epoch: int) -> None:
+class _KeptImage(io.BytesIO):
+    """The image in memory; pyfatfs closes its file when it is done, the bytes stay."""
+
+    def close(self) -> None:
+        self.seek(0)
+
+
+def _fill(image: _KeptImage, name: str, plan: FloppyPlan, source: DriverSource, epoch: int) -> None:
     lib = _pyfatfs()
     made: set[str] = set()
     with _pinned_fat_clock(epoch):
-        fs: Any = lib.PyFatFS(str(out), utc=True, preserve_case=True, lazy_load=False)
+        fs: Any = lib.PyFatBytesIOFS(image, utc=True, preserve_case=True, lazy_load=False)
         try:
             # A first-level folder's `..` entry is a copy of pyfatfs's in-memory root
             # entry, whose dates are zero (an invalid month 0); date it like the rest.
@@ -246,6 +261,6 @@ def _fill(out: Path, plan: FloppyPlan, source: DriverSource, epoch: int) -> None
                 with fs.openbin("/" + planned.path, "w") as stream:
                     stream.write(data)
         except lib.PyFATException as exc:
-            raise BuildError(f"{out.name}: pyfatfs failed: {exc}") from exc
+            raise BuildError(f"{name}: pyfatfs failed: {exc}") from exc
         finally:
             fs.close()

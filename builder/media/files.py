@@ -8,10 +8,12 @@ of the driver source they are streamed from when the medium is written. Its `ope
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 from builder.virtio.source import DriverSource
@@ -84,3 +86,23 @@ class OverlayPlan:
     offset: int
     patched_sector: bytes | None = field(repr=False)
     note: str
+
+
+# Writers write in blocks of this size (pycdlib's default is 32 KiB).
+WRITE_BLOCK = 1024 * 1024
+
+
+@contextlib.contextmanager
+def output_stream(out: Path | IO[bytes]) -> Iterator[IO[bytes]]:
+    """`out` as a stream to write a medium into: a path is created (and removed again
+    when writing fails); a stream (a new file of the output directory, hashed as it is
+    written) is used as it is, and its owner removes it."""
+    if not isinstance(out, Path):
+        yield out
+        return
+    try:
+        with out.open("wb") as handle:
+            yield handle
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise

@@ -1,10 +1,7 @@
 """ISO 9660 images: the only module that imports pycdlib.
 
-Reading: `IsoReader` lists and streams files of an ISO in place (never extracted,
-never read whole), in the richest namespace the image has: Rock Ridge (case-
-sensitive names such as `2k8R2`; virtio-win ISOs since 2020), else Joliet, else
-plain ISO 9660 (upper-case names, `;1` version suffix dropped). `IsoSource` is the
-driver source made of one.
+Reading driver sources (`IsoReader`, `IsoSource`) is `media/iso_reader.py`'s, without
+pycdlib (its names are re-exported here).
 
 Writing: `write_drivers_iso` masters drivers.iso and answer.iso (ISO 9660 level 3 +
 Joliet + Rock Ridge) from an `IsoPlan`; `inspect_install_cd` checks the user's Windows
@@ -23,75 +20,47 @@ docs/libraries.md.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import io
 import random
 import re
-import stat
 import struct
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from time import struct_time
-from typing import IO, Any, Literal, cast
+from typing import IO, Any, BinaryIO, cast
 
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
+from builder.digests import HashingReader
 from builder.errors import BuildError, InputError
 from builder.media import eltorito
-from builder.media.files import IsoPlan, PlannedFile
+from builder.media.files import WRITE_BLOCK, IsoPlan, PlannedFile, output_stream
+
+# Reading driver sources is iso_reader's (no pycdlib); its names are ISO names here too.
+from builder.media.iso_reader import SECTOR as SECTOR  # noqa: PLC0414
+from builder.media.iso_reader import IsoEntry as IsoEntry  # noqa: PLC0414
+from builder.media.iso_reader import IsoReader as IsoReader  # noqa: PLC0414
+from builder.media.iso_reader import IsoSource as IsoSource  # noqa: PLC0414
+from builder.media.iso_reader import VolumeInfo as VolumeInfo  # noqa: PLC0414
+from builder.media.iso_reader import is_iso_image as is_iso_image  # noqa: PLC0414
+from builder.media.iso_reader import read_volume_info as read_volume_info  # noqa: PLC0414
 from builder.media.slipstream import SETUP_DIRS, TXTSETUP_SIF, InstallCdPlan, apply_sif_entries
-from builder.virtio.source import (
-    DEFAULT_LIMITS,
-    DriverSource,
-    SourceEntry,
-    SourceLimits,
-    WalkBudget,
-    check_name,
-    mode_kind,
-)
+from builder.virtio.source import DriverSource
 from builder.windows.install_media import WINDOWS_ISO_KEY, BootImage, DiscExtent, InstallMedia
 from builder.windows.profiles import Arch, Profile, sibling
 from builder.windows.wim import WimError, WimInfo, read_wim
 
-SECTOR = 2048
-_PVD_OFFSET = 16 * SECTOR
-
-Namespace = Literal["rr", "joliet", "iso9660"]
-
-
-@dataclass(frozen=True)
-class VolumeInfo:
-    """What the primary volume descriptor says, read without pycdlib."""
-
-    label: str
-    space_bytes: int
-
-
-def read_volume_info(path: Path) -> VolumeInfo | None:
-    """The label and nominal size of an ISO 9660 image, or None if `path` is not one."""
-    with path.open("rb") as handle:
-        handle.seek(_PVD_OFFSET)
-        pvd = handle.read(SECTOR)
-    if len(pvd) < 190 or pvd[1:6] != b"CD001" or pvd[0] != 1:
-        return None
-    label = pvd[40:72].decode("ascii", "replace").strip()
-    (space_blocks,) = struct.unpack_from("<I", pvd, 80)
-    (block_size,) = struct.unpack_from("<H", pvd, 128)
-    return VolumeInfo(label, space_blocks * (block_size or SECTOR))
-
-
-def is_iso_image(path: Path) -> bool:
-    return read_volume_info(path) is not None
-
-
 _READ_ERRORS = (PyCdlibException, OSError, struct.error, ValueError, IndexError, KeyError)
 
 
-def _open_checked(path: Path, *, key: str, not_iso_hint: str) -> tuple[Any, VolumeInfo]:
+def _open_checked(
+    path: Path, *, key: str, not_iso_hint: str, stream: IO[bytes] | None = None
+) -> tuple[Any, VolumeInfo]:
     """Open an ISO with pycdlib after the cheap checks; InputError when it is not one, is
     truncated, or pycdlib cannot parse it."""
     info = read_volume_info(path)
@@ -111,7 +80,10 @@ def _open_checked(path: Path, *, key: str, not_iso_hint: str) -> tuple[Any, Volu
         )
     image = pycdlib.PyCdlib()
     try:
-        image.open(str(path))
+        if stream is None:
+            image.open(str(path))
+        else:
+            image.open_fp(cast(BinaryIO, stream))
     except _READ_ERRORS as exc:
         raise InputError(
             f"{path} is not a readable ISO 9660 image: {exc}.",
@@ -119,189 +91,6 @@ def _open_checked(path: Path, *, key: str, not_iso_hint: str) -> tuple[Any, Volu
             key=key,
         ) from None
     return image, info
-
-
-@dataclass(frozen=True)
-class IsoEntry:
-    """A file on the image: its path in the chosen namespace and its size."""
-
-    path: str
-    size: int
-    native_path: str
-
-
-class IsoReader:
-    """Read-only access to the files of an ISO image, streamed from the image file.
-
-    Use as a context manager; the image stays open until `close()`. The listing is
-    bounded (`SourceLimits`) and refuses, naming the path, what a driver source cannot
-    be: a Rock Ridge symbolic link (it could point anywhere, and reads as an empty
-    file), any other entry that is not a file or a folder (device, fifo, socket), a name
-    that is not one plain name, two entries of one name, and a file whose data lies
-    outside the image.
-    """
-
-    def __init__(self, path: Path, limits: SourceLimits = DEFAULT_LIMITS) -> None:
-        self.path = path
-        self._limits = limits
-        self._iso, info = _open_checked(
-            path,
-            key=str(path),
-            not_iso_hint="Give a virtio-win ISO, a driver folder or a virtio-win floppy image.",
-        )
-        self.label = info.label
-        self._image_bytes = path.stat().st_size
-        self.namespace: Namespace
-        if self._iso.has_rock_ridge():
-            self.namespace = "rr"
-        elif self._iso.has_joliet():
-            self.namespace = "joliet"
-        else:
-            self.namespace = "iso9660"
-        self._entries: tuple[IsoEntry, ...] | None = None
-
-    def __enter__(self) -> IsoReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._iso.close()
-
-    def _kwargs(self, native_path: str) -> dict[str, str]:
-        key = {"rr": "rr_path", "joliet": "joliet_path", "iso9660": "iso_path"}[self.namespace]
-        return {key: native_path}
-
-    def _name(self, record: Any, listed_dir: str) -> str:
-        if self.namespace == "rr":
-            if record.rock_ridge is None:
-                raise self._refused(listed_dir or "/", "has an entry without a Rock Ridge name")
-            raw: bytes = record.rock_ridge.name()
-            return raw.decode("utf-8", "replace")
-        identifier: bytes = record.file_identifier()
-        if self.namespace == "joliet":
-            return identifier.decode("utf-16_be", "replace")
-        return identifier.decode("ascii", "replace")
-
-    def _refused(self, path: str, what: str) -> InputError:
-        return InputError(
-            f"{self.path}:{path} {what}.",
-            "The image is damaged or crafted; use a virtio-win release.",
-            key=str(self.path),
-        )
-
-    def entries(self) -> tuple[IsoEntry, ...]:
-        """Every file on the image (directory records only; no file data is read)."""
-        if self._entries is None:
-            budget = WalkBudget(self.path, self._limits)
-            self._entries = tuple(sorted(self._walk("/", "", 0, budget), key=lambda e: e.path))
-        return self._entries
-
-    def _walk(
-        self, native_dir: str, display_dir: str, depth: int, budget: WalkBudget
-    ) -> Iterator[IsoEntry]:
-        try:
-            children = list(self._iso.list_children(**self._kwargs(native_dir)))
-        except (PyCdlibException, UnicodeError) as exc:
-            raise InputError(
-                f"{self.path}: cannot list {display_dir or '/'}: {exc}.",
-                "The image is damaged; copy it again.",
-                key=str(self.path),
-            ) from None
-        seen: set[str] = set()
-        for record in children:
-            if record is None or record.is_dot() or record.is_dotdot():
-                continue
-            name = self._name(record, display_dir)
-            native_name = name
-            if self.namespace == "iso9660" and not record.is_dir():
-                # Plain ISO 9660 names carry the ";1" version; show them without it
-                # but keep the identifier to open the file.
-                name = name.split(";")[0].rstrip(".")
-            display = f"{display_dir}/{name}" if display_dir else name
-            budget.entry(display)
-            check_name(self.path, display_dir, name)
-            if name in seen:
-                raise self._refused(display, "is there twice")
-            seen.add(name)
-            self._check_kind(record, display)
-            native = f"{native_dir.rstrip('/')}/{native_name}"
-            if record.is_dir():
-                budget.folder(display, depth + 1)
-                yield from self._walk(native, display, depth + 1, budget)
-            else:
-                # pycdlib cuts a length that runs past the end of the image to what is
-                # left, which is negative when the extent itself lies past the end.
-                size = int(record.data_length)
-                start = int(record.extent_location()) * SECTOR
-                if size < 0 or (size and start + size > self._image_bytes):
-                    raise self._refused(
-                        display,
-                        f"has its data at byte {start}, past the end of the image "
-                        f"({self._image_bytes} bytes)",
-                    )
-                yield IsoEntry(display, size, native)
-
-    def _check_kind(self, record: Any, display: str) -> None:
-        """Refuse a Rock Ridge symbolic link and anything that is not a file or folder."""
-        rock_ridge = record.rock_ridge if self.namespace == "rr" else None
-        if rock_ridge is None:
-            return
-        if rock_ridge.is_symlink():
-            target = rock_ridge.symlink_path().decode("utf-8", "replace")
-            raise self._refused(
-                display,
-                f"is a Rock Ridge symbolic link to {target}; a driver source holds only "
-                "folders and files, and never reads outside itself",
-            )
-        try:
-            mode = int(rock_ridge.get_file_mode())
-        except PyCdlibException:
-            return  # no POSIX mode recorded: a plain file or folder
-        expected = stat.S_ISDIR if record.is_dir() else stat.S_ISREG
-        if not expected(mode):
-            listed = "a folder" if record.is_dir() else "a file"
-            raise self._refused(
-                display,
-                f"is listed as {listed} but is {mode_kind(mode)}; a driver source holds only "
-                "folders and files",
-            )
-
-    def open(self, entry: IsoEntry) -> IO[bytes]:
-        """A read-only stream of one file's bytes, read from the image as consumed."""
-        try:
-            stream = self._iso.open_file_from_iso(**self._kwargs(entry.native_path))
-        except PyCdlibException as exc:
-            # A name that lists but does not look up again: the records disagree.
-            raise self._refused(entry.path, f"cannot be opened ({exc})") from None
-        return cast(IO[bytes], stream)
-
-
-class IsoSource(DriverSource):
-    """A virtio-win ISO as a driver source: read in place, kept open."""
-
-    kind = "iso"
-
-    def __init__(self, path: Path, limits: SourceLimits = DEFAULT_LIMITS) -> None:
-        reader = IsoReader(path, limits)
-        try:
-            entries = reader.entries()
-        except BaseException:
-            reader.close()
-            raise
-        super().__init__(path, reader.label)
-        self._reader = reader
-        self._entries = {e.path: e for e in entries}
-
-    def close(self) -> None:
-        self._reader.close()
-
-    def files(self) -> tuple[SourceEntry, ...]:
-        return tuple(SourceEntry(e.path, e.size) for e in self._entries.values())
-
-    def open(self, path: str) -> AbstractContextManager[IO[bytes]]:
-        return self._reader.open(self._entries[path])
 
 
 # -- determinism ---------------------------------------------------------------------------
@@ -536,29 +325,50 @@ class _Editor:
         )
 
 
-def _write_image(image: Any, out: Path, editor: _Editor) -> None:
-    """Master `image` to `out`, streaming every file; remove `out` if that fails."""
+def _write_image(image: Any, out: Path | IO[bytes], editor: _Editor) -> None:
+    """Master `image` to `out` (a path, removed again if that fails, or a new file's
+    stream), streaming every file in 1 MiB blocks."""
     try:
-        image.write(str(out))
-    except BaseException as exc:
-        out.unlink(missing_ok=True)
-        if isinstance(exc, PyCdlibException):
-            raise BuildError(f"{out.name}: pycdlib failed: {exc}") from exc
-        raise
+        _data_in_image_order(image)
+        with output_stream(out) as stream:
+            image.write_fp(stream, blocksize=WRITE_BLOCK)
+    except PyCdlibException as exc:
+        raise BuildError(f"{_output_name(out)}: pycdlib failed: {exc}") from exc
     finally:
         for stream in editor.streams:
             stream.close()
 
 
+def _data_in_image_order(image: Any) -> None:
+    """Make pycdlib write the files' data in the order it lies in the image.
+
+    pycdlib writes the data in the order of its inode list, which after an edit (a
+    remastered CD) is not the order of the image: a file near the start may come last,
+    after the whole CD has gone by, and the image could then be hashed only by reading
+    it back. The extents are assigned first (what `write_fp` would do itself), then the
+    list is sorted by them: the bytes written are the same, only their order changes.
+    """
+    if image._needs_reshuffle:  # pycdlib has no public way to lay the image out now
+        image._reshuffle_extents()
+    image.inodes.sort(key=lambda inode: inode.extent_location())
+
+
+def _output_name(out: Path | IO[bytes]) -> str:
+    return out.name if isinstance(out, Path) else Path(str(getattr(out, "path", "image"))).name
+
+
 # -- drivers.iso ---------------------------------------------------------------------------
 
 
-def write_drivers_iso(plan: IsoPlan, out: Path, source: DriverSource, *, epoch: int) -> None:
+def write_drivers_iso(
+    plan: IsoPlan, out: Path | IO[bytes], source: DriverSource, *, epoch: int
+) -> None:
     """Write drivers.iso (ISO 9660 level 3 + Joliet + Rock Ridge) from its plan.
 
     Args:
         plan: the drivers ISO part of the media plan (label and files).
-        out: the image to create; removed again if writing fails.
+        out: the image to create (removed again if writing fails), or the stream of a
+            new file to write it into.
         source: where `source_path` files are streamed from (never extracted, never
             read whole).
         epoch: SOURCE_DATE_EPOCH, the date of the volume and of every record.
@@ -713,7 +523,7 @@ def _read_small(image: Any, iso_path: str, limit: int = 16 * 2**20) -> bytes:
     return buffer.getvalue()
 
 
-def _open_windows_iso(path: Path) -> Any:
+def _open_windows_iso(path: Path, stream: IO[bytes] | None = None) -> Any:
     if not path.is_file():
         raise InputError(
             f"{path} {'is not a file' if path.exists() else 'does not exist'}.",
@@ -721,10 +531,23 @@ def _open_windows_iso(path: Path) -> Any:
             key=WINDOWS_ISO_KEY,
         )
     try:
-        image, _ = _open_checked(path, key=WINDOWS_ISO_KEY, not_iso_hint=_NOT_A_CD_HINT)
+        image, _ = _open_checked(
+            path, key=WINDOWS_ISO_KEY, not_iso_hint=_NOT_A_CD_HINT, stream=stream
+        )
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}.", key=WINDOWS_ISO_KEY) from None
     return image
+
+
+@dataclass(frozen=True)
+class RemasteredCd:
+    """What remastering saw on the way: the sha256 of the user's CD (hashed as it was
+    copied) and the patched TXTSETUP.SIF as written (its path on the CD, size, sha256)."""
+
+    cd_sha256: str
+    txtsetup_path: str
+    txtsetup_size: int
+    txtsetup_sha256: str
 
 
 def inspect_install_cd(
@@ -798,8 +621,13 @@ def copy_cd_file(path: Path, wanted: str, out: IO[bytes], *, limit: int) -> int 
 
 
 def remaster_install_cd(
-    windows_iso: Path, out: Path, plan: InstallCdPlan, source: DriverSource, *, epoch: int
-) -> None:
+    windows_iso: Path,
+    out: Path | IO[bytes],
+    plan: InstallCdPlan,
+    source: DriverSource,
+    *,
+    epoch: int,
+) -> RemasteredCd:
     """Write `out`: the user's 2003 CD with the driver slipstreamed (streamed, deterministic).
 
     Patches the setup folder's TXTSETUP.SIF, adds the plan's files (or replaces them, so
@@ -809,14 +637,23 @@ def remaster_install_cd(
     names follow the CD: no `;1` when it has none, Joliet names when it has Joliet.
 
     Args:
-        windows_iso: the user's CD image (checked again; see `inspect_install_cd`).
-        out: the image to create; removed again if writing fails.
+        windows_iso: the user's CD image (checked again; see `inspect_install_cd`). It
+            is read once: pycdlib's reads are hashed as they pass (`HashingReader`),
+            and only the sectors it skips are read besides.
+        out: the image to create (removed again if writing fails), or the stream of a
+            new file to write it into.
         plan: the CD edits (`slipstream.plan_install_cd`).
         source: where the driver files are streamed from.
         epoch: SOURCE_DATE_EPOCH, the date of new records and of the volume.
     """
-    with _pinned_clock(epoch):
-        image = _open_windows_iso(windows_iso)
+    try:
+        reader = HashingReader(windows_iso)
+    except OSError as exc:
+        raise InputError(
+            f"cannot read {windows_iso}: {exc.strerror}.", key=WINDOWS_ISO_KEY
+        ) from None
+    with _pinned_clock(epoch), reader:
+        image = _open_windows_iso(windows_iso, cast(IO[bytes], reader))
         editor: _Editor | None = None
         try:
             info = _examine(image, windows_iso, plan.profile)
@@ -847,6 +684,19 @@ def remaster_install_cd(
                 for stream in editor.streams:
                     stream.close()
             image.close()
+        try:
+            cd_digest = reader.digest()["sha256"]
+        except OSError as exc:
+            raise BuildError(
+                f"{windows_iso} changed while it was remastered: {exc}.",
+                "Build again from a CD image nothing writes to meanwhile.",
+            ) from None
+    return RemasteredCd(
+        cd_sha256=cd_digest,
+        txtsetup_path=plan.txtsetup_path,
+        txtsetup_size=len(patched),
+        txtsetup_sha256=hashlib.sha256(patched).hexdigest(),
+    )
 
 
 # -- Windows install media, read in place ----------------------------------------------------

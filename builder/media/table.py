@@ -11,15 +11,17 @@ change to each of those.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import IO, Any, Generic, TypeVar
 
 from builder.errors import BuildError
 from builder.media import fat, iso9660, overlay
-from builder.media.files import IsoPlan, OverlayPlan, PlannedFile
+from builder.media.files import WRITE_BLOCK, IsoPlan, OverlayPlan, PlannedFile
 from builder.media.floppy import FloppyPlan
 from builder.media.plan import (
     MediaInputs,
@@ -34,6 +36,8 @@ from builder.vm.devices import AttachedMedium, Removable
 from builder.windows.profiles import Profile, StorageRoute
 
 PlanT = TypeVar("PlanT")
+# The manifest's name of the user's Windows ISO among the inputs.
+WINDOWS_ISO_INPUT = "windows_iso"
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,16 @@ class WrittenFile:
     sha256: str
 
 
+@dataclass(frozen=True)
+class WrittenMedium:
+    """What a writer learnt while it wrote, for the manifest: the files of the medium
+    that were not planned byte for byte (taken from the bytes written), and the sha256
+    of the inputs it read whole on the way, by input name."""
+
+    files: tuple[WrittenFile, ...] = ()
+    input_sha256: Mapping[str, str] = field(default_factory=dict)
+
+
 class Builder(ABC, Generic[PlanT]):
     """How one kind of medium is planned (pure), checked and written (the edge)."""
 
@@ -69,16 +83,13 @@ class Builder(ABC, Generic[PlanT]):
         return None
 
     @abstractmethod
-    def write(self, plan: PlanT, out: Path, inputs: WriteInputs) -> None:
-        """Write the medium to `out` (removed again when writing fails)."""
+    def write(self, plan: PlanT, out: IO[bytes], inputs: WriteInputs) -> WrittenMedium:
+        """Write the medium into `out`, a new file (its owner removes it when writing
+        fails), and say what the manifest needs to know of it."""
 
     @abstractmethod
     def files(self, plan: PlanT) -> tuple[PlannedFile, ...]:
         """The files pvinstall puts on the medium."""
-
-    def read_back(self, plan: PlanT, written: Path) -> tuple[WrittenFile, ...]:
-        """Files of the written medium that were not planned byte for byte (read from it)."""
-        return ()
 
     def estimated_size(self, plan: PlanT, inputs: WriteInputs) -> int:
         """About how many bytes the written medium takes (a full disk names it): its
@@ -94,8 +105,9 @@ class AnswerFloppy(Builder[FloppyPlan]):
     def plan(self, inputs: MediaInputs) -> FloppyPlan:
         return plan_answer_floppy(inputs)
 
-    def write(self, plan: FloppyPlan, out: Path, inputs: WriteInputs) -> None:
+    def write(self, plan: FloppyPlan, out: IO[bytes], inputs: WriteInputs) -> WrittenMedium:
         fat.write_floppy(plan, out, inputs.source, epoch=inputs.epoch, serial=inputs.serial)
+        return WrittenMedium()
 
     def files(self, plan: FloppyPlan) -> tuple[PlannedFile, ...]:
         return plan.files
@@ -108,8 +120,9 @@ class DriversDisc(Builder[IsoPlan]):
     def plan(self, inputs: MediaInputs) -> IsoPlan:
         return plan_drivers_disc(inputs)
 
-    def write(self, plan: IsoPlan, out: Path, inputs: WriteInputs) -> None:
+    def write(self, plan: IsoPlan, out: IO[bytes], inputs: WriteInputs) -> WrittenMedium:
         iso9660.write_drivers_iso(plan, out, inputs.source, epoch=inputs.epoch)
+        return WrittenMedium()
 
     def files(self, plan: IsoPlan) -> tuple[PlannedFile, ...]:
         return plan.files
@@ -119,8 +132,9 @@ class AnswerDisc(Builder[IsoPlan]):
     def plan(self, inputs: MediaInputs) -> IsoPlan:
         return plan_answer_disc(inputs)
 
-    def write(self, plan: IsoPlan, out: Path, inputs: WriteInputs) -> None:
+    def write(self, plan: IsoPlan, out: IO[bytes], inputs: WriteInputs) -> WrittenMedium:
         iso9660.write_drivers_iso(plan, out, inputs.source, epoch=inputs.epoch)
+        return WrittenMedium()
 
     def files(self, plan: IsoPlan) -> tuple[PlannedFile, ...]:
         return plan.files
@@ -137,10 +151,14 @@ class RemasteredCd(Builder[InstallCdPlan]):
         info = iso9660.inspect_install_cd(cd, plan.profile, plan)
         return f"install CD {info.label or cd.name}: {info.arch}, setup in {info.setup_dir}"
 
-    def write(self, plan: InstallCdPlan, out: Path, inputs: WriteInputs) -> None:
-        iso9660.remaster_install_cd(
+    def write(self, plan: InstallCdPlan, out: IO[bytes], inputs: WriteInputs) -> WrittenMedium:
+        done = iso9660.remaster_install_cd(
             _windows_iso(inputs), out, plan, inputs.source, epoch=inputs.epoch
         )
+        # The patched TXTSETUP.SIF is the user's with the driver's entries merged in:
+        # its digest is of the bytes written. The CD was hashed as it was copied.
+        sif = WrittenFile(done.txtsetup_path, done.txtsetup_size, done.txtsetup_sha256)
+        return WrittenMedium(files=(sif,), input_sha256={WINDOWS_ISO_INPUT: done.cd_sha256})
 
     def files(self, plan: InstallCdPlan) -> tuple[PlannedFile, ...]:
         return plan.files
@@ -148,12 +166,6 @@ class RemasteredCd(Builder[InstallCdPlan]):
     def estimated_size(self, plan: InstallCdPlan, inputs: WriteInputs) -> int:
         # The user's CD, copied, with the driver's files added.
         return _windows_iso(inputs).stat().st_size + super().estimated_size(plan, inputs)
-
-    def read_back(self, plan: InstallCdPlan, written: Path) -> tuple[WrittenFile, ...]:
-        # The patched TXTSETUP.SIF is the user's with the driver's entries merged in.
-        with iso9660.IsoSource(written) as cd:
-            sif = plan.txtsetup_path
-            return (WrittenFile(sif, cd.size(sif), cd.sha256(sif)),)
 
 
 class InstallDvdOverlay(Builder[OverlayPlan]):
@@ -163,8 +175,16 @@ class InstallDvdOverlay(Builder[OverlayPlan]):
     def check(self, plan: OverlayPlan, inputs: WriteInputs) -> str | None:
         return f"install DVD overlay: {plan.note}"
 
-    def write(self, plan: OverlayPlan, out: Path, inputs: WriteInputs) -> None:
-        overlay.write_install_dvd_overlay(plan, out, backing=_windows_iso(inputs).absolute())
+    def write(self, plan: OverlayPlan, out: IO[bytes], inputs: WriteInputs) -> WrittenMedium:
+        # qemu-img and qemu-io write files, not streams: the overlay (a few hundred KiB,
+        # its backing file named by absolute path) is made beside and copied into `out`,
+        # which hashes it as it is written.
+        with tempfile.TemporaryDirectory(prefix="pvinstall-overlay-") as folder:
+            made = Path(folder) / "install-dvd.qcow2"
+            overlay.write_install_dvd_overlay(plan, made, backing=_windows_iso(inputs).absolute())
+            with made.open("rb") as data:
+                shutil.copyfileobj(data, out, WRITE_BLOCK)
+        return WrittenMedium()
 
     def files(self, plan: OverlayPlan) -> tuple[PlannedFile, ...]:
         return ()

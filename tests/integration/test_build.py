@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,6 +81,27 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def volume_id(image: Path) -> str:
+    """The volume id as isoinfo reads it from the primary volume descriptor."""
+    shown = subprocess.run(
+        ["isoinfo", "-d", "-i", str(image)], capture_output=True, text=True, check=True
+    ).stdout
+    return next(
+        line.split(":", 1)[1].strip()
+        for line in shown.splitlines()
+        if line.startswith("Volume id:")
+    )
+
+
+def files_digest(selected: list[dict[str, Any]]) -> str:
+    """docs/design.md §6: the sha256 of each used file's path and sha256, in order."""
+    digest = hashlib.sha256()
+    for driver in selected:
+        for file in driver["files"]:
+            digest.update(f"{file['path']}\0{file['sha256']}\n".encode())
+    return digest.hexdigest()
+
+
 def hmac_sha256(path: Path, key: bytes) -> str:
     return hmac.new(key, path.read_bytes(), hashlib.sha256).hexdigest()
 
@@ -144,11 +166,19 @@ def test_build_writes_the_contract_outputs(
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["profile"] == profile
     assert manifest["source_date_epoch"] == int(EPOCH)
+    # The virtio-win ISO is read in place, only what selection needs: it is known by
+    # its identity and the digest of the files used (its own sha256 with --hash-inputs).
+    info = vw.stat()
     assert manifest["inputs"][0] == {
         "name": "drivers",
         "path": str(vw),
         "kind": "iso",
-        "sha256": sha256(vw),
+        "identity": {
+            "size": info.st_size,
+            "mtime_ns": info.st_mtime_ns,
+            "volume_id": volume_id(vw),
+        },
+        "files_sha256": files_digest(manifest["drivers"]["selected"]),
     }
     selected = {d["name"]: d for d in manifest["drivers"]["selected"]}
     assert {"viostor", "NetKVM"} <= set(selected)
@@ -214,11 +244,18 @@ def test_2003_with_its_cd_writes_a_remastered_install_iso(
     assert code == 0, stderr
     assert stat.S_IMODE((out / "install.iso").stat().st_mode) == 0o600
     manifest = json.loads((out / "manifest.json").read_text())
+    # The CD is hashed while the remaster copies it (read once).
+    info = cd_x86.stat()
     assert {
         "name": "windows_iso",
         "path": str(cd_x86),
         "kind": "iso",
         "sha256": sha256(cd_x86),
+        "identity": {
+            "size": info.st_size,
+            "mtime_ns": info.st_mtime_ns,
+            "volume_id": volume_id(cd_x86),
+        },
     } in manifest["inputs"]
     record = next(o for o in manifest["outputs"] if o["name"] == "install.iso")
     by_path = {f["path"].upper(): f for f in record["files"]}
@@ -252,6 +289,8 @@ def build_in_a_process(vw: Path, cd: Path, out: Path, **env: str) -> dict[str, b
             f"product_key={KEY_2003}",
             "--set",
             "computer_name=GOLD",
+            # Built again for real: unchanged inputs would otherwise reuse OUT's build.
+            "--no-cache",
         ],
         capture_output=True,
         text=True,

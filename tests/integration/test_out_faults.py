@@ -36,7 +36,8 @@ def vw(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def command(vw: Path, out: Path, *extra: str, profile: str = "win2008-x64") -> list[str]:
-    args = [str(PVINSTALL), "build", profile, "--drivers", str(vw), "--out", str(out)]
+    # --no-cache: these tests are about writing, which a reused build does not do.
+    args = [str(PVINSTALL), "build", profile, "--drivers", str(vw), "--out", str(out), "--no-cache"]
     if profile.startswith("win2003"):
         args += ["--set", "product_key=QWERT-YUIOP-ASDFG-HJKLZ-XCVBN"]
     return [*args, *extra]
@@ -86,8 +87,10 @@ def only_the_current_build_is_kept(out: Path) -> None:
     state = out / ".pvinstall"
     current = (state / "current").readlink().name
     assert sorted(p.name for p in state.iterdir()) == sorted(
-        ["current", current, "hmac.key", "lock"]
+        ["cache.json", "current", current, "hmac.key", "lock"]
     )
+    # The build cache's record is of the build OUT shows, and of no other.
+    assert json.loads((state / "cache.json").read_text())["generation"] == current
     assert not [p for p in out.iterdir() if ".pvinstall-" in p.name]
 
 

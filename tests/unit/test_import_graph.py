@@ -5,6 +5,8 @@ and the only imports inside functions are the ones that keep start-up fast."""
 from __future__ import annotations
 
 import ast
+import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,8 +24,10 @@ ONE_IMPORTER = {
 # Imports allowed inside a function, each for start-up time: pyfatfs imports
 # pkg_resources (0.2 s and a warning), rich is needed only on a terminal; the entry
 # point routes the stop signals before it loads the command line (and json, for a
-# signal that comes first).
+# signal that comes first); the command line loads each command's modules (libvirt,
+# jinja2, pycdlib) only for the command that uses them.
 LAZY = {
+    "builder.cli": {"builder"},  # each command loads what it runs, when it runs
     "builder.media.fat": {"pyfatfs", "fs"},
     "builder.monitor": {"rich"},
     "builder.entry": {"builder", "json"},
@@ -129,3 +133,70 @@ def test_the_command_line_starts_without_the_lazy_libraries() -> None:
         cwd=BUILDER.parent,
     )
     assert done.stdout.strip() == "[]"
+
+
+# What each command loads of the heavy libraries (docs/design.md §4): libvirt only
+# `build` (which may define a domain), `convert` and `attach`; pyfatfs only a build that
+# writes a floppy; jinja2 only a build; pycdlib only what reads a Windows medium or
+# writes an ISO (a virtio-win ISO is read without it); rich only on a terminal.
+_HEAVY = ("libvirt", "pyfatfs", "fs", "jinja2", "pycdlib", "rich")
+_RUN_AND_REPORT = f"""
+import json, sys
+from builder import cli
+code = cli.main(sys.argv[1:])
+heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({_HEAVY!r}))
+print(json.dumps({{"code": code, "loaded": heavy}}), file=sys.stderr)
+"""
+
+
+def _loaded(*argv: str, cwd: Path) -> tuple[int, list[str]]:
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN_AND_REPORT, *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(BUILDER.parent),
+            "SOURCE_DATE_EPOCH": "1700000000",
+            "PVINSTALL_ADMIN_PASSWORD": "Imports-0nly",
+        },
+    )
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    return int(report["code"]), list(report["loaded"])
+
+
+def test_each_command_loads_only_what_it_uses(tmp_path: Path) -> None:
+    from builder.media.files import IsoPlan, PlannedFile
+    from builder.media.iso9660 import write_drivers_iso
+    from builder.virtio.source import DirectorySource
+    from tests.fixtures.virtio_win import write_modern_tree
+
+    tree = write_modern_tree(tmp_path / "vw", drivers=["viostor", "NetKVM"], oses=["2k8", "2k12R2"])
+    data_iso = tmp_path / "data.iso"
+    plan = IsoPlan("DATA", (PlannedFile.inline("README.TXT", b"not a DVD"),))
+    write_drivers_iso(plan, data_iso, DirectorySource(tmp_path), epoch=0)
+    source = str(tree.root)
+    cases = [
+        (("--help",), 0, set()),
+        (("build", "--help"), 0, set()),
+        (("profiles",), 0, set()),
+        (("drivers", source), 0, set()),
+        (("drivers", source, "--profile", "win2008-x64"), 0, set()),
+        # inspect reads the medium with pycdlib (this one is no Windows medium: exit 2)
+        (("inspect", str(data_iso)), 2, {"pycdlib"}),
+        # a build without a floppy (q35: the answer ISO) never loads pyfatfs
+        (
+            ("build", "win2012r2-x64", "--drivers", source, "--out", str(tmp_path / "o1")),
+            0,
+            {"jinja2", "libvirt", "pycdlib"},
+        ),
+        (
+            ("build", "win2008-x64", "--drivers", source, "--out", str(tmp_path / "o2")),
+            0,
+            {"jinja2", "libvirt", "pycdlib", "pyfatfs", "fs"},
+        ),
+    ]
+    for argv, code, loaded in cases:
+        assert _loaded(*argv, cwd=tmp_path) == (code, sorted(loaded)), argv

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO
@@ -63,9 +64,12 @@ def test_the_shaping_uses_the_digests_it_is_given(tree: Tree) -> None:
     assert one.kind == "dir" and one.sha256 != other.sha256
 
 
-def test_an_image_source_is_hashed_whole(tmp_path: Path, tree: Tree) -> None:
+def test_an_image_source_is_known_by_its_identity_and_hashed_only_on_request(
+    tmp_path: Path, tree: Tree
+) -> None:
     image = tmp_path / "image.iso"
     image.write_bytes(b"\0" * 4096)
+    os.utime(image, ns=(1_600_000_000_000_000_000, 1_600_000_000_123_456_789))
 
     class Image(DriverSource):
         kind = "iso"
@@ -77,23 +81,34 @@ def test_an_image_source_is_hashed_whole(tmp_path: Path, tree: Tree) -> None:
             raise AssertionError("the image is hashed as a file")
 
     drivers = select(DirectorySource(tree.root))
-    record = manifest.source_record(Image(image, "IMAGE"), drivers, {})
-    assert record.sha256 == hashlib.sha256(b"\0" * 4096).hexdigest()
-    assert manifest.file_record("config", image, "toml").as_json()["sha256"] == record.sha256
+    digests = {f.path: f"digest-of-{f.path}" for d in drivers.selected for f in d.files}
+    record = manifest.source_record(Image(image, "IMAGE"), drivers, digests)
+    assert record.sha256 is None
+    assert record.as_json() == {
+        "name": "drivers",
+        "path": str(image),
+        "kind": "iso",
+        "identity": {"size": 4096, "mtime_ns": 1_600_000_000_123_456_789, "volume_id": "IMAGE"},
+        "files_sha256": manifest.files_digest(drivers, digests),
+    }
+    whole = manifest.source_record(Image(image, "IMAGE"), drivers, digests, hash_inputs=True)
+    assert whole.sha256 == hashlib.sha256(b"\0" * 4096).hexdigest()
+    assert manifest.file_record("config", image, "toml").as_json()["sha256"] == whole.sha256
 
 
-def test_an_output_record_lists_its_files(tmp_path: Path) -> None:
+def test_an_output_record_is_shaped_from_what_its_writer_saw(tmp_path: Path) -> None:
     out = tmp_path / "drivers.iso"
-    out.write_bytes(b"iso")
-    record = manifest.output_record("drivers.iso", out, [{"path": "A", "size": 1, "sha256": "x"}])
+    files = [{"path": "A", "size": 1, "sha256": "x"}]
+    record = manifest.output_record("drivers.iso", out, 3, {"sha256": "d"}, files)
     assert record == {
         "name": "drivers.iso",
         "path": str(out),
         "size": 3,
-        "sha256": hashlib.sha256(b"iso").hexdigest(),
+        "sha256": "d",
         "files": [{"path": "A", "size": 1, "sha256": "x"}],
     }
-    assert "files" not in manifest.output_record("domain.xml", out)
+    assert not out.exists()  # nothing is read back
+    assert "files" not in manifest.output_record("domain.xml", out, 1, {"hmac_sha256": "k"})
 
 
 def test_no_secret_reaches_the_manifest(tree: Tree) -> None:

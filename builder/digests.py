@@ -1,0 +1,311 @@
+"""Digests taken while the bytes pass by: each byte of an input or an output is read
+once, by whoever needs it anyway (the copy, the writer), and hashed on the way.
+
+`OrderedDigest` is the sha256 (or, under a key, the HMAC-SHA256) of a file whose bytes
+are seen out of order: pycdlib writes an image's descriptors and directories in one
+order and their places in another, and reads a CD's records long before its data.
+Bytes ahead of what is hashed wait in a bounded window; what never comes (the gaps an
+image writer leaves, the sectors a remaster skips) is filled in at the end, as zeros
+for an output and from the file for an input. An output byte written again after it
+was hashed makes the digest unknown (`None`): the caller then hashes the file it wrote
+(never the case for pvinstall's writers; the tests hold them to it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+CHUNK = 1024 * 1024
+# How many bytes ahead of the hashed ones an OrderedDigest holds: more than the
+# directories of any image pvinstall writes or remasters (a few hundred KiB).
+WINDOW = 16 * CHUNK
+
+
+class _Hash(Protocol):
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def new_hash(key: bytes | None) -> _Hash:
+    """sha256, or HMAC-SHA256 under `key`."""
+    if key is None:
+        return hashlib.sha256()
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
+def digest_field(key: bytes | None) -> str:
+    """The manifest's name of the digest `new_hash(key)` takes."""
+    return "sha256" if key is None else "hmac_sha256"
+
+
+def bytes_digest(data: bytes, key: bytes | None = None) -> dict[str, str]:
+    """`{"sha256": ...}`, or `{"hmac_sha256": ...}` under `key`, of bytes in memory."""
+    digest = new_hash(key)
+    digest.update(data)
+    return {digest_field(key): digest.hexdigest()}
+
+
+def file_digest(path: Path, key: bytes | None = None) -> dict[str, str]:
+    """The same of a file, streamed (for an input nothing else reads whole)."""
+    digest = new_hash(key)
+    with path.open("rb", buffering=0) as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return {digest_field(key): digest.hexdigest()}
+
+
+class OrderedDigest:
+    """The digest of a file's bytes, given as (offset, bytes) in any order.
+
+    `fill(offset, size)` gives the bytes of a gap nobody delivered (zeros for an output,
+    the file's own for an input). `rewrites_change` says whether bytes given again for
+    a place already hashed may differ (an output: the digest becomes unknown) or are
+    the same bytes read twice (an input: ignored).
+    """
+
+    def __init__(
+        self,
+        key: bytes | None,
+        fill: Callable[[int, int], bytes],
+        *,
+        rewrites_change: bool,
+        window: int = WINDOW,
+    ) -> None:
+        self._hash = new_hash(key)
+        self.field = digest_field(key)
+        self._fill = fill
+        self._rewrites_change = rewrites_change
+        self._window = window
+        self.hashed = 0  # every byte before this offset is in the digest
+        self._ahead: dict[int, bytes] = {}  # offset -> bytes, all at or after `hashed`
+        self._ahead_bytes = 0
+        self.broken = False
+
+    def add(self, offset: int, data: bytes | memoryview) -> None:
+        if not data or self.broken:
+            return
+        end = offset + len(data)
+        if offset < self.hashed:
+            if self._rewrites_change:
+                self.broken = True
+                return
+            if end <= self.hashed:
+                return
+            data = data[self.hashed - offset :]
+            offset = self.hashed
+        if offset == self.hashed and not self._ahead:
+            self._hash.update(data)
+            self.hashed = end
+            return
+        previous = self._ahead.get(offset)
+        if previous is not None:
+            self._ahead_bytes -= len(previous)
+        self._ahead[offset] = bytes(data)
+        self._ahead_bytes += len(data)
+        self._drain()
+        while self._ahead_bytes > self._window and not self.broken:
+            self._fill_to(min(self._ahead))
+
+    def _drain(self) -> None:
+        """Hash what waits at the hashed offset, in order."""
+        while self._ahead and not self.broken:
+            offset = min(self._ahead)
+            if offset > self.hashed:
+                return
+            data = self._ahead.pop(offset)
+            self._ahead_bytes -= len(data)
+            end = offset + len(data)
+            if offset < self.hashed:
+                # Two deliveries overlap: the later one of an output may differ.
+                if self._rewrites_change:
+                    self.broken = True
+                    return
+                if end <= self.hashed:
+                    continue
+                data = data[self.hashed - offset :]
+            self._hash.update(data)
+            self.hashed = end
+
+    def _fill_to(self, offset: int) -> None:
+        """Hash the gap up to `offset` (nobody delivered it), then what waits there."""
+        while self.hashed < offset:
+            size = min(CHUNK, offset - self.hashed)
+            data = self._fill(self.hashed, size)
+            if len(data) != size:
+                self.broken = True
+                return
+            self._hash.update(data)
+            self.hashed += size
+        self._drain()
+
+    def finish(self, size: int) -> str | None:
+        """The digest of the whole file of `size` bytes (None: unknown, see `broken`)."""
+        while self._ahead and not self.broken:
+            self._fill_to(min(self._ahead))
+        if not self.broken:
+            self._fill_to(size)
+        if self.broken or self.hashed != size:
+            return None
+        return self._hash.hexdigest()
+
+
+def _zeros(_offset: int, size: int) -> bytes:
+    return bytes(size)
+
+
+class HashingWriter(io.RawIOBase):
+    """A new output file, hashed as it is written (seeks and all), in 1 MiB writes.
+
+    `digest()` after the last write: `{"sha256"|"hmac_sha256": ...}` of what the file
+    holds. The file is created before (by the output directory, once, with its mode);
+    this wraps its descriptor and closes it.
+    """
+
+    def __init__(self, fd: int, path: Path, key: bytes | None) -> None:
+        super().__init__()
+        self._fd = fd
+        self.path = path
+        self._position = 0
+        self._end = 0
+        self._key = key
+        self._digest = OrderedDigest(key, _zeros, rewrites_change=True)
+        self.read_back = False  # whether the digest had to be taken from the file
+
+    @property
+    def mode(self) -> str:  # pycdlib checks for binary mode
+        return "wb"
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            self._position = offset
+        elif whence == io.SEEK_CUR:
+            self._position += offset
+        elif whence == io.SEEK_END:
+            self._position = self._end + offset
+        else:
+            raise ValueError(f"whence {whence}")
+        if self._position < 0:
+            raise ValueError("negative seek position")
+        return self._position
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        written = 0
+        while written < len(view):
+            written += os.pwrite(self._fd, view[written:], self._position + written)
+        self._digest.add(self._position, view)
+        self._position += written
+        self._end = max(self._end, self._position)
+        return written
+
+    @property
+    def size(self) -> int:
+        return self._end
+
+    def digest(self) -> dict[str, str]:
+        value = self._digest.finish(self._end)
+        if value is None:
+            # Something was written twice at one place: hash what the file holds.
+            self.read_back = True
+            return {self._digest.field: _reread(self._fd, self._end, self._key)}
+        return {self._digest.field: value}
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+def _reread(fd: int, size: int, key: bytes | None) -> str:
+    digest = new_hash(key)
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, min(CHUNK, size - offset), offset)
+        if not chunk:
+            break
+        digest.update(chunk)
+        offset += len(chunk)
+    return digest.hexdigest()
+
+
+class HashingReader(io.RawIOBase):
+    """An input file read by someone else (pycdlib, remastering a CD), hashed whole as
+    a side effect: whatever it reads is hashed, in order, and the bytes it never reads
+    are read here once, at the end or when the window is full. `digest()` after the
+    reader is done."""
+
+    def __init__(self, path: Path, key: bytes | None = None) -> None:
+        super().__init__()
+        self.path = path
+        self._file = path.open("rb", buffering=0)
+        self._fd = self._file.fileno()
+        self._size = os.fstat(self._fd).st_size
+        self._position = 0
+        self.filled = 0  # bytes read here because nobody else did
+        self._digest = OrderedDigest(key, self._fill, rewrites_change=False)
+
+    def _fill(self, offset: int, size: int) -> bytes:
+        data = os.pread(self._fd, size, offset)
+        self.filled += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            self._position = offset
+        elif whence == io.SEEK_CUR:
+            self._position += offset
+        elif whence == io.SEEK_END:
+            self._position = self._size + offset
+        else:
+            raise ValueError(f"whence {whence}")
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = os.pread(self._fd, len(view), self._position)
+        view[: len(data)] = data
+        self._digest.add(self._position, data)
+        self._position += len(data)
+        return len(data)
+
+    def digest(self) -> dict[str, str]:
+        value = self._digest.finish(self._size)
+        if value is None:
+            raise OSError(f"{self.path} changed while it was read")
+        return {self._digest.field: value}
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.close()
+        super().close()
