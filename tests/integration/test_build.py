@@ -512,3 +512,24 @@ def test_the_keyed_digests_check_out_with_openssl_and_the_config_file_is_keyed(
     # No plain digest of anything that carries the password is anywhere in the manifest.
     for secret in ("autounattend.xml", "floppy.img", "drivers.iso"):
         assert sha256(out / secret) not in json.dumps(manifest), secret
+
+
+def test_an_inf_description_with_a_registered_sign_reaches_2003_setup(
+    capsys: pytest.CaptureFixture[str], cd_x86: Path, tmp_path: Path
+) -> None:
+    """Issue 18's "(R) is reported as a damaged Windows ISO": a description with a cp1252
+    character goes into txtsetup.oem and TXTSETUP.SIF as that byte, and the build says
+    nothing about the ISO."""
+    _need("xorriso")
+    tree = write_modern_tree(tmp_path / "vw", drivers=("viostor", "NetKVM"), oses=("2k3",))
+    inf = tree.path("viostor/2k3/x86/viostor.inf")
+    plain = b'RHELScsi.DeviceDesc = "Red Hat VirtIO SCSI controller"'
+    assert plain in inf.read_bytes()
+    inf.write_bytes(inf.read_bytes().replace(plain, plain[:-1] + b' \xae"'))  # cp1252 (R)
+    out = tmp_path / "out"
+    code, _, stderr = build(capsys, "win2003-x86", tree.root, out, "--windows-iso", str(cd_x86))
+    assert code == 0, stderr
+    assert "damaged" not in stderr
+    described = b"Red Hat VirtIO SCSI controller \xae"
+    assert described in (out / "txtsetup.oem").read_bytes()
+    assert described in xorriso_read(out / "install.iso", "I386/TXTSETUP.SIF", tmp_path)
