@@ -195,14 +195,7 @@ class HashingWriter(io.RawIOBase):
         return self._position
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            self._position = offset
-        elif whence == io.SEEK_CUR:
-            self._position += offset
-        elif whence == io.SEEK_END:
-            self._position = self._end + offset
-        else:
-            raise ValueError(f"whence {whence}")
+        self._position = _sought(self._position, self._end, offset, whence)
         if self._position < 0:
             raise ValueError("negative seek position")
         return self._position
@@ -233,6 +226,18 @@ class HashingWriter(io.RawIOBase):
         if not self.closed:
             os.close(self._fd)
         super().close()
+
+
+def _sought(position: int, end: int, offset: int, whence: int) -> int:
+    """The position a seek(offset, whence) goes to from `position` in a file of `end`
+    bytes (both streams keep their own position: they read and write with pread/pwrite)."""
+    if whence == io.SEEK_SET:
+        return offset
+    if whence == io.SEEK_CUR:
+        return position + offset
+    if whence == io.SEEK_END:
+        return end + offset
+    raise ValueError(f"whence {whence}")
 
 
 def _reread(fd: int, size: int, key: bytes | None) -> str:
@@ -281,14 +286,7 @@ class HashingReader(io.RawIOBase):
         return self._position
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            self._position = offset
-        elif whence == io.SEEK_CUR:
-            self._position += offset
-        elif whence == io.SEEK_END:
-            self._position = self._size + offset
-        else:
-            raise ValueError(f"whence {whence}")
+        self._position = _sought(self._position, self._size, offset, whence)
         return self._position
 
     def readinto(self, buffer: Any) -> int:
