@@ -98,6 +98,19 @@ def wait_shut_off(uri: str, name: str, seconds: float) -> tuple[str, str] | None
         return virt.domain_state(conn, name)
 
 
+def install_template(virtio_win_iso: Path, out: Path, name: str, uri: str, *extra: str) -> int:
+    """`pvinstall build --install` of the template-mode probe into `out` (--json)."""
+    windows_iso = probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="template", arch="amd64")
+    return cli.main(
+        [
+            "build", PROFILE, "--drivers", str(virtio_win_iso), "--windows-iso",
+            str(windows_iso), "--out", str(out), "--name", name, "--install", *extra,
+            "--connect", uri, "--domain-type", "qemu", "--timeout", "6",
+            "--set", "network=user", "--set", "disk_size_gib=10", "--json",
+        ]
+    )  # fmt: skip
+
+
 def test_install_exports_a_template_and_clone_boots_a_linked_clone_of_it(
     uri: str,
     virtio_win_iso: Path,
@@ -108,34 +121,8 @@ def test_install_exports_a_template_and_clone_boots_a_linked_clone_of_it(
 ) -> None:
     monkeypatch.setenv("PVINSTALL_ADMIN_PASSWORD", PASSWORD)
     build_name, clone_name = names
-    windows_iso = probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="template", arch="amd64")
     out = tmp_path / "out"
-    code = cli.main(
-        [
-            "build",
-            PROFILE,
-            "--drivers",
-            str(virtio_win_iso),
-            "--windows-iso",
-            str(windows_iso),
-            "--out",
-            str(out),
-            "--name",
-            build_name,
-            "--install",
-            "--connect",
-            uri,
-            "--domain-type",
-            "qemu",
-            "--timeout",
-            "6",
-            "--set",
-            "network=user",
-            "--set",
-            "disk_size_gib=10",
-            "--json",
-        ]
-    )
+    code = install_template(virtio_win_iso, out, build_name, uri)
     captured = capsys.readouterr()
     assert code == 0, captured.err
     manifest = json.loads(captured.out)
@@ -240,36 +227,9 @@ def test_export_only_leaves_a_raw_template_and_no_domain(
 ) -> None:
     monkeypatch.setenv("PVINSTALL_ADMIN_PASSWORD", PASSWORD)
     build_name, _ = names
-    windows_iso = probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="template", arch="amd64")
     out = tmp_path / "out"
-    code = cli.main(
-        [
-            "build",
-            PROFILE,
-            "--drivers",
-            str(virtio_win_iso),
-            "--windows-iso",
-            str(windows_iso),
-            "--out",
-            str(out),
-            "--name",
-            build_name,
-            "--install",
-            "--export-only",
-            "--connect",
-            uri,
-            "--domain-type",
-            "qemu",
-            "--timeout",
-            "6",
-            "--set",
-            "network=user",
-            "--set",
-            "disk_size_gib=10",
-            "--set",
-            "export=raw",
-            "--json",
-        ]
+    code = install_template(
+        virtio_win_iso, out, build_name, uri, "--export-only", "--set", "export=raw"
     )
     captured = capsys.readouterr()
     assert code == 0, captured.err
