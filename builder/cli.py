@@ -479,8 +479,8 @@ DomainArgument = Annotated[
 def _storage_pool_option(what: str) -> Any:
     return typer.Option(
         "--storage-pool",
-        help=f"{what} a volume of this storage pool of the host (needed on a remote host; "
-        "default there: the pool of the guest's boot disk).",
+        help=f"{what} a volume of this storage pool of the host (on a remote host the "
+        "default is the pool that holds the guest's boot disk).",
         show_default=False,
     )
 
