@@ -751,8 +751,9 @@ def plan_finish(xml: str, record: StagedRecord, model: VirtioModel | None = None
             else:
                 for element in disk.findall("source"):
                     disk.remove(element)
-                # An empty drive reads no volume: back to the plain empty drive.
-                disk.set("type", "file")
+                if disk.get("type") == "volume":
+                    # An empty drive reads no volume: back to the plain empty drive.
+                    disk.set("type", "file")
                 removed.append(
                     f"drivers ISO from CD-ROM {dev}, the drive stays ({drivers.describe()})"
                 )
