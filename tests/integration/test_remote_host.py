@@ -11,6 +11,7 @@ import json
 import socket
 import subprocess
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -770,3 +771,73 @@ def test_convert_and_attach_refuse_what_the_host_cannot_take(
     assert remote_host_volumes(remote_uri, watched) == volumes_before
     assert not (state / f"{name}.convert.json").exists()
     assert not (state / f"{name}-drivers.iso").exists()
+
+
+@pytest.mark.boot
+def test_a_guest_converted_over_the_connection_reads_the_pool_s_volumes(
+    capsys: pytest.CaptureFixture[str],
+    remote_uri: str,
+    remote_pool: str,
+    virtio_win_iso: Path,
+    windows_iso: Path,
+    name: str,
+    tmp_path: Path,
+) -> None:
+    """The boot probe stands in for the guest's Windows: after phase one over the
+    connection it boots from its own CD and reports the drivers CD and the temporary
+    virtio disk, both read from the pool's volumes."""
+    create_volume(remote_uri, remote_pool, f"{name}.qcow2")
+    with virt.connect(remote_uri) as conn:
+        virt.upload_volume(conn, remote_pool, f"{name}-probe.iso", windows_iso)
+    serial = tmp_path / "serial.log"  # the test's own guest; the host is this machine
+    xml = (
+        f"<domain type='qemu'><name>{name}</name>{OSINFO}"
+        "<memory unit='MiB'>512</memory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64' machine='pc'>hvm</type><boot dev='cdrom'/></os>"
+        f"<features><acpi/></features><on_poweroff>destroy</on_poweroff><devices>"
+        f"{volume_disk(remote_pool, f'{name}.qcow2')}"
+        "<disk type='volume' device='cdrom'><driver name='qemu' type='raw'/>"
+        f"<source pool='{remote_pool}' volume='{name}-probe.iso'/>"
+        "<target dev='hdc' bus='ide'/><readonly/></disk>"
+        "<interface type='user'><model type='e1000'/></interface>"
+        f"<serial type='file'><source path='{serial}'/><target port='0'/></serial>"
+        "</devices></domain>"
+    )
+    raw = libvirt.open(remote_uri)
+    try:
+        raw.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+    finally:
+        raw.close()
+    code, document, err = pvinstall(
+        capsys,
+        "convert",
+        name,
+        "--connect",
+        remote_uri,
+        "--out",
+        str(tmp_path / "state"),
+        "--drivers",
+        str(virtio_win_iso),
+    )
+    assert code == 0, err
+    assert document["volumes"]["pool"] == remote_pool
+    raw = libvirt.open(remote_uri)
+    try:
+        handle = raw.lookupByName(name)
+        handle.create()
+        for _ in range(600):
+            if not handle.isActive():
+                break
+            time.sleep(0.5)
+        else:
+            handle.destroy()
+            pytest.fail(f"the probe did not power off: {serial.read_text(errors='replace')}")
+    finally:
+        raw.close()
+    report = probe.parse_probe_log(serial.read_text(errors="replace"))
+    assert report.started and report.ended and not report.unparsed
+    drivers_cd = report.cdrom_with_label("PVDRIVERS")
+    assert drivers_cd is not None and drivers_cd.files, report.cdroms
+    # The temporary disk: the only virtio disk (the boot disk is still IDE).
+    virtio_disks = [d for d in report.disks.values() if d.dev.startswith("vd")]
+    assert [(d.size_bytes, d.writable) for d in virtio_disks] == [(64 << 20, True)]
