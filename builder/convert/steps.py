@@ -304,21 +304,23 @@ def _phase_one(run: _Run, record: plans.StagedRecord | None) -> ConvertOutcome:
         return _nothing(run)
     # A record whose devices are gone means an unfinished conversion the user undid by
     # hand: its backup is still the definition from before any of it, so keep that,
-    # and the volumes it made may go.
-    made_before = record.volumes if record is not None and record.pool == pool else ()
+    # and the volumes it made may go (nothing uses them any more).
+    made_before = record.volumes if record is not None else ()
+    old_pool = record.pool if record is not None else None
     if volumes is not None:
-        _refuse_foreign_volumes(run, plan.record, made_before)
+        _refuse_foreign_volumes(run, plan.record, made_before if old_pool == pool else ())
     if run.options.dry_run:
         return _outcome(
             run, plan.action, applied=False, xml=plan.xml, plan=plan, record=plan.record
         )
     drivers = _select_drivers(run, profile)
+    if old_pool is not None:
+        transfer.delete_all(run.conn, old_pool, made_before, run.monitor)
     keep_backup = record is not None and paths.backup.is_file()
     placed = _write_phase_one_files(run, plan.record, drivers, keep_backup=keep_backup)
     made: tuple[str, ...] = ()
     try:
         if volumes is not None:
-            transfer.delete_all(run.conn, volumes.pool, made_before, run.monitor)
             made = _make_phase_one_volumes(run, plan.record, volumes)
         virt.redefine(run.conn, plan.xml)
     except BaseException:
