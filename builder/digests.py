@@ -18,6 +18,7 @@ it reads and writes (nothing is copied for them).
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import hmac
@@ -80,7 +81,7 @@ class ThreadedHash:
                 except BaseException as error:  # raised in the caller's thread
                     self._error = error
 
-    def update(self, data: bytes | memoryview, /) -> None:
+    def update(self, data: bytes | bytearray | memoryview, /) -> None:
         if self._error is not None:
             raise self._error
         if self._done:
@@ -237,10 +238,8 @@ def _sync_file_range() -> Callable[[int, int, int], object] | None:
     """Linux's sync_file_range(fd, offset, size, SYNC_FILE_RANGE_WRITE), which Python's
     os module lacks (None: no such call here; nothing is started early then)."""
     try:
-        import ctypes
-
         function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (ImportError, OSError, AttributeError):
+    except (OSError, AttributeError):
         return None
     function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     function.restype = ctypes.c_int
