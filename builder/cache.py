@@ -30,8 +30,7 @@ from builder.errors import InputError
 from builder.monitor import Monitor
 from builder.options import DOMAIN_XML, BuildOptions, BuildResult, default_name, default_out
 from builder.outputs import MANIFEST, STATE_DIR, OutputDir, file_identity
-from builder.sources import find_source
-from builder.virtio.source import DEFAULT_LIMITS
+from builder.virtio.source import DEFAULT_LIMITS, find_source
 from builder.windows.profiles import Profile, resolve_profile
 
 # Outputs up to this size are hashed again before a build is reused; a larger one (a
