@@ -8,6 +8,7 @@ or the error list); human progress and messages go to stderr.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import traceback
@@ -324,7 +325,8 @@ def build_command(
     with --define or --install, also act on libvirt (and export the template). A build
     whose inputs and settings did not change reuses OUT's outputs, verified against its
     manifest."""
-    from builder import pipeline
+    from builder import cache
+    from builder.options import BuildOptions
 
     if json_output and print_xml:
         raise InputError(
@@ -332,7 +334,7 @@ def build_command(
             "Use one; the domain XML is also in OUT/domain.xml.",
             key="--print-xml",
         )
-    options = pipeline.BuildOptions(
+    options = BuildOptions(
         profile=profile,
         arch=arch,
         drivers=drivers,
@@ -353,7 +355,20 @@ def build_command(
         use_cache=not no_cache,
     )
     monitor = choose_monitor(json_output=json_output)
-    result = pipeline.run_build(options, monitor)
+    # A rebuild that reuses OUT needs only the cache: the build's modules (jinja2,
+    # libvirt, pycdlib) are loaded when there is something to build. Without a named
+    # profile, the cache needs the CD's volume descriptors: the build looks then.
+    looked_up = None
+    if options.profile is not None:
+        looked_up = cache.look_up(
+            options, os.environ, monitor, lambda: cache.named_profile(options)
+        )
+    if looked_up is not None and looked_up.result is not None:
+        result = looked_up.result
+    else:
+        from builder import pipeline
+
+        result = pipeline.run_build(options, monitor, looked_up=looked_up)
     interrupts.finish()
     if json_output:
         _print_json(result.manifest)

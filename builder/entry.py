@@ -8,6 +8,7 @@ and exit code 130 or 143, never a traceback.
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 from types import FrameType
@@ -72,4 +73,8 @@ def main() -> int:
         # signals that arrive while it runs.
         code = _interrupted_early(stop, argv)
     _ignore_stop_signals()
+    # The interpreter's shutdown collects garbage over every object still alive (the
+    # modules, a build's tables): 0.1 to 0.4 s after a build is done. Frozen objects are
+    # left out of those collections; atexit handlers and finalizers still run.
+    gc.freeze()
     return code

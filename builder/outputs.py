@@ -704,14 +704,15 @@ class OutputDir:
 
 
 def file_identity(path: Path) -> dict[str, int] | None:
-    """A file as it is on disk, without reading it: inode, size, modification and
-    change times. Writing to the file changes its change time, and nobody can set that
-    back (None: no such file)."""
+    """A file as it is on disk, without reading it: device, inode, size, modification
+    and change times. Writing to the file changes its change time, and nobody can set
+    that back (None: no such file)."""
     try:
         info = path.lstat()
     except OSError:
         return None
     return {
+        "dev": info.st_dev,
         "ino": info.st_ino,
         "size": info.st_size,
         "mtime_ns": info.st_mtime_ns,

@@ -16,9 +16,6 @@ failure or an interruption included.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
-import hmac
 import json
 import os
 import signal
@@ -28,7 +25,7 @@ from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 from typing import IO, Any, cast
 
-from builder import __version__, interrupts, sources
+from builder import __version__, cache, interrupts, sources
 from builder import manifest as manifest_mod
 from builder.answers.formats import render_answer_files
 from builder.answers.postinstall import SYSPREP_FAILED_LINE, render_postinstall
@@ -47,20 +44,20 @@ from builder.media.table import (
     plan_media,
 )
 from builder.monitor import Monitor, format_elapsed
-from builder.outputs import STATE_DIR, Generation, OutputDir, file_identity
+from builder.options import DOMAIN_XML, BuildOptions, BuildResult, default_name, default_out
+from builder.outputs import Generation, OutputDir
 from builder.reproducible import build_id, source_date_epoch, volume_serial
 from builder.sources import driver_digests, find_source, open_source, read_catalogs
 from builder.virtio.facts import DriverFacts, load_driver_facts
 from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
-from builder.virtio.source import DEFAULT_LIMITS, DriverSource
+from builder.virtio.source import DriverSource
 from builder.virtio.trust import apply_signatures
 from builder.vm import disk_images, domain, existing, remote, transfer, virt
-from builder.vm.devices import CPU_LEVELS, DEFAULT_URI, AttachedMedium
+from builder.vm.devices import CPU_LEVELS, AttachedMedium
 from builder.windows.install_media import InstallMedia, image_json, profiles_for
 from builder.windows.profiles import Profile, resolve_profile
 
-DOMAIN_XML = "domain.xml"
 MANIFEST = "manifest.json"
 TEMPLATE_XML = "template.xml"
 # The exported template disk, by the `export` setting (none: no file).
@@ -69,45 +66,6 @@ SERIAL_LOG = "serial.log"
 # What a failed install keeps in OUT to show why (the manifest's domain record names
 # them); the next build's commit removes those a previous manifest named.
 INSTALL_LOGS = (virt.SCREENSHOT, virt.SERIAL_TAIL)
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """What the command line asked for, besides the settings."""
-
-    profile: str | None  # None: the profile --windows-iso is for
-    arch: str | None = None
-    drivers: str | None = None
-    windows_iso: Path | None = None
-    out: Path | None = None
-    name: str | None = None
-    config_file: Path | None = None
-    sets: tuple[str, ...] = ()
-    define: bool = False
-    install: bool = False
-    replace: bool = False
-    force: bool = False
-    export_only: bool = False
-    connect: str = DEFAULT_URI
-    domain_type: str | None = None
-    timeout_minutes: float | None = None
-    # The sha256 of every input image, each read whole for it (docs/design.md §6).
-    hash_inputs: bool = False
-    # Reuse OUT's build when nothing it was made from changed (--no-cache: never).
-    use_cache: bool = True
-
-    @property
-    def acting(self) -> bool:
-        """Whether the build touches a hypervisor (--define or --install)."""
-        return self.define or self.install
-
-
-def default_name(profile: Profile) -> str:
-    return f"pvinstall-{profile.name}"
-
-
-def default_out(name: str) -> Path:
-    return Path("out") / name
 
 
 @dataclass
@@ -176,19 +134,6 @@ class BuildPlan:
     def rendered(self) -> dict[str, bytes]:
         """Every rendered file that goes into OUT as it is, by name."""
         return {**self.answers, **self.sysprep}
-
-
-@dataclass(frozen=True)
-class BuildResult:
-    """What a finished build reports: the manifest, the domain XML and where they are."""
-
-    manifest: dict[str, Any]
-    domain_xml: str
-    out_dir: Path
-    installed: bool
-    next_step: str | None = None
-    # Whether OUT already held this build (the cache), and nothing was written.
-    reused: bool = False
 
 
 # -- validate everything first ---------------------------------------------------------------
@@ -1245,178 +1190,19 @@ def _stale_logs(out: OutputDir) -> list[str]:
 
 # -- the build cache ------------------------------------------------------------------------
 
-# Outputs up to this size are hashed again before a build is reused; a larger one (a
-# remastered CD) is trusted by its file identity, which any write to it changes.
-VERIFY_BYTES = 64 * 2**20
-_PACKAGE = Path(__file__).resolve().parent
-# The environment variables a build reads (settings, the driver source, the clock).
-_READ_VARIABLES = ("VIRTIO_WIN", "SOURCE_DATE_EPOCH")
-
-
-def _stat_identity(path: Path) -> list[int] | None:
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
-
-
-def _tree_identity(root: Path, limit: int) -> list[list[Any]] | None:
-    """Every entry below a folder by its lstat (and a link by its text), bounded: None
-    past `limit` entries or at an entry that cannot be read."""
-    found: list[list[Any]] = []
-    pending = [root]
-    while pending:
-        folder = pending.pop()
-        try:
-            with os.scandir(folder) as scan:
-                entries = sorted(scan, key=lambda e: e.name)
-            for entry in entries:
-                if len(found) >= limit:
-                    return None
-                info = entry.stat(follow_symlinks=False)
-                path = Path(entry.path)
-                link = str(path.readlink()) if entry.is_symlink() else None
-                facts = [info.st_mode, info.st_ino, info.st_size, info.st_mtime_ns]
-                found.append([str(path.relative_to(root)), *facts, info.st_ctime_ns, link])
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append(Path(entry.path))
-        except OSError:
-            return None
-    return found
-
-
-def _input_identity(path: Path) -> Any:
-    """An input as it is on disk, without reading it (None: it cannot be told)."""
-    if path.is_dir():
-        tree = _tree_identity(path, DEFAULT_LIMITS.entries)
-        return None if tree is None else [_stat_identity(path), tree]
-    return _stat_identity(path)
-
-
-def cache_material(options: BuildOptions, environ: Mapping[str, str]) -> bytes | None:
-    """What a build is made from, as bytes to key the cache with: pvinstall itself (its
-    version and the identity of its files, templates and driver facts), the options, the
-    environment it reads, and the identity of every input (taken before any of them is
-    read, so that an input changed during the build never matches). None: the build is
-    not cached (it acts on a hypervisor, or an input cannot be told)."""
-    if options.acting:
-        return None
-    try:
-        source = find_source(options.drivers, environ)
-    except InputError:
-        return None
-    inputs: list[Path] = [source]
-    if options.windows_iso is not None:
-        inputs.append(options.windows_iso)
-    if options.config_file is not None:
-        inputs.append(options.config_file)
-    identities = [[str(p.absolute()), _input_identity(p)] for p in inputs]
-    if any(identity is None for _, identity in identities):
-        return None
-    code = [
-        [str(p.relative_to(_PACKAGE)), _stat_identity(p)]
-        for p in sorted(_PACKAGE.rglob("*"))
-        if "__pycache__" not in p.parts and p.is_file()
-    ]
-    fields = dataclasses.asdict(options)
-    fields.pop("use_cache")
-    material = {
-        "pvinstall": __version__,
-        "code": code,
-        "cwd": str(Path.cwd()),
-        "options": {k: str(v) for k, v in sorted(fields.items())},
-        "environ": sorted(
-            (k, v) for k, v in environ.items() if k.startswith("PVINSTALL_") or k in _READ_VARIABLES
-        ),
-        "inputs": identities,
-    }
-    return json.dumps(material, sort_keys=True).encode("utf-8")
-
-
-def cache_key(material: bytes, key: bytes) -> str:
-    """The cache key: keyed with OUT's digest key, because the material holds the
-    settings as given, the password among them."""
-    return hmac.new(key, material, hashlib.sha256).hexdigest()
-
-
-def _reusable(out: OutputDir, record: Mapping[str, Any], key: bytes) -> dict[str, Any] | None:
-    """The manifest of the build OUT shows, when every file of it is still what was
-    written: each name links into the current generation, each file has the identity
-    recorded after the commit and the manifest's size, and each output up to
-    VERIFY_BYTES the manifest's digest. None otherwise."""
-    current = out.current_generation()
-    manifest = out.current_manifest()
-    files = record.get("files")
-    outputs = manifest.get("outputs") if manifest else None
-    if current is None or manifest is None or not isinstance(files, dict):
-        return None
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
-        return None
-    names = {MANIFEST, *(str(o.get("name")) for o in outputs)}
-    if set(files) != names:
-        return None
-    for name in names:
-        if not out.shows(name) or file_identity(current / name) != files[name]:
-            return None
-    for output in outputs:
-        identity = files[output["name"]]
-        if output.get("size") != identity["size"]:
-            return None
-        if identity["size"] <= VERIFY_BYTES:
-            keyed = "hmac_sha256" in output
-            field_name = "hmac_sha256" if keyed else "sha256"
-            digest = file_digest(current / output["name"], key if keyed else None)
-            if digest[field_name] != output.get(field_name):
-                return None
-    return manifest
-
 
 def _cache_profile(options: BuildOptions) -> Profile | None:
+    """The profile of the build, for the cache: the one named, or the one the Windows
+    ISO is for (None: it cannot be told; the build says why)."""
+    if options.profile is not None:
+        return cache.named_profile(options)
     try:
-        if options.profile is not None:
-            return resolve_profile(options.profile, options.arch)
         if options.windows_iso is not None:
             media = iso9660.read_install_media(options.windows_iso)
             return profile_from_media(media, options.arch)
     except InputError:
         return None
     return None
-
-
-def cached_build(options: BuildOptions, material: bytes, monitor: Monitor) -> BuildResult | None:
-    """The build OUT already holds, when nothing it was made from changed and its files
-    are verified against its manifest (None: build it)."""
-    profile = _cache_profile(options)
-    if profile is None:
-        return None
-    name = options.name or default_name(profile)
-    out_dir = (options.out or default_out(name)).absolute()
-    if not (out_dir / STATE_DIR).is_dir():
-        return None
-    with OutputDir(out_dir) as out:
-        record = out.cache_record()
-        if record is None or record.get("key") != cache_key(material, out.digest_key()):
-            return None
-        manifest = _reusable(out, record, out.digest_key())
-        current = out.current_generation()
-        if manifest is None or current is None:
-            return None
-        domain_xml = (current / DOMAIN_XML).read_text(encoding="utf-8")
-    monitor.info(
-        f"{out_dir} already holds this build: nothing it is made from changed, and its "
-        "files are as the manifest lists them (--no-cache builds it again)"
-    )
-    for warning in manifest.get("warnings", []):
-        monitor.warning(str(warning))
-    return BuildResult(
-        manifest=manifest,
-        domain_xml=domain_xml,
-        out_dir=out_dir,
-        installed=False,
-        next_step=record.get("next_step"),
-        reused=True,
-    )
 
 
 # -- the script ------------------------------------------------------------------------------
@@ -1462,18 +1248,23 @@ def _act(
 
 
 def run_build(
-    options: BuildOptions, monitor: Monitor, environ: Mapping[str, str] | None = None
+    options: BuildOptions,
+    monitor: Monitor,
+    environ: Mapping[str, str] | None = None,
+    *,
+    looked_up: cache.Lookup | None = None,
 ) -> BuildResult:
     """Run the whole build (validate → select → render → media → domain XML → commit →
     define → install). InputError before anything is written; BuildError when writing,
     defining or installing fails (after the commit, the manifest records how far it
-    got)."""
+    got). `looked_up`: what the caller found in the cache (a miss) before this module
+    was loaded; otherwise the cache is looked at here."""
     environ = dict(os.environ if environ is None else environ)
-    material = cache_material(options, environ)
-    if material is not None and options.use_cache:
-        cached = cached_build(options, material, monitor)
-        if cached is not None:
-            return cached
+    if looked_up is None:
+        looked_up = cache.look_up(options, environ, monitor, lambda: _cache_profile(options))
+    if looked_up.result is not None:
+        return looked_up.result
+    material = looked_up.material
     ctx = prepare(options, environ, monitor)
     with contextlib.closing(ctx):
         plan = plan_build(ctx, monitor)
@@ -1518,7 +1309,7 @@ def run_build(
             else:
                 out.save_cache(
                     {
-                        "key": cache_key(material, key),
+                        "key": cache.cache_key(material, key),
                         "next_step": next_step(options, ctx.profile, ctx.out_dir),
                     }
                 )

@@ -4,18 +4,19 @@ The dispatcher over the three kinds (the interface is `builder/virtio/source.py`
 virtio-win ISO read in place (`media/iso9660.py`), a directory (an extracted ISO,
 `/usr/share/virtio-win/drivers/by-driver` or `by-os`, the pre-2015 `Wnet/Wlh/Win7`
 tree), and a legacy virtio-win floppy image (`media/fat.py`). `find_source` applies
-the search order of the command line contract; `open_source` tells the kinds apart.
+the search order of the command line contract (kept in `builder/virtio/source.py`, a
+leaf the build cache uses without loading the readers); `open_source` tells the kinds
+apart.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from builder.errors import InputError
 from builder.media.fat_reader import FloppySource, looks_like_fat_image
 from builder.media.iso_reader import IsoSource, is_iso_image
+from builder.virtio import source as source_interface
 from builder.virtio.selection import DriverSet
 from builder.virtio.signatures import MAX_CATALOG_BYTES
 from builder.virtio.source import (
@@ -27,12 +28,10 @@ from builder.virtio.source import (
     unreadable,
 )
 
-# After --drivers and $VIRTIO_WIN (docs/design.md §5, the command line).
-DEFAULT_SOURCES = (
-    "drivers/virtio-win.iso",
-    "/usr/share/virtio-win/virtio-win.iso",
-    "/usr/share/virtio-win/drivers/by-driver",
-)
+# The search order lives with the DriverSource interface (a leaf: the build cache finds
+# the source without loading the readers); these names are this module's as before.
+DEFAULT_SOURCES = source_interface.DEFAULT_SOURCES
+find_source = source_interface.find_source
 
 
 def require_source_exists(path: Path) -> None:
@@ -66,28 +65,6 @@ def open_source(path: Path) -> DriverSource:
     raise InputError(
         f"{path} is not an ISO 9660 image, a FAT floppy image or a directory.",
         f"Give a virtio-win ISO, a driver folder or a virtio-win .vfd image. {GET_VIRTIO_WIN}",
-        key="--drivers",
-    )
-
-
-def find_source(
-    explicit: str | None,
-    environ: Mapping[str, str] | None = None,
-    exists: Callable[[Path], bool] = Path.exists,
-) -> Path:
-    """The driver source to use: --drivers, $VIRTIO_WIN, then DEFAULT_SOURCES."""
-    env = os.environ if environ is None else environ
-    if explicit:
-        return Path(explicit)
-    if env.get("VIRTIO_WIN"):
-        return Path(env["VIRTIO_WIN"])
-    for candidate in DEFAULT_SOURCES:
-        if exists(Path(candidate)):
-            return Path(candidate)
-    searched = ", ".join(["--drivers", "$VIRTIO_WIN", *DEFAULT_SOURCES])
-    raise InputError(
-        f"no virtio-win driver source found (searched {searched}).",
-        GET_VIRTIO_WIN,
         key="--drivers",
     )
 

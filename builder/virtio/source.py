@@ -23,7 +23,7 @@ import io
 import os
 import stat
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -509,3 +509,33 @@ _MODE_KINDS = {
 def mode_kind(mode: int) -> str:
     """What a POSIX mode says an entry is (`a fifo (named pipe)`, ...), for messages."""
     return _MODE_KINDS.get(stat.S_IFMT(mode), f"an entry of type {stat.S_IFMT(mode):o}")
+
+
+# After --drivers and $VIRTIO_WIN (docs/design.md §5, the command line).
+DEFAULT_SOURCES = (
+    "drivers/virtio-win.iso",
+    "/usr/share/virtio-win/virtio-win.iso",
+    "/usr/share/virtio-win/drivers/by-driver",
+)
+
+
+def find_source(
+    explicit: str | None,
+    environ: Mapping[str, str] | None = None,
+    exists: Callable[[Path], bool] = Path.exists,
+) -> Path:
+    """The driver source to use: --drivers, $VIRTIO_WIN, then DEFAULT_SOURCES."""
+    env = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit)
+    if env.get("VIRTIO_WIN"):
+        return Path(env["VIRTIO_WIN"])
+    for candidate in DEFAULT_SOURCES:
+        if exists(Path(candidate)):
+            return Path(candidate)
+    searched = ", ".join(["--drivers", "$VIRTIO_WIN", *DEFAULT_SOURCES])
+    raise InputError(
+        f"no virtio-win driver source found (searched {searched}).",
+        GET_VIRTIO_WIN,
+        key="--drivers",
+    )

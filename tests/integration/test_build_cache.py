@@ -7,11 +7,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from builder import cli
+from builder import cache, cli
+from builder.digests import file_digest
+from builder.outputs import file_identity
 from tests.fixtures.out_dir import complete_build
 from tests.fixtures.virtio_win import Tree, write_modern_tree
 
@@ -184,3 +188,66 @@ def test_a_build_that_defines_a_domain_is_never_reused(
     _, stderr = capsys.readouterr()
     assert code != 0 and REUSED not in stderr
     assert str((out / ".pvinstall" / "current").readlink()) == first
+
+
+def test_a_large_output_is_trusted_by_its_identity_which_any_write_changes(
+    capsys: pytest.CaptureFixture[str], tree: Tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outputs above VERIFY_BYTES (a remastered CD) are not read again: a byte written
+    with the times put back still changes the file's change time, and builds again."""
+    monkeypatch.setattr(cache, "VERIFY_BYTES", 0)
+    out = tmp_path / "out"
+    first, _ = build(capsys, tree.root, out)
+    reads: list[Path] = []
+
+    def counted(path: Path, key: bytes | None = None) -> dict[str, str]:
+        reads.append(path)
+        return file_digest(path, key)
+
+    monkeypatch.setattr(cache, "file_digest", counted)
+    again, said = build(capsys, tree.root, out)
+    assert again == first and REUSED in said and reads == []  # a hit reads no output
+    _tamper_with_the_floppy(tree, out)
+    again, said = build(capsys, tree.root, out)
+    assert again != first and REUSED not in said
+    assert [p.name for p in reads] == ["floppy.img"]  # its identity changed: its digest says no
+
+
+def test_an_output_touched_but_not_changed_is_reused_after_its_digest_agrees(
+    capsys: pytest.CaptureFixture[str], tree: Tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache, "VERIFY_BYTES", 0)
+    out = tmp_path / "out"
+    first, _ = build(capsys, tree.root, out)
+    floppy = out / "floppy.img"
+    os.utime(floppy, ns=(1, 1))  # same bytes, another identity
+    again, said = build(capsys, tree.root, out)
+    assert again == first and REUSED in said
+    # The record now holds the identity it has: the next hit reads nothing.
+    record = json.loads((out / ".pvinstall" / "cache.json").read_text())
+    assert record["files"]["floppy.img"] == file_identity(floppy.resolve())
+    assert build(capsys, tree.root, out)[0] == first
+
+
+def test_a_reused_build_loads_none_of_the_build_s_modules(
+    capsys: pytest.CaptureFixture[str], tree: Tree, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    build(capsys, tree.root, out)
+    script = (
+        "import sys\n"
+        "from builder import cli\n"
+        f"code = cli.main(['build', 'win2008-x64', '--drivers', {str(tree.root)!r}, "
+        f"'--out', {str(out)!r}])\n"
+        "print(code, sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('jinja2', 'libvirt', 'pycdlib', 'pyfatfs') or m == 'builder.pipeline'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])},
+    )
+    assert REUSED in done.stderr
+    assert done.stdout.split(None, 1) == ["0", "[]\n"]

@@ -7,11 +7,19 @@ import hashlib
 import hmac
 import os
 import random
+import threading
 from pathlib import Path
 
 import pytest
 
-from builder.digests import HashingReader, HashingWriter, OrderedDigest, bytes_digest
+from builder import digests
+from builder.digests import (
+    HashingReader,
+    HashingWriter,
+    OrderedDigest,
+    ThreadedHash,
+    bytes_digest,
+)
 from builder.media import iso9660
 from builder.media.files import IsoPlan, PlannedFile
 from builder.virtio.source import DirectorySource
@@ -91,3 +99,105 @@ def test_pycdlib_s_images_are_hashed_as_written_never_read_back(tmp_path: Path) 
         assert not target.read_back
         assert target.size == path.stat().st_size
     assert digest == bytes_digest(path.read_bytes())
+
+
+def test_a_threaded_hash_gives_the_digest_of_its_bytes_in_order_whatever_the_buffers() -> None:
+    rng = random.Random(3)
+    pieces = [bytes(rng.randrange(256) for _ in range(rng.randint(0, 5000))) for _ in range(50)]
+    threaded = ThreadedHash(hashlib.sha256(), depth=2)
+    reused = bytearray(4)
+    for index, piece in enumerate(pieces):
+        threaded.update(piece if index % 3 else memoryview(piece)[1:])
+        # A writable buffer is copied: changing it afterwards changes nothing.
+        reused[:] = b"abcd"
+        threaded.update(reused)
+        reused[:] = b"XXXX"
+    expected = hashlib.sha256()
+    for index, piece in enumerate(pieces):
+        expected.update(piece if index % 3 else piece[1:])
+        expected.update(b"abcd")
+    assert threaded.hexdigest() == expected.hexdigest()
+    with pytest.raises(ValueError, match="after the digest"):
+        threaded.update(b"late")
+
+
+class _Failing:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def update(self, data: bytes | memoryview, /) -> None:
+        self.calls += 1
+        raise RuntimeError("the hash broke")
+
+    def hexdigest(self) -> str:
+        return "never"
+
+
+def test_what_a_hash_worker_raises_is_raised_in_the_caller() -> None:
+    inner = _Failing()
+    threaded = ThreadedHash(inner)
+    threaded.update(b"x")
+    with pytest.raises(RuntimeError, match="the hash broke"):
+        threaded.hexdigest()
+    assert inner.calls == 1
+    later = ThreadedHash(_Failing())
+    later.update(b"x")
+    for _ in range(1000):  # the worker fails on its own time; the next update says so
+        try:
+            later.update(b"y")
+        except RuntimeError:
+            break
+    else:
+        pytest.fail("the worker's error never reached the caller")
+    later.close()
+
+
+def test_an_abandoned_digest_leaves_no_thread_behind(tmp_path: Path) -> None:
+    before = {t for t in threading.enumerate() if t.name == "pvinstall-hash"}
+    path = tmp_path / "out.iso"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    with HashingWriter(fd, path, b"key") as target:
+        target.write(b"half of an image")  # then the writer fails: no digest() call
+    (tmp_path / "cd.iso").write_bytes(b"a CD")
+    with HashingReader(tmp_path / "cd.iso") as reader:
+        reader.read(2)
+    after = {t for t in threading.enumerate() if t.name == "pvinstall-hash"}
+    assert after - before == set()
+
+
+def test_a_large_output_is_written_back_as_it_goes_and_hashed_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[tuple[int, int]] = []
+    monkeypatch.setattr(digests, "WRITEBACK_STEP", 3000)
+    real = digests.start_writeback
+
+    def spy(fd: int, offset: int, size: int) -> None:
+        started.append((offset, size))
+        real(fd, offset, size)  # the real call, on a real file: advisory, changes nothing
+
+    monkeypatch.setattr(digests, "start_writeback", spy)
+    data = os.urandom(10_000)
+    path = tmp_path / "install.iso"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    with HashingWriter(fd, path, b"key") as target:
+        for at in range(0, len(data), 1000):
+            target.write(bytearray(data[at : at + 1000]))
+        digest = target.digest()
+    assert started == [(0, 3000), (3000, 3000), (6000, 3000)]
+    assert path.read_bytes() == data
+    assert digest == {"hmac_sha256": hmac.new(b"key", data, hashlib.sha256).hexdigest()}
+
+
+def test_the_reader_hands_out_the_buffer_it_hashes(tmp_path: Path) -> None:
+    path = tmp_path / "cd.iso"
+    data = os.urandom(5000)
+    path.write_bytes(data)
+    with HashingReader(path) as reader:
+        first = reader.read(1000)
+        into = bytearray(1000)
+        assert reader.readinto(into) == 1000
+        rest = reader.read()
+        assert isinstance(first, bytes) and first + into + rest == data
+        assert reader.read(10) == b""
+        assert reader.digest() == {"sha256": hashlib.sha256(data).hexdigest()}

@@ -12,6 +12,7 @@ from builder import pipeline
 from builder.errors import BuildError, InputError, Problem
 from builder.media import iso9660
 from builder.monitor import NullMonitor
+from builder.options import BuildOptions, BuildResult
 from builder.vm import existing
 from tests.fixtures.out_dir import complete_build, snapshot
 from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, Tree, remove_file, write_modern_tree
@@ -30,9 +31,9 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Tree:
 
 def build(
     drivers: Path, out: Path, environ: dict[str, str] | None = None, **options: object
-) -> pipeline.BuildResult:
+) -> BuildResult:
     settings: dict[str, object] = {"profile": "win2008-x64", **options}
-    opts = pipeline.BuildOptions(
+    opts = BuildOptions(
         drivers=str(drivers),
         out=out,
         **settings,  # type: ignore[arg-type]
@@ -237,7 +238,7 @@ def test_both_device_checks_run_with_the_setting_problems(tmp_path: Path) -> Non
     vw = write_modern_tree(tmp_path / "vw", drivers=["viostor", "NetKVM"], oses=["2k3"])
     with pytest.raises(InputError) as raised:
         pipeline.run_build(
-            pipeline.BuildOptions(
+            BuildOptions(
                 profile="win2003-x86",
                 drivers=str(vw.root),
                 out=tmp_path / "out",
@@ -268,9 +269,7 @@ def test_a_sysprep_failure_on_the_serial_port_fails_the_build(tree: Tree, tmp_pa
     from builder.errors import BuildError
 
     result = build(tree.root, tmp_path / "out")
-    options = pipeline.BuildOptions(
-        profile="win2008-x64", drivers=str(tree.root), out=tmp_path / "out"
-    )
+    options = BuildOptions(profile="win2008-x64", drivers=str(tree.root), out=tmp_path / "out")
     ctx = pipeline.prepare(options, ENVIRON, NullMonitor())
     try:
         serial = result.out_dir / pipeline.SERIAL_LOG
