@@ -507,36 +507,24 @@ def _hypervisor_problems(
 
 def media_volumes(profile: Profile, windows_iso: Path | None, name: str) -> tuple[str, ...]:
     """The volumes a remote build of `name` uploads its media into, in the media
-    table's order (the user's Windows ISO included, when the build attaches it)."""
-    return tuple(
-        remote.media_volume_name(name, m.name, written=m.builder is not None)
-        for m in media_for(profile, windows_iso)
-        if m.builder is not None or windows_iso is not None
-    )
+    table's order and the order they are uploaded in: the user's Windows ISO when the
+    build attaches it, or right before the overlay it backs."""
+    found: list[str] = []
+    for medium in media_for(profile, windows_iso):
+        if windows_iso is not None and (medium.builder is None or medium.backed_by_windows_iso):
+            found.append(remote.media_volume_name(name, medium.name, written=False))
+        if medium.builder is not None:
+            found.append(remote.media_volume_name(name, medium.name, written=True))
+    return tuple(found)
 
 
 def _remote_problems(options: BuildOptions, config: BuildConfig) -> tuple[bool, list[Problem]]:
     """Whether the build acts on a remote host, and the setting it then needs."""
     if not options.acting or not remote.is_remote(options.connect, config.remote):
         return False, []
-    found = []
-    if config.profile.reads_install_image and options.windows_iso is not None:
-        # The overlay's backing file is this machine's ISO: the host would need the DVD
-        # as a volume and an overlay rebased onto it, which pvinstall does not do yet.
-        found.append(
-            Problem(
-                "--connect",
-                f"{config.profile.title} boots its DVD through a copy-on-write overlay of "
-                f"{options.windows_iso}, which the remote host of {options.connect} cannot "
-                "read: remote builds of 2012 R2 and later are not supported yet.",
-                "Build on the host itself (--connect qemu:///system there), or write the "
-                "media here without --define/--install and copy OUT to the host.",
-            )
-        )
     if config.storage_pool is not None:
-        return True, found
+        return True, []
     return True, [
-        *found,
         Problem(
             "storage_pool",
             f"a build on the remote host of {options.connect} needs a storage pool there: "
@@ -869,13 +857,28 @@ def _install_media(ctx: Context, plan: BuildPlan) -> tuple[AttachedMedium, ...]:
 
 def uploads(ctx: Context, plan: BuildPlan) -> tuple[remote.Upload, ...]:
     """What a remote build uploads: each medium of the domain (read through OUT's
-    names, so from the committed build), as the volume the domain names."""
+    names, so from the committed build), as the volume the domain names; an overlay
+    of the user's ISO after the ISO itself, which it is rebased onto."""
     local = plan.media.attached(ctx.out_dir, ctx.windows_iso)
-    return tuple(
-        remote.Upload(medium=m.name, path=m.path, volume=str(v.path))
-        for m, v in zip(local, _attached(ctx, plan), strict=True)
-        if m.path is not None and v.path is not None
-    )
+    found: list[remote.Upload] = []
+    for m, v in zip(local, _attached(ctx, plan), strict=True):
+        if m.path is None or v.path is None:
+            continue
+        backing = None
+        planned = plan.media.get(m.name)
+        if planned is not None and planned.medium.backed_by_windows_iso and ctx.windows_iso:
+            backing = remote.media_volume_name(ctx.name, m.name, written=False)
+            found.append(remote.Upload(medium="Windows ISO", path=ctx.windows_iso, volume=backing))
+        found.append(
+            remote.Upload(
+                medium=m.name,
+                path=m.path,
+                volume=str(v.path),
+                format=m.image_format,
+                backing=backing,
+            )
+        )
+    return tuple(found)
 
 
 def make_domain_xml(ctx: Context, plan: BuildPlan, monitor: Monitor) -> None:

@@ -48,13 +48,18 @@ def media_volume_name(domain: str, medium: str, *, written: bool) -> str:
 @dataclass(frozen=True)
 class Upload:
     """A client file that becomes a volume of the host's pool: the medium it is (for
-    messages and the manifest), the file, the volume, and the format QEMU reads it as
-    (written into the domain: the pool's own probe of the bytes is never trusted)."""
+    messages and the manifest), the file, the volume, the format QEMU reads it as
+    (written into the domain: the pool's own probe of the bytes is never trusted), and
+    for an overlay the volume it is backed by."""
 
     medium: str
     path: Path
     volume: str
     format: str = "raw"
+    # A qcow2 overlay (the install DVD's) whose backing file is the volume `backing` of
+    # the same pool, uploaded before it: what goes up is a copy of `path` rebased onto
+    # that volume's path on the host, read as raw (the file in OUT keeps its own).
+    backing: str | None = None
 
 
 # What libvirt puts around ssh's own words (see docs/remote.md, "errors"): its prefix

@@ -899,6 +899,49 @@ def volume_names(conn: Connection, pool: str) -> tuple[str, ...]:
         return tuple(sorted(str(v.name()) for v in handle.listAllVolumes(0)))
 
 
+def volume_path(conn: Connection, pool: str, volume: str) -> str:
+    """The path of the volume `volume` of `pool` on the host (what a qcow2 file there
+    names as its backing file)."""
+    found = _pool_volume(conn, pool, volume, refresh=False)
+    if found is None:
+        raise BuildError(f"there is no volume {volume} in the storage pool {pool} on {conn.uri}.")
+    with _refused(f"reading the volume {volume} of {pool}", conn.uri):
+        return str(found.path())
+
+
+@dataclass(frozen=True)
+class VolumeFacts:
+    """What the host's libvirt says of a volume: its path, format and size on disk, and
+    the backing file (path and format) its header names, if any."""
+
+    path: str
+    format: str | None
+    capacity: int
+    allocation: int
+    backing_path: str | None
+    backing_format: str | None
+
+
+def volume_facts(conn: Connection, pool: str, volume: str) -> VolumeFacts:
+    """The volume `volume` of `pool` as libvirt reads it (after a refresh of the pool)."""
+    found = _pool_volume(conn, pool, volume)
+    if found is None:
+        raise BuildError(f"there is no volume {volume} in the storage pool {pool} on {conn.uri}.")
+    with _refused(f"reading the volume {volume} of {pool}", conn.uri):
+        root = existing.parse_xml(str(found.XMLDesc(0)))
+    fmt = root.find("./target/format")
+    backing = root.find("./backingStore")
+    backing_format = backing.find("./format") if backing is not None else None
+    return VolumeFacts(
+        path=root.findtext("./target/path") or "",
+        format=fmt.get("type") if fmt is not None else None,
+        capacity=int(root.findtext("./capacity") or 0),
+        allocation=int(root.findtext("./allocation") or 0),
+        backing_path=(backing.findtext("./path") or None) if backing is not None else None,
+        backing_format=backing_format.get("type") if backing_format is not None else None,
+    )
+
+
 def _new_volume_xml(name: str, capacity: int, fmt: str) -> str:
     # Allocation 0: the upload decides what the host allocates (holes stay holes).
     return (

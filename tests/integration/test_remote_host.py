@@ -24,6 +24,7 @@ from builder.errors import BuildError
 from builder.monitor import NullMonitor
 from builder.vm import transfer, virt
 from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, make_iso, write_modern_tree
+from tests.fixtures.windows_dvd import dvd_for
 from tests.integration import probe, remote_host
 from tests.integration.remote_host import Sshd
 
@@ -67,11 +68,12 @@ def build(
     out: Path,
     name: str,
     connect: str,
+    profile: str = "win2008-x64",
 ) -> tuple[int, Any, str]:
     code = cli.main(
         [
             "build",
-            "win2008-x64",
+            profile,
             "--drivers",
             str(drivers),
             "--out",
@@ -199,6 +201,95 @@ def test_a_remote_install_uploads_reads_the_console_and_cleans_up(
             check=True,
         )
         assert json.loads(info.stdout)["format"] == "qcow2"
+
+
+def qemu_img_chain(image: Path) -> list[dict[str, Any]]:
+    """`qemu-img info --backing-chain` of a file, opened read-only without its lock
+    (the pool's file is read, never written, by the test)."""
+    done = subprocess.run(
+        ["qemu-img", "info", "-U", "--backing-chain", "--output=json", "-f", "qcow2", str(image)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    chain = json.loads(done.stdout)
+    assert isinstance(chain, list)
+    return chain
+
+
+def pool_dir(uri: str, pool: str) -> Path:
+    return Path(ET.fromstring(libvirt_pool_xml(uri, pool)).findtext("./target/path") or "")
+
+
+def test_a_remote_define_of_a_modern_dvd_uploads_it_under_an_overlay_rebased_onto_it(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    remote_uri: str,
+    remote_pool: str,
+    virtio_win_iso: Path,
+    name: str,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("PVINSTALL_ADMIN_PASSWORD", PASSWORD)
+    monkeypatch.setenv("PVINSTALL_STORAGE_POOL", remote_pool)
+    dvd = dvd_for("2022").path
+    out = tmp_path / "out"
+    code, manifest, err = build(
+        capsys,
+        "--windows-iso",
+        str(dvd),
+        "--define",
+        drivers=virtio_win_iso,
+        out=out,
+        name=name,
+        connect=remote_uri,
+        profile="win2022-x64",
+    )
+    assert code == 0, err
+    windows, overlay = f"{name}-windows.iso", f"{name}-install-dvd.qcow2"
+    media = [f"{name}-answer.iso", f"{name}-drivers.iso", windows, overlay]
+    assert manifest["domain"]["volumes"]["media"] == media
+    assert remote_host_volumes(remote_uri, remote_pool) == {*media, f"{name}.qcow2"}
+    folder = pool_dir(remote_uri, remote_pool)
+    with virt.connect(remote_uri) as conn:
+        defined = virt.inactive_xml(conn, name)
+        assert str(tmp_path) not in defined and str(dvd) not in defined
+        for disk in disks_of(defined):
+            assert disk.get("type") == "volume", ET.tostring(disk)
+            source = disk.find("source")
+            assert source is not None and source.get("pool") == remote_pool
+        cdroms = {
+            d.find("source").get("volume"): d.find("driver").get("type")  # type: ignore[union-attr]
+            for d in disks_of(defined)
+            if d.get("device") == "cdrom"
+        }
+        # The domain boots the overlay; the DVD's volume is only its backing file.
+        raw = {f"{name}-answer.iso": "raw", f"{name}-drivers.iso": "raw"}
+        assert cdroms == {**raw, overlay: "qcow2"}
+        # libvirt reads the overlay's backing file as the DVD's volume, raw.
+        facts = virt.volume_facts(conn, remote_pool, overlay)
+        assert facts.format == "qcow2"
+        assert (facts.backing_path, facts.backing_format) == (str(folder / windows), "raw")
+        back = download(conn, remote_pool, windows, tmp_path / "windows.iso")
+        assert sha256(back) == sha256(dvd)
+    # qemu-img on the pool's file: a chain of exactly two, the overlay and the raw DVD.
+    chain = qemu_img_chain(folder / overlay)
+    assert [c["format"] for c in chain] == ["qcow2", "raw"], chain
+    assert chain[0]["backing-filename"] == str(folder / windows)
+    assert chain[0]["backing-filename-format"] == "raw"
+    assert chain[1]["filename"] == str(folder / windows) and "backing-filename" not in chain[1]
+    # OUT's overlay keeps this machine's DVD as its backing file ...
+    local = qemu_img_chain(out / "install-dvd.qcow2")
+    assert local[0]["backing-filename"] == str(dvd.absolute())
+    # ... and the host's overlay shows the guest the same bytes (the patched catalog too).
+    same = subprocess.run(
+        ["qemu-img", "compare", "-U", "-f", "qcow2", "-F", "qcow2", str(out / "install-dvd.qcow2"),
+         str(folder / overlay)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    assert same.returncode == 0, same.stdout + same.stderr
 
 
 def remote_host_volumes(uri: str, pool: str) -> set[str]:
