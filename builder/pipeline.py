@@ -1145,7 +1145,7 @@ def export_template(
     name = TEMPLATE_DISKS.get(ctx.config.export)
     if name is None or not disks:
         return
-    source = Path(disks[0])
+    source = exported_from = Path(disks[0])
     image_format = ctx.config.export
     monitor.step("export", f"{source} -> {name} ({image_format})")
     shown = [-10.0]
@@ -1203,7 +1203,7 @@ def export_template(
             "generalized": ctx.config.generalize,
             "xml": TEMPLATE_XML,
             "data_disks": list(ctx.config.data_disks),
-            "exported_from": str(source),
+            "exported_from": str(exported_from),
         }
         if ctx.options.export_only:
             monitor.step("remove", f"{ctx.name} and its disks (--export-only)")

@@ -53,6 +53,13 @@ def windows_iso() -> Path:
     return probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="report", arch="amd64")
 
 
+@pytest.fixture(scope="module")
+def template_iso() -> Path:
+    """The probe in its template mode: it reports what it sees as in the report mode,
+    then writes its CD and a marker onto the system disk, which the export must keep."""
+    return probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="template", arch="amd64")
+
+
 @pytest.fixture
 def name(uri: str) -> Iterator[str]:
     value = remote_host.unique("dom")
@@ -107,22 +114,32 @@ def download(conn: virt.Connection, pool: str, volume: str, dest: Path) -> Path:
 
 
 @pytest.mark.boot
-def test_a_remote_install_uploads_reads_the_console_and_cleans_up(
+def test_a_remote_install_uploads_reads_the_console_cleans_up_and_exports(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     remote_uri: str,
     remote_pool: str,
     virtio_win_iso: Path,
-    windows_iso: Path,
+    template_iso: Path,
     name: str,
     tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("PVINSTALL_ADMIN_PASSWORD", PASSWORD)
     monkeypatch.setenv("PVINSTALL_STORAGE_POOL", remote_pool)
     out = tmp_path / "out"
+    windows_iso = template_iso
 
     def rebuild(*args: str) -> tuple[int, Any, str]:
-        return build(capsys, *args, drivers=virtio_win_iso, out=out, name=name, connect=remote_uri)
+        return build(
+            capsys,
+            *args,
+            "--set",
+            "disk_size_gib=10",
+            drivers=virtio_win_iso,
+            out=out,
+            name=name,
+            connect=remote_uri,
+        )
 
     media = {f"{name}-floppy.img", f"{name}-drivers.iso", f"{name}-windows.iso"}
 
@@ -201,6 +218,29 @@ def test_a_remote_install_uploads_reads_the_console_and_cleans_up(
             check=True,
         )
         assert json.loads(info.stdout)["format"] == "qcow2"
+
+    # The template export: the system disk's volume came down (sparse) and was
+    # compressed here; OUT shows the template the manifest records, marker and all.
+    assert report.template == "written", report
+    template = manifest["template"]
+    disk = out / "template.qcow2"
+    assert template["disk"] == "template.qcow2" and template["format"] == "qcow2"
+    assert template["sha256"] == sha256(disk)
+    assert template["size"] == disk.stat().st_size
+    assert template["virtual_size"] == 10 * 2**30
+    assert template["exported_from"] == str(pool_path / f"{name}.qcow2")
+    assert json.loads(subprocess.run(
+        ["qemu-img", "info", "--output=json", "-f", "qcow2", str(disk)],
+        capture_output=True, text=True, check=True,
+    ).stdout)["format"] == "qcow2"  # fmt: skip
+    marker = probe.disk_sector(disk, "qcow2", probe.TEMPLATE_MARKER_SECTOR)
+    assert marker.startswith(probe.TEMPLATE_MARKER.encode())
+    # Compressed: smaller than the volume it was made from.
+    assert disk.stat().st_size < (pool_path / f"{name}.qcow2").stat().st_size
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    # The download left nothing behind, in OUT or in any of its generations.
+    left = sorted(p.name for p in out.rglob("*") if p.name.endswith(".download"))
+    assert left == [], left
 
 
 def qemu_img_chain(image: Path) -> list[dict[str, Any]]:
