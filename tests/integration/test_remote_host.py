@@ -223,20 +223,20 @@ def test_a_remote_install_uploads_reads_the_console_cleans_up_and_exports(
     # compressed here; OUT shows the template the manifest records, marker and all.
     assert report.template == "written", report
     template = manifest["template"]
-    disk = out / "template.qcow2"
+    exported = out / "template.qcow2"
     assert template["disk"] == "template.qcow2" and template["format"] == "qcow2"
-    assert template["sha256"] == sha256(disk)
-    assert template["size"] == disk.stat().st_size
+    assert template["sha256"] == sha256(exported)
+    assert template["size"] == exported.stat().st_size
     assert template["virtual_size"] == 10 * 2**30
     assert template["exported_from"] == str(pool_path / f"{name}.qcow2")
     assert json.loads(subprocess.run(
-        ["qemu-img", "info", "--output=json", "-f", "qcow2", str(disk)],
+        ["qemu-img", "info", "--output=json", "-f", "qcow2", str(exported)],
         capture_output=True, text=True, check=True,
     ).stdout)["format"] == "qcow2"  # fmt: skip
-    marker = probe.disk_sector(disk, "qcow2", probe.TEMPLATE_MARKER_SECTOR)
+    marker = probe.disk_sector(exported, "qcow2", probe.TEMPLATE_MARKER_SECTOR)
     assert marker.startswith(probe.TEMPLATE_MARKER.encode())
     # Compressed: smaller than the volume it was made from.
-    assert disk.stat().st_size < (pool_path / f"{name}.qcow2").stat().st_size
+    assert exported.stat().st_size < (pool_path / f"{name}.qcow2").stat().st_size
     assert json.loads((out / "manifest.json").read_text()) == manifest
     # The download left nothing behind, in OUT or in any of its generations.
     left = sorted(p.name for p in out.rglob("*") if p.name.endswith(".download"))
