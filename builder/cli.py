@@ -380,8 +380,13 @@ def build_command(
             if result.manifest["domain"].get("removed")
             else "defined, shut off, without install media"
         )
+        disk = (
+            f"volume {template['pool']}/{template['volume']}"
+            if "volume" in template
+            else where / template["disk"]
+        )
         typer.echo(
-            f"pvinstall: template {where / template['disk']} ({template['format']}, "
+            f"pvinstall: template {disk} ({template['format']}, "
             f"{'generalized' if template['generalized'] else 'not generalized'}); "
             f"{result.manifest['domain']['name']} is {kept}. Clone it with: pvinstall "
             f"clone {where} NAME",
@@ -672,10 +677,11 @@ def clone_command(
         _print_json(document)
         return
     kind = "linked clone of" if document["linked"] else "copy of"
+    made = document["template"]
+    of = f"the volume {made['pool']}/{made['volume']}" if "volume" in made else made["disk"]
     typer.echo(
         f"pvinstall: {name} is defined on {document['uri']}, a {kind} "
-        f"{document['template']['disk']} (disk {document['disk']})"
-        + ("; started." if start else "."),
+        f"{of} (disk {document['disk']})" + ("; started." if start else "."),
         err=True,
     )
 

@@ -45,6 +45,17 @@ def media_volume_name(domain: str, medium: str, *, written: bool) -> str:
     return f"{domain}-{medium if written else WINDOWS_ISO_VOLUME}"
 
 
+# The compressed template volume of `export = "pool"`: `DOMAIN@template.qcow2`. A domain
+# name has no '@' (vm/domain.py), so no build's disk or medium, and no clone's, is ever
+# named so: no build --replace of another name deletes it.
+TEMPLATE_VOLUME_SUFFIX = "@template.qcow2"
+
+
+def template_volume_name(domain: str) -> str:
+    """The pool volume `export = "pool"` leaves the template of `domain` in."""
+    return f"{domain}{TEMPLATE_VOLUME_SUFFIX}"
+
+
 @dataclass(frozen=True)
 class Upload:
     """A client file that becomes a volume of the host's pool: the medium it is (for

@@ -11,6 +11,7 @@ import json
 import socket
 import subprocess
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -577,3 +578,154 @@ def test_convert_and_attach_refuse_a_remote_host(
         error = json.loads(capsys.readouterr().out)["error"]
         assert error["problems"][0]["key"] == "--connect"
         assert "names a remote host" in error["problems"][0]["message"]
+
+
+# -- export = "pool" and clones of a template volume -----------------------------------------
+
+
+def wait_shut_off(uri: str, name: str, seconds: float) -> tuple[str, str] | None:
+    deadline = time.monotonic() + seconds
+    with virt.connect(uri) as conn:
+        while time.monotonic() < deadline:
+            state = virt.domain_state(conn, name)
+            if state is None or state[0] == "shut off":
+                return state
+            time.sleep(1)
+        return virt.domain_state(conn, name)
+
+
+@pytest.mark.boot
+def test_export_pool_leaves_a_compressed_template_volume_that_clones_back_onto(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    remote_uri: str,
+    remote_pool: str,
+    virtio_win_iso: Path,
+    template_iso: Path,
+    name: str,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("PVINSTALL_ADMIN_PASSWORD", PASSWORD)
+    monkeypatch.setenv("PVINSTALL_STORAGE_POOL", remote_pool)
+    out = tmp_path / "out"
+    volume = f"{name}@template.qcow2"
+    folder = pool_dir(remote_uri, remote_pool)
+
+    def install(out_dir: Path, *args: str) -> tuple[int, Any, str]:
+        return build(
+            capsys,
+            "--windows-iso",
+            str(template_iso),
+            "--install",
+            "--timeout",
+            "4",
+            "--set",
+            "disk_size_gib=10",
+            "--set",
+            "export=pool",
+            *args,
+            drivers=virtio_win_iso,
+            out=out_dir,
+            name=name,
+            connect=remote_uri,
+        )
+
+    code, manifest, err = install(out)
+    assert code == 0, err
+    template = manifest["template"]
+    assert {k: template[k] for k in ("pool", "volume", "format", "xml")} == {
+        "pool": remote_pool,
+        "volume": volume,
+        "format": "qcow2",
+        "xml": "template.xml",
+    }
+    assert "disk" not in template and template["virtual_size"] == 10 * 2**30
+    # The volume holds the bytes the manifest records, the probe's marker among them.
+    with virt.connect(remote_uri) as conn:
+        facts = virt.volume_facts(conn, remote_pool, volume)
+        back = download(conn, remote_pool, volume, tmp_path / "template.qcow2")
+    assert facts.backing_path is None and template["size"] == facts.physical
+    assert sha256(back) == template["sha256"]
+    assert json.loads(subprocess.run(
+        ["qemu-img", "info", "--output=json", "-f", "qcow2", str(back)],
+        capture_output=True, text=True, check=True,
+    ).stdout)["format"] == "qcow2"  # fmt: skip
+    marker = probe.disk_sector(back, "qcow2", probe.TEMPLATE_MARKER_SECTOR)
+    assert marker.startswith(probe.TEMPLATE_MARKER.encode())
+    # Compressed: smaller than the system disk it was made from.
+    assert template["size"] < (folder / f"{name}.qcow2").stat().st_size
+    # OUT has template.xml naming the volume, and no template file, staging or download.
+    outputs = {o["name"] for o in manifest["outputs"]}
+    assert "template.xml" in outputs and "template.qcow2" not in outputs
+    assert not (out / "template.qcow2").exists()
+    left = [p.name for p in out.rglob("*") if p.name.endswith((".download", ".staging"))]
+    assert left == [], left
+    system = ET.fromstring((out / "template.xml").read_text()).find("./devices/disk")
+    assert system is not None and system.get("type") == "volume"
+    source = system.find("source")
+    assert source is not None and source.attrib == {"pool": remote_pool, "volume": volume}
+    assert remote_host_volumes(remote_uri, remote_pool) == {f"{name}.qcow2", volume}
+
+    # Another OUT may not take the volume over, with or without --replace.
+    for extra, key in (((), "--name"), (("--replace",), "--replace")):
+        code, document, err = install(tmp_path / "other", *extra)
+        assert code == 2, err
+        problems = document["error"]["problems"]
+        assert any(p["key"] == key and volume in p["message"] for p in problems), problems
+
+    clones = [remote_host.unique("linked"), remote_host.unique("full")]
+    try:
+        # A linked clone: a volume of the same pool backed by the template volume.
+        code = cli.main(["clone", str(out), clones[0], "--connect", remote_uri, "--json"])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        linked = json.loads(captured.out)
+        assert linked["linked"] is True and linked["volume"] == f"{clones[0]}.qcow2"
+        chain = qemu_img_chain(folder / f"{clones[0]}.qcow2")
+        assert [c["format"] for c in chain] == ["qcow2", "qcow2"], chain
+        assert chain[0]["backing-filename"] == str(folder / volume)
+        assert chain[0]["backing-filename-format"] == "qcow2"
+        assert "backing-filename" not in chain[1]
+        # A full clone: a copy the host made, no backing file.
+        code = cli.main(["clone", str(out), clones[1], "--connect", remote_uri, "--full"])
+        assert code == 0, capsys.readouterr().err
+        chain = qemu_img_chain(folder / f"{clones[1]}.qcow2")
+        assert len(chain) == 1 and "backing-filename" not in chain[0], chain
+        with virt.connect(remote_uri) as conn:
+            for clone in clones:
+                xml = virt.inactive_xml(conn, clone)
+                assert str(tmp_path) not in xml
+                for disk in disks_of(xml):
+                    if disk.get("device") == "disk":
+                        assert disk.get("type") == "volume", ET.tostring(disk)
+        # The same NAME again is refused; nothing is overwritten.
+        code = cli.main(["clone", str(out), clones[0], "--connect", remote_uri])
+        assert code == 2 and "exists" in capsys.readouterr().err
+
+        # The linked clone boots the template's bytes: the probe on its disk runs and
+        # powers the guest off (an empty or broken disk would not boot at all).
+        assert (
+            cli.main(["clone", str(out), "--start", clones[0] + "x", "--connect", remote_uri]) == 0
+        )
+        clones.append(clones[0] + "x")
+        capsys.readouterr()
+        state = wait_shut_off(remote_uri, clones[-1], 240)
+        assert state == ("shut off", "shutdown"), state
+        assert sha256(folder / volume) == template["sha256"]  # the template never changed
+
+        # --replace into the same OUT replaces the template volume its manifest lists.
+        with virt.connect(remote_uri) as conn:
+            for clone in clones:
+                virt.remove_domain(conn, clone)
+                virt.delete_volume(conn, remote_pool, f"{clone}.qcow2")
+        code, again, err = install(out, "--replace")
+        assert code == 0, err
+        assert again["template"]["volume"] == volume
+        with virt.connect(remote_uri) as conn:
+            assert (
+                virt.volume_facts(conn, remote_pool, volume).physical == again["template"]["size"]
+            )
+    finally:
+        with virt.connect(remote_uri) as conn:
+            for clone in clones:
+                virt.remove_domain(conn, clone)
