@@ -26,7 +26,7 @@ from builder.monitor import NullMonitor
 from builder.vm import transfer, virt
 from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, make_iso, write_modern_tree
 from tests.fixtures.windows_dvd import dvd_for
-from tests.integration import probe, remote_host
+from tests.integration import probe, remote_host, sbprobe
 from tests.integration.remote_host import Sshd
 
 pytestmark = pytest.mark.integration
@@ -729,3 +729,57 @@ def test_export_pool_leaves_a_compressed_template_volume_that_clones_back_onto(
         with virt.connect(remote_uri) as conn:
             for clone in clones:
                 virt.remove_domain(conn, clone)
+
+
+@pytest.mark.boot
+def test_a_remote_install_of_a_modern_dvd_boots_through_the_rebased_overlay(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    remote_uri: str,
+    remote_pool: str,
+    virtio_win_iso: Path,
+    name: str,
+    tmp_path: Path,
+) -> None:
+    """The Secure Boot probe's DVD: its own UEFI boot entry is unsigned and refused
+    under Secure Boot, the overlay's patched catalog boots the signed one. So the guest
+    booting at all, with Secure Boot on, says it read the DVD through the overlay the
+    host has, backed by the DVD's volume."""
+    monkeypatch.setenv("PVINSTALL_ADMIN_PASSWORD", PASSWORD)
+    monkeypatch.setenv("PVINSTALL_STORAGE_POOL", remote_pool)
+    sb = sbprobe.build_sb_probe()
+    dvd = dvd_for(
+        "2022",
+        efisys_image=str(sb.esp_unsigned),
+        noprompt_image=str(sb.esp),
+        visible_tree=str(sb.disc_tree),
+    ).path
+    out = tmp_path / "out"
+    code, manifest, err = build(
+        capsys,
+        "--windows-iso",
+        str(dvd),
+        "--install",
+        "--timeout",
+        "5",
+        "--set",
+        "export=none",
+        drivers=virtio_win_iso,
+        out=out,
+        name=name,
+        connect=remote_uri,
+        profile="win2022-x64",
+    )
+    log = (out / "serial.log").read_text(errors="replace") if (out / "serial.log").exists() else ""
+    assert code == 0, f"{err}\n--- serial ---\n{log[-3000:]}"
+    record = manifest["domain"]
+    assert record["installed"] is True and record["shutoff_reason"] == "shutdown"
+    report = sbprobe.parse_sb_report(log)
+    assert report.base.started and report.base.ended, log[-3000:]
+    assert report.efi is True and report.secure_boot is True
+    drivers_cd = report.base.cdrom_with_label(manifest["settings"]["drivers_iso_label"])
+    assert drivers_cd is not None and drivers_cd.files
+    # The media volumes, the DVD's and its overlay's among them, are gone.
+    assert record["volumes"]["deleted"] is True
+    assert f"{name}-windows.iso" in record["volumes"]["media"]
+    assert remote_host_volumes(remote_uri, remote_pool) == {f"{name}.qcow2"}
