@@ -783,3 +783,139 @@ def test_a_remote_install_of_a_modern_dvd_boots_through_the_rebased_overlay(
     assert record["volumes"]["deleted"] is True
     assert f"{name}-windows.iso" in record["volumes"]["media"]
     assert remote_host_volumes(remote_uri, remote_pool) == {f"{name}.qcow2"}
+
+
+TEMPLATE_DOMAIN_XML = """<domain type='qemu'><name>pvt-i17-template</name><memory>65536</memory>
+<os><type arch='x86_64'>hvm</type></os><devices>
+<disk type='volume' device='disk'><driver name='qemu' type='qcow2'/>
+<source pool='{pool}' volume='{volume}'/><target dev='vda' bus='virtio'/></disk>
+</devices></domain>
+"""
+
+
+@pytest.mark.parametrize(
+    ("case", "fragment"),
+    [
+        ("missing volume", "is missing"),
+        ("volume with a slash", "names no usable template volume"),
+        ("pool with a slash", "names no usable template volume"),
+        ("changed size", "it changed after the build"),
+        ("changed virtual size", "it changed after the build"),
+        ("raw in the manifest", "a template volume is qcow2"),
+        ("raw volume", "a template volume is qcow2"),
+        ("backing file", "has a backing file"),
+    ],
+)
+def test_a_clone_refuses_a_template_volume_that_is_not_as_recorded(
+    capsys: pytest.CaptureFixture[str],
+    remote_uri: str,
+    remote_pool: str,
+    tmp_path: Path,
+    case: str,
+    fragment: str,
+) -> None:
+    """An OUT whose manifest names a template volume (export = "pool"), made by hand:
+    the volume is made over the connection, the manifest says what it should be."""
+    volume = "pvt-i17-t@template.qcow2"
+    conn = libvirt.open(remote_uri)
+    try:
+        pool = conn.storagePoolLookupByName(remote_pool)
+        fmt = "raw" if case == "raw volume" else "qcow2"
+        pool.createXML(
+            f"<volume><name>{volume}</name><capacity>67108864</capacity>"
+            f"<target><format type='{fmt}'/></target></volume>",
+            0,
+        )
+        if case == "backing file":
+            base = pool.storageVolLookupByName(volume)
+            volume = "pvt-i17-u@template.qcow2"
+            pool.createXML(
+                f"<volume><name>{volume}</name><capacity>67108864</capacity>"
+                "<target><format type='qcow2'/></target><backingStore>"
+                f"<path>{base.path()}</path><format type='qcow2'/></backingStore></volume>",
+                0,
+            )
+    finally:
+        conn.close()
+    with virt.connect(remote_uri) as vc:
+        facts = virt.volume_facts(vc, remote_pool, volume)
+    record: dict[str, Any] = {
+        "pool": remote_pool,
+        "volume": volume,
+        "format": "qcow2",
+        "size": facts.physical,
+        "virtual_size": facts.capacity,
+        "sha256": "0" * 64,
+        "generalized": True,
+        "xml": "template.xml",
+        "data_disks": [],
+    }
+    changes: dict[str, Any] = {
+        "missing volume": {"volume": "pvt-i17-absent@template.qcow2"},
+        "volume with a slash": {"volume": "../x"},
+        "pool with a slash": {"pool": "a/b"},
+        "changed size": {"size": facts.physical + 1},
+        "changed virtual size": {"virtual_size": facts.capacity * 2},
+        "raw in the manifest": {"format": "raw"},
+    }
+    record.update(changes.get(case, {}))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "template.xml").write_text(TEMPLATE_DOMAIN_XML.format(pool=remote_pool, volume=volume))
+    manifest = {"template": record, "outputs": [{"name": "template.xml"}]}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    clone = remote_host.unique("refused")
+    code = cli.main(["clone", str(out), clone, "--connect", remote_uri, "--json"])
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert code == 2, error
+    assert any(p["key"] == "TEMPLATE" and fragment in p["message"] for p in error["problems"]), (
+        error
+    )
+    with virt.connect(remote_uri) as vc:
+        assert not virt.domain_exists(vc, clone)
+        assert not virt.volume_exists(vc, remote_pool, f"{clone}.qcow2")
+
+
+def test_a_template_domain_on_a_volume_clones_into_its_pool(
+    capsys: pytest.CaptureFixture[str], remote_uri: str, remote_pool: str, name: str
+) -> None:
+    """A shut-off domain whose system disk is a qcow2 volume (template.xml of export =
+    "pool", defined) is a template too: linked and full clones land in its pool."""
+    volume = f"{name}@template.qcow2"
+    conn = libvirt.open(remote_uri)
+    try:
+        conn.storagePoolLookupByName(remote_pool).createXML(
+            f"<volume><name>{volume}</name><capacity>67108864</capacity>"
+            "<target><format type='qcow2'/></target></volume>",
+            0,
+        )
+        conn.defineXML(
+            TEMPLATE_DOMAIN_XML.format(pool=remote_pool, volume=volume).replace(
+                "pvt-i17-template", name
+            )
+        )
+    finally:
+        conn.close()
+    clones = [remote_host.unique("dlinked"), remote_host.unique("dfull")]
+    try:
+        for clone, extra in zip(clones, ([], ["--full"]), strict=True):
+            code = cli.main(["clone", name, clone, "--connect", remote_uri, "--json", *extra])
+            captured = capsys.readouterr()
+            assert code == 0, captured.err
+            result = json.loads(captured.out)
+            assert result["template"]["volume"] == volume and result["pool"] == remote_pool
+        with virt.connect(remote_uri) as vc:
+            linked = virt.volume_facts(vc, remote_pool, f"{clones[0]}.qcow2")
+            template_path = virt.volume_path(vc, remote_pool, volume)
+            assert (linked.backing_path, linked.backing_format) == (template_path, "qcow2")
+            full = virt.volume_facts(vc, remote_pool, f"{clones[1]}.qcow2")
+            assert full.backing_path is None and full.capacity == 67108864
+            for clone in clones:
+                xml = virt.inactive_xml(vc, clone)
+                source = ET.fromstring(xml).find("./devices/disk/source")
+                assert source is not None and source.get("pool") == remote_pool
+                assert source.get("volume") == f"{clone}.qcow2"
+    finally:
+        with virt.connect(remote_uri) as vc:
+            for clone in clones:
+                virt.remove_domain(vc, clone)
