@@ -481,6 +481,15 @@ DomainArgument = Annotated[
 ]
 
 
+def _storage_pool_option(what: str) -> Any:
+    return typer.Option(
+        "--storage-pool",
+        help=f"{what} a volume of this storage pool of the host (on a remote host the "
+        "default is the pool that holds the guest's boot disk).",
+        show_default=False,
+    )
+
+
 def _print_outcome(lines: Sequence[str]) -> None:
     for line in lines:
         typer.echo(line, err=True)
@@ -509,6 +518,9 @@ def convert_command(
             "temporary disk go (default: $PVINSTALL_STATE_DIR, else "
             "$XDG_STATE_HOME/pvinstall/DOMAIN).",
         ),
+    ] = None,
+    storage_pool: Annotated[
+        str | None, _storage_pool_option("Make the drivers ISO and the temporary disk each")
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the new definition; change nothing.")
@@ -567,6 +579,7 @@ def convert_command(
         out=out,
         mode=mode,
         dry_run=dry_run,
+        storage_pool=storage_pool,
     )
     outcome = convert_steps.run_convert(options, choose_monitor(json_output=json_output))
     interrupts.finish()
@@ -610,6 +623,9 @@ def attach_command(
             "--out", help="disk --size: create the image here instead of next to the boot disk."
         ),
     ] = None,
+    storage_pool: Annotated[
+        str | None, _storage_pool_option("disk --size: create the new disk as")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Add a virtio disk or NIC (the model for the guest's Windows) within the 28 PCI slots,
@@ -629,6 +645,7 @@ def attach_command(
         image_format=image_format,
         network=network,
         out=out,
+        storage_pool=storage_pool,
     )
     outcome = convert_steps.run_attach(options, choose_monitor(json_output=json_output))
     interrupts.finish()

@@ -501,7 +501,7 @@ def _make_pool_clone(
         )
         created.append(system.name)
         for disk, size in zip(data, template.data_disk_bytes, strict=True):
-            virt.create_empty_volume(conn, pool, disk.name, size)
+            virt.create_volume(conn, pool, disk.name, size, "qcow2")
             created.append(disk.name)
         xml = existing.clone_xml(
             template.xml,

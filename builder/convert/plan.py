@@ -10,6 +10,10 @@ temporary disk and the drivers CD and switches the boot disk. `plan_switch` swit
 everything at once, for a guest that already has the drivers (`--drivers-installed`).
 `plan_attach_disk` and `plan_attach_nic` describe one new virtio device.
 
+What convert and attach add is a file of this machine, or, on a remote host (or with
+`--storage-pool`), a volume of a storage pool there (`Placed`); the volumes are named by
+`convert_volumes` and `new_disk_volume`.
+
 Every plan is a frozen dataclass holding the new domain XML; nothing here touches
 libvirt or the disk. `builder/convert/steps.py` carries the plans out.
 """
@@ -114,6 +118,99 @@ def state_paths(name: str, out: Path | None, environ: Mapping[str, str], home: P
         temp_disk=directory / f"{stem}-viostor.qcow2",
         drivers_iso=directory / f"{stem}-drivers.iso",
     )
+
+
+# -- where QEMU reads what convert and attach add -----------------------------------------
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Where QEMU reads a disk or CD convert or attach adds: the file `name` of this
+    machine (`pool` None, QEMU shares its files), or the volume `name` of the storage
+    pool `pool` (a remote host: no client path means anything there)."""
+
+    name: str
+    pool: str | None = None
+
+    def describe(self) -> str:
+        return self.name if self.pool is None else f"volume {self.pool}/{self.name}"
+
+    def source_into(self, disk: ET.Element) -> None:
+        """Make `disk` read this: `type='file'` with `<source file=>`, or
+        `type='volume'` with `<source pool= volume=>` (the old source goes)."""
+        disk.set("type", "file" if self.pool is None else "volume")
+        source = disk.find("source")
+        if source is None:
+            source = ET.Element("source")
+            driver = disk.find("driver")
+            disk.insert(0 if driver is None else list(disk).index(driver) + 1, source)
+        source.attrib.clear()
+        if self.pool is None:
+            source.set("file", self.name)
+        else:
+            source.set("pool", self.pool)
+            source.set("volume", self.name)
+
+    def read_by(self, disk: ET.Element) -> bool:
+        """Whether `disk` reads this file or volume."""
+        source = disk.find("source")
+        if source is None:
+            return False
+        if self.pool is None:
+            return disk.get("type", "file") != "volume" and source_of(disk) == self.name
+        return (
+            disk.get("type") == "volume"
+            and source.get("pool") == self.pool
+            and source.get("volume") == self.name
+        )
+
+
+@dataclass(frozen=True)
+class ConvertVolumes:
+    """The volumes phase one puts into `pool`: the drivers ISO and the temporary disk."""
+
+    pool: str
+    drivers_iso: str
+    temp_disk: str
+
+
+# Between the domain's stem and what the volume holds: '@' is in no name a build
+# accepts (letters, digits and '_.+-'), and file_stem escapes it, so these volumes
+# never share a name with a build's (`NAME.qcow2`, `NAME-drivers.iso`, ...) nor with
+# another domain's.
+VOLUME_MARK = "@"
+
+
+def convert_volumes(name: str, pool: str) -> ConvertVolumes:
+    """The volumes phase one makes for the domain `name` in `pool`:
+    `NAME@convert-drivers.iso` and `NAME@convert-viostor.qcow2`."""
+    stem = file_stem(name) + VOLUME_MARK
+    return ConvertVolumes(
+        pool=pool,
+        drivers_iso=f"{stem}convert-drivers.iso",
+        temp_disk=f"{stem}convert-viostor.qcow2",
+    )
+
+
+def new_disk_volume(name: str, target: str) -> str:
+    """The volume `attach disk --size` creates for the domain `name` at `target`:
+    `NAME@vdb.qcow2`."""
+    return f"{file_stem(name)}{VOLUME_MARK}{target}.qcow2"
+
+
+def disk_pool(disk: ET.Element | None) -> str | None:
+    """The storage pool a `<disk type='volume'>` reads from, if it is one."""
+    if disk is None or disk.get("type") != "volume":
+        return None
+    source = disk.find("source")
+    return (source.get("pool") or None) if source is not None else None
+
+
+def boot_disk_source(xml: str) -> tuple[str | None, str]:
+    """The boot disk's storage pool (when it is a volume) and its source (a file path,
+    a volume name, ...; "" without one)."""
+    disk = boot_disk(existing.parse_xml(xml))
+    return disk_pool(disk), source_of(disk) if disk is not None else ""
 
 
 # -- the guest's Windows version ---------------------------------------------------------
@@ -381,6 +478,9 @@ class StagedRecord:
 
     `temp_disk` is None when the boot disk needed no staging (then only the drivers CD
     was added); `cd_added` says whether the CD-ROM drive was added or an empty one used.
+    With `pool`, `drivers_iso` and `temp_disk` are the names of volumes phase one made
+    in that storage pool (and --finish and --rollback delete exactly those); else they
+    are files of this machine. A record without `pool` (older ones) means files.
     """
 
     domain: str
@@ -392,6 +492,22 @@ class StagedRecord:
     temp_disk: str | None
     temp_target: str | None
     boot_target: str | None
+    pool: str | None = None
+
+    @property
+    def drivers_placed(self) -> Placed:
+        return Placed(self.drivers_iso, self.pool)
+
+    @property
+    def temp_placed(self) -> Placed | None:
+        return None if self.temp_disk is None else Placed(self.temp_disk, self.pool)
+
+    @property
+    def volumes(self) -> tuple[str, ...]:
+        """The volumes phase one made in `pool` (none for files)."""
+        if self.pool is None:
+            return ()
+        return tuple(v for v in (self.drivers_iso, self.temp_disk) if v is not None)
 
     def to_json(self) -> str:
         return json.dumps({"version": RECORD_VERSION, **asdict(self)}, indent=2) + "\n"
@@ -535,13 +651,16 @@ def _cd_drive(root: ET.Element) -> tuple[ET.Element, bool]:
     return cdrom, True
 
 
-def plan_phase_one(xml: str, profile: Profile, paths: StatePaths) -> ConvertPlan:
+def plan_phase_one(
+    xml: str, profile: Profile, paths: StatePaths, volumes: ConvertVolumes | None = None
+) -> ConvertPlan:
     """Phase one of the staged conversion.
 
     Switches every disk but the boot disk and every emulated NIC to virtio, puts the
-    drivers ISO (`paths.drivers_iso`) into an empty or new CD-ROM drive and, when the
-    boot disk still needs the driver, adds the temporary virtio disk
-    (`paths.temp_disk`) that makes Windows install it. The boot disk is pending.
+    drivers ISO (`paths.drivers_iso`, or the volume `volumes.drivers_iso`) into an
+    empty or new CD-ROM drive and, when the boot disk still needs the driver, adds the
+    temporary virtio disk (`paths.temp_disk`, or `volumes.temp_disk`) that makes
+    Windows install it. The boot disk is pending.
     """
     root = existing.parse_xml(xml)
     name = root.findtext("name") or ""
@@ -551,25 +670,30 @@ def plan_phase_one(xml: str, profile: Profile, paths: StatePaths) -> ConvertPlan
     switched, pending = _convert_devices(root, model, keep_boot=True)
     if not switched and not pending:
         return _nothing(root)
+    pool = volumes.pool if volumes is not None else None
+    drivers = Placed(volumes.drivers_iso if volumes else str(paths.drivers_iso), pool)
+    temp = Placed(volumes.temp_disk if volumes else str(paths.temp_disk), pool)
     named = _explicit_boot_order(root, boot)
     added: list[str] = []
     temp_target = None
     if pending:
         temp_target = free_virtio_target(root)
-        disk = ET.SubElement(_devices(root), "disk", type="file", device="disk", model=model)
+        disk = ET.SubElement(_devices(root), "disk", device="disk", model=model)
         ET.SubElement(disk, "driver", name="qemu", type="qcow2")
-        ET.SubElement(disk, "source", file=str(paths.temp_disk))
+        temp.source_into(disk)
         ET.SubElement(disk, "target", dev=temp_target, bus="virtio")
-        added.append(f"temporary virtio disk {temp_target} ({paths.temp_disk})")
+        added.append(f"temporary virtio disk {temp_target} ({temp.describe()})")
     cdrom, cd_added = _cd_drive(root)
-    source = cdrom.find("source")
-    if source is None:
-        source = ET.Element("source")
-        cdrom.insert(1, source)
-    source.set("file", str(paths.drivers_iso))
+    # The ISO is raw, whatever the drive said before: QEMU never guesses.
+    driver = cdrom.find("driver")
+    if driver is None:
+        driver = ET.Element("driver", name="qemu")
+        cdrom.insert(0, driver)
+    driver.set("type", "raw")
+    drivers.source_into(cdrom)
     cd_target = str(_target(cdrom).get("dev"))
     added.append(
-        f"drivers CD {cd_target} ({paths.drivers_iso})"
+        f"drivers CD {cd_target} ({drivers.describe()})"
         + ("" if cd_added else ", in the empty drive")
     )
     slots = _slot_check(root, name, what="after phase one")
@@ -577,12 +701,13 @@ def plan_phase_one(xml: str, profile: Profile, paths: StatePaths) -> ConvertPlan
         domain=name,
         profile=profile.name,
         model=model,
-        drivers_iso=str(paths.drivers_iso),
+        drivers_iso=drivers.name,
         cd_target=cd_target,
         cd_added=cd_added,
-        temp_disk=str(paths.temp_disk) if pending else None,
+        temp_disk=temp.name if pending else None,
         temp_target=temp_target,
         boot_target=boot_target if pending else None,
+        pool=pool,
     )
     return ConvertPlan(
         domain=name,
@@ -601,10 +726,8 @@ def phase_one_pending(xml: str, record: StagedRecord) -> bool:
     """Whether the domain still looks as phase one left it (the temporary disk or the
     drivers CD is attached)."""
     root = existing.parse_xml(xml)
-    sources = {source_of(d) for d in _devices(root).findall("disk")}
-    return record.drivers_iso in sources or (
-        record.temp_disk is not None and record.temp_disk in sources
-    )
+    wanted = [p for p in (record.drivers_placed, record.temp_placed) if p is not None]
+    return any(p.read_by(d) for d in _devices(root).findall("disk") for p in wanted)
 
 
 def plan_finish(xml: str, record: StagedRecord, model: VirtioModel | None = None) -> ConvertPlan:
@@ -615,20 +738,25 @@ def plan_finish(xml: str, record: StagedRecord, model: VirtioModel | None = None
     name = root.findtext("name") or ""
     devices = _devices(root)
     removed: list[str] = []
+    temp, drivers = record.temp_placed, record.drivers_placed
     for disk in list(devices.findall("disk")):
-        source = source_of(disk)
         dev = _target(disk).get("dev", "?")
-        if record.temp_disk and source == record.temp_disk:
+        if temp is not None and temp.read_by(disk):
             devices.remove(disk)
-            removed.append(f"temporary virtio disk {dev} ({source})")
-        elif source == record.drivers_iso and disk.get("device") == "cdrom":
+            removed.append(f"temporary virtio disk {dev} ({temp.describe()})")
+        elif drivers.read_by(disk) and disk.get("device") == "cdrom":
             if record.cd_added:
                 devices.remove(disk)
-                removed.append(f"drivers CD drive {dev} ({source})")
+                removed.append(f"drivers CD drive {dev} ({drivers.describe()})")
             else:
                 for element in disk.findall("source"):
                     disk.remove(element)
-                removed.append(f"drivers ISO from CD-ROM {dev}, the drive stays ({source})")
+                if disk.get("type") == "volume":
+                    # An empty drive reads no volume: back to the plain empty drive.
+                    disk.set("type", "file")
+                removed.append(
+                    f"drivers ISO from CD-ROM {dev}, the drive stays ({drivers.describe()})"
+                )
     boot = boot_disk(root)
     switched, _ = _convert_devices(root, model or record.model, keep_boot=False)
     if not switched and not removed:
@@ -688,24 +816,30 @@ def _attach_slot_check(roots: Iterable[ET.Element], name: str, what: str) -> int
 
 
 def plan_attach_disk(
-    xml: str, profile: Profile, path: Path, image_format: str, live_xml: str | None = None
+    xml: str,
+    profile: Profile,
+    image: Path | Placed,
+    image_format: str,
+    live_xml: str | None = None,
 ) -> AttachPlan:
-    """A virtio disk for the image `path` (of `image_format`, qcow2 or raw) at the first
-    free vdX of the persistent (and, when running, the live) definition."""
+    """A virtio disk for the image `image` (a file, or a pool's volume; of
+    `image_format`, qcow2 or raw, written into the device) at the first free vdX of
+    the persistent (and, when running, the live) definition."""
+    placed = image if isinstance(image, Placed) else Placed(str(image))
     roots = [existing.parse_xml(xml)] + ([existing.parse_xml(live_xml)] if live_xml else [])
     name = roots[0].findtext("name") or ""
     model = profile.virtio_model
     target = free_virtio_target(*roots)
-    slots = _attach_slot_check(roots, name, f"a virtio disk ({path})")
-    disk = ET.Element("disk", type="file", device="disk", model=model)
+    slots = _attach_slot_check(roots, name, f"a virtio disk ({placed.describe()})")
+    disk = ET.Element("disk", device="disk", model=model)
     ET.SubElement(disk, "driver", name="qemu", type=image_format)
-    ET.SubElement(disk, "source", file=str(path))
+    placed.source_into(disk)
     ET.SubElement(disk, "target", dev=target, bus="virtio")
     return AttachPlan(
         domain=name,
         kind="disk",
         device_xml=_serialize(disk),
-        label=f"virtio disk {target} ({path})",
+        label=f"virtio disk {target} ({placed.describe()})",
         target=target,
         model=model,
         pci_slots=slots,

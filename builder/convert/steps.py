@@ -5,13 +5,20 @@ say what happens next.
 State files (the backup of the original definition, the phase-one record, the
 temporary disk, the drivers ISO) are written under a temporary name and renamed; when
 libvirt refuses the new definition, the files this run wrote are removed again.
+
+On a remote host (a URI with a host part), or with `--storage-pool`, what QEMU must read
+becomes volumes of a storage pool there instead (docs/remote.md): the drivers ISO is
+still written into the state directory, then uploaded; the temporary disk and new
+disks are created as volumes. The state files stay on this machine, and the
+phase-one record names the volumes, so that --finish and --rollback delete those and
+no others.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +35,7 @@ from builder.reproducible import source_date_epoch
 from builder.virtio.facts import load_driver_facts
 from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
-from builder.vm import disk_images, existing, remote, virt
+from builder.vm import disk_images, existing, remote, transfer, virt
 from builder.vm.devices import DEFAULT_URI
 from builder.windows.profiles import Profile
 
@@ -50,6 +57,7 @@ class ConvertOptions:
     out: Path | None = None
     mode: Mode = "staged"
     dry_run: bool = False
+    storage_pool: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,10 @@ class ConvertOutcome:
     plan: plans.ConvertPlan | None = None
     backup: Path | None = None
     next_steps: tuple[str, ...] = field(default=())
+    # The storage pool of the volumes this run made (phase one) or deleted (--finish,
+    # --rollback), or would (--dry-run).
+    pool: str | None = None
+    volumes: tuple[str, ...] = ()
 
     def summary(self) -> tuple[str, ...]:
         """What happened and what comes next, in sentences for a person."""
@@ -92,6 +104,10 @@ class ConvertOutcome:
                     "  the boot disk is named by <boot order='1'/> instead of "
                     "<os><boot dev='hd'/>, so the firmware boots no other disk"
                 )
+        if self.volumes:
+            done = {"phase-one": "made"}.get(self.action, "deleted")
+            verb = done if self.applied else f"would be {done}"
+            lines.append(f"  volumes of the pool {self.pool} {verb}: {', '.join(self.volumes)}")
         if self.applied and self.backup is not None and self.action != "rollback":
             lines.append(f"  backup of the original definition: {self.backup}")
         lines += [
@@ -108,6 +124,7 @@ class ConvertOutcome:
             "state_dir": str(self.state_dir),
             "backup": str(self.backup) if self.backup else None,
             "next_steps": list(self.next_steps),
+            "volumes": {"pool": self.pool, "names": list(self.volumes)} if self.pool else None,
         }
         if self.plan is not None:
             document.update(
@@ -153,16 +170,29 @@ class _Run:
     environ: Mapping[str, str]
 
 
-def _refuse_remote(uri: str, command: str) -> None:
-    """convert and attach write the drivers ISO and new disks as files of this machine,
-    which a remote host cannot read: refused before anything is touched."""
-    if remote.uri_has_host(uri):
-        raise InputError(
-            f"pvinstall {command} works on a host that shares this machine's files; {uri} "
-            "names a remote host.",
-            f"Run pvinstall {command} on that host (--connect qemu:///system there).",
-            key="--connect",
-        )
+def _choose_pool(
+    conn: virt.Connection, guest_xml: str, asked: str | None, command: str
+) -> str | None:
+    """The storage pool that what `command` adds goes into: `--storage-pool`, else on a
+    remote host the pool that holds the guest's boot disk (a volume, or a file some
+    pool of the host holds); None for files of this machine. InputError (naming
+    `--storage-pool`) for a remote host without one, or a pool not there or inactive."""
+    pool = asked
+    if pool is None and remote.uri_has_host(conn.uri):
+        pool, source = plans.boot_disk_source(guest_xml)
+        if pool is None and source.startswith("/"):
+            pool = virt.pool_of_path(conn, source)
+        if pool is None:
+            raise InputError(
+                f"{conn.uri} names a remote host, which cannot read files of this machine: "
+                f"what pvinstall {command} adds becomes volumes of a storage pool there, and "
+                "the guest's boot disk is in none.",
+                f"Name one with --storage-pool (virsh -c {conn.uri} pool-list).",
+                key="--storage-pool",
+            )
+    if pool is not None:
+        virt.check_pool(conn, pool, key="--storage-pool")
+    return pool
 
 
 def run_convert(
@@ -174,7 +204,6 @@ def run_convert(
     """Carry out one step of `pvinstall convert` (see builder/convert/plan.py)."""
     env = os.environ if environ is None else environ
     paths = plans.state_paths(options.name, options.out, env, home or Path.home())
-    _refuse_remote(options.uri, "convert")
     with virt.connect(options.uri) as conn:
         # With its secrets (a VNC password): the new definition and the backup keep them.
         guest = virt.existing_domain(conn, options.name, secure=True)
@@ -219,8 +248,10 @@ def _outcome(
     xml: str = "",
     plan: plans.ConvertPlan | None = None,
     steps: tuple[str, ...] = (),
+    record: plans.StagedRecord | None = None,
 ) -> ConvertOutcome:
     backup = run.paths.backup if run.paths.backup.is_file() else None
+    volumes = record.volumes if record is not None else ()
     return ConvertOutcome(
         domain=run.guest.name,
         action=action,
@@ -232,6 +263,8 @@ def _outcome(
         plan=plan,
         backup=backup,
         next_steps=steps,
+        pool=record.pool if volumes and record is not None else None,
+        volumes=volumes,
     )
 
 
@@ -264,19 +297,35 @@ def _phase_one(run: _Run, record: plans.StagedRecord | None) -> ConvertOutcome:
     if not plans.pending_devices(guest.xml):
         return _nothing(run)
     profile = _profile(run)
-    plan = plans.plan_phase_one(guest.xml, profile, paths)
+    pool = _choose_pool(run.conn, guest.xml, run.options.storage_pool, "convert")
+    volumes = plans.convert_volumes(guest.name, pool) if pool is not None else None
+    plan = plans.plan_phase_one(guest.xml, profile, paths, volumes)
     if plan.record is None:  # nothing to stage after all
         return _nothing(run)
-    if run.options.dry_run:
-        return _outcome(run, plan.action, applied=False, xml=plan.xml, plan=plan)
-    drivers = _select_drivers(run, profile)
     # A record whose devices are gone means an unfinished conversion the user undid by
-    # hand: its backup is still the definition from before any of it, so keep that.
+    # hand: its backup is still the definition from before any of it, so keep that,
+    # and the volumes it made may go (nothing uses them any more).
+    made_before = record.volumes if record is not None else ()
+    old_pool = record.pool if record is not None else None
+    if volumes is not None:
+        _refuse_foreign_volumes(run, plan.record, made_before if old_pool == pool else ())
+    if run.options.dry_run:
+        return _outcome(
+            run, plan.action, applied=False, xml=plan.xml, plan=plan, record=plan.record
+        )
+    drivers = _select_drivers(run, profile)
+    if old_pool is not None:
+        transfer.delete_all(run.conn, old_pool, made_before, run.monitor)
     keep_backup = record is not None and paths.backup.is_file()
     placed = _write_phase_one_files(run, plan.record, drivers, keep_backup=keep_backup)
+    made: tuple[str, ...] = ()
     try:
+        if volumes is not None:
+            made = _make_phase_one_volumes(run, plan.record, volumes)
         virt.redefine(run.conn, plan.xml)
     except BaseException:
+        if volumes is not None:
+            transfer.delete_all(run.conn, volumes.pool, made, run.monitor, quiet=True)
         for path in placed:
             if path != paths.backup:
                 path.unlink(missing_ok=True)
@@ -288,7 +337,54 @@ def _phase_one(run: _Run, record: plans.StagedRecord | None) -> ConvertOutcome:
         xml=plan.xml,
         plan=plan,
         steps=_boot_once_steps(run, plan.record, drivers.selection),
+        record=plan.record,
     )
+
+
+def _refuse_foreign_volumes(
+    run: _Run, record: plans.StagedRecord, made_before: tuple[str, ...]
+) -> None:
+    """Refuse volumes of phase one's names that an earlier phase one (its record) did
+    not make: they are someone else's, and an upload never goes into an old volume."""
+    if record.pool is None:
+        return
+    for volume in record.volumes:
+        if volume not in made_before and virt.volume_exists(run.conn, record.pool, volume):
+            raise InputError(
+                f"the volume {volume} already exists in the storage pool {record.pool} on "
+                f"{run.conn.uri}, and no phase one of {run.guest.name} recorded in "
+                f"{run.paths.directory} made it.",
+                f"Delete it (virsh -c {run.conn.uri} vol-delete --pool {record.pool} "
+                f"{volume}) if it may go, or pass the --out of the convert that made it.",
+                key="--storage-pool",
+            )
+
+
+def _make_phase_one_volumes(
+    run: _Run, record: plans.StagedRecord, volumes: plans.ConvertVolumes
+) -> tuple[str, ...]:
+    """Upload the drivers ISO (written into the state directory) and create the
+    temporary disk as volumes; the volumes made. A failure deletes what it made."""
+    done = transfer.upload_all(
+        run.conn,
+        volumes.pool,
+        [remote.Upload("drivers ISO", run.paths.drivers_iso, volumes.drivers_iso)],
+        run.monitor,
+    )
+    if record.temp_disk is None:
+        return done
+    try:
+        run.monitor.step(
+            "create temporary disk",
+            f"{volumes.pool}/{record.temp_disk} ({plans.TEMP_DISK_MIB} MiB qcow2)",
+        )
+        virt.create_volume(
+            run.conn, volumes.pool, record.temp_disk, plans.TEMP_DISK_MIB << 20, "qcow2"
+        )
+    except BaseException:
+        transfer.delete_all(run.conn, volumes.pool, done, run.monitor, quiet=True)
+        raise
+    return (*done, record.temp_disk)
 
 
 @dataclass(frozen=True)
@@ -326,7 +422,7 @@ def _write_phase_one_files(
                 opened,
                 epoch=source_date_epoch(run.environ),
             )
-        if record.temp_disk is not None:
+        if record.temp_disk is not None and record.pool is None:
             run.monitor.step(
                 "create temporary disk", f"{paths.temp_disk} ({plans.TEMP_DISK_MIB} MiB qcow2)"
             )
@@ -383,18 +479,18 @@ def _finish(run: _Run, record: plans.StagedRecord) -> ConvertOutcome:
     flag = "--finish" if options.mode == "finish" else "--drivers-installed"
     _refuse_running_boot_switch(run, plan, flag)
     if options.dry_run:
-        return _outcome(run, "finish", applied=False, xml=plan.xml, plan=plan)
+        return _outcome(run, "finish", applied=False, xml=plan.xml, plan=plan, record=record)
     if plan.action != "nothing":
         virt.redefine(run.conn, plan.xml)
-    # What phase one wrote is no longer referenced; the backup stays for --rollback.
-    for leftover in (paths.record, paths.drivers_iso, paths.temp_disk):
-        leftover.unlink(missing_ok=True)
+    # What phase one made is no longer referenced; the backup stays for --rollback.
+    _remove_phase_one(run, record)
     return _outcome(
         run,
         "finish",
         applied=True,
         xml=plan.xml,
         plan=plan,
+        record=record,
         steps=(
             _next_start(options, run.guest.running),
             f"The original definition stays in {paths.backup}: "
@@ -455,14 +551,39 @@ def _rollback(run: _Run) -> ConvertOutcome:
                 "Pass the --out that convert used for this domain.",
                 key="--rollback",
             )
+    record = _rollback_record(run)
     if run.options.dry_run:
-        return _outcome(run, "rollback", applied=False, xml=xml)
+        return _outcome(run, "rollback", applied=False, xml=xml, record=record)
     virt.redefine(run.conn, xml)
+    _remove_phase_one(run, record)
+    return _outcome(
+        run,
+        "rollback",
+        applied=True,
+        xml=xml,
+        steps=(_next_start(run.options, guest.running),),
+        record=record,
+    )
+
+
+def _rollback_record(run: _Run) -> plans.StagedRecord | None:
+    """The phase-one record a rollback also undoes, if there is one it can read (a
+    damaged record does not stop a rollback: the backup is what it restores)."""
+    try:
+        return _read_record(run.paths)
+    except InputError as error:
+        run.monitor.warning(f"{error.message} Its volumes, if any, stay.")
+        return None
+
+
+def _remove_phase_one(run: _Run, record: plans.StagedRecord | None) -> None:
+    """Delete what phase one made: its volumes (the record's, and no others), the
+    drivers ISO and temporary disk in the state directory, and the record."""
+    if record is not None and record.pool is not None:
+        transfer.delete_all(run.conn, record.pool, record.volumes, run.monitor)
+    paths = run.paths
     for leftover in (paths.record, paths.temp_disk, paths.drivers_iso):
         leftover.unlink(missing_ok=True)
-    return _outcome(
-        run, "rollback", applied=True, xml=xml, steps=(_next_start(run.options, guest.running),)
-    )
 
 
 # -- attach ------------------------------------------------------------------------------
@@ -482,16 +603,18 @@ class AttachOptions:
     image_format: str | None = None
     network: str | None = None
     out: Path | None = None
+    storage_pool: str | None = None
 
 
 @dataclass(frozen=True)
 class AttachOutcome:
-    """The device attached: where, whether also live, and the disk image created."""
+    """The device attached: where, whether also live, and the disk image created (a
+    file, or `volume POOL/NAME`)."""
 
     plan: plans.AttachPlan
     running: bool
     live: bool
-    created: Path | None
+    created: str | None
     live_problem: str | None
 
     def summary(self) -> tuple[str, ...]:
@@ -520,12 +643,25 @@ class AttachOutcome:
             **self.plan.as_json(),
             "running": self.running,
             "live": self.live,
-            "created": str(self.created) if self.created else None,
+            "created": self.created,
             "live_problem": self.live_problem,
         }
 
 
 def _check_attach_options(options: AttachOptions) -> None:
+    if options.storage_pool is not None and options.size_gib is None:
+        raise InputError(
+            "--storage-pool says where attach disk --size creates the new disk.",
+            "Leave --storage-pool out, or create a disk: "
+            "pvinstall attach DOMAIN disk --size GIB --storage-pool POOL",
+            key="--storage-pool",
+        )
+    if options.storage_pool is not None and options.out is not None:
+        raise InputError(
+            "--out and --storage-pool both say where the new disk goes.",
+            "Give one: --out FOLDER for a file, --storage-pool POOL for a volume.",
+            key="--out",
+        )
     if options.kind == "nic":
         if options.size_gib is not None or options.source is not None:
             raise InputError(
@@ -601,6 +737,94 @@ def new_disk_path(
     return plans.state_paths(guest.name, options.out, environ, home).directory / name
 
 
+def _refuse_remote_paths(options: AttachOptions) -> None:
+    """On a remote host a path of this machine means nothing: an existing image
+    (--source) and a folder for the new one (--out) are refused."""
+    if not remote.uri_has_host(options.uri):
+        return
+    if options.source is not None:
+        raise InputError(
+            f"{options.uri} names a remote host, which cannot read {options.source}: "
+            "--source is a path of this machine.",
+            "Run pvinstall attach on that host, or create a new disk there with --size GIB "
+            "(it becomes a volume of --storage-pool).",
+            key="--source",
+        )
+    if options.out is not None:
+        raise InputError(
+            f"{options.uri} names a remote host: a new disk there is a volume of a "
+            f"storage pool, not a file in {options.out}.",
+            "Leave --out out, and name the pool with --storage-pool.",
+            key="--out",
+        )
+
+
+@dataclass(frozen=True)
+class _NewDisk:
+    """A disk `attach disk --size` created: its plan, what to call it, how to undo it."""
+
+    plan: plans.AttachPlan
+    created: str
+    undo: Callable[[], None]
+
+
+def _create_volume_disk(
+    conn: virt.Connection,
+    guest: virt.ExistingDomain,
+    profile: Profile,
+    options: AttachOptions,
+    pool: str,
+    *,
+    monitor: Monitor,
+) -> _NewDisk:
+    """The new disk as a qcow2 volume `NAME@vdX.qcow2` of `pool`."""
+    roots = [existing.parse_xml(x) for x in (guest.xml, guest.live_xml) if x]
+    volume = plans.Placed(plans.new_disk_volume(guest.name, plans.free_virtio_target(*roots)), pool)
+    if virt.volume_exists(conn, pool, volume.name):
+        raise InputError(
+            f"the volume {volume.name} already exists in the storage pool {pool} on {conn.uri}.",
+            f"Delete it (virsh -c {conn.uri} vol-delete --pool {pool} {volume.name}) if it may "
+            "go, or attach it on the host itself.",
+            key="--size",
+        )
+    # Planned first: a guest without a free slot is refused before anything is made.
+    plan = plans.plan_attach_disk(guest.xml, profile, volume, "qcow2", guest.live_xml)
+    size_gib = options.size_gib or 0
+    monitor.step("create disk", f"{volume.describe()} ({size_gib} GiB qcow2)")
+    virt.create_volume(conn, pool, volume.name, size_gib << 30, "qcow2")
+
+    def undo() -> None:
+        transfer.delete_all(conn, pool, [volume.name], monitor, quiet=True)
+
+    return _NewDisk(plan, volume.describe(), undo)
+
+
+def _create_file_disk(
+    guest: virt.ExistingDomain,
+    profile: Profile,
+    options: AttachOptions,
+    *,
+    monitor: Monitor,
+    environ: Mapping[str, str],
+    home: Path,
+) -> _NewDisk:
+    """The new disk as a qcow2 file (see new_disk_path)."""
+    roots = [existing.parse_xml(x) for x in (guest.xml, guest.live_xml) if x]
+    target = plans.free_virtio_target(*roots)
+    path = new_disk_path(guest, target, options, environ, home)
+    if path.exists():
+        raise InputError(
+            f"{path} already exists.",
+            f"Attach it with --source {path}, or remove it.",
+            key="--size",
+        )
+    plan = plans.plan_attach_disk(guest.xml, profile, path, "qcow2", guest.live_xml)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    monitor.step("create disk", f"{path} ({options.size_gib} GiB qcow2)")
+    disk_images.create_qcow2(path, f"{options.size_gib}G")
+    return _NewDisk(plan, str(path), lambda: path.unlink(missing_ok=True))
+
+
 def run_attach(
     options: AttachOptions,
     monitor: Monitor,
@@ -611,11 +835,11 @@ def run_attach(
     where the hypervisor allows."""
     env = os.environ if environ is None else environ
     _check_attach_options(options)
-    _refuse_remote(options.uri, "attach")
+    _refuse_remote_paths(options)
     with virt.connect(options.uri) as conn:
         guest = virt.existing_domain(conn, options.name)
         profile = plans.guest_profile(guest.xml, options.profile, options.arch)
-        created: Path | None = None
+        new: _NewDisk | None = None
         if options.kind == "nic":
             network = options.network or DEFAULT_NETWORK
             if network != "user":
@@ -629,26 +853,20 @@ def run_attach(
                 monitor.info(f"backed by {backing} ({backing_format})")
             plan = plans.plan_attach_disk(guest.xml, profile, source, image.format, guest.live_xml)
         else:
-            roots = [existing.parse_xml(x) for x in (guest.xml, guest.live_xml) if x]
-            target = plans.free_virtio_target(*roots)
-            path = new_disk_path(guest, target, options, env, home or Path.home())
-            if path.exists():
-                raise InputError(
-                    f"{path} already exists.",
-                    f"Attach it with --source {path}, or remove it.",
-                    key="--size",
+            pool = _choose_pool(conn, guest.xml, options.storage_pool, "attach")
+            if pool is not None:
+                new = _create_volume_disk(conn, guest, profile, options, pool, monitor=monitor)
+            else:
+                new = _create_file_disk(
+                    guest, profile, options, monitor=monitor, environ=env, home=home or Path.home()
                 )
-            plan = plans.plan_attach_disk(guest.xml, profile, path, "qcow2", guest.live_xml)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            monitor.step("create disk", f"{path} ({options.size_gib} GiB qcow2)")
-            disk_images.create_qcow2(path, f"{options.size_gib}G")
-            created = path
+            plan = new.plan
         monitor.step("attach", plan.label)
         try:
             problem = virt.attach_device(conn, guest.name, plan.device_xml, live=guest.running)
         except BaseException:
-            if created is not None:
-                created.unlink(missing_ok=True)
+            if new is not None:
+                new.undo()
             raise
     if problem is not None:
         monitor.warning(
@@ -658,5 +876,9 @@ def run_attach(
         )
     live = guest.running and problem is None
     return AttachOutcome(
-        plan=plan, running=guest.running, live=live, created=created, live_problem=problem
+        plan=plan,
+        running=guest.running,
+        live=live,
+        created=new.created if new is not None else None,
+        live_problem=problem,
     )

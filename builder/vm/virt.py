@@ -739,7 +739,17 @@ def _check_network(conn: Connection, network: str) -> None:
     raise InputError(problem.message, hint, key="network")
 
 
-def _storage_pool(conn: Connection, pool: str) -> Any:
+# How each setting that names a storage pool is fixed when the pool is not there.
+_POOL_HINTS = MappingProxyType(
+    {
+        "storage_pool": "Set storage_pool to one of them, or leave it out for qcow2 files "
+        "next to the outputs.",
+        "--storage-pool": "Give --storage-pool one of them.",
+    }
+)
+
+
+def _storage_pool(conn: Connection, pool: str, *, key: str = "storage_pool") -> Any:
     try:
         return conn.handle.storagePoolLookupByName(pool)
     except libvirt.libvirtError as error:
@@ -752,9 +762,32 @@ def _storage_pool(conn: Connection, pool: str) -> Any:
         there = f" (pools there: {', '.join(names)})" if names else " (it has none)"
         raise InputError(
             f"there is no storage pool named {pool} on {conn.uri}{there}.",
-            "Set storage_pool to one of them, or leave it out for qcow2 files next to the outputs.",
-            key="storage_pool",
+            _POOL_HINTS[key],
+            key=key,
         ) from None
+
+
+def check_pool(conn: Connection, pool: str, *, key: str) -> None:
+    """Refuse (InputError naming `key`) a storage pool that is not there or not active:
+    what convert and attach put into it must land in a pool QEMU can read from."""
+    handle = _storage_pool(conn, pool, key=key)
+    with _refused(f"reading the storage pool {pool}", conn.uri):
+        active = bool(handle.isActive())
+    if not active:
+        raise InputError(
+            f"the storage pool {pool} on {conn.uri} is not active.",
+            f"Start it with: virsh -c {conn.uri} pool-start {pool}",
+            key=key,
+        )
+
+
+def pool_of_path(conn: Connection, path: str) -> str | None:
+    """The storage pool of the host that holds the file `path` as a volume, if one does."""
+    try:
+        volume = conn.handle.storageVolLookupByPath(path)
+        return str(volume.storagePoolLookupByVolume().name())
+    except libvirt.libvirtError:
+        return None  # no pool holds it (or the host will not say): not a volume
 
 
 def _pool_path(conn: Connection, pool: str) -> Path:
@@ -899,6 +932,20 @@ def volume_names(conn: Connection, pool: str) -> tuple[str, ...]:
         return tuple(sorted(str(v.name()) for v in handle.listAllVolumes(0)))
 
 
+def volume_exists(conn: Connection, pool: str, volume: str) -> bool:
+    """Whether the pool `pool` has a volume `volume` (refreshed first: files put there
+    behind libvirt's back count too)."""
+    return _pool_volume(conn, pool, volume) is not None
+
+
+def create_volume(conn: Connection, pool: str, volume: str, capacity: int, fmt: str) -> None:
+    """Create the empty volume `volume` of `capacity` bytes and format `fmt` (`qcow2`,
+    `raw`) in `pool`; the host allocates what the guest writes."""
+    handle = _storage_pool(conn, pool)
+    with _refused(f"creating the volume {volume} in {pool}", conn.uri):
+        handle.createXML(_new_volume_xml(volume, capacity, fmt), 0)
+
+
 def volume_path(conn: Connection, pool: str, volume: str) -> str:
     """The path of the volume `volume` of `pool` on the host (what a qcow2 file there
     names as its backing file)."""
@@ -945,11 +992,6 @@ def volume_facts(conn: Connection, pool: str, volume: str) -> VolumeFacts:
     )
 
 
-def volume_exists(conn: Connection, pool: str, volume: str) -> bool:
-    """Whether `pool` holds a volume named `volume` (after a refresh)."""
-    return _pool_volume(conn, pool, volume) is not None
-
-
 def create_clone_volume(
     conn: Connection, pool: str, volume: str, template: str, *, linked: bool
 ) -> str:
@@ -978,18 +1020,6 @@ def create_clone_volume(
     with _refused(f"creating the volume {volume} in {pool}", conn.uri):
         made = handle.createXML(xml, 0) if linked else handle.createXMLFrom(xml, source, 0)
         return str(made.path())
-
-
-def create_empty_volume(conn: Connection, pool: str, volume: str, capacity: int) -> str:
-    """A new, empty qcow2 volume `volume` of `capacity` bytes in `pool`; its path."""
-    handle = _storage_pool(conn, pool)
-    xml = (
-        "<volume><name>" + _xml_text(volume) + "</name>"
-        f"<capacity unit='bytes'>{capacity}</capacity>"
-        "<target><format type='qcow2'/></target></volume>"
-    )
-    with _refused(f"creating the volume {volume} in {pool}", conn.uri):
-        return str(handle.createXML(xml, 0).path())
 
 
 def _new_volume_xml(name: str, capacity: int, fmt: str) -> str:

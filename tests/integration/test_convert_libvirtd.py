@@ -362,12 +362,22 @@ def test_connection_and_domain_refusals(
             f"cannot reach libvirt at {UNREACHABLE}",
         ),
         (["attach", "x", "nic", "--connect", UNREACHABLE], 1, "cannot reach libvirt"),
-        # They write files of this machine, which a remote host cannot read.
-        (["convert", "x", "--connect", "qemu+tcp://127.0.0.1:1/system"], 2, "names a remote host"),
+        # A remote host is tried (its media become volumes); unreachable, it is exit 1.
         (
-            ["attach", "x", "nic", "--connect", "qemu+tcp://127.0.0.1:1/system"],
+            ["convert", "x", "--connect", "qemu+tcp://127.0.0.1:1/system"],
+            1,
+            "cannot reach libvirt at qemu+tcp://127.0.0.1:1/system",
+        ),
+        # A path of this machine (--source, --out) means nothing there: refused first.
+        (
+            ["attach", "x", "disk", "--source", __file__, "--connect", "qemu+tcp://h/system"],
             2,
-            "names a remote host",
+            "--source is a path of this machine",
+        ),
+        (
+            ["attach", "x", "disk", "--size", "1", "--connect", "qemu+tcp://h/system"],
+            2,
+            "a new disk there is a volume of a storage pool",
         ),
         (["convert", "x", "--connect", "::::"], 2, "is not a libvirt URI"),
     ]

@@ -567,19 +567,6 @@ def test_an_ssh_connection_that_fails_is_a_sentence(
     assert "Cannot recv data" not in message and "Connection reset by peer" not in message
 
 
-def test_convert_and_attach_refuse_a_remote_host(
-    capsys: pytest.CaptureFixture[str], remote_uri: str
-) -> None:
-    for args in (
-        ["convert", "pvt-i17-any", "--connect", remote_uri, "--json"],
-        ["attach", "pvt-i17-any", "disk", "--size", "1", "--connect", remote_uri, "--json"],
-    ):
-        assert cli.main(args) == 2
-        error = json.loads(capsys.readouterr().out)["error"]
-        assert error["problems"][0]["key"] == "--connect"
-        assert "names a remote host" in error["problems"][0]["message"]
-
-
 # -- export = "pool" and clones of a template volume -----------------------------------------
 
 
@@ -919,3 +906,426 @@ def test_a_template_domain_on_a_volume_clones_into_its_pool(
         with virt.connect(remote_uri) as vc:
             for clone in clones:
                 virt.remove_domain(vc, clone)
+
+
+# -- convert and attach over the connection ---------------------------------------------
+
+OSINFO = (
+    "<metadata><libosinfo:libosinfo xmlns:libosinfo='http://libosinfo.org/xmlns/"
+    "libvirt/domain/1.0'><libosinfo:os id='http://microsoft.com/win/2k8r2'/>"
+    "</libosinfo:libosinfo></metadata>"
+)
+
+
+def define_ide_guest(uri: str, name: str, boot_disk: str) -> str:
+    """A stopped guest as virt-manager leaves one installed without virtio (IDE system
+    disk `boot_disk`, an empty IDE CD-ROM, an e1000 NIC), defined over `uri`; its XML
+    as libvirt keeps it."""
+    xml = (
+        f"<domain type='qemu'><name>{name}</name>{OSINFO}"
+        "<memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>"
+        f"<features><acpi/></features><devices>{boot_disk}"
+        "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>"
+        "<target dev='hdc' bus='ide'/><readonly/></disk>"
+        "<interface type='user'><model type='e1000'/></interface>"
+        "<graphics type='vnc' autoport='yes'><listen type='address' address='127.0.0.1'/>"
+        "</graphics></devices></domain>"
+    )
+    conn = libvirt.open(uri)
+    try:
+        conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+        return str(conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    finally:
+        conn.close()
+
+
+def volume_disk(pool: str, volume: str) -> str:
+    return (
+        f"<disk type='volume' device='disk'><driver name='qemu' type='qcow2'/>"
+        f"<source pool='{pool}' volume='{volume}'/><target dev='hda' bus='ide'/></disk>"
+    )
+
+
+def create_volume(
+    uri: str,
+    pool: str,
+    volume: str,
+    *,
+    fmt: str = "qcow2",
+    size: int = 64 << 20,
+    allocation: int = 0,
+) -> None:
+    conn = libvirt.open(uri)
+    try:
+        conn.storagePoolLookupByName(pool).createXML(
+            f"<volume><name>{volume}</name><capacity unit='bytes'>{size}</capacity>"
+            f"<allocation unit='bytes'>{allocation}</allocation>"
+            f"<target><format type='{fmt}'/></target></volume>",
+            0,
+        )
+    finally:
+        conn.close()
+
+
+def volume_facts(uri: str, pool: str, volume: str) -> tuple[str, int]:
+    """The format and capacity the host has for a volume."""
+    conn = libvirt.open(uri)
+    try:
+        handle = conn.storagePoolLookupByName(pool).storageVolLookupByName(volume)
+        root = ET.fromstring(handle.XMLDesc(0))
+        fmt = root.find("./target/format")
+        return (fmt.get("type", "") if fmt is not None else "", int(handle.info()[1]))
+    finally:
+        conn.close()
+
+
+def pvinstall(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any, str]:
+    code = cli.main([*args, "--json"])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out), captured.err
+
+
+def sources_of(xml: str) -> list[tuple[str, str, str, str, str]]:
+    """(device, type, driver type, pool, volume or file) of every disk with a source."""
+    found = []
+    for disk in disks_of(xml):
+        source = disk.find("source")
+        driver = disk.find("driver")
+        if source is None:
+            continue
+        found.append(
+            (
+                disk.get("device", ""),
+                disk.get("type", ""),
+                driver.get("type", "") if driver is not None else "",
+                source.get("pool", ""),
+                source.get("volume") or source.get("file") or "",
+            )
+        )
+    return sorted(found)
+
+
+def start_once(uri: str, name: str) -> None:
+    """QEMU on the host opens every volume of the definition (the guest sits in its
+    BIOS); then it stops again."""
+    conn = libvirt.open(uri)
+    try:
+        handle = conn.lookupByName(name)
+        handle.create()
+        handle.destroy()
+    finally:
+        conn.close()
+
+
+def test_convert_over_the_connection_puts_the_drivers_and_temporary_disk_into_the_pool(
+    capsys: pytest.CaptureFixture[str],
+    remote_uri: str,
+    remote_pool: str,
+    virtio_win_iso: Path,
+    name: str,
+    tmp_path: Path,
+) -> None:
+    create_volume(remote_uri, remote_pool, f"{name}.qcow2")
+    other = f"{name}-other.img"  # someone else's volume: no run touches it
+    create_volume(remote_uri, remote_pool, other, fmt="raw", size=1 << 20)
+    original = define_ide_guest(remote_uri, name, volume_disk(remote_pool, f"{name}.qcow2"))
+    state = tmp_path / "state"
+    common = ("--connect", remote_uri, "--out", str(state))
+    drivers_volume, temp_volume = f"{name}@convert-drivers.iso", f"{name}@convert-viostor.qcow2"
+    before = {f"{name}.qcow2", other}
+
+    # --dry-run: the definition it would get, and nothing made anywhere.
+    code, document, err = pvinstall(
+        capsys, "convert", name, *common, "--drivers", str(virtio_win_iso), "--dry-run"
+    )
+    assert code == 0, err
+    assert document["applied"] is False
+    assert document["volumes"] == {"pool": remote_pool, "names": [drivers_volume, temp_volume]}
+    assert ("cdrom", "volume", "raw", remote_pool, drivers_volume) in sources_of(document["xml"])
+    assert remote_host_volumes(remote_uri, remote_pool) == before
+    assert not state.exists()
+
+    for undo in ("--rollback", "--finish"):
+        # Phase one, without --storage-pool: the pool of the boot disk.
+        code, document, err = pvinstall(
+            capsys, "convert", name, *common, "--drivers", str(virtio_win_iso)
+        )
+        assert code == 0, err
+        assert document["action"] == "phase-one" and document["applied"] is True
+        assert document["volumes"] == {"pool": remote_pool, "names": [drivers_volume, temp_volume]}
+        assert remote_host_volumes(remote_uri, remote_pool) == {
+            *before,
+            drivers_volume,
+            temp_volume,
+        }
+        with virt.connect(remote_uri) as conn:
+            staged = virt.inactive_xml(conn, name)
+            # The drivers CD holds the ISO convert wrote into the state directory.
+            back = download(conn, remote_pool, drivers_volume, tmp_path / f"back{undo}.iso")
+        assert sha256(back) == sha256(state / f"{name}-drivers.iso")
+        assert sources_of(staged) == [
+            ("cdrom", "volume", "raw", remote_pool, drivers_volume),
+            ("disk", "volume", "qcow2", remote_pool, f"{name}.qcow2"),
+            ("disk", "volume", "qcow2", remote_pool, temp_volume),
+        ]
+        assert str(tmp_path) not in staged  # nothing names a path of the client
+        assert volume_facts(remote_uri, remote_pool, temp_volume) == ("qcow2", 64 << 20)
+        record = json.loads((state / f"{name}.convert.json").read_text())
+        assert (record["pool"], record["drivers_iso"], record["temp_disk"]) == (
+            remote_pool,
+            drivers_volume,
+            temp_volume,
+        )
+        start_once(remote_uri, name)  # QEMU there opens the volumes as their formats
+
+        if undo == "--rollback":
+            # Undone by hand: phase one again replaces the volumes its record names.
+            raw = libvirt.open(remote_uri)
+            raw.defineXML(original)
+            raw.close()
+            code, document, err = pvinstall(
+                capsys, "convert", name, *common, "--drivers", str(virtio_win_iso)
+            )
+            assert code == 0, err
+            assert document["action"] == "phase-one"
+            assert remote_host_volumes(remote_uri, remote_pool) == {
+                *before,
+                drivers_volume,
+                temp_volume,
+            }
+
+        code, document, err = pvinstall(capsys, "convert", name, *common, undo)
+        assert code == 0, err
+        assert document["volumes"] == {"pool": remote_pool, "names": [drivers_volume, temp_volume]}
+        # Exactly the recorded volumes are gone; the boot disk and the other stay.
+        assert remote_host_volumes(remote_uri, remote_pool) == before
+        assert not (state / f"{name}.convert.json").exists()
+        assert not (state / f"{name}-drivers.iso").exists()
+        with virt.connect(remote_uri) as conn:
+            now = virt.inactive_xml(conn, name)
+        if undo == "--rollback":
+            assert now == original
+    assert sources_of(now) == [("disk", "volume", "qcow2", remote_pool, f"{name}.qcow2")]
+    (boot,) = (d for d in disks_of(now) if d.get("device") == "disk")
+    assert boot.find("target").get("bus") == "virtio"  # type: ignore[union-attr]
+    start_once(remote_uri, name)
+
+
+def test_attach_over_the_connection_creates_a_volume(
+    capsys: pytest.CaptureFixture[str],
+    remote_uri: str,
+    remote_pool: str,
+    name: str,
+    tmp_path: Path,
+) -> None:
+    # The boot disk is a file of the host, which the pool holds as a volume: attach
+    # finds the pool by that path.
+    create_volume(remote_uri, remote_pool, f"{name}.qcow2")
+    raw = libvirt.open(remote_uri)
+    try:
+        pool = raw.storagePoolLookupByName(remote_pool)
+        system = str(pool.storageVolLookupByName(f"{name}.qcow2").path())
+    finally:
+        raw.close()
+    define_ide_guest(
+        remote_uri,
+        name,
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+        f"<source file='{system}'/><target dev='hda' bus='ide'/></disk>",
+    )
+    code, document, err = pvinstall(
+        capsys, "attach", name, "disk", "--size", "2", "--connect", remote_uri
+    )
+    assert code == 0, err
+    volume = f"{name}@vda.qcow2"
+    assert document["created"] == f"volume {remote_pool}/{volume}"
+    assert volume_facts(remote_uri, remote_pool, volume) == ("qcow2", 2 << 30)
+    # A second one, into a pool named explicitly.
+    code, document, err = pvinstall(
+        capsys,
+        "attach",
+        name,
+        "disk",
+        "--size",
+        "1",
+        "--connect",
+        remote_uri,
+        "--storage-pool",
+        remote_pool,
+    )
+    assert code == 0, err
+    assert volume_facts(remote_uri, remote_pool, f"{name}@vdb.qcow2") == ("qcow2", 1 << 30)
+    with virt.connect(remote_uri) as conn:
+        defined = virt.inactive_xml(conn, name)
+    assert sources_of(defined) == [
+        ("disk", "file", "qcow2", "", system),
+        ("disk", "volume", "qcow2", remote_pool, volume),
+        ("disk", "volume", "qcow2", remote_pool, f"{name}@vdb.qcow2"),
+    ]
+    start_once(remote_uri, name)
+
+
+@pytest.fixture
+def full_pool(remote_uri: str, small_pool: str) -> str:
+    """The 4 MiB pool with all but 256 KiB taken by a volume of its own: no room for a
+    drivers ISO of about 500 KiB."""
+    conn = libvirt.open(remote_uri)
+    try:
+        handle = conn.storagePoolLookupByName(small_pool)
+        handle.refresh(0)
+        room = int(handle.info()[3])
+    finally:
+        conn.close()
+    filler = room - (256 << 10)
+    create_volume(
+        remote_uri, small_pool, "pvt-filler.img", fmt="raw", size=filler, allocation=filler
+    )
+    return small_pool
+
+
+@pytest.mark.parametrize(
+    ("command", "case", "code", "key", "fragment"),
+    [
+        ("convert", "no pool", 2, "--storage-pool", "the guest's boot disk is in none"),
+        ("convert", "missing pool", 2, "--storage-pool", "there is no storage pool named"),
+        ("convert", "inactive pool", 2, "--storage-pool", "is not active"),
+        ("convert", "no room", 1, None, "free, but the media take"),
+        ("convert", "clashing volume", 2, "--storage-pool", "and no phase one of"),
+        ("convert", "wrong key", 1, None, "Permission denied (publickey)"),
+        ("attach", "no pool", 2, "--storage-pool", "the guest's boot disk is in none"),
+        ("attach", "missing pool", 2, "--storage-pool", "there is no storage pool named"),
+        ("attach", "inactive pool", 2, "--storage-pool", "is not active"),
+        ("attach", "clashing volume", 2, "--size", "already exists in the storage pool"),
+        ("attach", "wrong key", 1, None, "Permission denied (publickey)"),
+    ],
+)
+def test_convert_and_attach_refuse_what_the_host_cannot_take(
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+    sshd: Sshd,
+    remote_uri: str,
+    remote_pool: str,
+    virtio_win_iso: Path,
+    name: str,
+    tmp_path: Path,
+    command: str,
+    case: str,
+    code: int,
+    key: str | None,
+    fragment: str,
+) -> None:
+    uri = sshd.uri(key=sshd.wrong_key) if case == "wrong key" else remote_uri
+    if case == "no pool":
+        boot = (
+            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+            f"<source file='{tmp_path / 'client.qcow2'}'/><target dev='hda' bus='ide'/></disk>"
+        )
+    else:
+        create_volume(remote_uri, remote_pool, f"{name}.qcow2")
+        boot = volume_disk(remote_pool, f"{name}.qcow2")
+    original = define_ide_guest(remote_uri, name, boot)
+    pool: str | None = None
+    if case == "missing pool":
+        pool = remote_host.unique("absent")
+    elif case == "inactive pool":
+        pool = request.getfixturevalue("inactive_pool")
+    elif case == "no room":
+        pool = request.getfixturevalue("full_pool")
+    elif case == "clashing volume":
+        taken = f"{name}@convert-drivers.iso" if command == "convert" else f"{name}@vda.qcow2"
+        create_volume(remote_uri, remote_pool, taken, fmt="raw", size=4096)
+    watched = pool if case == "no room" and pool is not None else remote_pool
+    volumes_before = remote_host_volumes(remote_uri, watched)
+    state = tmp_path / "state"
+    args = [command, name]
+    if command == "convert":
+        args += ["--drivers", str(virtio_win_iso), "--out", str(state)]
+    else:
+        args += ["disk", "--size", "1"]
+    if pool is not None:
+        args += ["--storage-pool", pool]
+    got, document, err = pvinstall(capsys, *args, "--connect", uri)
+    assert got == code, err
+    problems = document["error"]["problems"]
+    assert any(fragment in p["message"] for p in problems), problems
+    if key is not None:
+        assert key in {p["key"] for p in problems}, problems
+    if case == "wrong key":
+        assert problems[0]["message"].startswith(f"cannot reach libvirt at {uri}: ")
+    # Nothing changed: the definition, the pool, the state directory.
+    with virt.connect(remote_uri) as conn:
+        assert virt.inactive_xml(conn, name) == original
+    assert remote_host_volumes(remote_uri, watched) == volumes_before
+    assert not (state / f"{name}.convert.json").exists()
+    assert not (state / f"{name}-drivers.iso").exists()
+
+
+@pytest.mark.boot
+def test_a_guest_converted_over_the_connection_reads_the_pool_s_volumes(
+    capsys: pytest.CaptureFixture[str],
+    remote_uri: str,
+    remote_pool: str,
+    virtio_win_iso: Path,
+    windows_iso: Path,
+    name: str,
+    tmp_path: Path,
+) -> None:
+    """The boot probe stands in for the guest's Windows: after phase one over the
+    connection it boots from its own CD and reports the drivers CD and the temporary
+    virtio disk, both read from the pool's volumes."""
+    create_volume(remote_uri, remote_pool, f"{name}.qcow2")
+    with virt.connect(remote_uri) as conn:
+        virt.upload_volume(conn, remote_pool, f"{name}-probe.iso", windows_iso)
+    serial = tmp_path / "serial.log"  # the test's own guest; the host is this machine
+    xml = (
+        f"<domain type='qemu'><name>{name}</name>{OSINFO}"
+        "<memory unit='MiB'>512</memory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64' machine='pc'>hvm</type><boot dev='cdrom'/></os>"
+        f"<features><acpi/></features><on_poweroff>destroy</on_poweroff><devices>"
+        f"{volume_disk(remote_pool, f'{name}.qcow2')}"
+        "<disk type='volume' device='cdrom'><driver name='qemu' type='raw'/>"
+        f"<source pool='{remote_pool}' volume='{name}-probe.iso'/>"
+        "<target dev='hdc' bus='ide'/><readonly/></disk>"
+        "<interface type='user'><model type='e1000'/></interface>"
+        f"<serial type='file'><source path='{serial}'/><target port='0'/></serial>"
+        "</devices></domain>"
+    )
+    raw = libvirt.open(remote_uri)
+    try:
+        raw.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+    finally:
+        raw.close()
+    code, document, err = pvinstall(
+        capsys,
+        "convert",
+        name,
+        "--connect",
+        remote_uri,
+        "--out",
+        str(tmp_path / "state"),
+        "--drivers",
+        str(virtio_win_iso),
+    )
+    assert code == 0, err
+    assert document["volumes"]["pool"] == remote_pool
+    raw = libvirt.open(remote_uri)
+    try:
+        handle = raw.lookupByName(name)
+        handle.create()
+        for _ in range(600):
+            if not handle.isActive():
+                break
+            time.sleep(0.5)
+        else:
+            handle.destroy()
+            pytest.fail(f"the probe did not power off: {serial.read_text(errors='replace')}")
+    finally:
+        raw.close()
+    report = probe.parse_probe_log(serial.read_text(errors="replace"))
+    assert report.started and report.ended and not report.unparsed
+    drivers_cd = report.cdrom_with_label("PVDRIVERS")
+    assert drivers_cd is not None and drivers_cd.files, report.cdroms
+    # The temporary disk: the only virtio disk (the boot disk is still IDE).
+    virtio_disks = [d for d in report.disks.values() if d.dev.startswith("vd")]
+    assert [(d.size_bytes, d.writable) for d in virtio_disks] == [(64 << 20, True)]

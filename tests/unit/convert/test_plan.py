@@ -526,3 +526,135 @@ def test_phase_one_is_pending_while_its_cd_or_disk_is_attached() -> None:
     ejected = one.xml.replace(f'<source file="{PATHS.drivers_iso}" />', "")
     assert ejected != one.xml
     assert not convert.phase_one_pending(ejected, one.record)
+
+
+# -- on a remote host: volumes of a storage pool ------------------------------------------
+
+VOLUMES = convert.convert_volumes("w", "pvpool")
+
+
+def test_volume_names_clash_with_no_build_volume_and_no_other_domain() -> None:
+    assert convert.convert_volumes("w", "p") == convert.ConvertVolumes(
+        pool="p", drivers_iso="w@convert-drivers.iso", temp_disk="w@convert-viostor.qcow2"
+    )
+    assert convert.new_disk_volume("w", "vdb") == "w@vdb.qcow2"
+    # A build names its volumes NAME.qcow2, NAME-dataN.qcow2 and NAME-<medium>, and its
+    # names never hold '@'; a domain name with '@' or '/' has it escaped.
+    names = ["w", "w-convert", "w@convert", "w.qcow2", "a/b", "w@vdb"]
+    made = [
+        name
+        for n in names
+        for name in (
+            convert.convert_volumes(n, "p").drivers_iso,
+            convert.convert_volumes(n, "p").temp_disk,
+            convert.new_disk_volume(n, "vdb"),
+        )
+    ]
+    assert len(set(made)) == len(made)
+    assert all("/" not in n and n.count("@") == 1 for n in made)
+    build_names = {
+        f"{n}{suffix}"
+        for n in ("w", "w-convert", "w.convert")
+        for suffix in (".qcow2", "-data1.qcow2", "-drivers.iso", "-floppy.img", "-windows.iso")
+    }
+    assert not build_names & set(made)
+
+
+def test_phase_one_on_a_pool_names_volumes_with_explicit_formats() -> None:
+    xml = guest(IDE_BOOT + EMPTY_CD + E1000)
+    plan = convert.plan_phase_one(xml, W2K8R2, PATHS, VOLUMES)
+    boot, temp = disks(plan.xml)
+    assert boot.get("type") == "file"  # the guest's own disk is left as it is
+    assert temp.get("type") == "volume"
+    assert temp.find("driver").attrib == {"name": "qemu", "type": "qcow2"}  # type: ignore[union-attr]
+    assert temp.find("source").attrib == {  # type: ignore[union-attr]
+        "pool": "pvpool",
+        "volume": "w@convert-viostor.qcow2",
+    }
+    (cd,) = disks(plan.xml, "cdrom")
+    assert cd.get("type") == "volume"
+    assert cd.find("driver").attrib == {"name": "qemu", "type": "raw"}  # type: ignore[union-attr]
+    assert cd.find("source").attrib == {  # type: ignore[union-attr]
+        "pool": "pvpool",
+        "volume": "w@convert-drivers.iso",
+    }
+    assert "/state" not in plan.xml  # no path of this machine
+    assert plan.added == (
+        "temporary virtio disk vda (volume pvpool/w@convert-viostor.qcow2)",
+        "drivers CD hdc (volume pvpool/w@convert-drivers.iso), in the empty drive",
+    )
+    record = plan.record
+    assert record is not None
+    assert (record.pool, record.drivers_iso, record.temp_disk) == (
+        "pvpool",
+        "w@convert-drivers.iso",
+        "w@convert-viostor.qcow2",
+    )
+    assert record.volumes == ("w@convert-drivers.iso", "w@convert-viostor.qcow2")
+    again = convert.StagedRecord.from_json(record.to_json(), Path("/state/w.convert.json"))
+    assert again == record
+
+
+def test_finish_on_a_pool_removes_only_the_recorded_volumes() -> None:
+    # A drive reading the same volume name from another pool is not phase one's.
+    other = (
+        "<disk type='volume' device='cdrom'><driver name='qemu' type='raw'/>"
+        "<source pool='elsewhere' volume='w@convert-drivers.iso'/>"
+        "<target dev='hdd' bus='ide'/><readonly/></disk>"
+    )
+    one = convert.plan_phase_one(guest(IDE_BOOT + EMPTY_CD + other), W2K8R2, PATHS, VOLUMES)
+    assert one.record is not None and convert.phase_one_pending(one.xml, one.record)
+    two = convert.plan_finish(one.xml, one.record)
+    cdroms = disks(two.xml, "cdrom")
+    assert [(target(d)[0], d.get("type")) for d in cdroms] == [("hdc", "file"), ("hdd", "volume")]
+    assert cdroms[0].find("source") is None
+    assert two.removed == (
+        "drivers ISO from CD-ROM hdc, the drive stays (volume pvpool/w@convert-drivers.iso)",
+        "temporary virtio disk vda (volume pvpool/w@convert-viostor.qcow2)",
+    )
+    assert not convert.phase_one_pending(two.xml, one.record)
+    # A file and a volume of the same name are not each other.
+    volume_cd = ET.fromstring(other)
+    file_cd = ET.fromstring(
+        "<disk type='file' device='cdrom'><source file='w@convert-drivers.iso'/></disk>"
+    )
+    assert convert.Placed("w@convert-drivers.iso", "elsewhere").read_by(volume_cd)
+    assert not convert.Placed("w@convert-drivers.iso").read_by(volume_cd)
+    assert not convert.Placed("w@convert-drivers.iso", "elsewhere").read_by(file_cd)
+    assert convert.Placed("w@convert-drivers.iso").read_by(file_cd)
+
+
+def test_an_older_record_without_a_pool_means_files() -> None:
+    plan = convert.plan_phase_one(guest(IDE_BOOT + EMPTY_CD), W2K8R2, PATHS)
+    assert plan.record is not None
+    text = plan.record.to_json().replace('  "pool": null,\n', "").replace(',\n  "pool": null', "")
+    assert "pool" not in text
+    old = convert.StagedRecord.from_json(text, Path("/state/w.convert.json"))
+    assert old.pool is None and old.volumes == ()
+
+
+def test_attach_disk_as_a_volume() -> None:
+    volume = convert.Placed("w@vda.qcow2", "pvpool")
+    plan = convert.plan_attach_disk(guest(IDE_BOOT), W2K8R2, volume, "qcow2")
+    disk = ET.fromstring(plan.device_xml)
+    assert disk.get("type") == "volume"
+    assert disk.find("driver").attrib == {"name": "qemu", "type": "qcow2"}  # type: ignore[union-attr]
+    assert disk.find("source").attrib == {"pool": "pvpool", "volume": "w@vda.qcow2"}  # type: ignore[union-attr]
+    assert plan.label == "virtio disk vda (volume pvpool/w@vda.qcow2)"
+
+
+@pytest.mark.parametrize(
+    ("disk", "expected"),
+    [
+        (IDE_BOOT, (None, "/img/w.qcow2")),
+        (
+            "<disk type='volume' device='disk'><source pool='p1' volume='w.qcow2'/>"
+            "<target dev='hda' bus='ide'/></disk>",
+            ("p1", "w.qcow2"),
+        ),
+        ("<disk type='volume' device='disk'><target dev='hda' bus='ide'/></disk>", (None, "")),
+        ("", (None, "")),
+    ],
+)
+def test_the_boot_disk_s_pool(disk: str, expected: tuple[str | None, str]) -> None:
+    assert convert.boot_disk_source(guest(disk + EMPTY_CD)) == expected

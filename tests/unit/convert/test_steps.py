@@ -269,6 +269,27 @@ REFUSALS: tuple[tuple[tuple[str, ...], int, str], ...] = (
     (("attach", "w2k8r2", "disk", "--size", "1", "--network", "user"), 2, "--network is for NICs"),
     (("attach", "w2k8r2", "cdrom"), 2, "cannot attach 'cdrom'"),
     (("attach", "plain", "nic", "--network", "user"), 2, "does not say which Windows"),
+    (
+        ("convert", "w2k8r2", "--storage-pool", "nope"),
+        2,
+        "there is no storage pool named nope on test://",
+    ),
+    (
+        ("convert", "w2k8r2", "--storage-pool", "nope", "--dry-run"),
+        2,
+        "there is no storage pool named nope on test://",
+    ),
+    (("attach", "w2k8r2", "nic", "--storage-pool", "p"), 2, "--storage-pool says where"),
+    (
+        ("attach", "w2k8r2", "disk", "--source", "/dev/null", "--storage-pool", "p"),
+        2,
+        "--storage-pool says where",
+    ),
+    (
+        ("attach", "w2k8r2", "disk", "--size", "1", "--storage-pool", "p"),
+        2,
+        "--out and --storage-pool both say where the new disk goes",
+    ),
 )
 
 
