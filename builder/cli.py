@@ -676,13 +676,18 @@ def clone_command(
     ] = False,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Where the clone's disks go (default out/NAME)."),
+        typer.Option(
+            "--out",
+            help="Where the clone's disks go (default out/NAME); a template volume's clone "
+            "gets volumes of its pool instead (here only its serial log, on a local connection).",
+        ),
     ] = None,
     start: Annotated[bool, typer.Option("--start", help="Start the clone once defined.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Define a new domain from a golden template: a linked clone (a qcow2 overlay on the
-    read-only template disk) or, with --full, a copy; its own name, UUID and MACs."""
+    read-only template disk, or on the template volume of `export = pool`, in its pool)
+    or, with --full, a copy; its own name, UUID and MACs."""
     from builder import clone as clone_mod
 
     options = clone_mod.CloneOptions(
