@@ -395,8 +395,13 @@ def build_command(
             if result.manifest["domain"].get("removed")
             else "defined, shut off, without install media"
         )
+        disk = (
+            f"volume {template['pool']}/{template['volume']}"
+            if "volume" in template
+            else where / template["disk"]
+        )
         typer.echo(
-            f"pvinstall: template {where / template['disk']} ({template['format']}, "
+            f"pvinstall: template {disk} ({template['format']}, "
             f"{'generalized' if template['generalized'] else 'not generalized'}); "
             f"{result.manifest['domain']['name']} is {kept}. Clone it with: pvinstall "
             f"clone {where} NAME",
@@ -686,13 +691,18 @@ def clone_command(
     ] = False,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Where the clone's disks go (default out/NAME)."),
+        typer.Option(
+            "--out",
+            help="Where the clone's disks go (default out/NAME); a template volume's clone "
+            "gets volumes of its pool instead (here only its serial log, on a local connection).",
+        ),
     ] = None,
     start: Annotated[bool, typer.Option("--start", help="Start the clone once defined.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Define a new domain from a golden template: a linked clone (a qcow2 overlay on the
-    read-only template disk) or, with --full, a copy; its own name, UUID and MACs."""
+    read-only template disk, or on the template volume of `export = pool`, in its pool)
+    or, with --full, a copy; its own name, UUID and MACs."""
     from builder import clone as clone_mod
 
     options = clone_mod.CloneOptions(
@@ -704,10 +714,11 @@ def clone_command(
         _print_json(document)
         return
     kind = "linked clone of" if document["linked"] else "copy of"
+    made = document["template"]
+    of = f"the volume {made['pool']}/{made['volume']}" if "volume" in made else made["disk"]
     typer.echo(
         f"pvinstall: {name} is defined on {document['uri']}, a {kind} "
-        f"{document['template']['disk']} (disk {document['disk']})"
-        + ("; started." if start else "."),
+        f"{of} (disk {document['disk']})" + ("; started." if start else "."),
         err=True,
     )
 

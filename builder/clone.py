@@ -14,16 +14,17 @@ the template), before anything is created; a failed define removes what was crea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import stat
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from builder.errors import BuildError, InputError, Problem
 from builder.monitor import Monitor
-from builder.vm import devices, disk_images, domain, existing, virt
+from builder.vm import devices, disk_images, domain, existing, remote, virt
 from builder.vm.devices import DEFAULT_URI
 
 MANIFEST = "manifest.json"
@@ -56,7 +57,7 @@ class Template:
     it is generalized (None: nobody can tell), the data disks' sizes in bytes."""
 
     where: str  # the OUT directory or the domain, for messages
-    disk: Path
+    disk: existing.DiskSource  # a file, or a volume of a storage pool (export = "pool")
     format: str
     xml: str
     generalized: bool | None
@@ -93,16 +94,54 @@ def _listed(document: dict[str, Any], name: str) -> bool:
     )
 
 
-def template_from_out(out: Path) -> Template:
+def _pool_template(conn: virt.Connection, out: Path, record: dict[str, Any]) -> existing.PoolVolume:
+    """The volume a manifest's `template` record names (`export = "pool"`), checked
+    against what the host's libvirt says of it: there, a qcow2 file without a backing
+    file, of the size and virtual size the manifest says."""
+    pool, volume = record.get("pool"), record.get("volume")
+    if not all(isinstance(v, str) and v and "/" not in v for v in (pool, volume)):
+        raise _template_problem(f"{out}/{MANIFEST} names no usable template volume.")
+    assert isinstance(pool, str) and isinstance(volume, str)
+    try:
+        facts = virt.volume_facts(conn, pool, volume)
+    except BuildError as error:
+        raise _template_problem(
+            f"the template volume {volume} of {pool} on {conn.uri} is missing ({error.message}).",
+            "Clone on the connection the template was built on, or build it again.",
+        ) from None
+    if record.get("format") != "qcow2" or facts.format != "qcow2":
+        raise _template_problem(
+            f"the template volume {pool}/{volume} is {facts.format}, and its manifest says "
+            f"{record.get('format')!r}: a template volume is qcow2."
+        )
+    if facts.backing_path is not None:
+        raise _template_problem(
+            f"the template volume {pool}/{volume} has a backing file ({facts.backing_path}); "
+            "a template has none."
+        )
+    if facts.physical != record.get("size") or facts.capacity != record.get("virtual_size"):
+        raise _template_problem(
+            f"the template volume {pool}/{volume} is {facts.physical} bytes ({facts.capacity} "
+            f"virtual), but its manifest says {record.get('size')} "
+            f"({record.get('virtual_size')} virtual): it changed after the build.",
+            "Build the template again; pvinstall does not clone a changed template.",
+        )
+    return existing.PoolVolume(pool, volume)
+
+
+def template_from_out(out: Path, conn: virt.Connection) -> Template:
     """The template an OUT directory holds: only what its manifest names, checked
-    against the files (the disk exists, is of the format and size the manifest says)."""
+    against the files (the disk exists, is of the format and size the manifest says),
+    or against the host's pool for a template volume."""
     document = _read_manifest(out)
     record = document.get("template")
     if not isinstance(record, dict):
         raise _template_problem(
             f"{out} holds no template: its build was not installed, or it set export = none.",
-            "Build with --install (export = qcow2 or raw), or clone a domain by name.",
+            "Build with --install (export = qcow2, raw or pool), or clone a domain by name.",
         )
+    if "volume" in record:
+        return _template_of(out, document, record, _pool_template(conn, out, record))
     name, xml_name = record.get("disk"), record.get("xml")
     for what in (name, xml_name):
         if not isinstance(what, str) or "/" in what or what.startswith(".") or not what:
@@ -141,6 +180,20 @@ def template_from_out(out: Path) -> Template:
             "after the build.",
             "Build the template again; pvinstall does not clone a changed template.",
         )
+    return _template_of(out, document, record, disk)
+
+
+def _template_of(
+    out: Path, document: dict[str, Any], record: dict[str, Any], disk: existing.DiskSource
+) -> Template:
+    """The template of an OUT directory whose disk was checked: its template.xml and
+    what its manifest says of it."""
+    xml_name = record.get("xml")
+    if not isinstance(xml_name, str) or "/" in xml_name or xml_name.startswith(".") or not xml_name:
+        raise _template_problem(f"{out}/{MANIFEST} names no usable template file.")
+    if not _listed(document, xml_name):
+        raise _template_problem(f"{out}/{MANIFEST} does not list {xml_name} among its outputs.")
+    image_format = record.get("format")
     try:
         xml = (out / xml_name).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
@@ -184,9 +237,12 @@ def template_from_domain(conn: virt.Connection, name: str) -> Template:
     disks = [d for d in root.iterfind("./devices/disk") if d.get("device") == "disk"]
     sources = [devices.source_of(d) for d in disks]
     formats = [_driver_type(d) for d in disks]
+    if disks and disks[0].get("type") == "volume" and formats[0] == "qcow2":
+        return _volume_template_domain(conn, name, found.xml, disks)
     if not disks or not sources[0] or disks[0].get("type") not in (None, "file"):
         raise _template_problem(
-            f"the domain {name} has no disk file to clone (its first disk must be a file)."
+            f"the domain {name} has no disk file to clone (its first disk must be a file, "
+            "or a qcow2 volume of a storage pool)."
         )
     if formats[0] not in disk_images.ATTACH_FORMATS:
         raise _template_problem(
@@ -217,6 +273,41 @@ def template_from_domain(conn: virt.Connection, name: str) -> Template:
     )
 
 
+def _volume_template_domain(
+    conn: virt.Connection, name: str, xml: str, disks: list[ET.Element]
+) -> Template:
+    """A shut-off domain whose system disk is a qcow2 volume (the template.xml of
+    `export = "pool"`, defined): the template is that volume."""
+    source = disks[0].find("source")
+    pool = source.get("pool") if source is not None else None
+    volume = source.get("volume") if source is not None else None
+    if not pool or not volume:
+        raise _template_problem(f"the system disk of {name} names no pool and volume.")
+    facts = virt.volume_facts(conn, pool, volume)
+    if facts.backing_path is not None:
+        raise _template_problem(
+            f"the volume {pool}/{volume} has a backing file ({facts.backing_path}); clone a "
+            "template without one."
+        )
+    data = []
+    for disk in disks[1:]:
+        found = disk.find("source")
+        data_pool = found.get("pool") if found is not None else None
+        data_volume = found.get("volume") if found is not None else None
+        size = 0
+        if data_pool and data_volume and virt.volume_exists(conn, data_pool, data_volume):
+            size = virt.volume_facts(conn, data_pool, data_volume).capacity
+        data.append(size or 2**30)
+    return Template(
+        where=f"domain {name}",
+        disk=existing.PoolVolume(pool, volume),
+        format="qcow2",
+        xml=xml,
+        generalized=None,
+        data_disk_bytes=tuple(data),
+    )
+
+
 def _clone_paths(options: CloneOptions, template: Template | None) -> tuple[Path, tuple[Path, ...]]:
     out = (options.out or Path("out") / options.name).absolute()
     count = len(template.data_disk_bytes) if template else 0
@@ -233,6 +324,32 @@ def _collect(problems: list[Problem], check: Any) -> Any:
         return None
 
 
+def _existing_files(paths: tuple[Path, ...]) -> list[Problem]:
+    return [
+        Problem(
+            "--out",
+            f"{path} exists already.",
+            "Choose another --out directory or NAME; pvinstall never overwrites a disk.",
+        )
+        for path in paths
+        if path.exists() or path.is_symlink()
+    ]
+
+
+def _existing_volumes(conn: virt.Connection, pool: str, paths: tuple[Path, ...]) -> list[Problem]:
+    """A clone of a template volume gets the volumes NAME.qcow2, NAME-dataN.qcow2 of
+    the template's pool: none may exist."""
+    return [
+        Problem(
+            "NAME",
+            f"the volume {path.name} exists in the storage pool {pool} on {conn.uri} already.",
+            "Choose another name for the clone; pvinstall never overwrites a disk.",
+        )
+        for path in paths
+        if virt.volume_exists(conn, pool, path.name)
+    ]
+
+
 def run_clone(options: CloneOptions, monitor: Monitor) -> dict[str, Any]:
     """Define (and with --start start) a clone of the template; the result document."""
     problems: list[Problem] = []
@@ -244,7 +361,7 @@ def run_clone(options: CloneOptions, monitor: Monitor) -> dict[str, Any]:
     with conn:
         as_path = Path(options.template)
         if as_path.is_dir():
-            template = _collect(problems, lambda: template_from_out(as_path.absolute()))
+            template = _collect(problems, lambda: template_from_out(as_path.absolute(), conn))
         else:
             template = _collect(problems, lambda: template_from_domain(conn, options.template))
         if not problems and virt.domain_exists(conn, options.name):
@@ -256,16 +373,10 @@ def run_clone(options: CloneOptions, monitor: Monitor) -> dict[str, Any]:
                 )
             )
         system, data = _clone_paths(options, template)
-        for path in (system, *data):
-            if path.exists() or path.is_symlink():
-                problems.append(
-                    Problem(
-                        "--out",
-                        f"{path} exists already.",
-                        "Choose another --out directory or NAME; pvinstall never overwrites "
-                        "a disk.",
-                    )
-                )
+        if template is not None and isinstance(template.disk, existing.PoolVolume):
+            problems += _existing_volumes(conn, template.disk.pool, (system, *data))
+        else:
+            problems += _existing_files((system, *data))
         if template is not None:
             users = existing.pci_slot_users(existing.parse_xml(template.xml))
             _collect(
@@ -301,6 +412,10 @@ def _make_clone(
     warnings: list[str],
     monitor: Monitor,
 ) -> dict[str, Any]:
+    if isinstance(template.disk, existing.PoolVolume):
+        return _make_pool_clone(
+            conn, options, template, template.disk, disks, warnings=warnings, monitor=monitor
+        )
     system, data = disks
     system.parent.mkdir(parents=True, exist_ok=True)
     created: list[Path] = []
@@ -309,6 +424,7 @@ def _make_clone(
             monitor.step("copy", f"{template.disk} -> {system}")
             disk_images.convert(template.disk, template.format, system, "qcow2", compress=False)
         else:
+            assert isinstance(template.disk, Path)
             mode = stat.S_IMODE(template.disk.stat().st_mode)
             if mode & 0o222:
                 monitor.step("read-only", f"{template.disk} (mode {TEMPLATE_MODE:o})")
@@ -350,6 +466,78 @@ def _make_clone(
         "disk": str(system),
         "backing_file": info.backing_file,
         "data_disks": [str(p) for p in data],
+        "defined": True,
+        "started": options.start,
+        "warnings": warnings,
+    }
+
+
+def _make_pool_clone(
+    conn: virt.Connection,
+    options: CloneOptions,
+    template: Template,
+    volume: existing.PoolVolume,
+    disks: tuple[Path, tuple[Path, ...]],
+    *,
+    warnings: list[str],
+    monitor: Monitor,
+) -> dict[str, Any]:
+    """A clone of a template volume, in its pool: a qcow2 volume NAME.qcow2 whose
+    backing file is the template volume (or, --full, a copy the host makes), empty
+    data volumes NAME-dataN.qcow2; the clone's domain names volumes only. Its serial
+    log is `--out/NAME-serial.log` on a local connection, a pty on a remote one."""
+    pool = volume.pool
+    system, data = disks
+    serial_log = None
+    if not remote.is_remote(conn.uri, False):
+        system.parent.mkdir(parents=True, exist_ok=True)
+        serial_log = system.parent / f"{options.name}-serial.log"
+    created: list[str] = []
+    try:
+        how = "copy" if options.full else "overlay"
+        monitor.step(how, f"{pool}/{system.name} on {volume}")
+        path = virt.create_clone_volume(
+            conn, pool, system.name, volume.volume, linked=not options.full
+        )
+        created.append(system.name)
+        for disk, size in zip(data, template.data_disk_bytes, strict=True):
+            virt.create_volume(conn, pool, disk.name, size, "qcow2")
+            created.append(disk.name)
+        xml = existing.clone_xml(
+            template.xml,
+            name=options.name,
+            system_disk=existing.PoolVolume(pool, system.name),
+            data_disks=[existing.PoolVolume(pool, d.name) for d in data],
+            serial_log=serial_log,
+        )
+        monitor.step("define", f"{options.name} on {conn.uri}")
+        virt.define(conn, xml, replace=False)
+    except BaseException:
+        for name in reversed(created):
+            with contextlib.suppress(BuildError, InputError):
+                virt.delete_volume(conn, pool, name)
+        raise
+    if options.start:
+        monitor.step("start", options.name)
+        virt.start(conn, options.name)
+    facts = virt.volume_facts(conn, pool, system.name)
+    return {
+        "name": options.name,
+        "uri": conn.uri,
+        "template": {
+            "from": template.where,
+            "pool": pool,
+            "volume": volume.volume,
+            "format": template.format,
+            "generalized": template.generalized,
+            "sha256": template.sha256,
+        },
+        "linked": not options.full,
+        "pool": pool,
+        "volume": system.name,
+        "disk": path,
+        "backing_file": facts.backing_path,
+        "data_disks": [str(PurePosixPath(path).parent / d.name) for d in data],
         "defined": True,
         "started": options.start,
         "warnings": warnings,

@@ -132,7 +132,7 @@ CPU_MODEL_MAX = 64  # QEMU's model names are short; libvirt's cpu_map has none o
 CLONE_COMMAND_MAX = 1024
 CLONE_COMMANDS_MAX = 50
 # What `export` writes (the template disk's format), in the order the help names them.
-EXPORT_FORMATS = ("qcow2", "raw", "none")
+EXPORT_FORMATS = ("qcow2", "raw", "pool", "none")
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -364,8 +364,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "export",
         "str",
-        "With --install, the template disk written to OUT once the guest is off: qcow2 "
-        "(default: OUT/template.qcow2, compressed), raw (OUT/template.raw, sparse) or none.",
+        "With --install, the template disk written once the guest is off: qcow2 "
+        "(default: OUT/template.qcow2, compressed), raw (OUT/template.raw, sparse), pool "
+        "(the compressed qcow2 volume NAME@template.qcow2 of storage_pool) or none.",
     ),
 )
 SETTINGS_BY_KEY: Mapping[str, Setting] = {s.key: s for s in SETTINGS}
@@ -819,6 +820,17 @@ def _validate(check: _Validator, media: InstallMedia | None) -> BuildConfig:
     sha2_media = check.boolean("sha2_media", False)
     server_manager = check.boolean("server_manager_at_logon", False)
     clone = _clone_settings(check)
+    if (
+        clone["export"] == "pool"
+        and domain["storage_pool"] is None
+        and not check.problems_for("storage_pool")
+    ):
+        check.fail(
+            "storage_pool",
+            "export = pool leaves the template as a volume of storage_pool, and none is set.",
+            "Set storage_pool to a pool of the host (it may be a local one), or choose "
+            "export = qcow2 for OUT/template.qcow2.",
+        )
     remote = check.boolean("remote", False)
     return BuildConfig(
         profile=profile,

@@ -400,6 +400,7 @@ def _hypervisor_problems(
     failed: frozenset[str],
     volumes: tuple[str, ...] = (),
     replaceable: frozenset[str] = frozenset(),
+    remote_host: bool = False,
 ) -> tuple[str, Mapping[str, int], domain.DiskPaths | None, list[Problem]]:
     """The domain type, the x86-64 level of the CPU models, the disks' paths and what the
     hypervisor would refuse: a machine it cannot run (UEFI without OVMF, a TPM without
@@ -432,7 +433,7 @@ def _hypervisor_problems(
             disks = virt.disk_paths(conn, config, out, name)
         except InputError as error:
             found += error.problems
-        if disks is not None and volumes:
+        if disks is not None and remote_host:
             system, data = domain.disk_file_names(config, name)
             disks = Path(system), tuple(Path(d) for d in data)
     pool_failed = "storage_pool" in failed or any(p.key == "storage_pool" for p in found)
@@ -452,36 +453,24 @@ def _hypervisor_problems(
 
 def media_volumes(profile: Profile, windows_iso: Path | None, name: str) -> tuple[str, ...]:
     """The volumes a remote build of `name` uploads its media into, in the media
-    table's order (the user's Windows ISO included, when the build attaches it)."""
-    return tuple(
-        remote.media_volume_name(name, m.name, written=m.builder is not None)
-        for m in media_for(profile, windows_iso)
-        if m.builder is not None or windows_iso is not None
-    )
+    table's order and the order they are uploaded in: the user's Windows ISO when the
+    build attaches it, or right before the overlay it backs."""
+    found: list[str] = []
+    for medium in media_for(profile, windows_iso):
+        if windows_iso is not None and (medium.builder is None or medium.backed_by_windows_iso):
+            found.append(remote.media_volume_name(name, medium.name, written=False))
+        if medium.builder is not None:
+            found.append(remote.media_volume_name(name, medium.name, written=True))
+    return tuple(found)
 
 
 def _remote_problems(options: BuildOptions, config: BuildConfig) -> tuple[bool, list[Problem]]:
     """Whether the build acts on a remote host, and the setting it then needs."""
     if not options.acting or not remote.is_remote(options.connect, config.remote):
         return False, []
-    found = []
-    if config.profile.reads_install_image and options.windows_iso is not None:
-        # The overlay's backing file is this machine's ISO: the host would need the DVD
-        # as a volume and an overlay rebased onto it, which pvinstall does not do yet.
-        found.append(
-            Problem(
-                "--connect",
-                f"{config.profile.title} boots its DVD through a copy-on-write overlay of "
-                f"{options.windows_iso}, which the remote host of {options.connect} cannot "
-                "read: remote builds of 2012 R2 and later are not supported yet.",
-                "Build on the host itself (--connect qemu:///system there), or write the "
-                "media here without --define/--install and copy OUT to the host.",
-            )
-        )
     if config.storage_pool is not None:
-        return True, found
+        return True, []
     return True, [
-        *found,
         Problem(
             "storage_pool",
             f"a build on the remote host of {options.connect} needs a storage pool there: "
@@ -494,22 +483,37 @@ def _remote_problems(options: BuildOptions, config: BuildConfig) -> tuple[bool, 
 
 
 def recorded_volumes(manifest: Mapping[str, object] | None, pool: str | None) -> frozenset[str]:
-    """The media volumes of `pool` that the build of `manifest` (OUT's current one)
-    made: a remote --replace may delete those, and no others."""
+    """The volumes of `pool` that the build of `manifest` (OUT's current one) made:
+    its media volumes and its template volume (`export = "pool"`). A --replace may
+    delete those, and no others."""
+    found: set[str] = set()
     record = (manifest or {}).get("domain")
     volumes = record.get("volumes") if isinstance(record, dict) else None
-    if not isinstance(volumes, dict) or volumes.get("pool") != pool:
-        return frozenset()
-    media = volumes.get("media")
-    if not isinstance(media, list):
-        return frozenset()
-    return frozenset(v for v in media if isinstance(v, str))
+    if isinstance(volumes, dict) and volumes.get("pool") == pool:
+        media = volumes.get("media")
+        if isinstance(media, list):
+            found.update(v for v in media if isinstance(v, str))
+    template = (manifest or {}).get("template")
+    if isinstance(template, dict) and template.get("pool") == pool:
+        volume = template.get("volume")
+        if isinstance(volume, str):
+            found.add(volume)
+    return frozenset(found)
+
+
+def template_volume(options: BuildOptions, config: BuildConfig, name: str) -> str | None:
+    """The volume an install with `export = "pool"` leaves its template in (None: the
+    build leaves none)."""
+    if options.install and config.export == "pool" and config.storage_pool is not None:
+        return remote.template_volume_name(name)
+    return None
 
 
 @dataclass(frozen=True)
 class _RemoteInputs:
     """A build's remote host, as prepare sees it: whether there is one, what it needs,
-    the media volumes, and which of them an earlier build into OUT made."""
+    the volumes the build makes in its pool (a remote build's media, the template of
+    `export = "pool"`), and which of them an earlier build into OUT made."""
 
     remote: bool
     problems: list[Problem]
@@ -521,15 +525,23 @@ def _remote_inputs(
     options: BuildOptions, config: BuildConfig, profile: Profile, name: str, out_dir: Path
 ) -> _RemoteInputs:
     is_remote, problems = _remote_problems(options, config)
-    if not is_remote:
-        return _RemoteInputs(False, problems, (), frozenset())
+    template = template_volume(options, config, name)
+    volumes = media_volumes(profile, options.windows_iso, name) if is_remote else ()
+    volumes += (template,) if template else ()
+    if not volumes:
+        return _RemoteInputs(is_remote, problems, (), frozenset())
     previous = OutputDir(out_dir).current_manifest()  # read again under the lock
     return _RemoteInputs(
-        True,
-        problems,
-        media_volumes(profile, options.windows_iso, name),
-        recorded_volumes(previous, config.storage_pool),
+        is_remote, problems, volumes, recorded_volumes(previous, config.storage_pool)
     )
+
+
+def pool_volumes(ctx: Context) -> tuple[str, ...]:
+    """The volumes the build makes in its storage pool besides its disks: a remote
+    build's media, and the template volume of `export = "pool"`."""
+    media = media_volumes(ctx.profile, ctx.windows_iso, ctx.name) if ctx.remote else ()
+    template = template_volume(ctx.options, ctx.config, ctx.name)
+    return media + ((template,) if template else ())
 
 
 def _say_image(config: BuildConfig, monitor: Monitor) -> None:
@@ -633,6 +645,7 @@ def prepare(options: BuildOptions, environ: Mapping[str, str], monitor: Monitor)
                 failed=failed | frozenset(p.key for p in hosted.problems),
                 volumes=hosted.volumes,
                 replaceable=hosted.replaceable,
+                remote_host=hosted.remote,
             )
             problems += found
         problems += _cpu_problems(config, domain_type, cpu_levels, failed)
@@ -814,13 +827,28 @@ def _install_media(ctx: Context, plan: BuildPlan) -> tuple[AttachedMedium, ...]:
 
 def uploads(ctx: Context, plan: BuildPlan) -> tuple[remote.Upload, ...]:
     """What a remote build uploads: each medium of the domain (read through OUT's
-    names, so from the committed build), as the volume the domain names."""
+    names, so from the committed build), as the volume the domain names; an overlay
+    of the user's ISO after the ISO itself, which it is rebased onto."""
     local = plan.media.attached(ctx.out_dir, ctx.windows_iso)
-    return tuple(
-        remote.Upload(medium=m.name, path=m.path, volume=str(v.path))
-        for m, v in zip(local, _attached(ctx, plan), strict=True)
-        if m.path is not None and v.path is not None
-    )
+    found: list[remote.Upload] = []
+    for m, v in zip(local, _attached(ctx, plan), strict=True):
+        if m.path is None or v.path is None:
+            continue
+        backing = None
+        planned = plan.media.get(m.name)
+        if planned is not None and planned.medium.backed_by_windows_iso and ctx.windows_iso:
+            backing = remote.media_volume_name(ctx.name, m.name, written=False)
+            found.append(remote.Upload(medium="Windows ISO", path=ctx.windows_iso, volume=backing))
+        found.append(
+            remote.Upload(
+                medium=m.name,
+                path=m.path,
+                volume=str(v.path),
+                format=m.image_format,
+                backing=backing,
+            )
+        )
+    return tuple(found)
 
 
 def make_domain_xml(ctx: Context, plan: BuildPlan, monitor: Monitor) -> None:
@@ -1080,86 +1108,180 @@ def export_template(
     document: dict[str, Any],
     monitor: Monitor,
 ) -> None:
-    """Write the template disk (compressed qcow2, or sparse raw) and template.xml from
-    the powered-off domain, and commit them with the manifest in a new generation of
-    OUT (the build's other files are hard-linked into it, nothing copied twice)."""
+    """Write the template disk (compressed qcow2, or sparse raw; with `export = "pool"`
+    a compressed qcow2 volume of the storage pool) and template.xml from the
+    powered-off domain, and commit them with the manifest in a new generation of OUT
+    (the build's other files are hard-linked into it, nothing copied twice)."""
     disks = ctx.domain_record.get("disks") or []
-    name = TEMPLATE_DISKS.get(ctx.config.export)
+    to_pool = template_volume(ctx.options, ctx.config, ctx.name)
+    name = to_pool or TEMPLATE_DISKS.get(ctx.config.export)
     if name is None or not disks:
         return
     source = Path(disks[0])
-    image_format = ctx.config.export
-    monitor.step("export", f"{source} -> {name} ({image_format})")
+    image_format = "qcow2" if to_pool else ctx.config.export
+    shown_target = f"{ctx.config.storage_pool}/{name}" if to_pool else name
+    monitor.step("export", f"{source} -> {shown_target} ({image_format})")
+    uploaded: str | None = None
+    try:
+        with out.successor() as gen:
+            # The pool's template is written into OUT's new generation first (hidden,
+            # never committed), uploaded, and removed again.
+            target = gen.path / (f".{name}.staging" if to_pool else name)
+            try:
+                _convert_system_disk(
+                    ctx, conn, gen, source, target, image_format=image_format, monitor=monitor
+                )
+                info = disk_images.image_info(target, image_format)
+                # qemu-img wrote the disk: its digest is one read of what it wrote (the
+                # template keeps a plain sha256, docs/design.md §6).
+                size, digest = target.stat().st_size, file_digest(target)
+                if to_pool:
+                    uploaded = _upload_template(ctx, conn, target, to_pool, monitor)
+            finally:
+                if to_pool:
+                    target.unlink(missing_ok=True)
+            made = _ExportedDisk(info.format, info.virtual_size, size, digest["sha256"])
+            _record_template(ctx, gen, document, name=name, to_pool=bool(to_pool), made=made)
+            document["template"]["exported_from"] = str(source)
+            if ctx.options.export_only:
+                _remove_after_export(ctx, conn, disks, monitor)
+            document["domain"] = dict(ctx.domain_record)
+            gen.write(MANIFEST, manifest_mod.manifest_bytes(document), secret=True)
+            out.commit(gen)
+    except BaseException:
+        # No template volume that OUT's manifest does not name.
+        if uploaded is not None and ctx.config.storage_pool is not None:
+            with interrupts.deferred():
+                transfer.delete_all(conn, ctx.config.storage_pool, [uploaded], monitor, quiet=True)
+        raise
+    monitor.info(
+        f"template {shown_target}: {virt.format_size(size)} "
+        f"({'generalized' if ctx.config.generalize else 'NOT generalized'})"
+    )
+
+
+@dataclass(frozen=True)
+class _ExportedDisk:
+    """The template disk as qemu-img wrote it: its format and virtual size (qemu-img
+    info), its size and the sha256 of its bytes (one read)."""
+
+    format: str
+    virtual_size: int
+    size: int
+    sha256: str
+
+
+def _record_template(
+    ctx: Context,
+    gen: Generation,
+    document: dict[str, Any],
+    *,
+    name: str,
+    to_pool: bool,
+    made: _ExportedDisk,
+) -> None:
+    """Write template.xml into the new generation and put the template into the
+    manifest `document`: its disk among the outputs (a pool's volume is none), its
+    `template` record."""
+    outputs = [
+        o
+        for o in document["outputs"]
+        if o.get("name") not in (*TEMPLATE_DISKS.values(), TEMPLATE_XML)
+    ]
+    place: existing.DiskSource = ctx.out_dir / name
+    where: dict[str, Any] = {"disk": name}
+    if to_pool and ctx.config.storage_pool is not None:
+        place = existing.PoolVolume(ctx.config.storage_pool, name)
+        where = {"pool": ctx.config.storage_pool, "volume": name}
+    else:
+        gen.names.append(name)
+        digest = {"sha256": made.sha256}
+        outputs.append(manifest_mod.output_record(name, ctx.out_dir / name, made.size, digest))
+    xml_bytes = existing.template_xml(ctx.final_xml, place, made.format).encode("utf-8")
+    gen.write(TEMPLATE_XML, xml_bytes)
+    outputs.append(
+        manifest_mod.output_record(
+            TEMPLATE_XML, ctx.out_dir / TEMPLATE_XML, len(xml_bytes), bytes_digest(xml_bytes)
+        )
+    )
+    document["outputs"] = outputs
+    document["template"] = {
+        **where,
+        "format": made.format,
+        "size": made.size,
+        "virtual_size": made.virtual_size,
+        "sha256": made.sha256,
+        "generalized": ctx.config.generalize,
+        "xml": TEMPLATE_XML,
+        "data_disks": list(ctx.config.data_disks),
+    }
+
+
+def _remove_after_export(
+    ctx: Context, conn: virt.Connection, disks: list[str], monitor: Monitor
+) -> None:
+    """--export-only: the build's domain and its disks go once the template is made."""
+    monitor.step("remove", f"{ctx.name} and its disks (--export-only)")
+    virt.remove_domain(conn, ctx.name)
+    virt.remove_disks(conn, ctx.config.storage_pool, [Path(d) for d in disks])
+    ctx.domain_record.update(defined=False, removed=True)
+    ctx.domain_record.pop("disks", None)
+
+
+def _convert_system_disk(
+    ctx: Context,
+    conn: virt.Connection,
+    gen: Generation,
+    source: Path,
+    target: Path,
+    *,
+    image_format: str,
+    monitor: Monitor,
+) -> None:
+    """`qemu-img convert` the system disk into `target` (compressed for qcow2). A remote
+    host's file is out of reach: its volume comes down first (sparse), into the new
+    generation, and goes once the template is written."""
     shown = [-10.0]
 
     def progress(percent: float) -> None:
         if percent >= shown[0] + 10 or percent >= 100 > shown[0]:
             shown[0] = percent
-            monitor.info(f"export {name}: {percent:.0f}%")
+            monitor.info(f"export {target.name}: {percent:.0f}%")
 
-    with out.successor() as gen:
-        target = gen.path / name
-        if ctx.remote and ctx.config.storage_pool is not None:
-            # The host's file is out of reach: its volume comes down first (sparse),
-            # into the new generation, and goes once the template is written.
-            local = gen.path / f".{source.name}.download"
-            transfer.download(conn, ctx.config.storage_pool, source.name, local, monitor)
-            source = local
-        out.expected_size = source.stat().st_size
-        try:
-            disk_images.convert(
-                source,
-                "qcow2",
-                target,
-                image_format,
-                compress=image_format == "qcow2",
-                on_progress=progress,
-            )
-        finally:
-            if source.parent == gen.path:
-                source.unlink(missing_ok=True)
-        gen.names.append(name)
-        info = disk_images.image_info(target, image_format)
-        xml = existing.template_xml(ctx.final_xml, ctx.out_dir / name, image_format)
-        xml_bytes = xml.encode("utf-8")
-        gen.write(TEMPLATE_XML, xml_bytes)
-        outputs = [o for o in document["outputs"] if o.get("name") not in (name, TEMPLATE_XML)]
-        # qemu-img wrote the disk: its digest is one read of what it wrote (the template
-        # keeps a plain sha256, docs/design.md §6).
-        disk_record = manifest_mod.output_record(
-            name, ctx.out_dir / name, target.stat().st_size, file_digest(target)
+    local = source
+    if ctx.remote and ctx.config.storage_pool is not None:
+        local = gen.path / f".{source.name}.download"
+        transfer.download(conn, ctx.config.storage_pool, source.name, local, monitor)
+    try:
+        gen.out.expected_size = local.stat().st_size
+        disk_images.convert(
+            local,
+            "qcow2",
+            target,
+            image_format,
+            compress=image_format == "qcow2",
+            on_progress=progress,
         )
-        outputs += [
-            disk_record,
-            manifest_mod.output_record(
-                TEMPLATE_XML, ctx.out_dir / TEMPLATE_XML, len(xml_bytes), bytes_digest(xml_bytes)
-            ),
-        ]
-        document["outputs"] = outputs
-        document["template"] = {
-            "disk": name,
-            "format": info.format,
-            "size": disk_record["size"],
-            "virtual_size": info.virtual_size,
-            "sha256": disk_record["sha256"],
-            "generalized": ctx.config.generalize,
-            "xml": TEMPLATE_XML,
-            "data_disks": list(ctx.config.data_disks),
-            "exported_from": str(source),
-        }
-        if ctx.options.export_only:
-            monitor.step("remove", f"{ctx.name} and its disks (--export-only)")
-            virt.remove_domain(conn, ctx.name)
-            virt.remove_disks(conn, ctx.config.storage_pool, [Path(d) for d in disks])
-            ctx.domain_record.update(defined=False, removed=True)
-            ctx.domain_record.pop("disks", None)
-        document["domain"] = dict(ctx.domain_record)
-        gen.write(MANIFEST, manifest_mod.manifest_bytes(document), secret=True)
-        out.commit(gen)
-    monitor.info(
-        f"template {name}: {virt.format_size(disk_record['size'])} "
-        f"({'generalized' if ctx.config.generalize else 'NOT generalized'})"
-    )
+    finally:
+        if local != source:
+            local.unlink(missing_ok=True)
+
+
+def _upload_template(
+    ctx: Context, conn: virt.Connection, staged: Path, volume: str, monitor: Monitor
+) -> str:
+    """Upload the compressed template into the storage pool as `volume` (the pool's
+    room checked first, no partial volume on a failure). With --replace, the template
+    volume OUT's previous build made goes first; any other of that name was refused
+    before anything was written."""
+    pool = ctx.config.storage_pool
+    if pool is None:
+        raise BuildError("the template was to go into a pool, and the build has none.")
+    if ctx.options.replace and volume in ctx.replaceable_volumes:
+        transfer.delete_all(conn, pool, [volume], monitor)
+    upload = remote.Upload(medium="template", path=staged, volume=volume, format="qcow2")
+    transfer.upload_all(conn, pool, [upload], monitor)
+    return volume
 
 
 def record_failure(record: dict[str, Any], error: PvError) -> None:
@@ -1278,7 +1400,8 @@ def run_build(
         }
         with OutputDir(ctx.out_dir) as out:
             out.check_names(output_names(ctx, plan))
-            if ctx.remote:
+            volumes = pool_volumes(ctx)
+            if volumes:
                 # Under the lock: the volumes OUT's build made, which --replace may replace.
                 ctx.replaceable_volumes = recorded_volumes(
                     out.current_manifest(), ctx.config.storage_pool
@@ -1292,9 +1415,7 @@ def run_build(
                     network="user",
                     pool=ctx.config.storage_pool,
                     disks=ctx.disks,
-                    volumes=media_volumes(ctx.profile, ctx.windows_iso, ctx.name)
-                    if ctx.remote
-                    else (),
+                    volumes=volumes,
                 )
             out.expected_size = expected_size(ctx, plan)
             stale = _stale_logs(out)

@@ -220,6 +220,9 @@ class Medium:
     builder: Builder[Any] | None
     serves: StorageRoute | None = None
     image_format: str = "raw"  # how QEMU reads the file (never left to guess)
+    # A qcow2 overlay whose backing file is the user's Windows ISO (read as raw): a
+    # remote host needs the ISO as a volume too, and the overlay rebased onto it.
+    backed_by_windows_iso: bool = False
 
     def path(self, out_dir: Path, windows_iso: Path | None) -> Path | None:
         """Where the domain finds the medium (None: the drive stays empty)."""
@@ -301,6 +304,7 @@ MEDIA: tuple[Medium, ...] = (
         applies=_overlays,
         builder=InstallDvdOverlay(),
         image_format="qcow2",
+        backed_by_windows_iso=True,
     ),
     Medium(
         name="Windows ISO",

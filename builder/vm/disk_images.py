@@ -125,6 +125,28 @@ def create_overlay(path: Path, backing: Path, backing_format: str) -> None:
         raise
 
 
+def rebase_unsafe(path: Path, backing: str, backing_format: str) -> None:
+    """Make the qcow2 file `path` name `backing` (a path on the host that will read it,
+    which need not exist here) as its backing file, read as `backing_format`. Only the
+    header changes (`qemu-img rebase -u`): the backing file is never opened, and its
+    format is written with it, so QEMU never guesses it."""
+    tools.run(
+        [
+            "qemu-img",
+            "rebase",
+            "-u",
+            "-f",
+            "qcow2",
+            "-F",
+            backing_format,
+            "-b",
+            backing,
+            path,
+        ],
+        package="qemu-utils",
+    )
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     """What qemu-img says of an image, read as the format it is said to be."""

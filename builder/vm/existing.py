@@ -149,10 +149,26 @@ def _disks(root: ET.Element) -> list[ET.Element]:
     return [d for d in root.iterfind("./devices/disk") if d.get("device") == "disk"]
 
 
-def _set_file_source(disk: ET.Element, path: Path, image_format: str) -> None:
-    """Point a file disk at `path`, with its format said (QEMU never guesses), and no
-    backing chain in the XML (libvirt reads the overlay's recorded one)."""
-    disk.set("type", "file")
+@dataclass(frozen=True)
+class PoolVolume:
+    """A disk that is a volume of a storage pool (`<disk type='volume'>`): a template
+    left in a pool (`export = "pool"`) and the clones made of it."""
+
+    pool: str
+    volume: str
+
+    def __str__(self) -> str:
+        return f"{self.pool}/{self.volume}"
+
+
+# Where a disk of a domain is: a file, or a pool's volume.
+DiskSource = Path | PoolVolume
+
+
+def _set_file_source(disk: ET.Element, path: DiskSource, image_format: str) -> None:
+    """Point a disk at the file or volume `path`, with its format said (QEMU never
+    guesses), and no backing chain in the XML (libvirt reads the overlay's recorded
+    one)."""
     for child in list(disk):
         if child.tag in ("source", "backingStore"):
             disk.remove(child)
@@ -161,11 +177,16 @@ def _set_file_source(disk: ET.Element, path: Path, image_format: str) -> None:
         driver = ET.Element("driver", {"name": "qemu"})
         disk.insert(0, driver)
     driver.set("type", image_format)
-    source = ET.Element("source", {"file": str(path)})
+    if isinstance(path, PoolVolume):
+        disk.set("type", "volume")
+        source = ET.Element("source", {"pool": path.pool, "volume": path.volume})
+    else:
+        disk.set("type", "file")
+        source = ET.Element("source", {"file": str(path)})
     disk.insert(list(disk).index(driver) + 1, source)
 
 
-def template_xml(xml: str, template_disk: Path, image_format: str) -> str:
+def template_xml(xml: str, template_disk: DiskSource, image_format: str) -> str:
     """The domain of a template, ready for clones: the installed domain (`xml`, its
     install media taken out) without UUID, MAC addresses, NVRAM and TPM state paths,
     removable media or disk sources other than the system disk, which is the exported
@@ -209,8 +230,8 @@ def clone_xml(
     xml: str,
     *,
     name: str,
-    system_disk: Path,
-    data_disks: Sequence[Path],
+    system_disk: DiskSource,
+    data_disks: Sequence[DiskSource],
     serial_log: Path | None,
 ) -> str:
     """A clone's domain from a template's (`template_xml`, or a defined template

@@ -45,16 +45,32 @@ def media_volume_name(domain: str, medium: str, *, written: bool) -> str:
     return f"{domain}-{medium if written else WINDOWS_ISO_VOLUME}"
 
 
+# The compressed template volume of `export = "pool"`: `DOMAIN@template.qcow2`. A domain
+# name has no '@' (vm/domain.py), so no build's disk or medium, and no clone's, is ever
+# named so: no build --replace of another name deletes it.
+TEMPLATE_VOLUME_SUFFIX = "@template.qcow2"
+
+
+def template_volume_name(domain: str) -> str:
+    """The pool volume `export = "pool"` leaves the template of `domain` in."""
+    return f"{domain}{TEMPLATE_VOLUME_SUFFIX}"
+
+
 @dataclass(frozen=True)
 class Upload:
     """A client file that becomes a volume of the host's pool: the medium it is (for
-    messages and the manifest), the file, the volume, and the format QEMU reads it as
-    (written into the domain: the pool's own probe of the bytes is never trusted)."""
+    messages and the manifest), the file, the volume, the format QEMU reads it as
+    (written into the domain: the pool's own probe of the bytes is never trusted), and
+    for an overlay the volume it is backed by."""
 
     medium: str
     path: Path
     volume: str
     format: str = "raw"
+    # A qcow2 overlay (the install DVD's) whose backing file is the volume `backing` of
+    # the same pool, uploaded before it: what goes up is a copy of `path` rebased onto
+    # that volume's path on the host, read as raw (the file in OUT keeps its own).
+    backing: str | None = None
 
 
 # What libvirt puts around ssh's own words (see docs/remote.md, "errors"): its prefix

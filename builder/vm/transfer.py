@@ -10,13 +10,15 @@ no domain will use them), a failed download its file.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from builder.errors import BuildError
 from builder.monitor import Monitor
-from builder.vm import virt
+from builder.vm import disk_images, virt
 from builder.vm.remote import Upload
 
 # How often an upload or download reports how far it got.
@@ -70,19 +72,50 @@ def upload_all(
         for upload, size in zip(uploads, sizes, strict=True):
             shown = f"{upload.medium} -> {pool}/{upload.volume} ({virt.format_size(size)})"
             monitor.step("upload", shown)
-            virt.upload_volume(
-                conn,
-                pool,
-                upload.volume,
-                upload.path,
-                fmt=upload.format,
-                progress=_Progress(monitor, upload.volume, size),
-            )
+            progress = _Progress(monitor, upload.volume, size)
+            if upload.backing is None:
+                virt.upload_volume(
+                    conn, pool, upload.volume, upload.path, fmt=upload.format, progress=progress
+                )
+            else:
+                _upload_overlay(conn, pool, upload, upload.backing, progress)
             done.append(upload.volume)
     except BaseException:
         delete_all(conn, pool, done, monitor, quiet=True)
         raise
     return tuple(done)
+
+
+# The one format an overlay's backing volume is read as: the user's ISO, raw. A raw
+# file has no backing file of its own, so an overlay's chain is one file long.
+OVERLAY_BACKING_FORMAT = "raw"
+
+
+def _upload_overlay(
+    conn: virt.Connection, pool: str, upload: Upload, backing: str, progress: _Progress
+) -> None:
+    """Upload a copy of the qcow2 overlay `upload.path` rebased onto the volume
+    `backing` (uploaded before it) as the host names it, then check that the host's
+    libvirt reads the new volume's backing file as exactly that volume, raw."""
+    if upload.format != "qcow2":
+        raise BuildError(f"{upload.medium} is backed by {backing} but is no qcow2 overlay.")
+    host_path = virt.volume_path(conn, pool, backing)
+    with tempfile.TemporaryDirectory(prefix="pvinstall-rebase-") as folder:
+        copy = Path(folder) / upload.path.name
+        try:
+            shutil.copyfile(upload.path, copy)
+        except OSError as error:
+            raise BuildError(f"cannot copy {upload.path} to rebase it: {error.strerror}.") from None
+        disk_images.rebase_unsafe(copy, host_path, OVERLAY_BACKING_FORMAT)
+        virt.upload_volume(conn, pool, upload.volume, copy, fmt="qcow2", progress=progress)
+    facts = virt.volume_facts(conn, pool, upload.volume)
+    if (facts.backing_path, facts.backing_format) != (host_path, OVERLAY_BACKING_FORMAT):
+        virt.delete_volume(conn, pool, upload.volume)
+        raise BuildError(
+            f"the host reads the volume {upload.volume} of {pool} as backed by "
+            f"{facts.backing_path} ({facts.backing_format}), not by {host_path} "
+            f"({OVERLAY_BACKING_FORMAT}); the volume was deleted again."
+        )
 
 
 def _size(path: Path) -> int:
@@ -100,11 +133,12 @@ def delete_all(
     *,
     quiet: bool = False,
 ) -> tuple[str, ...]:
-    """Delete `volumes` from `pool` (those still there); the ones deleted. `quiet` (a
-    clean-up after a failure) says what it could not delete as a warning, never as a
-    second error over the first."""
+    """Delete `volumes` from `pool` (those still there), the last first; the ones
+    deleted. `quiet` (a clean-up after a failure) says what it could not delete as a
+    warning, never as a second error over the first."""
     deleted: list[str] = []
-    for volume in volumes:
+    # Last first: an overlay goes before the volume it is backed by.
+    for volume in reversed(volumes):
         try:
             if virt.delete_volume(conn, pool, volume):
                 deleted.append(volume)

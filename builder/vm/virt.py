@@ -946,6 +946,82 @@ def create_volume(conn: Connection, pool: str, volume: str, capacity: int, fmt: 
         handle.createXML(_new_volume_xml(volume, capacity, fmt), 0)
 
 
+def volume_path(conn: Connection, pool: str, volume: str) -> str:
+    """The path of the volume `volume` of `pool` on the host (what a qcow2 file there
+    names as its backing file)."""
+    found = _pool_volume(conn, pool, volume, refresh=False)
+    if found is None:
+        raise BuildError(f"there is no volume {volume} in the storage pool {pool} on {conn.uri}.")
+    with _refused(f"reading the volume {volume} of {pool}", conn.uri):
+        return str(found.path())
+
+
+@dataclass(frozen=True)
+class VolumeFacts:
+    """What the host's libvirt says of a volume: its path, format and size on disk, and
+    the backing file (path and format) its header names, if any."""
+
+    path: str
+    format: str | None
+    capacity: int
+    allocation: int
+    physical: int  # the file's size on the host
+    backing_path: str | None
+    backing_format: str | None
+
+
+def volume_facts(conn: Connection, pool: str, volume: str) -> VolumeFacts:
+    """The volume `volume` of `pool` as libvirt reads it (after a refresh of the pool)."""
+    found = _pool_volume(conn, pool, volume)
+    if found is None:
+        raise BuildError(f"there is no volume {volume} in the storage pool {pool} on {conn.uri}.")
+    with _refused(f"reading the volume {volume} of {pool}", conn.uri):
+        root = existing.parse_xml(str(found.XMLDesc(0)))
+        physical = int(found.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)[2])
+    fmt = root.find("./target/format")
+    backing = root.find("./backingStore")
+    backing_format = backing.find("./format") if backing is not None else None
+    return VolumeFacts(
+        path=root.findtext("./target/path") or "",
+        format=fmt.get("type") if fmt is not None else None,
+        capacity=int(root.findtext("./capacity") or 0),
+        allocation=int(root.findtext("./allocation") or 0),
+        physical=physical,
+        backing_path=(backing.findtext("./path") or None) if backing is not None else None,
+        backing_format=backing_format.get("type") if backing_format is not None else None,
+    )
+
+
+def create_clone_volume(
+    conn: Connection, pool: str, volume: str, template: str, *, linked: bool
+) -> str:
+    """A new qcow2 volume `volume` of `pool` from the qcow2 volume `template` of the
+    same pool; its path on the host. Linked: an overlay whose backing file is the
+    template's path, its format said (qcow2: nothing is probed), of the template's
+    virtual size. Otherwise a copy the host makes (`createXMLFrom`)."""
+    handle = _storage_pool(conn, pool)
+    source = _pool_volume(conn, pool, template)
+    if source is None:
+        raise BuildError(f"there is no volume {template} in the storage pool {pool} on {conn.uri}.")
+    with _refused(f"reading the volume {template} of {pool}", conn.uri):
+        capacity = int(source.info()[1])
+        backing = str(source.path())
+    xml = (
+        "<volume><name>" + _xml_text(volume) + "</name>"
+        f"<capacity unit='bytes'>{capacity}</capacity>"
+        "<target><format type='qcow2'/></target>"
+    )
+    if linked:
+        xml += (
+            "<backingStore><path>" + _xml_text(backing) + "</path>"
+            "<format type='qcow2'/></backingStore>"
+        )
+    xml += "</volume>"
+    with _refused(f"creating the volume {volume} in {pool}", conn.uri):
+        made = handle.createXML(xml, 0) if linked else handle.createXMLFrom(xml, source, 0)
+        return str(made.path())
+
+
 def _new_volume_xml(name: str, capacity: int, fmt: str) -> str:
     # Allocation 0: the upload decides what the host allocates (holes stay holes).
     return (

@@ -128,6 +128,24 @@ PROBE_MODES: tuple[ProbeMode, ...] = ("report", "hang", "template")
 TEMPLATE_MARKER = "PVPROBE-TEMPLATE-MARKER-1"
 TEMPLATE_MARKER_SECTOR = 1048576  # 512 MiB in: past the probe's CD image
 
+
+def disk_sector(image: Path, image_format: str, number: int) -> bytes:
+    """One 512-byte sector of a disk image, read by qemu-io (not by pvinstall)."""
+    done = subprocess.run(
+        ["qemu-io", "-r", "-f", image_format, "-c", f"read -v {number * 512} 512", str(image)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    data = bytearray()
+    for line in done.stdout.splitlines():
+        head, sep, rest = line.partition(":  ")
+        if sep and all(c in "0123456789abcdef" for c in head):
+            data += bytes.fromhex(rest[: 16 * 3])
+    assert len(data) == 512, done.stdout
+    return bytes(data)
+
+
 # Every timestamp in the initramfs and ISOs (2005-03-30 00:00:00 UTC, 2003 SP1 era).
 FIXED_EPOCH = 1112140800
 

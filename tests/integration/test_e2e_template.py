@@ -58,23 +58,6 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def sector(image: Path, image_format: str, number: int) -> bytes:
-    """One 512-byte sector of a disk image, read by qemu-io (not by pvinstall)."""
-    done = subprocess.run(
-        ["qemu-io", "-r", "-f", image_format, "-c", f"read -v {number * 512} 512", str(image)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    data = bytearray()
-    for line in done.stdout.splitlines():
-        head, sep, rest = line.partition(":  ")
-        if sep and all(c in "0123456789abcdef" for c in head):
-            data += bytes.fromhex(rest[: 16 * 3])
-    assert len(data) == 512, done.stdout
-    return bytes(data)
-
-
 def qemu_img_info(image: Path) -> dict[str, object]:
     done = subprocess.run(
         ["qemu-img", "info", "-U", "--output=json", str(image)],
@@ -149,7 +132,7 @@ def test_install_exports_a_template_and_clone_boots_a_linked_clone_of_it(
     assert PASSWORD not in (out / "manifest.json").read_text()
 
     # The marker the probe wrote onto the system disk is in the template.
-    marker = sector(disk, "qcow2", probe.TEMPLATE_MARKER_SECTOR)
+    marker = probe.disk_sector(disk, "qcow2", probe.TEMPLATE_MARKER_SECTOR)
     assert marker.startswith(probe.TEMPLATE_MARKER.encode())
 
     # template.xml: no UUID, no MAC, no media, the system disk is the template.
@@ -241,7 +224,7 @@ def test_export_only_leaves_a_raw_template_and_no_domain(
     assert template["virtual_size"] == disk.stat().st_size == 10 * 2**30
     assert disk.stat().st_blocks * 512 < disk.stat().st_size  # sparse
     assert template["sha256"] == sha256(disk)
-    marker = sector(disk, "raw", probe.TEMPLATE_MARKER_SECTOR)
+    marker = probe.disk_sector(disk, "raw", probe.TEMPLATE_MARKER_SECTOR)
     assert marker.startswith(probe.TEMPLATE_MARKER.encode())
     # --export-only: the domain and its disk are gone, the manifest says so.
     assert manifest["domain"]["removed"] is True and manifest["domain"]["defined"] is False

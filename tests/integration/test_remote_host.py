@@ -25,7 +25,8 @@ from builder.errors import BuildError
 from builder.monitor import NullMonitor
 from builder.vm import transfer, virt
 from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, make_iso, write_modern_tree
-from tests.integration import probe, remote_host
+from tests.fixtures.windows_dvd import dvd_for
+from tests.integration import probe, remote_host, sbprobe
 from tests.integration.remote_host import Sshd
 
 pytestmark = pytest.mark.integration
@@ -53,6 +54,13 @@ def windows_iso() -> Path:
     return probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="report", arch="amd64")
 
 
+@pytest.fixture(scope="module")
+def template_iso() -> Path:
+    """The probe in its template mode: it reports what it sees as in the report mode,
+    then writes its CD and a marker onto the system disk, which the export must keep."""
+    return probe.build_probe_iso(probe.DEFAULT_CACHE_DIR, mode="template", arch="amd64")
+
+
 @pytest.fixture
 def name(uri: str) -> Iterator[str]:
     value = remote_host.unique("dom")
@@ -68,11 +76,12 @@ def build(
     out: Path,
     name: str,
     connect: str,
+    profile: str = "win2008-x64",
 ) -> tuple[int, Any, str]:
     code = cli.main(
         [
             "build",
-            "win2008-x64",
+            profile,
             "--drivers",
             str(drivers),
             "--out",
@@ -106,22 +115,32 @@ def download(conn: virt.Connection, pool: str, volume: str, dest: Path) -> Path:
 
 
 @pytest.mark.boot
-def test_a_remote_install_uploads_reads_the_console_and_cleans_up(
+def test_a_remote_install_uploads_reads_the_console_cleans_up_and_exports(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     remote_uri: str,
     remote_pool: str,
     virtio_win_iso: Path,
-    windows_iso: Path,
+    template_iso: Path,
     name: str,
     tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("PVINSTALL_ADMIN_PASSWORD", PASSWORD)
     monkeypatch.setenv("PVINSTALL_STORAGE_POOL", remote_pool)
     out = tmp_path / "out"
+    windows_iso = template_iso
 
     def rebuild(*args: str) -> tuple[int, Any, str]:
-        return build(capsys, *args, drivers=virtio_win_iso, out=out, name=name, connect=remote_uri)
+        return build(
+            capsys,
+            *args,
+            "--set",
+            "disk_size_gib=10",
+            drivers=virtio_win_iso,
+            out=out,
+            name=name,
+            connect=remote_uri,
+        )
 
     media = {f"{name}-floppy.img", f"{name}-drivers.iso", f"{name}-windows.iso"}
 
@@ -200,6 +219,118 @@ def test_a_remote_install_uploads_reads_the_console_and_cleans_up(
             check=True,
         )
         assert json.loads(info.stdout)["format"] == "qcow2"
+
+    # The template export: the system disk's volume came down (sparse) and was
+    # compressed here; OUT shows the template the manifest records, marker and all.
+    assert report.template == "written", report
+    template = manifest["template"]
+    exported = out / "template.qcow2"
+    assert template["disk"] == "template.qcow2" and template["format"] == "qcow2"
+    assert template["sha256"] == sha256(exported)
+    assert template["size"] == exported.stat().st_size
+    assert template["virtual_size"] == 10 * 2**30
+    assert template["exported_from"] == str(pool_path / f"{name}.qcow2")
+    assert json.loads(subprocess.run(
+        ["qemu-img", "info", "--output=json", "-f", "qcow2", str(exported)],
+        capture_output=True, text=True, check=True,
+    ).stdout)["format"] == "qcow2"  # fmt: skip
+    marker = probe.disk_sector(exported, "qcow2", probe.TEMPLATE_MARKER_SECTOR)
+    assert marker.startswith(probe.TEMPLATE_MARKER.encode())
+    # Compressed: smaller than the volume it was made from.
+    assert exported.stat().st_size < (pool_path / f"{name}.qcow2").stat().st_size
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    # The download left nothing behind, in OUT or in any of its generations.
+    left = sorted(p.name for p in out.rglob("*") if p.name.endswith(".download"))
+    assert left == [], left
+
+
+def qemu_img_chain(image: Path) -> list[dict[str, Any]]:
+    """`qemu-img info --backing-chain` of a file, opened read-only without its lock
+    (the pool's file is read, never written, by the test)."""
+    done = subprocess.run(
+        ["qemu-img", "info", "-U", "--backing-chain", "--output=json", "-f", "qcow2", str(image)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    chain = json.loads(done.stdout)
+    assert isinstance(chain, list)
+    return chain
+
+
+def pool_dir(uri: str, pool: str) -> Path:
+    return Path(ET.fromstring(libvirt_pool_xml(uri, pool)).findtext("./target/path") or "")
+
+
+def test_a_remote_define_of_a_modern_dvd_uploads_it_under_an_overlay_rebased_onto_it(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    remote_uri: str,
+    remote_pool: str,
+    virtio_win_iso: Path,
+    name: str,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("PVINSTALL_ADMIN_PASSWORD", PASSWORD)
+    monkeypatch.setenv("PVINSTALL_STORAGE_POOL", remote_pool)
+    dvd = dvd_for("2022").path
+    out = tmp_path / "out"
+    code, manifest, err = build(
+        capsys,
+        "--windows-iso",
+        str(dvd),
+        "--define",
+        drivers=virtio_win_iso,
+        out=out,
+        name=name,
+        connect=remote_uri,
+        profile="win2022-x64",
+    )
+    assert code == 0, err
+    windows, overlay = f"{name}-windows.iso", f"{name}-install-dvd.qcow2"
+    media = [f"{name}-answer.iso", f"{name}-drivers.iso", windows, overlay]
+    assert manifest["domain"]["volumes"]["media"] == media
+    assert remote_host_volumes(remote_uri, remote_pool) == {*media, f"{name}.qcow2"}
+    folder = pool_dir(remote_uri, remote_pool)
+    with virt.connect(remote_uri) as conn:
+        defined = virt.inactive_xml(conn, name)
+        assert str(tmp_path) not in defined and str(dvd) not in defined
+        for disk in disks_of(defined):
+            assert disk.get("type") == "volume", ET.tostring(disk)
+            source = disk.find("source")
+            assert source is not None and source.get("pool") == remote_pool
+        cdroms = {
+            d.find("source").get("volume"): d.find("driver").get("type")  # type: ignore[union-attr]
+            for d in disks_of(defined)
+            if d.get("device") == "cdrom"
+        }
+        # The domain boots the overlay; the DVD's volume is only its backing file.
+        raw = {f"{name}-answer.iso": "raw", f"{name}-drivers.iso": "raw"}
+        assert cdroms == {**raw, overlay: "qcow2"}
+        # libvirt reads the overlay's backing file as the DVD's volume, raw.
+        facts = virt.volume_facts(conn, remote_pool, overlay)
+        assert facts.format == "qcow2"
+        assert (facts.backing_path, facts.backing_format) == (str(folder / windows), "raw")
+        back = download(conn, remote_pool, windows, tmp_path / "windows.iso")
+        assert sha256(back) == sha256(dvd)
+    # qemu-img on the pool's file: a chain of exactly two, the overlay and the raw DVD.
+    chain = qemu_img_chain(folder / overlay)
+    assert [c["format"] for c in chain] == ["qcow2", "raw"], chain
+    assert chain[0]["backing-filename"] == str(folder / windows)
+    assert chain[0]["backing-filename-format"] == "raw"
+    assert chain[1]["filename"] == str(folder / windows) and "backing-filename" not in chain[1]
+    # OUT's overlay keeps this machine's DVD as its backing file ...
+    local = qemu_img_chain(out / "install-dvd.qcow2")
+    assert local[0]["backing-filename"] == str(dvd.absolute())
+    # ... and the host's overlay shows the guest the same bytes (the patched catalog too).
+    same = subprocess.run(
+        ["qemu-img", "compare", "-U", "-f", "qcow2", "-F", "qcow2", str(out / "install-dvd.qcow2"),
+         str(folder / overlay)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    assert same.returncode == 0, same.stdout + same.stderr
 
 
 def remote_host_volumes(uri: str, pool: str) -> set[str]:
@@ -434,6 +565,347 @@ def test_an_ssh_connection_that_fails_is_a_sentence(
     assert message.startswith(f"cannot reach libvirt at {uri}: "), message
     assert fragment in message
     assert "Cannot recv data" not in message and "Connection reset by peer" not in message
+
+
+# -- export = "pool" and clones of a template volume -----------------------------------------
+
+
+def wait_shut_off(uri: str, name: str, seconds: float) -> tuple[str, str] | None:
+    deadline = time.monotonic() + seconds
+    with virt.connect(uri) as conn:
+        while time.monotonic() < deadline:
+            state = virt.domain_state(conn, name)
+            if state is None or state[0] == "shut off":
+                return state
+            time.sleep(1)
+        return virt.domain_state(conn, name)
+
+
+@pytest.mark.boot
+def test_export_pool_leaves_a_compressed_template_volume_that_clones_back_onto(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    remote_uri: str,
+    remote_pool: str,
+    virtio_win_iso: Path,
+    template_iso: Path,
+    name: str,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("PVINSTALL_ADMIN_PASSWORD", PASSWORD)
+    monkeypatch.setenv("PVINSTALL_STORAGE_POOL", remote_pool)
+    out = tmp_path / "out"
+    volume = f"{name}@template.qcow2"
+    folder = pool_dir(remote_uri, remote_pool)
+
+    def install(out_dir: Path, *args: str) -> tuple[int, Any, str]:
+        return build(
+            capsys,
+            "--windows-iso",
+            str(template_iso),
+            "--install",
+            "--timeout",
+            "4",
+            "--set",
+            "disk_size_gib=10",
+            "--set",
+            "export=pool",
+            *args,
+            drivers=virtio_win_iso,
+            out=out_dir,
+            name=name,
+            connect=remote_uri,
+        )
+
+    code, manifest, err = install(out)
+    assert code == 0, err
+    template = manifest["template"]
+    assert {k: template[k] for k in ("pool", "volume", "format", "xml")} == {
+        "pool": remote_pool,
+        "volume": volume,
+        "format": "qcow2",
+        "xml": "template.xml",
+    }
+    assert "disk" not in template and template["virtual_size"] == 10 * 2**30
+    # The volume holds the bytes the manifest records, the probe's marker among them.
+    with virt.connect(remote_uri) as conn:
+        facts = virt.volume_facts(conn, remote_pool, volume)
+        back = download(conn, remote_pool, volume, tmp_path / "template.qcow2")
+    assert facts.backing_path is None and template["size"] == facts.physical
+    assert sha256(back) == template["sha256"]
+    assert json.loads(subprocess.run(
+        ["qemu-img", "info", "--output=json", "-f", "qcow2", str(back)],
+        capture_output=True, text=True, check=True,
+    ).stdout)["format"] == "qcow2"  # fmt: skip
+    marker = probe.disk_sector(back, "qcow2", probe.TEMPLATE_MARKER_SECTOR)
+    assert marker.startswith(probe.TEMPLATE_MARKER.encode())
+    # Compressed: smaller than the system disk it was made from.
+    assert template["size"] < (folder / f"{name}.qcow2").stat().st_size
+    # OUT has template.xml naming the volume, and no template file, staging or download.
+    outputs = {o["name"] for o in manifest["outputs"]}
+    assert "template.xml" in outputs and "template.qcow2" not in outputs
+    assert not (out / "template.qcow2").exists()
+    left = [p.name for p in out.rglob("*") if p.name.endswith((".download", ".staging"))]
+    assert left == [], left
+    system = ET.fromstring((out / "template.xml").read_text()).find("./devices/disk")
+    assert system is not None and system.get("type") == "volume"
+    source = system.find("source")
+    assert source is not None and source.attrib == {"pool": remote_pool, "volume": volume}
+    assert remote_host_volumes(remote_uri, remote_pool) == {f"{name}.qcow2", volume}
+
+    # Another OUT may not take the volume over, with or without --replace.
+    for extra, key in (((), "--name"), (("--replace",), "--replace")):
+        code, document, err = install(tmp_path / "other", *extra)
+        assert code == 2, err
+        problems = document["error"]["problems"]
+        assert any(p["key"] == key and volume in p["message"] for p in problems), problems
+
+    clones = [remote_host.unique("linked"), remote_host.unique("full")]
+    try:
+        # A linked clone: a volume of the same pool backed by the template volume.
+        code = cli.main(["clone", str(out), clones[0], "--connect", remote_uri, "--json"])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        linked = json.loads(captured.out)
+        assert linked["linked"] is True and linked["volume"] == f"{clones[0]}.qcow2"
+        chain = qemu_img_chain(folder / f"{clones[0]}.qcow2")
+        assert [c["format"] for c in chain] == ["qcow2", "qcow2"], chain
+        assert chain[0]["backing-filename"] == str(folder / volume)
+        assert chain[0]["backing-filename-format"] == "qcow2"
+        assert "backing-filename" not in chain[1]
+        # A full clone: a copy the host made, no backing file.
+        code = cli.main(["clone", str(out), clones[1], "--connect", remote_uri, "--full"])
+        assert code == 0, capsys.readouterr().err
+        chain = qemu_img_chain(folder / f"{clones[1]}.qcow2")
+        assert len(chain) == 1 and "backing-filename" not in chain[0], chain
+        with virt.connect(remote_uri) as conn:
+            for clone in clones:
+                xml = virt.inactive_xml(conn, clone)
+                assert str(tmp_path) not in xml
+                for disk in disks_of(xml):
+                    if disk.get("device") == "disk":
+                        assert disk.get("type") == "volume", ET.tostring(disk)
+        # The same NAME again is refused; nothing is overwritten.
+        code = cli.main(["clone", str(out), clones[0], "--connect", remote_uri])
+        assert code == 2 and "exists" in capsys.readouterr().err
+
+        # The linked clone boots the template's bytes: the probe on its disk runs and
+        # powers the guest off (an empty or broken disk would not boot at all).
+        assert (
+            cli.main(["clone", str(out), "--start", clones[0] + "x", "--connect", remote_uri]) == 0
+        )
+        clones.append(clones[0] + "x")
+        capsys.readouterr()
+        state = wait_shut_off(remote_uri, clones[-1], 240)
+        assert state == ("shut off", "shutdown"), state
+        assert sha256(folder / volume) == template["sha256"]  # the template never changed
+
+        # --replace into the same OUT replaces the template volume its manifest lists.
+        with virt.connect(remote_uri) as conn:
+            for clone in clones:
+                virt.remove_domain(conn, clone)
+                virt.delete_volume(conn, remote_pool, f"{clone}.qcow2")
+        code, again, err = install(out, "--replace")
+        assert code == 0, err
+        assert again["template"]["volume"] == volume
+        with virt.connect(remote_uri) as conn:
+            assert (
+                virt.volume_facts(conn, remote_pool, volume).physical == again["template"]["size"]
+            )
+    finally:
+        with virt.connect(remote_uri) as conn:
+            for clone in clones:
+                virt.remove_domain(conn, clone)
+
+
+@pytest.mark.boot
+def test_a_remote_install_of_a_modern_dvd_boots_through_the_rebased_overlay(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    remote_uri: str,
+    remote_pool: str,
+    virtio_win_iso: Path,
+    name: str,
+    tmp_path: Path,
+) -> None:
+    """The Secure Boot probe's DVD: its own UEFI boot entry is unsigned and refused
+    under Secure Boot, the overlay's patched catalog boots the signed one. So the guest
+    booting at all, with Secure Boot on, says it read the DVD through the overlay the
+    host has, backed by the DVD's volume."""
+    monkeypatch.setenv("PVINSTALL_ADMIN_PASSWORD", PASSWORD)
+    monkeypatch.setenv("PVINSTALL_STORAGE_POOL", remote_pool)
+    sb = sbprobe.build_sb_probe()
+    dvd = dvd_for(
+        "2022",
+        efisys_image=str(sb.esp_unsigned),
+        noprompt_image=str(sb.esp),
+        visible_tree=str(sb.disc_tree),
+    ).path
+    out = tmp_path / "out"
+    code, manifest, err = build(
+        capsys,
+        "--windows-iso",
+        str(dvd),
+        "--install",
+        "--timeout",
+        "5",
+        "--set",
+        "export=none",
+        drivers=virtio_win_iso,
+        out=out,
+        name=name,
+        connect=remote_uri,
+        profile="win2022-x64",
+    )
+    log = (out / "serial.log").read_text(errors="replace") if (out / "serial.log").exists() else ""
+    assert code == 0, f"{err}\n--- serial ---\n{log[-3000:]}"
+    record = manifest["domain"]
+    assert record["installed"] is True and record["shutoff_reason"] == "shutdown"
+    report = sbprobe.parse_sb_report(log)
+    assert report.base.started and report.base.ended, log[-3000:]
+    assert report.efi is True and report.secure_boot is True
+    drivers_cd = report.base.cdrom_with_label(manifest["settings"]["drivers_iso_label"])
+    assert drivers_cd is not None and drivers_cd.files
+    # The media volumes, the DVD's and its overlay's among them, are gone.
+    assert record["volumes"]["deleted"] is True
+    assert f"{name}-windows.iso" in record["volumes"]["media"]
+    assert remote_host_volumes(remote_uri, remote_pool) == {f"{name}.qcow2"}
+
+
+TEMPLATE_DOMAIN_XML = """<domain type='qemu'><name>pvt-i17-template</name><memory>65536</memory>
+<os><type arch='x86_64'>hvm</type></os><devices>
+<disk type='volume' device='disk'><driver name='qemu' type='qcow2'/>
+<source pool='{pool}' volume='{volume}'/><target dev='vda' bus='virtio'/></disk>
+</devices></domain>
+"""
+
+
+@pytest.mark.parametrize(
+    ("case", "fragment"),
+    [
+        ("missing volume", "is missing"),
+        ("volume with a slash", "names no usable template volume"),
+        ("pool with a slash", "names no usable template volume"),
+        ("changed size", "it changed after the build"),
+        ("changed virtual size", "it changed after the build"),
+        ("raw in the manifest", "a template volume is qcow2"),
+        ("raw volume", "a template volume is qcow2"),
+        ("backing file", "has a backing file"),
+    ],
+)
+def test_a_clone_refuses_a_template_volume_that_is_not_as_recorded(
+    capsys: pytest.CaptureFixture[str],
+    remote_uri: str,
+    remote_pool: str,
+    tmp_path: Path,
+    case: str,
+    fragment: str,
+) -> None:
+    """An OUT whose manifest names a template volume (export = "pool"), made by hand:
+    the volume is made over the connection, the manifest says what it should be."""
+    volume = "pvt-i17-t@template.qcow2"
+    conn = libvirt.open(remote_uri)
+    try:
+        pool = conn.storagePoolLookupByName(remote_pool)
+        fmt = "raw" if case == "raw volume" else "qcow2"
+        pool.createXML(
+            f"<volume><name>{volume}</name><capacity>67108864</capacity>"
+            f"<target><format type='{fmt}'/></target></volume>",
+            0,
+        )
+        if case == "backing file":
+            base = pool.storageVolLookupByName(volume)
+            volume = "pvt-i17-u@template.qcow2"
+            pool.createXML(
+                f"<volume><name>{volume}</name><capacity>67108864</capacity>"
+                "<target><format type='qcow2'/></target><backingStore>"
+                f"<path>{base.path()}</path><format type='qcow2'/></backingStore></volume>",
+                0,
+            )
+    finally:
+        conn.close()
+    with virt.connect(remote_uri) as vc:
+        facts = virt.volume_facts(vc, remote_pool, volume)
+    record: dict[str, Any] = {
+        "pool": remote_pool,
+        "volume": volume,
+        "format": "qcow2",
+        "size": facts.physical,
+        "virtual_size": facts.capacity,
+        "sha256": "0" * 64,
+        "generalized": True,
+        "xml": "template.xml",
+        "data_disks": [],
+    }
+    changes: dict[str, Any] = {
+        "missing volume": {"volume": "pvt-i17-absent@template.qcow2"},
+        "volume with a slash": {"volume": "../x"},
+        "pool with a slash": {"pool": "a/b"},
+        "changed size": {"size": facts.physical + 1},
+        "changed virtual size": {"virtual_size": facts.capacity * 2},
+        "raw in the manifest": {"format": "raw"},
+    }
+    record.update(changes.get(case, {}))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "template.xml").write_text(TEMPLATE_DOMAIN_XML.format(pool=remote_pool, volume=volume))
+    manifest = {"template": record, "outputs": [{"name": "template.xml"}]}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    clone = remote_host.unique("refused")
+    code = cli.main(["clone", str(out), clone, "--connect", remote_uri, "--json"])
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert code == 2, error
+    assert any(p["key"] == "TEMPLATE" and fragment in p["message"] for p in error["problems"]), (
+        error
+    )
+    with virt.connect(remote_uri) as vc:
+        assert not virt.domain_exists(vc, clone)
+        assert not virt.volume_exists(vc, remote_pool, f"{clone}.qcow2")
+
+
+def test_a_template_domain_on_a_volume_clones_into_its_pool(
+    capsys: pytest.CaptureFixture[str], remote_uri: str, remote_pool: str, name: str
+) -> None:
+    """A shut-off domain whose system disk is a qcow2 volume (template.xml of export =
+    "pool", defined) is a template too: linked and full clones land in its pool."""
+    volume = f"{name}@template.qcow2"
+    conn = libvirt.open(remote_uri)
+    try:
+        conn.storagePoolLookupByName(remote_pool).createXML(
+            f"<volume><name>{volume}</name><capacity>67108864</capacity>"
+            "<target><format type='qcow2'/></target></volume>",
+            0,
+        )
+        conn.defineXML(
+            TEMPLATE_DOMAIN_XML.format(pool=remote_pool, volume=volume).replace(
+                "pvt-i17-template", name
+            )
+        )
+    finally:
+        conn.close()
+    clones = [remote_host.unique("dlinked"), remote_host.unique("dfull")]
+    try:
+        for clone, extra in zip(clones, ([], ["--full"]), strict=True):
+            code = cli.main(["clone", name, clone, "--connect", remote_uri, "--json", *extra])
+            captured = capsys.readouterr()
+            assert code == 0, captured.err
+            result = json.loads(captured.out)
+            assert result["template"]["volume"] == volume and result["pool"] == remote_pool
+        with virt.connect(remote_uri) as vc:
+            linked = virt.volume_facts(vc, remote_pool, f"{clones[0]}.qcow2")
+            template_path = virt.volume_path(vc, remote_pool, volume)
+            assert (linked.backing_path, linked.backing_format) == (template_path, "qcow2")
+            full = virt.volume_facts(vc, remote_pool, f"{clones[1]}.qcow2")
+            assert full.backing_path is None and full.capacity == 67108864
+            for clone in clones:
+                xml = virt.inactive_xml(vc, clone)
+                source = ET.fromstring(xml).find("./devices/disk/source")
+                assert source is not None and source.get("pool") == remote_pool
+                assert source.get("volume") == f"{clone}.qcow2"
+    finally:
+        with virt.connect(remote_uri) as vc:
+            for clone in clones:
+                virt.remove_domain(vc, clone)
 
 
 # -- convert and attach over the connection ---------------------------------------------

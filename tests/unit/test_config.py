@@ -173,7 +173,11 @@ BAD = [
         "clone_first_logon_commands",
         "at most 50",
     ),
-    (W2008, ["export=vmdk"], "export", "not one of qcow2, raw, none"),
+    (W2008, ["export=vmdk"], "export", "not one of qcow2, raw, pool, none"),
+    # A template volume needs a pool to be in (on any connection, local or remote).
+    (W2008, ["export=pool"], "storage_pool", "export = pool leaves the template as a volume"),
+    (W2022, ["export=pool", "storage_pool="], "storage_pool", "and none is set"),
+    (W2008, ["export=pool", "storage_pool=a/b"], "storage_pool", "/"),
     (W2008, ["export="], "export", "is empty"),
     # (profile, settings, key, fragment)
     (W2008, ["computer_name=ABCDEFGHIJKLMNOP"], "computer_name", "16 characters; a NetBIOS name"),
@@ -749,3 +753,8 @@ def test_the_machine_settings(profile, sets: list[str], expected: tuple[object, 
     assert (config.firmware.value, config.secure_boot, config.tpm, config.cpu_model) == expected
     public = config.public_json()
     assert (public["secure_boot"], public["tpm"], public["cpu_model"]) == expected[1:]
+
+
+def test_export_pool_takes_the_storage_pool_it_leaves_the_template_in() -> None:
+    config = load_config(W2008, sets=[*PASSWORD, "export=pool", "storage_pool=default"])
+    assert (config.export, config.storage_pool) == ("pool", "default")

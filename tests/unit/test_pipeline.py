@@ -14,6 +14,7 @@ from builder.media import iso9660
 from builder.monitor import NullMonitor
 from builder.options import BuildOptions, BuildResult
 from builder.vm import existing
+from builder.windows.profiles import resolve_profile
 from tests.fixtures.out_dir import complete_build, snapshot
 from tests.fixtures.virtio_win import PROFILE_OS_FOLDERS, Tree, remove_file, write_modern_tree
 from tests.fixtures.windows_dvd import dvd_for
@@ -282,21 +283,22 @@ def test_a_sysprep_failure_on_the_serial_port_fails_the_build(tree: Tree, tmp_pa
         ctx.close()
 
 
-def test_a_remote_build_of_a_modern_dvd_is_refused_before_anything_is_written(
-    tree: Tree, tmp_path: Path
+@pytest.mark.parametrize(
+    ("profile", "iso", "volumes"),
+    [
+        # 2012 R2 and later: the DVD goes up raw before the overlay rebased onto it.
+        ("win2022-x64", "dvd", ("n-answer.iso", "n-drivers.iso", "n-windows.iso",
+                                "n-install-dvd.qcow2")),
+        ("win2022-x64", None, ("n-answer.iso", "n-drivers.iso")),
+        # 2008: the user's ISO is attached as it is.
+        ("win2008-x64", "iso", ("n-floppy.img", "n-drivers.iso", "n-windows.iso")),
+        ("win2008-x64", None, ("n-floppy.img", "n-drivers.iso")),
+        # 2003: the remastered CD replaces the user's, which stays on the client.
+        ("win2003-x86", "iso", ("n-floppy.img", "n-drivers.iso", "n-install.iso")),
+    ],
+)  # fmt: skip
+def test_a_remote_build_uploads_the_volumes_its_media_need_in_order(
+    profile: str, iso: str | None, volumes: tuple[str, ...]
 ) -> None:
-    # The DVD's overlay names this machine's ISO as its backing file: a remote host could
-    # not read it. Said with the other problems, before any connection is trusted.
-    with pytest.raises(InputError) as raised:
-        build(
-            tree.root,
-            tmp_path / "out",
-            profile="win2022-x64",
-            windows_iso=dvd_for("2022").path,
-            sets=("storage_pool=default",),
-            define=True,
-            connect="qemu+ssh://nobody@127.0.0.1:1/system",
-        )
-    said = [p.message for p in raised.value.problems if p.key == "--connect"]
-    assert any("remote builds of 2012 R2 and later are not supported yet" in m for m in said)
-    assert not (tmp_path / "out").exists()
+    windows_iso = dvd_for("2022").path if iso == "dvd" else Path("/x.iso") if iso else None
+    assert pipeline.media_volumes(resolve_profile(profile), windows_iso, "n") == volumes

@@ -212,3 +212,23 @@ def test_hostile_or_unclear_images_are_refused(
     assert problem.key in ("--source", "--format")
     if hint is not None:
         assert problem.hint is not None and hint in problem.hint, problem
+
+
+def test_an_unsafe_rebase_names_a_path_that_need_not_exist_and_its_format(tmp_path: Path) -> None:
+    iso = tmp_path / "dvd.iso"
+    iso.write_bytes(b"\x5a" * (1 << 20))
+    overlay = tmp_path / "over.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", "-F", "raw", "-b", iso, overlay)
+    before = overlay.read_bytes()
+    host = "/var/lib/libvirt/images/nowhere-here/dom-windows.iso"
+    disk_images.rebase_unsafe(overlay, host, "raw")
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "-U", "--output=json", "-f", "qcow2", str(overlay)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    assert info["backing-filename"] == host and info["backing-filename-format"] == "raw"
+    assert len(overlay.read_bytes()) == len(before)  # only the header changed

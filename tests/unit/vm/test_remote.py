@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from builder.vm import remote
+from builder.errors import InputError
+from builder.vm import domain, remote
 
 
 @pytest.mark.parametrize(
@@ -73,3 +74,10 @@ def test_volume_names_follow_the_domain_never_the_user_s_file() -> None:
 )
 def test_ssh_reasons_are_what_ssh_said(message: str, reason: str) -> None:
     assert remote.ssh_reason(message) == reason
+
+
+def test_the_template_volume_is_named_as_no_domain_s_disk_or_medium_can_be() -> None:
+    assert remote.template_volume_name("web") == "web@template.qcow2"
+    # A domain whose disk would be called so ("web@template".qcow2) cannot exist.
+    with pytest.raises(InputError, match="'@'"):
+        domain.validate_domain_name("web@template")
