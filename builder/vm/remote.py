@@ -20,6 +20,9 @@ from pathlib import Path
 # The volume of a medium pvinstall does not write (the user's Windows ISO): the volume
 # is named after the domain like the others, never after the user's file.
 WINDOWS_ISO_VOLUME = "windows.iso"
+# The suffix of the disks' volumes (`DOMAIN.qcow2`): no medium's volume may end in
+# `-<anything>.qcow2`, which another domain's system disk could be named.
+DISK_VOLUME_SUFFIX = ".qcow2"
 
 
 def uri_has_host(uri: str) -> bool:
@@ -41,8 +44,14 @@ def media_volume_name(domain: str, medium: str, *, written: bool) -> str:
     `DOMAIN-drivers.iso`, ... for what pvinstall writes (`written`), and
     `DOMAIN-windows.iso` for the user's install medium. Names are made only of the
     domain name (a checked token) and the media table's file names, so they are safe
-    as volume names and never clash with the disks (`DOMAIN.qcow2`, `DOMAIN-dataN.qcow2`)."""
-    return f"{domain}-{medium if written else WINDOWS_ISO_VOLUME}"
+    as volume names and never clash with the disks (`DOMAIN.qcow2`, `DOMAIN-dataN.qcow2`).
+    A qcow2 medium (the DVD's overlay) is `DOMAIN@install-dvd.qcow2`: `DOMAIN-install-dvd.qcow2`
+    would be the system disk of a domain named `DOMAIN-install-dvd`, and a domain name has
+    no '@'."""
+    if not written:
+        return f"{domain}-{WINDOWS_ISO_VOLUME}"
+    separator = "@" if medium.endswith(DISK_VOLUME_SUFFIX) else "-"
+    return f"{domain}{separator}{medium}"
 
 
 # The compressed template volume of `export = "pool"`: `DOMAIN@template.qcow2`. A domain

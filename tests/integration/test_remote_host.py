@@ -287,7 +287,7 @@ def test_a_remote_define_of_a_modern_dvd_uploads_it_under_an_overlay_rebased_ont
         profile="win2022-x64",
     )
     assert code == 0, err
-    windows, overlay = f"{name}-windows.iso", f"{name}-install-dvd.qcow2"
+    windows, overlay = f"{name}-windows.iso", f"{name}@install-dvd.qcow2"
     media = [f"{name}-answer.iso", f"{name}-drivers.iso", windows, overlay]
     assert manifest["domain"]["volumes"]["media"] == media
     assert remote_host_volumes(remote_uri, remote_pool) == {*media, f"{name}.qcow2"}

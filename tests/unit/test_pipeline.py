@@ -288,7 +288,7 @@ def test_a_sysprep_failure_on_the_serial_port_fails_the_build(tree: Tree, tmp_pa
     [
         # 2012 R2 and later: the DVD goes up raw before the overlay rebased onto it.
         ("win2022-x64", "dvd", ("n-answer.iso", "n-drivers.iso", "n-windows.iso",
-                                "n-install-dvd.qcow2")),
+                                "n@install-dvd.qcow2")),
         ("win2022-x64", None, ("n-answer.iso", "n-drivers.iso")),
         # 2008: the user's ISO is attached as it is.
         ("win2008-x64", "iso", ("n-floppy.img", "n-drivers.iso", "n-windows.iso")),

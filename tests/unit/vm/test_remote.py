@@ -81,3 +81,19 @@ def test_the_template_volume_is_named_as_no_domain_s_disk_or_medium_can_be() -> 
     # A domain whose disk would be called so ("web@template".qcow2) cannot exist.
     with pytest.raises(InputError, match="'@'"):
         domain.validate_domain_name("web@template")
+
+
+@pytest.mark.parametrize(
+    ("medium", "volume"),
+    [
+        ("floppy.img", "web-floppy.img"),
+        ("drivers.iso", "web-drivers.iso"),
+        ("install-dvd.qcow2", "web@install-dvd.qcow2"),
+    ],
+)
+def test_no_media_volume_is_the_disk_of_another_domain(medium: str, volume: str) -> None:
+    assert remote.media_volume_name("web", medium, written=True) == volume
+    if volume.endswith(".qcow2"):
+        # It would be the system disk of a domain named its stem, which cannot exist.
+        with pytest.raises(InputError, match="'@'"):
+            domain.validate_domain_name(volume.removesuffix(".qcow2"))
