@@ -56,7 +56,8 @@ from builder.virtio.selection import DriverSet, select_drivers
 from builder.virtio.source import DEFAULT_LIMITS, DriverSource
 from builder.virtio.trust import apply_signatures
 from builder.vm import disk_images, domain, existing, remote, transfer, virt
-from builder.vm.devices import CPU_LEVELS, DEFAULT_URI, AttachedMedium
+from builder.vm.devices import CPU_LEVELS, AttachedMedium
+from builder.vm.uri import DEFAULT_URI
 from builder.windows.install_media import InstallMedia, image_json, profiles_for
 from builder.windows.profiles import Profile, resolve_profile
 

@@ -200,3 +200,38 @@ def test_each_command_loads_only_what_it_uses(tmp_path: Path) -> None:
     ]
     for argv, code, loaded in cases:
         assert _loaded(*argv, cwd=tmp_path) == (code, sorted(loaded)), argv
+
+
+# What `pvinstall --help` must not load of pvinstall itself: the settings table is made
+# when `build --help` shows it, the profiles when a command resolves one, and the device
+# tables and libvirt's URI handling when a build plans a domain.
+_NOT_FOR_HELP = ("builder.config", "builder.windows", "builder.vm.devices", "builder.pipeline")
+_RUN_AND_LIST = """
+import json, sys
+from builder import cli
+code = cli.main(sys.argv[1:])
+mine = sorted(m for m in sys.modules if m.startswith("builder"))
+print(json.dumps({"code": code, "loaded": mine}), file=sys.stderr)
+"""
+
+
+def test_the_help_loads_no_table_of_settings_or_profiles(tmp_path: Path) -> None:
+    for argv, absent in [
+        (("--help",), _NOT_FOR_HELP),
+        (("drivers", "--help"), _NOT_FOR_HELP),
+        # build's help ends with the settings table: that one loads builder.config
+        (("build", "--help"), ("builder.pipeline",)),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-c", _RUN_AND_LIST, *argv],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(BUILDER.parent)},
+        )
+        report = json.loads(done.stderr.strip().splitlines()[-1])
+        assert report["code"] == 0, argv
+        loaded = set(report["loaded"])
+        assert not {m for m in loaded for a in absent if m == a or m.startswith(a + ".")}, argv
+        assert ("Settings (--config FILE" in done.stdout) == (argv[0] == "build"), argv
