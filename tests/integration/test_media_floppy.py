@@ -1,7 +1,7 @@
 """The answer floppy (builder/fat.write_floppy) checked with fsck.fat and mtools.
 
 fsck.fat -n must find nothing wrong and count exactly the clusters the plan computed
-(so the capacity check and pyfatfs agree), mdir must list exactly the planned files,
+(so the capacity check and the writer agree), mdir must list exactly the planned files,
 and mcopy must read every file back byte for byte.
 """
 
@@ -218,7 +218,7 @@ def test_a_changed_source_fails_and_leaves_nothing(tree: Tree, tmp_path: Path) -
     assert not image.exists()
 
 
-def test_boot_sector_survives_pyfatfs(tree: Tree, tmp_path: Path) -> None:
+def test_boot_sector_is_the_blank_image_s(tree: Tree, tmp_path: Path) -> None:
     plan = plan_for(tree, "win2003-x86", "1.44")
     image = tmp_path / "floppy.img"
     write_floppy(plan, image, DirectorySource(tree.root), epoch=EPOCH, serial=SERIAL)
