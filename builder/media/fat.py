@@ -7,7 +7,8 @@ label first in the root), and its folders and files are laid out the way pyfatfs
 writer this one replaced, laid them out, byte for byte: entries in the order of the
 plan, each folder's clusters allocated when it is made and grown when it fills, each
 file's clusters in one run after its entry, long (VFAT) names for every name that is not
-an upper-case 8.3 name, and the short names pyfatfs made for them (`short_name`). The
+an upper-case 8.3 name, and the short names pyfatfs made for them (`short_name`); only
+where pyfatfs failed or wrote one file into another does it differ (docs/libraries.md). The
 plan counts clusters and root entries by the same rules (`floppy.floppy_usage`), and the
 writer still refuses to go past the disk's last cluster or root entry. Floppy images
 from users are read by `media/fat_reader.py`. See docs/libraries.md.
@@ -187,7 +188,9 @@ def write_floppy(
         serial: the volume serial number (derived from the build id).
 
     Raises:
-        BuildError: the files do not fit, or a name cannot be given a short name.
+        BuildError: the files do not fit, or a name cannot be written into its folder
+            (an 8.3 name a long name's short name took before it, a name over 127
+            characters).
     """
     name = out.name if isinstance(out, Path) else Path(str(getattr(out, "path", "floppy"))).name
     geo = geometry(plan.size_kib)
