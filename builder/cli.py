@@ -17,20 +17,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 from builder import interrupts
-from builder.config import settings_help
 from builder.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, InputError, PvError
 from builder.monitor import choose_monitor, route_warnings
-from builder.vm.devices import DEFAULT_URI
-from builder.windows.profiles import PROFILES, resolve_profile
+from builder.vm.uri import DEFAULT_URI
 
 if TYPE_CHECKING:
+    from typer._click import Context, HelpFormatter
+
     from builder.convert.steps import Mode
 
-# Each command imports what it runs when it runs (`pvinstall --help`, `profiles`,
-# `drivers` and `inspect` never load libvirt, jinja2 or pycdlib's writers), and the help
-# is plain text: rich alone takes a tenth of a second to import.
+# Each command imports what it runs when it runs (`pvinstall --help` loads neither the
+# settings and profile tables nor libvirt, jinja2 or pycdlib; `profiles`, `drivers` and
+# `inspect` never load libvirt, jinja2 or pycdlib's writers), and the help is plain text:
+# rich alone takes a tenth of a second to import.
 app = typer.Typer(
     rich_markup_mode=None,
     name="pvinstall",
@@ -82,6 +84,8 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 @app.command("profiles")
 def profiles_command(json_output: JsonOption = False) -> None:
     """List the Windows targets pvinstall builds for, with their facts."""
+    from builder.windows.profiles import PROFILES
+
     if json_output:
         _print_json({"profiles": [p.as_json() for p in PROFILES.values()]})
         return
@@ -126,6 +130,7 @@ def drivers_command(
     from builder.virtio.packages import scan_json, scan_source
     from builder.virtio.selection import driverset_json, select_drivers
     from builder.virtio.trust import apply_signatures
+    from builder.windows.profiles import resolve_profile
 
     target = resolve_profile(profile, arch) if profile else None
     path = sources.find_source(source)
@@ -151,11 +156,19 @@ def drivers_command(
     _print_selection(document, show_rejected=show_rejected)
 
 
-_BUILD_EPILOG = (
-    "Settings (--config FILE, PVINSTALL_<KEY> in the environment, --set KEY=VALUE; "
-    "--set beats the environment, which beats the file):\n\n"
-    + "\n\n".join(f"  {line}" for line in settings_help().splitlines())
-)
+class _BuildCommand(TyperCommand):
+    """`build`, whose help ends with the table of settings. The table is made when that
+    help is shown: every other command starts without loading builder.config."""
+
+    def format_epilog(self, ctx: Context, formatter: HelpFormatter) -> None:
+        from builder.config import settings_help
+
+        self.epilog = (
+            "Settings (--config FILE, PVINSTALL_<KEY> in the environment, --set KEY=VALUE; "
+            "--set beats the environment, which beats the file):\n\n"
+            + "\n\n".join(f"  {line}" for line in settings_help().splitlines())
+        )
+        super().format_epilog(ctx, formatter)
 
 
 @app.command("inspect")
@@ -224,7 +237,7 @@ def _print_media(document: dict[str, Any]) -> None:
         typer.echo(f"efi/microsoft/boot/efisys_noprompt.bin: {state}")
 
 
-@app.command("build", epilog=_BUILD_EPILOG)
+@app.command("build", cls=_BuildCommand)
 def build_command(
     profile: Annotated[
         str | None,

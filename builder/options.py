@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.vm.devices import DEFAULT_URI
+from builder.vm.uri import DEFAULT_URI
 from builder.windows.profiles import Profile
 
 DOMAIN_XML = "domain.xml"

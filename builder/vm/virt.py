@@ -37,7 +37,8 @@ from builder.config import BuildConfig
 from builder.errors import BuildError, InputError, Problem, raise_problems
 from builder.monitor import Monitor, format_elapsed
 from builder.vm import devices, disk_images, domain, existing, remote
-from builder.vm.devices import DEFAULT_URI, AttachedMedium, Firmware
+from builder.vm.devices import AttachedMedium, Firmware
+from builder.vm.uri import DEFAULT_URI
 
 SCREENSHOT = "screenshot.png"
 SERIAL_TAIL = "serial-tail.log"
