@@ -13,11 +13,16 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from typer.core import TyperCommand
+from typer._click import Command, Context
+from typer._click.exceptions import BadParameter
+from typer._coercion import RuntimeParam, TypeDescriptor, build_runtime_param
+from typer._param_types import coerce_cli_path
+from typer.core import TyperCommand, _TyperParameter
 
 from builder import interrupts
 from builder.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, InputError, PvError
@@ -25,7 +30,7 @@ from builder.monitor import choose_monitor, route_warnings
 from builder.vm.uri import DEFAULT_URI
 
 if TYPE_CHECKING:
-    from typer._click import Context, HelpFormatter
+    from typer._click import HelpFormatter
 
     from builder.convert.steps import Mode
 
@@ -818,6 +823,58 @@ def _usage(usage: typer.TyperException, *, json_output: bool) -> int:
     return code
 
 
+@dataclass(frozen=True)
+class _PlainCoercion(RuntimeParam):
+    """typer 0.29 coerces every value of every parameter with a pydantic TypeAdapter it
+    builds on first use: importing pydantic and building the adapters of one build's
+    options is a tenth of a second, most of a rebuild that reuses its outputs. A value
+    that is already what the annotation asks for (a str for str, a list of str for
+    list[str], a path that passes typer's own checks for Path) is taken as typer would
+    return it; any other value goes to typer's coercion, which gives its result or its
+    exact error."""
+
+    descriptor: TypeDescriptor
+
+    def _coerce_value(self, value: Any, param: _TyperParameter, ctx: Context) -> Any:
+        annotation = self.annotation
+        if annotation is str and isinstance(value, str):
+            return value
+        if annotation is bool and isinstance(value, bool):
+            return value
+        if (
+            annotation == list[str]
+            and isinstance(value, list | tuple)
+            and all(isinstance(item, str) for item in value)
+        ):
+            return list(value)
+        if annotation is Path and self.parameter_info.path_type is None and isinstance(value, str):
+            try:
+                return coerce_cli_path(
+                    Path(value), self.parameter_info, path_type=Path, param=param, ctx=ctx
+                )
+            except BadParameter:
+                pass  # typer's own coercion words the error
+        typer_coercion = build_runtime_param(self.descriptor)
+        return typer_coercion._coerce_value(value, param=param, ctx=ctx)
+
+
+def _command_line() -> Command:
+    """The click command of `app`, its parameters (and each command's --help, which
+    click makes once per command) coerced by `_PlainCoercion`."""
+    command = typer.main.get_command(app)
+    commands = [command, *getattr(command, "commands", {}).values()]
+    for each in commands:
+        for param in [*each.params, each.get_help_option(Context(each))]:
+            if isinstance(param, _TyperParameter):
+                descriptor = param.type_descriptor
+                param._runtime_param = _PlainCoercion(
+                    parameter_info=descriptor.parameter_info,
+                    annotation=descriptor.annotation,
+                    descriptor=descriptor,
+                )
+    return command
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit code (the console script calls this through
     builder/entry.py, which routes the stop signals first).
@@ -832,7 +889,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_output = "--json" in args
     with route_warnings(choose_monitor(json_output=json_output)):
         try:
-            result = app(args=args, prog_name="pvinstall", standalone_mode=False)
+            result = _command_line()(args=args, prog_name="pvinstall", standalone_mode=False)
         except PvError as error:
             interrupts.finish()
             if debug:
