@@ -13,24 +13,31 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer._click import Command, Context
+from typer._click.exceptions import BadParameter
+from typer._coercion import RuntimeParam, TypeDescriptor, build_runtime_param
+from typer._param_types import coerce_cli_path
+from typer.core import TyperCommand, _TyperParameter
 
 from builder import interrupts
-from builder.config import settings_help
 from builder.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, InputError, PvError
 from builder.monitor import choose_monitor, route_warnings
-from builder.vm.devices import DEFAULT_URI
-from builder.windows.profiles import PROFILES, resolve_profile
+from builder.vm.uri import DEFAULT_URI
 
 if TYPE_CHECKING:
+    from typer._click import HelpFormatter
+
     from builder.convert.steps import Mode
 
-# Each command imports what it runs when it runs (`pvinstall --help`, `profiles`,
-# `drivers` and `inspect` never load libvirt, jinja2 or pycdlib's writers), and the help
-# is plain text: rich alone takes a tenth of a second to import.
+# Each command imports what it runs when it runs (`pvinstall --help` loads neither the
+# settings and profile tables nor libvirt, jinja2 or pycdlib; `profiles`, `drivers` and
+# `inspect` never load libvirt, jinja2 or pycdlib's writers), and the help is plain text:
+# rich alone takes a tenth of a second to import.
 app = typer.Typer(
     rich_markup_mode=None,
     name="pvinstall",
@@ -82,6 +89,8 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 @app.command("profiles")
 def profiles_command(json_output: JsonOption = False) -> None:
     """List the Windows targets pvinstall builds for, with their facts."""
+    from builder.windows.profiles import PROFILES
+
     if json_output:
         _print_json({"profiles": [p.as_json() for p in PROFILES.values()]})
         return
@@ -126,6 +135,7 @@ def drivers_command(
     from builder.virtio.packages import scan_json, scan_source
     from builder.virtio.selection import driverset_json, select_drivers
     from builder.virtio.trust import apply_signatures
+    from builder.windows.profiles import resolve_profile
 
     target = resolve_profile(profile, arch) if profile else None
     path = sources.find_source(source)
@@ -151,11 +161,19 @@ def drivers_command(
     _print_selection(document, show_rejected=show_rejected)
 
 
-_BUILD_EPILOG = (
-    "Settings (--config FILE, PVINSTALL_<KEY> in the environment, --set KEY=VALUE; "
-    "--set beats the environment, which beats the file):\n\n"
-    + "\n\n".join(f"  {line}" for line in settings_help().splitlines())
-)
+class _BuildCommand(TyperCommand):
+    """`build`, whose help ends with the table of settings. The table is made when that
+    help is shown: every other command starts without loading builder.config."""
+
+    def format_epilog(self, ctx: Context, formatter: HelpFormatter) -> None:
+        from builder.config import settings_help
+
+        self.epilog = (
+            "Settings (--config FILE, PVINSTALL_<KEY> in the environment, --set KEY=VALUE; "
+            "--set beats the environment, which beats the file):\n\n"
+            + "\n\n".join(f"  {line}" for line in settings_help().splitlines())
+        )
+        super().format_epilog(ctx, formatter)
 
 
 @app.command("inspect")
@@ -224,7 +242,7 @@ def _print_media(document: dict[str, Any]) -> None:
         typer.echo(f"efi/microsoft/boot/efisys_noprompt.bin: {state}")
 
 
-@app.command("build", epilog=_BUILD_EPILOG)
+@app.command("build", cls=_BuildCommand)
 def build_command(
     profile: Annotated[
         str | None,
@@ -805,6 +823,58 @@ def _usage(usage: typer.TyperException, *, json_output: bool) -> int:
     return code
 
 
+@dataclass(frozen=True)
+class _PlainCoercion(RuntimeParam):
+    """typer 0.29 coerces every value of every parameter with a pydantic TypeAdapter it
+    builds on first use: importing pydantic and building the adapters of one build's
+    options is a tenth of a second, most of a rebuild that reuses its outputs. A value
+    that is already what the annotation asks for (a str for str, a list of str for
+    list[str], a path that passes typer's own checks for Path) is taken as typer would
+    return it; any other value goes to typer's coercion, which gives its result or its
+    exact error."""
+
+    descriptor: TypeDescriptor
+
+    def _coerce_value(self, value: Any, param: _TyperParameter, ctx: Context) -> Any:
+        annotation = self.annotation
+        if annotation is str and isinstance(value, str):
+            return value
+        if annotation is bool and isinstance(value, bool):
+            return value
+        if (
+            annotation == list[str]
+            and isinstance(value, list | tuple)
+            and all(isinstance(item, str) for item in value)
+        ):
+            return list(value)
+        if annotation is Path and self.parameter_info.path_type is None and isinstance(value, str):
+            try:
+                return coerce_cli_path(
+                    Path(value), self.parameter_info, path_type=Path, param=param, ctx=ctx
+                )
+            except BadParameter:
+                pass  # typer's own coercion words the error
+        typer_coercion = build_runtime_param(self.descriptor)
+        return typer_coercion._coerce_value(value, param=param, ctx=ctx)
+
+
+def _command_line() -> Command:
+    """The click command of `app`, its parameters (and each command's --help, which
+    click makes once per command) coerced by `_PlainCoercion`."""
+    command = typer.main.get_command(app)
+    commands = [command, *getattr(command, "commands", {}).values()]
+    for each in commands:
+        for param in [*each.params, each.get_help_option(Context(each))]:
+            if isinstance(param, _TyperParameter):
+                descriptor = param.type_descriptor
+                param._runtime_param = _PlainCoercion(
+                    parameter_info=descriptor.parameter_info,
+                    annotation=descriptor.annotation,
+                    descriptor=descriptor,
+                )
+    return command
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit code (the console script calls this through
     builder/entry.py, which routes the stop signals first).
@@ -819,7 +889,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_output = "--json" in args
     with route_warnings(choose_monitor(json_output=json_output)):
         try:
-            result = app(args=args, prog_name="pvinstall", standalone_mode=False)
+            result = _command_line()(args=args, prog_name="pvinstall", standalone_mode=False)
         except PvError as error:
             interrupts.finish()
             if debug:

@@ -25,7 +25,7 @@ from typing import Any
 from builder.errors import BuildError, InputError, Problem
 from builder.monitor import Monitor
 from builder.vm import devices, disk_images, domain, existing, remote, virt
-from builder.vm.devices import DEFAULT_URI
+from builder.vm.uri import DEFAULT_URI
 
 MANIFEST = "manifest.json"
 # The template disk is never written again: read-only for its owner (libvirt gives QEMU

@@ -173,8 +173,8 @@ class _ToMonitor(logging.Handler):
 
 @contextlib.contextmanager
 def route_warnings(monitor: Monitor) -> Iterator[None]:
-    """Inside the block, what libraries say through `warnings` or `logging` (pyfatfs
-    warns about a damaged FAT) reaches the user as the monitor's warnings: one line each,
+    """Inside the block, what libraries say through `warnings` or `logging` (pycdlib and
+    asn1crypto may) reaches the user as the monitor's warnings: one line each,
     a JSON line with --json, never Python's two-line warning text between them."""
 
     def show(  # noqa: PLR0917 - warnings.showwarning's signature

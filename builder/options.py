@@ -9,10 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.vm.devices import DEFAULT_URI
+from builder.vm.uri import DEFAULT_URI
 from builder.windows.profiles import Profile
 
 DOMAIN_XML = "domain.xml"
+# What a failed install keeps in OUT to show why (builder.vm.virt writes them).
+SCREENSHOT = "screenshot.png"
+SERIAL_TAIL = "serial-tail.log"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from dataclasses import replace as dataclasses_replace
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from builder import __version__, cache, interrupts, sources
 from builder import manifest as manifest_mod
@@ -44,7 +44,15 @@ from builder.media.table import (
     plan_media,
 )
 from builder.monitor import Monitor, format_elapsed
-from builder.options import DOMAIN_XML, BuildOptions, BuildResult, default_name, default_out
+from builder.options import (
+    DOMAIN_XML,
+    SCREENSHOT,
+    SERIAL_TAIL,
+    BuildOptions,
+    BuildResult,
+    default_name,
+    default_out,
+)
 from builder.outputs import Generation, OutputDir
 from builder.reproducible import build_id, source_date_epoch, volume_serial
 from builder.sources import driver_digests, find_source, open_source, read_catalogs
@@ -53,10 +61,13 @@ from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
 from builder.virtio.source import DriverSource
 from builder.virtio.trust import apply_signatures
-from builder.vm import disk_images, domain, existing, remote, transfer, virt
+from builder.vm import disk_images, domain, existing, remote
 from builder.vm.devices import CPU_LEVELS, AttachedMedium
 from builder.windows.install_media import InstallMedia, image_json, profiles_for
 from builder.windows.profiles import Profile, resolve_profile
+
+if TYPE_CHECKING:
+    from builder.vm import virt
 
 MANIFEST = "manifest.json"
 TEMPLATE_XML = "template.xml"
@@ -65,7 +76,7 @@ TEMPLATE_DISKS = {"qcow2": "template.qcow2", "raw": "template.raw"}
 SERIAL_LOG = "serial.log"
 # What a failed install keeps in OUT to show why (the manifest's domain record names
 # them); the next build's commit removes those a previous manifest named.
-INSTALL_LOGS = (virt.SCREENSHOT, virt.SERIAL_TAIL)
+INSTALL_LOGS = (SCREENSHOT, SERIAL_TAIL)
 
 
 @dataclass
@@ -381,6 +392,8 @@ def _connect(
     --connect, or the failure to reach it (reported after the input problems)."""
     if not options.acting:
         return None, [], None
+    from builder.vm import virt  # libvirt: only a build that acts on a hypervisor
+
     try:
         return virt.connect(options.connect), [], None
     except InputError as error:
@@ -409,6 +422,8 @@ def _hypervisor_problems(
     existing media `volumes` of a remote build (with --replace only those in
     `replaceable`). Each check runs unless the setting it reads is wrong. A remote
     build's disks are named by their volumes."""
+    from builder.vm import virt  # libvirt: only a build that acts on a hypervisor
+
     found: list[Problem] = []
     domain_type = options.domain_type or "kvm"
     if "--domain-type" not in failed:
@@ -932,6 +947,8 @@ def replace_and_define(
     --force), then create the disks, then define the domain. The disks are touched only
     once nothing uses them; the ones created here go again when the definition is
     refused."""
+    from builder.vm import transfer, virt  # libvirt: only a build that acts on a hypervisor
+
     if ctx.options.replace:
         monitor.step("replace", f"{ctx.name} on {conn.uri}")
         virt.replace_domain(conn, ctx.name, force=ctx.options.force)
@@ -964,6 +981,8 @@ def _upload_media(
     """Upload the media of a remote build into its pool. With --replace the volumes the
     previous build into this OUT made go first (the domain that used them is gone);
     others of the same names were refused before anything was written."""
+    from builder.vm import transfer  # libvirt: only a build that acts on a hypervisor
+
     pool = ctx.config.storage_pool
     if pool is None:
         raise BuildError("a remote build got as far as its uploads without a storage pool.")
@@ -978,6 +997,8 @@ def _upload_media(
 
 def install_domain(ctx: Context, plan: BuildPlan, conn: virt.Connection, monitor: Monitor) -> None:
     """Start setup and wait for the guest to power off; then the domain is a template."""
+    from builder.vm import transfer, virt  # libvirt: only a build that acts on a hypervisor
+
     minutes = ctx.timeout_minutes
     monitor.step("install", f"waiting up to {minutes:g} minutes for setup to power the guest off")
     result = virt.install(
@@ -1112,6 +1133,8 @@ def export_template(
     a compressed qcow2 volume of the storage pool) and template.xml from the
     powered-off domain, and commit them with the manifest in a new generation of OUT
     (the build's other files are hard-linked into it, nothing copied twice)."""
+    from builder.vm import transfer, virt  # libvirt: only a build that acts on a hypervisor
+
     disks = ctx.domain_record.get("disks") or []
     to_pool = template_volume(ctx.options, ctx.config, ctx.name)
     name = to_pool or TEMPLATE_DISKS.get(ctx.config.export)
@@ -1221,6 +1244,8 @@ def _remove_after_export(
     ctx: Context, conn: virt.Connection, disks: list[str], monitor: Monitor
 ) -> None:
     """--export-only: the build's domain and its disks go once the template is made."""
+    from builder.vm import virt  # libvirt: only a build that acts on a hypervisor
+
     monitor.step("remove", f"{ctx.name} and its disks (--export-only)")
     virt.remove_domain(conn, ctx.name)
     virt.remove_disks(conn, ctx.config.storage_pool, [Path(d) for d in disks])
@@ -1241,6 +1266,8 @@ def _convert_system_disk(
     """`qemu-img convert` the system disk into `target` (compressed for qcow2). A remote
     host's file is out of reach: its volume comes down first (sparse), into the new
     generation, and goes once the template is written."""
+    from builder.vm import transfer  # libvirt: only a build that acts on a hypervisor
+
     shown = [-10.0]
 
     def progress(percent: float) -> None:
@@ -1274,6 +1301,8 @@ def _upload_template(
     room checked first, no partial volume on a failure). With --replace, the template
     volume OUT's previous build made goes first; any other of that name was refused
     before anything was written."""
+    from builder.vm import transfer  # libvirt: only a build that acts on a hypervisor
+
     pool = ctx.config.storage_pool
     if pool is None:
         raise BuildError("the template was to go into a pool, and the build has none.")
@@ -1407,6 +1436,8 @@ def run_build(
                     out.current_manifest(), ctx.config.storage_pool
                 )
             if ctx.conn is not None and ctx.disks is not None and not options.replace:
+                from builder.vm import virt  # libvirt: only a build that acts on a hypervisor
+
                 # Again under the lock: another run may have made them meanwhile.
                 virt.check_can_define(
                     ctx.conn,

@@ -122,7 +122,7 @@ NEEDS: Final[tuple[Need, ...]] = (
         "mkfs.fat",
         "dosfstools",
         "oracles",
-        "a FAT image whose copies differ (pyfatfs warns); the fixture DVDs' efisys.bin images",
+        "the fixture DVDs' efisys.bin images",
     ),
     Need("mformat", "mtools", "oracles", "fixture floppy images"),
     Need("mmd", "mtools", "oracles", "fixture floppy images"),

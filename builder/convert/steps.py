@@ -36,7 +36,7 @@ from builder.virtio.facts import load_driver_facts
 from builder.virtio.packages import scan_source
 from builder.virtio.selection import DriverSet, select_drivers
 from builder.vm import disk_images, existing, remote, transfer, virt
-from builder.vm.devices import DEFAULT_URI
+from builder.vm.uri import DEFAULT_URI
 from builder.windows.profiles import Profile
 
 Mode = Literal["staged", "finish", "drivers-installed", "rollback"]

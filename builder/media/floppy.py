@@ -1,8 +1,8 @@
 """FAT12 floppies as data (pure): the standard geometries, the space a set of files takes
-on one (counted as pyfatfs allocates it), and `FloppyPlan`, the FAT writer's input.
+on one (counted as `media/fat.py` allocates it), and `FloppyPlan`, the FAT writer's input.
 
-pyfatfs never reports a full disk (it grows the image instead), so the plan checks the
-capacity here, before anything is written; `media/fat.py` writes the image.
+The plan checks the capacity here, before anything is written, by the writer's own
+rules; `media/fat.py` writes the image (and still refuses to go past the disk's end).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def geometry(kib: int) -> FloppyGeometry:
 
 @dataclass(frozen=True)
 class FloppyUsage:
-    """The space a set of files takes on a floppy, counted as pyfatfs allocates it."""
+    """The space a set of files takes on a floppy, counted as the writer allocates it."""
 
     geometry: FloppyGeometry
     clusters: int
@@ -88,31 +88,33 @@ class FloppyUsage:
         )
 
 
-# The bytes pyfatfs refuses in an 8.3 name (pyfatfs.EightDotThree.INVALID_CHARACTERS;
-# its control-character range is listed but never matches, so control characters pass).
-_NOT_IN_SHORT_NAMES = frozenset(b'"*+,./:;<=>?[\\]|')
-_SHORT_NAME_ENCODING = "ibm437"  # the OEM code page of FAT short names, as pyfatfs uses
+# The bytes an 8.3 name of ours never holds: what pyfatfs, the writer before ours,
+# refused (its EightDotThree.INVALID_CHARACTERS, whose control-character range never
+# matched, so control characters pass), and the space, which readers such as mtools
+# mishandle inside a short name (Windows gives such names long ones too).
+NOT_IN_SHORT_NAMES = frozenset(b' "*+,./:;<=>?[\\]|')
+SHORT_NAME_ENCODING = "ibm437"  # the OEM code page of FAT short names
 
 
 def needs_long_name(name: str) -> bool:
-    """Whether pyfatfs gives `name` long-name (VFAT) entries: every name that is not
-    already an upper-case 8.3 name (it keeps case through long names).
+    """Whether the writer gives `name` long-name (VFAT) entries: every name that is not
+    already an upper-case 8.3 name without spaces (case is kept through long names).
 
-    The same rule as pyfatfs's `EightDotThree.is_8dot3_conform`, kept here so that the
-    plan can count directory entries without importing the writer's library (a unit
-    test compares the two).
+    pyfatfs's `EightDotThree.is_8dot3_conform`, but for the space (pyfatfs failed on a
+    name with one); the plan counts directory entries by it and `media/fat.py` writes
+    by it.
     """
     if name != name.upper():
         return True
-    root, ext = os.path.splitext(name)  # noqa: PTH122 - a name, split as pyfatfs splits it
+    root, ext = os.path.splitext(name)  # noqa: PTH122 - a name, split as the writer splits it
     ext = ext[1:]
     if len(root) > 8 or len(ext) > 3:
         return True
     try:
-        encoded = (root.encode(_SHORT_NAME_ENCODING), ext.encode(_SHORT_NAME_ENCODING))
+        encoded = (root.encode(SHORT_NAME_ENCODING), ext.encode(SHORT_NAME_ENCODING))
     except UnicodeError:
         return True
-    return any(byte in _NOT_IN_SHORT_NAMES for part in encoded for byte in part)
+    return any(byte in NOT_IN_SHORT_NAMES for part in encoded for byte in part)
 
 
 def dir_entries(name: str) -> int:
@@ -125,7 +127,7 @@ def dir_entries(name: str) -> int:
 def floppy_usage(files: Iterable[tuple[str, int]], geo: FloppyGeometry) -> FloppyUsage:
     """Clusters and root entries that `(path, size)` files need on a fresh floppy (pure).
 
-    Mirrors pyfatfs: a file takes ceil(size / cluster) clusters (none when empty); a
+    Mirrors the writer: a file takes ceil(size / cluster) clusters (none when empty); a
     subdirectory starts with one cluster for `.` and `..` and grows to hold all its
     entries; the root directory has a fixed number of entries, one of them the volume
     label.

@@ -543,6 +543,8 @@ def _decode(data: bytes, path: str) -> tuple[str, str]:
 
 def strip_comment(text: str) -> str:
     """`text` up to its `;` comment; a `;` inside double quotes is not one."""
+    if '"' not in text:  # most lines: no quote to look inside (a scan lexes ~70,000)
+        return text.partition(";")[0]
     in_quote = False
     for index, char in enumerate(text):
         if char == '"':
@@ -553,19 +555,26 @@ def strip_comment(text: str) -> str:
 
 
 def _split_unquoted(text: str, separator: str, limit: int = -1) -> list[str]:
+    """`text` split at `separator` outside double quotes, `limit` times at most (all
+    of them when negative), the quotes kept."""
+    if '"' not in text:  # nothing quoted: the plain split is the same split
+        return text.split(separator, limit)
+    # The pieces between quotes alternate: outside, inside, outside, ...
     parts: list[str] = []
     current: list[str] = []
-    in_quote = False
-    for char in text:
-        if char == '"':
-            in_quote = not in_quote
-            current.append(char)
-        elif char == separator and not in_quote and limit != 0:
+    for index, piece in enumerate(text.split('"')):
+        if index:
+            current.append('"')
+        if index % 2 or limit == 0 or separator not in piece:
+            current.append(piece)
+            continue
+        pieces = piece.split(separator, limit)
+        if limit > 0:
+            limit -= len(pieces) - 1
+        current.append(pieces[0])
+        for rest in pieces[1:]:
             parts.append("".join(current))
-            current = []
-            limit -= 1
-        else:
-            current.append(char)
+            current = [rest]
     parts.append("".join(current))
     return parts
 
@@ -575,6 +584,8 @@ def _unquote(text: str) -> str:
     text = text.strip()
     if '"' not in text:
         return text
+    if '""' not in text:  # no escaped quote: every quote only opens or closes
+        return text.replace('"', "")
     out: list[str] = []
     in_quote = False
     index = 0

@@ -21,6 +21,7 @@ import errno
 import hashlib
 import io
 import os
+import re
 import stat
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -99,16 +100,15 @@ class WalkBudget:
             )
 
 
+# A separator, a control character, or a lone surrogate (bytes that were not UTF-8).
+# One pattern search per name: every entry of a 6000-file ISO passes through here.
+_NOT_IN_A_NAME = re.compile("[/\\\\\x00-\x1f\x7f\ud800-\udfff]")
+
+
 def check_name(source: Path, parent: str, name: str) -> None:
     """Refuse a name that is not one plain name: empty, `.`, `..`, a separator, or a
     control character. Such a name read as a path would mean another place."""
-    bad = (
-        name in ("", ".", "..")
-        or "/" in name
-        or "\\" in name
-        or any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in name)
-    )
-    if bad:
+    if name in ("", ".", "..") or _NOT_IN_A_NAME.search(name):
         where = f"{parent}/" if parent else ""
         raise InputError(
             f"{source} has an entry named {shown(name)} in {where or 'its root'}: a file name "

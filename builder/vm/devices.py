@@ -18,10 +18,6 @@ from typing import Literal
 
 from builder.errors import InputError
 
-# The hypervisor pvinstall talks to unless --connect says otherwise (here, not in virt.py,
-# so that the command line names it without loading libvirt).
-DEFAULT_URI = "qemu:///system"
-
 # libvirt's models for virtio disks and NICs.
 VirtioModel = Literal["virtio", "virtio-transitional", "virtio-non-transitional"]
 VIRTIO_MODELS: tuple[VirtioModel, ...] = (

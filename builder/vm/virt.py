@@ -36,11 +36,11 @@ import libvirt
 from builder.config import BuildConfig
 from builder.errors import BuildError, InputError, Problem, raise_problems
 from builder.monitor import Monitor, format_elapsed
+from builder.options import SCREENSHOT, SERIAL_TAIL
 from builder.vm import devices, disk_images, domain, existing, remote
-from builder.vm.devices import DEFAULT_URI, AttachedMedium, Firmware
+from builder.vm.devices import AttachedMedium, Firmware
+from builder.vm.uri import DEFAULT_URI
 
-SCREENSHOT = "screenshot.png"
-SERIAL_TAIL = "serial-tail.log"
 SERIAL_TAIL_BYTES = 64 * 1024
 # How long opening a remote connection may take: libvirt gives ssh no ConnectTimeout,
 # so a port that accepts and never answers would hang the build for ever.

@@ -20,6 +20,7 @@ from builder.virtio.selection import select_drivers
 from builder.virtio.source import DirectorySource
 from builder.windows.profiles import PROFILES
 from tests.fixtures.virtio_win import (
+    IsoTool,
     Tree,
     make_floppy_image,
     make_iso,
@@ -141,3 +142,19 @@ def test_iso_without_inf_files(tmp_path: Path) -> None:
     image = make_iso(tree, tmp_path / "empty.iso")
     with open_source(image.path) as source, pytest.raises(InputError, match="has no INF files"):
         scan_source(source, FACTS)
+
+
+@pytest.mark.parametrize("tool", ["xorriso", "genisoimage"])
+def test_a_rock_ridge_name_in_a_continuation_area_is_read(tmp_path: Path, tool: IsoTool) -> None:
+    """A directory record holds at most 255 bytes, so a 200-character Rock Ridge name
+    (with the entry's PX and TF) continues in a CE area, which the reader follows."""
+    tree = tmp_path / "t"
+    (tree / "viostor").mkdir(parents=True)
+    long_name = "viostor-" + "n" * 188 + ".sys"
+    (tree / "viostor" / long_name).write_bytes(b"driver\n")
+    (tree / "viostor" / "viostor.inf").write_bytes(b"[Version]\r\n")
+    image = make_iso(tree, tmp_path / "long.iso", tool=tool)
+    with open_source(image.path) as source:
+        listed = {entry.path: entry.size for entry in source.files()}
+        assert listed == {f"viostor/{long_name}": 7, "viostor/viostor.inf": 11}
+        assert source.read_exact(f"viostor/{long_name}", 7) == b"driver\n"

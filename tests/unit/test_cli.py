@@ -337,3 +337,36 @@ def test_warnings_of_libraries_are_json_lines_with_json(
         "event": "warning",
         "message": "UserWarning: Filesystem was not cleanly unmounted",
     } in [{k: v for k, v in e.items() if k != "t"} for e in events]
+
+
+def test_every_parameter_is_coerced_as_typer_would(tmp_path: Path) -> None:
+    """builder.cli._PlainCoercion stands in for typer's pydantic coercion on every
+    parameter (--help included) and gives what typer gives, for values it takes and for
+    those it hands on."""
+    from typer._click import Context
+    from typer._coercion import build_runtime_param
+    from typer.core import _TyperParameter
+
+    command = cli._command_line()
+    commands = [command, *getattr(command, "commands", {}).values()]
+    samples: dict[object, list[object]] = {
+        str: ["win2008-x64", ""],
+        bool: [True, False],
+        list[str]: [("a=1", "b=2"), ()],
+        Path: [str(tmp_path), "no/such/file", str(tmp_path / "x.iso")],
+        int: ["3"],
+        float: ["1.5"],
+    }
+    seen = set()
+    for each in commands:
+        ctx = Context(each)
+        for param in [*each.params, each.get_help_option(ctx)]:
+            assert isinstance(param, _TyperParameter)
+            ours = param.get_runtime_param()
+            assert isinstance(ours, cli._PlainCoercion), (each.name, param.name)
+            typers = build_runtime_param(param.type_descriptor)
+            for value in samples.get(param.type_descriptor.annotation, []):
+                seen.add(param.type_descriptor.annotation)
+                expected = typers._coerce_value(value, param=param, ctx=ctx)
+                assert ours._coerce_value(value, param=param, ctx=ctx) == expected
+    assert seen == set(samples)

@@ -14,23 +14,23 @@ from pathlib import Path
 
 BUILDER = Path(__file__).resolve().parents[2] / "builder"
 
-# The library each module wraps, and the packages that belong to it (pyfatfs brings `fs`).
+# The library each module wraps, and the packages that belong to it. (The floppy writer
+# is pvinstall's own: nothing imports pyfatfs or its `fs`, see NEVER_IMPORTED.)
 ONE_IMPORTER = {
-    "builder.media.fat": {"pyfatfs", "fs"},
     "builder.media.iso9660": {"pycdlib"},
     "builder.vm.virt": {"libvirt", "libvirtaio"},
     "builder.virtio.signatures": {"asn1crypto"},
 }
-# Imports allowed inside a function, each for start-up time: pyfatfs imports
-# pkg_resources (0.2 s and a warning), rich is needed only on a terminal; the entry
+# Imports allowed inside a function, each for start-up time: rich is needed only on a
+# terminal; the entry
 # point routes the stop signals before it loads the command line (and json, for a
 # signal that comes first); the command line loads each command's modules (libvirt,
 # jinja2, pycdlib) only for the command that uses them.
 LAZY = {
     "builder.cli": {"builder"},  # each command loads what it runs, when it runs
-    "builder.media.fat": {"pyfatfs", "fs"},
     "builder.monitor": {"rich"},
     "builder.entry": {"builder", "json"},
+    "builder.pipeline": {"builder"},  # builder.vm.virt (libvirt) only when a build acts
 }
 
 
@@ -99,6 +99,19 @@ def test_the_cycle_finder_finds_cycles() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
 
 
+NEVER_IMPORTED = {"pyfatfs", "fs", "pkg_resources"}
+
+
+def test_no_module_imports_pyfatfs() -> None:
+    importers = {
+        name
+        for name, path in MODULES.items()
+        for module, _ in imports(path)
+        if module.split(".")[0] in NEVER_IMPORTED
+    }
+    assert importers == set()
+
+
 def test_each_library_has_exactly_one_importer() -> None:
     for owner, libraries in ONE_IMPORTER.items():
         importers = {
@@ -136,9 +149,10 @@ def test_the_command_line_starts_without_the_lazy_libraries() -> None:
 
 
 # What each command loads of the heavy libraries (docs/design.md §4): libvirt only
-# `build` (which may define a domain), `convert` and `attach`; pyfatfs only a build that
-# writes a floppy; jinja2 only a build; pycdlib only what reads a Windows medium or
-# writes an ISO (a virtio-win ISO is read without it); rich only on a terminal.
+# `build` (which may define a domain), `convert` and `attach`; pyfatfs (and its `fs`,
+# which imports pkg_resources) never, the floppy writer is our own; jinja2 only a
+# build; pycdlib only what reads a Windows medium or writes an ISO (a virtio-win ISO is
+# read without it); rich only on a terminal.
 _HEAVY = ("libvirt", "pyfatfs", "fs", "jinja2", "pycdlib", "rich")
 _RUN_AND_REPORT = f"""
 import json, sys
@@ -186,17 +200,53 @@ def test_each_command_loads_only_what_it_uses(tmp_path: Path) -> None:
         (("drivers", source, "--profile", "win2008-x64"), 0, set()),
         # inspect reads the medium with pycdlib (this one is no Windows medium: exit 2)
         (("inspect", str(data_iso)), 2, {"pycdlib"}),
-        # a build without a floppy (q35: the answer ISO) never loads pyfatfs
+        # a build without a floppy (q35: the answer ISO); a build that only writes OUT
+        # never loads libvirt (only --define, --install and an export do)
         (
             ("build", "win2012r2-x64", "--drivers", source, "--out", str(tmp_path / "o1")),
             0,
-            {"jinja2", "libvirt", "pycdlib"},
+            {"jinja2", "pycdlib"},
         ),
         (
             ("build", "win2008-x64", "--drivers", source, "--out", str(tmp_path / "o2")),
             0,
-            {"jinja2", "libvirt", "pycdlib", "pyfatfs", "fs"},
+            {"jinja2", "pycdlib"},
         ),
     ]
     for argv, code, loaded in cases:
         assert _loaded(*argv, cwd=tmp_path) == (code, sorted(loaded)), argv
+
+
+# What `pvinstall --help` must not load of pvinstall itself: the settings table is made
+# when `build --help` shows it, the profiles when a command resolves one, and the device
+# tables and libvirt's URI handling when a build plans a domain.
+_NOT_FOR_HELP = ("builder.config", "builder.windows", "builder.vm.devices", "builder.pipeline")
+_RUN_AND_LIST = """
+import json, sys
+from builder import cli
+code = cli.main(sys.argv[1:])
+mine = sorted(m for m in sys.modules if m.startswith("builder"))
+print(json.dumps({"code": code, "loaded": mine}), file=sys.stderr)
+"""
+
+
+def test_the_help_loads_no_table_of_settings_or_profiles(tmp_path: Path) -> None:
+    for argv, absent in [
+        (("--help",), _NOT_FOR_HELP),
+        (("drivers", "--help"), _NOT_FOR_HELP),
+        # build's help ends with the settings table: that one loads builder.config
+        (("build", "--help"), ("builder.pipeline",)),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-c", _RUN_AND_LIST, *argv],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(BUILDER.parent)},
+        )
+        report = json.loads(done.stderr.strip().splitlines()[-1])
+        assert report["code"] == 0, argv
+        loaded = set(report["loaded"])
+        assert not {m for m in loaded for a in absent if m == a or m.startswith(a + ".")}, argv
+        assert ("Settings (--config FILE" in done.stdout) == (argv[0] == "build"), argv

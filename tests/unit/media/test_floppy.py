@@ -1,12 +1,16 @@
 """FAT12 floppies as data (builder/media/floppy.py): the standard geometries, the
-capacity model, and the 8.3 rule compared with pyfatfs's own.
+capacity model, and the 8.3 rule (pyfatfs's, but for the space) compared with what the
+writer puts on the image.
 
-Writing with pyfatfs and checking with fsck.fat/mtools is in
+Writing floppies and checking them with fsck.fat/mtools is in
 tests/integration/test_media_floppy.py, which also proves the capacity model against
-pyfatfs at exactly full.
+the writer at exactly full.
 """
 
 from __future__ import annotations
+
+import io
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -14,7 +18,10 @@ from hypothesis import strategies as st
 
 from builder.errors import BuildError
 from builder.media import floppy
+from builder.media.fat import write_floppy
+from builder.media.files import PlannedFile
 from builder.media.floppy import GEOMETRIES, FloppyGeometry, dir_entries, floppy_usage
+from builder.virtio.source import DirectorySource
 
 G144 = GEOMETRIES[1440]
 G288 = GEOMETRIES[2880]
@@ -127,12 +134,33 @@ NAMES += ["ABCDEFGHI", "ABC.DEFG", "ÄBC", "A\x01B", "$OEM$", "12345678.ABC"]
 
 
 @given(st.one_of(st.text(alphabet=NAME_CHARACTERS, max_size=16), st.sampled_from(NAMES)))
-def test_the_8_3_rule_is_pyfatfs_s(name: str) -> None:
-    # The plan counts directory entries without importing pyfatfs; the writer uses it.
-    from pyfatfs.EightDotThree import EightDotThree
-
+def test_the_plan_counts_the_entries_the_writer_writes(name: str) -> None:
+    """A file named `name` alone in a folder: the folder holds `.`, `..` and exactly
+    `dir_entries(name)` entries, and a name with no long entries is its own 8.3 name."""
+    name = name.replace("/", "_").strip(" .") or "X"
+    if name in (".", ".."):
+        return
+    geo = G144
+    planned = (PlannedFile.inline(f"D/{name}", b"x"),)
+    plan = floppy.FloppyPlan(1440, "PV", planned, floppy_usage([(f"D/{name}", 1)], geo))
+    out = io.BytesIO()
     try:
-        expected = not EightDotThree.is_8dot3_conform(name)
-    except UnicodeError:
-        expected = True
-    assert floppy.needs_long_name(name) == expected
+        write_floppy(plan, out, DirectorySource(Path.cwd()), epoch=1_700_000_000, serial=1)
+    except BuildError:
+        assert len(name.encode("utf-16-le")) > 255
+        return
+    image = out.getvalue()
+    folder_at = (geo.root_dir_sector + geo.root_dir_sectors) * 512  # D is cluster 2
+    slots = [image[folder_at + 32 * i : folder_at + 32 * (i + 1)] for i in range(16)]
+    used = [slot for slot in slots if slot[0] != 0]
+    assert len(used) == 2 + dir_entries(name)
+    if not floppy.needs_long_name(name):
+        stem, _, extension = name.partition(".")
+        assert used[2][:11] == (stem.ljust(8) + extension.ljust(3)).encode("ibm437")
+
+
+@pytest.mark.parametrize("name", ["A B.TXT", "A B", "AB .TXT"])
+def test_a_space_makes_a_long_name(name: str) -> None:
+    # pyfatfs failed on such names; mtools misreads a space inside a short name
+    assert floppy.needs_long_name(name)
+    assert dir_entries(name) == 2

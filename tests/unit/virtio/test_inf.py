@@ -11,8 +11,11 @@ from hypothesis import strategies as st
 from builder.virtio.inf import (
     Decoration,
     InfError,
+    _split_unquoted,
+    _unquote,
     parse_inf,
     quoted,
+    strip_comment,
     supports,
     text_problem,
     token_problem,
@@ -505,3 +508,89 @@ def test_what_an_unquoted_token_can_hold(text: str, problem: str | None) -> None
 def test_what_a_quoted_field_cannot_hold(text: str, problem: str | None) -> None:
     found = text_problem(text)
     assert (found is None) if problem is None else (found is not None and problem in found)
+
+
+# -- the lexer's fast paths ---------------------------------------------------------------
+# The lexer takes str methods where a line has no quote (most lines of an INF) and splits
+# at the quotes where it has some; these are the character-by-character readings of the
+# INF quoting rules it must agree with.
+
+
+def _split_reference(text: str, separator: str, limit: int) -> list[str]:
+    parts: list[str] = []
+    current: list[str] = []
+    in_quote = False
+    for char in text:
+        if char == '"':
+            in_quote = not in_quote
+            current.append(char)
+        elif char == separator and not in_quote and limit != 0:
+            parts.append("".join(current))
+            current = []
+            limit -= 1
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def _unquote_reference(text: str) -> str:
+    text = text.strip()
+    out: list[str] = []
+    in_quote = False
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char == '"' and in_quote and text[index + 1 : index + 2] == '"':
+            out.append('"')
+            index += 2
+            continue
+        if char == '"':
+            in_quote = not in_quote
+        else:
+            out.append(char)
+        index += 1
+    return "".join(out)
+
+
+def _comment_reference(text: str) -> str:
+    in_quote = False
+    for index, char in enumerate(text):
+        if char == '"':
+            in_quote = not in_quote
+        elif char == ";" and not in_quote:
+            return text[:index]
+    return text
+
+
+_LEXED = st.text(alphabet='ab=,; "\t', max_size=24)
+
+
+@fuzz_settings(400)
+@given(text=_LEXED, separator=st.sampled_from("=,"), limit=st.integers(-1, 3))
+def test_fuzz_splitting_outside_quotes_agrees_with_the_quoting_rules(
+    text: str, separator: str, limit: int
+) -> None:
+    assert _split_unquoted(text, separator, limit) == _split_reference(text, separator, limit)
+
+
+@fuzz_settings(400)
+@given(text=_LEXED)
+def test_fuzz_unquoting_and_comments_agree_with_the_quoting_rules(text: str) -> None:
+    assert _unquote(text) == _unquote_reference(text)
+    assert strip_comment(text) == _comment_reference(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "separator", "limit", "parts"),
+    [
+        ('a="x=y"=b', "=", 1, ["a", '"x=y"=b']),
+        ('"a,b",c,"d"', ",", -1, ['"a,b"', "c", '"d"']),
+        ("a,b,c", ",", 1, ["a", "b,c"]),
+        ('a,"b,c', ",", -1, ["a", '"b,c']),  # an unclosed quote runs to the end
+    ],
+)
+def test_splitting_keeps_quoted_separators(
+    text: str, separator: str, limit: int, parts: list[str]
+) -> None:
+    assert _split_unquoted(text, separator, limit) == parts

@@ -314,3 +314,22 @@ def test_the_limits_are_the_ones_drivers_readme_states() -> None:
         f"{limits.scan_bytes // 2**20} MiB of INF files, or "
         f"{limits.selected_bytes // 2**30} GiB of selected packages" in text
     )
+
+
+def test_check_name_refuses_exactly_the_characters_that_are_no_part_of_a_name() -> None:
+    """Every code point, one at a time inside a name: the separators, the controls and
+    the lone surrogates (bytes that were not UTF-8) are refused, nothing else is."""
+    from builder.virtio.source import check_name
+
+    refused = {"/", "\\", "\x7f", *map(chr, range(0x20)), *map(chr, range(0xD800, 0xE000))}
+    for point in range(0x110000):
+        char = chr(point)
+        try:
+            check_name(Path("virtio-win.iso"), "viostor", f"a{char}b")
+        except InputError:
+            assert char in refused, hex(point)
+        else:
+            assert char not in refused, hex(point)
+    for name in ("", ".", ".."):
+        with pytest.raises(InputError, match="has an entry named"):
+            check_name(Path("virtio-win.iso"), "", name)

@@ -21,6 +21,7 @@ import pytest
 
 from builder.errors import BuildError, InputError
 from builder.monitor import NullMonitor
+from builder.options import SCREENSHOT
 from builder.virtio.facts import load_driver_facts
 from builder.virtio.selection import DriverSet
 from builder.vm import domain, existing, virt
@@ -270,7 +271,7 @@ def test_install_success_detaches_the_install_media(
     assert any("virt-viewer --connect test:///default" in i for i in monitor.infos)
     record = result.as_json()
     assert record["media_attached"] == [] and record["shutoff_reason"] == "shutdown"
-    assert not (tmp_path / virt.SCREENSHOT).exists()
+    assert not (tmp_path / SCREENSHOT).exists()
 
 
 def test_install_timeout_keeps_a_screenshot_and_stops_the_guest(
