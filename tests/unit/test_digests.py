@@ -201,3 +201,32 @@ def test_the_reader_hands_out_the_buffer_it_hashes(tmp_path: Path) -> None:
         assert isinstance(first, bytes) and first + into + rest == data
         assert reader.read(10) == b""
         assert reader.digest() == {"sha256": hashlib.sha256(data).hexdigest()}
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        [],  # empty
+        [("data", 3000)],
+        [("hole", 8 << 20)],  # only a hole
+        [("hole", 3 << 20), ("data", 5000), ("hole", 2 << 20)],
+        [("data", 1 << 20), ("hole", 4 << 20), ("data", 70000), ("hole", 1 << 20), ("data", 1)],
+    ],
+)
+def test_file_digest_hashes_holes_as_the_zeros_they_read_as(
+    tmp_path: Path, layout: list[tuple[str, int]]
+) -> None:
+    path = tmp_path / "sparse.raw"
+    with path.open("wb") as handle:
+        for index, (kind, size) in enumerate(layout):
+            if kind == "hole":
+                handle.seek(size, os.SEEK_CUR)
+            else:
+                handle.write(bytes([index + 1]) * size)
+        handle.truncate()
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digests.file_digest(path) == {"sha256": expected}
+    key = b"k" * 32
+    assert digests.file_digest(path, key) == {
+        "hmac_sha256": hmac.new(key, path.read_bytes(), hashlib.sha256).hexdigest()
+    }
