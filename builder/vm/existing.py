@@ -186,13 +186,10 @@ def _set_file_source(disk: ET.Element, path: DiskSource, image_format: str) -> N
     disk.insert(list(disk).index(driver) + 1, source)
 
 
-def template_xml(xml: str, template_disk: DiskSource, image_format: str) -> str:
-    """The domain of a template, ready for clones: the installed domain (`xml`, its
-    install media taken out) without UUID, MAC addresses, NVRAM and TPM state paths,
-    removable media or disk sources other than the system disk, which is the exported
-    `template_disk`. The data disks stay, without sources: each clone gets empty ones."""
-    root = parse_xml(xml)
-    for tag in _MACHINE_OWN:
+def _drop_machine_identity(root: ET.Element, tags: Sequence[str]) -> None:
+    """Remove what belongs to one machine from a domain: the top-level `tags` (UUID,
+    ...), the NVRAM path, the MAC addresses and the TPM state path."""
+    for tag in tags:
         for element in root.findall(tag):
             root.remove(element)
     os_element = root.find("os")
@@ -206,6 +203,15 @@ def template_xml(xml: str, template_disk: DiskSource, image_format: str) -> str:
         for backend in tpm.findall("backend"):
             for state in backend.findall("source"):
                 backend.remove(state)
+
+
+def template_xml(xml: str, template_disk: DiskSource, image_format: str) -> str:
+    """The domain of a template, ready for clones: the installed domain (`xml`, its
+    install media taken out) without UUID, MAC addresses, NVRAM and TPM state paths,
+    removable media or disk sources other than the system disk, which is the exported
+    `template_disk`. The data disks stay, without sources: each clone gets empty ones."""
+    root = parse_xml(xml)
+    _drop_machine_identity(root, _MACHINE_OWN)
     disks = _disks(root)
     for disk in root.iterfind("./devices/disk"):
         if disk.get("device") != "disk":
@@ -243,20 +249,7 @@ def clone_xml(
     if name_element is None:
         name_element = ET.SubElement(root, "name")
     name_element.text = name
-    for tag in (*_MACHINE_OWN, "title"):
-        for element in root.findall(tag):
-            root.remove(element)
-    os_element = root.find("os")
-    if os_element is not None:
-        for nvram in os_element.findall("nvram"):
-            os_element.remove(nvram)
-    for interface in root.iterfind("./devices/interface"):
-        for mac in interface.findall("mac"):
-            interface.remove(mac)
-    for tpm in root.iterfind("./devices/tpm"):
-        for backend in tpm.findall("backend"):
-            for state in backend.findall("source"):
-                backend.remove(state)
+    _drop_machine_identity(root, (*_MACHINE_OWN, "title"))
     disks = _disks(root)
     if len(data_disks) != len(disks) - 1:
         raise ValueError(f"{len(disks) - 1} data disks in the template, {len(data_disks)} given")
