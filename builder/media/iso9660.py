@@ -523,6 +523,24 @@ def _read_small(image: Any, iso_path: str, limit: int = 16 * 2**20) -> bytes:
     return buffer.getvalue()
 
 
+@contextlib.contextmanager
+def _reading(image: Any, path: Path, *errors: type[BaseException]) -> Iterator[None]:
+    """Read the opened CD `image` of the user's `path` inside: any of pycdlib's errors on
+    a damaged image (and `errors`) become InputError naming the file, and the image is
+    closed whatever happens."""
+    caught: tuple[type[BaseException], ...] = (*_READ_ERRORS, *errors)
+    try:
+        yield
+    except caught as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(
+            f"{path} is damaged: {exc}.", "Copy the ISO image again.", key=WINDOWS_ISO_KEY
+        ) from None
+    finally:
+        image.close()
+
+
 def _open_windows_iso(path: Path, stream: IO[bytes] | None = None) -> Any:
     if not path.is_file():
         raise InputError(
@@ -563,19 +581,11 @@ def inspect_install_cd(
     if not profile.remasters_install_cd:
         raise BuildError(f"{profile.name} has no install CD to remaster.")
     image = _open_windows_iso(path)
-    try:
+    with _reading(image, path):
         info = _examine(image, path, profile)
         if plan is not None:
             apply_sif_entries(_read_small(image, info.txtsetup_iso_path), plan.entries)
         return info
-    except _READ_ERRORS as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(
-            f"{path} is damaged: {exc}.", "Copy the ISO image again.", key=WINDOWS_ISO_KEY
-        ) from None
-    finally:
-        image.close()
 
 
 def copy_cd_file(path: Path, wanted: str, out: IO[bytes], *, limit: int) -> int | None:
@@ -584,7 +594,7 @@ def copy_cd_file(path: Path, wanted: str, out: IO[bytes], *, limit: int) -> int 
     extracted. Returns its size, or None when the CD has no such file; InputError when
     it is larger than `limit` bytes or the CD is damaged."""
     image = _open_windows_iso(path)
-    try:
+    with _reading(image, path):
         editor = _Editor(
             image, _Conventions(relaxed=True, version=False, joliet=False, rock_ridge=False)
         )
@@ -610,14 +620,6 @@ def copy_cd_file(path: Path, wanted: str, out: IO[bytes], *, limit: int) -> int 
             )
         image.get_file_from_iso_fp(out, iso_path=iso_path)
         return size
-    except _READ_ERRORS as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(
-            f"{path} is damaged: {exc}.", "Copy the ISO image again.", key=WINDOWS_ISO_KEY
-        ) from None
-    finally:
-        image.close()
 
 
 def remaster_install_cd(
@@ -973,16 +975,8 @@ def read_install_media(path: Path) -> InstallMedia:
             image in pieces, or one Windows Setup cannot use (see `read_wim`).
     """
     image = _open_media(path)
-    try:
+    with _reading(image, path, RecursionError):  # a hostile tree may nest without end
         label = image.pvd.volume_identifier.decode("ascii", "replace").strip()
         if image.has_udf():
             return _read_setup_dvd(image, path, label)
         return _read_textmode_cd(image, path, label)
-    except (*_READ_ERRORS, RecursionError) as exc:  # a hostile tree may nest without end
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(
-            f"{path} is damaged: {exc}.", "Copy the ISO image again.", key=WINDOWS_ISO_KEY
-        ) from None
-    finally:
-        image.close()
